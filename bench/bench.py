@@ -1,0 +1,307 @@
+#!/usr/bin/env python3
+"""Helper for run-bench.sh: run one fio job with CPU accounting, and report.
+
+Subcommands:
+  freeport                  print a free TCP port on 127.0.0.1
+  runjob OUTDIR TARGET WORKLOAD PIDS -- FIO-ARGS...
+                            run fio, measure CPU of fio and of every server
+                            process in PIDS (comma-separated), append one
+                            record to OUTDIR/records.jsonl
+  report OUTDIR             print the table and the ratios, write
+                            OUTDIR/results.csv and OUTDIR/results.json
+"""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+# Targets and workloads in report order.
+TARGETS = ["rampool-r1", "rampool-r2", "memory", "nbd-server", "nbd-forward"]
+RAMPOOL = ["rampool-r1", "rampool-r2"]
+PEERS = ["memory", "nbd-server", "nbd-forward"]
+WORKLOADS = ["randread-4k-qd1", "randread-4k-qd16", "randwrite-4k-qd1",
+             "randwrite-4k-qd16", "seqread-1m", "seqwrite-1m"]
+
+
+# ---------------------------------------------------------------- /proc ---
+
+def proc_stat(pid):
+    """Return (ppid, utime+stime, cutime+cstime) in seconds, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rindex(")") + 2:].split()
+    # rest[0] is field 3 (state); field n is rest[n - 3].
+    ppid = int(rest[1])
+    own = (int(rest[11]) + int(rest[12])) / TICK
+    kids = (int(rest[13]) + int(rest[14])) / TICK
+    return ppid, own, kids
+
+
+def all_ppids():
+    out = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = proc_stat(int(d))
+            if st:
+                out[int(d)] = st[0]
+    return out
+
+
+def descendants(roots):
+    ppids = all_ppids()
+    found, frontier = set(), set(roots)
+    while frontier:
+        nxt = {p for p, pp in ppids.items() if pp in frontier and p not in found}
+        found |= nxt
+        frontier = nxt
+    return found - set(roots)
+
+
+def tree_cpu(roots):
+    """CPU seconds of the roots, their reaped children, and live descendants.
+
+    A descendant that is alive at the first sample and reaped by the second
+    moves its whole time into its parent's cutime, so deltas stay exact.
+    """
+    total = 0.0
+    for pid in set(roots) | descendants(roots):
+        st = proc_stat(pid)
+        if st:
+            total += st[1] + st[2]
+    return total
+
+
+def host_busy():
+    """Busy CPU seconds of the whole host (all CPUs), from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / TICK
+
+
+# ---------------------------------------------------------------- runjob ---
+
+def pct(clat, key):
+    p = clat.get("percentile") or {}
+    v = p.get(key)
+    return v / 1000.0 if v is not None else None
+
+
+def runjob(outdir, target, workload, pids, fio_args):
+    pids = [int(p) for p in pids.split(",") if p]
+    for p in pids:
+        if proc_stat(p) is None:
+            sys.exit(f"bench.py: server pid {p} of {target} is not running")
+    out_json = os.path.join(outdir, "fio", f"{target}.{workload}.json")
+    os.makedirs(os.path.dirname(out_json), exist_ok=True)
+    base_kids = descendants(pids)
+
+    srv0 = tree_cpu(pids)
+    host0 = host_busy()
+    t0 = time.monotonic()
+    proc = subprocess.Popen(["fio", "--output-format=json",
+                             f"--output={out_json}"] + fio_args)
+
+    def stop(signum, frame):
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        sys.exit(128 + signum)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - t0
+    fio_cpu = ru.ru_utime + ru.ru_stime  # fio and its reaped job processes
+    # Per-connection server children (nbd-server forks one per client)
+    # must be reaped before the sample, or their time would be lost.
+    deadline = time.monotonic() + 10
+    while descendants(pids) - base_kids and time.monotonic() < deadline:
+        time.sleep(0.02)
+    host1 = host_busy()
+    srv1 = tree_cpu(pids)
+    if proc.returncode != 0:
+        sys.exit(f"bench.py: fio failed for {target} {workload} "
+                 f"(exit {proc.returncode}), see {out_json}")
+
+    with open(out_json) as f:
+        text = f.read()
+    data = json.loads(text[text.index("{"):])  # fio may prefix warnings
+    job = data["jobs"][0]
+    if job.get("error"):
+        sys.exit(f"bench.py: fio job error {job['error']} for {target} {workload}")
+    rec = {"target": target, "workload": workload, "wall_s": round(wall, 3)}
+    ops = iops = bw = 0
+    p50 = p99 = None
+    for d in ("read", "write"):
+        s = job[d]
+        if s["total_ios"] == 0:
+            continue
+        ops += s["total_ios"]
+        iops += s["iops"]
+        bw += s["bw_bytes"]
+        p50 = pct(s["clat_ns"], "50.000000")
+        p99 = pct(s["clat_ns"], "99.000000")
+    if ops == 0:
+        sys.exit(f"bench.py: no I/O completed for {target} {workload}")
+    srv = srv1 - srv0
+    host = host1 - host0
+    rec.update({
+        "ops": ops, "iops": round(iops, 1), "mib_s": round(bw / 2**20, 2),
+        "p50_us": p50, "p99_us": p99,
+        "fio_cpu_s": round(fio_cpu, 3), "server_cpu_s": round(srv, 3),
+        "host_cpu_s": round(host, 3),
+        "cpu_us_per_op": round((fio_cpu + srv) / ops * 1e6, 3),
+        "fio_us_per_op": round(fio_cpu / ops * 1e6, 3),
+        "server_us_per_op": round(srv / ops * 1e6, 3),
+        "host_us_per_op": round(host / ops * 1e6, 3),
+        # CPU burnt by anything else on the host while the job ran, in
+        # cores: a noise indicator (also kernel threads such as ksoftirqd).
+        "other_cores": round(max(0.0, host - fio_cpu - srv) / wall, 3),
+    })
+    with open(os.path.join(outdir, "records.jsonl"), "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    print(f"  {target:12} {workload:18} {rec['iops']:>11.0f} IOPS "
+          f"{rec['mib_s']:>9.1f} MiB/s  p50 {fmt(p50)} us  p99 {fmt(p99)} us  "
+          f"cpu/op {rec['cpu_us_per_op']:.2f} us", flush=True)
+
+
+# ---------------------------------------------------------------- report ---
+
+def fmt(v, nd=1):
+    if v is None:
+        return "-"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    return f"{v:.{nd}f}"
+
+
+def ratio(a, b):
+    if a is None or b in (None, 0):
+        return None
+    return a / b
+
+
+def report(outdir):
+    recs = []
+    path = os.path.join(outdir, "records.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            recs = [json.loads(line) for line in f if line.strip()]
+    meta = {}
+    mpath = os.path.join(outdir, "meta.json")
+    if os.path.exists(mpath):
+        with open(mpath) as f:
+            meta = json.load(f)
+    by = {(r["target"], r["workload"]): r for r in recs}
+    targets = [t for t in TARGETS if any(k[0] == t for k in by)]
+    targets += sorted({k[0] for k in by} - set(targets))
+    workloads = [w for w in WORKLOADS if any(k[1] == w for k in by)]
+
+    cols = ["target", "workload", "IOPS", "MiB/s", "p50 us", "p99 us",
+            "CPU us/op", "fio", "servers", "others"]
+    widths = [12, 18, 10, 9, 8, 8, 10, 8, 8, 8]
+    line = "  ".join(c.rjust(w) if i > 1 else c.ljust(w)
+                     for i, (c, w) in enumerate(zip(cols, widths)))
+    print()
+    print("Results (CPU us/op = fio + all server processes, split in the next "
+          "two columns; 'others' = cores busy with anything else meanwhile)")
+    print(line)
+    print("-" * len(line))
+    for t in targets:
+        for w in workloads:
+            r = by.get((t, w))
+            if not r:
+                continue
+            cells = [t, w, f"{r['iops']:.0f}", f"{r['mib_s']:.1f}",
+                     fmt(r["p50_us"]), fmt(r["p99_us"]),
+                     fmt(r["cpu_us_per_op"], 2), fmt(r["fio_us_per_op"], 2),
+                     fmt(r["server_us_per_op"], 2), f"{r.get('other_cores', 0):.2f}"]
+            print("  ".join(c.rjust(wd) if i > 1 else c.ljust(wd)
+                            for i, (c, wd) in enumerate(zip(cells, widths))))
+        print()
+
+    ratios = []
+    for rp in RAMPOOL:
+        peers = [p for p in PEERS + ([] if rp == "rampool-r1" else ["rampool-r1"])
+                 if p in targets]
+        if rp not in targets or not peers:
+            continue
+        print(f"{rp} relative to each peer: IOPS ratio / CPU-per-op ratio "
+              "(IOPS >1 = rampool faster; CPU <1 = rampool cheaper)")
+        hdr = "workload".ljust(18) + "".join(p.rjust(20) for p in peers)
+        print(hdr)
+        print("-" * len(hdr))
+        for w in workloads:
+            a = by.get((rp, w))
+            cells = []
+            for p in peers:
+                b = by.get((p, w))
+                ir = ratio(a and a["iops"], b and b["iops"])
+                cr = ratio(a and a["cpu_us_per_op"], b and b["cpu_us_per_op"])
+                cells.append(f"{fmt(ir, 2)}x / {fmt(cr, 2)}x")
+                if ir is not None:
+                    ratios.append({"rampool": rp, "peer": p, "workload": w,
+                                   "iops_ratio": round(ir, 4),
+                                   "cpu_per_op_ratio": round(cr, 4) if cr else None})
+            print(w.ljust(18) + "".join(c.rjust(20) for c in cells))
+        print()
+    noisy = [r for r in recs if r.get("other_cores", 0) > 0.2]
+    if noisy:
+        print(f"WARNING: {len(noisy)} job(s) ran while other work used more "
+              "than 0.2 cores (column 'others'); their numbers are noisy.")
+    if not any(t in targets for t in RAMPOOL):
+        print("(no rampool results: ratios not available)")
+
+    fields = ["target", "workload", "iops", "mib_s", "p50_us", "p99_us",
+              "cpu_us_per_op", "fio_us_per_op", "server_us_per_op",
+              "host_us_per_op", "other_cores", "ops", "fio_cpu_s", "server_cpu_s",
+              "host_cpu_s", "wall_s"]
+    with open(os.path.join(outdir, "results.csv"), "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        wr.writeheader()
+        for t in targets:
+            for w in workloads:
+                if (t, w) in by:
+                    wr.writerow(by[(t, w)])
+    with open(os.path.join(outdir, "results.json"), "w") as f:
+        json.dump({"meta": meta, "results": recs, "ratios": ratios}, f, indent=2)
+        f.write("\n")
+    print(f"results: {outdir}/results.csv, {outdir}/results.json, "
+          f"raw fio output in {outdir}/fio/")
+
+
+# ------------------------------------------------------------------ main ---
+
+def main():
+    a = sys.argv[1:]
+    if not a:
+        sys.exit(__doc__)
+    if a[0] == "freeport":
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        print(s.getsockname()[1])
+        s.close()
+    elif a[0] == "runjob" and len(a) >= 6 and a[5] == "--":
+        runjob(a[1], a[2], a[3], a[4], a[6:])
+    elif a[0] == "report" and len(a) == 2:
+        report(a[1])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+/* The extent map: for every extent of the virtual disk, where its
+ * replicas live.  Preallocated at open (one entry per extent, 72 bytes:
+ * a 64 GiB disk at 1 MiB extents costs 4.5 MiB), never resized, so the
+ * I/O path allocates nothing.
+ *
+ * Locking: entries are guarded by striped rwlocks (extent index mod
+ * EXTENT_MAP_STRIPES).  Writers of an extent (write, zero, trim, map,
+ * recovery) hold the stripe's write lock while they change the entry
+ * and while they SEND to the replicas, which is what orders
+ * overlapping writes identically on every replica (each replica's
+ * requests for one extent travel on one connection, executed in
+ * order).  Readers hold the read lock until their data arrived, so a
+ * trim cannot free an extent under a read in flight.
+ *
+ * A replica is good when its server is up, its epoch equals the
+ * server's epoch (the server has not restarted since; a restart bumps
+ * the epoch and so invalidates every replica there at once, without a
+ * scan) and it is not stale (it missed a write).
+ */
+#ifndef RP_EXTENT_MAP_H
+#define RP_EXTENT_MAP_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "rampool/client.h"
+
+#define EXTENT_MAP_STRIPES 4096
+
+struct rp_replica {
+  uint64_t handle;             /* server's handle; 0 = no replica here */
+  uint16_t server;             /* index in pool->servers */
+  uint16_t is_stale;           /* missed a write: not readable */
+  uint32_t epoch;              /* server epoch when allocated */
+};
+
+struct rp_extent {
+  struct rp_replica rep[RP_MAX_REPLICAS];
+  uint8_t nrep;                /* replicas with handle != 0 */
+  uint8_t is_lost_logged;      /* "extent lost" logged once */
+  uint8_t pad[6];
+};
+_Static_assert (sizeof (struct rp_extent) == 72, "rp_extent size");
+
+struct extent_map {
+  struct rp_extent *e;         /* n entries, owned */
+  uint64_t n;
+  unsigned shift;              /* log2 (extent size) */
+  pthread_rwlock_t locks[EXTENT_MAP_STRIPES];
+};
+
+int extent_map_init (struct extent_map *m, uint64_t size_bytes,
+                     uint32_t extent_size);
+void extent_map_destroy (struct extent_map *m);
+
+static inline uint64_t
+extent_map_index (const struct extent_map *m, uint64_t offset)
+{
+  return offset >> m->shift;
+}
+
+static inline pthread_rwlock_t *
+extent_map_lock (struct extent_map *m, uint64_t idx)
+{
+  return &m->locks[idx % EXTENT_MAP_STRIPES];
+}
+
+/* Remove replica slot r from e, keeping the array packed. */
+void extent_map_drop_replica (struct rp_extent *e, unsigned r);
+
+/* Does e already have a replica on server s? */
+bool extent_map_has_server (const struct rp_extent *e, unsigned s);
+
+#endif /* RP_EXTENT_MAP_H */

@@ -1,0 +1,530 @@
+/* The I/O path: split a request by extent, map extents on first
+ * write, fan writes out to every good replica, read from one replica
+ * with fail-over, free whole extents on trim.
+ *
+ * Requests are processed in batches of IO_BATCH chunks (a chunk is the
+ * part of the request inside one extent, at most RP_MAX_PAYLOAD bytes):
+ * every chunk of a batch is sent before the thread waits once for all
+ * of them, so a 1 MiB read across two extents on two servers costs one
+ * round trip, not two.  Calls, chunks and the wait live on the caller's
+ * stack: no allocation on this path.
+ *
+ * Degraded-write policy: a write succeeds when at least one replica
+ * acknowledged it.  Replicas that failed, or whose server was down,
+ * are marked stale (never read again) and recovery re-creates them.
+ * A write fails with EIO only when no replica could take it.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+
+#include "pool.h"
+#include "logging.h"
+#include "placement.h"
+#include "util.h"
+
+#define IO_BATCH 32
+
+struct io_chunk {
+  uint64_t idx;                /* extent index */
+  uint32_t off;                /* offset in the extent */
+  uint32_t len;
+  uint8_t *buf;                /* data (write) or destination (read) */
+  unsigned first_call, ncalls; /* in the batch's call array */
+  int err;                     /* 0 or errno */
+  bool is_locked;              /* read: still holding the stripe lock */
+};
+
+static uint32_t
+io_chunk_len (const struct rp_pool *p, uint64_t offset, uint64_t left)
+{
+  uint64_t es = p->cfg.extent_size;
+  uint64_t n = es - (offset & (es - 1));
+
+  if (n > RP_MAX_PAYLOAD)
+    n = RP_MAX_PAYLOAD - (offset & (RP_MAX_PAYLOAD - 1));
+  return n < left ? n : left;
+}
+
+static __thread uint64_t io_rng;
+
+int
+io_map_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
+{
+  struct placement_candidate cand[RP_MAX_SERVERS];
+  bool tried[RP_MAX_SERVERS] = { false };
+  const struct rp_extent *prev = idx > 0 ? &p->map.e[idx - 1] : NULL;
+  uint8_t prev_servers[RP_MAX_REPLICAS];
+  unsigned nprev = 0;
+  int last_err = ENOSPC;
+
+  if (io_rng == 0) {
+    rp_random_bytes (&io_rng, sizeof io_rng);
+    io_rng |= 1;
+  }
+  /* The previous extent's servers, read without its lock: only a hint
+   * for striping, never used to touch that extent.
+   */
+  if (prev)
+    for (unsigned i = 0; i < RP_MAX_REPLICAS && i < __atomic_load_n (&prev->nrep, __ATOMIC_RELAXED); i++)
+      prev_servers[nprev++] = __atomic_load_n (&prev->rep[i].server, __ATOMIC_RELAXED);
+
+  while (e->nrep < p->cfg.replicas) {
+    struct rp_call call;
+    struct rp_alloc_reply reply;
+    struct rp_server *s;
+    int choice;
+
+    for (unsigned i = 0; i < p->nservers; i++) {
+      s = &p->servers[i];
+      cand[i].is_eligible = !tried[i] && atomic_load (&s->is_up) &&
+        atomic_load (&s->free_bytes) >= p->cfg.extent_size &&
+        !extent_map_has_server (e, i);
+      cand[i].is_preferred_out = false;
+      for (unsigned j = 0; j < nprev; j++)
+        if (prev_servers[j] == i)
+          cand[i].is_preferred_out = true;
+      cand[i].free_bytes = atomic_load (&s->free_bytes);
+    }
+    choice = placement_choose (cand, p->nservers, p->cfg.placement_choices,
+                               &io_rng);
+    if (choice < 0)
+      break;
+    tried[choice] = true;
+    s = &p->servers[choice];
+    memset (&call, 0, sizeof call);
+    call.req.op = RP_OP_ALLOC;
+    call.req.offset = p->cfg.extent_size;
+    call.rbuf = &reply;
+    call.rcap = sizeof reply;
+    if (rp_conn_call (pool_conn (s, idx), &call, p->cfg.timeout_ms) == -1) {
+      last_err = errno;
+      if (errno == ENOSPC || errno == ENOMEM)
+        atomic_store (&s->free_bytes, 0);  /* until a reply says more */
+      else if (errno != ENOENT && errno != EINVAL)
+        pool_server_down (s, strerror (errno));
+      continue;
+    }
+    struct rp_replica *r = &e->rep[e->nrep];
+    r->handle = le64toh (reply.handle);
+    r->server = choice;
+    r->epoch = atomic_load (&s->epoch);
+    r->is_stale = 0;
+    __atomic_store_n (&e->nrep, e->nrep + 1, __ATOMIC_RELEASE);
+    uint64_t fb = atomic_load (&s->free_bytes);
+    atomic_store (&s->free_bytes, fb >= p->cfg.extent_size ? fb - p->cfg.extent_size : 0);
+  }
+  if (e->nrep == 0) {
+    rp_log (RP_LOG_ERROR, "extent %" PRIu64 ": no server could take it (%s):"
+            " the pool is full or down", idx, strerror (last_err));
+    errno = ENOSPC;
+    return -1;
+  }
+  if (e->nrep < p->cfg.replicas)
+    rp_log (RP_LOG_DEBUG, "extent %" PRIu64 ": placed %u of %u replicas",
+            idx, e->nrep, p->cfg.replicas);
+  return 0;
+}
+
+/* Find the replica of e that a call went to (by server and handle),
+ * or NULL if the entry changed meanwhile.
+ */
+static struct rp_replica *
+io_find_replica (struct rp_extent *e, unsigned server, uint64_t handle)
+{
+  for (unsigned i = 0; i < e->nrep; i++)
+    if (e->rep[i].server == server && e->rep[i].handle == handle)
+      return &e->rep[i];
+  return NULL;
+}
+
+/* The server a submitted call went to. */
+static struct rp_server *
+io_call_server (const struct rp_call *call)
+{
+  return call->conn->opaque;
+}
+
+/* WRITE (payload) or ZERO (no payload) of one batch of chunks. */
+static int
+io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
+                uint16_t op)
+{
+  struct rp_call calls[IO_BATCH * RP_MAX_REPLICAS];
+  unsigned ncalls = 0;
+  struct rp_wait w;
+  int ret = 0;
+
+  rp_wait_init (&w);
+  for (unsigned i = 0; i < nch; i++) {
+    struct io_chunk *c = &ch[i];
+    pthread_rwlock_t *lk = extent_map_lock (&p->map, c->idx);
+    struct rp_extent *e = &p->map.e[c->idx];
+
+    c->first_call = ncalls;
+    c->ncalls = 0;
+    pthread_rwlock_wrlock (lk);
+    if (e->nrep == 0 && op == RP_OP_ZERO) {
+      /* Zeroing an unmapped extent: it already reads as zeros. */
+      pthread_rwlock_unlock (lk);
+      continue;
+    }
+    if (e->nrep == 0 && io_map_extent (p, c->idx, e) == -1) {
+      c->err = errno;
+      pthread_rwlock_unlock (lk);
+      continue;
+    }
+    for (unsigned r = 0; r < e->nrep; r++) {
+      struct rp_replica *rep = &e->rep[r];
+      struct rp_server *s = &p->servers[rep->server];
+      struct rp_call *call = &calls[ncalls];
+
+      if (!pool_replica_is_good (p, rep)) {
+        rep->is_stale = 1;     /* it misses this write */
+        continue;
+      }
+      memset (call, 0, sizeof *call);
+      call->req.op = op;
+      call->req.handle = rep->handle;
+      call->req.offset = c->off;
+      if (op == RP_OP_WRITE) {
+        call->req.length = c->len;
+        call->payload = c->buf;
+      }
+      else
+        call->req.count = c->len;
+      call->wait = &w;
+      if (rp_conn_submit (pool_conn (s, c->idx), call) == -1) {
+        rep->is_stale = 1;
+        pool_server_down (s, "connection lost");
+        continue;
+      }
+      atomic_fetch_add (&s->inflight, 1);
+      ncalls++;
+      c->ncalls++;
+    }
+    pthread_rwlock_unlock (lk);
+    if (c->ncalls == 0 && c->err == 0) {
+      if (!e->is_lost_logged) {
+        e->is_lost_logged = 1;
+        rp_log (RP_LOG_ERROR, "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
+                "): every replica is lost; writes to it fail with EIO",
+                c->idx, c->idx << p->map.shift,
+                ((c->idx + 1) << p->map.shift) - 1);
+      }
+      c->err = EIO;
+    }
+  }
+  rp_wait_all (&w, calls, ncalls, rp_now_ms () + p->cfg.timeout_ms);
+  rp_wait_destroy (&w);
+
+  for (unsigned i = 0; i < nch; i++) {
+    struct io_chunk *c = &ch[i];
+    unsigned ok = 0;
+
+    for (unsigned k = c->first_call; k < c->first_call + c->ncalls; k++) {
+      struct rp_call *call = &calls[k];
+      struct rp_server *s = io_call_server (call);
+
+      atomic_fetch_sub (&s->inflight, 1);
+      if (call->err == 0) {
+        ok++;
+        continue;
+      }
+      /* This replica may not hold the data: never read it again. */
+      pthread_rwlock_t *lk = extent_map_lock (&p->map, c->idx);
+      pthread_rwlock_wrlock (lk);
+      struct rp_replica *rep =
+        io_find_replica (&p->map.e[c->idx], s->index, call->req.handle);
+      if (rep)
+        rep->is_stale = 1;
+      pthread_rwlock_unlock (lk);
+    }
+    if (c->ncalls && ok == 0)
+      c->err = EIO;
+    if (c->err && ret == 0) {
+      errno = c->err;
+      ret = -1;
+    }
+    atomic_fetch_add (&p->writes, 1);
+  }
+  return ret;
+}
+
+/* Pick the good replica with the fewest requests outstanding, skipping
+ * servers in `tried` (bitmask).  -1 if none.
+ */
+static int
+io_pick_replica (struct rp_pool *p, const struct rp_extent *e, uint64_t tried)
+{
+  int best = -1;
+  unsigned best_load = 0;
+
+  for (unsigned r = 0; r < e->nrep; r++) {
+    const struct rp_replica *rep = &e->rep[r];
+    if ((tried >> rep->server) & 1 || !pool_replica_is_good (p, rep))
+      continue;
+    unsigned load = atomic_load (&p->servers[rep->server].inflight);
+    if (best == -1 || load < best_load) {
+      best = r;
+      best_load = load;
+    }
+  }
+  return best;
+}
+
+static void
+io_log_lost (struct rp_pool *p, struct rp_extent *e, uint64_t idx)
+{
+  if (!__atomic_exchange_n (&e->is_lost_logged, 1, __ATOMIC_RELAXED))
+    rp_log (RP_LOG_ERROR, "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
+            "): no good replica left; reads of it fail with EIO",
+            idx, idx << p->map.shift, ((idx + 1) << p->map.shift) - 1);
+}
+
+static int
+io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
+{
+  struct rp_call calls[IO_BATCH];
+  unsigned ncalls = 0;
+  struct rp_wait w;
+  int ret = 0;
+
+  rp_wait_init (&w);
+  for (unsigned i = 0; i < nch; i++) {
+    struct io_chunk *c = &ch[i];
+    pthread_rwlock_t *lk = extent_map_lock (&p->map, c->idx);
+    struct rp_extent *e = &p->map.e[c->idx];
+    int r;
+
+    c->first_call = ncalls;
+    c->ncalls = 0;
+    pthread_rwlock_rdlock (lk);
+    if (e->nrep == 0) {
+      memset (c->buf, 0, c->len);
+      pthread_rwlock_unlock (lk);
+      continue;
+    }
+    c->is_locked = true;  /* held until the data is in: see extent_map.h */
+    r = io_pick_replica (p, e, 0);
+    if (r < 0)
+      continue;  /* handled below with the fail-over */
+    struct rp_server *s = &p->servers[e->rep[r].server];
+    struct rp_call *call = &calls[ncalls];
+    memset (call, 0, sizeof *call);
+    call->req.op = RP_OP_READ;
+    call->req.handle = e->rep[r].handle;
+    call->req.offset = c->off;
+    call->req.count = c->len;
+    call->rbuf = c->buf;
+    call->wait = &w;
+    if (rp_conn_submit (pool_conn (s, c->idx), call) == -1) {
+      pool_server_down (s, "connection lost");
+      continue;
+    }
+    atomic_fetch_add (&s->inflight, 1);
+    ncalls++;
+    c->ncalls = 1;
+  }
+  rp_wait_all (&w, calls, ncalls, rp_now_ms () + p->cfg.timeout_ms);
+
+  for (unsigned i = 0; i < nch; i++) {
+    struct io_chunk *c = &ch[i];
+    struct rp_extent *e = &p->map.e[c->idx];
+    uint64_t tried = 0;
+    bool is_ok = false;
+
+    if (!c->is_locked)
+      continue;
+    if (c->ncalls) {
+      struct rp_call *call = &calls[c->first_call];
+      struct rp_server *s = io_call_server (call);
+      atomic_fetch_sub (&s->inflight, 1);
+      tried |= UINT64_C (1) << s->index;
+      is_ok = call->err == 0;
+    }
+    /* Fail over, one replica at a time, until one answers. */
+    while (!is_ok) {
+      int r = io_pick_replica (p, e, tried);
+      struct rp_call call;
+      if (r < 0)
+        break;
+      struct rp_server *s = &p->servers[e->rep[r].server];
+      tried |= UINT64_C (1) << s->index;
+      atomic_fetch_add (&p->read_failovers, 1);
+      memset (&call, 0, sizeof call);
+      call.req.op = RP_OP_READ;
+      call.req.handle = e->rep[r].handle;
+      call.req.offset = c->off;
+      call.req.count = c->len;
+      call.rbuf = c->buf;
+      if (rp_conn_call (pool_conn (s, c->idx), &call, p->cfg.timeout_ms) == 0)
+        is_ok = true;
+    }
+    pthread_rwlock_unlock (extent_map_lock (&p->map, c->idx));
+    c->is_locked = false;
+    atomic_fetch_add (&p->reads, 1);
+    if (!is_ok) {
+      io_log_lost (p, e, c->idx);
+      if (ret == 0) {
+        errno = EIO;
+        ret = -1;
+      }
+    }
+  }
+  rp_wait_destroy (&w);
+  return ret;
+}
+
+static int
+io_check_range (struct rp_pool *p, size_t count, uint64_t offset)
+{
+  if (offset > p->cfg.size_bytes || count > p->cfg.size_bytes - offset) {
+    errno = EINVAL;
+    return -1;
+  }
+  return 0;
+}
+
+/* Split [offset, offset+count) into chunks and run `fn` on batches. */
+static int
+io_split (struct rp_pool *p, uint8_t *buf, size_t count, uint64_t offset,
+          uint16_t op)
+{
+  struct io_chunk ch[IO_BATCH];
+  int ret = 0;
+
+  if (io_check_range (p, count, offset) == -1)
+    return -1;
+  while (count > 0) {
+    unsigned n = 0;
+    while (count > 0 && n < IO_BATCH) {
+      uint32_t len = io_chunk_len (p, offset, count);
+      ch[n] = (struct io_chunk) {
+        .idx = extent_map_index (&p->map, offset),
+        .off = offset & (p->cfg.extent_size - 1),
+        .len = len,
+        .buf = buf,
+      };
+      n++;
+      if (buf)
+        buf += len;
+      offset += len;
+      count -= len;
+    }
+    int r = op == RP_OP_READ ? io_read_batch (p, ch, n)
+                             : io_write_batch (p, ch, n, op);
+    if (r == -1 && ret == 0)
+      ret = -1;
+  }
+  return ret;
+}
+
+int
+rp_pool_pread (struct rp_pool *p, void *buf, size_t count, uint64_t offset)
+{
+  return io_split (p, buf, count, offset, RP_OP_READ);
+}
+
+int
+rp_pool_pwrite (struct rp_pool *p, const void *buf, size_t count,
+                uint64_t offset)
+{
+  return io_split (p, (uint8_t *) buf, count, offset, RP_OP_WRITE);
+}
+
+/* Free extent idx on every server that holds it (write lock held). */
+static void
+io_free_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
+{
+  struct rp_call calls[RP_MAX_REPLICAS];
+  unsigned ncalls = 0;
+  struct rp_wait w;
+
+  rp_wait_init (&w);
+  for (unsigned r = 0; r < e->nrep; r++) {
+    struct rp_replica *rep = &e->rep[r];
+    struct rp_server *s = &p->servers[rep->server];
+    struct rp_call *call = &calls[ncalls];
+
+    if (atomic_load (&s->epoch) != rep->epoch)
+      continue;  /* the server restarted: that memory is gone already */
+    memset (call, 0, sizeof *call);
+    call->req.op = RP_OP_FREE;
+    call->req.handle = rep->handle;
+    call->wait = &w;
+    if (!atomic_load (&s->is_up) ||
+        rp_conn_submit (pool_conn (s, idx), call) == -1) {
+      pool_add_orphan (s, rep->handle);
+      continue;
+    }
+    ncalls++;
+  }
+  rp_wait_all (&w, calls, ncalls, rp_now_ms () + p->cfg.timeout_ms);
+  rp_wait_destroy (&w);
+  for (unsigned k = 0; k < ncalls; k++)
+    if (calls[k].err == EIO || calls[k].err == ETIMEDOUT)
+      pool_add_orphan (io_call_server (&calls[k]), calls[k].req.handle);
+  memset (e, 0, sizeof *e);
+}
+
+/* Trim (free whole extents) or zero (free whole, zero partial). */
+static int
+io_discard (struct rp_pool *p, size_t count, uint64_t offset, bool is_zero)
+{
+  uint64_t es = p->cfg.extent_size;
+
+  if (io_check_range (p, count, offset) == -1)
+    return -1;
+  while (count > 0) {
+    uint64_t idx = extent_map_index (&p->map, offset);
+    uint64_t off = offset & (es - 1);
+    uint64_t len = es - off < count ? es - off : count;
+    bool whole = off == 0 &&
+      (len == es || offset + len == p->cfg.size_bytes);
+
+    if (whole) {
+      pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
+      pthread_rwlock_wrlock (lk);
+      if (p->map.e[idx].nrep)
+        io_free_extent (p, idx, &p->map.e[idx]);
+      pthread_rwlock_unlock (lk);
+    }
+    else if (is_zero &&
+             io_split (p, NULL, len, offset, RP_OP_ZERO) == -1)
+      return -1;
+    offset += len;
+    count -= len;
+  }
+  return 0;
+}
+
+int
+rp_pool_trim (struct rp_pool *p, size_t count, uint64_t offset)
+{
+  return io_discard (p, count, offset, false);
+}
+
+int
+rp_pool_zero (struct rp_pool *p, size_t count, uint64_t offset)
+{
+  return io_discard (p, count, offset, true);
+}
+
+int
+rp_pool_is_mapped (struct rp_pool *p, uint64_t offset)
+{
+  uint64_t idx = extent_map_index (&p->map, offset);
+
+  if (offset >= p->cfg.size_bytes)
+    return 0;
+  return __atomic_load_n (&p->map.e[idx].nrep, __ATOMIC_ACQUIRE) > 0;
+}
+
+uint32_t
+rp_pool_extent_size (const struct rp_pool *p)
+{
+  return p->cfg.extent_size;
+}

@@ -1,0 +1,13 @@
+/* librampool's log: front ends route it with rp_set_log (the plugin
+ * to nbdkit_error/nbdkit_debug).  State changes are logged once, when
+ * they happen, never per request.
+ */
+#ifndef RP_LOGGING_H
+#define RP_LOGGING_H
+
+enum { RP_LOG_ERROR = 0, RP_LOG_WARN = 1, RP_LOG_INFO = 2, RP_LOG_DEBUG = 3 };
+
+void rp_log (int level, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+
+#endif /* RP_LOGGING_H */

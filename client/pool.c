@@ -1,0 +1,522 @@
+/* The pool: opening connections to every server, the session (owner)
+ * id, the monitor thread (heartbeats, reconnects, incarnation checks,
+ * recovery passes, the stats file) and the pool's statistics.
+ *
+ * Server states: up (every connection connected and HELLO'd) or down.
+ * Any connection failure takes the whole server down, and the monitor
+ * brings it back as a unit; this keeps "one extent, one connection per
+ * server" ordering simple across reconnects.  On reconnect the HELLO
+ * reply's incarnation tells a restart (new random incarnation: every
+ * replica there is gone, bump the epoch) from a network blip (same
+ * incarnation: replicas there are kept, except those marked stale
+ * because they missed writes while the server was away).
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pool.h"
+#include "logging.h"
+#include "util.h"
+
+void
+pool_server_down (struct rp_server *s, const char *why)
+{
+  if (atomic_exchange (&s->is_up, false)) {
+    rp_log (RP_LOG_WARN, "server %s down: %s", s->addr, why);
+    s->down_since_ms = rp_now_ms ();
+  }
+  for (unsigned i = 0; i < s->nconns; i++)
+    rp_conn_kill (&s->conns[i], why);
+}
+
+void
+pool_add_orphan (struct rp_server *s, uint64_t handle)
+{
+  pthread_mutex_lock (&s->orphan_lock);
+  if (s->norphans < POOL_ORPHANS)
+    s->orphans[s->norphans++] = handle;
+  else if (!s->orphans_overflowed) {
+    s->orphans_overflowed = true;
+    rp_log (RP_LOG_WARN, "server %s: too many extents to free while it is"
+            " unreachable; the rest is freed when this client's lease"
+            " there expires", s->addr);
+  }
+  pthread_mutex_unlock (&s->orphan_lock);
+}
+
+static void
+pool_on_conn_dead (struct rp_conn *c, const char *why)
+{
+  pool_server_down (c->opaque, why);
+}
+
+static void
+pool_on_free_bytes (struct rp_conn *c, uint64_t free_bytes)
+{
+  struct rp_server *s = c->opaque;
+
+  atomic_store (&s->free_bytes, free_bytes);
+}
+
+/* HELLO on one connection; fills *hi.  0 or -1 with a message. */
+static int
+pool_hello (struct rp_conn *c, const uint8_t owner[16], unsigned timeout_ms,
+            struct rp_hello_info *hi, char *err, size_t errlen)
+{
+  struct rp_hello_req h;
+  struct rp_hello_reply reply;
+  struct rp_call call;
+  const char *why;
+
+  memset (&h, 0, sizeof h);
+  h.version = htole32 (RP_PROTOCOL_VERSION);
+  memcpy (h.owner, owner, 16);
+  memset (&call, 0, sizeof call);
+  call.req.op = RP_OP_HELLO;
+  call.req.length = sizeof h;
+  call.payload = &h;
+  call.rbuf = &reply;
+  call.rcap = sizeof reply;
+  if (rp_conn_call (c, &call, timeout_ms) == -1) {
+    snprintf (err, errlen, "HELLO: %s", errno == EPROTONOSUPPORT
+              ? "protocol version not supported by the server"
+              : errno == EPERM ? "refused (server at max-clients?)"
+              : strerror (errno));
+    return -1;
+  }
+  if (rp_hello_reply_decode (&reply, hi, &why) == -1) {
+    snprintf (err, errlen, "HELLO: %s", why);
+    return -1;
+  }
+  return 0;
+}
+
+static void
+pool_server_disconnect (struct rp_server *s)
+{
+  for (unsigned i = 0; i < s->nconns; i++) {
+    rp_conn_kill (&s->conns[i], "reconnecting");
+    rp_conn_join (&s->conns[i]);
+  }
+}
+
+/* FREE the handles we could not free while s was away. */
+static void
+pool_free_orphans (struct rp_pool *p, struct rp_server *s)
+{
+  uint64_t handles[POOL_ORPHANS];
+  unsigned n;
+
+  pthread_mutex_lock (&s->orphan_lock);
+  n = s->norphans;
+  memcpy (handles, s->orphans, n * sizeof handles[0]);
+  s->norphans = 0;
+  s->orphans_overflowed = false;
+  pthread_mutex_unlock (&s->orphan_lock);
+  for (unsigned i = 0; i < n; i++) {
+    struct rp_call call;
+    memset (&call, 0, sizeof call);
+    call.req.op = RP_OP_FREE;
+    call.req.handle = handles[i];
+    rp_conn_call (&s->conns[0], &call, p->cfg.timeout_ms);
+  }
+}
+
+/* Connect every connection of s and HELLO.  Monitor thread (or open).
+ * 0, or -1 with a message in err.
+ */
+static int
+pool_server_connect (struct rp_pool *p, struct rp_server *s,
+                     char *err, size_t errlen)
+{
+  struct rp_hello_info hi;
+
+  pool_server_disconnect (s);
+  for (unsigned i = 0; i < s->nconns; i++) {
+    struct rp_hello_info hc;
+    if (rp_conn_connect (&s->conns[i], s->host, s->port,
+                         p->cfg.timeout_ms) == -1) {
+      snprintf (err, errlen, "connect: %s", strerror (errno));
+      goto out_disconnect;
+    }
+    if (pool_hello (&s->conns[i], p->owner, p->cfg.timeout_ms,
+                    i == 0 ? &hi : &hc, err, errlen) == -1)
+      goto out_disconnect;
+    rp_conn_set_ready (&s->conns[i]);
+  }
+  if (s->has_incarnation && memcmp (s->incarnation, hi.incarnation, 16) != 0) {
+    /* A new server process: all we had there is gone. */
+    atomic_fetch_add (&s->epoch, 1);
+    pthread_mutex_lock (&s->orphan_lock);
+    s->norphans = 0;
+    pthread_mutex_unlock (&s->orphan_lock);
+    rp_log (RP_LOG_WARN, "server %s restarted (new incarnation): the"
+            " replicas it held are gone and will be re-created", s->addr);
+  }
+  else if (s->has_incarnation)
+    rp_log (RP_LOG_INFO, "server %s back after %" PRIu64 " ms with the same"
+            " incarnation: replicas that missed no write are kept",
+            s->addr, rp_now_ms () - s->down_since_ms);
+  s->has_incarnation = true;
+  memcpy (s->incarnation, hi.incarnation, 16);
+  s->capacity_bytes = hi.capacity_bytes;
+  atomic_store (&s->free_bytes, hi.free_bytes);
+  atomic_store (&s->is_up, true);
+  pool_free_orphans (p, s);
+  return 0;
+ out_disconnect:
+  pool_server_disconnect (s);
+  return -1;
+}
+
+static int
+pool_ping (struct rp_pool *p, struct rp_server *s)
+{
+  struct rp_call call;
+
+  memset (&call, 0, sizeof call);
+  call.req.op = RP_OP_PING;
+  return rp_conn_call (&s->conns[0], &call, p->cfg.timeout_ms);
+}
+
+static void
+pool_write_stats_file (struct rp_pool *p)
+{
+  struct rp_pool_stats st;
+  char tmp[4096];
+  FILE *fp;
+
+  rp_pool_get_stats (p, &st);
+  snprintf (tmp, sizeof tmp, "%s.tmp", p->cfg.stats_file);
+  fp = fopen (tmp, "w");
+  if (fp == NULL)
+    return;
+  fprintf (fp,
+           "servers %u\nservers_up %u\nextents %" PRIu64 "\n"
+           "extents_mapped %" PRIu64 "\nextents_healthy %" PRIu64 "\n"
+           "extents_degraded %" PRIu64 "\nextents_lost %" PRIu64 "\n"
+           "reads %" PRIu64 "\nwrites %" PRIu64 "\n"
+           "read_failovers %" PRIu64 "\nrecovered %" PRIu64 "\n",
+           st.servers, st.servers_up, st.extents, st.extents_mapped,
+           st.extents_healthy, st.extents_degraded, st.extents_lost,
+           st.reads, st.writes, st.read_failovers, st.recovered);
+  for (unsigned i = 0; i < p->nservers; i++)
+    fprintf (fp, "server %s %s\n", p->servers[i].addr,
+             atomic_load (&p->servers[i].is_up) ? "up" : "down");
+  if (fclose (fp) == 0)
+    rename (tmp, p->cfg.stats_file);
+}
+
+static void *
+pool_monitor (void *arg)
+{
+  struct rp_pool *p = arg;
+
+  pthread_mutex_lock (&p->lock);
+  while (!p->is_stopping) {
+    uint64_t wake = rp_now_ms () + p->cfg.heartbeat_ms;
+    struct timespec ts = { .tv_sec = wake / 1000,
+                           .tv_nsec = (wake % 1000) * 1000000 };
+    pthread_cond_timedwait (&p->cond, &p->lock, &ts);
+    if (p->is_stopping)
+      break;
+    pthread_mutex_unlock (&p->lock);
+
+    for (unsigned i = 0; i < p->nservers; i++) {
+      struct rp_server *s = &p->servers[i];
+      char err[160];
+      if (atomic_load (&s->is_up)) {
+        /* A PING that misses the deadline kills the connection, which
+         * takes the server down: this is how a hung server is found
+         * even when no I/O is going to it.
+         */
+        pool_ping (p, s);
+      }
+      else if (pool_server_connect (p, s, err, sizeof err) == 0)
+        rp_log (RP_LOG_INFO, "server %s up", s->addr);
+    }
+    recovery_pass (p);
+    if (p->cfg.stats_file)
+      pool_write_stats_file (p);
+    pthread_mutex_lock (&p->lock);
+  }
+  pthread_mutex_unlock (&p->lock);
+  return NULL;
+}
+
+static int
+pool_copy_config (struct rp_config *dst, const struct rp_config *src)
+{
+  *dst = *src;
+  for (unsigned i = 0; i < src->nservers; i++)
+    dst->servers[i] = strdup (src->servers[i]);
+  dst->stats_file = src->stats_file ? strdup (src->stats_file) : NULL;
+  return 0;
+}
+
+struct rp_pool *
+rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
+{
+  struct rp_pool *p;
+  pthread_condattr_t attr;
+  unsigned up = 0;
+  size_t used = 0;
+
+  if (rp_config_check (cfg, err, errlen) == -1)
+    return NULL;
+  p = calloc (1, sizeof *p);
+  if (p == NULL) {
+    snprintf (err, errlen, "out of memory");
+    return NULL;
+  }
+  pool_copy_config (&p->cfg, cfg);
+  if (extent_map_init (&p->map, cfg->size_bytes, cfg->extent_size) == -1) {
+    snprintf (err, errlen, "extent map for size=%" PRIu64 ": %s",
+              cfg->size_bytes, strerror (errno));
+    goto out_free;
+  }
+  rp_random_bytes (p->owner, sizeof p->owner);
+  pthread_mutex_init (&p->lock, NULL);
+  pthread_condattr_init (&attr);
+  pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
+  pthread_cond_init (&p->cond, &attr);
+  pthread_condattr_destroy (&attr);
+
+  p->nservers = cfg->nservers;
+  for (unsigned i = 0; i < p->nservers; i++) {
+    struct rp_server *s = &p->servers[i];
+    s->pool = p;
+    s->index = i;
+    snprintf (s->addr, sizeof s->addr, "%s", cfg->servers[i]);
+    rp_split_hostport (s->addr, s->host, sizeof s->host,
+                       s->port, sizeof s->port);
+    pthread_mutex_init (&s->orphan_lock, NULL);
+    s->nconns = cfg->connections;
+    s->conns = calloc (s->nconns, sizeof *s->conns);
+    for (unsigned k = 0; k < s->nconns; k++) {
+      char name[200];
+      snprintf (name, sizeof name, "%s#%u", s->addr, k);
+      rp_conn_init (&s->conns[k], name, cfg->inflight);
+      s->conns[k].opaque = s;
+      s->conns[k].on_dead = pool_on_conn_dead;
+      s->conns[k].on_free_bytes = pool_on_free_bytes;
+    }
+  }
+  /* Connect to everyone; report every server that did not answer. */
+  for (unsigned i = 0; i < p->nservers; i++) {
+    struct rp_server *s = &p->servers[i];
+    char e[160];
+    if (pool_server_connect (p, s, e, sizeof e) == 0) {
+      up++;
+      continue;
+    }
+    s->down_since_ms = rp_now_ms ();
+    rp_log (RP_LOG_WARN, "server %s: %s", s->addr, e);
+    if (used < errlen)
+      used += snprintf (err + used, errlen - used, "%s%s: %s",
+                        used ? "; " : "", s->addr, e);
+  }
+  if (up < cfg->replicas) {
+    char tail[96];
+    snprintf (tail, sizeof tail, " (only %u of %u servers answered;"
+              " replicas=%u needs %u)", up, p->nservers, cfg->replicas,
+              cfg->replicas);
+    if (used < errlen)
+      snprintf (err + used, errlen - used, "%s", tail);
+    goto out_close;
+  }
+  if (pthread_create (&p->monitor, NULL, pool_monitor, p) != 0) {
+    snprintf (err, errlen, "creating the monitor thread: %s", strerror (errno));
+    goto out_close;
+  }
+  p->has_monitor = true;
+  rp_log (RP_LOG_INFO, "pool open: %u of %u servers up, size %" PRIu64
+          ", extent-size %" PRIu32 ", replicas %u", up, p->nservers,
+          cfg->size_bytes, cfg->extent_size, cfg->replicas);
+  return p;
+ out_close:
+  rp_pool_close (p);
+  return NULL;
+ out_free:
+  rp_config_free (&p->cfg);
+  free (p);
+  return NULL;
+}
+
+/* Free every mapped extent on its servers, pipelined per server. */
+static void
+pool_free_all (struct rp_pool *p)
+{
+  for (uint64_t idx = 0; idx < p->map.n; idx++) {
+    struct rp_extent *e = &p->map.e[idx];
+    if (e->nrep == 0)
+      continue;
+    for (unsigned r = 0; r < e->nrep; r++) {
+      struct rp_server *s = &p->servers[e->rep[r].server];
+      if (atomic_load (&s->is_up) && atomic_load (&s->epoch) == e->rep[r].epoch)
+        pool_add_orphan (s, e->rep[r].handle);
+    }
+    memset (e, 0, sizeof *e);
+    /* Flush a server's list when it is full. */
+    for (unsigned i = 0; i < p->nservers; i++)
+      if (p->servers[i].norphans >= POOL_ORPHANS - RP_MAX_REPLICAS)
+        pool_free_orphans (p, &p->servers[i]);
+  }
+  for (unsigned i = 0; i < p->nservers; i++)
+    if (atomic_load (&p->servers[i].is_up))
+      pool_free_orphans (p, &p->servers[i]);
+}
+
+void
+rp_pool_close (struct rp_pool *p)
+{
+  if (p == NULL)
+    return;
+  if (p->has_monitor) {
+    pthread_mutex_lock (&p->lock);
+    p->is_stopping = true;
+    pthread_cond_broadcast (&p->cond);
+    pthread_mutex_unlock (&p->lock);
+    pthread_join (p->monitor, NULL);
+  }
+  if (p->map.e)
+    pool_free_all (p);
+  for (unsigned i = 0; i < p->nservers; i++) {
+    struct rp_server *s = &p->servers[i];
+    for (unsigned k = 0; k < s->nconns; k++) {
+      s->conns[k].on_dead = NULL;
+      rp_conn_destroy (&s->conns[k]);
+    }
+    free (s->conns);
+    pthread_mutex_destroy (&s->orphan_lock);
+  }
+  extent_map_destroy (&p->map);
+  pthread_mutex_destroy (&p->lock);
+  pthread_cond_destroy (&p->cond);
+  rp_config_free (&p->cfg);
+  free (p);
+}
+
+void
+rp_pool_get_stats (struct rp_pool *p, struct rp_pool_stats *st)
+{
+  memset (st, 0, sizeof *st);
+  st->servers = p->nservers;
+  for (unsigned i = 0; i < p->nservers; i++)
+    if (atomic_load (&p->servers[i].is_up))
+      st->servers_up++;
+  st->extents = p->map.n;
+  for (uint64_t idx = 0; idx < p->map.n; idx++) {
+    pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
+    struct rp_extent *e = &p->map.e[idx];
+    unsigned good = 0;
+    if (__atomic_load_n (&e->nrep, __ATOMIC_RELAXED) == 0)
+      continue;
+    pthread_rwlock_rdlock (lk);
+    for (unsigned r = 0; r < e->nrep; r++)
+      if (pool_replica_is_good (p, &e->rep[r]))
+        good++;
+    if (e->nrep) {
+      st->extents_mapped++;
+      if (good >= p->cfg.replicas)
+        st->extents_healthy++;
+      else if (good > 0)
+        st->extents_degraded++;
+      else
+        st->extents_lost++;
+    }
+    pthread_rwlock_unlock (lk);
+  }
+  st->reads = atomic_load (&p->reads);
+  st->writes = atomic_load (&p->writes);
+  st->read_failovers = atomic_load (&p->read_failovers);
+  st->recovered = atomic_load (&p->recovered);
+}
+
+static int
+pool_stat_call (struct rp_conn *c, unsigned timeout_ms,
+                struct rp_server_info *info)
+{
+  struct rp_stat_reply reply;
+  struct rp_stat_info si;
+  struct rp_call call;
+  const char *why;
+
+  memset (&call, 0, sizeof call);
+  call.req.op = RP_OP_STAT;
+  call.rbuf = &reply;
+  call.rcap = sizeof reply;
+  if (rp_conn_call (c, &call, timeout_ms) == -1) {
+    snprintf (info->error, sizeof info->error, "STAT: %s", strerror (errno));
+    return -1;
+  }
+  if (rp_stat_reply_decode (&reply, &si, &why) == -1) {
+    snprintf (info->error, sizeof info->error, "STAT: %s", why);
+    errno = EPROTO;
+    return -1;
+  }
+  info->is_up = true;
+  memcpy (info->incarnation, si.incarnation, 16);
+  info->capacity_bytes = si.capacity_bytes;
+  info->used_bytes = si.used_bytes;
+  info->owner_bytes = si.owner_bytes;
+  info->extents = si.extents;
+  info->owner_extents = si.owner_extents;
+  info->clients = si.clients;
+  info->owners = si.owners;
+  info->uptime_ms = si.uptime_ms;
+  return 0;
+}
+
+int
+rp_pool_server_info (struct rp_pool *p, unsigned i, struct rp_server_info *info)
+{
+  memset (info, 0, sizeof *info);
+  if (i >= p->nservers) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (!atomic_load (&p->servers[i].is_up)) {
+    snprintf (info->error, sizeof info->error, "down");
+    return -1;
+  }
+  return pool_stat_call (&p->servers[i].conns[0], p->cfg.timeout_ms, info);
+}
+
+int
+rp_server_query (const char *addr, unsigned timeout_ms,
+                 struct rp_server_info *info)
+{
+  struct rp_conn c;
+  struct rp_hello_info hi;
+  uint8_t owner[16];
+  char host[128], port[16];
+  int ret = -1;
+
+  memset (info, 0, sizeof *info);
+  if (rp_split_hostport (addr, host, sizeof host, port, sizeof port) == -1) {
+    snprintf (info->error, sizeof info->error, "not HOST:PORT");
+    return -1;
+  }
+  if (rp_conn_init (&c, addr, 4) == -1)
+    return -1;
+  rp_random_bytes (owner, sizeof owner);
+  if (rp_conn_connect (&c, host, port, timeout_ms) == -1) {
+    snprintf (info->error, sizeof info->error, "connect: %s", strerror (errno));
+    goto out;
+  }
+  if (pool_hello (&c, owner, timeout_ms, &hi, info->error,
+                  sizeof info->error) == -1)
+    goto out;
+  rp_conn_set_ready (&c);
+  ret = pool_stat_call (&c, timeout_ms, info);
+ out:
+  rp_conn_destroy (&c);
+  return ret;
+}

@@ -1,0 +1,92 @@
+/* Private to librampool: the pool, its servers, and the functions the
+ * I/O path (io.c), recovery and the monitor share.
+ */
+#ifndef RP_POOL_H
+#define RP_POOL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "rampool/client.h"
+#include "conn.h"
+#include "extent_map.h"
+
+#define POOL_ORPHANS 1024
+
+struct rp_pool;
+
+struct rp_server {
+  struct rp_pool *pool;
+  unsigned index;
+  char addr[160];              /* as configured: "HOST:PORT" */
+  char host[128], port[16];
+  struct rp_conn *conns;       /* cfg.connections, owned */
+  unsigned nconns;
+  atomic_bool is_up;           /* all conns connected and HELLO'd */
+  atomic_uint epoch;           /* bumped when the incarnation changes */
+  atomic_uint_least64_t free_bytes;  /* from HELLO and every reply */
+  atomic_uint inflight;        /* requests outstanding (read balancing) */
+  /* Monitor thread only: */
+  bool has_incarnation;
+  uint8_t incarnation[16];
+  uint64_t capacity_bytes;
+  uint64_t down_since_ms;
+  /* Handles freed while the server was unreachable; FREE'd when it is
+   * back with the same incarnation.  Guarded by orphan_lock.
+   */
+  pthread_mutex_t orphan_lock;
+  uint64_t orphans[POOL_ORPHANS];
+  unsigned norphans;
+  bool orphans_overflowed;
+};
+
+struct rp_pool {
+  struct rp_config cfg;        /* deep copy, owned */
+  struct rp_server servers[RP_MAX_SERVERS];
+  unsigned nservers;
+  struct extent_map map;
+  uint8_t owner[16];           /* our session id on every server */
+  pthread_t monitor;
+  bool has_monitor;
+  pthread_mutex_t lock;        /* is_stopping, cond */
+  pthread_cond_t cond;         /* CLOCK_MONOTONIC; wakes the monitor */
+  bool is_stopping;
+  atomic_uint_least64_t reads, writes, read_failovers, recovered;
+};
+
+/* A replica is good: server up, same epoch, not stale. */
+static inline bool
+pool_replica_is_good (struct rp_pool *p, const struct rp_replica *r)
+{
+  struct rp_server *s = &p->servers[r->server];
+
+  return r->handle && !r->is_stale && atomic_load (&s->is_up) &&
+         atomic_load (&s->epoch) == r->epoch;
+}
+
+/* The connection that carries every request for extent idx on s:
+ * fixed per extent, so one extent's requests stay in order.
+ */
+static inline struct rp_conn *
+pool_conn (struct rp_server *s, uint64_t idx)
+{
+  return &s->conns[idx % s->nconns];
+}
+
+/* Mark s down (any thread); logged once per outage. */
+void pool_server_down (struct rp_server *s, const char *why);
+
+/* Remember a handle to free on s when it is reachable again. */
+void pool_add_orphan (struct rp_server *s, uint64_t handle);
+
+/* io.c: map extent idx (write lock held).  0 or -1 with errno. */
+int io_map_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e);
+
+/* recovery.c: one pass restoring `replicas` good copies; returns how
+ * many extents it repaired.
+ */
+uint64_t recovery_pass (struct rp_pool *p);
+
+#endif /* RP_POOL_H */

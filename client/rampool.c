@@ -1,0 +1,272 @@
+/* rampool: the operator's command line tool.
+ *
+ *   rampool status SERVER...        per-server capacity, use, clients
+ *   rampool verify URI [--mib N]    write a pattern through an NBD
+ *                                   export, read it back, check every
+ *                                   byte, print throughput
+ *
+ * status talks the rampool protocol (librampool); verify talks NBD
+ * (libnbd) to whatever serves the disk, e.g. nbdkit with the plugin.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <stdbool.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <libnbd.h>
+
+#include "rampool/client.h"
+#include "util.h"
+
+static void
+usage (FILE *fp)
+{
+  fprintf (fp,
+"Usage:\n"
+"  rampool status [--raw] [--timeout-ms=MS] SERVER[,SERVER...] ...\n"
+"      show each memserver's capacity, use, extents and clients;\n"
+"      --raw: one line per server: ADDR STATE CAPACITY USED EXTENTS CLIENTS\n"
+"  rampool verify [--mib N] [--offset-mib N] URI\n"
+"      write N MiB (default 256) of a pattern through the NBD export URI,\n"
+"      read it back, compare every byte; print MiB/s\n"
+"  rampool --version | --help\n"
+"See rampool(1).\n");
+}
+
+static int
+cmd_status (int argc, char **argv)
+{
+  unsigned timeout_ms = 2000, up = 0, n = 0;
+  uint64_t cap = 0, used = 0;
+  bool is_raw = false;
+  int i = 1;
+
+  if (i < argc && strcmp (argv[i], "--raw") == 0) {
+    is_raw = true;
+    i++;
+  }
+
+  if (i < argc && strncmp (argv[i], "--timeout-ms=", 13) == 0) {
+    uint64_t v;
+    if (rp_parse_uint (argv[i] + 13, 1, 600000, &v) == -1) {
+      fprintf (stderr, "rampool status: --timeout-ms: '%s' is not a number"
+               " of milliseconds\n", argv[i] + 13);
+      return 2;
+    }
+    timeout_ms = v;
+  }
+  if (i >= argc) {
+    fprintf (stderr, "rampool status: name at least one SERVER (HOST:PORT)\n");
+    return 2;
+  }
+  if (!is_raw)
+    printf ("%-24s %-5s %10s %10s %10s %8s %7s %8s\n", "SERVER", "STATE",
+            "CAPACITY", "USED", "FREE", "EXTENTS", "CONNS", "CLIENTS");
+  for (; i < argc; i++) {
+    char *list = strdup (argv[i]), *save = NULL;
+    for (char *a = strtok_r (list, ",", &save); a; a = strtok_r (NULL, ",", &save)) {
+      struct rp_server_info info;
+      char c[32], u[32], f[32];
+      n++;
+      if (rp_server_query (a, timeout_ms, &info) == -1) {
+        if (is_raw)
+          printf ("%s down\n", a);
+        else
+          printf ("%-24s %-5s %s\n", a, "DOWN", info.error);
+        continue;
+      }
+      up++;
+      cap += info.capacity_bytes;
+      used += info.used_bytes;
+      if (is_raw) {
+        /* For scripts: bytes and counts, space separated. */
+        printf ("%s up %" PRIu64 " %" PRIu64 " %" PRIu32 " %" PRIu32 "\n",
+                a, info.capacity_bytes, info.used_bytes, info.extents,
+                info.owners);
+        continue;
+      }
+      /* Our own query connection is not a client worth counting. */
+      printf ("%-24s %-5s %10s %10s %10s %8" PRIu32 " %7" PRIu32 " %8" PRIu32 "\n",
+              a, "up", rp_human_size (info.capacity_bytes, c, sizeof c),
+              rp_human_size (info.used_bytes, u, sizeof u),
+              rp_human_size (info.capacity_bytes - info.used_bytes, f, sizeof f),
+              info.extents, info.clients - 1, info.owners);
+    }
+    free (list);
+  }
+  if (!is_raw) {
+    char c[32], u[32];
+    printf ("pool: %u of %u servers up, %s used of %s\n", up, n,
+            rp_human_size (used, u, sizeof u), rp_human_size (cap, c, sizeof c));
+  }
+  return up == n ? 0 : 1;
+}
+
+/* Pattern byte for disk offset off (different for every 8 bytes and
+ * every run of the same length, so a misplaced block is caught).
+ */
+static uint64_t
+verify_word (uint64_t off, uint64_t seed)
+{
+  uint64_t x = (off / 8) ^ seed;
+  x ^= x >> 33;
+  x *= UINT64_C (0xff51afd7ed558ccd);
+  x ^= x >> 33;
+  return x;
+}
+
+static void
+verify_fill (uint8_t *buf, size_t len, uint64_t off, uint64_t seed)
+{
+  for (size_t i = 0; i < len; i += 8) {
+    uint64_t w = verify_word (off + i, seed);
+    memcpy (buf + i, &w, 8);
+  }
+}
+
+#define VERIFY_BLOCK (1024 * 1024)
+#define VERIFY_INFLIGHT 16
+
+static int
+cmd_verify (int argc, char **argv)
+{
+  uint64_t mib = 256, base_mib = 0, seed, bad = 0;
+  struct nbd_handle *nbd;
+  uint8_t *bufs[VERIFY_INFLIGHT];
+  int64_t size;
+  const char *uri;
+  int i = 1;
+
+  for (; i < argc && strncmp (argv[i], "--", 2) == 0; i++) {
+    if (strncmp (argv[i], "--mib=", 6) == 0) {
+      if (rp_parse_uint (argv[i] + 6, 1, 1 << 20, &mib) == -1) {
+        fprintf (stderr, "rampool verify: --mib: '%s' is not 1-1048576\n", argv[i] + 6);
+        return 2;
+      }
+    }
+    else if (strncmp (argv[i], "--offset-mib=", 13) == 0) {
+      if (rp_parse_uint (argv[i] + 13, 0, 1 << 30, &base_mib) == -1) {
+        fprintf (stderr, "rampool verify: --offset-mib: '%s' is not a number\n", argv[i] + 13);
+        return 2;
+      }
+    }
+    else {
+      fprintf (stderr, "rampool verify: unknown option '%s'\n", argv[i]);
+      return 2;
+    }
+  }
+  if (i != argc - 1) {
+    usage (stderr);
+    return 2;
+  }
+  uri = argv[i];
+  nbd = nbd_create ();
+  if (nbd == NULL || nbd_connect_uri (nbd, uri) == -1) {
+    fprintf (stderr, "rampool verify: %s: %s\n", uri, nbd_get_error ());
+    return 1;
+  }
+  size = nbd_get_size (nbd);
+  if (size < 0 || (uint64_t) size < (base_mib + mib) * VERIFY_BLOCK) {
+    fprintf (stderr, "rampool verify: the export has %" PRId64 " bytes, fewer"
+             " than --offset-mib + --mib = %" PRIu64 " MiB\n",
+             size, base_mib + mib);
+    nbd_close (nbd);
+    return 1;
+  }
+  rp_random_bytes (&seed, sizeof seed);
+  for (int k = 0; k < VERIFY_INFLIGHT; k++)
+    bufs[k] = malloc (VERIFY_BLOCK);
+
+  for (int pass = 0; pass < 2; pass++) {
+    uint64_t t0 = rp_now_ns (), next = 0, done = 0;
+    int64_t cookies[VERIFY_INFLIGHT] = { 0 };
+    uint64_t offs[VERIFY_INFLIGHT];
+
+    while (done < mib) {
+      for (int k = 0; k < VERIFY_INFLIGHT; k++) {
+        if (cookies[k] > 0) {
+          int r = nbd_aio_command_completed (nbd, cookies[k]);
+          if (r == -1) {
+            fprintf (stderr, "rampool verify: %s at %" PRIu64 ": %s\n",
+                     pass ? "read" : "write", offs[k], nbd_get_error ());
+            return 1;
+          }
+          if (r == 0)
+            continue;
+          cookies[k] = 0;
+          done++;
+          if (pass == 1) {
+            uint8_t expect[VERIFY_BLOCK];
+            verify_fill (expect, VERIFY_BLOCK, offs[k], seed);
+            if (memcmp (expect, bufs[k], VERIFY_BLOCK) != 0) {
+              if (bad++ < 5)
+                fprintf (stderr, "rampool verify: MISMATCH in the MiB at"
+                         " offset %" PRIu64 "\n", offs[k]);
+            }
+          }
+        }
+        if (cookies[k] == 0 && next < mib) {
+          offs[k] = (base_mib + next++) * VERIFY_BLOCK;
+          if (pass == 0) {
+            verify_fill (bufs[k], VERIFY_BLOCK, offs[k], seed);
+            cookies[k] = nbd_aio_pwrite (nbd, bufs[k], VERIFY_BLOCK, offs[k],
+                                         NBD_NULL_COMPLETION, 0);
+          }
+          else
+            cookies[k] = nbd_aio_pread (nbd, bufs[k], VERIFY_BLOCK, offs[k],
+                                        NBD_NULL_COMPLETION, 0);
+          if (cookies[k] == -1) {
+            fprintf (stderr, "rampool verify: %s\n", nbd_get_error ());
+            return 1;
+          }
+        }
+      }
+      if (done < mib && nbd_poll (nbd, -1) == -1) {
+        fprintf (stderr, "rampool verify: %s\n", nbd_get_error ());
+        return 1;
+      }
+    }
+    double s = (rp_now_ns () - t0) / 1e9;
+    printf ("%s %" PRIu64 " MiB in %.2f s: %.0f MiB/s\n",
+            pass ? "read+verified" : "wrote", mib, s, mib / s);
+  }
+  nbd_shutdown (nbd, 0);
+  nbd_close (nbd);
+  for (int k = 0; k < VERIFY_INFLIGHT; k++)
+    free (bufs[k]);
+  if (bad) {
+    printf ("verify: FAILED: %" PRIu64 " of %" PRIu64 " MiB differ\n", bad, mib);
+    return 1;
+  }
+  printf ("verify: OK: every byte of %" PRIu64 " MiB read back as written\n", mib);
+  return 0;
+}
+
+int
+main (int argc, char **argv)
+{
+  if (argc < 2) {
+    usage (stderr);
+    return 2;
+  }
+  if (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0 ||
+      strcmp (argv[1], "help") == 0) {
+    usage (stdout);
+    return 0;
+  }
+  if (strcmp (argv[1], "--version") == 0 || strcmp (argv[1], "version") == 0) {
+    printf ("rampool %s\n", PACKAGE_VERSION);
+    return 0;
+  }
+  if (strcmp (argv[1], "status") == 0)
+    return cmd_status (argc - 1, argv + 1);
+  if (strcmp (argv[1], "verify") == 0)
+    return cmd_verify (argc - 1, argv + 1);
+  fprintf (stderr, "rampool: unknown command '%s'\n", argv[1]);
+  usage (stderr);
+  return 2;
+}

@@ -1,0 +1,294 @@
+/* Frame codec.  See codec.h.  Every multi-byte field goes through
+ * htole / letoh here and nowhere else.
+ */
+#include <config.h>
+
+#include <endian.h>
+#include <errno.h>
+#include <string.h>
+
+#include "codec.h"
+
+void
+rp_req_encode (const struct rp_req *req, void *buf)
+{
+  struct rp_req_hdr h = {
+    .magic = htole32 (RP_REQ_MAGIC),
+    .op = htole16 (req->op),
+    .flags = htole16 (req->flags),
+    .id = htole64 (req->id),
+    .handle = htole64 (req->handle),
+    .offset = htole64 (req->offset),
+    .count = htole32 (req->count),
+    .length = htole32 (req->length),
+  };
+  memcpy (buf, &h, sizeof h);
+}
+
+void
+rp_reply_encode (const struct rp_reply *reply, void *buf)
+{
+  struct rp_reply_hdr h = {
+    .magic = htole32 (RP_REPLY_MAGIC),
+    .error = htole32 (reply->error),
+    .id = htole64 (reply->id),
+    .free_bytes = htole64 (reply->free_bytes),
+    .length = htole32 (reply->length),
+    .reserved = 0,
+  };
+  memcpy (buf, &h, sizeof h);
+}
+
+/* Per-op shape of a valid request. */
+static int
+codec_check_shape (const struct rp_req *r, const char **why)
+{
+  switch (r->op) {
+  case RP_OP_HELLO:
+    if (r->length != sizeof (struct rp_hello_req)) {
+      *why = "HELLO payload length";
+      return -1;
+    }
+    if (r->handle || r->offset || r->count) {
+      *why = "HELLO with non-zero handle/offset/count";
+      return -1;
+    }
+    return 0;
+  case RP_OP_ALLOC:
+    if (r->length || r->handle || r->count) {
+      *why = "ALLOC with payload/handle/count";
+      return -1;
+    }
+    if (!rp_is_power_of_2 (r->offset) ||
+        r->offset < RP_MIN_EXTENT_SIZE || r->offset > RP_MAX_EXTENT_SIZE) {
+      *why = "ALLOC size not a power of two in range";
+      return -1;
+    }
+    return 0;
+  case RP_OP_FREE:
+    if (r->length || r->offset || r->count || r->handle == 0) {
+      *why = "FREE shape";
+      return -1;
+    }
+    return 0;
+  case RP_OP_READ:
+  case RP_OP_ZERO:
+    if (r->length || r->handle == 0) {
+      *why = "READ/ZERO with payload or no handle";
+      return -1;
+    }
+    if (r->count == 0 || r->count > RP_MAX_PAYLOAD) {
+      *why = "READ/ZERO count out of range";
+      return -1;
+    }
+    if (r->offset >= RP_MAX_EXTENT_SIZE) {
+      *why = "READ/ZERO offset out of range";
+      return -1;
+    }
+    return 0;
+  case RP_OP_WRITE:
+    if (r->count || r->handle == 0) {
+      *why = "WRITE with count or no handle";
+      return -1;
+    }
+    if (r->length == 0 || r->length > RP_MAX_PAYLOAD) {
+      *why = "WRITE length out of range";
+      return -1;
+    }
+    if (r->offset >= RP_MAX_EXTENT_SIZE) {
+      *why = "WRITE offset out of range";
+      return -1;
+    }
+    return 0;
+  case RP_OP_STAT:
+  case RP_OP_PING:
+    if (r->length || r->handle || r->offset || r->count) {
+      *why = "STAT/PING with arguments";
+      return -1;
+    }
+    return 0;
+  default:
+    *why = "unknown op";
+    return -1;
+  }
+}
+
+int
+rp_req_decode (const void *buf, struct rp_req *req, const char **why)
+{
+  struct rp_req_hdr h;
+
+  memcpy (&h, buf, sizeof h);
+  if (le32toh (h.magic) != RP_REQ_MAGIC) {
+    *why = "bad request magic";
+    return -1;
+  }
+  req->op = le16toh (h.op);
+  req->flags = le16toh (h.flags);
+  req->id = le64toh (h.id);
+  req->handle = le64toh (h.handle);
+  req->offset = le64toh (h.offset);
+  req->count = le32toh (h.count);
+  req->length = le32toh (h.length);
+  if (req->flags != 0) {
+    *why = "reserved flags set";
+    return -1;
+  }
+  return codec_check_shape (req, why);
+}
+
+int
+rp_reply_decode (const void *buf, struct rp_reply *reply, const char **why)
+{
+  struct rp_reply_hdr h;
+
+  memcpy (&h, buf, sizeof h);
+  if (le32toh (h.magic) != RP_REPLY_MAGIC) {
+    *why = "bad reply magic";
+    return -1;
+  }
+  reply->error = le32toh (h.error);
+  reply->id = le64toh (h.id);
+  reply->free_bytes = le64toh (h.free_bytes);
+  reply->length = le32toh (h.length);
+  if (reply->error > RP_ERROR_MAX) {
+    *why = "unknown reply error code";
+    return -1;
+  }
+  if (reply->length > RP_MAX_PAYLOAD) {
+    *why = "reply length out of range";
+    return -1;
+  }
+  if (h.reserved != 0) {
+    *why = "reply reserved field set";
+    return -1;
+  }
+  return 0;
+}
+
+/* The one table of wire error <-> errno. */
+static const struct {
+  uint32_t wire;
+  int err;
+} codec_errors[] = {
+  { RP_OK, 0 },
+  { RP_EINVAL, EINVAL },
+  { RP_ENOSPC, ENOSPC },
+  { RP_ENOENT, ENOENT },
+  { RP_EPROTO, EPROTO },
+  { RP_EIO, EIO },
+  { RP_ENOMEM, ENOMEM },
+  { RP_EPERM, EPERM },
+  { RP_EVERSION, EPROTONOSUPPORT },
+};
+
+int
+rp_error_to_errno (uint32_t error)
+{
+  for (size_t i = 0; i < sizeof codec_errors / sizeof codec_errors[0]; i++)
+    if (codec_errors[i].wire == error)
+      return codec_errors[i].err;
+  return EIO;
+}
+
+uint32_t
+rp_errno_to_error (int err)
+{
+  for (size_t i = 0; i < sizeof codec_errors / sizeof codec_errors[0]; i++)
+    if (codec_errors[i].err == err)
+      return codec_errors[i].wire;
+  return RP_EIO;
+}
+
+const char *
+rp_op_name (uint16_t op)
+{
+  static const char *const names[] = {
+    [RP_OP_HELLO] = "HELLO", [RP_OP_ALLOC] = "ALLOC", [RP_OP_FREE] = "FREE",
+    [RP_OP_READ] = "READ", [RP_OP_WRITE] = "WRITE", [RP_OP_STAT] = "STAT",
+    [RP_OP_PING] = "PING", [RP_OP_ZERO] = "ZERO",
+  };
+  if (op < sizeof names / sizeof names[0] && names[op])
+    return names[op];
+  return "UNKNOWN";
+}
+
+void
+rp_hello_reply_encode (const struct rp_hello_info *hi, void *buf)
+{
+  struct rp_hello_reply h = {
+    .version = htole32 (hi->version),
+    .capacity_bytes = htole64 (hi->capacity_bytes),
+    .free_bytes = htole64 (hi->free_bytes),
+    .max_payload = htole32 (hi->max_payload),
+    .lease_ms = htole32 (hi->lease_ms),
+  };
+  memcpy (h.incarnation, hi->incarnation, sizeof h.incarnation);
+  memcpy (buf, &h, sizeof h);
+}
+
+int
+rp_hello_reply_decode (const void *buf, struct rp_hello_info *hi,
+                       const char **why)
+{
+  struct rp_hello_reply h;
+
+  memcpy (&h, buf, sizeof h);
+  hi->version = le32toh (h.version);
+  memcpy (hi->incarnation, h.incarnation, sizeof hi->incarnation);
+  hi->capacity_bytes = le64toh (h.capacity_bytes);
+  hi->free_bytes = le64toh (h.free_bytes);
+  hi->max_payload = le32toh (h.max_payload);
+  hi->lease_ms = le32toh (h.lease_ms);
+  if (hi->free_bytes > hi->capacity_bytes) {
+    *why = "HELLO free > capacity";
+    return -1;
+  }
+  if (hi->max_payload < RP_MIN_EXTENT_SIZE || hi->max_payload > RP_MAX_PAYLOAD) {
+    *why = "HELLO max_payload out of range";
+    return -1;
+  }
+  return 0;
+}
+
+void
+rp_stat_reply_encode (const struct rp_stat_info *si, void *buf)
+{
+  struct rp_stat_reply s = {
+    .capacity_bytes = htole64 (si->capacity_bytes),
+    .used_bytes = htole64 (si->used_bytes),
+    .owner_bytes = htole64 (si->owner_bytes),
+    .extents = htole32 (si->extents),
+    .owner_extents = htole32 (si->owner_extents),
+    .clients = htole32 (si->clients),
+    .owners = htole32 (si->owners),
+    .uptime_ms = htole64 (si->uptime_ms),
+  };
+  memcpy (s.incarnation, si->incarnation, sizeof s.incarnation);
+  memcpy (buf, &s, sizeof s);
+}
+
+int
+rp_stat_reply_decode (const void *buf, struct rp_stat_info *si,
+                      const char **why)
+{
+  struct rp_stat_reply s;
+
+  memcpy (&s, buf, sizeof s);
+  si->capacity_bytes = le64toh (s.capacity_bytes);
+  si->used_bytes = le64toh (s.used_bytes);
+  si->owner_bytes = le64toh (s.owner_bytes);
+  si->extents = le32toh (s.extents);
+  si->owner_extents = le32toh (s.owner_extents);
+  si->clients = le32toh (s.clients);
+  si->owners = le32toh (s.owners);
+  si->uptime_ms = le64toh (s.uptime_ms);
+  memcpy (si->incarnation, s.incarnation, sizeof si->incarnation);
+  if (si->used_bytes > si->capacity_bytes ||
+      si->owner_bytes > si->used_bytes ||
+      si->owner_extents > si->extents) {
+    *why = "STAT counters inconsistent";
+    return -1;
+  }
+  return 0;
+}

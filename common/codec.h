@@ -1,0 +1,89 @@
+/* Frame codec: wire headers <-> host structs, validation of every
+ * field a peer controls, and the one table mapping wire errors to errno.
+ *
+ * Nothing here does I/O or allocates.  Both the memserver (decoding
+ * requests) and librampool (decoding replies) use it, and the fuzz
+ * target drives rp_req_decode directly.
+ */
+#ifndef RP_CODEC_H
+#define RP_CODEC_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include "rampool/protocol.h"
+
+/* A request header in host byte order. */
+struct rp_req {
+  uint16_t op;
+  uint16_t flags;
+  uint64_t id;
+  uint64_t handle;
+  uint64_t offset;
+  uint32_t count;
+  uint32_t length;
+};
+
+/* A reply header in host byte order. */
+struct rp_reply {
+  uint32_t error;
+  uint64_t id;
+  uint64_t free_bytes;
+  uint32_t length;
+};
+
+void rp_req_encode (const struct rp_req *req, void *buf);
+void rp_reply_encode (const struct rp_reply *reply, void *buf);
+
+/* Decode and validate a request header (sizeof (struct rp_req_hdr)
+ * bytes at buf).  Checks magic, op, flags, and the per-op shape of
+ * handle/offset/count/length against the protocol limits.  Returns 0,
+ * or -1 with *why set to a static string naming the bad field.
+ * Extent-relative bounds (offset + count <= extent size) need the
+ * extent and are checked by the server when it executes the request.
+ */
+int rp_req_decode (const void *buf, struct rp_req *req, const char **why);
+
+/* Decode and validate a reply header.  Returns 0 or -1 with *why set. */
+int rp_reply_decode (const void *buf, struct rp_reply *reply,
+                     const char **why);
+
+/* The one mapping between wire error codes and errno values. */
+int rp_error_to_errno (uint32_t error);
+uint32_t rp_errno_to_error (int err);
+const char *rp_op_name (uint16_t op);
+
+/* Payload codecs for the fixed structs (host <-> wire). */
+struct rp_hello_info {
+  uint32_t version;
+  uint8_t incarnation[16];
+  uint64_t capacity_bytes;
+  uint64_t free_bytes;
+  uint32_t max_payload;
+  uint32_t lease_ms;
+};
+void rp_hello_reply_encode (const struct rp_hello_info *h, void *buf);
+int rp_hello_reply_decode (const void *buf, struct rp_hello_info *h,
+                           const char **why);
+
+struct rp_stat_info {
+  uint64_t capacity_bytes;
+  uint64_t used_bytes;
+  uint64_t owner_bytes;
+  uint32_t extents;
+  uint32_t owner_extents;
+  uint32_t clients;
+  uint32_t owners;
+  uint64_t uptime_ms;
+  uint8_t incarnation[16];
+};
+void rp_stat_reply_encode (const struct rp_stat_info *s, void *buf);
+int rp_stat_reply_decode (const void *buf, struct rp_stat_info *s,
+                          const char **why);
+
+static inline int
+rp_is_power_of_2 (uint64_t v)
+{
+  return v != 0 && (v & (v - 1)) == 0;
+}
+
+#endif /* RP_CODEC_H */

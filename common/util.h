@@ -1,0 +1,46 @@
+/* Small helpers both sides need: parsing sizes and addresses from
+ * config, time, randomness, full reads/writes.  No allocation except
+ * where a prototype says so.
+ */
+#ifndef RP_UTIL_H
+#define RP_UTIL_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Parse a byte count: a decimal number with an optional suffix
+ * k/K, m/M, g/G, t/T (powers of 1024) and an optional trailing "B" or
+ * "iB".  Returns 0, or -1 with errno = EINVAL (not a size) or ERANGE.
+ */
+int rp_parse_size (const char *s, uint64_t *out);
+
+/* Parse an unsigned decimal in [min, max].  0 or -1 with errno set. */
+int rp_parse_uint (const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+/* Split "HOST:PORT", "[V6]:PORT" into host and port strings.  host and
+ * port are caller buffers.  0 or -1 with errno = EINVAL.
+ */
+int rp_split_hostport (const char *s, char *host, size_t hostlen,
+                       char *port, size_t portlen);
+
+/* Monotonic clock in milliseconds / nanoseconds. */
+uint64_t rp_now_ms (void);
+uint64_t rp_now_ns (void);
+
+/* Fill buf with cryptographically random bytes (getrandom).  0 / -1. */
+int rp_random_bytes (void *buf, size_t len);
+
+/* Hex form of 16 bytes into out (33 bytes).  Returns out. */
+char *rp_hex16 (const uint8_t in[16], char out[33]);
+
+/* Format a byte count as "1.5 GiB" into out.  Returns out. */
+char *rp_human_size (uint64_t bytes, char *out, size_t outlen);
+
+/* Write/read exactly len bytes on a blocking fd, retrying on EINTR and
+ * short transfers.  0, or -1 with errno (ECONNRESET on EOF for reads).
+ */
+int rp_write_full (int fd, const void *buf, size_t len);
+int rp_read_full (int fd, void *buf, size_t len);
+
+#endif /* RP_UTIL_H */

@@ -1,0 +1,128 @@
+/* librampool: the client engine every front end uses (the nbdkit
+ * plugin, the FUSE front end, the rampool CLI).
+ *
+ * A pool is a virtual disk of `size` bytes cut into extents of
+ * `extent-size` bytes.  Each written extent has up to `replicas` copies
+ * on distinct memservers; unwritten extents read as zeros and cost no
+ * memory anywhere.  All rp_pool_* I/O functions are thread-safe and may
+ * be called concurrently from any number of threads; they block until
+ * the I/O is complete on every replica (writes) or one replica (reads).
+ *
+ * Errors: 0 / -1 with errno, as everywhere in rampool.
+ */
+#ifndef RAMPOOL_CLIENT_H
+#define RAMPOOL_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RP_MAX_SERVERS 64
+#define RP_MAX_REPLICAS 4
+
+struct rp_config {
+  char *servers[RP_MAX_SERVERS]; /* "HOST:PORT", owned (strdup'd) */
+  unsigned nservers;
+  uint64_t size_bytes;        /* virtual disk size; required */
+  uint32_t extent_size;       /* bytes, power of two, 64 KiB..1 GiB;
+                                 default 1 MiB (see rp_config_init) */
+  unsigned replicas;          /* copies of each extent (default 2) */
+  unsigned placement_choices; /* d in power-of-d placement (default 2) */
+  unsigned connections;       /* TCP connections per server (default 2) */
+  unsigned inflight;          /* request slots per connection (64) */
+  unsigned timeout_ms;        /* per-request deadline (default 5000) */
+  unsigned heartbeat_ms;      /* PING / reconnect period (default 1000) */
+  char *stats_file;           /* if set, pool health written here
+                                 every heartbeat (owned) */
+};
+
+void rp_config_init (struct rp_config *cfg);
+void rp_config_free (struct rp_config *cfg);
+
+/* Set one key ("servers", "size", "replicas", "extent-size",
+ * "placement-choices", "connections", "inflight", "timeout-ms",
+ * "heartbeat-ms", "stats-file").  On error returns -1 and writes a
+ * message naming the key and why into err.
+ */
+int rp_config_set (struct rp_config *cfg, const char *key, const char *value,
+                   char *err, size_t errlen);
+
+/* Check cross-key constraints once every key is set (e.g. fewer servers
+ * than replicas).  -1 with a message in err.
+ */
+int rp_config_check (const struct rp_config *cfg, char *err, size_t errlen);
+
+/* Help text for the keys, one per line, "key=VALUE  meaning". */
+extern const char rp_config_help[];
+
+/* Where librampool's log lines go.  level: 0 error, 1 warning,
+ * 2 info (state changes), 3 debug.  Default: stderr for levels <= 2.
+ */
+typedef void (*rp_log_fn) (int level, const char *msg);
+void rp_set_log (rp_log_fn fn);
+
+struct rp_pool;
+
+/* Connect to the servers and start the pool's background threads.
+ * Call after any fork.  Returns NULL with a message in err when fewer
+ * than `replicas` servers answer.
+ */
+struct rp_pool *rp_pool_open (const struct rp_config *cfg,
+                              char *err, size_t errlen);
+/* Free every extent on the servers, stop threads, close connections. */
+void rp_pool_close (struct rp_pool *pool);
+
+int rp_pool_pread (struct rp_pool *pool, void *buf, size_t count,
+                   uint64_t offset);
+int rp_pool_pwrite (struct rp_pool *pool, const void *buf, size_t count,
+                    uint64_t offset);
+/* Whole extents inside the range are freed on the servers; partial
+ * extents are left as they are (trim is advisory).
+ */
+int rp_pool_trim (struct rp_pool *pool, size_t count, uint64_t offset);
+/* Whole extents are freed (and read as zeros), partial ones zeroed. */
+int rp_pool_zero (struct rp_pool *pool, size_t count, uint64_t offset);
+
+/* Is the extent holding byte `offset` mapped (ever written and not
+ * trimmed)?  1, 0.
+ */
+int rp_pool_is_mapped (struct rp_pool *pool, uint64_t offset);
+uint32_t rp_pool_extent_size (const struct rp_pool *pool);
+
+struct rp_pool_stats {
+  unsigned servers;            /* configured */
+  unsigned servers_up;
+  uint64_t extents;            /* size / extent-size */
+  uint64_t extents_mapped;
+  uint64_t extents_healthy;    /* all `replicas` copies good */
+  uint64_t extents_degraded;   /* fewer copies, at least one */
+  uint64_t extents_lost;       /* no good copy */
+  uint64_t reads, writes;      /* chunk requests issued */
+  uint64_t read_failovers;     /* reads retried on another replica */
+  uint64_t recovered;          /* replicas re-created by recovery */
+};
+void rp_pool_get_stats (struct rp_pool *pool, struct rp_pool_stats *st);
+
+/* Per-server view for operators (rampool status). */
+struct rp_server_info {
+  bool is_up;
+  char error[160];             /* why not up */
+  uint8_t incarnation[16];
+  uint64_t capacity_bytes;
+  uint64_t used_bytes;
+  uint64_t owner_bytes;        /* used by the asking pool */
+  uint32_t extents;
+  uint32_t owner_extents;
+  uint32_t clients;
+  uint32_t owners;
+  uint64_t uptime_ms;
+};
+
+/* Ask one memserver for its STAT with a fresh, owner-less session. */
+int rp_server_query (const char *addr, unsigned timeout_ms,
+                     struct rp_server_info *info);
+/* The same for server i of an open pool (owner_* filled in). */
+int rp_pool_server_info (struct rp_pool *pool, unsigned i,
+                         struct rp_server_info *info);
+
+#endif /* RAMPOOL_CLIENT_H */

@@ -1,0 +1,148 @@
+/* rampool wire protocol between librampool (client) and memserver.
+ *
+ * Every integer on the wire is LITTLE-ENDIAN.  The types below carry
+ * that in their names (le16/le32/le64); they are plain integers in
+ * memory and are converted with the htole/letoh functions at the edges (codec.c).
+ *
+ * A connection is a byte stream of frames.  The client sends request
+ * frames; the server sends reply frames.  A request frame is a fixed
+ * 40-byte header followed by `length` payload bytes only for WRITE and
+ * for the ops whose argument struct is listed below.  A reply frame is
+ * a fixed 32-byte header followed by `length` payload bytes.
+ *
+ * Requests are pipelined: a client may send many requests without
+ * waiting; the server may answer them in any order, and the reply
+ * carries the request's `id` back unchanged.  The memserver in this
+ * tree happens to execute one connection's requests in order (the
+ * client relies on that for ordering overlapping writes to one extent,
+ * see client/replica.c), and that in-order execution per connection IS
+ * part of the protocol: "requests on one connection take effect in the
+ * order they were sent".
+ *
+ * The first request on a connection must be HELLO; anything else
+ * before HELLO closes the connection.  See docs/protocol.md for the
+ * full description of every op.
+ */
+#ifndef RAMPOOL_PROTOCOL_H
+#define RAMPOOL_PROTOCOL_H
+
+#include <stdint.h>
+
+typedef uint16_t le16;
+typedef uint32_t le32;
+typedef uint64_t le64;
+
+#define RP_PROTOCOL_VERSION 1
+
+#define RP_REQ_MAGIC   0x71505252u  /* "RRPq" as little-endian bytes */
+#define RP_REPLY_MAGIC 0x72505252u  /* "RRPr" */
+
+/* Largest payload of any frame: a READ or WRITE moves at most this many
+ * bytes.  The client splits larger I/O.  Bounded so that both sides can
+ * preallocate their buffers.
+ */
+#define RP_MAX_PAYLOAD (4u * 1024 * 1024)
+
+/* Extent sizes a server accepts in ALLOC: powers of two in this range. */
+#define RP_MIN_EXTENT_SIZE (64u * 1024)
+#define RP_MAX_EXTENT_SIZE (1u << 30)
+
+enum rp_op {
+  RP_OP_HELLO = 1,   /* payload: struct rp_hello_req; reply: rp_hello_reply */
+  RP_OP_ALLOC = 2,   /* extent size in `offset`; reply: rp_alloc_reply      */
+  RP_OP_FREE  = 3,   /* handle; no payload                                  */
+  RP_OP_READ  = 4,   /* handle, offset, length; reply payload = data        */
+  RP_OP_WRITE = 5,   /* handle, offset, length; request payload = data      */
+  RP_OP_STAT  = 6,   /* no payload; reply: struct rp_stat_reply             */
+  RP_OP_PING  = 7,   /* no payload; empty reply (heartbeat)                 */
+  RP_OP_ZERO  = 8,   /* handle, offset, count in `count`; no payload        */
+};
+#define RP_OP_MAX RP_OP_ZERO
+
+/* Wire error codes.  Mapped to errno in exactly one table
+ * (common/codec.c: rp_error_to_errno / rp_errno_to_error).
+ */
+enum rp_error {
+  RP_OK       = 0,
+  RP_EINVAL   = 1,   /* malformed or out-of-range argument        */
+  RP_ENOSPC   = 2,   /* no room for this ALLOC                    */
+  RP_ENOENT   = 3,   /* no such handle (or not yours)             */
+  RP_EPROTO   = 4,   /* protocol violation (e.g. no HELLO first)  */
+  RP_EIO      = 5,   /* server-side failure                       */
+  RP_ENOMEM   = 6,   /* server cannot lock/allocate memory now    */
+  RP_EPERM    = 7,   /* not permitted (auth, limits)              */
+  RP_EVERSION = 8,   /* unsupported protocol version              */
+};
+#define RP_ERROR_MAX RP_EVERSION
+
+/* Request header: 40 bytes. */
+struct rp_req_hdr {
+  le32 magic;        /* RP_REQ_MAGIC */
+  le16 op;           /* enum rp_op */
+  le16 flags;        /* must be 0 (reserved for future use) */
+  le64 id;           /* opaque to the server, echoed in the reply */
+  le64 handle;       /* extent handle (FREE/READ/WRITE/ZERO), else 0 */
+  le64 offset;       /* byte offset in the extent (READ/WRITE/ZERO),
+                        or the extent size in bytes for ALLOC */
+  le32 count;        /* bytes to read (READ), to zero (ZERO), else 0 */
+  le32 length;       /* payload bytes that follow this header */
+};
+_Static_assert (sizeof (struct rp_req_hdr) == 40, "rp_req_hdr size");
+
+/* Reply header: 32 bytes. */
+struct rp_reply_hdr {
+  le32 magic;        /* RP_REPLY_MAGIC */
+  le32 error;        /* enum rp_error */
+  le64 id;           /* the request's id */
+  le64 free_bytes;   /* server's free donated bytes now (piggy-backed
+                        so clients place without polling) */
+  le32 length;       /* payload bytes that follow */
+  le32 reserved;     /* 0 */
+};
+_Static_assert (sizeof (struct rp_reply_hdr) == 32, "rp_reply_hdr size");
+
+/* HELLO request payload: 32 bytes. */
+struct rp_hello_req {
+  le32 version;          /* RP_PROTOCOL_VERSION */
+  le32 reserved;         /* 0 */
+  uint8_t owner[16];     /* random id of the client session that owns
+                            extents; a reconnect with the same owner id
+                            within the lease regains its extents */
+  le64 reserved2;        /* 0 */
+};
+_Static_assert (sizeof (struct rp_hello_req) == 32, "rp_hello_req size");
+
+/* HELLO reply payload: 48 bytes. */
+struct rp_hello_reply {
+  le32 version;          /* version the server speaks */
+  le32 reserved;
+  uint8_t incarnation[16]; /* new random value at every server start */
+  le64 capacity_bytes;   /* donated bytes in all */
+  le64 free_bytes;       /* donated bytes not allocated to anyone */
+  le32 max_payload;      /* largest READ/WRITE payload accepted */
+  le32 lease_ms;         /* how long extents of a disconnected owner are
+                            kept before they are freed */
+};
+_Static_assert (sizeof (struct rp_hello_reply) == 48, "rp_hello_reply size");
+
+/* ALLOC reply payload: 8 bytes. */
+struct rp_alloc_reply {
+  le64 handle;           /* unguessable; valid only for this owner */
+};
+_Static_assert (sizeof (struct rp_alloc_reply) == 8, "rp_alloc_reply size");
+
+/* STAT reply payload: 64 bytes. */
+struct rp_stat_reply {
+  le64 capacity_bytes;   /* donated bytes in all */
+  le64 used_bytes;       /* bytes allocated to extents (all owners) */
+  le64 owner_bytes;      /* bytes allocated to the asking owner */
+  le32 extents;          /* extents allocated (all owners) */
+  le32 owner_extents;    /* extents allocated to the asking owner */
+  le32 clients;          /* connections open now */
+  le32 owners;           /* distinct owners holding extents */
+  le64 uptime_ms;        /* since server start */
+  uint8_t incarnation[16];
+};
+_Static_assert (sizeof (struct rp_stat_reply) == 64, "rp_stat_reply size");
+
+#endif /* RAMPOOL_PROTOCOL_H */

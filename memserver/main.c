@@ -1,0 +1,283 @@
+/* memserver: donate RAM to a rampool pool.
+ *
+ * This file only turns the config file and the command line into
+ * struct settings (server.h) and starts the server.  Every config error
+ * names the key (and for a config file, the line) and why.  Options on
+ * the command line override the config file.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "rampool/protocol.h"
+#include "server.h"
+#include "util.h"
+
+static void
+usage (FILE *fp)
+{
+  fprintf (fp,
+"Usage: memserver --listen HOST:PORT --size SIZE [OPTIONS]\n"
+"Donate RAM to a rampool pool.\n"
+"\n"
+"  -l, --listen HOST:PORT   address to listen on (IPv6 as [ADDR]:PORT;\n"
+"                           port 0 picks a free port, see --port-file)\n"
+"  -s, --size SIZE          most RAM to donate, e.g. 2G, 512M (required)\n"
+"      --no-mlock           do not lock donated memory in RAM (for\n"
+"                           unprivileged use; donated pages may be swapped)\n"
+"      --lease-ms MS        keep a vanished client's extents MS ms (30000)\n"
+"      --max-clients N      distinct client sessions (256)\n"
+"      --max-connections N  open connections (1024)\n"
+"      --port-file FILE     write the listening port to FILE when ready\n"
+"      --pidfile FILE       write the pid to FILE when ready\n"
+"  -c, --config FILE        read KEY = VALUE lines (same names as the long\n"
+"                           options, without dashes) before the command line\n"
+"  -v, --verbose            log every connection (debug level)\n"
+"  -q, --quiet              log errors and warnings only\n"
+"  -h, --help               this text\n"
+"  -V, --version            print the version\n"
+"See memserver(8).\n");
+}
+
+enum {
+  OPT_NO_MLOCK = 256, OPT_LEASE_MS, OPT_MAX_CLIENTS, OPT_MAX_CONNS,
+  OPT_PORT_FILE, OPT_PIDFILE,
+};
+
+static const struct option long_options[] = {
+  { "listen", required_argument, NULL, 'l' },
+  { "size", required_argument, NULL, 's' },
+  { "no-mlock", no_argument, NULL, OPT_NO_MLOCK },
+  { "lease-ms", required_argument, NULL, OPT_LEASE_MS },
+  { "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
+  { "max-connections", required_argument, NULL, OPT_MAX_CONNS },
+  { "port-file", required_argument, NULL, OPT_PORT_FILE },
+  { "pidfile", required_argument, NULL, OPT_PIDFILE },
+  { "config", required_argument, NULL, 'c' },
+  { "verbose", no_argument, NULL, 'v' },
+  { "quiet", no_argument, NULL, 'q' },
+  { "help", no_argument, NULL, 'h' },
+  { "version", no_argument, NULL, 'V' },
+  { NULL, 0, NULL, 0 },
+};
+
+/* Apply one setting; `where` is "--key" or "FILE:LINE: key" for the
+ * error message.  Returns 0 or -1 after printing the error.
+ */
+static int
+apply (struct settings *st, int opt, const char *value, const char *where)
+{
+  uint64_t v;
+
+  switch (opt) {
+  case 'l':
+    free (st->listen);
+    st->listen = strdup (value);
+    return 0;
+  case 's':
+    if (rp_parse_size (value, &v) == -1 || v < 1024 * 1024) {
+      fprintf (stderr, "memserver: %s: '%s' is not a size of at least 1M"
+               " (e.g. 512M, 2G)\n", where, value);
+      return -1;
+    }
+    st->size_bytes = v;
+    return 0;
+  case OPT_NO_MLOCK:
+    st->use_mlock = false;
+    return 0;
+  case OPT_LEASE_MS:
+    if (rp_parse_uint (value, 0, 24 * 3600 * 1000, &v) == -1) {
+      fprintf (stderr, "memserver: %s: '%s' is not a number of"
+               " milliseconds from 0 to 86400000\n", where, value);
+      return -1;
+    }
+    st->lease_ms = v;
+    return 0;
+  case OPT_MAX_CLIENTS:
+  case OPT_MAX_CONNS:
+    if (rp_parse_uint (value, 1, 65536, &v) == -1) {
+      fprintf (stderr, "memserver: %s: '%s' is not a number from 1 to"
+               " 65536\n", where, value);
+      return -1;
+    }
+    if (opt == OPT_MAX_CLIENTS)
+      st->max_owners = v;
+    else
+      st->max_conns = v;
+    return 0;
+  case OPT_PORT_FILE:
+    free (st->port_file);
+    st->port_file = strdup (value);
+    return 0;
+  case OPT_PIDFILE:
+    free (st->pidfile);
+    st->pidfile = strdup (value);
+    return 0;
+  case 'v':
+    st->level = LOG_DEBUG;
+    return 0;
+  case 'q':
+    st->level = LOG_WARN;
+    return 0;
+  }
+  fprintf (stderr, "memserver: %s: not a setting\n", where);
+  return -1;
+}
+
+static int
+load_config (struct settings *st, const char *path)
+{
+  FILE *fp = fopen (path, "r");
+  char line[1024];
+  int lineno = 0, ret = 0;
+
+  if (fp == NULL) {
+    fprintf (stderr, "memserver: --config: %s: %s\n", path, strerror (errno));
+    return -1;
+  }
+  while (fgets (line, sizeof line, fp)) {
+    char *key, *value, *p, where[1200];
+    const struct option *o;
+
+    lineno++;
+    line[strcspn (line, "\r\n#")] = '\0';
+    key = line + strspn (line, " \t");
+    if (*key == '\0')
+      continue;
+    p = key + strcspn (key, " \t=");
+    value = p + strspn (p, " \t=");
+    *p = '\0';
+    for (p = value + strlen (value); p > value && (p[-1] == ' ' || p[-1] == '\t'); p--)
+      p[-1] = '\0';
+    snprintf (where, sizeof where, "%s:%d: %s", path, lineno, key);
+    for (o = long_options; o->name; o++)
+      if (strcmp (o->name, key) == 0)
+        break;
+    if (o->name == NULL || o->val == 'c' || o->val == 'h' || o->val == 'V') {
+      fprintf (stderr, "memserver: %s: unknown key\n", where);
+      ret = -1;
+      continue;
+    }
+    if (o->has_arg == required_argument && *value == '\0') {
+      fprintf (stderr, "memserver: %s: needs a value\n", where);
+      ret = -1;
+      continue;
+    }
+    if (o->has_arg == no_argument && *value != '\0' &&
+        strcmp (value, "true") != 0 && strcmp (value, "yes") != 0 &&
+        strcmp (value, "1") != 0) {
+      fprintf (stderr, "memserver: %s: a flag: leave the value empty or"
+               " write true\n", where);
+      ret = -1;
+      continue;
+    }
+    if (apply (st, o->val, value, where) == -1)
+      ret = -1;
+  }
+  fclose (fp);
+  return ret;
+}
+
+/* Locking is per extent (region.h); check up front that the limit lets
+ * us lock the whole donation, so the operator learns now, not at the
+ * first ALLOC under load.  Root is normally exempt (CAP_IPC_LOCK), but
+ * raising the soft limit is harmless and covers the rest.
+ */
+static int
+check_memlock (const struct settings *st)
+{
+  struct rlimit rl;
+
+  if (!st->use_mlock || getrlimit (RLIMIT_MEMLOCK, &rl) == -1 ||
+      rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= st->size_bytes)
+    return 0;
+  if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= st->size_bytes) {
+    rl.rlim_cur = st->size_bytes;
+    if (setrlimit (RLIMIT_MEMLOCK, &rl) == 0)
+      return 0;
+  }
+  if (geteuid () == 0)
+    return 0;  /* CAP_IPC_LOCK ignores the limit */
+  fprintf (stderr, "memserver: --size %" PRIu64 " bytes cannot be locked:"
+           " RLIMIT_MEMLOCK is %llu bytes.  Raise it (ulimit -l unlimited,"
+           " or LimitMEMLOCK=infinity in the systemd unit) or run with"
+           " --no-mlock\n", st->size_bytes, (unsigned long long) rl.rlim_cur);
+  return -1;
+}
+
+int
+main (int argc, char **argv)
+{
+  struct settings st = {
+    .use_mlock = true,
+    .lease_ms = 30000,
+    .max_owners = 256,
+    .max_conns = 1024,
+    .level = LOG_INFO,
+  };
+  int c, status;
+
+  signal (SIGPIPE, SIG_IGN);
+  /* The config file first, so the command line overrides it. */
+  for (int i = 1; i < argc; i++) {
+    const char *path = NULL;
+    if ((strcmp (argv[i], "--config") == 0 || strcmp (argv[i], "-c") == 0) &&
+        i + 1 < argc)
+      path = argv[i + 1];
+    else if (strncmp (argv[i], "--config=", 9) == 0)
+      path = argv[i] + 9;
+    if (path && load_config (&st, path) == -1)
+      return 2;
+  }
+  while ((c = getopt_long (argc, argv, "l:s:c:vqhV", long_options, NULL)) != -1) {
+    char where[64];
+    switch (c) {
+    case 'h':
+      usage (stdout);
+      return 0;
+    case 'V':
+      printf ("memserver %s (rampool protocol %d)\n", PACKAGE_VERSION,
+              RP_PROTOCOL_VERSION);
+      return 0;
+    case 'c':
+      continue;
+    case '?':
+      usage (stderr);
+      return 2;
+    }
+    for (const struct option *o = long_options; o->name; o++)
+      if (o->val == c)
+        snprintf (where, sizeof where, "--%s", o->name);
+    if (apply (&st, c, optarg, where) == -1)
+      return 2;
+  }
+  if (optind < argc) {
+    fprintf (stderr, "memserver: unexpected argument '%s'\n", argv[optind]);
+    return 2;
+  }
+  if (st.listen == NULL) {
+    fprintf (stderr, "memserver: --listen: required (e.g. --listen 127.0.0.1:7070)\n");
+    return 2;
+  }
+  if (st.size_bytes == 0) {
+    fprintf (stderr, "memserver: --size: required: how much RAM to donate"
+             " (e.g. --size 2G)\n");
+    return 2;
+  }
+  if (check_memlock (&st) == -1)
+    return 2;
+  log_max_level = st.level;
+  status = server_run (&st);
+  free (st.listen);
+  free (st.port_file);
+  free (st.pidfile);
+  return status;
+}

@@ -1,0 +1,35 @@
+/* The memserver's network side: listener, connections, frame parsing
+ * and request execution, all on one libuv loop thread.
+ */
+#ifndef MS_SERVER_H
+#define MS_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "log.h"
+
+/* Settings, filled from the config file and then the command line. */
+struct settings {
+  char *listen;            /* "HOST:PORT"; port 0 = pick one (tests) */
+  uint64_t size_bytes;     /* donation cap; no default: the operator
+                              must say how much RAM to give away */
+  bool use_mlock;          /* lock extents in RAM (default true: donated
+                              memory must never itself be swapped) */
+  uint32_t lease_ms;       /* keep a vanished client's extents this long;
+                              30 s covers a client restart of its
+                              connections without holding memory of a
+                              dead client for long */
+  uint32_t max_owners;     /* distinct client sessions (default 256) */
+  uint32_t max_conns;      /* open connections (default 1024) */
+  char *port_file;         /* write the bound port here once listening */
+  char *pidfile;           /* write our pid here once listening */
+  enum log_level level;    /* --verbose / --quiet */
+};
+
+/* Run the server until SIGTERM/SIGINT.  Returns the process exit
+ * status (0 on clean shutdown).
+ */
+int server_run (const struct settings *st);
+
+#endif /* MS_SERVER_H */

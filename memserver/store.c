@@ -1,0 +1,181 @@
+/* See store.h. */
+#include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+#include "util.h"
+
+#define STORE_INDEX_BITS 24
+
+int
+store_open (struct store *s, uint64_t capacity, bool use_mlock,
+            uint32_t max_owners, uint32_t lease_ms)
+{
+  uint64_t n;
+
+  memset (s, 0, sizeof *s);
+  if (region_open (&s->region, capacity, use_mlock) == -1)
+    return -1;
+  n = s->region.ngranules;
+  if (n > (UINT32_C (1) << STORE_INDEX_BITS) - 2)
+    n = (UINT32_C (1) << STORE_INDEX_BITS) - 2;
+  s->max_extents = n;
+  s->extents = calloc (n, sizeof *s->extents);
+  s->owners = calloc (max_owners, sizeof *s->owners);
+  if (s->extents == NULL || s->owners == NULL) {
+    store_close (s);
+    errno = ENOMEM;
+    return -1;
+  }
+  for (uint32_t i = 0; i < n; i++)
+    s->extents[i].next_free = i + 2 <= n ? i + 2 : 0;
+  s->free_head = 1;
+  s->max_owners = max_owners;
+  s->lease_ms = lease_ms;
+  return 0;
+}
+
+void
+store_close (struct store *s)
+{
+  region_close (&s->region);
+  free (s->extents);
+  free (s->owners);
+  memset (s, 0, sizeof *s);
+}
+
+struct owner *
+store_owner_attach (struct store *s, const uint8_t id[16])
+{
+  struct owner *vacant = NULL;
+
+  for (uint32_t i = 0; i < s->max_owners; i++) {
+    struct owner *o = &s->owners[i];
+    if (o->in_use && memcmp (o->id, id, 16) == 0) {
+      o->nconns++;
+      return o;
+    }
+    if (!o->in_use && vacant == NULL)
+      vacant = o;
+  }
+  if (vacant == NULL) {
+    errno = EUSERS;
+    return NULL;
+  }
+  memset (vacant, 0, sizeof *vacant);
+  memcpy (vacant->id, id, 16);
+  vacant->in_use = true;
+  vacant->nconns = 1;
+  return vacant;
+}
+
+void
+store_owner_detach (struct store *s, struct owner *o)
+{
+  if (--o->nconns == 0) {
+    o->idle_since_ms = rp_now_ms ();
+    if (o->nextents == 0)
+      o->in_use = false;
+  }
+}
+
+unsigned
+store_expire_owners (struct store *s, uint64_t now_ms)
+{
+  unsigned expired = 0;
+
+  for (uint32_t i = 0; i < s->max_owners; i++) {
+    struct owner *o = &s->owners[i];
+    if (!o->in_use || o->nconns > 0 ||
+        now_ms - o->idle_since_ms < s->lease_ms)
+      continue;
+    for (uint32_t j = 0; j < s->max_extents && o->nextents > 0; j++)
+      if (s->extents[j].handle && s->extents[j].owner == o)
+        store_free (s, &s->extents[j]);
+    o->in_use = false;
+    expired++;
+  }
+  return expired;
+}
+
+int
+store_alloc (struct store *s, struct owner *o, uint64_t size,
+             uint64_t *handle)
+{
+  uint32_t idx;
+  int64_t off;
+  uint64_t rnd;
+  struct extent *e;
+
+  if (s->free_head == 0) {
+    errno = ENOSPC;
+    return -1;
+  }
+  off = region_alloc (&s->region, size);
+  if (off == -1)
+    return -1;
+  idx = s->free_head - 1;
+  e = &s->extents[idx];
+  s->free_head = e->next_free;
+  if (rp_random_bytes (&rnd, sizeof rnd) == -1)
+    rnd = rp_now_ns () * UINT64_C (0x9e3779b97f4a7c15);
+  rnd &= (UINT64_C (1) << (64 - STORE_INDEX_BITS)) - 1;
+  if (rnd == 0)
+    rnd = 1;
+  e->handle = (rnd << STORE_INDEX_BITS) | (idx + 1);
+  e->offset = off;
+  e->size = size;
+  e->owner = o;
+  e->next_free = 0;
+  o->nextents++;
+  o->bytes += size;
+  s->nextents++;
+  *handle = e->handle;
+  return 0;
+}
+
+struct extent *
+store_lookup (struct store *s, struct owner *o, uint64_t handle)
+{
+  uint64_t idx = handle & ((UINT64_C (1) << STORE_INDEX_BITS) - 1);
+  struct extent *e;
+
+  if (idx == 0 || idx > s->max_extents)
+    return NULL;
+  e = &s->extents[idx - 1];
+  if (e->handle != handle || e->owner != o)
+    return NULL;
+  return e;
+}
+
+void
+store_free (struct store *s, struct extent *e)
+{
+  uint32_t idx = e - s->extents;
+  struct owner *o = e->owner;
+
+  region_free (&s->region, e->offset, e->size);
+  o->nextents--;
+  o->bytes -= e->size;
+  if (o->nextents == 0 && o->nconns == 0)
+    o->in_use = false;
+  s->nextents--;
+  e->handle = 0;
+  e->owner = NULL;
+  e->next_free = s->free_head;
+  s->free_head = idx + 1;
+}
+
+uint32_t
+store_owners_holding (const struct store *s)
+{
+  uint32_t n = 0;
+
+  for (uint32_t i = 0; i < s->max_owners; i++)
+    if (s->owners[i].in_use && s->owners[i].nextents > 0)
+      n++;
+  return n;
+}

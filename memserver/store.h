@@ -1,0 +1,78 @@
+/* The extent table and its owners.
+ *
+ * An owner is a client session (a random 16-byte id sent in HELLO),
+ * not a connection: one nbdkit process opens several connections per
+ * memserver, and a connection that drops and comes back (a network
+ * blip) must find its extents again.  When an owner's last connection
+ * closes, its extents are kept for `lease_ms`, then freed, so a client
+ * that died returns its memory to the donor.
+ *
+ * A handle is (40 random bits << 24) | (table index + 1): unguessable,
+ * and it names one table slot, so lookup is O(1) and a stale or forged
+ * handle (wrong random part, other owner) is simply "no such extent".
+ * Single-threaded: called only from the event loop.
+ */
+#ifndef MS_STORE_H
+#define MS_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "region.h"
+
+struct owner {
+  uint8_t id[16];          /* from HELLO */
+  bool in_use;
+  uint32_t nconns;         /* connections that said HELLO with this id */
+  uint32_t nextents;       /* extents it holds */
+  uint64_t bytes;          /* bytes it holds */
+  uint64_t idle_since_ms;  /* when nconns dropped to 0 */
+};
+
+struct extent {
+  uint64_t handle;         /* 0 = slot free */
+  uint64_t offset;         /* in the region */
+  uint64_t size;           /* bytes, power of two */
+  struct owner *owner;
+  uint32_t next_free;      /* free-list link (index + 1), 0 = end */
+};
+
+struct store {
+  struct region region;
+  struct extent *extents;  /* table, owned */
+  uint32_t max_extents;
+  uint32_t nextents;       /* in use */
+  uint32_t free_head;      /* index + 1 of first free slot, 0 = none */
+  struct owner *owners;    /* table, owned */
+  uint32_t max_owners;
+  uint32_t lease_ms;       /* keep a disconnected owner's extents this long */
+};
+
+int store_open (struct store *s, uint64_t capacity, bool use_mlock,
+                uint32_t max_owners, uint32_t lease_ms);
+void store_close (struct store *s);
+
+/* Find or create the owner with this id; NULL with errno = EUSERS when
+ * the owner table is full.  Counts the connection (nconns++).
+ */
+struct owner *store_owner_attach (struct store *s, const uint8_t id[16]);
+void store_owner_detach (struct store *s, struct owner *o);
+
+/* Free the extents of owners idle for longer than the lease.  Returns
+ * how many owners were expired.
+ */
+unsigned store_expire_owners (struct store *s, uint64_t now_ms);
+
+/* ALLOC: 0 and *handle, or -1 with errno ENOSPC / ENOMEM. */
+int store_alloc (struct store *s, struct owner *o, uint64_t size,
+                 uint64_t *handle);
+
+/* The extent behind handle if o owns it, else NULL. */
+struct extent *store_lookup (struct store *s, struct owner *o,
+                             uint64_t handle);
+
+void store_free (struct store *s, struct extent *e);
+
+uint32_t store_owners_holding (const struct store *s);
+
+#endif /* MS_STORE_H */

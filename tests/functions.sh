@@ -1,0 +1,118 @@
+# Shared by the shell tests: start and stop real memservers on
+# loopback, find the built binaries, clean up on exit.
+#
+# Every process a test starts is recorded by PID and killed on exit;
+# readiness is the memserver's --port-file (written once it listens),
+# never a sleep.
+
+set -euo pipefail
+
+: "${abs_top_builddir:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+MEMSERVER=$abs_top_builddir/memserver/memserver
+PLUGIN=$abs_top_builddir/nbdkit-plugin/.libs/nbdkit-rampool-plugin.so
+RAMPOOL=$abs_top_builddir/client/rampool
+TESTS_BIN=$abs_top_builddir/tests
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/rampool-test.XXXXXX")
+_pids=()
+_cleanups=()
+
+cleanup () {
+  local rc=$?
+  for c in "${_cleanups[@]+"${_cleanups[@]}"}"; do eval "$c" || true; done
+  for p in "${_pids[@]+"${_pids[@]}"}"; do
+    kill -CONT "$p" 2>/dev/null || true
+    kill "$p" 2>/dev/null || true
+  done
+  for p in "${_pids[@]+"${_pids[@]}"}"; do wait "$p" 2>/dev/null || true; done
+  if [ $rc -ne 0 ]; then
+    for f in "$TMP"/*.log; do
+      [ -f "$f" ] || continue
+      echo "---- $f (last 30 lines)"; tail -n 30 "$f"
+    done
+  fi
+  rm -rf "$TMP"
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+
+on_exit () { _cleanups+=("$1"); }
+
+fail () { echo "FAIL: $*" >&2; exit 1; }
+
+requires () {
+  command -v "$1" >/dev/null 2>&1 ||
+    fail "$1 not found: install the Debian package ${2:-$1} (scripts/setup-deps)"
+}
+
+# Wait (bounded) until a file exists and is non-empty.
+wait_for_file () {
+  local f=$1 what=$2 tries=${3:-200}
+  for _ in $(seq "$tries"); do
+    [ -s "$f" ] && return 0
+    sleep 0.05
+  done
+  fail "$what did not become ready ($f)"
+}
+
+# start_memserver NAME [ARGS...]: start a memserver on 127.0.0.1 with a
+# free port; sets MS_PORT_<NAME> and MS_PID_<NAME>, appends to SERVERS.
+SERVERS=
+start_memserver () {
+  local name=$1; shift
+  rm -f "$TMP/$name.port"
+  "$MEMSERVER" --listen "${MS_LISTEN:-127.0.0.1:0}" --size "${MS_SIZE:-256M}" \
+    --no-mlock --port-file "$TMP/$name.port" "$@" >>"$TMP/$name.log" 2>&1 &
+  local pid=$!
+  _pids+=("$pid")
+  wait_for_file "$TMP/$name.port" "memserver $name"
+  printf -v "MS_PID_$name" %s "$pid"
+  printf -v "MS_PORT_$name" %s "$(cat "$TMP/$name.port")"
+  local addr=127.0.0.1:$(cat "$TMP/$name.port")
+  case ",$SERVERS," in *",$addr,"*) ;; *) SERVERS+="${SERVERS:+,}$addr" ;; esac
+}
+
+# Restart memserver NAME on the same port (a new incarnation).
+restart_memserver () {
+  local name=$1; shift
+  local port_var=MS_PORT_$name
+  MS_LISTEN=127.0.0.1:${!port_var} start_memserver "$name" "$@"
+}
+
+kill_memserver () {
+  local name=$1 sig=${2:-KILL}
+  local pid_var=MS_PID_$name
+  kill "-$sig" "${!pid_var}"
+  if [ "$sig" = KILL ] || [ "$sig" = TERM ]; then
+    wait "${!pid_var}" 2>/dev/null || true
+  fi
+}
+
+# Bytes used on memserver at ADDR (as STAT reports).
+server_used () {
+  "$RAMPOOL" status --raw "$1" | awk '$2 == "up" { print $4 }'
+}
+
+pool_used () {
+  local total=0 a
+  for a in ${SERVERS//,/ }; do total=$(( total + $(server_used "$a") )); done
+  echo $total
+}
+
+# Start nbdkit with the plugin in the background on a Unix socket;
+# sets NBD_SOCK, NBD_URI, NBDKIT_PID.  Waits for the socket.
+start_nbdkit () {
+  NBD_SOCK=$TMP/nbd.sock
+  rm -f "$NBD_SOCK" "$TMP/nbdkit.pid"
+  nbdkit -f -U "$NBD_SOCK" -P "$TMP/nbdkit.pid" "$PLUGIN" \
+    servers="$SERVERS" "$@" >>"$TMP/nbdkit.log" 2>&1 &
+  NBDKIT_PID=$!
+  _pids+=("$NBDKIT_PID")
+  wait_for_file "$TMP/nbdkit.pid" "nbdkit" 400
+  NBD_URI="nbd+unix:///?socket=$NBD_SOCK"
+}
+
+stop_nbdkit () {
+  kill "$NBDKIT_PID" 2>/dev/null || true
+  wait "$NBDKIT_PID" 2>/dev/null || true
+}
