@@ -3,7 +3,7 @@
 
 Subcommands:
   freeport                  print a free TCP port on 127.0.0.1
-  runjob OUTDIR TARGET WORKLOAD PIDS -- FIO-ARGS...
+  runjob OUTDIR TARGET WORKLOAD ROUND PIDS -- FIO-ARGS...
                             run fio, measure CPU of fio and of every server
                             process in PIDS (comma-separated), append one
                             record to OUTDIR/records.jsonl
@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -97,12 +98,12 @@ def pct(clat, key):
     return v / 1000.0 if v is not None else None
 
 
-def runjob(outdir, target, workload, pids, fio_args):
+def runjob(outdir, target, workload, rnd, pids, fio_args):
     pids = [int(p) for p in pids.split(",") if p]
     for p in pids:
         if proc_stat(p) is None:
             sys.exit(f"bench.py: server pid {p} of {target} is not running")
-    out_json = os.path.join(outdir, "fio", f"{target}.{workload}.json")
+    out_json = os.path.join(outdir, "fio", f"{target}.{workload}.{rnd}.json")
     os.makedirs(os.path.dirname(out_json), exist_ok=True)
     base_kids = descendants(pids)
 
@@ -143,7 +144,8 @@ def runjob(outdir, target, workload, pids, fio_args):
     job = data["jobs"][0]
     if job.get("error"):
         sys.exit(f"bench.py: fio job error {job['error']} for {target} {workload}")
-    rec = {"target": target, "workload": workload, "wall_s": round(wall, 3)}
+    rec = {"target": target, "workload": workload, "round": rnd,
+           "wall_s": round(wall, 3)}
     ops = iops = bw = 0
     p50 = p99 = None
     for d in ("read", "write"):
@@ -195,6 +197,18 @@ def ratio(a, b):
     return a / b
 
 
+def median_record(rs):
+    if len(rs) == 1:
+        return dict(rs[0])
+    out = {"target": rs[0]["target"], "workload": rs[0]["workload"],
+           "rounds": len(rs)}
+    for k, v in rs[0].items():
+        if k not in out and k != "round" and isinstance(v, (int, float)):
+            vals = [r[k] for r in rs if r.get(k) is not None]
+            out[k] = statistics.median(vals) if vals else None
+    return out
+
+
 def report(outdir):
     recs = []
     path = os.path.join(outdir, "records.jsonl")
@@ -206,7 +220,12 @@ def report(outdir):
     if os.path.exists(mpath):
         with open(mpath) as f:
             meta = json.load(f)
-    by = {(r["target"], r["workload"]): r for r in recs}
+    # With several rounds, each figure is the median over the rounds.
+    groups = {}
+    for r in recs:
+        groups.setdefault((r["target"], r["workload"]), []).append(r)
+    by = {k: median_record(v) for k, v in groups.items()}
+    rounds = max((len(v) for v in groups.values()), default=0)
     targets = [t for t in TARGETS if any(k[0] == t for k in by)]
     targets += sorted({k[0] for k in by} - set(targets))
     workloads = [w for w in WORKLOADS if any(k[1] == w for k in by)]
@@ -217,6 +236,8 @@ def report(outdir):
     line = "  ".join(c.rjust(w) if i > 1 else c.ljust(w)
                      for i, (c, w) in enumerate(zip(cols, widths)))
     print()
+    if rounds > 1:
+        print(f"Medians over {rounds} rounds (per-round figures in results.json)")
     print("Results (CPU us/op = fio + all server processes, split in the next "
           "two columns; 'others' = cores busy with anything else meanwhile)")
     print(line)
@@ -269,7 +290,7 @@ def report(outdir):
     fields = ["target", "workload", "iops", "mib_s", "p50_us", "p99_us",
               "cpu_us_per_op", "fio_us_per_op", "server_us_per_op",
               "host_us_per_op", "other_cores", "ops", "fio_cpu_s", "server_cpu_s",
-              "host_cpu_s", "wall_s"]
+              "host_cpu_s", "wall_s", "rounds"]
     with open(os.path.join(outdir, "results.csv"), "w", newline="") as f:
         wr = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         wr.writeheader()
@@ -278,7 +299,8 @@ def report(outdir):
                 if (t, w) in by:
                     wr.writerow(by[(t, w)])
     with open(os.path.join(outdir, "results.json"), "w") as f:
-        json.dump({"meta": meta, "results": recs, "ratios": ratios}, f, indent=2)
+        json.dump({"meta": meta, "summary": [by[k] for k in sorted(by)],
+                   "runs": recs, "ratios": ratios}, f, indent=2)
         f.write("\n")
     print(f"results: {outdir}/results.csv, {outdir}/results.json, "
           f"raw fio output in {outdir}/fio/")
@@ -295,8 +317,8 @@ def main():
         s.bind(("127.0.0.1", 0))
         print(s.getsockname()[1])
         s.close()
-    elif a[0] == "runjob" and len(a) >= 6 and a[5] == "--":
-        runjob(a[1], a[2], a[3], a[4], a[6:])
+    elif a[0] == "runjob" and len(a) >= 7 and a[6] == "--":
+        runjob(a[1], a[2], a[3], int(a[4]), a[5], a[7:])
     elif a[0] == "report" and len(a) == 2:
         report(a[1])
     else:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run-bench.sh - measure rampool against its peers with fio's nbd engine.
 #
-# Targets (all on loopback, one at a time, each torn down before the next):
+# Targets (all on loopback; all started first, then measured in turn):
 #   rampool-r1   nbdkit + rampool plugin, replicas=1, over N memservers
 #   rampool-r2   the same with replicas=2
 #   memory       nbdkit memory plugin (allocator=malloc): local-RAM ceiling
@@ -20,6 +20,7 @@ top=$(dirname "$here")
 MEMSERVER=${MEMSERVER:-$top/memserver/memserver}
 RAMPOOL_PLUGIN=${RAMPOOL_PLUGIN:-$top/nbdkit-plugin/.libs/nbdkit-rampool-plugin.so}
 BENCH_RUNTIME=${BENCH_RUNTIME:-10}
+BENCH_ROUNDS=${BENCH_ROUNDS:-1}
 BENCH_SIZE=${BENCH_SIZE:-1G}
 BENCH_TARGETS=${BENCH_TARGETS:-}
 BENCH_WORKLOADS=${BENCH_WORKLOADS:-randread-4k-qd1 randread-4k-qd16 seqread-1m randwrite-4k-qd1 randwrite-4k-qd16 seqwrite-1m}
@@ -45,6 +46,7 @@ done
 [[ -f $helper ]] || die "missing $helper"
 fio --enghelp=nbd >/dev/null 2>&1 || die "this fio has no nbd engine (Debian fio does)"
 [[ $BENCH_RUNTIME =~ ^[0-9]+$ && $BENCH_RUNTIME -gt 0 ]] || die "BENCH_RUNTIME must be a positive integer (seconds)"
+[[ $BENCH_ROUNDS =~ ^[0-9]+$ && $BENCH_ROUNDS -gt 0 ]] || die "BENCH_ROUNDS must be a positive integer"
 size_bytes=$(numfmt --from=iec "$BENCH_SIZE") || die "bad BENCH_SIZE=$BENCH_SIZE"
 
 # Memservers get SIGTERM if this script dies without running its trap
@@ -83,6 +85,14 @@ SHMDIR=""       # fallback directory under /dev/shm, if we made one
 
 alive() { kill -0 "$1" 2>/dev/null; }
 
+# Alive and not a zombie (a child that exited but is not reaped yet).
+running() {
+    local line
+    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
+    line=${line##*) }
+    [[ ${line:0:1} != Z ]]
+}
+
 # Direct children of a pid (nbd-server forks one per connection).
 children_of() {
     local f line
@@ -104,10 +114,10 @@ stop_pids() {
     for p in "${kids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     deadline=$((SECONDS + 10))
     for pid in "$@" "${kids[@]}"; do
-        while alive "$pid" && ((SECONDS < deadline)); do
-            wait "$pid" 2>/dev/null || sleep 0.05
+        while running "$pid" && ((SECONDS < deadline)); do
+            sleep 0.05
         done
-        if alive "$pid"; then
+        if running "$pid"; then
             log "pid $pid did not exit on SIGTERM, sending SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
         fi
@@ -251,8 +261,8 @@ start_rampool() {
     local replicas=$1 i servers="" pid pidf portf port
     local -a ms_pids=()
     for ((i = 1; i <= BENCH_MEMSERVERS; i++)); do
-        portf=$work/ms$i.port
-        pidf=$work/ms$i.pid
+        portf=$work/ms-r$replicas-$i.port
+        pidf=$work/ms-r$replicas-$i.pid
         rm -f "$portf" "$pidf"
         # shellcheck disable=SC2086
         "${pdeath[@]}" "$MEMSERVER" --listen 127.0.0.1:0 --size "$BENCH_MEMSERVER_SIZE" --no-mlock \
@@ -262,8 +272,8 @@ start_rampool() {
         ms_pids+=($!)
     done
     for ((i = 1; i <= BENCH_MEMSERVERS; i++)); do
-        portf=$work/ms$i.port
-        pidf=$work/ms$i.pid
+        portf=$work/ms-r$replicas-$i.port
+        pidf=$work/ms-r$replicas-$i.pid
         wait_until "memserver $i port file" file_has_port "$portf"
         [[ $(<"$portf") =~ ([0-9]+)[[:space:]]*$ ]]
         port=${BASH_REMATCH[1]}
@@ -318,13 +328,13 @@ for w in $BENCH_WORKLOADS; do
     workload_args "$w" >/dev/null || die "unknown workload '$w'"
 done
 
-run_job() {  # run_job TARGET WORKLOAD FIO-ARGS...
-    local target=$1 workload=$2; shift 2
+run_job() {  # run_job TARGET WORKLOAD ROUND FIO-ARGS...
+    local target=$1 workload=$2 round=$3; shift 3
     local pids
     pids=$(IFS=,; echo "${TPIDS[*]}")
     # In the background, so a signal runs the trap at once; the helper
     # stops fio when it gets SIGTERM.
-    python3 "$helper" runjob "$outdir" "$target" "$workload" "$pids" -- \
+    python3 "$helper" runjob "$outdir" "$target" "$workload" "$round" "$pids" -- \
         --name="$workload" --ioengine=nbd --uri="$URI" --size="$size_bytes" "$@" &
     JOB_PID=$!
     wait "$JOB_PID" || die "$target $workload failed"
@@ -340,8 +350,8 @@ mkdir -p "$outdir"
 ntargets=$(wc -w <<<"$BENCH_TARGETS")
 nwork=$(wc -w <<<"$BENCH_WORKLOADS")
 log "targets: $BENCH_TARGETS"
-log "workloads: $BENCH_WORKLOADS (${BENCH_RUNTIME}s each, disk $BENCH_SIZE)"
-log "expect about $(( (ntargets * (nwork * (BENCH_RUNTIME + 1) + 8) + 59) / 60 )) min; results in $outdir"
+log "workloads: $BENCH_WORKLOADS (${BENCH_RUNTIME}s each, $BENCH_ROUNDS round(s), disk $BENCH_SIZE)"
+log "expect about $(( (ntargets * (BENCH_ROUNDS * nwork * (BENCH_RUNTIME + 1) + 8) + 59) / 60 )) min; results in $outdir"
 
 python3 - "$outdir/meta.json" <<EOF
 import json, os, platform, subprocess, sys
@@ -357,7 +367,7 @@ json.dump({
     "nbdkit": out("nbdkit", "--version"),
     "nbd_server": (out("nbd-server", "-V") or "").splitlines()[0:1],
     "rampool_commit": out("git", "-C", "$top", "rev-parse", "--short", "HEAD"),
-    "runtime_s": $BENCH_RUNTIME, "size_bytes": $size_bytes,
+    "runtime_s": $BENCH_RUNTIME, "rounds": $BENCH_ROUNDS, "size_bytes": $size_bytes,
     "seq_iodepth": $BENCH_SEQ_IODEPTH, "memservers": $BENCH_MEMSERVERS,
     "memserver_size": "$BENCH_MEMSERVER_SIZE", "targets": "$BENCH_TARGETS".split(),
     "workloads": "$BENCH_WORKLOADS".split(), "script": "$0",
@@ -365,18 +375,35 @@ json.dump({
 }, open(sys.argv[1], "w"), indent=2)
 EOF
 
-for target in $BENCH_TARGETS; do
+# All targets are started (and pre-written) first, then the jobs run
+# workload by workload, cycling through the targets, so that background
+# load that comes and goes hits every target alike; each round rotates the
+# target order.
+declare -A T_URI T_PIDS
+read -r -a targets <<<"$BENCH_TARGETS"
+for target in "${targets[@]}"; do
     log "== $target: starting"
     start_target "$target"
+    T_URI[$target]=$URI
+    T_PIDS[$target]="${TPIDS[*]}"
     log "== $target: servers ${TPIDS[*]}, uri $URI; pre-writing $BENCH_SIZE"
-    run_job "$target" prefill --rw=write --bs=1M --iodepth=8
-    for w in $BENCH_WORKLOADS; do
-        # shellcheck disable=SC2046
-        run_job "$target" "$w" $(workload_args "$w") \
-            --time_based --runtime="$BENCH_RUNTIME" --norandommap --randrepeat=0
-    done
-    stop_pids "${TPIDS[@]}"
-    TPIDS=()
+    run_job "$target" prefill 0 --rw=write --bs=1M --iodepth=8
 done
+n=${#targets[@]}
+for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+    ((BENCH_ROUNDS == 1)) || log "== round $round of $BENCH_ROUNDS"
+    for w in $BENCH_WORKLOADS; do
+        for ((i = 0; i < n; i++)); do
+            target=${targets[(i + round - 1) % n]}
+            read -r -a TPIDS <<<"${T_PIDS[$target]}"
+            URI=${T_URI[$target]}
+            # shellcheck disable=SC2046
+            run_job "$target" "$w" "$round" $(workload_args "$w") \
+                --time_based --runtime="$BENCH_RUNTIME" --norandommap --randrepeat=0
+        done
+    done
+done
+stop_pids "${ALL_PIDS[@]}"
+TPIDS=()
 
 python3 "$helper" report "$outdir"

@@ -25,6 +25,7 @@ const char rp_config_help[] =
 "inflight=N             requests in flight per connection, 1-1024 (default 64)\n"
 "timeout-ms=MS          per-request deadline (default 5000)\n"
 "heartbeat-ms=MS        health check / reconnect period (default 1000)\n"
+"rejoin-grace-ms=MS     wait before re-replicating a down server's extents (5000)\n"
 "stats-file=PATH        write pool health to PATH every heartbeat";
 
 void
@@ -42,6 +43,7 @@ rp_config_init (struct rp_config *cfg)
   cfg->inflight = 64;
   cfg->timeout_ms = 5000;
   cfg->heartbeat_ms = 1000;
+  cfg->rejoin_grace_ms = 5000;
 }
 
 void
@@ -171,6 +173,12 @@ rp_config_set (struct rp_config *cfg, const char *key, const char *value,
     if (config_uint (key, value, 10, 600000, &v, err, errlen) == -1)
       return -1;
     cfg->heartbeat_ms = v;
+    return 0;
+  }
+  if (strcmp (key, "rejoin-grace-ms") == 0) {
+    if (config_uint (key, value, 0, 86400000, &v, err, errlen) == -1)
+      return -1;
+    cfg->rejoin_grace_ms = v;
     return 0;
   }
   if (strcmp (key, "stats-file") == 0) {

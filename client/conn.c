@@ -219,10 +219,13 @@ rp_conn_connect (struct rp_conn *c, const char *host, const char *port,
 
   if (c->ops->connect (&c->t, host, port, timeout_ms) == -1)
     return -1;
+  pthread_mutex_lock (&c->send_lock);
   pthread_mutex_lock (&c->lock);
   c->is_dead = false;
   c->dead_why[0] = '\0';
+  c->conn_gen++;
   pthread_mutex_unlock (&c->lock);
+  pthread_mutex_unlock (&c->send_lock);
   err = pthread_create (&c->reader, NULL, conn_reader, c);
   if (err) {
     c->is_dead = true;
@@ -239,7 +242,7 @@ rp_conn_submit (struct rp_conn *c, struct rp_call *call)
 {
   uint8_t hdr[sizeof (struct rp_req_hdr)];
   struct iovec iov[2];
-  uint32_t idx;
+  uint32_t idx, gen;
   int iovcnt = 1;
 
   call->conn = c;
@@ -258,6 +261,7 @@ rp_conn_submit (struct rp_conn *c, struct rp_call *call)
   c->slots[idx].gen++;
   c->slots[idx].call = call;
   c->nbusy++;
+  gen = c->conn_gen;
   call->req.id = ((uint64_t) c->slots[idx].gen << 32) | idx;
   pthread_mutex_lock (&call->wait->lock);
   call->wait->pending++;
@@ -273,6 +277,14 @@ rp_conn_submit (struct rp_conn *c, struct rp_call *call)
     iovcnt = 2;
   }
   pthread_mutex_lock (&c->send_lock);
+  /* The connection died and was replaced since we took the slot: the
+   * dying reader has already failed our call; sending now would put a
+   * frame before HELLO on the new connection.
+   */
+  if (c->conn_gen != gen) {
+    pthread_mutex_unlock (&c->send_lock);
+    return 0;
+  }
   if (c->ops->send (&c->t, iov, iovcnt) == -1) {
     char why[128];
     snprintf (why, sizeof why, "send: %s", strerror (errno));
@@ -328,7 +340,10 @@ rp_conn_join (struct rp_conn *c)
     pthread_join (c->reader, NULL);
     c->has_reader = false;
   }
+  /* Under send_lock: no sender is between its checks and its write. */
+  pthread_mutex_lock (&c->send_lock);
   c->ops->close (&c->t);
+  pthread_mutex_unlock (&c->send_lock);
 }
 
 bool

@@ -62,6 +62,8 @@ struct rp_conn {
   bool is_dead;                /* no reader; submits fail */
   bool is_ready;               /* HELLO done: data requests allowed */
   bool has_reader;
+  uint32_t conn_gen;           /* bumped at every connect; guarded by
+                                  lock and send_lock (both to write) */
   pthread_t reader;
   /* Called by the reader thread once, as it exits, with the reason. */
   void (*on_dead) (struct rp_conn *c, const char *why);

@@ -29,7 +29,7 @@ pool_server_down (struct rp_server *s, const char *why)
 {
   if (atomic_exchange (&s->is_up, false)) {
     rp_log (RP_LOG_WARN, "server %s down: %s", s->addr, why);
-    s->down_since_ms = rp_now_ms ();
+    atomic_store (&s->down_since_ms, rp_now_ms ());
   }
   for (unsigned i = 0; i < s->nconns; i++)
     rp_conn_kill (&s->conns[i], why);
@@ -92,6 +92,11 @@ pool_hello (struct rp_conn *c, const uint8_t owner[16], unsigned timeout_ms,
   }
   if (rp_hello_reply_decode (&reply, hi, &why) == -1) {
     snprintf (err, errlen, "HELLO: %s", why);
+    return -1;
+  }
+  if (hi->version != RP_PROTOCOL_VERSION) {
+    snprintf (err, errlen, "HELLO: server speaks protocol %u, we speak %d",
+              hi->version, RP_PROTOCOL_VERSION);
     return -1;
   }
   return 0;
@@ -162,7 +167,7 @@ pool_server_connect (struct rp_pool *p, struct rp_server *s,
   else if (s->has_incarnation)
     rp_log (RP_LOG_INFO, "server %s back after %" PRIu64 " ms with the same"
             " incarnation: replicas that missed no write are kept",
-            s->addr, rp_now_ms () - s->down_since_ms);
+            s->addr, rp_now_ms () - atomic_load (&s->down_since_ms));
   s->has_incarnation = true;
   memcpy (s->incarnation, hi.incarnation, 16);
   s->capacity_bytes = hi.capacity_bytes;
@@ -207,8 +212,9 @@ pool_write_stats_file (struct rp_pool *p)
            st.extents_healthy, st.extents_degraded, st.extents_lost,
            st.reads, st.writes, st.read_failovers, st.recovered);
   for (unsigned i = 0; i < p->nservers; i++)
-    fprintf (fp, "server %s %s\n", p->servers[i].addr,
-             atomic_load (&p->servers[i].is_up) ? "up" : "down");
+    fprintf (fp, "server %s %s epoch %u\n", p->servers[i].addr,
+             atomic_load (&p->servers[i].is_up) ? "up" : "down",
+             atomic_load (&p->servers[i].epoch));
   if (fclose (fp) == 0)
     rename (tmp, p->cfg.stats_file);
 }
@@ -316,7 +322,7 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
       up++;
       continue;
     }
-    s->down_since_ms = rp_now_ms ();
+    atomic_store (&s->down_since_ms, rp_now_ms ());
     rp_log (RP_LOG_WARN, "server %s: %s", s->addr, e);
     if (used < errlen)
       used += snprintf (err + used, errlen - used, "%s%s: %s",

@@ -28,11 +28,11 @@ struct rp_server {
   atomic_uint epoch;           /* bumped when the incarnation changes */
   atomic_uint_least64_t free_bytes;  /* from HELLO and every reply */
   atomic_uint inflight;        /* requests outstanding (read balancing) */
+  atomic_uint_least64_t down_since_ms; /* when it last went down */
   /* Monitor thread only: */
   bool has_incarnation;
   uint8_t incarnation[16];
   uint64_t capacity_bytes;
-  uint64_t down_since_ms;
   /* Handles freed while the server was unreachable; FREE'd when it is
    * back with the same incarnation.  Guarded by orphan_lock.
    */

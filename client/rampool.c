@@ -1,7 +1,7 @@
 /* rampool: the operator's command line tool.
  *
  *   rampool status SERVER...        per-server capacity, use, clients
- *   rampool verify URI [--mib N]    write a pattern through an NBD
+ *   rampool verify [--mib=N] URI    write a pattern through an NBD
  *                                   export, read it back, check every
  *                                   byte, print throughput
  *
@@ -30,7 +30,7 @@ usage (FILE *fp)
 "  rampool status [--raw] [--timeout-ms=MS] SERVER[,SERVER...] ...\n"
 "      show each memserver's capacity, use, extents and clients;\n"
 "      --raw: one line per server: ADDR STATE CAPACITY USED EXTENTS CLIENTS\n"
-"  rampool verify [--mib N] [--offset-mib N] URI\n"
+"  rampool verify [--mib=N] [--offset-mib=N] URI\n"
 "      write N MiB (default 256) of a pattern through the NBD export URI,\n"
 "      read it back, compare every byte; print MiB/s\n"
 "  rampool --version | --help\n"
@@ -45,13 +45,16 @@ cmd_status (int argc, char **argv)
   bool is_raw = false;
   int i = 1;
 
-  if (i < argc && strcmp (argv[i], "--raw") == 0) {
-    is_raw = true;
-    i++;
-  }
-
-  if (i < argc && strncmp (argv[i], "--timeout-ms=", 13) == 0) {
+  for (; i < argc && strncmp (argv[i], "--", 2) == 0; i++) {
     uint64_t v;
+    if (strcmp (argv[i], "--raw") == 0) {
+      is_raw = true;
+      continue;
+    }
+    if (strncmp (argv[i], "--timeout-ms=", 13) != 0) {
+      fprintf (stderr, "rampool status: unknown option '%s'\n", argv[i]);
+      return 2;
+    }
     if (rp_parse_uint (argv[i] + 13, 1, 600000, &v) == -1) {
       fprintf (stderr, "rampool status: --timeout-ms: '%s' is not a number"
                " of milliseconds\n", argv[i] + 13);

@@ -109,7 +109,13 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
     struct rp_replica *rep = &e->rep[r];
     struct rp_server *s = &p->servers[rep->server];
     bool same_epoch = atomic_load (&s->epoch) == rep->epoch;
-    if (same_epoch && atomic_load (&s->is_up)) {
+    bool is_up = atomic_load (&s->is_up);
+    /* A server down for less than rejoin-grace-ms keeps its replicas:
+     * if it comes back with the same incarnation (a blip), the ones
+     * that missed no write are good again at no copying cost.
+     */
+    if (same_epoch && (is_up || rp_now_ms () - atomic_load (&s->down_since_ms)
+                               < p->cfg.rejoin_grace_ms)) {
       r++;
       continue;
     }
@@ -119,19 +125,39 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
   }
   src = recovery_source (p, e);
   for (unsigned r = 0; r < e->nrep; r++)
-    if (!pool_replica_is_good (p, &e->rep[r]))
+    if (!pool_replica_is_good (p, &e->rep[r]) &&
+        atomic_load (&p->servers[e->rep[r].server].is_up))
       dst[ndst++] = r;  /* stale on an up server: rewrite in place */
   before = e->nrep;
   if (e->nrep < p->cfg.replicas)
     io_map_extent (p, idx, e);  /* places up to `replicas` in all */
+  /* Only replicas on up servers can be written now. */
+  for (unsigned k = 0; k < ndst;)
+    if (!atomic_load (&p->servers[e->rep[dst[k]].server].is_up))
+      dst[k] = dst[--ndst];
+    else
+      k++;
   for (unsigned r = before; r < e->nrep; r++) {
     e->rep[r].is_stale = 1;     /* not readable until filled */
     dst[ndst++] = r;
   }
   if (ndst == 0)
     return 0;
-  if (recovery_copy (p, idx, e, src, dst, ndst) == -1)
+  if (recovery_copy (p, idx, e, src, dst, ndst) == -1) {
+    /* ENOENT: a server no longer has a target (its lease for us
+     * expired while we could not reach it).  Drop the unreadable
+     * copies; the next pass places them afresh.
+     */
+    if (errno == ENOENT) {
+      for (unsigned r = 0; r < e->nrep;) {
+        if (!pool_replica_is_good (p, &e->rep[r]))
+          extent_map_drop_replica (e, r);
+        else
+          r++;
+      }
+    }
     return -1;
+  }
   for (unsigned k = 0; k < ndst; k++)
     e->rep[dst[k]].is_stale = 0;
   atomic_fetch_add (&p->recovered, ndst);

@@ -226,17 +226,16 @@ main (int argc, char **argv)
   int c, status;
 
   signal (SIGPIPE, SIG_IGN);
-  /* The config file first, so the command line overrides it. */
-  for (int i = 1; i < argc; i++) {
-    const char *path = NULL;
-    if ((strcmp (argv[i], "--config") == 0 || strcmp (argv[i], "-c") == 0) &&
-        i + 1 < argc)
-      path = argv[i + 1];
-    else if (strncmp (argv[i], "--config=", 9) == 0)
-      path = argv[i] + 9;
-    if (path && load_config (&st, path) == -1)
+  /* The config file first, so the command line overrides it: a first
+   * getopt pass loads every --config (in any spelling getopt accepts),
+   * the second applies the rest.
+   */
+  opterr = 0;
+  while ((c = getopt_long (argc, argv, "l:s:c:vqhV", long_options, NULL)) != -1)
+    if (c == 'c' && load_config (&st, optarg) == -1)
       return 2;
-  }
+  opterr = 1;
+  optind = 0;  /* glibc: restart scanning from argv[1] */
   while ((c = getopt_long (argc, argv, "l:s:c:vqhV", long_options, NULL)) != -1) {
     char where[64];
     switch (c) {

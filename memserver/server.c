@@ -26,6 +26,9 @@
 #include <unistd.h>
 #include <endian.h>
 #include <uv.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include "codec.h"
 #include "server.h"
@@ -347,6 +350,16 @@ conn_process (struct conn *c)
     struct rp_req req;
     const char *why;
 
+    /* Replies pile up when the peer does not read them: stop executing
+     * (and reading) until they drain, so a client pipelining 4 MiB
+     * READs cannot make us buffer without bound.
+     */
+    if (c->queued_bytes + c->olen >= CONN_WQ_HIGH) {
+      conn_flush (c);
+      uv_read_stop ((uv_stream_t *) &c->tcp);
+      c->is_paused = true;
+      break;
+    }
     if (rp_req_decode (c->rbuf + pos, &req, &why) == -1) {
       conn_log_close (c, why);
       return;
@@ -490,6 +503,20 @@ server_on_connection (uv_stream_t *listener, int status)
     return;
   }
   uv_tcp_nodelay (&c->tcp, 1);
+  /* A client host that vanishes without resetting its connections
+   * (power loss, partition) is found by keep-alive within about a
+   * minute (30 s idle + 3 probes 10 s apart); then its lease starts.
+   */
+  {
+    uv_os_fd_t fd;
+    int idle_s = 30, intvl_s = 10, cnt = 3, one = 1;
+    if (uv_fileno ((uv_handle_t *) &c->tcp, &fd) == 0) {
+      setsockopt (fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+      setsockopt (fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof idle_s);
+      setsockopt (fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl_s, sizeof intvl_s);
+      setsockopt (fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    }
+  }
   log_msg (LOG_DEBUG, "conn", "%s: connected", c->peer);
   uv_read_start ((uv_stream_t *) &c->tcp, conn_alloc_cb, conn_read_cb);
 }
@@ -564,8 +591,13 @@ server_listen (struct server *srv)
              srv->st->listen);
     return -1;
   }
-  if (uv_ip4_addr (host, atoi (port), (struct sockaddr_in *) &ss) != 0 &&
-      uv_ip6_addr (host, atoi (port), (struct sockaddr_in6 *) &ss) != 0) {
+  uint64_t portnum;
+  if (rp_parse_uint (port, 0, 65535, &portnum) == -1) {
+    log_msg (LOG_ERR, "config", "listen: port '%s' is not 0-65535", port);
+    return -1;
+  }
+  if (uv_ip4_addr (host, portnum, (struct sockaddr_in *) &ss) != 0 &&
+      uv_ip6_addr (host, portnum, (struct sockaddr_in6 *) &ss) != 0) {
     log_msg (LOG_ERR, "config", "listen: '%s' is not a numeric IPv4 or IPv6"
              " address", host);
     return -1;

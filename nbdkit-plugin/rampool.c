@@ -43,13 +43,19 @@ static bool rampool_mlock;
 /* The pool, opened in after_fork, closed in unload. */
 static struct rp_pool *rampool_pool;
 
+/* Pool state changes (server down/up, restarts, lost extents) are rare
+ * and matter to operators, so they are printed even without -v; nbdkit
+ * has no info level, hence nbdkit_error with the real level in front.
+ */
 static void
 rampool_log (int level, const char *msg)
 {
-  if (level <= 1)
-    nbdkit_error ("%s", msg);
-  else if (level == 2 || rampool_debug_verbose)
-    nbdkit_debug ("%s", msg);
+  static const char *const names[] = { "error", "warning", "info" };
+
+  if (level <= 2)
+    nbdkit_error ("rampool: %s: %s", names[level], msg);
+  else if (rampool_debug_verbose)
+    nbdkit_debug ("rampool: %s", msg);
 }
 
 static void
@@ -108,6 +114,7 @@ rampool_config_complete (void)
   "inflight=N             requests in flight per connection (default 64)\n" \
   "timeout-ms=MS          per-request deadline (default 5000)\n" \
   "heartbeat-ms=MS        health check period (default 1000)\n" \
+  "rejoin-grace-ms=MS     before re-replicating a down server (5000)\n" \
   "stats-file=PATH        pool health written here every heartbeat\n" \
   "mlock=BOOL             lock the process in RAM (for swap; default off)"
 

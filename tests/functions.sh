@@ -31,7 +31,7 @@ cleanup () {
       echo "---- $f (last 30 lines)"; tail -n 30 "$f"
     done
   fi
-  rm -rf "$TMP"
+  [ -n "${KEEP_TMP:-}" ] && echo "kept $TMP" || rm -rf "$TMP"
   exit $rc
 }
 trap cleanup EXIT INT TERM
@@ -104,7 +104,7 @@ pool_used () {
 start_nbdkit () {
   NBD_SOCK=$TMP/nbd.sock
   rm -f "$NBD_SOCK" "$TMP/nbdkit.pid"
-  nbdkit -f -U "$NBD_SOCK" -P "$TMP/nbdkit.pid" "$PLUGIN" \
+  nbdkit -f -U "$NBD_SOCK" -P "$TMP/nbdkit.pid" ${NBDKIT_FLAGS:-} "$PLUGIN" \
     servers="$SERVERS" "$@" >>"$TMP/nbdkit.log" 2>&1 &
   NBDKIT_PID=$!
   _pids+=("$NBDKIT_PID")

@@ -9,7 +9,7 @@ requires nbdcopy libnbd-bin
 
 MS_SIZE=512M
 for i in 1 2 3; do start_memserver "s$i"; done
-start_nbdkit size=256M replicas=2 timeout-ms=2000 heartbeat-ms=200 \
+start_nbdkit size=256M replicas=2 timeout-ms=2000 heartbeat-ms=200 rejoin-grace-ms=500 \
   stats-file="$TMP/stats"
 
 head -c $((200 * 1024 * 1024)) /dev/urandom >"$TMP/data"

@@ -43,7 +43,8 @@
  * back, to prove that the comparison does catch a difference (that
  * run must fail).
  *
- * Usage: test_parallel_io [--seed N] [--ops N] [--inflight N] [--reopen] URI
+ * Usage: test_parallel_io [--seed N] [--ops N] [--inflight N] [--reopen]
+ *                         [--until-file F] URI
  * e.g.   nbdkit -U - memory 256M --run './test_parallel_io "$uri"'
  */
 
@@ -112,6 +113,8 @@ struct test {
   uint64_t nr_ops;
   unsigned max_inflight;
   bool reopen;
+  const char *until_file;       /* stop issuing once this file exists */
+  bool until_reached;
   bool self_test_corrupt;
 
   uint64_t size;                /* export size */
@@ -244,6 +247,7 @@ usage (int status)
            "  --ops N       number of random operations (default 20000)\n"
            "  --inflight N  requests kept in flight (default 32)\n"
            "  --reopen      reconnect before the final full read\n"
+           "  --until-file F  stop issuing ops once file F exists (--ops is the cap)\n"
            "URI is an NBD URI, e.g. nbd+unix:///?socket=PATH\n",
            progname);
   exit (status);
@@ -800,6 +804,7 @@ main (int argc, char *argv[])
     { "inflight", required_argument, NULL, 'i' },
     { "ops", required_argument, NULL, 'o' },
     { "reopen", no_argument, NULL, 'r' },
+    { "until-file", required_argument, NULL, 'u' },
     { "seed", required_argument, NULL, 's' },
     { "self-test-corrupt", no_argument, NULL, OPT_SELF_TEST_CORRUPT },
     { NULL, 0, NULL, 0 }
@@ -833,6 +838,9 @@ main (int argc, char *argv[])
       break;
     case 'r':
       t.reopen = true;
+      break;
+    case 'u':
+      t.until_file = optarg;
       break;
     case 's':
       t.seed = parse_u64 ("--seed", optarg);
@@ -920,8 +928,12 @@ main (int argc, char *argv[])
   check_initially_zero (&t, buf);
 
   /* Main loop: keep the queue full until all ops are issued. */
-  while ((!t.stop && t.issued < t.nr_ops) || t.inflight > 0) {
-    while (!t.stop && t.issued < t.nr_ops && t.inflight < t.max_inflight) {
+  while ((!t.stop && !t.until_reached && t.issued < t.nr_ops) || t.inflight > 0) {
+    /* --until-file: a test running faults alongside says when to stop. */
+    if (t.until_file && access (t.until_file, F_OK) == 0)
+      t.until_reached = true;
+    while (!t.stop && !t.until_reached && t.issued < t.nr_ops &&
+           t.inflight < t.max_inflight) {
       if (!issue_one (&t))
         break;
     }
@@ -955,7 +967,8 @@ main (int argc, char *argv[])
     die_nbd ("nbd_shutdown");
   nbd_close (t.nbd);
 
-  pass = t.errors == 0 && t.mismatches == 0 && t.issued == t.nr_ops;
+  pass = t.errors == 0 && t.mismatches == 0 &&
+    (t.issued == t.nr_ops || t.until_reached);
   printf ("%s: %s: seed %" PRIu64 ", %" PRIu64 " ops (%" PRIu64 " read, %"
           PRIu64 " write, %" PRIu64 " zero, %" PRIu64 " trim, %" PRIu64
           " flush), read %" PRIu64 " MiB, written %" PRIu64 " MiB, zeroed %"
