@@ -26,7 +26,9 @@ const char rp_config_help[] =
 "timeout-ms=MS          per-request deadline (default 5000)\n"
 "heartbeat-ms=MS        health check / reconnect period (default 1000)\n"
 "rejoin-grace-ms=MS     wait before re-replicating a down server's extents (5000)\n"
-"stats-file=PATH        write pool health to PATH every heartbeat";
+"stats-file=PATH        write pool health to PATH every heartbeat\n"
+"key-file=PATH          cluster key (rampool keygen); required by servers\n"
+"                       that have one";
 
 void
 rp_config_init (struct rp_config *cfg)
@@ -52,6 +54,7 @@ rp_config_free (struct rp_config *cfg)
   for (unsigned i = 0; i < cfg->nservers; i++)
     free (cfg->servers[i]);
   free (cfg->stats_file);
+  free (cfg->key_file);
   memset (cfg, 0, sizeof *cfg);
 }
 
@@ -179,6 +182,13 @@ rp_config_set (struct rp_config *cfg, const char *key, const char *value,
     if (config_uint (key, value, 0, 86400000, &v, err, errlen) == -1)
       return -1;
     cfg->rejoin_grace_ms = v;
+    return 0;
+  }
+  if (strcmp (key, "key-file") == 0) {
+    if (*value == '\0')
+      return config_error (err, errlen, "key-file: empty path");
+    free (cfg->key_file);
+    cfg->key_file = strdup (value);
     return 0;
   }
   if (strcmp (key, "stats-file") == 0) {

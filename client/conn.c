@@ -251,7 +251,8 @@ rp_conn_submit (struct rp_conn *c, struct rp_call *call)
   pthread_mutex_lock (&c->lock);
   while (!c->is_dead && c->free_head == 0)
     pthread_cond_wait (&c->slot_cond, &c->lock);
-  if (c->is_dead || (!c->is_ready && call->req.op != RP_OP_HELLO)) {
+  if (c->is_dead || (!c->is_ready && call->req.op != RP_OP_HELLO &&
+                     call->req.op != RP_OP_AUTH)) {
     pthread_mutex_unlock (&c->lock);
     errno = ENOTCONN;
     return -1;

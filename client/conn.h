@@ -104,7 +104,7 @@ void rp_conn_kill (struct rp_conn *c, const char *why);
 void rp_conn_join (struct rp_conn *c);
 bool rp_conn_is_dead (struct rp_conn *c);
 /* After HELLO succeeded: let other requests through.  Until then only
- * HELLO may be submitted, so no request can overtake HELLO on a
+ * HELLO and AUTH may be submitted, so no request can overtake them on a
  * freshly reconnected connection.
  */
 void rp_conn_set_ready (struct rp_conn *c);

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "pool.h"
 #include "logging.h"
 #include "util.h"
@@ -64,19 +65,26 @@ pool_on_free_bytes (struct rp_conn *c, uint64_t free_bytes)
   atomic_store (&s->free_bytes, free_bytes);
 }
 
-/* HELLO on one connection; fills *hi.  0 or -1 with a message. */
+/* HELLO (and AUTH with a key) on one connection; fills *hi.  0 or -1
+ * with a message.  Authentication is mutual: we check the server's
+ * proof before we send ours, and a server that does not authenticate
+ * is refused when we have a key (it could be anyone).
+ */
 static int
-pool_hello (struct rp_conn *c, const uint8_t owner[16], unsigned timeout_ms,
-            struct rp_hello_info *hi, char *err, size_t errlen)
+pool_hello (struct rp_conn *c, const uint8_t owner[16], const uint8_t *key,
+            unsigned timeout_ms, struct rp_hello_info *hi,
+            char *err, size_t errlen)
 {
   struct rp_hello_req h;
   struct rp_hello_reply reply;
+  struct rp_auth_req a;
   struct rp_call call;
   const char *why;
 
   memset (&h, 0, sizeof h);
   h.version = htole32 (RP_PROTOCOL_VERSION);
   memcpy (h.owner, owner, 16);
+  rp_random_bytes (h.client_nonce, sizeof h.client_nonce);
   memset (&call, 0, sizeof call);
   call.req.op = RP_OP_HELLO;
   call.req.length = sizeof h;
@@ -99,6 +107,68 @@ pool_hello (struct rp_conn *c, const uint8_t owner[16], unsigned timeout_ms,
               hi->version, RP_PROTOCOL_VERSION);
     return -1;
   }
+  if (!(hi->flags & RP_HELLO_AUTH)) {
+    if (key) {
+      snprintf (err, errlen, "authentication: the server has no cluster"
+                " key (start it with --key-file); refusing an"
+                " unauthenticated server");
+      return -1;
+    }
+    return 0;
+  }
+  if (key == NULL) {
+    snprintf (err, errlen, "authentication: the server requires the"
+              " cluster key: set key-file=");
+    return -1;
+  }
+  if (!rp_auth_check (key, RP_AUTH_SERVER, h.client_nonce, hi->server_nonce,
+                      owner, hi->server_proof)) {
+    snprintf (err, errlen, "authentication failed: the server does not"
+              " hold our cluster key (different key-file?)");
+    return -1;
+  }
+  rp_auth_proof (key, RP_AUTH_CLIENT, h.client_nonce, hi->server_nonce,
+                 owner, a.client_proof);
+  memset (&call, 0, sizeof call);
+  call.req.op = RP_OP_AUTH;
+  call.req.length = sizeof a;
+  call.payload = &a;
+  if (rp_conn_call (c, &call, timeout_ms) == -1) {
+    snprintf (err, errlen, "AUTH: %s", errno == EPERM
+              ? "the server refused our proof (different key-file?)"
+              : strerror (errno));
+    return -1;
+  }
+  return 0;
+}
+
+/* Load the key of cfg->key_file into locked memory (*key, NULL if no
+ * key file).  0 or -1 with a message.
+ */
+static int
+pool_load_key (const char *key_file, uint8_t **key, char *err, size_t errlen)
+{
+  char warn[256];
+
+  *key = NULL;
+  if (key_file == NULL)
+    return 0;
+  if (rp_auth_init () == -1) {
+    snprintf (err, errlen, "key-file: libsodium failed to initialise");
+    return -1;
+  }
+  *key = rp_key_alloc ();
+  if (*key == NULL) {
+    snprintf (err, errlen, "key-file: cannot lock memory for the key");
+    return -1;
+  }
+  if (rp_key_load (key_file, *key, err, errlen, warn, sizeof warn) == -1) {
+    rp_key_free (*key);
+    *key = NULL;
+    return -1;
+  }
+  if (warn[0])
+    rp_log (RP_LOG_WARN, "%s", warn);
   return 0;
 }
 
@@ -150,7 +220,7 @@ pool_server_connect (struct rp_pool *p, struct rp_server *s,
       snprintf (err, errlen, "connect: %s", strerror (errno));
       goto out_disconnect;
     }
-    if (pool_hello (&s->conns[i], p->owner, p->cfg.timeout_ms,
+    if (pool_hello (&s->conns[i], p->owner, p->key, p->cfg.timeout_ms,
                     i == 0 ? &hi : &hc, err, errlen) == -1)
       goto out_disconnect;
     rp_conn_set_ready (&s->conns[i]);
@@ -263,6 +333,7 @@ pool_copy_config (struct rp_config *dst, const struct rp_config *src)
   for (unsigned i = 0; i < src->nservers; i++)
     dst->servers[i] = strdup (src->servers[i]);
   dst->stats_file = src->stats_file ? strdup (src->stats_file) : NULL;
+  dst->key_file = src->key_file ? strdup (src->key_file) : NULL;
   return 0;
 }
 
@@ -289,6 +360,11 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
   }
   rp_random_bytes (p->owner, sizeof p->owner);
   pthread_mutex_init (&p->lock, NULL);
+  if (pool_load_key (cfg->key_file, &p->key, err, errlen) == -1) {
+    extent_map_destroy (&p->map);
+    pthread_mutex_destroy (&p->lock);
+    goto out_free;
+  }
   pthread_condattr_init (&attr);
   pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
   pthread_cond_init (&p->cond, &attr);
@@ -405,6 +481,7 @@ rp_pool_close (struct rp_pool *p)
   extent_map_destroy (&p->map);
   pthread_mutex_destroy (&p->lock);
   pthread_cond_destroy (&p->cond);
+  rp_key_free (p->key);
   rp_config_free (&p->cfg);
   free (p);
 }
@@ -496,9 +573,10 @@ rp_pool_server_info (struct rp_pool *p, unsigned i, struct rp_server_info *info)
 }
 
 int
-rp_server_query (const char *addr, unsigned timeout_ms,
+rp_server_query (const char *addr, const char *key_file, unsigned timeout_ms,
                  struct rp_server_info *info)
 {
+  uint8_t *key = NULL;
   struct rp_conn c;
   struct rp_hello_info hi;
   uint8_t owner[16];
@@ -510,19 +588,24 @@ rp_server_query (const char *addr, unsigned timeout_ms,
     snprintf (info->error, sizeof info->error, "not HOST:PORT");
     return -1;
   }
-  if (rp_conn_init (&c, addr, 4) == -1)
+  if (pool_load_key (key_file, &key, info->error, sizeof info->error) == -1)
     return -1;
+  if (rp_conn_init (&c, addr, 4) == -1) {
+    rp_key_free (key);
+    return -1;
+  }
   rp_random_bytes (owner, sizeof owner);
   if (rp_conn_connect (&c, host, port, timeout_ms) == -1) {
     snprintf (info->error, sizeof info->error, "connect: %s", strerror (errno));
     goto out;
   }
-  if (pool_hello (&c, owner, timeout_ms, &hi, info->error,
+  if (pool_hello (&c, owner, key, timeout_ms, &hi, info->error,
                   sizeof info->error) == -1)
     goto out;
   rp_conn_set_ready (&c);
   ret = pool_stat_call (&c, timeout_ms, info);
  out:
   rp_conn_destroy (&c);
+  rp_key_free (key);
   return ret;
 }

@@ -48,6 +48,7 @@ struct rp_pool {
   unsigned nservers;
   struct extent_map map;
   uint8_t owner[16];           /* our session id on every server */
+  uint8_t *key;                /* cluster key (locked), NULL = none */
   pthread_t monitor;
   bool has_monitor;
   pthread_mutex_t lock;        /* is_stopping, cond */

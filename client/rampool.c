@@ -1,6 +1,7 @@
 /* rampool: the operator's command line tool.
  *
  *   rampool status SERVER...        per-server capacity, use, clients
+ *   rampool keygen FILE             a new cluster key
  *   rampool verify [--mib=N] URI    write a pattern through an NBD
  *                                   export, read it back, check every
  *                                   byte, print throughput
@@ -20,6 +21,7 @@
 #include <libnbd.h>
 
 #include "rampool/client.h"
+#include "auth.h"
 #include "util.h"
 
 static void
@@ -27,12 +29,14 @@ usage (FILE *fp)
 {
   fprintf (fp,
 "Usage:\n"
-"  rampool status [--raw] [--timeout-ms=MS] SERVER[,SERVER...] ...\n"
+"  rampool status [--raw] [--key-file=F] [--timeout-ms=MS] SERVER[,SERVER...] ...\n"
 "      show each memserver's capacity, use, extents and clients;\n"
 "      --raw: one line per server: ADDR STATE CAPACITY USED EXTENTS CLIENTS\n"
 "  rampool verify [--mib=N] [--offset-mib=N] URI\n"
 "      write N MiB (default 256) of a pattern through the NBD export URI,\n"
 "      read it back, compare every byte; print MiB/s\n"
+"  rampool keygen FILE\n"
+"      write a new random cluster key to FILE (mode 0600; must not exist)\n"
 "  rampool --version | --help\n"
 "See rampool(1).\n");
 }
@@ -43,12 +47,17 @@ cmd_status (int argc, char **argv)
   unsigned timeout_ms = 2000, up = 0, n = 0;
   uint64_t cap = 0, used = 0;
   bool is_raw = false;
+  const char *key_file = NULL;
   int i = 1;
 
   for (; i < argc && strncmp (argv[i], "--", 2) == 0; i++) {
     uint64_t v;
     if (strcmp (argv[i], "--raw") == 0) {
       is_raw = true;
+      continue;
+    }
+    if (strncmp (argv[i], "--key-file=", 11) == 0) {
+      key_file = argv[i] + 11;
       continue;
     }
     if (strncmp (argv[i], "--timeout-ms=", 13) != 0) {
@@ -75,7 +84,7 @@ cmd_status (int argc, char **argv)
       struct rp_server_info info;
       char c[32], u[32], f[32];
       n++;
-      if (rp_server_query (a, timeout_ms, &info) == -1) {
+      if (rp_server_query (a, key_file, timeout_ms, &info) == -1) {
         if (is_raw)
           printf ("%s down\n", a);
         else
@@ -269,6 +278,20 @@ main (int argc, char **argv)
     return cmd_status (argc - 1, argv + 1);
   if (strcmp (argv[1], "verify") == 0)
     return cmd_verify (argc - 1, argv + 1);
+  if (strcmp (argv[1], "keygen") == 0) {
+    char err[512];
+    if (argc != 3) {
+      fprintf (stderr, "rampool keygen: name the FILE to create\n");
+      return 2;
+    }
+    if (rp_auth_init () == -1 || rp_key_generate (argv[2], err, sizeof err) == -1) {
+      fprintf (stderr, "rampool keygen: %s\n", err);
+      return 1;
+    }
+    printf ("rampool keygen: wrote a new cluster key to %s (mode 0600);"
+            " copy it to every memserver and compute host of the pool\n", argv[2]);
+    return 0;
+  }
   fprintf (stderr, "rampool: unknown command '%s'\n", argv[1]);
   usage (stderr);
   return 2;

@@ -54,6 +54,16 @@ codec_check_shape (const struct rp_req *r, const char **why)
       return -1;
     }
     return 0;
+  case RP_OP_AUTH:
+    if (r->length != sizeof (struct rp_auth_req)) {
+      *why = "AUTH payload length";
+      return -1;
+    }
+    if (r->handle || r->offset || r->count) {
+      *why = "AUTH with non-zero handle/offset/count";
+      return -1;
+    }
+    return 0;
   case RP_OP_ALLOC:
     if (r->length || r->handle || r->count) {
       *why = "ALLOC with payload/handle/count";
@@ -206,7 +216,7 @@ rp_op_name (uint16_t op)
   static const char *const names[] = {
     [RP_OP_HELLO] = "HELLO", [RP_OP_ALLOC] = "ALLOC", [RP_OP_FREE] = "FREE",
     [RP_OP_READ] = "READ", [RP_OP_WRITE] = "WRITE", [RP_OP_STAT] = "STAT",
-    [RP_OP_PING] = "PING", [RP_OP_ZERO] = "ZERO",
+    [RP_OP_PING] = "PING", [RP_OP_ZERO] = "ZERO", [RP_OP_AUTH] = "AUTH",
   };
   if (op < sizeof names / sizeof names[0] && names[op])
     return names[op];
@@ -222,8 +232,11 @@ rp_hello_reply_encode (const struct rp_hello_info *hi, void *buf)
     .free_bytes = htole64 (hi->free_bytes),
     .max_payload = htole32 (hi->max_payload),
     .lease_ms = htole32 (hi->lease_ms),
+    .flags = htole32 (hi->flags),
   };
   memcpy (h.incarnation, hi->incarnation, sizeof h.incarnation);
+  memcpy (h.server_nonce, hi->server_nonce, sizeof h.server_nonce);
+  memcpy (h.server_proof, hi->server_proof, sizeof h.server_proof);
   memcpy (buf, &h, sizeof h);
 }
 
@@ -240,6 +253,13 @@ rp_hello_reply_decode (const void *buf, struct rp_hello_info *hi,
   hi->free_bytes = le64toh (h.free_bytes);
   hi->max_payload = le32toh (h.max_payload);
   hi->lease_ms = le32toh (h.lease_ms);
+  hi->flags = le32toh (h.flags);
+  memcpy (hi->server_nonce, h.server_nonce, sizeof hi->server_nonce);
+  memcpy (hi->server_proof, h.server_proof, sizeof hi->server_proof);
+  if (hi->flags & ~RP_HELLO_AUTH) {
+    *why = "HELLO unknown flags";
+    return -1;
+  }
   if (hi->free_bytes > hi->capacity_bytes) {
     *why = "HELLO free > capacity";
     return -1;

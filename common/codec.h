@@ -60,6 +60,9 @@ struct rp_hello_info {
   uint64_t free_bytes;
   uint32_t max_payload;
   uint32_t lease_ms;
+  uint32_t flags;                /* RP_HELLO_AUTH */
+  uint8_t server_nonce[32];
+  uint8_t server_proof[32];
 };
 void rp_hello_reply_encode (const struct rp_hello_info *h, void *buf);
 int rp_hello_reply_decode (const void *buf, struct rp_hello_info *h,

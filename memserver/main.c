@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "rampool/protocol.h"
+#include "auth.h"
 #include "server.h"
 #include "util.h"
 
@@ -31,6 +32,8 @@ usage (FILE *fp)
 "  -l, --listen HOST:PORT   address to listen on (IPv6 as [ADDR]:PORT;\n"
 "                           port 0 picks a free port, see --port-file)\n"
 "  -s, --size SIZE          most RAM to donate, e.g. 2G, 512M (required)\n"
+"  -k, --key-file FILE      cluster key (from rampool keygen): clients must\n"
+"                           prove they hold it (mutual challenge-response)\n"
 "      --no-mlock           do not lock donated memory in RAM (for\n"
 "                           unprivileged use; donated pages may be swapped)\n"
 "      --lease-ms MS        keep a vanished client's extents MS ms (30000)\n"
@@ -55,6 +58,7 @@ enum {
 static const struct option long_options[] = {
   { "listen", required_argument, NULL, 'l' },
   { "size", required_argument, NULL, 's' },
+  { "key-file", required_argument, NULL, 'k' },
   { "no-mlock", no_argument, NULL, OPT_NO_MLOCK },
   { "lease-ms", required_argument, NULL, OPT_LEASE_MS },
   { "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
@@ -89,6 +93,10 @@ apply (struct settings *st, int opt, const char *value, const char *where)
       return -1;
     }
     st->size_bytes = v;
+    return 0;
+  case 'k':
+    free (st->key_file);
+    st->key_file = strdup (value);
     return 0;
   case OPT_NO_MLOCK:
     st->use_mlock = false;
@@ -231,12 +239,12 @@ main (int argc, char **argv)
    * the second applies the rest.
    */
   opterr = 0;
-  while ((c = getopt_long (argc, argv, "l:s:c:vqhV", long_options, NULL)) != -1)
+  while ((c = getopt_long (argc, argv, "l:s:c:k:vqhV", long_options, NULL)) != -1)
     if (c == 'c' && load_config (&st, optarg) == -1)
       return 2;
   opterr = 1;
   optind = 0;  /* glibc: restart scanning from argv[1] */
-  while ((c = getopt_long (argc, argv, "l:s:c:vqhV", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "l:s:c:k:vqhV", long_options, NULL)) != -1) {
     char where[64];
     switch (c) {
     case 'h':
@@ -274,7 +282,30 @@ main (int argc, char **argv)
   if (check_memlock (&st) == -1)
     return 2;
   log_max_level = st.level;
+  if (rp_auth_init () == -1) {
+    fprintf (stderr, "memserver: libsodium failed to initialise\n");
+    return 1;
+  }
+  if (st.key_file) {
+    char err[512], warn[512];
+    st.key = rp_key_alloc ();
+    if (st.key == NULL ||
+        rp_key_load (st.key_file, st.key, err, sizeof err,
+                     warn, sizeof warn) == -1) {
+      fprintf (stderr, "memserver: --key-file: %s\n",
+               st.key ? err : "cannot lock memory for the key");
+      return 2;
+    }
+    if (warn[0])
+      log_msg (LOG_WARN, "auth", "%s", warn);
+  }
+  else
+    log_msg (LOG_WARN, "auth", "no --key-file: any client that can reach %s"
+             " can use this server; give every host of the pool a key"
+             " (rampool keygen) outside a trusted test network", st.listen);
   status = server_run (&st);
+  rp_key_free (st.key);
+  free (st.key_file);
   free (st.listen);
   free (st.port_file);
   free (st.pidfile);

@@ -30,6 +30,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include "auth.h"
 #include "codec.h"
 #include "server.h"
 #include "store.h"
@@ -51,7 +52,12 @@ struct conn {
   uv_tcp_t tcp;              /* first: handle <-> conn casts */
   struct server *srv;
   struct conn *prev, *next;  /* server's list, for shutdown */
-  struct owner *owner;       /* NULL until HELLO */
+  struct owner *owner;       /* NULL until HELLO (and AUTH with a key) */
+  bool is_hello_done;
+  bool is_rejected;          /* failed AUTH: the next frame closes */
+  uint8_t owner_id[16];      /* from HELLO */
+  uint8_t client_nonce[32];  /* from HELLO */
+  uint8_t server_nonce[32];  /* ours, for this connection */
   uint8_t *rbuf;             /* CONN_RBUF_SIZE bytes, owned */
   size_t rlen;               /* valid bytes in rbuf */
   uint8_t *obuf;             /* replies not yet handed to libuv, owned */
@@ -205,16 +211,34 @@ op_hello (struct conn *c, const struct rp_req *req, const uint8_t *payload)
              " not supported (this server speaks %d)",
              c->peer, le32toh (h.version), RP_PROTOCOL_VERSION);
     conn_reply (c, req->id, RP_EVERSION, 0);
+    c->is_rejected = true;
     return;
   }
-  c->owner = store_owner_attach (&srv->store, h.owner);
-  if (c->owner == NULL) {
-    log_msg (LOG_WARN, "conn", "%s: too many clients (max-clients=%" PRIu32 ")",
-             c->peer, srv->st->max_owners);
-    conn_reply (c, req->id, RP_EPERM, 0);
-    return;
-  }
+  c->is_hello_done = true;
+  memcpy (c->owner_id, h.owner, 16);
+  memcpy (c->client_nonce, h.client_nonce, 32);
+  rp_random_bytes (c->server_nonce, 32);
   memset (&hi, 0, sizeof hi);
+  if (srv->st->key) {
+    /* Prove we hold the key; the owner is attached only after the
+     * client proves it too (op_auth), so an unauthenticated peer
+     * cannot even occupy an owner slot.
+     */
+    hi.flags = RP_HELLO_AUTH;
+    memcpy (hi.server_nonce, c->server_nonce, 32);
+    rp_auth_proof (srv->st->key, RP_AUTH_SERVER, c->client_nonce,
+                   c->server_nonce, c->owner_id, hi.server_proof);
+  }
+  else {
+    c->owner = store_owner_attach (&srv->store, h.owner);
+    if (c->owner == NULL) {
+      log_msg (LOG_WARN, "conn", "%s: too many clients (max-clients=%" PRIu32 ")",
+               c->peer, srv->st->max_owners);
+      conn_reply (c, req->id, RP_EPERM, 0);
+      c->is_rejected = true;
+      return;
+    }
+  }
   hi.version = RP_PROTOCOL_VERSION;
   memcpy (hi.incarnation, srv->incarnation, 16);
   hi.capacity_bytes = srv->store.region.capacity;
@@ -224,6 +248,33 @@ op_hello (struct conn *c, const struct rp_req *req, const uint8_t *payload)
   out = conn_reply (c, req->id, RP_OK, sizeof (struct rp_hello_reply));
   if (out)
     rp_hello_reply_encode (&hi, out);
+}
+
+static void
+op_auth (struct conn *c, const struct rp_req *req, const uint8_t *payload)
+{
+  struct server *srv = c->srv;
+  struct rp_auth_req a;
+
+  memcpy (&a, payload, sizeof a);
+  if (!rp_auth_check (srv->st->key, RP_AUTH_CLIENT, c->client_nonce,
+                      c->server_nonce, c->owner_id, a.client_proof)) {
+    log_msg (LOG_WARN, "auth", "%s: authentication failed: the client does"
+             " not hold this pool's cluster key (wrong key-file?)", c->peer);
+    conn_reply (c, req->id, RP_EPERM, 0);
+    c->is_rejected = true;
+    return;
+  }
+  c->owner = store_owner_attach (&srv->store, c->owner_id);
+  if (c->owner == NULL) {
+    log_msg (LOG_WARN, "conn", "%s: too many clients (max-clients=%" PRIu32 ")",
+             c->peer, srv->st->max_owners);
+    conn_reply (c, req->id, RP_EPERM, 0);
+    c->is_rejected = true;
+    return;
+  }
+  log_msg (LOG_DEBUG, "auth", "%s: authenticated", c->peer);
+  conn_reply (c, req->id, RP_OK, 0);
 }
 
 static void
@@ -300,6 +351,9 @@ conn_execute (struct conn *c, const struct rp_req *req, const uint8_t *payload)
   case RP_OP_HELLO:
     op_hello (c, req, payload);
     return;
+  case RP_OP_AUTH:
+    op_auth (c, req, payload);
+    return;
   case RP_OP_PING:
     conn_reply (c, req->id, RP_OK, 0);
     return;
@@ -364,12 +418,27 @@ conn_process (struct conn *c)
       conn_log_close (c, why);
       return;
     }
-    if (c->owner == NULL && req.op != RP_OP_HELLO) {
+    /* The handshake: HELLO, then (with a key) AUTH, then the rest. */
+    if (c->is_rejected) {
+      conn_log_close (c, "request after a refused HELLO/AUTH");
+      return;
+    }
+    if (!c->is_hello_done && req.op != RP_OP_HELLO) {
       conn_log_close (c, "request before HELLO");
       return;
     }
-    if (c->owner != NULL && req.op == RP_OP_HELLO) {
+    if (c->is_hello_done && req.op == RP_OP_HELLO) {
       conn_log_close (c, "second HELLO");
+      return;
+    }
+    if (c->is_hello_done && c->owner == NULL && req.op != RP_OP_AUTH) {
+      conn_log_close (c, c->srv->st->key ? "request before AUTH"
+                      : "request after a refused HELLO");
+      return;
+    }
+    if (req.op == RP_OP_AUTH && (c->owner != NULL || !c->srv->st->key)) {
+      conn_log_close (c, c->srv->st->key ? "second AUTH"
+                      : "AUTH, but this server has no key-file");
       return;
     }
     if (c->rlen - pos < REQ_HDR_SIZE + req.length)
@@ -407,6 +476,11 @@ conn_read_cb (uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (nread != UV_EOF)
       log_msg (LOG_INFO, "conn", "%s: read: %s", c->peer,
                uv_strerror ((int) nread));
+    else if (c->is_hello_done && c->owner == NULL && c->srv->st->key &&
+             !c->is_rejected)
+      log_msg (LOG_WARN, "auth", "%s: client left before authenticating"
+               " (it did not accept our proof: different cluster key,"
+               " or no key-file on the client?)", c->peer);
     else
       log_msg (LOG_DEBUG, "conn", "%s: closed by peer", c->peer);
     conn_close (c);

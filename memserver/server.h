@@ -25,6 +25,8 @@ struct settings {
   char *port_file;         /* write the bound port here once listening */
   char *pidfile;           /* write our pid here once listening */
   enum log_level level;    /* --verbose / --quiet */
+  char *key_file;          /* cluster key; NULL = no authentication */
+  uint8_t *key;            /* loaded from key_file (locked memory) */
 };
 
 /* Run the server until SIGTERM/SIGINT.  Returns the process exit

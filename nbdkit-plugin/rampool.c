@@ -116,6 +116,7 @@ rampool_config_complete (void)
   "heartbeat-ms=MS        health check period (default 1000)\n" \
   "rejoin-grace-ms=MS     before re-replicating a down server (5000)\n" \
   "stats-file=PATH        pool health written here every heartbeat\n" \
+  "key-file=PATH          cluster key (rampool keygen)\n" \
   "mlock=BOOL             lock the process in RAM (for swap; default off)"
 
 /* Try PR_SET_IO_FLUSHER on the calling thread; log once per process. */

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Send malformed and hostile frames to a live memserver.
 
+With --keyed (a server started with --key-file): check that nothing
+but AUTH is served after HELLO and that a forged proof is refused.
+
 Each case runs on its own connection and states what the server must
 do: close the connection (malformed header, request before HELLO,
 second HELLO, truncated frame) or answer with a given error (bad handle,
 out-of-range offset inside a well-formed request).  Exits non-zero on
-the first case the server gets wrong.  Usage: malformed.py PORT [ROUNDS]
+the first case the server gets wrong.  Usage: malformed.py PORT [ROUNDS [--keyed]]
 """
 import os
 import random
@@ -34,11 +37,16 @@ def req(op, id=1, handle=0, offset=0, count=0, length=0, magic=REQ_MAGIC, flags=
     return REQ.pack(magic, op, flags, id, handle, offset, count, length)
 
 
+HELLO_LEN = 64
+
+
 def hello(s):
-    s.sendall(req(HELLO, length=32) + struct.pack("<II16sQ", 1, 0, os.urandom(16), 0))
+    s.sendall(req(HELLO, length=HELLO_LEN) +
+              struct.pack("<II16s32sQ", 1, 0, os.urandom(16), os.urandom(32), 0))
     r = read_reply(s)
     assert r[1] == 0, "HELLO refused: %r" % (r,)
-    s.recv(r[4], socket.MSG_WAITALL)
+    body = s.recv(r[4], socket.MSG_WAITALL)
+    return struct.unpack_from("<I", body, 4)[0]  # flags
 
 
 def read_reply(s):
@@ -81,6 +89,37 @@ def expect_error(name, frame, error):
         raise SystemExit("FAIL: %s: expected error %d, got %r" % (name, error, r))
 
 
+if len(sys.argv) > 3 and sys.argv[3] == "--keyed":
+    # A server with a cluster key: nothing but AUTH after HELLO, and a
+    # wrong proof is refused.
+    cases = 0
+    for _ in range(rounds):
+        for op, extra in [(PING, b""), (STAT, b""), (ALLOC, b""), (READ, b"")]:
+            s = conn()
+            assert hello(s) & 1, "keyed server did not ask for AUTH"
+            frame = req(op, offset=(1 << 20) if op == ALLOC else 0,
+                        handle=1 if op == READ else 0, count=8 if op == READ else 0)
+            s.sendall(frame)
+            d = s.recv(65536)
+            if d:
+                raise SystemExit("FAIL: keyed server answered %d before AUTH" % op)
+            s.close()
+            cases += 1
+        s = conn()
+        hello(s)
+        s.sendall(req(9, length=32) + os.urandom(32))
+        r = read_reply(s)
+        if r is None or r[1] != 7:
+            raise SystemExit("FAIL: forged AUTH proof not refused with EPERM: %r" % (r,))
+        s.sendall(req(PING))
+        if s.recv(65536):
+            raise SystemExit("FAIL: connection served after a refused AUTH")
+        s.close()
+        cases += 1
+    print("malformed: PASS: %d unauthenticated cases on port %d" % (cases, port))
+    sys.exit(0)
+
+
 cases = 0
 for _ in range(rounds):
     # Header-level violations: the connection is closed.
@@ -98,7 +137,7 @@ for _ in range(rounds):
     expect_close("hello wrong length", req(HELLO, length=8) + b"x" * 8, after_hello=False); cases += 1
     expect_close("request before hello", req(PING), after_hello=False); cases += 1
     expect_close("read before hello", req(READ, handle=1, count=8), after_hello=False); cases += 1
-    expect_close("second hello", req(HELLO, length=32) + b"\0" * 32); cases += 1
+    expect_close("second hello", req(HELLO, length=HELLO_LEN) + b"\0" * HELLO_LEN); cases += 1
     expect_close("truncated header", req(PING)[:rng.randrange(1, REQ.size)]); cases += 1
     expect_close("truncated payload", req(WRITE, handle=1, length=4096) + b"x" * rng.randrange(0, 4096)); cases += 1
     expect_close("random garbage", os.urandom(rng.randrange(40, 400)), after_hello=rng.random() < 0.5); cases += 1

@@ -27,7 +27,9 @@ decode (const struct rp_req *in)
   rp_req_encode (in, buf);
   r = rp_req_decode (buf, &out, &why);
   if (r == 0) {
-    assert (memcmp (in, &out, sizeof out) == 0);
+    assert (in->op == out.op && in->flags == out.flags && in->id == out.id &&
+            in->handle == out.handle && in->offset == out.offset &&
+            in->count == out.count && in->length == out.length);
     assert (why == NULL);
   }
   else
@@ -49,11 +51,12 @@ int
 main (void)
 {
   struct rp_req r;
-  uint8_t buf[64];
+  uint8_t buf[128];
   const char *why;
 
   /* Valid shapes. */
-  assert (decode (&(struct rp_req) { .op = RP_OP_HELLO, .length = 32 }) == 0);
+  assert (decode (&(struct rp_req) { .op = RP_OP_HELLO, .length = 64 }) == 0);
+  assert (decode (&(struct rp_req) { .op = RP_OP_AUTH, .length = 32 }) == 0);
   r = req (RP_OP_ALLOC, 0, 1 << 20, 0, 0);            assert (decode (&r) == 0);
   r = req (RP_OP_ALLOC, 0, RP_MIN_EXTENT_SIZE, 0, 0); assert (decode (&r) == 0);
   r = req (RP_OP_ALLOC, 0, RP_MAX_EXTENT_SIZE, 0, 0); assert (decode (&r) == 0);
@@ -67,10 +70,15 @@ main (void)
   r = req (RP_OP_PING, 0, 0, 0, 0);                   assert (decode (&r) == 0);
 
   /* HELLO: exact payload length, no other arguments. */
-  r = req (RP_OP_HELLO, 0, 0, 0, 31);                 assert (decode (&r) == -1);
-  r = req (RP_OP_HELLO, 0, 0, 0, 33);                 assert (decode (&r) == -1);
+  r = req (RP_OP_HELLO, 0, 0, 0, 63);                 assert (decode (&r) == -1);
+  r = req (RP_OP_HELLO, 0, 0, 0, 65);                 assert (decode (&r) == -1);
   r = req (RP_OP_HELLO, 0, 0, 0, 0xffffffff);         assert (decode (&r) == -1);
-  r = req (RP_OP_HELLO, 1, 0, 0, 32);                 assert (decode (&r) == -1);
+  r = req (RP_OP_HELLO, 1, 0, 0, 64);                 assert (decode (&r) == -1);
+  /* AUTH: exactly one proof, no other arguments. */
+  r = req (RP_OP_AUTH, 0, 0, 0, 31);                  assert (decode (&r) == -1);
+  r = req (RP_OP_AUTH, 0, 0, 0, 0);                   assert (decode (&r) == -1);
+  r = req (RP_OP_AUTH, 0, 1, 0, 32);                  assert (decode (&r) == -1);
+  r = req (RP_OP_AUTH, 0, 0, 1, 32);                  assert (decode (&r) == -1);
   /* ALLOC: power of two within range, no payload. */
   r = req (RP_OP_ALLOC, 0, 0, 0, 0);                  assert (decode (&r) == -1);
   r = req (RP_OP_ALLOC, 0, 3 << 20, 0, 0);            assert (decode (&r) == -1);
@@ -159,6 +167,14 @@ main (void)
     h.free_bytes = 10;
     rp_hello_reply_encode (&h, buf);
     assert (rp_hello_reply_decode (buf, &o, &why) == 0);
+    h.flags = 2;  /* unknown flag */
+    rp_hello_reply_encode (&h, buf);
+    assert (rp_hello_reply_decode (buf, &o, &why) == -1);
+    h.flags = RP_HELLO_AUTH;
+    memset (h.server_proof, 0xab, 32);
+    rp_hello_reply_encode (&h, buf);
+    assert (rp_hello_reply_decode (buf, &o, &why) == 0);
+    assert (o.flags == RP_HELLO_AUTH && o.server_proof[31] == 0xab);
     h.max_payload = RP_MAX_PAYLOAD * 2;
     rp_hello_reply_encode (&h, buf);
     assert (rp_hello_reply_decode (buf, &o, &why) == -1);

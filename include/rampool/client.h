@@ -37,6 +37,8 @@ struct rp_config {
                                  (default 5000: a blip costs no copy) */
   char *stats_file;           /* if set, pool health written here
                                  every heartbeat (owned) */
+  char *key_file;             /* cluster key file; NULL = no
+                                 authentication (owned) */
 };
 
 void rp_config_init (struct rp_config *cfg);
@@ -44,7 +46,7 @@ void rp_config_free (struct rp_config *cfg);
 
 /* Set one key ("servers", "size", "replicas", "extent-size",
  * "placement-choices", "connections", "inflight", "timeout-ms",
- * "heartbeat-ms", "rejoin-grace-ms", "stats-file").  On error returns -1 and writes a
+ * "heartbeat-ms", "rejoin-grace-ms", "stats-file", "key-file").  On error returns -1 and writes a
  * message naming the key and why into err.
  */
 int rp_config_set (struct rp_config *cfg, const char *key, const char *value,
@@ -121,9 +123,11 @@ struct rp_server_info {
   uint64_t uptime_ms;
 };
 
-/* Ask one memserver for its STAT with a fresh, owner-less session. */
-int rp_server_query (const char *addr, unsigned timeout_ms,
-                     struct rp_server_info *info);
+/* Ask one memserver for its STAT with a fresh, owner-less session,
+ * authenticating with key_file if not NULL.
+ */
+int rp_server_query (const char *addr, const char *key_file,
+                     unsigned timeout_ms, struct rp_server_info *info);
 /* The same for server i of an open pool (owner_* filled in). */
 int rp_pool_server_info (struct rp_pool *pool, unsigned i,
                          struct rp_server_info *info);

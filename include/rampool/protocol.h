@@ -20,7 +20,10 @@
  * order they were sent".
  *
  * The first request on a connection must be HELLO; anything else
- * before HELLO closes the connection.  See docs/protocol.md for the
+ * before HELLO closes the connection.  A server with a cluster key
+ * then requires AUTH before anything else (mutual challenge-response,
+ * see common/auth.h): the HELLO reply proves the server knows the key,
+ * AUTH proves the client does.  See docs/protocol.md for the
  * full description of every op.
  */
 #ifndef RAMPOOL_PROTOCOL_H
@@ -56,8 +59,9 @@ enum rp_op {
   RP_OP_STAT  = 6,   /* no payload; reply: struct rp_stat_reply             */
   RP_OP_PING  = 7,   /* no payload; empty reply (heartbeat)                 */
   RP_OP_ZERO  = 8,   /* handle, offset, count in `count`; no payload        */
+  RP_OP_AUTH  = 9,   /* payload: struct rp_auth_req; empty reply            */
 };
-#define RP_OP_MAX RP_OP_ZERO
+#define RP_OP_MAX RP_OP_AUTH
 
 /* Wire error codes.  Mapped to errno in exactly one table
  * (common/codec.c: rp_error_to_errno / rp_errno_to_error).
@@ -101,29 +105,41 @@ struct rp_reply_hdr {
 };
 _Static_assert (sizeof (struct rp_reply_hdr) == 32, "rp_reply_hdr size");
 
-/* HELLO request payload: 32 bytes. */
+/* HELLO request payload: 64 bytes. */
 struct rp_hello_req {
   le32 version;          /* RP_PROTOCOL_VERSION */
   le32 reserved;         /* 0 */
   uint8_t owner[16];     /* random id of the client session that owns
                             extents; a reconnect with the same owner id
                             within the lease regains its extents */
+  uint8_t client_nonce[32]; /* fresh random challenge for the server */
   le64 reserved2;        /* 0 */
 };
-_Static_assert (sizeof (struct rp_hello_req) == 32, "rp_hello_req size");
+_Static_assert (sizeof (struct rp_hello_req) == 64, "rp_hello_req size");
 
-/* HELLO reply payload: 48 bytes. */
+#define RP_HELLO_AUTH 1u  /* rp_hello_reply.flags: key required, proof set */
+
+/* HELLO reply payload: 120 bytes. */
 struct rp_hello_reply {
   le32 version;          /* version the server speaks */
-  le32 reserved;
+  le32 flags;            /* RP_HELLO_AUTH */
   uint8_t incarnation[16]; /* new random value at every server start */
   le64 capacity_bytes;   /* donated bytes in all */
   le64 free_bytes;       /* donated bytes not allocated to anyone */
   le32 max_payload;      /* largest READ/WRITE payload accepted */
   le32 lease_ms;         /* how long extents of a disconnected owner are
                             kept before they are freed */
+  uint8_t server_nonce[32]; /* fresh random challenge for the client */
+  uint8_t server_proof[32]; /* HMAC proving the server holds the key */
+  le64 reserved;         /* 0 */
 };
-_Static_assert (sizeof (struct rp_hello_reply) == 48, "rp_hello_reply size");
+_Static_assert (sizeof (struct rp_hello_reply) == 120, "rp_hello_reply size");
+
+/* AUTH request payload: 32 bytes. */
+struct rp_auth_req {
+  uint8_t client_proof[32]; /* HMAC proving the client holds the key */
+};
+_Static_assert (sizeof (struct rp_auth_req) == 32, "rp_auth_req size");
 
 /* ALLOC reply payload: 8 bytes. */
 struct rp_alloc_reply {
