@@ -18,8 +18,10 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "crypt.h"
 #include "pool.h"
 #include "logging.h"
 #include "placement.h"
@@ -32,6 +34,11 @@ struct io_chunk {
   uint32_t off;                /* offset in the extent */
   uint32_t len;
   uint8_t *buf;                /* data (write) or destination (read) */
+  /* encrypt=on: off/len/buf are widened to whole blocks in a bounce
+   * buffer; the caller's part is user_buf[0..user_len) at user_off.
+   */
+  uint8_t *user_buf;
+  uint32_t user_off, user_len;
   unsigned first_call, ncalls; /* in the batch's call array */
   int err;                     /* 0 or errno */
   bool is_locked;              /* read: still holding the stripe lock */
@@ -49,6 +56,47 @@ io_chunk_len (const struct rp_pool *p, uint64_t offset, uint64_t left)
 }
 
 static __thread uint64_t io_rng;
+
+/* encrypt=on: one chunk at a time goes through this per-thread bounce
+ * buffer (allocated on a thread's first encrypted I/O, then reused: the
+ * only allocation on the I/O path, once per nbdkit worker thread).
+ */
+static __thread uint8_t *io_bounce;
+
+static uint8_t *
+io_get_bounce (void)
+{
+  if (io_bounce == NULL)
+    io_bounce = malloc (RP_MAX_PAYLOAD);
+  return io_bounce;
+}
+
+static uint64_t
+io_first_block (const struct rp_pool *p, const struct io_chunk *c)
+{
+  return ((c->idx << p->map.shift) + c->off) / CRYPT_BLOCK;
+}
+
+/* Widen chunk c to whole blocks in the bounce buffer.  0 or -1. */
+static int
+io_widen (struct rp_pool *p, struct io_chunk *c)
+{
+  uint32_t a0 = c->off & ~(CRYPT_BLOCK - 1);
+  uint32_t a1 = (c->off + c->len + CRYPT_BLOCK - 1) & ~(CRYPT_BLOCK - 1);
+  uint8_t *bounce = io_get_bounce ();
+
+  if (bounce == NULL) {
+    errno = ENOMEM;
+    return -1;
+  }
+  c->user_buf = c->buf;
+  c->user_off = c->off - a0;
+  c->user_len = c->len;
+  c->buf = bounce;
+  c->off = a0;
+  c->len = a1 - a0;
+  return 0;
+}
 
 int
 io_map_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
@@ -147,6 +195,74 @@ io_call_server (const struct rp_call *call)
   return call->conn->opaque;
 }
 
+static int io_pick_replica (struct rp_pool *p, const struct rp_extent *e,
+                            uint64_t tried);
+
+/* Read [off, off+len) of extent idx into buf and, with encrypt=on,
+ * decrypt it, failing over across replicas.  The caller holds the
+ * stripe lock.  0 or -1 with errno = EIO.
+ */
+static int
+io_read_locked (struct rp_pool *p, uint64_t idx, const struct rp_extent *e,
+                uint32_t off, uint32_t len, uint8_t *buf)
+{
+  uint64_t tried = 0, bad;
+  int r;
+
+  while ((r = io_pick_replica (p, e, tried)) >= 0) {
+    struct rp_server *s = &p->servers[e->rep[r].server];
+    struct rp_call call;
+
+    tried |= UINT64_C (1) << s->index;
+    memset (&call, 0, sizeof call);
+    call.req.op = RP_OP_READ;
+    call.req.handle = e->rep[r].handle;
+    call.req.offset = off;
+    call.req.count = len;
+    call.rbuf = buf;
+    if (rp_conn_call (pool_conn (s, idx), &call, p->cfg.timeout_ms) == -1)
+      continue;
+    if (p->crypt.key == NULL ||
+        crypt_decrypt (&p->crypt, ((idx << p->map.shift) + off) / CRYPT_BLOCK,
+                       buf, len / CRYPT_BLOCK, &bad) == 0)
+      return 0;
+    rp_log (RP_LOG_WARN, "block %" PRIu64 " from server %s failed"
+            " authentication (tampered or stale); trying another copy",
+            bad, s->addr);
+  }
+  errno = EIO;
+  return -1;
+}
+
+/* encrypt=on, write lock held: widen c to whole blocks, fill the
+ * partial head and tail blocks from the current contents, lay the new
+ * data (or zeros) over them and encrypt.  0 or -1 with errno.
+ */
+static int
+io_encrypt_chunk (struct rp_pool *p, struct io_chunk *c,
+                  const struct rp_extent *e, uint16_t op)
+{
+  uint32_t end;
+  uint64_t first;
+
+  if (io_widen (p, c) == -1)
+    return -1;
+  first = io_first_block (p, c);
+  end = c->user_off + c->user_len;
+  if (c->user_off != 0 &&
+      io_read_locked (p, c->idx, e, c->off, CRYPT_BLOCK, c->buf) == -1)
+    return -1;
+  if (end % CRYPT_BLOCK != 0 && (end > CRYPT_BLOCK || c->user_off == 0) &&
+      io_read_locked (p, c->idx, e, c->off + c->len - CRYPT_BLOCK,
+                      CRYPT_BLOCK, c->buf + c->len - CRYPT_BLOCK) == -1)
+    return -1;
+  if (op == RP_OP_WRITE)
+    memcpy (c->buf + c->user_off, c->user_buf, c->user_len);
+  else
+    memset (c->buf + c->user_off, 0, c->user_len);
+  return crypt_encrypt (&p->crypt, first, c->buf, c->len / CRYPT_BLOCK);
+}
+
 /* WRITE (payload) or ZERO (no payload) of one batch of chunks. */
 static int
 io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
@@ -176,6 +292,11 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
       pthread_rwlock_unlock (lk);
       continue;
     }
+    if (p->crypt.key && io_encrypt_chunk (p, c, e, op) == -1) {
+      c->err = errno;
+      pthread_rwlock_unlock (lk);
+      continue;
+    }
     for (unsigned r = 0; r < e->nrep; r++) {
       struct rp_replica *rep = &e->rep[r];
       struct rp_server *s = &p->servers[rep->server];
@@ -186,10 +307,11 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
         continue;
       }
       memset (call, 0, sizeof *call);
-      call->req.op = op;
+      /* Encrypted zeros are data like any other. */
+      call->req.op = p->crypt.key ? RP_OP_WRITE : op;
       call->req.handle = rep->handle;
       call->req.offset = c->off;
-      if (op == RP_OP_WRITE) {
+      if (call->req.op == RP_OP_WRITE) {
         call->req.length = c->len;
         call->payload = c->buf;
       }
@@ -284,6 +406,26 @@ io_log_lost (struct rp_pool *p, struct rp_extent *e, uint64_t idx)
             idx, idx << p->map.shift, ((idx + 1) << p->map.shift) - 1);
 }
 
+/* encrypt=on: decrypt a chunk read from server s (lock held).  A block
+ * failing authentication makes this copy count as failed, so the read
+ * fails over.  0 or -1.
+ */
+static int
+io_decrypt_chunk (struct rp_pool *p, struct io_chunk *c, struct rp_server *s)
+{
+  uint64_t bad;
+
+  if (p->crypt.key == NULL)
+    return 0;
+  if (crypt_decrypt (&p->crypt, io_first_block (p, c), c->buf,
+                     c->len / CRYPT_BLOCK, &bad) == 0)
+    return 0;
+  rp_log (RP_LOG_WARN, "block %" PRIu64 " from server %s failed"
+          " authentication (tampered or stale); trying another copy",
+          bad, s->addr);
+  return -1;
+}
+
 static int
 io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
 {
@@ -308,6 +450,8 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
       continue;
     }
     c->is_locked = true;  /* held until the data is in: see extent_map.h */
+    if (p->crypt.key && io_widen (p, c) == -1)
+      continue;  /* no bounce buffer: fails below */
     r = io_pick_replica (p, e, 0);
     if (r < 0)
       continue;  /* handled below with the fail-over */
@@ -343,8 +487,10 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
       struct rp_server *s = io_call_server (call);
       atomic_fetch_sub (&s->inflight, 1);
       tried |= UINT64_C (1) << s->index;
-      is_ok = call->err == 0;
+      is_ok = call->err == 0 && io_decrypt_chunk (p, c, s) == 0;
     }
+    if (p->crypt.key && c->user_buf == NULL)
+      tried = UINT64_MAX;  /* not widened: no bounce buffer */
     /* Fail over, one replica at a time, until one answers. */
     while (!is_ok) {
       int r = io_pick_replica (p, e, tried);
@@ -360,9 +506,12 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
       call.req.offset = c->off;
       call.req.count = c->len;
       call.rbuf = c->buf;
-      if (rp_conn_call (pool_conn (s, c->idx), &call, p->cfg.timeout_ms) == 0)
+      if (rp_conn_call (pool_conn (s, c->idx), &call, p->cfg.timeout_ms) == 0 &&
+          io_decrypt_chunk (p, c, s) == 0)
         is_ok = true;
     }
+    if (is_ok && c->user_buf)
+      memcpy (c->user_buf, c->buf + c->user_off, c->user_len);
     pthread_rwlock_unlock (extent_map_lock (&p->map, c->idx));
     c->is_locked = false;
     atomic_fetch_add (&p->reads, 1);
@@ -400,7 +549,9 @@ io_split (struct rp_pool *p, uint8_t *buf, size_t count, uint64_t offset,
     return -1;
   while (count > 0) {
     unsigned n = 0;
-    while (count > 0 && n < IO_BATCH) {
+    /* encrypt=on: one chunk per batch (one bounce buffer per thread). */
+    unsigned max = p->crypt.key ? 1 : IO_BATCH;
+    while (count > 0 && n < max) {
       uint32_t len = io_chunk_len (p, offset, count);
       ch[n] = (struct io_chunk) {
         .idx = extent_map_index (&p->map, offset),
@@ -468,6 +619,10 @@ io_free_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
     if (calls[k].err == EIO || calls[k].err == ETIMEDOUT)
       pool_add_orphan (io_call_server (&calls[k]), calls[k].req.handle);
   memset (e, 0, sizeof *e);
+  if (p->crypt.key) {
+    uint64_t per = (uint64_t) p->cfg.extent_size / CRYPT_BLOCK;
+    crypt_mark_zero (&p->crypt, idx * per, per);
+  }
 }
 
 /* Trim (free whole extents) or zero (free whole, zero partial). */

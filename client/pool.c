@@ -365,6 +365,13 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
     pthread_mutex_destroy (&p->lock);
     goto out_free;
   }
+  if (cfg->is_encrypted && crypt_init (&p->crypt, cfg->size_bytes) == -1) {
+    snprintf (err, errlen, "encrypt=on: %s", strerror (errno));
+    rp_key_free (p->key);
+    extent_map_destroy (&p->map);
+    pthread_mutex_destroy (&p->lock);
+    goto out_free;
+  }
   pthread_condattr_init (&attr);
   pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
   pthread_cond_init (&p->cond, &attr);
@@ -482,6 +489,7 @@ rp_pool_close (struct rp_pool *p)
   pthread_mutex_destroy (&p->lock);
   pthread_cond_destroy (&p->cond);
   rp_key_free (p->key);
+  crypt_destroy (&p->crypt);
   rp_config_free (&p->cfg);
   free (p);
 }

@@ -11,6 +11,7 @@
 
 #include "rampool/client.h"
 #include "conn.h"
+#include "crypt.h"
 #include "extent_map.h"
 
 #define POOL_ORPHANS 1024
@@ -49,6 +50,7 @@ struct rp_pool {
   struct extent_map map;
   uint8_t owner[16];           /* our session id on every server */
   uint8_t *key;                /* cluster key (locked), NULL = none */
+  struct crypt crypt;          /* encrypt=on; crypt.key NULL when off */
   pthread_t monitor;
   bool has_monitor;
   pthread_mutex_t lock;        /* is_stopping, cond */

@@ -117,6 +117,7 @@ rampool_config_complete (void)
   "rejoin-grace-ms=MS     before re-replicating a down server (5000)\n" \
   "stats-file=PATH        pool health written here every heartbeat\n" \
   "key-file=PATH          cluster key (rampool keygen)\n" \
+  "encrypt=on|off         client-side AEAD of every block (default off)\n" \
   "mlock=BOOL             lock the process in RAM (for swap; default off)"
 
 /* Try PR_SET_IO_FLUSHER on the calling thread; log once per process. */

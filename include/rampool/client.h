@@ -39,6 +39,8 @@ struct rp_config {
                                  every heartbeat (owned) */
   char *key_file;             /* cluster key file; NULL = no
                                  authentication (owned) */
+  bool is_encrypted;          /* encrypt=on: pages leave the host only
+                                 as authenticated ciphertext */
 };
 
 void rp_config_init (struct rp_config *cfg);
@@ -46,7 +48,7 @@ void rp_config_free (struct rp_config *cfg);
 
 /* Set one key ("servers", "size", "replicas", "extent-size",
  * "placement-choices", "connections", "inflight", "timeout-ms",
- * "heartbeat-ms", "rejoin-grace-ms", "stats-file", "key-file").  On error returns -1 and writes a
+ * "heartbeat-ms", "rejoin-grace-ms", "stats-file", "key-file", "encrypt").  On error returns -1 and writes a
  * message naming the key and why into err.
  */
 int rp_config_set (struct rp_config *cfg, const char *key, const char *value,

@@ -1,0 +1,62 @@
+/* Client-side encryption (encrypt=on): every 4 KiB block is encrypted
+ * and authenticated with ChaCha20-Poly1305 (IETF) before it leaves the
+ * host; donors and the wire see only ciphertext, and never the tag.
+ *
+ * Key: random per pool, made at open and held in locked memory.  A
+ * rampool disk does not outlive its nbdkit process anyway, so there is
+ * no key to manage, and a dead session's pages are unreadable forever.
+ *
+ * Per block, kept locally (bounded, allocated at open):
+ *   counter  4 B  bumped on every write of the block; with the block
+ *                 number it forms the nonce, so no nonce is ever used
+ *                 twice, and an old ciphertext replayed by a donor (or a
+ *                 stale replica) fails authentication;
+ *   tag     16 B  the Poly1305 tag of the current contents;
+ *   zero    1 bit the block reads as zeros (never written, or its
+ *                 extent was trimmed) whatever the donor holds.
+ * That is 20.125 bytes per 4 KiB: 5.03 MiB of local RAM per GiB of disk.
+ *
+ * A block that fails authentication is treated like a failed replica:
+ * the read fails over to another copy, and returns EIO only if every
+ * copy fails.  Never wrong data.
+ *
+ * Locking: callers hold the extent's stripe lock (write lock to
+ * encrypt, read or write lock to decrypt), which orders counter and
+ * tag updates with the data on the wire.
+ */
+#ifndef RP_CRYPT_H
+#define RP_CRYPT_H
+
+#include <stdint.h>
+
+#define CRYPT_BLOCK 4096u
+
+struct crypt {
+  uint8_t *key;                /* 32 bytes, sodium_malloc'd */
+  uint64_t nblocks;
+  uint32_t *counter;           /* nblocks, mmap'd */
+  uint8_t (*tag)[16];          /* nblocks, mmap'd */
+  uint64_t *zero;              /* nblocks bits, 1 = reads as zeros */
+};
+
+/* 0 or -1 with errno. */
+int crypt_init (struct crypt *c, uint64_t size_bytes);
+void crypt_destroy (struct crypt *c);
+
+/* Encrypt n whole blocks in place, the first being block `first`.
+ * Returns 0, or -1 with errno = EOVERFLOW if a block's counter would
+ * wrap (2^32 - 1 writes of one block in one session).
+ */
+int crypt_encrypt (struct crypt *c, uint64_t first, uint8_t *data, uint64_t n);
+
+/* Decrypt n whole blocks in place.  Zero blocks become zeros.  Returns
+ * 0, or -1 with errno = EBADMSG if any block fails authentication
+ * (*bad_block set); the buffer is then garbage.
+ */
+int crypt_decrypt (struct crypt *c, uint64_t first, uint8_t *data, uint64_t n,
+                   uint64_t *bad_block);
+
+/* Blocks [first, first+n) read as zeros from now on (trim, zero). */
+void crypt_mark_zero (struct crypt *c, uint64_t first, uint64_t n);
+
+#endif /* RP_CRYPT_H */
