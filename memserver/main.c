@@ -39,6 +39,8 @@ usage (FILE *fp)
 "      --lease-ms MS        keep a vanished client's extents MS ms (30000)\n"
 "      --max-clients N      distinct client sessions (256)\n"
 "      --max-connections N  open connections (1024)\n"
+"      --max-client-connections N  connections per client session (64)\n"
+"      --max-client-size SIZE      most RAM one client may hold (all)\n"
 "      --port-file FILE     write the listening port to FILE when ready\n"
 "      --pidfile FILE       write the pid to FILE when ready\n"
 "  -c, --config FILE        read KEY = VALUE lines (same names as the long\n"
@@ -52,7 +54,7 @@ usage (FILE *fp)
 
 enum {
   OPT_NO_MLOCK = 256, OPT_LEASE_MS, OPT_MAX_CLIENTS, OPT_MAX_CONNS,
-  OPT_PORT_FILE, OPT_PIDFILE,
+  OPT_PORT_FILE, OPT_PIDFILE, OPT_MAX_CLIENT_CONNS, OPT_MAX_CLIENT_SIZE,
 };
 
 static const struct option long_options[] = {
@@ -63,6 +65,8 @@ static const struct option long_options[] = {
   { "lease-ms", required_argument, NULL, OPT_LEASE_MS },
   { "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
   { "max-connections", required_argument, NULL, OPT_MAX_CONNS },
+  { "max-client-connections", required_argument, NULL, OPT_MAX_CLIENT_CONNS },
+  { "max-client-size", required_argument, NULL, OPT_MAX_CLIENT_SIZE },
   { "port-file", required_argument, NULL, OPT_PORT_FILE },
   { "pidfile", required_argument, NULL, OPT_PIDFILE },
   { "config", required_argument, NULL, 'c' },
@@ -109,8 +113,17 @@ apply (struct settings *st, int opt, const char *value, const char *where)
     }
     st->lease_ms = v;
     return 0;
+  case OPT_MAX_CLIENT_SIZE:
+    if (rp_parse_size (value, &v) == -1) {
+      fprintf (stderr, "memserver: %s: '%s' is not a size (e.g. 4G)\n",
+               where, value);
+      return -1;
+    }
+    st->max_client_bytes = v;
+    return 0;
   case OPT_MAX_CLIENTS:
   case OPT_MAX_CONNS:
+  case OPT_MAX_CLIENT_CONNS:
     if (rp_parse_uint (value, 1, 65536, &v) == -1) {
       fprintf (stderr, "memserver: %s: '%s' is not a number from 1 to"
                " 65536\n", where, value);
@@ -118,8 +131,10 @@ apply (struct settings *st, int opt, const char *value, const char *where)
     }
     if (opt == OPT_MAX_CLIENTS)
       st->max_owners = v;
-    else
+    else if (opt == OPT_MAX_CONNS)
       st->max_conns = v;
+    else
+      st->max_client_conns = v;
     return 0;
   case OPT_PORT_FILE:
     free (st->port_file);
@@ -229,6 +244,7 @@ main (int argc, char **argv)
     .lease_ms = 30000,
     .max_owners = 256,
     .max_conns = 1024,
+    .max_client_conns = 64,
     .level = LOG_INFO,
   };
   int c, status;

@@ -197,6 +197,36 @@ conn_flush (struct conn *c)
 
 /* --- request execution --- */
 
+/* Attach the connection to its owner, within the per-client limits.
+ * false (after replying EPERM) when refused.
+ */
+static bool
+conn_attach_owner (struct conn *c, const struct rp_req *req)
+{
+  struct server *srv = c->srv;
+  struct owner *o = store_owner_attach (&srv->store, c->owner_id);
+
+  if (o == NULL) {
+    log_msg (LOG_WARN, "limit", "%s: refused: max-clients=%" PRIu32
+             " client sessions already hold this server", c->peer,
+             srv->st->max_owners);
+    goto refuse;
+  }
+  if (o->nconns > srv->st->max_client_conns) {
+    store_owner_detach (&srv->store, o);
+    log_msg (LOG_WARN, "limit", "%s: refused: this client already has"
+             " max-client-connections=%" PRIu32 " connections", c->peer,
+             srv->st->max_client_conns);
+    goto refuse;
+  }
+  c->owner = o;
+  return true;
+ refuse:
+  conn_reply (c, req->id, RP_EPERM, 0);
+  c->is_rejected = true;
+  return false;
+}
+
 static void
 op_hello (struct conn *c, const struct rp_req *req, const uint8_t *payload)
 {
@@ -229,16 +259,8 @@ op_hello (struct conn *c, const struct rp_req *req, const uint8_t *payload)
     rp_auth_proof (srv->st->key, RP_AUTH_SERVER, c->client_nonce,
                    c->server_nonce, c->owner_id, hi.server_proof);
   }
-  else {
-    c->owner = store_owner_attach (&srv->store, h.owner);
-    if (c->owner == NULL) {
-      log_msg (LOG_WARN, "conn", "%s: too many clients (max-clients=%" PRIu32 ")",
-               c->peer, srv->st->max_owners);
-      conn_reply (c, req->id, RP_EPERM, 0);
-      c->is_rejected = true;
-      return;
-    }
-  }
+  else if (!conn_attach_owner (c, req))
+    return;
   hi.version = RP_PROTOCOL_VERSION;
   memcpy (hi.incarnation, srv->incarnation, 16);
   hi.capacity_bytes = srv->store.region.capacity;
@@ -265,14 +287,8 @@ op_auth (struct conn *c, const struct rp_req *req, const uint8_t *payload)
     c->is_rejected = true;
     return;
   }
-  c->owner = store_owner_attach (&srv->store, c->owner_id);
-  if (c->owner == NULL) {
-    log_msg (LOG_WARN, "conn", "%s: too many clients (max-clients=%" PRIu32 ")",
-             c->peer, srv->st->max_owners);
-    conn_reply (c, req->id, RP_EPERM, 0);
-    c->is_rejected = true;
+  if (!conn_attach_owner (c, req))
     return;
-  }
   log_msg (LOG_DEBUG, "auth", "%s: authenticated", c->peer);
   conn_reply (c, req->id, RP_OK, 0);
 }
@@ -306,6 +322,14 @@ op_alloc (struct conn *c, const struct rp_req *req)
   struct rp_alloc_reply a;
   uint8_t *out;
 
+  uint64_t quota = c->srv->st->max_client_bytes;
+  if (quota && c->owner->bytes + req->offset > quota) {
+    if (log_ratelimit (&c->limit, 3))
+      log_msg (LOG_WARN, "limit", "%s: ALLOC refused: the client would hold"
+               " more than max-client-size=%" PRIu64 " bytes", c->peer, quota);
+    conn_reply_errno (c, req->id, ENOSPC);
+    return;
+  }
   if (store_alloc (&c->srv->store, c->owner, req->offset, &handle) == -1) {
     if (errno == ENOMEM && log_ratelimit (&c->limit, 3))
       log_msg (LOG_WARN, "region", "mlock of a %" PRIu64 "-byte extent failed:"

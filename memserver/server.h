@@ -22,6 +22,13 @@ struct settings {
                               dead client for long */
   uint32_t max_owners;     /* distinct client sessions (default 256) */
   uint32_t max_conns;      /* open connections (default 1024) */
+  uint32_t max_client_conns; /* connections per client session (default
+                              64: nbdkit opens connections= per server,
+                              2 by default; 64 leaves room and still
+                              stops one client taking every slot) */
+  uint64_t max_client_bytes; /* bytes one client may hold (default 0 =
+                              the whole donation: one tenant per donor
+                              is the common case) */
   char *port_file;         /* write the bound port here once listening */
   char *pidfile;           /* write our pid here once listening */
   enum log_level level;    /* --verbose / --quiet */
