@@ -72,7 +72,7 @@ pool_on_free_bytes (struct rp_conn *c, uint64_t free_bytes)
  */
 static int
 pool_hello (struct rp_conn *c, const uint8_t owner[16], const uint8_t *key,
-            unsigned timeout_ms, struct rp_hello_info *hi,
+            uint64_t fence, unsigned timeout_ms, struct rp_hello_info *hi,
             char *err, size_t errlen)
 {
   struct rp_hello_req h;
@@ -84,6 +84,7 @@ pool_hello (struct rp_conn *c, const uint8_t owner[16], const uint8_t *key,
   memset (&h, 0, sizeof h);
   h.version = htole32 (RP_PROTOCOL_VERSION);
   memcpy (h.owner, owner, 16);
+  h.fence = htole64 (fence);
   rp_random_bytes (h.client_nonce, sizeof h.client_nonce);
   memset (&call, 0, sizeof call);
   call.req.op = RP_OP_HELLO;
@@ -213,6 +214,7 @@ pool_server_connect (struct rp_pool *p, struct rp_server *s,
   struct rp_hello_info hi;
 
   pool_server_disconnect (s);
+  s->fence++;  /* fences off every connection of the previous round */
   for (unsigned i = 0; i < s->nconns; i++) {
     struct rp_hello_info hc;
     if (rp_conn_connect (&s->conns[i], s->host, s->port,
@@ -220,7 +222,7 @@ pool_server_connect (struct rp_pool *p, struct rp_server *s,
       snprintf (err, errlen, "connect: %s", strerror (errno));
       goto out_disconnect;
     }
-    if (pool_hello (&s->conns[i], p->owner, p->key, p->cfg.timeout_ms,
+    if (pool_hello (&s->conns[i], p->owner, p->key, s->fence, p->cfg.timeout_ms,
                     i == 0 ? &hi : &hc, err, errlen) == -1)
       goto out_disconnect;
     rp_conn_set_ready (&s->conns[i]);
@@ -607,7 +609,7 @@ rp_server_query (const char *addr, const char *key_file, unsigned timeout_ms,
     snprintf (info->error, sizeof info->error, "connect: %s", strerror (errno));
     goto out;
   }
-  if (pool_hello (&c, owner, key, timeout_ms, &hi, info->error,
+  if (pool_hello (&c, owner, key, 1, timeout_ms, &hi, info->error,
                   sizeof info->error) == -1)
     goto out;
   rp_conn_set_ready (&c);

@@ -31,6 +31,7 @@ struct rp_server {
   atomic_uint inflight;        /* requests outstanding (read balancing) */
   atomic_uint_least64_t down_since_ms; /* when it last went down */
   /* Monitor thread only: */
+  uint64_t fence;              /* connection generation, see protocol.h */
   bool has_incarnation;
   uint8_t incarnation[16];
   uint64_t capacity_bytes;

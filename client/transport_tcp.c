@@ -131,8 +131,17 @@ tcp_shutdown (struct rp_transport *t)
 static void
 tcp_close (struct rp_transport *t)
 {
-  if (t->fd >= 0)
+  /* Abort, do not linger: data still queued was given up (the requests
+   * it carries were failed), so it must not trickle out later.  The
+   * server-side fence (protocol.h, HELLO) covers what is already on
+   * the wire.
+   */
+  struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+  if (t->fd >= 0) {
+    setsockopt (t->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     close (t->fd);
+  }
   t->fd = -1;
 }
 

@@ -56,6 +56,7 @@ struct conn {
   bool is_hello_done;
   bool is_rejected;          /* failed AUTH: the next frame closes */
   uint8_t owner_id[16];      /* from HELLO */
+  uint64_t fence;            /* from HELLO: the client's generation */
   uint8_t client_nonce[32];  /* from HELLO */
   uint8_t server_nonce[32];  /* ours, for this connection */
   uint8_t *rbuf;             /* CONN_RBUF_SIZE bytes, owned */
@@ -212,6 +213,29 @@ conn_attach_owner (struct conn *c, const struct rp_req *req)
              srv->st->max_owners);
     goto refuse;
   }
+  if (c->fence < o->fence) {
+    store_owner_detach (&srv->store, o);
+    log_msg (LOG_INFO, "conn", "%s: refused: connection generation %" PRIu64
+             " is older than this client's %" PRIu64, c->peer, c->fence,
+             o->fence);
+    goto refuse;
+  }
+  if (c->fence > o->fence) {
+    /* The client reconnected: whatever its older connections still
+     * carry was given up by the client and must not land after what it
+     * sends now (a late WRITE would undo a repair).
+     */
+    unsigned n = 0;
+    o->fence = c->fence;
+    for (struct conn *k = srv->conns; k; k = k->next)
+      if (k != c && k->owner == o && k->fence < c->fence && !k->is_closing) {
+        conn_close (k);
+        n++;
+      }
+    if (n)
+      log_msg (LOG_INFO, "conn", "%s: client reconnected (generation %" PRIu64
+               "): closed %u older connection(s) unread", c->peer, c->fence, n);
+  }
   if (o->nconns > srv->st->max_client_conns) {
     store_owner_detach (&srv->store, o);
     log_msg (LOG_WARN, "limit", "%s: refused: this client already has"
@@ -247,6 +271,7 @@ op_hello (struct conn *c, const struct rp_req *req, const uint8_t *payload)
   c->is_hello_done = true;
   memcpy (c->owner_id, h.owner, 16);
   memcpy (c->client_nonce, h.client_nonce, 32);
+  c->fence = le64toh (h.fence);
   rp_random_bytes (c->server_nonce, 32);
   memset (&hi, 0, sizeof hi);
   if (srv->st->key) {

@@ -27,6 +27,7 @@ struct owner {
   uint32_t nextents;       /* extents it holds */
   uint64_t bytes;          /* bytes it holds */
   uint64_t idle_since_ms;  /* when nconns dropped to 0 */
+  uint64_t fence;          /* newest connection generation seen */
 };
 
 struct extent {

@@ -113,7 +113,12 @@ struct rp_hello_req {
                             extents; a reconnect with the same owner id
                             within the lease regains its extents */
   uint8_t client_nonce[32]; /* fresh random challenge for the server */
-  le64 reserved2;        /* 0 */
+  le64 fence;            /* the client's connection generation for this
+                            server, raised at every reconnect: the server
+                            closes the owner's connections of an older
+                            generation (and drops what they still carry)
+                            and refuses new ones, so a request delayed in
+                            the network can never land after a repair */
 };
 _Static_assert (sizeof (struct rp_hello_req) == 64, "rp_hello_req size");
 
