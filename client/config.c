@@ -30,7 +30,9 @@ const char rp_config_help[] =
 "key-file=PATH          cluster key (rampool keygen); required by servers\n"
 "                       that have one\n"
 "encrypt=on|off         encrypt and authenticate every block on this host\n"
-"                       (default off; costs 5 MiB of local RAM per GiB)";
+"                       (default off; costs 5 MiB of local RAM per GiB)\n"
+"backup=PATH            local backup file: every write also goes there;\n"
+"                       reads fall back to it when every replica is lost";
 
 void
 rp_config_init (struct rp_config *cfg)
@@ -57,6 +59,7 @@ rp_config_free (struct rp_config *cfg)
     free (cfg->servers[i]);
   free (cfg->stats_file);
   free (cfg->key_file);
+  free (cfg->backup_file);
   memset (cfg, 0, sizeof *cfg);
 }
 
@@ -195,6 +198,13 @@ rp_config_set (struct rp_config *cfg, const char *key, const char *value,
       cfg->is_encrypted = false;
     else
       return config_error (err, errlen, "encrypt: '%s' is not on or off", value);
+    return 0;
+  }
+  if (strcmp (key, "backup") == 0) {
+    if (*value == '\0')
+      return config_error (err, errlen, "backup: empty path");
+    free (cfg->backup_file);
+    cfg->backup_file = strdup (value);
     return 0;
   }
   if (strcmp (key, "key-file") == 0) {

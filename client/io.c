@@ -20,6 +20,8 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "crypt.h"
 #include "pool.h"
@@ -198,6 +200,59 @@ io_call_server (const struct rp_call *call)
 static int io_pick_replica (struct rp_pool *p, const struct rp_extent *e,
                             uint64_t tried);
 
+int
+io_backup_read (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
+                uint8_t *buf)
+{
+  uint64_t pos = (idx << p->map.shift) + off, bad;
+
+  if (p->backup_fd < 0) {
+    errno = EIO;
+    return -1;
+  }
+  if (pread (p->backup_fd, buf, len, pos) != (ssize_t) len) {
+    rp_log (RP_LOG_ERROR, "backup: read at %" PRIu64 ": %s", pos,
+            strerror (errno ? errno : EIO));
+    errno = EIO;
+    return -1;
+  }
+  if (p->crypt.key &&
+      crypt_decrypt (&p->crypt, pos / CRYPT_BLOCK, buf, len / CRYPT_BLOCK,
+                     &bad) == -1) {
+    rp_log (RP_LOG_ERROR, "backup: block %" PRIu64 " failed authentication",
+            bad);
+    errno = EIO;
+    return -1;
+  }
+  atomic_fetch_add (&p->backup_reads, 1);
+  return 0;
+}
+
+/* backup=PATH, write lock held: the chunk's bytes as they go on the
+ * wire (ciphertext with encrypt=on) also go to the backup file, before
+ * any replica is sent them.  0 or -1 with errno = EIO.
+ */
+static int
+io_backup_write (struct rp_pool *p, const struct io_chunk *c, uint16_t op)
+{
+  uint64_t pos = (c->idx << p->map.shift) + c->off;
+  int r;
+
+  if (p->backup_fd < 0)
+    return 0;
+  if (op == RP_OP_WRITE || p->crypt.key)
+    r = pwrite (p->backup_fd, c->buf, c->len, pos) == (ssize_t) c->len ? 0 : -1;
+  else
+    r = fallocate (p->backup_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                   pos, c->len);
+  if (r == -1) {
+    rp_log (RP_LOG_ERROR, "backup: write at %" PRIu64 ": %s", pos,
+            strerror (errno));
+    errno = EIO;
+  }
+  return r;
+}
+
 /* Read [off, off+len) of extent idx into buf and, with encrypt=on,
  * decrypt it, failing over across replicas.  The caller holds the
  * stripe lock.  0 or -1 with errno = EIO.
@@ -230,8 +285,7 @@ io_read_locked (struct rp_pool *p, uint64_t idx, const struct rp_extent *e,
             " authentication (tampered or stale); trying another copy",
             bad, s->addr);
   }
-  errno = EIO;
-  return -1;
+  return io_backup_read (p, idx, off, len, buf);
 }
 
 /* encrypt=on, write lock held: widen c to whole blocks, fill the
@@ -292,7 +346,8 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
       pthread_rwlock_unlock (lk);
       continue;
     }
-    if (p->crypt.key && io_encrypt_chunk (p, c, e, op) == -1) {
+    if ((p->crypt.key && io_encrypt_chunk (p, c, e, op) == -1) ||
+        io_backup_write (p, c, op) == -1) {
       c->err = errno;
       pthread_rwlock_unlock (lk);
       continue;
@@ -328,7 +383,7 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
       c->ncalls++;
     }
     pthread_rwlock_unlock (lk);
-    if (c->ncalls == 0 && c->err == 0) {
+    if (c->ncalls == 0 && c->err == 0 && p->backup_fd < 0) {
       if (!e->is_lost_logged) {
         e->is_lost_logged = 1;
         rp_log (RP_LOG_ERROR, "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
@@ -364,7 +419,10 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
         rep->is_stale = 1;
       pthread_rwlock_unlock (lk);
     }
-    if (c->ncalls && ok == 0)
+    /* With backup=, the write is safe in the file: recovery re-creates
+     * the replicas from it.
+     */
+    if (c->ncalls && ok == 0 && p->backup_fd < 0)
       c->err = EIO;
     if (c->err && ret == 0) {
       errno = c->err;
@@ -510,6 +568,9 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
           io_decrypt_chunk (p, c, s) == 0)
         is_ok = true;
     }
+    if (!is_ok && p->backup_fd >= 0 &&
+        io_backup_read (p, c->idx, c->off, c->len, c->buf) == 0)
+      is_ok = true;
     if (is_ok && c->user_buf)
       memcpy (c->user_buf, c->buf + c->user_off, c->user_len);
     pthread_rwlock_unlock (extent_map_lock (&p->map, c->idx));
@@ -619,6 +680,9 @@ io_free_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
     if (calls[k].err == EIO || calls[k].err == ETIMEDOUT)
       pool_add_orphan (io_call_server (&calls[k]), calls[k].req.handle);
   memset (e, 0, sizeof *e);
+  if (p->backup_fd >= 0)
+    fallocate (p->backup_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+               idx << p->map.shift, p->cfg.extent_size);
   if (p->crypt.key) {
     uint64_t per = (uint64_t) p->cfg.extent_size / CRYPT_BLOCK;
     crypt_mark_zero (&p->crypt, idx * per, per);

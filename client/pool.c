@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "auth.h"
@@ -279,10 +280,12 @@ pool_write_stats_file (struct rp_pool *p)
            "extents_mapped %" PRIu64 "\nextents_healthy %" PRIu64 "\n"
            "extents_degraded %" PRIu64 "\nextents_lost %" PRIu64 "\n"
            "reads %" PRIu64 "\nwrites %" PRIu64 "\n"
-           "read_failovers %" PRIu64 "\nrecovered %" PRIu64 "\n",
+           "read_failovers %" PRIu64 "\nrecovered %" PRIu64 "\n"
+           "backup_reads %" PRIu64 "\n",
            st.servers, st.servers_up, st.extents, st.extents_mapped,
            st.extents_healthy, st.extents_degraded, st.extents_lost,
-           st.reads, st.writes, st.read_failovers, st.recovered);
+           st.reads, st.writes, st.read_failovers, st.recovered,
+           st.backup_reads);
   for (unsigned i = 0; i < p->nservers; i++)
     fprintf (fp, "server %s %s epoch %u\n", p->servers[i].addr,
              atomic_load (&p->servers[i].is_up) ? "up" : "down",
@@ -336,6 +339,7 @@ pool_copy_config (struct rp_config *dst, const struct rp_config *src)
     dst->servers[i] = strdup (src->servers[i]);
   dst->stats_file = src->stats_file ? strdup (src->stats_file) : NULL;
   dst->key_file = src->key_file ? strdup (src->key_file) : NULL;
+  dst->backup_file = src->backup_file ? strdup (src->backup_file) : NULL;
   return 0;
 }
 
@@ -367,8 +371,26 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
     pthread_mutex_destroy (&p->lock);
     goto out_free;
   }
+  p->backup_fd = -1;
+  if (cfg->backup_file) {
+    /* A rampool disk starts empty in every session; so does its backup. */
+    p->backup_fd = open (cfg->backup_file,
+                         O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (p->backup_fd == -1 || ftruncate (p->backup_fd, cfg->size_bytes) == -1) {
+      snprintf (err, errlen, "backup: %s: %s", cfg->backup_file,
+                strerror (errno));
+      if (p->backup_fd >= 0)
+        close (p->backup_fd);
+      rp_key_free (p->key);
+      extent_map_destroy (&p->map);
+      pthread_mutex_destroy (&p->lock);
+      goto out_free;
+    }
+  }
   if (cfg->is_encrypted && crypt_init (&p->crypt, cfg->size_bytes) == -1) {
     snprintf (err, errlen, "encrypt=on: %s", strerror (errno));
+    if (p->backup_fd >= 0)
+      close (p->backup_fd);
     rp_key_free (p->key);
     extent_map_destroy (&p->map);
     pthread_mutex_destroy (&p->lock);
@@ -492,6 +514,8 @@ rp_pool_close (struct rp_pool *p)
   pthread_cond_destroy (&p->cond);
   rp_key_free (p->key);
   crypt_destroy (&p->crypt);
+  if (p->backup_fd >= 0)
+    close (p->backup_fd);
   rp_config_free (&p->cfg);
   free (p);
 }
@@ -530,6 +554,7 @@ rp_pool_get_stats (struct rp_pool *p, struct rp_pool_stats *st)
   st->writes = atomic_load (&p->writes);
   st->read_failovers = atomic_load (&p->read_failovers);
   st->recovered = atomic_load (&p->recovered);
+  st->backup_reads = atomic_load (&p->backup_reads);
 }
 
 static int

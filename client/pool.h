@@ -52,6 +52,8 @@ struct rp_pool {
   uint8_t owner[16];           /* our session id on every server */
   uint8_t *key;                /* cluster key (locked), NULL = none */
   struct crypt crypt;          /* encrypt=on; crypt.key NULL when off */
+  int backup_fd;               /* backup=PATH, or -1 */
+  atomic_uint_least64_t backup_reads;  /* chunks served from the backup */
   pthread_t monitor;
   bool has_monitor;
   pthread_mutex_t lock;        /* is_stopping, cond */
@@ -87,6 +89,12 @@ void pool_add_orphan (struct rp_server *s, uint64_t handle);
 
 /* io.c: map extent idx (write lock held).  0 or -1 with errno. */
 int io_map_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e);
+
+/* io.c: read [off, off+len) of extent idx from the backup file (and
+ * decrypt with encrypt=on).  0 or -1 with errno.
+ */
+int io_backup_read (struct rp_pool *p, uint64_t idx, uint32_t off,
+                    uint32_t len, uint8_t *buf);
 
 /* recovery.c: one pass restoring `replicas` good copies; returns how
  * many extents it repaired.

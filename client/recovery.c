@@ -23,6 +23,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pool.h"
 #include "logging.h"
@@ -42,22 +43,34 @@ static __thread uint8_t *recovery_buf;
  */
 static int
 recovery_copy (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
-               unsigned src, const unsigned *dst, unsigned ndst)
+               int src, const unsigned *dst, unsigned ndst)
 {
   uint32_t es = p->cfg.extent_size;
   uint32_t step = es < RP_MAX_PAYLOAD ? es : RP_MAX_PAYLOAD;
-  struct rp_server *ss = &p->servers[e->rep[src].server];
 
   for (uint32_t off = 0; off < es; off += step) {
     struct rp_call call;
     memset (&call, 0, sizeof call);
-    call.req.op = RP_OP_READ;
-    call.req.handle = e->rep[src].handle;
-    call.req.offset = off;
-    call.req.count = step;
-    call.rbuf = recovery_buf;
-    if (rp_conn_call (pool_conn (ss, idx), &call, p->cfg.timeout_ms) == -1)
-      return -1;
+    if (src < 0) {
+      /* From the backup file, bytes as they are (ciphertext with
+       * encrypt=on: the replicas hold the same).
+       */
+      uint64_t pos = (idx << p->map.shift) + off;
+      if (pread (p->backup_fd, recovery_buf, step, pos) != (ssize_t) step) {
+        errno = EIO;
+        return -1;
+      }
+    }
+    else {
+      struct rp_server *ss = &p->servers[e->rep[src].server];
+      call.req.op = RP_OP_READ;
+      call.req.handle = e->rep[src].handle;
+      call.req.offset = off;
+      call.req.count = step;
+      call.rbuf = recovery_buf;
+      if (rp_conn_call (pool_conn (ss, idx), &call, p->cfg.timeout_ms) == -1)
+        return -1;
+    }
     for (unsigned k = 0; k < ndst; k++) {
       struct rp_replica *r = &e->rep[dst[k]];
       memset (&call, 0, sizeof call);
@@ -95,7 +108,41 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
    * with the same incarnation may still hold the data) so reads fail
    * with EIO; dropping them would make the extent read as zeros.
    */
-  if (recovery_source (p, e) < 0) {
+  bool from_backup = false;
+
+  struct rp_extent saved;
+
+  if (recovery_source (p, e) < 0 && p->backup_fd >= 0) {
+    /* Every copy is gone, but the backup file has the data: rebuild
+     * from it.  Work on the entry, but keep the old one to put back if
+     * no new copy can be placed: an entry with no replica would read as
+     * zeros, while the old one reads from the backup.
+     */
+    from_backup = true;
+    saved = *e;
+    for (unsigned r = 0; r < e->nrep;) {
+      struct rp_replica *rep = &e->rep[r];
+      struct rp_server *s = &p->servers[rep->server];
+      if (atomic_load (&s->is_up) && atomic_load (&s->epoch) == rep->epoch)
+        r++;
+      else
+        extent_map_drop_replica (e, r);
+    }
+    if (e->nrep == 0 && (io_map_extent (p, idx, e) == -1 || e->nrep == 0)) {
+      *e = saved;
+      return 0;
+    }
+    /* Committed: free what was dropped when its server is back. */
+    for (unsigned r = 0; r < saved.nrep; r++) {
+      struct rp_server *s = &p->servers[saved.rep[r].server];
+      if (!extent_map_has_server (e, saved.rep[r].server) &&
+          atomic_load (&s->epoch) == saved.rep[r].epoch)
+        pool_add_orphan (s, saved.rep[r].handle);
+    }
+    for (unsigned r = 0; r < e->nrep; r++)
+      e->rep[r].is_stale = 1;  /* all rewritten from the backup below */
+  }
+  else if (recovery_source (p, e) < 0) {
     if (!e->is_lost_logged) {
       e->is_lost_logged = 1;
       rp_log (RP_LOG_ERROR, "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
@@ -123,7 +170,9 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
       pool_add_orphan (s, rep->handle);
     extent_map_drop_replica (e, r);
   }
-  src = recovery_source (p, e);
+  src = from_backup ? -1 : recovery_source (p, e);
+  if (from_backup)
+    e->is_lost_logged = 0;
   for (unsigned r = 0; r < e->nrep; r++)
     if (!pool_replica_is_good (p, &e->rep[r]) &&
         atomic_load (&p->servers[e->rep[r].server].is_up))
@@ -149,7 +198,8 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
      * copies; the next pass places them afresh.
      */
     if (errno == ENOENT) {
-      for (unsigned r = 0; r < e->nrep;) {
+      /* Never down to no replica at all: that would read as zeros. */
+      for (unsigned r = 0; r < e->nrep && e->nrep > 1;) {
         if (!pool_replica_is_good (p, &e->rep[r]))
           extent_map_drop_replica (e, r);
         else

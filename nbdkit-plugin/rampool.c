@@ -118,6 +118,7 @@ rampool_config_complete (void)
   "stats-file=PATH        pool health written here every heartbeat\n" \
   "key-file=PATH          cluster key (rampool keygen)\n" \
   "encrypt=on|off         client-side AEAD of every block (default off)\n" \
+  "backup=PATH            local backup file (reads fall back to it)\n" \
   "mlock=BOOL             lock the process in RAM (for swap; default off)"
 
 /* Try PR_SET_IO_FLUSHER on the calling thread; log once per process. */

@@ -41,6 +41,9 @@ struct rp_config {
                                  authentication (owned) */
   bool is_encrypted;          /* encrypt=on: pages leave the host only
                                  as authenticated ciphertext */
+  char *backup_file;          /* backup=PATH: every write also goes to
+                                 this local file; reads fall back to it
+                                 when every replica is lost (owned) */
 };
 
 void rp_config_init (struct rp_config *cfg);
@@ -48,7 +51,7 @@ void rp_config_free (struct rp_config *cfg);
 
 /* Set one key ("servers", "size", "replicas", "extent-size",
  * "placement-choices", "connections", "inflight", "timeout-ms",
- * "heartbeat-ms", "rejoin-grace-ms", "stats-file", "key-file", "encrypt").  On error returns -1 and writes a
+ * "heartbeat-ms", "rejoin-grace-ms", "stats-file", "key-file", "encrypt", "backup").  On error returns -1 and writes a
  * message naming the key and why into err.
  */
 int rp_config_set (struct rp_config *cfg, const char *key, const char *value,
@@ -107,6 +110,7 @@ struct rp_pool_stats {
   uint64_t reads, writes;      /* chunk requests issued */
   uint64_t read_failovers;     /* reads retried on another replica */
   uint64_t recovered;          /* replicas re-created by recovery */
+  uint64_t backup_reads;       /* chunks read from backup= */
 };
 void rp_pool_get_stats (struct rp_pool *pool, struct rp_pool_stats *st);
 
