@@ -64,12 +64,26 @@ static __thread uint64_t io_rng;
  * only allocation on the I/O path, once per nbdkit worker thread).
  */
 static __thread uint8_t *io_bounce;
+static pthread_key_t io_bounce_key;
+static pthread_once_t io_bounce_once = PTHREAD_ONCE_INIT;
+
+static void
+io_bounce_key_init (void)
+{
+  /* The destructor frees a thread's buffer when the thread ends (nbdkit
+   * starts worker threads per NBD connection).
+   */
+  pthread_key_create (&io_bounce_key, free);
+}
 
 static uint8_t *
 io_get_bounce (void)
 {
-  if (io_bounce == NULL)
+  if (io_bounce == NULL) {
+    pthread_once (&io_bounce_once, io_bounce_key_init);
     io_bounce = malloc (RP_MAX_PAYLOAD);
+    pthread_setspecific (io_bounce_key, io_bounce);
+  }
   return io_bounce;
 }
 

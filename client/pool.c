@@ -371,6 +371,15 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
     pthread_mutex_destroy (&p->lock);
     goto out_free;
   }
+  p->recovery_buf = malloc (cfg->extent_size < RP_MAX_PAYLOAD
+                            ? cfg->extent_size : RP_MAX_PAYLOAD);
+  if (p->recovery_buf == NULL) {
+    snprintf (err, errlen, "out of memory");
+    rp_key_free (p->key);
+    extent_map_destroy (&p->map);
+    pthread_mutex_destroy (&p->lock);
+    goto out_free;
+  }
   p->backup_fd = -1;
   if (cfg->backup_file) {
     /* A rampool disk starts empty in every session; so does its backup. */
@@ -381,6 +390,7 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
                 strerror (errno));
       if (p->backup_fd >= 0)
         close (p->backup_fd);
+      free (p->recovery_buf);
       rp_key_free (p->key);
       extent_map_destroy (&p->map);
       pthread_mutex_destroy (&p->lock);
@@ -391,6 +401,7 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
     snprintf (err, errlen, "encrypt=on: %s", strerror (errno));
     if (p->backup_fd >= 0)
       close (p->backup_fd);
+    free (p->recovery_buf);
     rp_key_free (p->key);
     extent_map_destroy (&p->map);
     pthread_mutex_destroy (&p->lock);
@@ -516,6 +527,7 @@ rp_pool_close (struct rp_pool *p)
   crypt_destroy (&p->crypt);
   if (p->backup_fd >= 0)
     close (p->backup_fd);
+  free (p->recovery_buf);
   rp_config_free (&p->cfg);
   free (p);
 }

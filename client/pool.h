@@ -53,6 +53,10 @@ struct rp_pool {
   uint8_t *key;                /* cluster key (locked), NULL = none */
   struct crypt crypt;          /* encrypt=on; crypt.key NULL when off */
   int backup_fd;               /* backup=PATH, or -1 */
+  uint8_t *recovery_buf;       /* min (extent size, RP_MAX_PAYLOAD) bytes,
+                                  allocated at open: recovery must not
+                                  allocate when it is needed (under
+                                  memory pressure, a server lost) */
   atomic_uint_least64_t backup_reads;  /* chunks served from the backup */
   pthread_t monitor;
   bool has_monitor;

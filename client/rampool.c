@@ -1,6 +1,7 @@
 /* rampool: the operator's command line tool.
  *
  *   rampool status SERVER...        per-server capacity, use, clients
+ *   rampool attach / detach         pool -> nbdkit -> nbd -> swap (attach.c)
  *   rampool keygen FILE             a new cluster key
  *   rampool verify [--mib=N] URI    write a pattern through an NBD
  *                                   export, read it back, check every
@@ -21,6 +22,7 @@
 #include <libnbd.h>
 
 #include "rampool/client.h"
+#include "attach.h"
 #include "auth.h"
 #include "util.h"
 
@@ -35,6 +37,11 @@ usage (FILE *fp)
 "  rampool verify [--mib=N] [--offset-mib=N] URI\n"
 "      write N MiB (default 256) of a pattern through the NBD export URI,\n"
 "      read it back, compare every byte; print MiB/s\n"
+"  rampool attach [--device=/dev/nbdN] [--connections=N] [--no-swap]\n"
+"                 [--discard] [--priority=P] [--plugin=PATH] KEY=VALUE...\n"
+"      serve the pool with nbdkit, attach it with nbd-client, mkswap, swapon\n"
+"  rampool detach [--device=/dev/nbdN]\n"
+"      swapoff, disconnect, stop nbdkit\n"
 "  rampool keygen FILE\n"
 "      write a new random cluster key to FILE (mode 0600; must not exist)\n"
 "  rampool --version | --help\n"
@@ -278,6 +285,10 @@ main (int argc, char **argv)
     return cmd_status (argc - 1, argv + 1);
   if (strcmp (argv[1], "verify") == 0)
     return cmd_verify (argc - 1, argv + 1);
+  if (strcmp (argv[1], "attach") == 0)
+    return attach_main (argc - 1, argv + 1);
+  if (strcmp (argv[1], "detach") == 0)
+    return detach_main (argc - 1, argv + 1);
   if (strcmp (argv[1], "keygen") == 0) {
     char err[512];
     if (argc != 3) {

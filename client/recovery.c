@@ -35,7 +35,6 @@
  */
 #define RECOVERY_BYTES_PER_SEC (64u * 1024 * 1024)
 
-static __thread uint8_t *recovery_buf;
 
 /* Copy extent idx from replica src to each replica in dst[] (write
  * lock held).  0 or -1 with errno; on error the failed targets are
@@ -56,7 +55,7 @@ recovery_copy (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
        * encrypt=on: the replicas hold the same).
        */
       uint64_t pos = (idx << p->map.shift) + off;
-      if (pread (p->backup_fd, recovery_buf, step, pos) != (ssize_t) step) {
+      if (pread (p->backup_fd, p->recovery_buf, step, pos) != (ssize_t) step) {
         errno = EIO;
         return -1;
       }
@@ -67,7 +66,7 @@ recovery_copy (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
       call.req.handle = e->rep[src].handle;
       call.req.offset = off;
       call.req.count = step;
-      call.rbuf = recovery_buf;
+      call.rbuf = p->recovery_buf;
       if (rp_conn_call (pool_conn (ss, idx), &call, p->cfg.timeout_ms) == -1)
         return -1;
     }
@@ -78,13 +77,28 @@ recovery_copy (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
       call.req.handle = r->handle;
       call.req.offset = off;
       call.req.length = step;
-      call.payload = recovery_buf;
+      call.payload = p->recovery_buf;
       if (rp_conn_call (pool_conn (&p->servers[r->server], idx), &call,
                         p->cfg.timeout_ms) == -1)
         return -1;
     }
   }
   return 0;
+}
+
+/* May replica rep stay in the map?  Yes if its server is up with the
+ * same incarnation, or down for less than rejoin-grace-ms (a blip
+ * costs no copying).
+ */
+static bool
+recovery_is_keepable (struct rp_pool *p, const struct rp_replica *rep)
+{
+  struct rp_server *s = &p->servers[rep->server];
+
+  if (atomic_load (&s->epoch) != rep->epoch)
+    return false;
+  return atomic_load (&s->is_up) ||
+         rp_now_ms () - atomic_load (&s->down_since_ms) < p->cfg.rejoin_grace_ms;
 }
 
 /* Index of a good replica of e, or -1. */
@@ -102,15 +116,9 @@ static int64_t
 recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
 {
   unsigned dst[RP_MAX_REPLICAS], ndst = 0, before;
-  int src;
-
-  /* No good copy: keep every replica record (a server that returns
-   * with the same incarnation may still hold the data) so reads fail
-   * with EIO; dropping them would make the extent read as zeros.
-   */
   bool from_backup = false;
-
   struct rp_extent saved;
+  int src;
 
   if (recovery_source (p, e) < 0 && p->backup_fd >= 0) {
     /* Every copy is gone, but the backup file has the data: rebuild
@@ -121,13 +129,19 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
     from_backup = true;
     saved = *e;
     for (unsigned r = 0; r < e->nrep;) {
-      struct rp_replica *rep = &e->rep[r];
-      struct rp_server *s = &p->servers[rep->server];
-      if (atomic_load (&s->is_up) && atomic_load (&s->epoch) == rep->epoch)
+      if (recovery_is_keepable (p, &e->rep[r]))
         r++;
       else
         extent_map_drop_replica (e, r);
     }
+    /* Copies on servers within their grace are kept as they are: the
+     * backup serves reads until the servers are back or the grace ends.
+     */
+    for (unsigned r = 0; r < e->nrep; r++)
+      if (!atomic_load (&p->servers[e->rep[r].server].is_up)) {
+        *e = saved;
+        return 0;
+      }
     if (e->nrep == 0 && (io_map_extent (p, idx, e) == -1 || e->nrep == 0)) {
       *e = saved;
       return 0;
@@ -143,6 +157,10 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
       e->rep[r].is_stale = 1;  /* all rewritten from the backup below */
   }
   else if (recovery_source (p, e) < 0) {
+    /* No good copy: keep every replica record (a server that returns
+     * with the same incarnation may still hold the data) so reads fail
+     * with EIO; dropping them would make the extent read as zeros.
+     */
     if (!e->is_lost_logged) {
       e->is_lost_logged = 1;
       rp_log (RP_LOG_ERROR, "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
@@ -155,18 +173,11 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
   for (unsigned r = 0; r < e->nrep;) {
     struct rp_replica *rep = &e->rep[r];
     struct rp_server *s = &p->servers[rep->server];
-    bool same_epoch = atomic_load (&s->epoch) == rep->epoch;
-    bool is_up = atomic_load (&s->is_up);
-    /* A server down for less than rejoin-grace-ms keeps its replicas:
-     * if it comes back with the same incarnation (a blip), the ones
-     * that missed no write are good again at no copying cost.
-     */
-    if (same_epoch && (is_up || rp_now_ms () - atomic_load (&s->down_since_ms)
-                               < p->cfg.rejoin_grace_ms)) {
+    if (recovery_is_keepable (p, rep)) {
       r++;
       continue;
     }
-    if (same_epoch)
+    if (atomic_load (&s->epoch) == rep->epoch)
       pool_add_orphan (s, rep->handle);
     extent_map_drop_replica (e, r);
   }
@@ -226,12 +237,6 @@ recovery_pass (struct rp_pool *p)
       up++;
   if (up == 0)
     return 0;
-  if (recovery_buf == NULL) {
-    recovery_buf = malloc (p->cfg.extent_size < RP_MAX_PAYLOAD
-                           ? p->cfg.extent_size : RP_MAX_PAYLOAD);
-    if (recovery_buf == NULL)
-      return 0;
-  }
   for (uint64_t idx = 0; idx < p->map.n && budget > 0; idx++) {
     struct rp_extent *e = &p->map.e[idx];
     unsigned good = 0, n = __atomic_load_n (&e->nrep, __ATOMIC_ACQUIRE);

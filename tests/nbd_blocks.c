@@ -53,11 +53,18 @@ main (int argc, char **argv)
           nbd_pwrite (nbd, want, bs, b * bs, 0) == -1) {
         fprintf (stderr, "nbd_blocks: write of block %" PRIu64 ": %s\n", b,
                  nbd_get_error () ? nbd_get_error () : "short file");
+        nbd_close (nbd);
+        fclose (fp);
+        free (got);
+        free (want);
         return 1;
       }
     }
     nbd_shutdown (nbd, 0);
     nbd_close (nbd);
+    fclose (fp);
+    free (got);
+    free (want);
     return 0;
   }
   for (int64_t off = 0; off + (int64_t) bs <= size; off += bs) {

@@ -8,7 +8,7 @@ source "${srcdir:-.}/functions.sh"
 requires nbdkit
 requires nbdcopy libnbd-bin
 
-for i in 1 2 3; do start_memserver "s$i" --lease-ms 1000; done
+for i in 1 2 3; do start_memserver "s$i" --lease-ms 4000; done
 
 start_nbdkit size=64M replicas=2
 head -c $((32 * 1024 * 1024)) /dev/urandom >"$TMP/data"

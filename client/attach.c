@@ -1,0 +1,276 @@
+/* rampool attach / detach: the operator path from a pool to swap.
+ *
+ *   attach: start nbdkit with the rampool plugin on a Unix socket in
+ *           /run/rampool/DEV/, wait until it serves, connect the kernel
+ *           nbd device to it with nbd-client (block size 4096, several
+ *           connections, -swap so nbd-client locks itself in RAM), then
+ *           mkswap and swapon.
+ *   detach: swapoff, nbd-client -d, stop nbdkit, remove the state.
+ *
+ * Every step runs a program by argv (no shell), checks its status and
+ * undoes what was done before it on failure, so a failed attach leaves
+ * nothing behind.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "attach.h"
+#include "util.h"
+
+#define ATTACH_STATE_DIR "/run/rampool"
+
+/* Run argv, wait, return its exit status (or -1 if it could not run). */
+static int
+attach_run (char *const argv[])
+{
+  pid_t pid;
+  int status;
+
+  fprintf (stderr, "rampool:");
+  for (int i = 0; argv[i]; i++)
+    fprintf (stderr, " %s", argv[i]);
+  fputc ('\n', stderr);
+  pid = fork ();
+  if (pid == -1)
+    return -1;
+  if (pid == 0) {
+    execvp (argv[0], argv);
+    fprintf (stderr, "rampool: %s: %s\n", argv[0], strerror (errno));
+    _exit (127);
+  }
+  while (waitpid (pid, &status, 0) == -1)
+    if (errno != EINTR)
+      return -1;
+  return WIFEXITED (status) ? WEXITSTATUS (status) : -1;
+}
+
+static void
+attach_paths (const char *dev, char *dir, char *sock, char *pidf, size_t len)
+{
+  char copy[256];
+
+  snprintf (copy, sizeof copy, "%s", dev);
+  snprintf (dir, len, "%s/%s", ATTACH_STATE_DIR, basename (copy));
+  snprintf (sock, len, "%s/nbd.sock", dir);
+  snprintf (pidf, len, "%s/nbdkit.pid", dir);
+}
+
+static pid_t
+attach_read_pid (const char *pidf)
+{
+  FILE *fp = fopen (pidf, "r");
+  long pid = 0;
+
+  if (fp == NULL)
+    return 0;
+  if (fscanf (fp, "%ld", &pid) != 1)
+    pid = 0;
+  fclose (fp);
+  return pid;
+}
+
+static void
+attach_stop_nbdkit (const char *pidf)
+{
+  pid_t pid = attach_read_pid (pidf);
+
+  if (pid <= 0)
+    return;
+  kill (pid, SIGTERM);
+  /* nbdkit frees the pool's memory on the donors as it exits. */
+  for (int i = 0; i < 100 && kill (pid, 0) == 0; i++)
+    usleep (100 * 1000);
+  if (kill (pid, 0) == 0) {
+    fprintf (stderr, "rampool: nbdkit %ld did not stop in 10 s; killing it\n",
+             (long) pid);
+    kill (pid, SIGKILL);
+  }
+}
+
+static void
+attach_usage (FILE *fp)
+{
+  fprintf (fp,
+"Usage: rampool attach [--device=/dev/nbdN] [--connections=N] [--no-swap]\n"
+"                      [--discard] [--priority=P] [--plugin=PATH]\n"
+"                      servers=... size=... [KEY=VALUE...]\n"
+"       rampool detach [--device=/dev/nbdN]\n");
+}
+
+int
+attach_main (int argc, char **argv)
+{
+  const char *dev = "/dev/nbd0", *plugin = RAMPOOL_PLUGIN_PATH;
+  const char *prio = NULL;
+  char dir[300], sock[320], pidf[320], conns_s[16] = "4";
+  bool is_swap = true, is_discard = false;
+  char *nbdkit_argv[64];
+  int i = 1, n = 0;
+
+  for (; i < argc && strncmp (argv[i], "--", 2) == 0; i++) {
+    if (strncmp (argv[i], "--device=", 9) == 0)
+      dev = argv[i] + 9;
+    else if (strncmp (argv[i], "--connections=", 14) == 0) {
+      uint64_t v;
+      if (rp_parse_uint (argv[i] + 14, 1, 16, &v) == -1) {
+        fprintf (stderr, "rampool attach: --connections: '%s' is not 1-16\n",
+                 argv[i] + 14);
+        return 2;
+      }
+      snprintf (conns_s, sizeof conns_s, "%u", (unsigned) v);
+    }
+    else if (strcmp (argv[i], "--no-swap") == 0)
+      is_swap = false;
+    else if (strcmp (argv[i], "--discard") == 0)
+      is_discard = true;
+    else if (strncmp (argv[i], "--priority=", 11) == 0)
+      prio = argv[i] + 11;
+    else if (strncmp (argv[i], "--plugin=", 9) == 0)
+      plugin = argv[i] + 9;
+    else {
+      fprintf (stderr, "rampool attach: unknown option '%s'\n", argv[i]);
+      attach_usage (stderr);
+      return 2;
+    }
+  }
+  if (i == argc || argc - i > 40) {
+    fprintf (stderr, "rampool attach: give the pool's keys (servers=..."
+             " size=...), as for nbdkit-rampool-plugin(1)\n");
+    attach_usage (stderr);
+    return 2;
+  }
+  attach_paths (dev, dir, sock, pidf, sizeof dir);
+  if (access (pidf, F_OK) == 0 && kill (attach_read_pid (pidf), 0) == 0) {
+    fprintf (stderr, "rampool attach: %s is already attached (nbdkit pid in"
+             " %s); rampool detach --device=%s first\n", dev, pidf, dev);
+    return 1;
+  }
+  if ((mkdir (ATTACH_STATE_DIR, 0700) == -1 && errno != EEXIST) ||
+      (mkdir (dir, 0700) == -1 && errno != EEXIST)) {
+    fprintf (stderr, "rampool attach: %s: %s\n", dir, strerror (errno));
+    return 1;
+  }
+  unlink (sock);
+  unlink (pidf);
+
+  /* nbdkit daemonizes once it serves; mlock=on locks it after the fork
+   * (nbdkit --swap's own lock does not survive the fork).
+   */
+  nbdkit_argv[n++] = (char *) "nbdkit";
+  nbdkit_argv[n++] = (char *) "-U";
+  nbdkit_argv[n++] = sock;
+  nbdkit_argv[n++] = (char *) "-P";
+  nbdkit_argv[n++] = pidf;
+  nbdkit_argv[n++] = (char *) plugin;
+  for (; i < argc; i++)
+    nbdkit_argv[n++] = argv[i];
+  if (is_swap)
+    nbdkit_argv[n++] = (char *) "mlock=on";
+  nbdkit_argv[n] = NULL;
+  if (attach_run (nbdkit_argv) != 0) {
+    fprintf (stderr, "rampool attach: nbdkit failed (see its errors above)\n");
+    goto out_rmdir;
+  }
+  /* nbdkit writes the pid file once it listens. */
+  for (int t = 0; t < 300 && (access (pidf, F_OK) != 0 || access (sock, F_OK) != 0); t++)
+    usleep (100 * 1000);
+  if (access (sock, F_OK) != 0) {
+    fprintf (stderr, "rampool attach: nbdkit did not create %s in 30 s\n", sock);
+    goto out_stop;
+  }
+  {
+    char *argv_c[] = { (char *) "nbd-client", (char *) "-unix", sock,
+                       (char *) dev, (char *) "-b", (char *) "4096",
+                       (char *) "-C", conns_s,
+                       is_swap ? (char *) "-swap" : NULL, NULL };
+    if (attach_run (argv_c) != 0) {
+      fprintf (stderr, "rampool attach: nbd-client failed (is the nbd"
+               " module loaded? modprobe nbd)\n");
+      goto out_stop;
+    }
+  }
+  if (is_swap) {
+    char *argv_m[] = { (char *) "mkswap", (char *) dev, NULL };
+    char *argv_s[8];
+    int k = 0;
+    if (attach_run (argv_m) != 0)
+      goto out_disconnect;
+    argv_s[k++] = (char *) "swapon";
+    if (is_discard)
+      argv_s[k++] = (char *) "--discard";
+    if (prio) {
+      argv_s[k++] = (char *) "-p";
+      argv_s[k++] = (char *) prio;
+    }
+    argv_s[k++] = (char *) dev;
+    argv_s[k] = NULL;
+    if (attach_run (argv_s) != 0)
+      goto out_disconnect;
+  }
+  printf ("rampool: %s attached%s (nbdkit pid %ld, socket %s)\n", dev,
+          is_swap ? " as swap" : "", (long) attach_read_pid (pidf), sock);
+  return 0;
+
+ out_disconnect:
+  {
+    char *argv_d[] = { (char *) "nbd-client", (char *) "-d", (char *) dev, NULL };
+    attach_run (argv_d);
+  }
+ out_stop:
+  attach_stop_nbdkit (pidf);
+ out_rmdir:
+  unlink (sock);
+  unlink (pidf);
+  rmdir (dir);
+  return 1;
+}
+
+int
+detach_main (int argc, char **argv)
+{
+  const char *dev = "/dev/nbd0";
+  char dir[300], sock[320], pidf[320];
+  int status = 0;
+
+  for (int i = 1; i < argc; i++) {
+    if (strncmp (argv[i], "--device=", 9) == 0)
+      dev = argv[i] + 9;
+    else {
+      fprintf (stderr, "rampool detach: unknown argument '%s'\n", argv[i]);
+      attach_usage (stderr);
+      return 2;
+    }
+  }
+  attach_paths (dev, dir, sock, pidf, sizeof dir);
+  {
+    /* Not swap (attached with --no-swap, or already off): harmless. */
+    char *argv_s[] = { (char *) "swapoff", (char *) dev, NULL };
+    if (attach_run (argv_s) != 0)
+      fprintf (stderr, "rampool detach: swapoff %s failed; continuing\n", dev);
+  }
+  {
+    char *argv_d[] = { (char *) "nbd-client", (char *) "-d", (char *) dev, NULL };
+    if (attach_run (argv_d) != 0) {
+      fprintf (stderr, "rampool detach: nbd-client -d %s failed\n", dev);
+      status = 1;
+    }
+  }
+  attach_stop_nbdkit (pidf);
+  unlink (sock);
+  unlink (pidf);
+  rmdir (dir);
+  if (status == 0)
+    printf ("rampool: %s detached\n", dev);
+  return status;
+}

@@ -1,0 +1,44 @@
+#!/bin/bash
+# Swap safety: the plugin's I/O path allocates no memory once the pool
+# is open (an allocation under memory pressure is where a swap server
+# can deadlock).  nbdkit runs with tests/malloc_count.so preloaded,
+# which logs every allocation called from the plugin; two rounds of
+# verified I/O must add no line.  With encrypt=on, each nbdkit worker
+# thread allocates one bounce buffer on its first encrypted I/O (freed
+# when the thread ends): no other allocation, at most one per thread.
+source "${srcdir:-.}/functions.sh"
+requires nbdkit
+SHIM=$abs_top_builddir/tests/.libs/malloc_count.so
+[ -f "$SHIM" ] || fail "malloc_count.so not built"
+
+for i in 1 2 3; do start_memserver "s$i"; done
+lines () { wc -l <"$TMP/malloc.log"; }
+
+for enc in off on; do
+  : >"$TMP/malloc.log"
+  LD_PRELOAD=$SHIM RP_MALLOC_LOG=$TMP/malloc.log start_nbdkit size=128M \
+    replicas=2 encrypt=$enc
+  start=$(lines)
+  # Round 1: random I/O of every kind, checked against a shadow.
+  "$TESTS_BIN/test_parallel_io" --ops 3000 "$NBD_URI" >"$TMP/io.log" 2>&1 ||
+    { cat "$TMP/io.log"; fail "I/O round 1"; }
+  r1=$(lines)
+  # Round 2: 64 MiB written and verified on a new connection.
+  "$RAMPOOL" verify --mib=64 "$NBD_URI" >"$TMP/verify.log" 2>&1 ||
+    { cat "$TMP/verify.log"; fail "I/O round 2"; }
+  r2=$(lines)
+  echo "encrypt=$enc: $start allocations at start-up; +$((r1 - start)) in round 1, +$((r2 - r1)) in round 2"
+  new=$(tail -n +$((start + 1)) "$TMP/malloc.log")
+  if [ $enc = off ]; then
+    [ "$r2" -eq "$start" ] || { echo "$new"; fail "the I/O path allocated"; }
+  else
+    # The bounce buffer: RP_MAX_PAYLOAD (4 MiB) from a static function.
+    if echo "$new" | grep -q -v "^malloc 4194304 "; then
+      echo "$new"; fail "an allocation other than the per-thread bounce buffer"
+    fi
+    [ $((r1 - start)) -le 16 ] && [ $((r2 - r1)) -le 16 ] ||
+      { echo "$new"; fail "more than one bounce buffer per worker thread"; }
+  fi
+  stop_nbdkit
+done
+echo "PASS"
