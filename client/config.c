@@ -26,6 +26,7 @@ const char rp_config_help[] =
 "timeout-ms=MS          per-request deadline (default 5000)\n"
 "heartbeat-ms=MS        health check / reconnect period (default 1000)\n"
 "rejoin-grace-ms=MS     wait before re-replicating a down server's extents (5000)\n"
+"recovery-rate=SIZE     bytes per second re-replication may copy (64M)\n"
 "stats-file=PATH        write pool health to PATH every heartbeat\n"
 "key-file=PATH          cluster key (rampool keygen); required by servers\n"
 "                       that have one\n"
@@ -50,6 +51,7 @@ rp_config_init (struct rp_config *cfg)
   cfg->timeout_ms = 5000;
   cfg->heartbeat_ms = 1000;
   cfg->rejoin_grace_ms = 5000;
+  cfg->recovery_rate = 64 * 1024 * 1024;
 }
 
 void
@@ -181,6 +183,13 @@ rp_config_set (struct rp_config *cfg, const char *key, const char *value,
     if (config_uint (key, value, 10, 600000, &v, err, errlen) == -1)
       return -1;
     cfg->heartbeat_ms = v;
+    return 0;
+  }
+  if (strcmp (key, "recovery-rate") == 0) {
+    if (rp_parse_size (value, &v) == -1 || v < 1024 * 1024)
+      return config_error (err, errlen, "recovery-rate: '%s' is not a size"
+                           " of at least 1M (bytes per second)", value);
+    cfg->recovery_rate = v;
     return 0;
   }
   if (strcmp (key, "rejoin-grace-ms") == 0) {

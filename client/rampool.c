@@ -31,9 +31,12 @@ usage (FILE *fp)
 {
   fprintf (fp,
 "Usage:\n"
-"  rampool status [--raw] [--key-file=F] [--timeout-ms=MS] SERVER[,SERVER...] ...\n"
+"  rampool status [--raw] [--key-file=F] [--timeout-ms=MS] [--pool-stats=F]\n"
+"                 SERVER[,SERVER...] ...\n"
 "      show each memserver's capacity, use, extents and clients;\n"
 "      --raw: one line per server: ADDR STATE CAPACITY USED EXTENTS CLIENTS\n"
+"      --pool-stats=F: also show the plugin's stats-file= F (extent health,\n"
+"      recovery progress, servers as the plugin sees them)\n"
 "  rampool verify [--mib=N] [--offset-mib=N] URI\n"
 "      write N MiB (default 256) of a pattern through the NBD export URI,\n"
 "      read it back, compare every byte; print MiB/s\n"
@@ -48,13 +51,34 @@ usage (FILE *fp)
 "See rampool(1).\n");
 }
 
+/* The plugin's view (its stats-file=): servers as it sees them,
+ * extents healthy / degraded / lost, recovery progress.
+ */
+static int
+status_pool_stats (const char *path)
+{
+  FILE *fp = fopen (path, "r");
+  char line[512];
+
+  if (fp == NULL) {
+    fprintf (stderr, "rampool status: --pool-stats: %s: %s\n", path,
+             strerror (errno));
+    return -1;
+  }
+  printf ("plugin (%s):\n", path);
+  while (fgets (line, sizeof line, fp))
+    printf ("  %s", line);
+  fclose (fp);
+  return 0;
+}
+
 static int
 cmd_status (int argc, char **argv)
 {
   unsigned timeout_ms = 2000, up = 0, n = 0;
   uint64_t cap = 0, used = 0;
   bool is_raw = false;
-  const char *key_file = NULL;
+  const char *key_file = NULL, *pool_stats = NULL;
   int i = 1;
 
   for (; i < argc && strncmp (argv[i], "--", 2) == 0; i++) {
@@ -65,6 +89,10 @@ cmd_status (int argc, char **argv)
     }
     if (strncmp (argv[i], "--key-file=", 11) == 0) {
       key_file = argv[i] + 11;
+      continue;
+    }
+    if (strncmp (argv[i], "--pool-stats=", 13) == 0) {
+      pool_stats = argv[i] + 13;
       continue;
     }
     if (strncmp (argv[i], "--timeout-ms=", 13) != 0) {
@@ -117,6 +145,8 @@ cmd_status (int argc, char **argv)
     }
     free (list);
   }
+  if (pool_stats && status_pool_stats (pool_stats) == -1)
+    return 1;
   if (!is_raw) {
     char c[32], u[32];
     printf ("pool: %u of %u servers up, %s used of %s\n", up, n,

@@ -115,6 +115,7 @@ rampool_config_complete (void)
   "timeout-ms=MS          per-request deadline (default 5000)\n" \
   "heartbeat-ms=MS        health check period (default 1000)\n" \
   "rejoin-grace-ms=MS     before re-replicating a down server (5000)\n" \
+  "recovery-rate=SIZE     re-replication bytes per second (64M)\n" \
   "stats-file=PATH        pool health written here every heartbeat\n" \
   "key-file=PATH          cluster key (rampool keygen)\n" \
   "encrypt=on|off         client-side AEAD of every block (default off)\n" \

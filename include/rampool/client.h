@@ -32,6 +32,9 @@ struct rp_config {
   unsigned inflight;          /* request slots per connection (64) */
   unsigned timeout_ms;        /* per-request deadline (default 5000) */
   unsigned heartbeat_ms;      /* PING / reconnect period (default 1000) */
+  uint64_t recovery_rate;     /* bytes per second re-replication may copy
+                                 (default 64 MiB/s: most of a 1 GbE link
+                                 stays with foreground I/O) */
   unsigned rejoin_grace_ms;   /* keep a down server's replicas this long
                                  before re-creating them elsewhere
                                  (default 5000: a blip costs no copy) */
@@ -51,7 +54,7 @@ void rp_config_free (struct rp_config *cfg);
 
 /* Set one key ("servers", "size", "replicas", "extent-size",
  * "placement-choices", "connections", "inflight", "timeout-ms",
- * "heartbeat-ms", "rejoin-grace-ms", "stats-file", "key-file", "encrypt", "backup").  On error returns -1 and writes a
+ * "heartbeat-ms", "rejoin-grace-ms", "recovery-rate", "stats-file", "key-file", "encrypt", "backup").  On error returns -1 and writes a
  * message naming the key and why into err.
  */
 int rp_config_set (struct rp_config *cfg, const char *key, const char *value,
