@@ -103,7 +103,7 @@ attach_usage (FILE *fp)
 {
   fprintf (fp,
 "Usage: rampool attach [--device=/dev/nbdN] [--connections=N] [--no-swap]\n"
-"                      [--discard] [--priority=P] [--plugin=PATH]\n"
+"                      [--discard] [--priority=P] [--timeout=S] [--plugin=PATH]\n"
 "                      servers=... size=... [KEY=VALUE...]\n"
 "       rampool detach [--device=/dev/nbdN]\n");
 }
@@ -112,7 +112,7 @@ int
 attach_main (int argc, char **argv)
 {
   const char *dev = "/dev/nbd0", *plugin = RAMPOOL_PLUGIN_PATH;
-  const char *prio = NULL;
+  const char *prio = NULL, *nbd_timeout = NULL;
   char dir[300], sock[320], pidf[320], conns_s[16] = "4";
   bool is_swap = true, is_discard = false;
   char *nbdkit_argv[64];
@@ -138,6 +138,15 @@ attach_main (int argc, char **argv)
       prio = argv[i] + 11;
     else if (strncmp (argv[i], "--plugin=", 9) == 0)
       plugin = argv[i] + 9;
+    else if (strncmp (argv[i], "--timeout=", 10) == 0) {
+      uint64_t v;
+      if (rp_parse_uint (argv[i] + 10, 1, 86400, &v) == -1) {
+        fprintf (stderr, "rampool attach: --timeout: '%s' is not 1-86400"
+                 " seconds\n", argv[i] + 10);
+        return 2;
+      }
+      nbd_timeout = argv[i] + 10;
+    }
     else {
       fprintf (stderr, "rampool attach: unknown option '%s'\n", argv[i]);
       attach_usage (stderr);
@@ -190,10 +199,27 @@ attach_main (int argc, char **argv)
     goto out_stop;
   }
   {
-    char *argv_c[] = { (char *) "nbd-client", (char *) "-unix", sock,
-                       (char *) dev, (char *) "-b", (char *) "4096",
-                       (char *) "-C", conns_s,
-                       is_swap ? (char *) "-swap" : NULL, NULL };
+    /* The kernel's own deadline (-t) must stay well above the plugin's
+     * timeout-ms, or the kernel fails I/O that rampool would have
+     * completed on another replica.
+     */
+    char *argv_c[16];
+    int k = 0;
+    argv_c[k++] = (char *) "nbd-client";
+    argv_c[k++] = (char *) "-unix";
+    argv_c[k++] = sock;
+    argv_c[k++] = (char *) dev;
+    argv_c[k++] = (char *) "-b";
+    argv_c[k++] = (char *) "4096";
+    argv_c[k++] = (char *) "-C";
+    argv_c[k++] = conns_s;
+    if (nbd_timeout) {
+      argv_c[k++] = (char *) "-t";
+      argv_c[k++] = (char *) nbd_timeout;
+    }
+    if (is_swap)
+      argv_c[k++] = (char *) "-swap";
+    argv_c[k] = NULL;
     if (attach_run (argv_c) != 0) {
       fprintf (stderr, "rampool attach: nbd-client failed (is the nbd"
                " module loaded? modprobe nbd)\n");

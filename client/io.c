@@ -254,6 +254,7 @@ io_backup_write (struct rp_pool *p, const struct io_chunk *c, uint16_t op)
 
   if (p->backup_fd < 0)
     return 0;
+  errno = 0;
   if (op == RP_OP_WRITE || p->crypt.key)
     r = pwrite (p->backup_fd, c->buf, c->len, pos) == (ssize_t) c->len ? 0 : -1;
   else
@@ -261,7 +262,7 @@ io_backup_write (struct rp_pool *p, const struct io_chunk *c, uint16_t op)
                    pos, c->len);
   if (r == -1) {
     rp_log (RP_LOG_ERROR, "backup: write at %" PRIu64 ": %s", pos,
-            strerror (errno));
+            errno ? strerror (errno) : "short write");
     errno = EIO;
   }
   return r;
@@ -582,7 +583,10 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
           io_decrypt_chunk (p, c, s) == 0)
         is_ok = true;
     }
-    if (!is_ok && p->backup_fd >= 0 &&
+    /* Not widened (no bounce buffer) with encrypt=on: the backup holds
+     * ciphertext that could not be checked here; fail instead.
+     */
+    if (!is_ok && p->backup_fd >= 0 && !(p->crypt.key && c->user_buf == NULL) &&
         io_backup_read (p, c->idx, c->off, c->len, c->buf) == 0)
       is_ok = true;
     if (is_ok && c->user_buf)

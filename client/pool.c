@@ -20,6 +20,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "auth.h"
 #include "pool.h"
@@ -96,7 +97,8 @@ pool_hello (struct rp_conn *c, const uint8_t owner[16], const uint8_t *key,
   if (rp_conn_call (c, &call, timeout_ms) == -1) {
     snprintf (err, errlen, "HELLO: %s", errno == EPROTONOSUPPORT
               ? "protocol version not supported by the server"
-              : errno == EPERM ? "refused (server at max-clients?)"
+              : errno == EPERM ? "refused (a per-client limit or an older"
+                " connection generation: see the memserver's log)"
               : strerror (errno));
     return -1;
   }
@@ -137,7 +139,8 @@ pool_hello (struct rp_conn *c, const uint8_t owner[16], const uint8_t *key,
   call.payload = &a;
   if (rp_conn_call (c, &call, timeout_ms) == -1) {
     snprintf (err, errlen, "AUTH: %s", errno == EPERM
-              ? "the server refused our proof (different key-file?)"
+              ? "refused (a different key-file, or a per-client limit:"
+                " see the memserver's log)"
               : strerror (errno));
     return -1;
   }
@@ -272,9 +275,15 @@ pool_write_stats_file (struct rp_pool *p)
 
   rp_pool_get_stats (p, &st);
   snprintf (tmp, sizeof tmp, "%s.tmp", p->cfg.stats_file);
-  fp = fopen (tmp, "w");
-  if (fp == NULL)
+  /* O_NOFOLLOW: a link planted at PATH.tmp must not redirect the write. */
+  int fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd == -1)
     return;
+  fp = fdopen (fd, "w");
+  if (fp == NULL) {
+    close (fd);
+    return;
+  }
   fprintf (fp,
            "servers %u\nservers_up %u\nextents %" PRIu64 "\n"
            "extents_mapped %" PRIu64 "\nextents_healthy %" PRIu64 "\n"
@@ -319,8 +328,15 @@ pool_monitor (void *arg)
          */
         pool_ping (p, s);
       }
-      else if (pool_server_connect (p, s, err, sizeof err) == 0)
+      else if (pool_server_connect (p, s, err, sizeof err) == 0) {
         rp_log (RP_LOG_INFO, "server %s up", s->addr);
+        s->last_connect_err[0] = '\0';
+      }
+      else if (strcmp (err, s->last_connect_err) != 0) {
+        /* Once per distinct reason, not every heartbeat. */
+        rp_log (RP_LOG_WARN, "server %s: reconnect failed: %s", s->addr, err);
+        snprintf (s->last_connect_err, sizeof s->last_connect_err, "%s", err);
+      }
     }
     recovery_pass (p);
     if (p->cfg.stats_file)
@@ -383,9 +399,13 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
   p->backup_fd = -1;
   if (cfg->backup_file) {
     /* A rampool disk starts empty in every session; so does its backup. */
-    p->backup_fd = open (cfg->backup_file,
-                         O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (p->backup_fd == -1 || ftruncate (p->backup_fd, cfg->size_bytes) == -1) {
+    /* The file holds swapped pages: never through a symlink, and only
+     * readable by us whatever mode an existing file had.
+     */
+    p->backup_fd = open (cfg->backup_file, O_RDWR | O_CREAT | O_TRUNC |
+                         O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (p->backup_fd == -1 || fchmod (p->backup_fd, 0600) == -1 ||
+        ftruncate (p->backup_fd, cfg->size_bytes) == -1) {
       snprintf (err, errlen, "backup: %s: %s", cfg->backup_file,
                 strerror (errno));
       if (p->backup_fd >= 0)

@@ -32,6 +32,7 @@ struct rp_server {
   atomic_uint_least64_t down_since_ms; /* when it last went down */
   /* Monitor thread only: */
   uint64_t fence;              /* connection generation, see protocol.h */
+  char last_connect_err[160];  /* last reconnect failure logged */
   bool has_incarnation;
   uint8_t incarnation[16];
   uint64_t capacity_bytes;
