@@ -65,7 +65,7 @@ rp_config_free (struct rp_config *cfg)
   memset (cfg, 0, sizeof *cfg);
 }
 
-static int
+static int __attribute__ ((format (printf, 3, 4)))
 config_error (char *err, size_t errlen, const char *fmt, ...)
 {
   va_list ap;

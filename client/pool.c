@@ -30,10 +30,13 @@
 void
 pool_server_down (struct rp_server *s, const char *why)
 {
-  if (atomic_exchange (&s->is_up, false)) {
-    rp_log (RP_LOG_WARN, "server %s down: %s", s->addr, why);
+  /* down_since first: recovery reads it as soon as is_up is false, and
+   * a stale value would end the rejoin grace at once.
+   */
+  if (atomic_load (&s->is_up))
     atomic_store (&s->down_since_ms, rp_now_ms ());
-  }
+  if (atomic_exchange (&s->is_up, false))
+    rp_log (RP_LOG_WARN, "server %s down: %s", s->addr, why);
   for (unsigned i = 0; i < s->nconns; i++)
     rp_conn_kill (&s->conns[i], why);
 }
@@ -126,13 +129,13 @@ pool_hello (struct rp_conn *c, const uint8_t owner[16], const uint8_t *key,
     return -1;
   }
   if (!rp_auth_check (key, RP_AUTH_SERVER, h.client_nonce, hi->server_nonce,
-                      owner, hi->server_proof)) {
+                      owner, fence, hi->server_proof)) {
     snprintf (err, errlen, "authentication failed: the server does not"
               " hold our cluster key (different key-file?)");
     return -1;
   }
   rp_auth_proof (key, RP_AUTH_CLIENT, h.client_nonce, hi->server_nonce,
-                 owner, a.client_proof);
+                 owner, fence, a.client_proof);
   memset (&call, 0, sizeof call);
   call.req.op = RP_OP_AUTH;
   call.req.length = sizeof a;

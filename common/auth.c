@@ -1,6 +1,7 @@
 /* See auth.h. */
 #include <config.h>
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -91,8 +92,9 @@ rp_key_generate (const char *path, char *err, size_t errlen)
 void
 rp_auth_proof (const uint8_t key[RP_KEY_BYTES], enum rp_auth_role role,
                const uint8_t client_nonce[32], const uint8_t server_nonce[32],
-               const uint8_t owner[16], uint8_t proof[32])
+               const uint8_t owner[16], uint64_t fence, uint8_t proof[32])
 {
+  uint64_t fence_le = htole64 (fence);
   static const char label_server[] = "rampool-v1 server";
   static const char label_client[] = "rampool-v1 client";
   crypto_auth_hmacsha256_state st;
@@ -107,6 +109,7 @@ rp_auth_proof (const uint8_t key[RP_KEY_BYTES], enum rp_auth_role role,
   crypto_auth_hmacsha256_update (&st, client_nonce, 32);
   crypto_auth_hmacsha256_update (&st, server_nonce, 32);
   crypto_auth_hmacsha256_update (&st, owner, 16);
+  crypto_auth_hmacsha256_update (&st, (const uint8_t *) &fence_le, 8);
   crypto_auth_hmacsha256_final (&st, proof);
   sodium_memzero (&st, sizeof st);
 }
@@ -114,12 +117,12 @@ rp_auth_proof (const uint8_t key[RP_KEY_BYTES], enum rp_auth_role role,
 int
 rp_auth_check (const uint8_t key[RP_KEY_BYTES], enum rp_auth_role role,
                const uint8_t client_nonce[32], const uint8_t server_nonce[32],
-               const uint8_t owner[16], const uint8_t proof[32])
+               const uint8_t owner[16], uint64_t fence, const uint8_t proof[32])
 {
   uint8_t expect[32];
   int ok;
 
-  rp_auth_proof (key, role, client_nonce, server_nonce, owner, expect);
+  rp_auth_proof (key, role, client_nonce, server_nonce, owner, fence, expect);
   ok = crypto_verify_32 (expect, proof) == 0;
   sodium_memzero (expect, sizeof expect);
   return ok;

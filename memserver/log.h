@@ -1,6 +1,6 @@
 /* memserver logging: one levelled function with a subsystem prefix.
  * Repeated errors from one peer are rate limited by the caller through
- * log_ratelimit (see server.c).
+ * log_ratelimit (see session.c).
  */
 #ifndef MS_LOG_H
 #define MS_LOG_H

@@ -1,4 +1,4 @@
-/* memserver network side.
+/* memserver network side: the libuv glue around sessions.
  *
  * One libuv loop thread does everything: accept, read, parse, execute
  * (memcpy into or out of the region), reply.  A memcpy of 1 MiB takes
@@ -6,68 +6,52 @@
  * donor is not the bottleneck; a second core is better left to the
  * donor's own programs.
  *
+ * This file owns the sockets: listener, accept, reads, writes,
+ * backpressure, close, signals and the lease sweep timer.  What the
+ * bytes mean -- handshake, frames, requests -- is session.c's.
+ *
  * Per connection: one receive buffer big enough for the largest frame
  * (so a WRITE's payload is copied once, from there into the region),
- * frames processed in arrival order (the protocol promises that), and
- * the replies produced by one read callback coalesced into one write.
- * If the peer stops reading replies, we stop reading requests
- * (backpressure) instead of buffering without bound.
- *
- * Bad input: any malformed header closes that connection with one log
- * line (rate limited per connection); nothing else is affected.
+ * handed whole to session_process after every read, and the replies
+ * produced by one read callback coalesced into one write.  If the peer
+ * stops reading replies, we stop reading requests (backpressure)
+ * instead of buffering without bound.
  */
 #include <config.h>
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <endian.h>
 #include <uv.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
-#include "auth.h"
-#include "codec.h"
+#include "rampool/protocol.h"
 #include "server.h"
+#include "session.h"
 #include "store.h"
 #include "util.h"
 
-#define REQ_HDR_SIZE sizeof (struct rp_req_hdr)
-#define REPLY_HDR_SIZE sizeof (struct rp_reply_hdr)
 /* Room for one maximal frame plus pipelined small ones behind it. */
-#define CONN_RBUF_SIZE (REQ_HDR_SIZE + RP_MAX_PAYLOAD + 256 * 1024)
+#define CONN_RBUF_SIZE (sizeof (struct rp_req_hdr) + RP_MAX_PAYLOAD + 256 * 1024)
 /* Stop reading a peer with this many reply bytes not yet sent, and
  * resume below the low mark.
  */
 #define CONN_WQ_HIGH (16u * 1024 * 1024)
 #define CONN_WQ_LOW (4u * 1024 * 1024)
 
-struct server;
-
 struct conn {
   uv_tcp_t tcp;              /* first: handle <-> conn casts */
-  struct server *srv;
-  struct conn *prev, *next;  /* server's list, for shutdown */
-  struct owner *owner;       /* NULL until HELLO (and AUTH with a key) */
-  bool is_hello_done;
-  bool is_rejected;          /* failed AUTH: the next frame closes */
-  uint8_t owner_id[16];      /* from HELLO */
-  uint64_t fence;            /* from HELLO: the client's generation */
-  uint8_t client_nonce[32];  /* from HELLO */
-  uint8_t server_nonce[32];  /* ours, for this connection */
+  struct session s;          /* protocol state; s.is_closing is ours */
   uint8_t *rbuf;             /* CONN_RBUF_SIZE bytes, owned */
   size_t rlen;               /* valid bytes in rbuf */
-  uint8_t *obuf;             /* replies not yet handed to libuv, owned */
-  size_t olen, ocap;
   size_t queued_bytes;       /* handed to libuv, not yet written */
   bool is_paused;            /* reading stopped for backpressure */
-  bool is_closing;
-  char peer[64];
-  struct log_limit limit;
 };
 
 struct write_req {
@@ -82,70 +66,27 @@ struct server {
   uv_tcp_t listener;
   uv_signal_t sigterm, sigint;
   uv_timer_t sweep;
-  struct store store;
-  const struct settings *st;
-  uint8_t incarnation[16];
-  uint64_t start_ms;
-  uint32_t nconns;
-  struct conn *conns;
+  struct session_core core;  /* store, settings, every connection's
+                                session (core.sessions is our list of
+                                connections, for shutdown) */
   bool is_stopping;
 };
 
 static void conn_close (struct conn *c);
 static void conn_resume (struct conn *c);
 
+static struct conn *
+conn_of_session (struct session *s)
+{
+  return (struct conn *) ((char *) s - offsetof (struct conn, s));
+}
+
 static void
 conn_log_close (struct conn *c, const char *why)
 {
-  if (log_ratelimit (&c->limit, 3))
-    log_msg (LOG_WARN, "conn", "%s: %s; closing connection", c->peer, why);
+  if (log_ratelimit (&c->s.limit, 3))
+    log_msg (LOG_WARN, "conn", "%s: %s; closing connection", c->s.peer, why);
   conn_close (c);
-}
-
-/* Reserve n bytes at the end of the output buffer. */
-static uint8_t *
-conn_out_reserve (struct conn *c, size_t n)
-{
-  if (c->olen + n > c->ocap) {
-    size_t cap = c->ocap ? c->ocap : 64 * 1024;
-    while (cap < c->olen + n)
-      cap *= 2;
-    uint8_t *p = realloc (c->obuf, cap);
-    if (p == NULL)
-      return NULL;
-    c->obuf = p;
-    c->ocap = cap;
-  }
-  uint8_t *p = c->obuf + c->olen;
-  c->olen += n;
-  return p;
-}
-
-/* Append a reply header followed by room for `length` payload bytes,
- * returning a pointer to the payload room (or NULL: out of memory, the
- * connection is closed).
- */
-static uint8_t *
-conn_reply (struct conn *c, uint64_t id, uint32_t error, uint32_t length)
-{
-  struct rp_reply r = {
-    .error = error, .id = id, .length = length,
-    .free_bytes = region_free_bytes (&c->srv->store.region),
-  };
-  uint8_t *p = conn_out_reserve (c, REPLY_HDR_SIZE + length);
-
-  if (p == NULL) {
-    conn_log_close (c, "out of memory for reply");
-    return NULL;
-  }
-  rp_reply_encode (&r, p);
-  return p + REPLY_HDR_SIZE;
-}
-
-static void
-conn_reply_errno (struct conn *c, uint64_t id, int err)
-{
-  conn_reply (c, id, rp_errno_to_error (err), 0);
 }
 
 static void
@@ -157,12 +98,13 @@ conn_after_write (uv_write_t *req, int status)
   c->queued_bytes -= w->len;
   free (w->buf);
   free (w);
-  if (status < 0 && status != UV_ECANCELED && !c->is_closing) {
-    log_msg (LOG_INFO, "conn", "%s: write: %s", c->peer, uv_strerror (status));
+  if (status < 0 && status != UV_ECANCELED && !c->s.is_closing) {
+    log_msg (LOG_INFO, "conn", "%s: write: %s", c->s.peer,
+             uv_strerror (status));
     conn_close (c);
     return;
   }
-  if (c->is_paused && !c->is_closing && c->queued_bytes < CONN_WQ_LOW) {
+  if (c->is_paused && !c->s.is_closing && c->queued_bytes < CONN_WQ_LOW) {
     c->is_paused = false;
     conn_resume (c);
   }
@@ -174,7 +116,7 @@ conn_flush (struct conn *c)
   struct write_req *w;
   uv_buf_t b;
 
-  if (c->olen == 0 || c->is_closing)
+  if (c->s.olen == 0 || c->s.is_closing)
     return;
   w = malloc (sizeof *w);
   if (w == NULL) {
@@ -182,10 +124,7 @@ conn_flush (struct conn *c)
     return;
   }
   w->conn = c;
-  w->buf = c->obuf;
-  w->len = c->olen;
-  c->obuf = NULL;
-  c->olen = c->ocap = 0;
+  w->buf = session_take_output (&c->s, &w->len);
   b = uv_buf_init ((char *) w->buf, w->len);
   c->queued_bytes += w->len;
   if (uv_write (&w->req, (uv_stream_t *) &c->tcp, &b, 1, conn_after_write) < 0) {
@@ -196,313 +135,31 @@ conn_flush (struct conn *c)
   }
 }
 
-/* --- request execution --- */
-
-/* Attach the connection to its owner, within the per-client limits.
- * false (after replying EPERM) when refused.
+/* Let the session execute every complete frame in the receive buffer,
+ * then send its replies.
  */
-static bool
-conn_attach_owner (struct conn *c, const struct rp_req *req)
-{
-  struct server *srv = c->srv;
-  struct owner *o = store_owner_attach (&srv->store, c->owner_id);
-
-  if (o == NULL) {
-    log_msg (LOG_WARN, "limit", "%s: refused: max-clients=%" PRIu32
-             " client sessions already hold this server", c->peer,
-             srv->st->max_owners);
-    goto refuse;
-  }
-  if (c->fence < o->fence) {
-    store_owner_detach (&srv->store, o);
-    log_msg (LOG_INFO, "conn", "%s: refused: connection generation %" PRIu64
-             " is older than this client's %" PRIu64, c->peer, c->fence,
-             o->fence);
-    goto refuse;
-  }
-  if (c->fence > o->fence) {
-    /* The client reconnected: whatever its older connections still
-     * carry was given up by the client and must not land after what it
-     * sends now (a late WRITE would undo a repair).
-     */
-    unsigned n = 0;
-    o->fence = c->fence;
-    for (struct conn *k = srv->conns; k; k = k->next)
-      if (k != c && k->owner == o && k->fence < c->fence && !k->is_closing) {
-        conn_close (k);
-        n++;
-      }
-    if (n)
-      log_msg (LOG_INFO, "conn", "%s: client reconnected (generation %" PRIu64
-               "): closed %u older connection(s) unread", c->peer, c->fence, n);
-  }
-  if (o->nconns > srv->st->max_client_conns) {
-    store_owner_detach (&srv->store, o);
-    log_msg (LOG_WARN, "limit", "%s: refused: this client already has"
-             " max-client-connections=%" PRIu32 " connections", c->peer,
-             srv->st->max_client_conns);
-    goto refuse;
-  }
-  c->owner = o;
-  return true;
- refuse:
-  conn_reply (c, req->id, RP_EPERM, 0);
-  c->is_rejected = true;
-  return false;
-}
-
-static void
-op_hello (struct conn *c, const struct rp_req *req, const uint8_t *payload)
-{
-  struct server *srv = c->srv;
-  struct rp_hello_req h;
-  struct rp_hello_info hi;
-  uint8_t *out;
-
-  memcpy (&h, payload, sizeof h);
-  if (le32toh (h.version) != RP_PROTOCOL_VERSION) {
-    log_msg (LOG_WARN, "conn", "%s: protocol version %" PRIu32
-             " not supported (this server speaks %d)",
-             c->peer, le32toh (h.version), RP_PROTOCOL_VERSION);
-    conn_reply (c, req->id, RP_EVERSION, 0);
-    c->is_rejected = true;
-    return;
-  }
-  c->is_hello_done = true;
-  memcpy (c->owner_id, h.owner, 16);
-  memcpy (c->client_nonce, h.client_nonce, 32);
-  c->fence = le64toh (h.fence);
-  rp_random_bytes (c->server_nonce, 32);
-  memset (&hi, 0, sizeof hi);
-  if (srv->st->key) {
-    /* Prove we hold the key; the owner is attached only after the
-     * client proves it too (op_auth), so an unauthenticated peer
-     * cannot even occupy an owner slot.
-     */
-    hi.flags = RP_HELLO_AUTH;
-    memcpy (hi.server_nonce, c->server_nonce, 32);
-    rp_auth_proof (srv->st->key, RP_AUTH_SERVER, c->client_nonce,
-                   c->server_nonce, c->owner_id, hi.server_proof);
-  }
-  else if (!conn_attach_owner (c, req))
-    return;
-  hi.version = RP_PROTOCOL_VERSION;
-  memcpy (hi.incarnation, srv->incarnation, 16);
-  hi.capacity_bytes = srv->store.region.capacity;
-  hi.free_bytes = region_free_bytes (&srv->store.region);
-  hi.max_payload = RP_MAX_PAYLOAD;
-  hi.lease_ms = srv->store.lease_ms;
-  out = conn_reply (c, req->id, RP_OK, sizeof (struct rp_hello_reply));
-  if (out)
-    rp_hello_reply_encode (&hi, out);
-}
-
-static void
-op_auth (struct conn *c, const struct rp_req *req, const uint8_t *payload)
-{
-  struct server *srv = c->srv;
-  struct rp_auth_req a;
-
-  memcpy (&a, payload, sizeof a);
-  if (!rp_auth_check (srv->st->key, RP_AUTH_CLIENT, c->client_nonce,
-                      c->server_nonce, c->owner_id, a.client_proof)) {
-    log_msg (LOG_WARN, "auth", "%s: authentication failed: the client does"
-             " not hold this pool's cluster key (wrong key-file?)", c->peer);
-    conn_reply (c, req->id, RP_EPERM, 0);
-    c->is_rejected = true;
-    return;
-  }
-  if (!conn_attach_owner (c, req))
-    return;
-  log_msg (LOG_DEBUG, "auth", "%s: authenticated", c->peer);
-  conn_reply (c, req->id, RP_OK, 0);
-}
-
-static void
-op_stat (struct conn *c, const struct rp_req *req)
-{
-  struct server *srv = c->srv;
-  struct rp_stat_info si = {
-    .capacity_bytes = srv->store.region.capacity,
-    .used_bytes = srv->store.region.used,
-    .owner_bytes = c->owner->bytes,
-    .extents = srv->store.nextents,
-    .owner_extents = c->owner->nextents,
-    .clients = srv->nconns,
-    .owners = store_owners_holding (&srv->store),
-    .uptime_ms = rp_now_ms () - srv->start_ms,
-  };
-  uint8_t *out;
-
-  memcpy (si.incarnation, srv->incarnation, 16);
-  out = conn_reply (c, req->id, RP_OK, sizeof (struct rp_stat_reply));
-  if (out)
-    rp_stat_reply_encode (&si, out);
-}
-
-static void
-op_alloc (struct conn *c, const struct rp_req *req)
-{
-  uint64_t handle;
-  struct rp_alloc_reply a;
-  uint8_t *out;
-
-  uint64_t quota = c->srv->st->max_client_bytes;
-  if (quota && c->owner->bytes + req->offset > quota) {
-    if (log_ratelimit (&c->limit, 3))
-      log_msg (LOG_WARN, "limit", "%s: ALLOC refused: the client would hold"
-               " more than max-client-size=%" PRIu64 " bytes", c->peer, quota);
-    conn_reply_errno (c, req->id, ENOSPC);
-    return;
-  }
-  if (store_alloc (&c->srv->store, c->owner, req->offset, &handle) == -1) {
-    if (errno == ENOMEM && log_ratelimit (&c->limit, 3))
-      log_msg (LOG_WARN, "region", "mlock of a %" PRIu64 "-byte extent failed:"
-               " the donor has no memory to lock (RLIMIT_MEMLOCK or RAM)",
-               req->offset);
-    conn_reply_errno (c, req->id, errno);
-    return;
-  }
-  a.handle = htole64 (handle);
-  out = conn_reply (c, req->id, RP_OK, sizeof a);
-  if (out)
-    memcpy (out, &a, sizeof a);
-}
-
-/* The extent for a data op, with [offset, offset+count) checked against
- * its size; NULL after replying with the error.
- */
-static struct extent *
-op_extent (struct conn *c, const struct rp_req *req, uint64_t count)
-{
-  struct extent *e = store_lookup (&c->srv->store, c->owner, req->handle);
-
-  if (e == NULL) {
-    conn_reply_errno (c, req->id, ENOENT);
-    return NULL;
-  }
-  /* offset < 2^30 and count <= 4 MiB (codec), so no overflow. */
-  if (req->offset + count > e->size) {
-    conn_reply_errno (c, req->id, EINVAL);
-    return NULL;
-  }
-  return e;
-}
-
-static void
-conn_execute (struct conn *c, const struct rp_req *req, const uint8_t *payload)
-{
-  struct store *s = &c->srv->store;
-  struct extent *e;
-  uint8_t *out;
-
-  switch (req->op) {
-  case RP_OP_HELLO:
-    op_hello (c, req, payload);
-    return;
-  case RP_OP_AUTH:
-    op_auth (c, req, payload);
-    return;
-  case RP_OP_PING:
-    conn_reply (c, req->id, RP_OK, 0);
-    return;
-  case RP_OP_STAT:
-    op_stat (c, req);
-    return;
-  case RP_OP_ALLOC:
-    op_alloc (c, req);
-    return;
-  case RP_OP_FREE:
-    e = store_lookup (s, c->owner, req->handle);
-    if (e == NULL) {
-      conn_reply_errno (c, req->id, ENOENT);
-      return;
-    }
-    store_free (s, e);
-    conn_reply (c, req->id, RP_OK, 0);
-    return;
-  case RP_OP_READ:
-    if ((e = op_extent (c, req, req->count)) == NULL)
-      return;
-    out = conn_reply (c, req->id, RP_OK, req->count);
-    if (out)
-      memcpy (out, s->region.base + e->offset + req->offset, req->count);
-    return;
-  case RP_OP_WRITE:
-    if ((e = op_extent (c, req, req->length)) == NULL)
-      return;
-    memcpy (s->region.base + e->offset + req->offset, payload, req->length);
-    conn_reply (c, req->id, RP_OK, 0);
-    return;
-  case RP_OP_ZERO:
-    if ((e = op_extent (c, req, req->count)) == NULL)
-      return;
-    memset (s->region.base + e->offset + req->offset, 0, req->count);
-    conn_reply (c, req->id, RP_OK, 0);
-    return;
-  }
-}
-
-/* Parse and execute every complete frame in the receive buffer. */
 static void
 conn_process (struct conn *c)
 {
-  size_t pos = 0;
+  /* The session stops executing once queued plus unsent replies reach
+   * the high mark; reading stops with it (below) until they drain.
+   */
+  size_t room = c->queued_bytes < CONN_WQ_HIGH
+    ? CONN_WQ_HIGH - c->queued_bytes : 0;
+  size_t pos = session_process (&c->s, c->rbuf, c->rlen, room);
 
-  while (!c->is_closing && c->rlen - pos >= REQ_HDR_SIZE) {
-    struct rp_req req;
-    const char *why;
-
-    /* Replies pile up when the peer does not read them: stop executing
-     * (and reading) until they drain, so a client pipelining 4 MiB
-     * READs cannot make us buffer without bound.
-     */
-    if (c->queued_bytes + c->olen >= CONN_WQ_HIGH) {
-      conn_flush (c);
-      uv_read_stop ((uv_stream_t *) &c->tcp);
-      c->is_paused = true;
-      break;
-    }
-    if (rp_req_decode (c->rbuf + pos, &req, &why) == -1) {
-      conn_log_close (c, why);
-      return;
-    }
-    /* The handshake: HELLO, then (with a key) AUTH, then the rest. */
-    if (c->is_rejected) {
-      conn_log_close (c, "request after a refused HELLO/AUTH");
-      return;
-    }
-    if (!c->is_hello_done && req.op != RP_OP_HELLO) {
-      conn_log_close (c, "request before HELLO");
-      return;
-    }
-    if (c->is_hello_done && req.op == RP_OP_HELLO) {
-      conn_log_close (c, "second HELLO");
-      return;
-    }
-    if (c->is_hello_done && c->owner == NULL && req.op != RP_OP_AUTH) {
-      conn_log_close (c, c->srv->st->key ? "request before AUTH"
-                      : "request after a refused HELLO");
-      return;
-    }
-    if (req.op == RP_OP_AUTH && (c->owner != NULL || !c->srv->st->key)) {
-      conn_log_close (c, c->srv->st->key ? "second AUTH"
-                      : "AUTH, but this server has no key-file");
-      return;
-    }
-    if (c->rlen - pos < REQ_HDR_SIZE + req.length)
-      break;
-    conn_execute (c, &req, c->rbuf + pos + REQ_HDR_SIZE);
-    pos += REQ_HDR_SIZE + req.length;
+  if (c->s.close_why) {
+    conn_close (c);
+    return;
   }
-  if (c->is_closing)
+  if (c->s.is_closing)
     return;
   if (pos > 0) {
     memmove (c->rbuf, c->rbuf + pos, c->rlen - pos);
     c->rlen -= pos;
   }
   conn_flush (c);
-  if (!c->is_closing && c->queued_bytes >= CONN_WQ_HIGH) {
+  if (!c->s.is_closing && c->queued_bytes >= CONN_WQ_HIGH) {
     uv_read_stop ((uv_stream_t *) &c->tcp);
     c->is_paused = true;
   }
@@ -523,15 +180,14 @@ conn_read_cb (uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 
   if (nread < 0) {
     if (nread != UV_EOF)
-      log_msg (LOG_INFO, "conn", "%s: read: %s", c->peer,
+      log_msg (LOG_INFO, "conn", "%s: read: %s", c->s.peer,
                uv_strerror ((int) nread));
-    else if (c->is_hello_done && c->owner == NULL && c->srv->st->key &&
-             !c->is_rejected)
+    else if (session_is_awaiting_auth (&c->s))
       log_msg (LOG_WARN, "auth", "%s: client left before authenticating"
                " (it did not accept our proof: different cluster key,"
-               " or no key-file on the client?)", c->peer);
+               " or no key-file on the client?)", c->s.peer);
     else
-      log_msg (LOG_DEBUG, "conn", "%s: closed by peer", c->peer);
+      log_msg (LOG_DEBUG, "conn", "%s: closed by peer", c->s.peer);
     conn_close (c);
     return;
   }
@@ -544,7 +200,7 @@ static void
 conn_resume (struct conn *c)
 {
   conn_process (c);
-  if (!c->is_closing && !c->is_paused)
+  if (!c->s.is_closing && !c->is_paused)
     uv_read_start ((uv_stream_t *) &c->tcp, conn_alloc_cb, conn_read_cb);
 }
 
@@ -552,29 +208,26 @@ static void
 conn_free_cb (uv_handle_t *h)
 {
   struct conn *c = (struct conn *) h;
-  struct server *srv = c->srv;
 
-  if (c->owner)
-    store_owner_detach (&srv->store, c->owner);
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    srv->conns = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
-  srv->nconns--;
+  session_fini (&c->s);
   free (c->rbuf);
-  free (c->obuf);
   free (c);
 }
 
 static void
 conn_close (struct conn *c)
 {
-  if (c->is_closing)
+  if (c->s.is_closing)
     return;
-  c->is_closing = true;
+  c->s.is_closing = true;
   uv_close ((uv_handle_t *) &c->tcp, conn_free_cb);
+}
+
+/* session_core.close_session: fencing closes a sibling connection. */
+static void
+server_close_session (struct session *s)
+{
+  conn_close (conn_of_session (s));
 }
 
 static void
@@ -597,13 +250,8 @@ server_on_connection (uv_stream_t *listener, int status)
     log_msg (LOG_ERR, "listen", "out of memory for a new connection");
     return;
   }
-  c->srv = srv;
   uv_tcp_init (srv->loop, &c->tcp);
-  c->next = srv->conns;
-  if (srv->conns)
-    srv->conns->prev = c;
-  srv->conns = c;
-  srv->nconns++;
+  session_init (&c->s, &srv->core);
   if (uv_accept (listener, (uv_stream_t *) &c->tcp) < 0) {
     conn_close (c);
     return;
@@ -618,10 +266,10 @@ server_on_connection (uv_stream_t *listener, int status)
       port = ntohs (((struct sockaddr_in6 *) &ss)->sin6_port);
     }
   }
-  snprintf (c->peer, sizeof c->peer, "%s:%d", host, port);
-  if (srv->nconns > srv->st->max_conns) {
+  snprintf (c->s.peer, sizeof c->s.peer, "%s:%d", host, port);
+  if (srv->core.nsessions > srv->core.st->max_conns) {
     log_msg (LOG_WARN, "listen", "%s: refused: max-connections=%" PRIu32
-             " reached", c->peer, srv->st->max_conns);
+             " reached", c->s.peer, srv->core.st->max_conns);
     conn_close (c);
     return;
   }
@@ -640,7 +288,7 @@ server_on_connection (uv_stream_t *listener, int status)
       setsockopt (fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
     }
   }
-  log_msg (LOG_DEBUG, "conn", "%s: connected", c->peer);
+  log_msg (LOG_DEBUG, "conn", "%s: connected", c->s.peer);
   uv_read_start ((uv_stream_t *) &c->tcp, conn_alloc_cb, conn_read_cb);
 }
 
@@ -648,11 +296,20 @@ static void
 server_on_sweep (uv_timer_t *t)
 {
   struct server *srv = t->data;
-  unsigned n = store_expire_owners (&srv->store, rp_now_ms ());
+  uint64_t now = rp_now_ms ();
+  unsigned n = store_expire_owners (&srv->core.store, now);
+
+  for (struct session *s = srv->core.sessions; s; s = s->next)
+    if (s->owner == NULL && !s->is_closing &&
+        now - s->start_ms > SESSION_HANDSHAKE_MS) {
+      log_msg (LOG_INFO, "conn", "%s: no HELLO%s within %d ms; closing",
+               s->peer, srv->core.st->key ? "/AUTH" : "", SESSION_HANDSHAKE_MS);
+      srv->core.close_session (s);
+    }
 
   if (n)
     log_msg (LOG_INFO, "lease", "freed the extents of %u client(s) gone for"
-             " longer than lease-ms=%" PRIu32, n, srv->store.lease_ms);
+             " longer than lease-ms=%" PRIu32, n, srv->core.store.lease_ms);
 }
 
 static void
@@ -665,8 +322,8 @@ server_stop (struct server *srv)
   uv_close ((uv_handle_t *) &srv->sigterm, NULL);
   uv_close ((uv_handle_t *) &srv->sigint, NULL);
   uv_close ((uv_handle_t *) &srv->sweep, NULL);
-  for (struct conn *c = srv->conns; c; c = c->next)
-    conn_close (c);
+  for (struct session *s = srv->core.sessions; s; s = s->next)
+    conn_close (conn_of_session (s));
 }
 
 static void
@@ -708,10 +365,10 @@ server_listen (struct server *srv)
   /* Initialised first: the caller closes it on every error path. */
   uv_tcp_init (srv->loop, &srv->listener);
   srv->listener.data = srv;
-  if (rp_split_hostport (srv->st->listen, host, sizeof host,
+  if (rp_split_hostport (srv->core.st->listen, host, sizeof host,
                          port, sizeof port) == -1) {
     log_msg (LOG_ERR, "config", "listen: '%s' is not HOST:PORT or [V6]:PORT",
-             srv->st->listen);
+             srv->core.st->listen);
     return -1;
   }
   uint64_t portnum;
@@ -728,7 +385,7 @@ server_listen (struct server *srv)
   if ((r = uv_tcp_bind (&srv->listener, (struct sockaddr *) &ss, 0)) < 0 ||
       (r = uv_listen ((uv_stream_t *) &srv->listener, 128,
                       server_on_connection)) < 0) {
-    log_msg (LOG_ERR, "listen", "%s: %s", srv->st->listen, uv_strerror (r));
+    log_msg (LOG_ERR, "listen", "%s: %s", srv->core.st->listen, uv_strerror (r));
     return -1;
   }
   uv_tcp_getsockname (&srv->listener, (struct sockaddr *) &ss, &len);
@@ -745,14 +402,15 @@ server_run (const struct settings *st)
   int port, status = 0;
 
   memset (&srv, 0, sizeof srv);
-  srv.st = st;
+  srv.core.st = st;
+  srv.core.close_session = server_close_session;
   srv.loop = uv_default_loop ();
-  srv.start_ms = rp_now_ms ();
-  if (rp_random_bytes (srv.incarnation, 16) == -1) {
+  srv.core.start_ms = rp_now_ms ();
+  if (rp_random_bytes (srv.core.incarnation, 16) == -1) {
     log_msg (LOG_ERR, "main", "getrandom: %s", strerror (errno));
     return 1;
   }
-  if (store_open (&srv.store, st->size_bytes, st->use_mlock,
+  if (store_open (&srv.core.store, st->size_bytes, st->use_mlock,
                   st->max_owners, st->lease_ms) == -1) {
     log_msg (LOG_ERR, "region", "cannot map a %" PRIu64 "-byte region: %s",
              st->size_bytes, strerror (errno));
@@ -775,9 +433,9 @@ server_run (const struct settings *st)
 
   log_msg (LOG_INFO, "main", "listening on %s (port %d), donating %s%s,"
            " incarnation %s", st->listen, port,
-           rp_human_size (srv.store.region.capacity, sz, sizeof sz),
+           rp_human_size (srv.core.store.region.capacity, sz, sizeof sz),
            st->use_mlock ? " (locked per extent)" : " (not locked)",
-           rp_hex16 (srv.incarnation, inc));
+           rp_hex16 (srv.core.incarnation, inc));
   if ((st->pidfile &&
        server_write_file (st->pidfile, (unsigned long) getpid ()) == -1) ||
       (st->port_file &&
@@ -794,7 +452,7 @@ server_run (const struct settings *st)
  out_close_store:
   uv_run (srv.loop, UV_RUN_DEFAULT);
   uv_loop_close (srv.loop);
-  store_close (&srv.store);
+  store_close (&srv.core.store);
   if (status == 0)
     log_msg (LOG_INFO, "main", "stopped");
   return status;

@@ -1,5 +1,6 @@
-/* The memserver's network side: listener, connections, frame parsing
- * and request execution, all on one libuv loop thread.
+/* The memserver's settings, and its network side: listener and
+ * connections on one libuv loop thread (server.c).  What a connection's
+ * bytes mean is session.h's.
  */
 #ifndef MS_SERVER_H
 #define MS_SERVER_H

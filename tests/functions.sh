@@ -104,11 +104,20 @@ pool_used () {
 start_nbdkit () {
   NBD_SOCK=$TMP/nbd.sock
   rm -f "$NBD_SOCK" "$TMP/nbdkit.pid"
+  local opened
+  opened=$(grep -c "rampool: info: pool open" "$TMP/nbdkit.log" 2>/dev/null || true)
   nbdkit -f -U "$NBD_SOCK" -P "$TMP/nbdkit.pid" ${NBDKIT_FLAGS:-} "$PLUGIN" \
     servers="$SERVERS" "$@" >>"$TMP/nbdkit.log" 2>&1 &
   NBDKIT_PID=$!
   _pids+=("$NBDKIT_PID")
   wait_for_file "$TMP/nbdkit.pid" "nbdkit" 400
+  # nbdkit writes its pid file before the plugin opens the pool; ready
+  # is the plugin's "pool open" line.
+  for _ in $(seq 400); do
+    [ "$(grep -c "rampool: info: pool open" "$TMP/nbdkit.log" 2>/dev/null || true)" -gt "${opened:-0}" ] && break
+    kill -0 "$NBDKIT_PID" 2>/dev/null || fail "nbdkit exited at start-up"
+    sleep 0.05
+  done
   NBD_URI="nbd+unix:///?socket=$NBD_SOCK"
 }
 

@@ -42,7 +42,7 @@ HELLO_LEN = 64
 
 def hello(s):
     s.sendall(req(HELLO, length=HELLO_LEN) +
-              struct.pack("<II16s32sQ", 1, 0, os.urandom(16), os.urandom(32), 0))
+              struct.pack("<II16s32sQ", 2, 0, os.urandom(16), os.urandom(32), 0))
     r = read_reply(s)
     assert r[1] == 0, "HELLO refused: %r" % (r,)
     body = s.recv(r[4], socket.MSG_WAITALL)

@@ -35,7 +35,7 @@ typedef uint16_t le16;
 typedef uint32_t le32;
 typedef uint64_t le64;
 
-#define RP_PROTOCOL_VERSION 1
+#define RP_PROTOCOL_VERSION 2  /* 2: HELLO with nonce and fence, AUTH */
 
 #define RP_REQ_MAGIC   0x71505252u  /* "RRPq" as little-endian bytes */
 #define RP_REPLY_MAGIC 0x72505252u  /* "RRPr" */

@@ -1,0 +1,458 @@
+/* One client connection's protocol: handshake, owner, frame loop and
+ * request execution.  See session.h for how a transport drives it.
+ *
+ * The exchange on a connection, as this file enforces it:
+ *   1. HELLO: protocol version, owner id, client nonce, generation
+ *      (fence).  A wrong version is answered EVERSION and the next
+ *      frame closes.  Without a key the owner is attached now; with a
+ *      key the reply carries our nonce and proof and the owner waits.
+ *   2. AUTH (only with a key): the client's proof.  A wrong proof is
+ *      answered EPERM and the next frame closes; a right one attaches
+ *      the owner.
+ *   3. Then any request but HELLO and AUTH, executed in arrival order
+ *      (the protocol promises that), each answered with one reply.
+ * Attaching can be refused (EPERM, then the next frame closes): the
+ * owner table is full, the client has max-client-connections already,
+ * or the connection is of an older generation than one the client
+ * opened since.
+ *
+ * Bad input: a malformed header, or a frame out of the order above,
+ * closes the connection with one log line (rate limited per
+ * connection); nothing else is affected.  Bounds that need the extent
+ * (offset + count inside it) are checked here and answered EINVAL, not
+ * closed: a client with a stale extent map is not hostile.
+ */
+#include <config.h>
+
+#include <endian.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "codec.h"
+#include "session.h"
+#include "util.h"
+
+#define REQ_HDR_SIZE sizeof (struct rp_req_hdr)
+#define REPLY_HDR_SIZE sizeof (struct rp_reply_hdr)
+
+void
+session_init (struct session *s, struct session_core *core)
+{
+  memset (s, 0, sizeof *s);
+  s->core = core;
+  s->start_ms = rp_now_ms ();
+  s->next = core->sessions;
+  if (core->sessions)
+    core->sessions->prev = s;
+  core->sessions = s;
+  core->nsessions++;
+}
+
+void
+session_fini (struct session *s)
+{
+  struct session_core *core = s->core;
+
+  if (s->owner)
+    store_owner_detach (&core->store, s->owner);
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    core->sessions = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  core->nsessions--;
+  free (s->obuf);
+  s->obuf = NULL;
+  s->olen = s->ocap = 0;
+  s->owner = NULL;
+}
+
+uint8_t *
+session_take_output (struct session *s, size_t *len)
+{
+  uint8_t *p = s->obuf;
+
+  *len = s->olen;
+  s->obuf = NULL;
+  s->olen = s->ocap = 0;
+  return p;
+}
+
+bool
+session_is_awaiting_auth (const struct session *s)
+{
+  return s->is_hello_done && s->owner == NULL && s->core->st->key &&
+    !s->is_rejected;
+}
+
+/* Ask the transport to close the connection, logging why once
+ * (rate limited: a peer sending garbage in a loop must not flood the
+ * log).
+ */
+static void
+session_fail (struct session *s, const char *why)
+{
+  if (log_ratelimit (&s->limit, 3))
+    log_msg (LOG_WARN, "conn", "%s: %s; closing connection", s->peer, why);
+  s->close_why = why;
+}
+
+/* Reserve n bytes at the end of the output buffer. */
+static uint8_t *
+session_out_reserve (struct session *s, size_t n)
+{
+  if (s->olen + n > s->ocap) {
+    size_t cap = s->ocap ? s->ocap : 64 * 1024;
+    while (cap < s->olen + n)
+      cap *= 2;
+    uint8_t *p = realloc (s->obuf, cap);
+    if (p == NULL)
+      return NULL;
+    s->obuf = p;
+    s->ocap = cap;
+  }
+  uint8_t *p = s->obuf + s->olen;
+  s->olen += n;
+  return p;
+}
+
+/* Append a reply header followed by room for `length` payload bytes,
+ * returning a pointer to the payload room (or NULL: out of memory, the
+ * session asks to be closed).
+ */
+static uint8_t *
+session_reply (struct session *s, uint64_t id, uint32_t error,
+               uint32_t length)
+{
+  struct rp_reply r = {
+    .error = error, .id = id, .length = length,
+    .free_bytes = region_free_bytes (&s->core->store.region),
+  };
+  uint8_t *p = session_out_reserve (s, REPLY_HDR_SIZE + length);
+
+  if (p == NULL) {
+    session_fail (s, "out of memory for reply");
+    return NULL;
+  }
+  rp_reply_encode (&r, p);
+  return p + REPLY_HDR_SIZE;
+}
+
+static void
+session_reply_errno (struct session *s, uint64_t id, int err)
+{
+  session_reply (s, id, rp_errno_to_error (err), 0);
+}
+
+/* Attach the session to its owner, within the per-client limits.
+ * false (after replying EPERM) when refused.
+ */
+static bool
+session_attach_owner (struct session *s, const struct rp_req *req)
+{
+  struct session_core *core = s->core;
+  struct owner *o = store_owner_attach (&core->store, s->owner_id);
+
+  if (o == NULL) {
+    log_msg (LOG_WARN, "limit", "%s: refused: max-clients=%" PRIu32
+             " client sessions already hold this server", s->peer,
+             core->st->max_owners);
+    goto refuse;
+  }
+  if (s->fence < o->fence) {
+    store_owner_detach (&core->store, o);
+    log_msg (LOG_INFO, "conn", "%s: refused: connection generation %" PRIu64
+             " is older than this client's %" PRIu64, s->peer, s->fence,
+             o->fence);
+    goto refuse;
+  }
+  if (s->fence > o->fence) {
+    /* The client reconnected: whatever its older connections still
+     * carry was given up by the client and must not land after what it
+     * sends now (a late WRITE would undo a repair).
+     */
+    unsigned n = 0;
+    o->fence = s->fence;
+    for (struct session *k = core->sessions; k; k = k->next)
+      if (k != s && k->owner == o && k->fence < s->fence && !k->is_closing) {
+        core->close_session (k);
+        n++;
+      }
+    if (n)
+      log_msg (LOG_INFO, "conn", "%s: client reconnected (generation %" PRIu64
+               "): closed %u older connection(s) unread", s->peer, s->fence,
+               n);
+  }
+  /* Count the owner's live connections: ones just fenced off above are
+   * still in nconns until their close completes, and must not make a
+   * reconnecting client refuse itself.
+   */
+  unsigned live = 1;
+  for (struct session *k = core->sessions; k; k = k->next)
+    if (k != s && k->owner == o && !k->is_closing)
+      live++;
+  if (live > core->st->max_client_conns) {
+    store_owner_detach (&core->store, o);
+    log_msg (LOG_WARN, "limit", "%s: refused: this client already has"
+             " max-client-connections=%" PRIu32 " connections", s->peer,
+             core->st->max_client_conns);
+    goto refuse;
+  }
+  s->owner = o;
+  return true;
+ refuse:
+  session_reply (s, req->id, RP_EPERM, 0);
+  s->is_rejected = true;
+  return false;
+}
+
+static void
+session_hello (struct session *s, const struct rp_req *req,
+               const uint8_t *payload)
+{
+  struct session_core *core = s->core;
+  struct rp_hello_req h;
+  struct rp_hello_info hi;
+  uint8_t *out;
+
+  memcpy (&h, payload, sizeof h);
+  if (le32toh (h.version) != RP_PROTOCOL_VERSION) {
+    log_msg (LOG_WARN, "conn", "%s: protocol version %" PRIu32
+             " not supported (this server speaks %d)",
+             s->peer, le32toh (h.version), RP_PROTOCOL_VERSION);
+    session_reply (s, req->id, RP_EVERSION, 0);
+    s->is_rejected = true;
+    return;
+  }
+  s->is_hello_done = true;
+  memcpy (s->owner_id, h.owner, 16);
+  memcpy (s->client_nonce, h.client_nonce, 32);
+  s->fence = le64toh (h.fence);
+  rp_random_bytes (s->server_nonce, 32);
+  memset (&hi, 0, sizeof hi);
+  if (core->st->key) {
+    /* Prove we hold the key; the owner is attached only after the
+     * client proves it too (session_auth), so an unauthenticated peer
+     * cannot even occupy an owner slot.
+     */
+    hi.flags = RP_HELLO_AUTH;
+    memcpy (hi.server_nonce, s->server_nonce, 32);
+    rp_auth_proof (core->st->key, RP_AUTH_SERVER, s->client_nonce,
+                   s->server_nonce, s->owner_id, s->fence, hi.server_proof);
+  }
+  else if (!session_attach_owner (s, req))
+    return;
+  hi.version = RP_PROTOCOL_VERSION;
+  memcpy (hi.incarnation, core->incarnation, 16);
+  hi.capacity_bytes = core->store.region.capacity;
+  hi.free_bytes = region_free_bytes (&core->store.region);
+  hi.max_payload = RP_MAX_PAYLOAD;
+  hi.lease_ms = core->store.lease_ms;
+  out = session_reply (s, req->id, RP_OK, sizeof (struct rp_hello_reply));
+  if (out)
+    rp_hello_reply_encode (&hi, out);
+}
+
+static void
+session_auth (struct session *s, const struct rp_req *req,
+              const uint8_t *payload)
+{
+  struct rp_auth_req a;
+
+  memcpy (&a, payload, sizeof a);
+  if (!rp_auth_check (s->core->st->key, RP_AUTH_CLIENT, s->client_nonce,
+                      s->server_nonce, s->owner_id, s->fence,
+                      a.client_proof)) {
+    log_msg (LOG_WARN, "auth", "%s: authentication failed: the client does"
+             " not hold this pool's cluster key (wrong key-file?)", s->peer);
+    session_reply (s, req->id, RP_EPERM, 0);
+    s->is_rejected = true;
+    return;
+  }
+  if (!session_attach_owner (s, req))
+    return;
+  log_msg (LOG_DEBUG, "auth", "%s: authenticated", s->peer);
+  session_reply (s, req->id, RP_OK, 0);
+}
+
+static void
+session_stat (struct session *s, const struct rp_req *req)
+{
+  struct session_core *core = s->core;
+  struct rp_stat_info si = {
+    .capacity_bytes = core->store.region.capacity,
+    .used_bytes = core->store.region.used,
+    .owner_bytes = s->owner->bytes,
+    .extents = core->store.nextents,
+    .owner_extents = s->owner->nextents,
+    .clients = core->nsessions,
+    .owners = store_owners_holding (&core->store),
+    .uptime_ms = rp_now_ms () - core->start_ms,
+  };
+  uint8_t *out;
+
+  memcpy (si.incarnation, core->incarnation, 16);
+  out = session_reply (s, req->id, RP_OK, sizeof (struct rp_stat_reply));
+  if (out)
+    rp_stat_reply_encode (&si, out);
+}
+
+static void
+session_alloc (struct session *s, const struct rp_req *req)
+{
+  struct session_core *core = s->core;
+  uint64_t handle;
+  struct rp_alloc_reply a;
+  uint8_t *out;
+
+  uint64_t quota = core->st->max_client_bytes;
+  if (quota && s->owner->bytes + req->offset > quota) {
+    if (log_ratelimit (&s->limit, 3))
+      log_msg (LOG_WARN, "limit", "%s: ALLOC refused: the client would hold"
+               " more than max-client-size=%" PRIu64 " bytes", s->peer, quota);
+    session_reply_errno (s, req->id, ENOSPC);
+    return;
+  }
+  if (store_alloc (&core->store, s->owner, req->offset, &handle) == -1) {
+    if (errno == ENOMEM && log_ratelimit (&s->limit, 3))
+      log_msg (LOG_WARN, "region", "mlock of a %" PRIu64 "-byte extent failed:"
+               " the donor has no memory to lock (RLIMIT_MEMLOCK or RAM)",
+               req->offset);
+    session_reply_errno (s, req->id, errno);
+    return;
+  }
+  a.handle = htole64 (handle);
+  out = session_reply (s, req->id, RP_OK, sizeof a);
+  if (out)
+    memcpy (out, &a, sizeof a);
+}
+
+/* The extent for a data op, with [offset, offset+count) checked against
+ * its size; NULL after replying with the error.
+ */
+static struct extent *
+session_extent (struct session *s, const struct rp_req *req, uint64_t count)
+{
+  struct extent *e = store_lookup (&s->core->store, s->owner, req->handle);
+
+  if (e == NULL) {
+    session_reply_errno (s, req->id, ENOENT);
+    return NULL;
+  }
+  /* offset < 2^30 and count <= 4 MiB (codec), so no overflow. */
+  if (req->offset + count > e->size) {
+    session_reply_errno (s, req->id, EINVAL);
+    return NULL;
+  }
+  return e;
+}
+
+static void
+session_execute (struct session *s, const struct rp_req *req,
+                 const uint8_t *payload)
+{
+  struct store *st = &s->core->store;
+  struct extent *e;
+  uint8_t *out;
+
+  switch (req->op) {
+  case RP_OP_HELLO:
+    session_hello (s, req, payload);
+    return;
+  case RP_OP_AUTH:
+    session_auth (s, req, payload);
+    return;
+  case RP_OP_PING:
+    session_reply (s, req->id, RP_OK, 0);
+    return;
+  case RP_OP_STAT:
+    session_stat (s, req);
+    return;
+  case RP_OP_ALLOC:
+    session_alloc (s, req);
+    return;
+  case RP_OP_FREE:
+    e = store_lookup (st, s->owner, req->handle);
+    if (e == NULL) {
+      session_reply_errno (s, req->id, ENOENT);
+      return;
+    }
+    store_free (st, e);
+    session_reply (s, req->id, RP_OK, 0);
+    return;
+  case RP_OP_READ:
+    if ((e = session_extent (s, req, req->count)) == NULL)
+      return;
+    out = session_reply (s, req->id, RP_OK, req->count);
+    if (out)
+      memcpy (out, st->region.base + e->offset + req->offset, req->count);
+    return;
+  case RP_OP_WRITE:
+    if ((e = session_extent (s, req, req->length)) == NULL)
+      return;
+    memcpy (st->region.base + e->offset + req->offset, payload, req->length);
+    session_reply (s, req->id, RP_OK, 0);
+    return;
+  case RP_OP_ZERO:
+    if ((e = session_extent (s, req, req->count)) == NULL)
+      return;
+    memset (st->region.base + e->offset + req->offset, 0, req->count);
+    session_reply (s, req->id, RP_OK, 0);
+    return;
+  }
+}
+
+/* Is frame `req` allowed now?  The handshake: HELLO, then (with a key)
+ * AUTH, then the rest.  NULL, or why not.
+ */
+static const char *
+session_check_order (const struct session *s, const struct rp_req *req)
+{
+  const uint8_t *key = s->core->st->key;
+
+  if (s->is_rejected)
+    return "request after a refused HELLO/AUTH";
+  if (!s->is_hello_done && req->op != RP_OP_HELLO)
+    return "request before HELLO";
+  if (s->is_hello_done && req->op == RP_OP_HELLO)
+    return "second HELLO";
+  if (s->is_hello_done && s->owner == NULL && req->op != RP_OP_AUTH)
+    return key ? "request before AUTH" : "request after a refused HELLO";
+  if (req->op == RP_OP_AUTH && (s->owner != NULL || !key))
+    return key ? "second AUTH" : "AUTH, but this server has no key-file";
+  return NULL;
+}
+
+size_t
+session_process (struct session *s, const uint8_t *buf, size_t len,
+                 size_t out_room)
+{
+  size_t pos = 0;
+
+  while (!s->is_closing && s->close_why == NULL &&
+         len - pos >= REQ_HDR_SIZE) {
+    struct rp_req req;
+    const char *why;
+
+    /* Replies pile up when the peer does not read them: stop executing
+     * until the transport has room, so a client pipelining 4 MiB READs
+     * cannot make us buffer without bound.
+     */
+    if (s->olen >= out_room)
+      break;
+    if (rp_req_decode (buf + pos, &req, &why) == -1 ||
+        (why = session_check_order (s, &req)) != NULL) {
+      session_fail (s, why);
+      break;
+    }
+    if (len - pos < REQ_HDR_SIZE + req.length)
+      break;
+    session_execute (s, &req, buf + pos + REQ_HDR_SIZE);
+    pos += REQ_HDR_SIZE + req.length;
+  }
+  return pos;
+}

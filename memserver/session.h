@@ -1,0 +1,113 @@
+/* A session is one client connection's protocol state: the handshake
+ * (HELLO, then AUTH when the server has a cluster key), the owner it
+ * attaches to, the frame loop and the execution of every request
+ * against the store.  It knows nothing of sockets.
+ *
+ * Its transport (server.c in the daemon, tests/fuzz/fuzz_frames.c
+ * under the fuzzer) owns the bytes: it hands the session everything
+ * received and not yet consumed with session_process, sends what
+ * session_take_output returns, and closes the connection when the
+ * session sets close_why.  Keeping libuv out of this file is what lets
+ * the protocol be driven byte by byte, in any split, without a network.
+ *
+ * Single-threaded: every call comes from the thread that owns the
+ * session_core (the event loop in the daemon).
+ */
+#ifndef MS_SESSION_H
+#define MS_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "server.h"
+#include "store.h"
+
+struct session;
+
+/* What every session of one server shares.  Filled by the transport
+ * before the first session_init; the transport also closes the store.
+ */
+struct session_core {
+  struct store store;             /* region and extent table, owned */
+  const struct settings *st;      /* not owned; outlives the core */
+  uint8_t incarnation[16];        /* random per server start, sent in
+                                     HELLO and STAT replies */
+  uint64_t start_ms;              /* rp_now_ms () at start (STAT uptime) */
+  struct session *sessions;       /* every session not yet finished,
+                                     newest first (fencing, shutdown) */
+  uint32_t nsessions;             /* length of that list: connections
+                                     open now, reported by STAT */
+  /* Close another session's connection because its client reconnected
+   * with a newer generation (see session_attach_owner).  Must set
+   * s->is_closing; the transport calls session_fini later.
+   */
+  void (*close_session) (struct session *s);
+};
+
+struct session {
+  struct session_core *core;      /* not owned */
+  struct session *prev, *next;    /* core->sessions */
+  struct owner *owner;            /* NULL until HELLO (and AUTH with a
+                                     key); holds one of its nconns */
+  bool is_hello_done;
+  bool is_rejected;               /* refused HELLO/AUTH: the next frame
+                                     closes */
+  uint8_t owner_id[16];           /* from HELLO */
+  uint64_t fence;                 /* from HELLO: the client's generation */
+  uint8_t client_nonce[32];       /* from HELLO */
+  uint8_t server_nonce[32];       /* ours, for this connection */
+  uint8_t *obuf;                  /* replies not yet taken, owned */
+  size_t olen;                    /* bytes of replies in obuf */
+  size_t ocap;                    /* bytes allocated at obuf */
+  bool is_closing;                /* set by the transport: the connection
+                                     is going away, execute nothing more */
+  const char *close_why;          /* set by the session: close the
+                                     connection, unsent replies dropped;
+                                     a static string, already logged */
+  char peer[64];                  /* "HOST:PORT" for log lines, set by
+                                     the transport */
+  struct log_limit limit;         /* this peer's log lines */
+  uint64_t start_ms;              /* when the connection came (rp_now_ms):
+                                     the handshake must finish within
+                                     SESSION_HANDSHAKE_MS */
+};
+
+/* A connection that has not completed HELLO (and AUTH) by then is
+ * closed: idle unauthenticated peers must not hold connection slots.
+ */
+#define SESSION_HANDSHAKE_MS 10000
+
+/* Start a session on core (adds it to core->sessions).  Cannot fail:
+ * nothing is allocated until the first reply.
+ */
+void session_init (struct session *s, struct session_core *core);
+
+/* Detach the owner, leave core->sessions and free the output buffer.
+ * The transport calls it once the connection is gone.
+ */
+void session_fini (struct session *s);
+
+/* Parse and execute the complete frames at the start of buf[0..len),
+ * in order.  Returns the bytes consumed, always whole frames; the
+ * caller keeps the rest and passes it again, followed by what arrives
+ * next.  Stops before the next frame once obuf holds out_room bytes
+ * (backpressure: the transport has that much room left for replies);
+ * out_room 0 executes nothing.  Sets close_why instead when the peer
+ * breaks the protocol or no memory is left for a reply.
+ */
+size_t session_process (struct session *s, const uint8_t *buf, size_t len,
+                        size_t out_room);
+
+/* Hand the replies produced so far to the caller, who frees them;
+ * *len is their size.  NULL (and *len 0) when there are none.
+ */
+uint8_t *session_take_output (struct session *s, size_t *len);
+
+/* HELLO went through on a server with a key, but no AUTH yet: a peer
+ * that leaves now most likely did not accept our proof.
+ */
+bool session_is_awaiting_auth (const struct session *s);
+
+#endif /* MS_SESSION_H */
