@@ -161,6 +161,21 @@ for _ in range(rounds):
         if r is None or r[1] != want:
             raise SystemExit("FAIL: %s: expected %d, got %r" % (name, want, r))
         cases += 1
+    # Isolation: another client (another owner id) cannot touch this
+    # extent, whatever it asks.
+    other = conn(); hello(other)
+    for name, frame in [
+        ("read another client's extent", req(READ, handle=handle, count=8)),
+        ("write another client's extent", req(WRITE, handle=handle, length=4) + b"evil"),
+        ("zero another client's extent", req(ZERO, handle=handle, count=8)),
+        ("free another client's extent", req(FREE, handle=handle)),
+    ]:
+        other.sendall(frame)
+        r = read_reply(other)
+        if r is None or r[1] != ENOENT:
+            raise SystemExit("FAIL: %s: expected ENOENT, got %r" % (name, r))
+        cases += 1
+    other.close()
     # The connection still serves, and a fresh extent reads as zeros.
     s.sendall(req(READ, handle=handle, count=4096))
     r = read_reply(s); assert r and r[1] == 0
