@@ -335,7 +335,8 @@ run_job() {  # run_job TARGET WORKLOAD ROUND FIO-ARGS...
     # In the background, so a signal runs the trap at once; the helper
     # stops fio when it gets SIGTERM.
     python3 "$helper" runjob "$outdir" "$target" "$workload" "$round" "$pids" -- \
-        --name="$workload" --ioengine=nbd --uri="$URI" --size="$size_bytes" "$@" &
+        --name="$workload" --ioengine=nbd --uri="$URI" --size="$size_bytes" \
+        --lat_percentiles=1 "$@" &
     JOB_PID=$!
     wait "$JOB_PID" || die "$target $workload failed"
     JOB_PID=""
@@ -367,6 +368,10 @@ json.dump({
     "nbdkit": out("nbdkit", "--version"),
     "nbd_server": (out("nbd-server", "-V") or "").splitlines()[0:1],
     "rampool_commit": out("git", "-C", "$top", "rev-parse", "--short", "HEAD"),
+    "rampool_binaries": {p: {"mtime_utc": __import__("time").strftime(
+                                 "%Y-%m-%dT%H:%M:%SZ", __import__("time").gmtime(os.path.getmtime(p))),
+                             "sha256": __import__("hashlib").sha256(open(p, "rb").read()).hexdigest()[:16]}
+                         for p in ("$MEMSERVER", "$RAMPOOL_PLUGIN") if os.path.isfile(p)},
     "runtime_s": $BENCH_RUNTIME, "rounds": $BENCH_ROUNDS, "size_bytes": $size_bytes,
     "seq_iodepth": $BENCH_SEQ_IODEPTH, "memservers": $BENCH_MEMSERVERS,
     "memserver_size": "$BENCH_MEMSERVER_SIZE", "targets": "$BENCH_TARGETS".split(),
