@@ -226,7 +226,15 @@ rp_conn_connect (struct rp_conn *c, const char *host, const char *port,
   c->conn_gen++;
   pthread_mutex_unlock (&c->lock);
   pthread_mutex_unlock (&c->send_lock);
-  err = pthread_create (&c->reader, NULL, conn_reader, c);
+  /* A small stack: the reader needs a few KiB, and with mlock=on
+   * (swap) every thread's stack is locked; 8 MiB per connection would
+   * pin tens of MiB for nothing.
+   */
+  pthread_attr_t attr;
+  pthread_attr_init (&attr);
+  pthread_attr_setstacksize (&attr, 256 * 1024);
+  err = pthread_create (&c->reader, &attr, conn_reader, c);
+  pthread_attr_destroy (&attr);
   if (err) {
     c->is_dead = true;
     c->ops->close (&c->t);

@@ -478,7 +478,13 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
       snprintf (err + used, errlen - used, "%s", tail);
     goto out_close;
   }
-  if (pthread_create (&p->monitor, NULL, pool_monitor, p) != 0) {
+  pthread_attr_t tattr;
+  pthread_attr_init (&tattr);
+  pthread_attr_setstacksize (&tattr, 512 * 1024);  /* see conn.c */
+  int perr = pthread_create (&p->monitor, &tattr, pool_monitor, p);
+  pthread_attr_destroy (&tattr);
+  if (perr != 0) {
+    errno = perr;
     snprintf (err, errlen, "creating the monitor thread: %s", strerror (errno));
     goto out_close;
   }

@@ -52,7 +52,15 @@ partition_cleanup () {
   for p in "${_ns_made[@]+"${_ns_made[@]}"}"; do
     ip netns del "$p" 2>/dev/null || true
   done
+  # "ip netns add" bind-mounts /run/netns on itself the first time:
+  # undo that too if it was ours and nobody else's namespace is left.
+  if [ "$NETNS_MNT_BEFORE" = 0 ] && [ -z "$(ls -A /run/netns 2>/dev/null)" ]; then
+    umount /run/netns 2>/dev/null || true
+    [ "$NETNS_DIR_BEFORE" = 0 ] && rmdir /run/netns 2>/dev/null || true
+  fi
 }
+grep -q " /run/netns " /proc/self/mountinfo && NETNS_MNT_BEFORE=1 || NETNS_MNT_BEFORE=0
+[ -d /run/netns ] && NETNS_DIR_BEFORE=1 || NETNS_DIR_BEFORE=0
 on_exit partition_cleanup
 
 make_ns () {

@@ -1,0 +1,26 @@
+#!/bin/bash
+# Real swap over rampool, in a QEMU guest with a Debian kernel (the
+# build machines have no nbd driver): the guest runs nbdkit with the
+# plugin, nbd-client, mkswap and swapon; the memservers run on the host,
+# outside the guest, reached through a tap device in a network
+# namespace of the test's own.  A hog in a memory cgroup touches 2.7x
+# its limit and verifies every page (tests/vm/README.md).  Three runs:
+# plain, a memserver killed with -9 mid-run (replicas=2), and swapon
+# --discard returning memory to the memservers.
+source "${srcdir:-.}/functions.sh"
+for t in qemu-system-x86_64:qemu-system-x86 busybox:busybox-static \
+         nbd-client:nbd-client dpkg-deb:dpkg; do
+  requires "${t%%:*}" "${t##*:}"
+done
+[ -e /dev/net/tun ] || fail "/dev/net/tun missing: the VM test needs the tun driver"
+
+export RP_VM_CACHE=$abs_top_builddir/tests/vm/work
+export RP_VM_MEMSERVER=$MEMSERVER
+export RP_VM_PLUGIN=$PLUGIN
+mkdir -p "$RP_VM_CACHE"
+vm=${srcdir:-.}/vm/test-swap.sh
+
+bash "$vm" || fail "swap in the guest"
+bash "$vm" --kill --no-build || fail "swap in the guest with a memserver killed"
+bash "$vm" --discard --no-build || fail "swap with discard in the guest"
+echo "PASS"

@@ -1,0 +1,248 @@
+#!/bin/sh
+# /init of the rampool VM swap-test guest (busybox initramfs, built by
+# build-guest.sh, booted by test-swap.sh).
+#
+# Settings come from the kernel command line: unknown "name=value"
+# parameters reach /init as environment variables.
+#   rp_backend   rampool | stock
+#   rp_servers   rampool: HOST:PORT,HOST:PORT,...
+#   rp_nbd       stock:   HOST:PORT of the host-side nbdkit memory server
+#   rp_size      virtual disk size (rampool), default 1G
+#   rp_replicas  default 2
+#   rp_extra     extra plugin key=value words, separated by '+'
+#   rp_ip        guest address/prefix on eth0, default 10.0.2.15/24
+#   rp_conns     nbd-client -C value, default 2
+#   rp_threads   nbdkit -t value, default 4
+#   rp_nbd_timeout  nbd-client -t value, default 60
+#   rp_limit_mb  cgroup memory.max in MiB, default 96 (0: no limit, global
+#                memory pressure on the whole guest)
+#   rp_hog_mb    MiB the hog touches, default 256
+#   rp_hog_runs  how many hog runs (different seeds), default 1
+#   rp_passes    verification passes per hog run, default 1
+#   rp_discard   1: swapon -d (discard freed swap)
+#   rp_hung      hung_task_timeout_secs, default 120
+#   rp_hog_corrupt  1: the hog flips one bit (the run must then FAIL)
+#   rp_hog_corrupt  1: hog corrupts one word (checks that FAIL is caught)
+# Output: one line "RAMPOOL-VM-RESULT: PASS" or "RAMPOOL-VM-RESULT: FAIL ..."
+PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export PATH
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /tmp /sys/fs/cgroup
+mount -t tmpfs -o size=16m tmpfs /tmp
+
+T0=$(cut -d' ' -f1 /proc/uptime)
+say() { echo "rp-init[$(cut -d' ' -f1 /proc/uptime)]: $*"; }
+
+finish() {
+    sync
+    echo "RAMPOOL-VM-RESULT: $*"
+    # give the serial console a moment to drain, then stop the VM
+    poweroff -f
+    sleep 5
+    echo o >/proc/sysrq-trigger
+}
+fail() {
+    say "failure: $*"
+    echo "--- diagnostics ---"
+    cat /proc/swaps 2>/dev/null
+    grep -E 'MemTotal|MemFree|MemAvailable|SwapTotal|SwapFree' /proc/meminfo
+    dmesg | tail -n 30
+    finish "FAIL $*"
+}
+
+backend=${rp_backend:-rampool}
+size=${rp_size:-1G}
+replicas=${rp_replicas:-2}
+ipaddr=${rp_ip:-10.0.2.15/24}
+conns=${rp_conns:-2}
+threads=${rp_threads:-4}
+nbd_timeout=${rp_nbd_timeout:-60}
+limit_mb=${rp_limit_mb:-96}
+hog_mb=${rp_hog_mb:-256}
+hog_runs=${rp_hog_runs:-1}
+passes=${rp_passes:-1}
+discard=${rp_discard:-0}
+hung=${rp_hung:-120}
+# harness self-test: the hog flips one bit, so the run must FAIL
+[ "${rp_hog_corrupt:-0}" = 1 ] && export HOG_CORRUPT=1
+
+say "booted; backend=$backend limit=${limit_mb}M hog=${hog_mb}M runs=$hog_runs discard=$discard conns=$conns"
+
+echo "$hung" >/proc/sys/kernel/hung_task_timeout_secs
+echo 1 >/proc/sys/kernel/hung_task_panic
+echo 1 >/proc/sys/kernel/panic_on_oops
+# keep the kernel's own nbd socket traffic supplied in reclaim
+echo 16384 >/proc/sys/vm/min_free_kbytes
+
+# ---- modules (order computed at build time)
+while read -r m; do
+    [ -n "$m" ] || continue
+    if [ "$m" = nbd ]; then
+        insmod /lib/modules/nbd.ko nbds_max=2 || fail "insmod nbd"
+    else
+        insmod /lib/modules/$m.ko || fail "insmod $m"
+    fi
+done </etc/modules.order
+
+# ---- network
+ip link set lo up
+i=0
+while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do
+    i=$((i + 1)); usleep 100000
+done
+[ -e /sys/class/net/eth0 ] || fail "no eth0"
+ip addr add "$ipaddr" dev eth0 || fail "ip addr"
+ip link set eth0 up || fail "ip link up"
+
+# ---- cgroup2
+mount -t cgroup2 none /sys/fs/cgroup || fail "mount cgroup2"
+echo +memory >/sys/fs/cgroup/cgroup.subtree_control || fail "enable memory controller"
+
+# ---- nbdkit in the foreground (-f keeps the --swap mlockall), backgrounded
+# by the shell; smaller thread stacks keep the locked footprint small.
+case $backend in
+rampool)
+    [ -n "$rp_servers" ] || fail "rp_servers not set"
+    plugin_args="rampool servers=$rp_servers size=$size replicas=$replicas stats-file=/tmp/rampool.stats"
+    ;;
+stock)
+    [ -n "$rp_nbd" ] || fail "rp_nbd not set"
+    plugin_args="nbd hostname=${rp_nbd%:*} port=${rp_nbd##*:}"
+    ;;
+*) fail "unknown rp_backend '$backend'" ;;
+esac
+[ -n "$rp_extra" ] && plugin_args="$plugin_args $(echo "$rp_extra" | tr '+' ' ')"
+
+say "starting: nbdkit --swap -f -U /tmp/nbd.sock -P /tmp/nbdkit.pid -t $threads $plugin_args"
+(ulimit -s 2048; exec nbdkit --swap -f -U /tmp/nbd.sock -P /tmp/nbdkit.pid \
+    -t "$threads" $plugin_args) &
+NBDKIT_PID=$!
+i=0
+while [ $i -lt 600 ]; do
+    [ -S /tmp/nbd.sock ] && [ -s /tmp/nbdkit.pid ] && break
+    kill -0 $NBDKIT_PID 2>/dev/null || fail "nbdkit exited during startup"
+    i=$((i + 1)); usleep 100000
+done
+[ -S /tmp/nbd.sock ] || fail "nbdkit socket did not appear in 60 s"
+say "nbdkit ready (pid $NBDKIT_PID): $(grep -E 'VmLck|VmRSS' /proc/$NBDKIT_PID/status | tr -s ' \t\n' ' ')"
+echo -1000 >/proc/$NBDKIT_PID/oom_score_adj
+# biggest locked mappings (what --swap pins)
+awk '/^[0-9a-f]+-[0-9a-f]+ / { m = $6 ? $6 : "[anon]" } /^Locked:/ { if ($2 > 1024) print "  locked " $2 " kB " m }' /proc/$NBDKIT_PID/smaps | sort -k2 -n -r | head -n 8
+
+nbd_args="-unix /tmp/nbd.sock /dev/nbd0 -b 4096 -swap -t $nbd_timeout"
+if [ "$conns" -gt 1 ]; then
+    nbd-client $nbd_args -C "$conns" || {
+        say "nbd-client -C $conns failed; retrying with one connection"
+        conns=1
+        nbd-client $nbd_args || fail "nbd-client"
+    }
+else
+    nbd-client $nbd_args || fail "nbd-client"
+fi
+say "nbd0: $(cat /sys/block/nbd0/size) sectors, $conns connection(s)"
+mkswap /dev/nbd0 >/dev/null || fail "mkswap"
+if [ "$discard" = 1 ]; then
+    swapon -d /dev/nbd0 || fail "swapon -d"
+else
+    swapon /dev/nbd0 || fail "swapon"
+fi
+cat /proc/swaps
+
+# ---- protect /init (and the watcher it starts) from reclaim: if their pages
+# went to swap and the swap device stalled, PID 1 would die of SIGBUS.
+# nbdkit stays in the root cgroup (it locks its own memory).
+SYS=/sys/fs/cgroup/sys
+mkdir $SYS && echo $((32 * 1024 * 1024)) >$SYS/memory.min && echo $$ >$SYS/cgroup.procs ||
+    say "warning: could not protect init with memory.min"
+
+# ---- the hog, confined by a memory cgroup
+CG=/sys/fs/cgroup/hog
+mkdir $CG || fail "mkdir cgroup"
+if [ "$limit_mb" -gt 0 ]; then
+    echo $((limit_mb * 1024 * 1024)) >$CG/memory.max || fail "memory.max"
+else
+    say "rp_limit_mb=0: no memory.max, the whole guest is under pressure"
+fi
+echo max >$CG/memory.swap.max 2>/dev/null
+
+vm() { sed -n "s/^$1 //p" /proc/vmstat; }
+mapped_extents() { [ -f /tmp/rampool.stats ] && grep "^extents_mapped " /tmp/rampool.stats; }
+# Diagnostics only: when paging makes no progress for 20 s, or the kernel
+# nbd driver reports timeouts or errors, print where
+# nbdkit's threads are (state, wchan, kernel stack of D-state threads).
+dump_nbdkit() {
+    echo "rp-watch: $1; nbdkit threads:"
+    for t in /proc/$NBDKIT_PID/task/*; do
+        st=$(sed 's/.*) //' $t/stat | cut -d' ' -f1)
+        echo "rp-watch:   tid ${t##*/} $(cat $t/comm) state $st wchan $(cat $t/wchan)"
+        [ "$st" = D ] && sed 's/^/rp-watch:     /' $t/stack
+    done
+    grep -E 'MemFree|MemAvailable|SwapFree|Dirty|Writeback:' /proc/meminfo | tr -s ' ' | sed 's/^/rp-watch:   /'
+}
+stall_watch() {
+    last=; same=0; nbd_seen=0
+    while :; do
+        sleep 5
+        cur="$(vm pswpin) $(vm pswpout)"
+        if [ "$cur" = "$last" ]; then same=$((same + 5)); else same=0; fi
+        last=$cur
+        if [ $same -eq 20 ] || [ $same -eq 80 ]; then
+            dump_nbdkit "no swap-in/out for $same s"
+        fi
+        if [ $nbd_seen = 0 ] && dmesg | grep -q -E 'nbd0: (Connection timed out|Send data failed|Other side returned error|Receive control failed)'; then
+            nbd_seen=1
+            dump_nbdkit "kernel nbd reported trouble"
+        fi
+    done
+}
+stall_watch &
+WATCH_PID=$!
+
+in0=$(vm pswpin); out0=$(vm pswpout)
+THOG=$(cut -d' ' -f1 /proc/uptime)
+run=1
+hog_rc=0
+while [ $run -le "$hog_runs" ]; do
+    seed=$((0x5eed0000 + run))
+    say "hog run $run: ${hog_mb} MiB, seed $seed, limit ${limit_mb} MiB"
+    sh -c "echo \$\$ >$CG/cgroup.procs && exec hog $hog_mb $seed $passes"
+    rc=$?
+    say "hog run $run exit status $rc"
+    [ $rc -ne 0 ] && hog_rc=$rc
+    if [ "$discard" = 1 ]; then
+        say "after run $run: $(grep -E 'SwapFree' /proc/meminfo | tr -s ' ') $(mapped_extents)"
+    fi
+    run=$((run + 1))
+done
+kill $WATCH_PID 2>/dev/null
+in1=$(vm pswpin); out1=$(vm pswpout)
+TEND=$(cut -d' ' -f1 /proc/uptime)
+din=$((in1 - in0)); dout=$((out1 - out0))
+say "vmstat: pswpin +$din pswpout +$dout"
+say "memory.events: $(tr '\n' ' ' <$CG/memory.events)"
+if [ -f /tmp/rampool.stats ]; then echo "--- rampool stats-file ---"; cat /tmp/rampool.stats; echo "---"; fi
+say "times (guest clock): boot->hog ${THOG}s (init start ${T0}s), hog ${THOG}s->${TEND}s"
+echo "RAMPOOL-VM-STATS: pswpin=$din pswpout=$dout hog_start=$THOG hog_end=$TEND"
+
+kill -0 $NBDKIT_PID 2>/dev/null || fail "nbdkit died"
+[ $hog_rc -eq 0 ] || fail "hog reported mismatches or errors (exit $hog_rc)"
+[ "$din" -gt 0 ] || fail "no swap-in (pswpin delta 0)"
+[ "$dout" -gt 0 ] || fail "no swap-out (pswpout delta 0)"
+swapoff /dev/nbd0 || fail "swapoff"
+if [ "$discard" = 1 ] && [ -f /tmp/rampool.stats ]; then
+    # a whole-device discard must return every extent to the memservers
+    say "before blkdiscard: $(mapped_extents)"
+    blkdiscard /dev/nbd0 || fail "blkdiscard /dev/nbd0"
+    i=0
+    while [ $i -lt 100 ]; do
+        [ "$(mapped_extents)" = "extents_mapped 0" ] && break
+        i=$((i + 1)); usleep 100000
+    done
+    say "after blkdiscard: $(mapped_extents)"
+    [ "$(mapped_extents)" = "extents_mapped 0" ] || fail "extents still mapped 10 s after blkdiscard: $(mapped_extents)"
+fi
+nbd-client -d /dev/nbd0 >/dev/null 2>&1
+finish PASS
