@@ -384,25 +384,18 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
     goto out_free;
   }
   rp_random_bytes (p->owner, sizeof p->owner);
-  pthread_mutex_init (&p->lock, NULL);
-  if (pool_load_key (cfg->key_file, &p->key, err, errlen) == -1) {
-    extent_map_destroy (&p->map);
-    pthread_mutex_destroy (&p->lock);
-    goto out_free;
-  }
+  p->backup_fd = -1;
+  if (pool_load_key (cfg->key_file, &p->key, err, errlen) == -1)
+    goto out_destroy_map;
   p->recovery_buf = malloc (cfg->extent_size < RP_MAX_PAYLOAD
                             ? cfg->extent_size : RP_MAX_PAYLOAD);
   if (p->recovery_buf == NULL) {
     snprintf (err, errlen, "out of memory");
-    rp_key_free (p->key);
-    extent_map_destroy (&p->map);
-    pthread_mutex_destroy (&p->lock);
-    goto out_free;
+    goto out_free_key;
   }
-  p->backup_fd = -1;
   if (cfg->backup_file) {
-    /* A rampool disk starts empty in every session; so does its backup. */
-    /* The file holds swapped pages: never through a symlink, and only
+    /* A rampool disk starts empty in every session; so does its backup.
+     * The file holds swapped pages: never through a symlink, and only
      * readable by us whatever mode an existing file had.
      */
     p->backup_fd = open (cfg->backup_file, O_RDWR | O_CREAT | O_TRUNC |
@@ -411,25 +404,14 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
         ftruncate (p->backup_fd, cfg->size_bytes) == -1) {
       snprintf (err, errlen, "backup: %s: %s", cfg->backup_file,
                 strerror (errno));
-      if (p->backup_fd >= 0)
-        close (p->backup_fd);
-      free (p->recovery_buf);
-      rp_key_free (p->key);
-      extent_map_destroy (&p->map);
-      pthread_mutex_destroy (&p->lock);
-      goto out_free;
+      goto out_close_backup;
     }
   }
   if (cfg->is_encrypted && crypt_init (&p->crypt, cfg->size_bytes) == -1) {
     snprintf (err, errlen, "encrypt=on: %s", strerror (errno));
-    if (p->backup_fd >= 0)
-      close (p->backup_fd);
-    free (p->recovery_buf);
-    rp_key_free (p->key);
-    extent_map_destroy (&p->map);
-    pthread_mutex_destroy (&p->lock);
-    goto out_free;
+    goto out_close_backup;
   }
+  pthread_mutex_init (&p->lock, NULL);
   pthread_condattr_init (&attr);
   pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
   pthread_cond_init (&p->cond, &attr);
@@ -496,6 +478,14 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
  out_close:
   rp_pool_close (p);
   return NULL;
+ out_close_backup:
+  if (p->backup_fd >= 0)
+    close (p->backup_fd);
+  free (p->recovery_buf);
+ out_free_key:
+  rp_key_free (p->key);
+ out_destroy_map:
+  extent_map_destroy (&p->map);
  out_free:
   rp_config_free (&p->cfg);
   free (p);
