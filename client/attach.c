@@ -184,8 +184,16 @@ attach_main (int argc, char **argv)
   nbdkit_argv[n++] = (char *) plugin;
   for (; i < argc; i++)
     nbdkit_argv[n++] = argv[i];
-  if (is_swap)
+  /* For swap: lock nbdkit in RAM after its fork, and run its I/O
+   * threads SCHED_FIFO, which lets their page allocations (TCP send
+   * buffers) dip below the min watermark where the workload reclaims:
+   * measured as what lets rampool survive whole-host memory pressure
+   * (docs/operations.md, section 8).
+   */
+  if (is_swap) {
     nbdkit_argv[n++] = (char *) "mlock=on";
+    nbdkit_argv[n++] = (char *) "realtime=10";
+  }
   nbdkit_argv[n] = NULL;
   if (attach_run (nbdkit_argv) != 0) {
     fprintf (stderr, "rampool attach: nbdkit failed (see its errors above)\n");

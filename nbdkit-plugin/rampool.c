@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sched.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
@@ -40,6 +41,13 @@ NBDKIT_DLL_PUBLIC int rampool_debug_verbose = 0;
 static struct rp_config rampool_cfg;
 /* mlock=on: mlockall after the fork (for swap). */
 static bool rampool_mlock;
+/* realtime=PRIO: SCHED_FIFO at PRIO for every thread in the I/O path
+ * (0: off).  Under global memory pressure the kernel lets real-time
+ * tasks allocate below the min watermark (ALLOC_HARDER; 6.1) where
+ * ordinary tasks, the workload that causes the pressure included,
+ * enter direct reclaim; the TCP sends of a swap write need such pages.
+ */
+static int rampool_rt;
 /* The pool, opened in after_fork, closed in unload. */
 static struct rp_pool *rampool_pool;
 
@@ -85,6 +93,15 @@ rampool_config (const char *key, const char *value)
     rampool_mlock = r;
     return 0;
   }
+  if (strcmp (key, "realtime") == 0) {
+    if (nbdkit_parse_int ("realtime", value, &rampool_rt) == -1)
+      return -1;
+    if (rampool_rt < 0 || rampool_rt > 99) {
+      nbdkit_error ("realtime: priority must be 0 (off) to 99");
+      return -1;
+    }
+    return 0;
+  }
   if (rp_config_set (&rampool_cfg, key, value, err, sizeof err) == -1) {
     nbdkit_error ("%s", err);
     return -1;
@@ -120,7 +137,8 @@ rampool_config_complete (void)
   "key-file=PATH          cluster key (rampool keygen)\n" \
   "encrypt=on|off         client-side AEAD of every block (default off)\n" \
   "backup=PATH            local backup file (reads fall back to it)\n" \
-  "mlock=BOOL             lock the process in RAM (for swap; default off)"
+  "mlock=BOOL             lock the process in RAM (for swap; default off)\n" \
+  "realtime=PRIO          SCHED_FIFO priority of the I/O threads (swap; 0=off)"
 
 /* Try PR_SET_IO_FLUSHER on the calling thread; log once per process. */
 static void
@@ -138,6 +156,17 @@ rampool_io_flusher (void)
                   " CAP_SYS_RESOURCE the kernel may throttle this swap"
                   " server's threads in reclaim; see"
                   " nbdkit-rampool-plugin(1), SWAP");
+  if (rampool_rt > 0) {
+    static bool rt_logged;
+    struct sched_param sp = { .sched_priority = rampool_rt };
+    /* Linux: policy and priority are per thread; threads created
+     * later by this one (connection readers, monitor) inherit them.
+     */
+    if (sched_setscheduler (0, SCHED_FIFO, &sp) == -1 &&
+        !__atomic_exchange_n (&rt_logged, true, __ATOMIC_RELAXED))
+      nbdkit_error ("rampool: realtime=%d: sched_setscheduler: %m"
+                    " (needs CAP_SYS_NICE or RLIMIT_RTPRIO)", rampool_rt);
+  }
 }
 
 static void
