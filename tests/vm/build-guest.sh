@@ -14,6 +14,10 @@
 #                  nbd plugin against a host-side nbdkit memory server)
 #   RP_VM_KVER     kernel ABI version to use (default: the one that Debian's
 #                  linux-image-amd64 depends on)
+#   RP_VM_INIT     script to pack as the guest's /init instead of
+#                  guest-init.sh (opt-in; used by bench/vm-swap-bench.sh)
+#   RP_VM_EXTRA_MODULES  space-separated kernel modules to add after the
+#                  default ones (e.g. "virtio_blk"); loaded in that order
 #
 # Output (in the cache dir): vmlinuz, initrd.cpio.gz, guest.env (facts for
 # test-swap.sh). Fails with a message naming the Debian package to install
@@ -25,6 +29,8 @@ TOP=$(cd "$HERE/../.." && pwd)
 CACHE=${RP_VM_CACHE:-$HERE/work}
 BACKEND=${RP_VM_BACKEND:-rampool}
 PLUGIN=${1:-${RP_VM_PLUGIN:-$HERE/../../nbdkit-plugin/.libs/nbdkit-rampool-plugin.so}}
+INIT=${RP_VM_INIT:-$HERE/guest-init.sh}
+EXTRA_MODULES=${RP_VM_EXTRA_MODULES:-}
 
 die() { echo "build-guest: ERROR: $*" >&2; exit 1; }
 log() { echo "build-guest: $*" >&2; }
@@ -208,12 +214,13 @@ add_module() { # add_module NAME: deps first, then itself
     esac
 }
 # virtio_pci before virtio_net: the driver binds when the PCI transport is up
-for m in nbd virtio_pci virtio_net; do add_module "$m"; done
+for m in nbd virtio_pci virtio_net $EXTRA_MODULES; do add_module "$m"; done
 printf '%s\n' "${MODORDER[@]}" >"$ROOT/etc/modules.order"
 log "modules (load order): ${MODORDER[*]}"
 
 # /init and a little /etc
-cp "$HERE/guest-init.sh" "$ROOT/init"
+[ -f "$INIT" ] || die "guest init script '$INIT' not found"
+cp "$INIT" "$ROOT/init"
 chmod 755 "$ROOT/init"
 echo "127.0.0.1 localhost" >"$ROOT/etc/hosts"
 echo "root:x:0:0:root:/:/bin/sh" >"$ROOT/etc/passwd"

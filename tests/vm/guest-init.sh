@@ -23,6 +23,30 @@
 #   rp_hung      hung_task_timeout_secs, default 120
 #   rp_hog_corrupt  1: the hog flips one bit (the run must then FAIL)
 #   rp_hog_corrupt  1: hog corrupts one word (checks that FAIL is caught)
+# Opt-in tuning knobs (for experiments; unset = the defaults above):
+#   rp_min_free_kb  vm.min_free_kbytes, default 16384
+#   rp_sysctl    extra sysctls, '+'-separated NAME:VALUE words (dots in NAME
+#                are path separators, commas in VALUE become spaces), e.g.
+#                vm.watermark_scale_factor:500+net.ipv4.tcp_wmem:4096,65536,1048576
+#   rp_nbdkit_swap  0: start nbdkit without --swap (use rp_extra=mlock=on)
+#   rp_prewarm   MiB: before mkswap, write then read that much of /dev/nbd0
+#                with O_DIRECT in max-size requests from 8 parallel dd, so
+#                that nbdkit's per-thread buffers and stacks are touched
+#                (and, if locked, stay resident) before swap needs them
+#   rp_glibc_tunables  GLIBC_TUNABLES for nbdkit, ',' for ':' (e.g.
+#                glibc.malloc.mmap_threshold=33554432,glibc.malloc.trim_threshold=1073741824
+#                keeps freed request buffers in the heap instead of
+#                returning them to the kernel)
+#   rp_nostats   1: no plugin stats-file= (its writes to tmpfs allocate
+#                memory in nbdkit every heartbeat; the extents_lost check
+#                is then skipped)
+#   rp_nbdkit_rt PRIO: run nbdkit SCHED_FIFO at PRIO (chrt -f; needs chrt
+#                in the initramfs). Real-time tasks may allocate below the
+#                min watermark (6.1: ALLOC_HARDER, 6.3+: ALLOC_MIN_RESERVE) and
+#                are not starved by the hog (tried for --global: the hog then
+#                gets past the point where nbdkit otherwise stalls)
+#   rp_diag      1: print each nbdkit thread's PF_ flags after swapon
+#                (PR_SET_IO_FLUSHER = PF_MEMALLOC_NOIO|PF_LOCAL_THROTTLE)
 # Output: one line "RAMPOOL-VM-RESULT: PASS" or "RAMPOOL-VM-RESULT: FAIL ..."
 PATH=/bin:/sbin:/usr/bin:/usr/sbin
 export PATH
@@ -75,7 +99,14 @@ echo "$hung" >/proc/sys/kernel/hung_task_timeout_secs
 echo 1 >/proc/sys/kernel/hung_task_panic
 echo 1 >/proc/sys/kernel/panic_on_oops
 # keep the kernel's own nbd socket traffic supplied in reclaim
-echo 16384 >/proc/sys/vm/min_free_kbytes
+echo "${rp_min_free_kb:-16384}" >/proc/sys/vm/min_free_kbytes
+if [ -n "$rp_sysctl" ]; then
+    for kv in $(echo "$rp_sysctl" | tr '+' ' '); do
+        k=${kv%%:*}; v=$(echo "${kv#*:}" | tr ',' ' ')
+        echo "$v" >/proc/sys/$(echo "$k" | tr '.' '/') || say "warning: sysctl $k=$v failed"
+        say "sysctl $k = $(cat /proc/sys/$(echo "$k" | tr '.' '/'))"
+    done
+fi
 
 # ---- modules (order computed at build time)
 while read -r m; do
@@ -107,6 +138,7 @@ case $backend in
 rampool)
     [ -n "$rp_servers" ] || fail "rp_servers not set"
     plugin_args="rampool servers=$rp_servers size=$size replicas=$replicas stats-file=/tmp/rampool.stats"
+    [ "${rp_nostats:-0}" = 1 ] && plugin_args="rampool servers=$rp_servers size=$size replicas=$replicas"
     ;;
 stock)
     [ -n "$rp_nbd" ] || fail "rp_nbd not set"
@@ -116,8 +148,16 @@ stock)
 esac
 [ -n "$rp_extra" ] && plugin_args="$plugin_args $(echo "$rp_extra" | tr '+' ' ')"
 
-say "starting: nbdkit --swap -f -U /tmp/nbd.sock -P /tmp/nbdkit.pid -t $threads $plugin_args"
-(ulimit -s 2048; exec nbdkit --swap -f -U /tmp/nbd.sock -P /tmp/nbdkit.pid \
+swapflag=--swap
+[ "${rp_nbdkit_swap:-1}" = 0 ] && swapflag=
+say "starting: nbdkit $swapflag -f -U /tmp/nbd.sock -P /tmp/nbdkit.pid -t $threads $plugin_args"
+(ulimit -s 2048
+ [ -n "$rp_glibc_tunables" ] && export GLIBC_TUNABLES=$(echo "$rp_glibc_tunables" | tr ',' ':')
+ rt=
+ if [ -n "$rp_nbdkit_rt" ]; then
+     if command -v chrt >/dev/null; then rt="chrt -f $rp_nbdkit_rt"; else say "warning: rp_nbdkit_rt: no chrt in the initramfs"; fi
+ fi
+ exec $rt nbdkit $swapflag -f -U /tmp/nbd.sock -P /tmp/nbdkit.pid \
     -t "$threads" $plugin_args) &
 NBDKIT_PID=$!
 i=0
@@ -143,6 +183,24 @@ else
     nbd-client $nbd_args || fail "nbd-client"
 fi
 say "nbd0: $(cat /sys/block/nbd0/size) sectors, $conns connection(s)"
+if [ "${rp_prewarm:-0}" -gt 0 ]; then
+    bkb=$(cat /sys/block/nbd0/queue/max_sectors_kb)
+    per=$(( rp_prewarm * 1024 / bkb / 8 + 1 ))
+    say "prewarm: 8 x $per x ${bkb} KiB O_DIRECT writes, then reads; nbdkit $(grep VmRSS /proc/$NBDKIT_PID/status | tr -s ' \t' ' ')"
+    for dir in of if; do
+        j=0; pids=
+        while [ $j -lt 8 ]; do
+            if [ $dir = of ]; then
+                dd if=/dev/zero of=/dev/nbd0 bs=${bkb}k count=$per seek=$((j * per)) oflag=direct conv=notrunc 2>/dev/null &
+            else
+                dd if=/dev/nbd0 of=/dev/null bs=${bkb}k count=$per skip=$((j * per)) iflag=direct 2>/dev/null &
+            fi
+            pids="$pids $!"; j=$((j + 1))
+        done
+        for p in $pids; do wait $p || say "prewarm: dd $dir failed"; done
+    done
+    say "prewarm done: nbdkit $(grep VmRSS /proc/$NBDKIT_PID/status | tr -s ' \t' ' ')"
+fi
 mkswap /dev/nbd0 >/dev/null || fail "mkswap"
 if [ "$discard" = 1 ]; then
     swapon -d /dev/nbd0 || fail "swapon -d"
@@ -150,6 +208,15 @@ else
     swapon /dev/nbd0 || fail "swapon"
 fi
 cat /proc/swaps
+if [ "${rp_diag:-0}" = 1 ]; then
+    # PF_MEMALLOC_NOIO 0x80000, PF_LOCAL_THROTTLE 0x100000 (PR_SET_IO_FLUSHER)
+    for t in /proc/$NBDKIT_PID/task/*; do
+        fl=$(sed 's/.*) //' $t/stat | cut -d' ' -f7)
+        say "diag: nbdkit tid ${t##*/} $(cat $t/comm) flags $(printf 0x%x "$fl") io_flusher=$(( (fl & 0x180000) == 0x180000 ))"
+    done
+    say "diag: $(grep -E 'VmLck|VmRSS' /proc/$NBDKIT_PID/status | tr -s ' \t\n' ' ') $(grep -E 'MemFree|MemAvailable' /proc/meminfo | tr -s ' \n' ' ')"
+    say "diag: watermarks $(awk '/^Node .* zone/ {z=$4} /^ +(min|low|high) / && z!="" {printf "%s.%s=%s ", z, $1, $2}' /proc/zoneinfo)"
+fi
 
 # ---- protect /init (and the watcher it starts) from reclaim: if their pages
 # went to swap and the swap device stalled, PID 1 would die of SIGBUS.

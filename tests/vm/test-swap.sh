@@ -26,7 +26,11 @@
 # [512M], RP_VM_EXTRA (extra plugin key=value words, space separated),
 # RP_VM_MEMSERVER [memserver/memserver], RP_VM_PLUGIN (see build-guest.sh),
 # RP_VM_KILL_AT [160] (MiB written by the hog before --kill fires).
-# RP_VM_HOG_CORRUPT=1 makes the guest hog flip one bit (harness self-test:
+# RP_VM_APPEND (extra guest kernel command-line words, e.g. the opt-in
+# rp_min_free_kb=, rp_sysctl=, rp_nbdkit_swap=0, rp_diag=1, rp_nbd_timeout=
+# of guest-init.sh). RP_VM_MONITOR=1 gives QEMU a monitor socket, RUN/mon.sock
+# (e.g. "sendkey alt-sysrq-w" with rp_sysctl=kernel.sysrq:1 to dump blocked
+# tasks). RP_VM_HOG_CORRUPT=1 makes the guest hog flip one bit (harness self-test:
 # the run must end in FAIL). RP_VM_KEEP=1 keeps the run dir (logs) on PASS.
 #
 # Exit status: 0 on "RAMPOOL-VM-RESULT: PASS", 1 otherwise.
@@ -247,6 +251,7 @@ fi
 [ -n "$EXTRA" ] && APPEND+=" rp_extra=${EXTRA// /+}"
 [ $DISCARD = 1 ] && APPEND+=" rp_discard=1 rp_hog_runs=2"
 [ "${RP_VM_HOG_CORRUPT:-0}" = 1 ] && APPEND+=" rp_hog_corrupt=1"
+[ -n "${RP_VM_APPEND:-}" ] && APPEND+=" $RP_VM_APPEND"
 
 log "booting guest (backend=$BACKEND net=$NET kill=$DO_KILL discard=$DISCARD global=$GLOBAL, timeout ${TIMEOUT}s); serial log: $SERIAL"
 T_BOOT=$(date +%s.%N)
@@ -255,6 +260,7 @@ T_BOOT=$(date +%s.%N)
     -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.cpio.gz" -append "$APPEND" \
     -nographic -no-reboot -pidfile "$RUN/qemu.pid" \
     "${NETDEV[@]}" -device virtio-net-pci,netdev=n0 \
+    ${RP_VM_MONITOR:+-monitor unix:$RUN/mon.sock,server=on,wait=off} \
     </dev/null >"$SERIAL" 2>"$RUN/qemu.err" &
 QPID=$!
 PIDS+=($QPID)
