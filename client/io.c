@@ -268,6 +268,26 @@ io_backup_write (struct rp_pool *p, const struct io_chunk *c, uint16_t op)
   return r;
 }
 
+/* encrypt=on: decrypt [off, off+len) of extent idx (whole blocks) as
+ * read from server s, lock held.  A block failing authentication makes
+ * this copy count as failed, so the read fails over.  0 or -1.
+ */
+static int
+io_decrypt_range (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
+                  uint8_t *buf, struct rp_server *s)
+{
+  uint64_t bad;
+
+  if (p->crypt.key == NULL ||
+      crypt_decrypt (&p->crypt, ((idx << p->map.shift) + off) / CRYPT_BLOCK,
+                     buf, len / CRYPT_BLOCK, &bad) == 0)
+    return 0;
+  rp_log (RP_LOG_WARN, "block %" PRIu64 " from server %s failed"
+          " authentication (tampered or stale); trying another copy",
+          bad, s->addr);
+  return -1;
+}
+
 /* Read [off, off+len) of extent idx into buf and, with encrypt=on,
  * decrypt it, failing over across replicas.  The caller holds the
  * stripe lock.  0 or -1 with errno = EIO.
@@ -276,7 +296,7 @@ static int
 io_read_locked (struct rp_pool *p, uint64_t idx, const struct rp_extent *e,
                 uint32_t off, uint32_t len, uint8_t *buf)
 {
-  uint64_t tried = 0, bad;
+  uint64_t tried = 0;
   int r;
 
   while ((r = io_pick_replica (p, e, tried)) >= 0) {
@@ -290,15 +310,9 @@ io_read_locked (struct rp_pool *p, uint64_t idx, const struct rp_extent *e,
     call.req.offset = off;
     call.req.count = len;
     call.rbuf = buf;
-    if (rp_conn_call (pool_conn (s, idx), &call, p->cfg.timeout_ms) == -1)
-      continue;
-    if (p->crypt.key == NULL ||
-        crypt_decrypt (&p->crypt, ((idx << p->map.shift) + off) / CRYPT_BLOCK,
-                       buf, len / CRYPT_BLOCK, &bad) == 0)
+    if (rp_conn_call (pool_conn (s, idx), &call, p->cfg.timeout_ms) == 0 &&
+        io_decrypt_range (p, idx, off, len, buf, s) == 0)
       return 0;
-    rp_log (RP_LOG_WARN, "block %" PRIu64 " from server %s failed"
-            " authentication (tampered or stale); trying another copy",
-            bad, s->addr);
   }
   return io_backup_read (p, idx, off, len, buf);
 }
@@ -479,24 +493,11 @@ io_log_lost (struct rp_pool *p, struct rp_extent *e, uint64_t idx)
             idx, idx << p->map.shift, ((idx + 1) << p->map.shift) - 1);
 }
 
-/* encrypt=on: decrypt a chunk read from server s (lock held).  A block
- * failing authentication makes this copy count as failed, so the read
- * fails over.  0 or -1.
- */
+/* encrypt=on: decrypt a chunk read from server s (lock held). */
 static int
 io_decrypt_chunk (struct rp_pool *p, struct io_chunk *c, struct rp_server *s)
 {
-  uint64_t bad;
-
-  if (p->crypt.key == NULL)
-    return 0;
-  if (crypt_decrypt (&p->crypt, io_first_block (p, c), c->buf,
-                     c->len / CRYPT_BLOCK, &bad) == 0)
-    return 0;
-  rp_log (RP_LOG_WARN, "block %" PRIu64 " from server %s failed"
-          " authentication (tampered or stale); trying another copy",
-          bad, s->addr);
-  return -1;
+  return io_decrypt_range (p, c->idx, c->off, c->len, c->buf, s);
 }
 
 static int
