@@ -26,6 +26,8 @@ const char rp_config_help[] =
 "timeout-ms=MS          per-request deadline (default 5000)\n"
 "heartbeat-ms=MS        health check / reconnect period (default 1000)\n"
 "rejoin-grace-ms=MS     wait before re-replicating a down server's extents (5000)\n"
+"outage-wait-ms=MS      how long a request whose only copies are on down\n"
+"                       servers waits for one to return before EIO (30000)\n"
 "recovery-rate=SIZE     bytes per second re-replication may copy (64M)\n"
 "stats-file=PATH        write pool health to PATH every heartbeat\n"
 "key-file=PATH          cluster key (rampool keygen); required by servers\n"
@@ -51,6 +53,11 @@ rp_config_init (struct rp_config *cfg)
   cfg->timeout_ms = 5000;
   cfg->heartbeat_ms = 1000;
   cfg->rejoin_grace_ms = 5000;
+  /* Long enough to ride out a donor's stall or a reconnect (the kernel
+   * nbd driver waits forever unless nbd-client -t is given), short
+   * enough that a truly lost page ends in an error someone sees.
+   */
+  cfg->outage_wait_ms = 30000;
   cfg->recovery_rate = 64 * 1024 * 1024;
 }
 
@@ -196,6 +203,12 @@ rp_config_set (struct rp_config *cfg, const char *key, const char *value,
     if (config_uint (key, value, 0, 86400000, &v, err, errlen) == -1)
       return -1;
     cfg->rejoin_grace_ms = v;
+    return 0;
+  }
+  if (strcmp (key, "outage-wait-ms") == 0) {
+    if (config_uint (key, value, 0, 86400000, &v, err, errlen) == -1)
+      return -1;
+    cfg->outage_wait_ms = v;
     return 0;
   }
   if (strcmp (key, "encrypt") == 0) {

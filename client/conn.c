@@ -366,6 +366,19 @@ rp_conn_is_dead (struct rp_conn *c)
   return dead;
 }
 
+bool
+rp_conn_dead_why (struct rp_conn *c, char *why, size_t len)
+{
+  bool dead;
+
+  pthread_mutex_lock (&c->lock);
+  dead = c->is_dead;
+  if (dead)
+    snprintf (why, len, "%s", c->dead_why[0] ? c->dead_why : "connection lost");
+  pthread_mutex_unlock (&c->lock);
+  return dead;
+}
+
 void
 rp_conn_set_ready (struct rp_conn *c)
 {

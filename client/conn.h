@@ -17,6 +17,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "codec.h"
@@ -103,6 +104,8 @@ void rp_conn_kill (struct rp_conn *c, const char *why);
 /* Join the reader and close the transport (not from the reader). */
 void rp_conn_join (struct rp_conn *c);
 bool rp_conn_is_dead (struct rp_conn *c);
+/* Is c dead?  If so, why (into why[0..len)). */
+bool rp_conn_dead_why (struct rp_conn *c, char *why, size_t len);
 /* After HELLO succeeded: let other requests through.  Until then only
  * HELLO and AUTH may be submitted, so no request can overtake them on a
  * freshly reconnected connection.

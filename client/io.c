@@ -13,6 +13,15 @@
  * acknowledged it.  Replicas that failed, or whose server was down,
  * are marked stale (never read again) and recovery re-creates them.
  * A write fails with EIO only when no replica could take it.
+ *
+ * Outages: when no copy of an extent is good but one is on a server
+ * that is down with the incarnation it had (stopped, overloaded, cut
+ * off: its copy may well be intact), the chunk is not failed but put
+ * back (EAGAIN inside this file) and the request waits for a server to
+ * come up, then retries, for at most outage-wait-ms.  Copies are not
+ * marked stale for a write that reached none of them: the retry makes
+ * them whole.  Swap is why: EIO on a page-in kills the process, while
+ * the kernel nbd driver is content to wait.
  */
 #include <config.h>
 
@@ -211,6 +220,51 @@ io_call_server (const struct rp_call *call)
   return call->conn->opaque;
 }
 
+/* A call to s on c failed.  If c is gone, take s down now: its reader
+ * does so too, but only after failing the calls, and the caller is
+ * about to judge the extent by whether its servers are up.
+ */
+static void
+io_note_failure (struct rp_server *s, struct rp_conn *c)
+{
+  char why[128];
+
+  if (rp_conn_dead_why (c, why, sizeof why))
+    pool_server_down (s, why);
+}
+
+/* Is rep's copy out of reach but possibly intact: its server down with
+ * the incarnation that holds it, and the copy missed no write?
+ */
+static bool
+io_rep_may_return (struct rp_pool *p, const struct rp_replica *rep)
+{
+  struct rp_server *s = &p->servers[rep->server];
+
+  return rep->handle && !rep->is_stale && !atomic_load (&s->is_up) &&
+         atomic_load (&s->epoch) == rep->epoch;
+}
+
+/* No good copy of e, but one may come back: worth waiting for (lock
+ * held).  Never with backup= (the file serves and takes the I/O) or
+ * outage-wait-ms=0.
+ */
+static bool
+io_should_wait (struct rp_pool *p, const struct rp_extent *e)
+{
+  bool may_return = false;
+
+  if (p->backup_fd >= 0 || p->cfg.outage_wait_ms == 0)
+    return false;
+  for (unsigned r = 0; r < e->nrep; r++) {
+    if (pool_replica_is_good (p, &e->rep[r]))
+      return false;
+    if (io_rep_may_return (p, &e->rep[r]))
+      may_return = true;
+  }
+  return may_return;
+}
+
 static int io_pick_replica (struct rp_pool *p, const struct rp_extent *e,
                             uint64_t tried);
 
@@ -310,11 +364,15 @@ io_read_locked (struct rp_pool *p, uint64_t idx, const struct rp_extent *e,
     call.req.offset = off;
     call.req.count = len;
     call.rbuf = buf;
-    if (rp_conn_call (pool_conn (s, idx), &call, p->cfg.timeout_ms) == 0 &&
-        io_decrypt_range (p, idx, off, len, buf, s) == 0)
+    if (rp_conn_call (pool_conn (s, idx), &call, p->cfg.timeout_ms) == -1)
+      io_note_failure (s, pool_conn (s, idx));
+    else if (io_decrypt_range (p, idx, off, len, buf, s) == 0)
       return 0;
   }
-  return io_backup_read (p, idx, off, len, buf);
+  if (io_backup_read (p, idx, off, len, buf) == 0)
+    return 0;
+  errno = io_should_wait (p, e) ? EAGAIN : EIO;
+  return -1;
 }
 
 /* encrypt=on, write lock held: widen c to whole blocks, fill the
@@ -346,15 +404,16 @@ io_encrypt_chunk (struct rp_pool *p, struct io_chunk *c,
   return crypt_encrypt (&p->crypt, first, c->buf, c->len / CRYPT_BLOCK);
 }
 
-/* WRITE (payload) or ZERO (no payload) of one batch of chunks. */
-static int
+/* WRITE (payload) or ZERO (no payload) of one batch of chunks; each
+ * chunk's result in its err.
+ */
+static void
 io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
                 uint16_t op)
 {
   struct rp_call calls[IO_BATCH * RP_MAX_REPLICAS];
   unsigned ncalls = 0;
   struct rp_wait w;
-  int ret = 0;
 
   rp_wait_init (&w);
   for (unsigned i = 0; i < nch; i++) {
@@ -372,6 +431,11 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
     }
     if (e->nrep == 0 && io_map_extent (p, c->idx, e) == -1) {
       c->err = errno;
+      pthread_rwlock_unlock (lk);
+      continue;
+    }
+    if (io_should_wait (p, e)) {
+      c->err = EAGAIN;         /* every copy is out of reach for now */
       pthread_rwlock_unlock (lk);
       continue;
     }
@@ -429,37 +493,47 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
   for (unsigned i = 0; i < nch; i++) {
     struct io_chunk *c = &ch[i];
     unsigned ok = 0;
+    bool is_out_of_reach = false;
 
     for (unsigned k = c->first_call; k < c->first_call + c->ncalls; k++) {
-      struct rp_call *call = &calls[k];
-      struct rp_server *s = io_call_server (call);
-
+      struct rp_server *s = io_call_server (&calls[k]);
       atomic_fetch_sub (&s->inflight, 1);
-      if (call->err == 0) {
+      if (calls[k].err == 0)
         ok++;
-        continue;
-      }
-      /* This replica may not hold the data: never read it again. */
+      else
+        io_note_failure (s, calls[k].conn);
+    }
+    if (ok < c->ncalls) {
       pthread_rwlock_t *lk = extent_map_lock (&p->map, c->idx);
+      struct rp_extent *e = &p->map.e[c->idx];
+      /* Reached by none: copies whose server is down are left as they
+       * were and the chunk waits for one (io_should_wait).
+       */
+      bool may_wait = ok == 0 && p->backup_fd < 0 && p->cfg.outage_wait_ms;
+
       pthread_rwlock_wrlock (lk);
-      struct rp_replica *rep =
-        io_find_replica (&p->map.e[c->idx], s->index, call->req.handle);
-      if (rep)
-        rep->is_stale = 1;
+      for (unsigned k = c->first_call; k < c->first_call + c->ncalls; k++) {
+        struct rp_replica *rep;
+        if (calls[k].err == 0)
+          continue;
+        rep = io_find_replica (e, io_call_server (&calls[k])->index,
+                               calls[k].req.handle);
+        if (rep == NULL)
+          continue;
+        if (may_wait && io_rep_may_return (p, rep))
+          is_out_of_reach = true;
+        else
+          rep->is_stale = 1;   /* may not hold the data: never read it */
+      }
       pthread_rwlock_unlock (lk);
     }
     /* With backup=, the write is safe in the file: recovery re-creates
      * the replicas from it.
      */
     if (c->ncalls && ok == 0 && p->backup_fd < 0)
-      c->err = EIO;
-    if (c->err && ret == 0) {
-      errno = c->err;
-      ret = -1;
-    }
+      c->err = is_out_of_reach ? EAGAIN : EIO;
     atomic_fetch_add (&p->writes, 1);
   }
-  return ret;
 }
 
 /* Pick the good replica with the fewest requests outstanding, skipping
@@ -500,13 +574,13 @@ io_decrypt_chunk (struct rp_pool *p, struct io_chunk *c, struct rp_server *s)
   return io_decrypt_range (p, c->idx, c->off, c->len, c->buf, s);
 }
 
-static int
+/* Read one batch of chunks; each chunk's result in its err. */
+static void
 io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
 {
   struct rp_call calls[IO_BATCH];
   unsigned ncalls = 0;
   struct rp_wait w;
-  int ret = 0;
 
   rp_wait_init (&w);
   for (unsigned i = 0; i < nch; i++) {
@@ -561,6 +635,8 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
       struct rp_server *s = io_call_server (call);
       atomic_fetch_sub (&s->inflight, 1);
       tried |= UINT64_C (1) << s->index;
+      if (call->err)
+        io_note_failure (s, call->conn);
       is_ok = call->err == 0 && io_decrypt_chunk (p, c, s) == 0;
     }
     if (p->crypt.key && c->user_buf == NULL)
@@ -580,8 +656,9 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
       call.req.offset = c->off;
       call.req.count = c->len;
       call.rbuf = c->buf;
-      if (rp_conn_call (pool_conn (s, c->idx), &call, p->cfg.timeout_ms) == 0 &&
-          io_decrypt_chunk (p, c, s) == 0)
+      if (rp_conn_call (pool_conn (s, c->idx), &call, p->cfg.timeout_ms) == -1)
+        io_note_failure (s, pool_conn (s, c->idx));
+      else if (io_decrypt_chunk (p, c, s) == 0)
         is_ok = true;
     }
     /* Not widened (no bounce buffer) with encrypt=on: the backup holds
@@ -592,19 +669,15 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
       is_ok = true;
     if (is_ok && c->user_buf)
       memcpy (c->user_buf, c->buf + c->user_off, c->user_len);
+    if (!is_ok)
+      c->err = io_should_wait (p, e) ? EAGAIN : EIO;
     pthread_rwlock_unlock (extent_map_lock (&p->map, c->idx));
     c->is_locked = false;
     atomic_fetch_add (&p->reads, 1);
-    if (!is_ok) {
+    if (c->err == EIO)
       io_log_lost (p, e, c->idx);
-      if (ret == 0) {
-        errno = EIO;
-        ret = -1;
-      }
-    }
   }
   rp_wait_destroy (&w);
-  return ret;
 }
 
 static int
@@ -617,7 +690,65 @@ io_check_range (struct rp_pool *p, size_t count, uint64_t offset)
   return 0;
 }
 
-/* Split [offset, offset+count) into chunks and run `fn` on batches. */
+/* Run one batch, and again for the chunks whose every copy was out of
+ * reach (EAGAIN) each time a server comes up, for at most
+ * outage-wait-ms.  0 or -1 with errno (the first chunk's error).
+ */
+static int
+io_run_batch (struct rp_pool *p, struct io_chunk *ch, unsigned n, uint16_t op)
+{
+  struct io_chunk orig[IO_BATCH];
+  uint64_t deadline = 0;
+  int err = 0;
+
+  memcpy (orig, ch, n * sizeof *ch);
+  for (;;) {
+    uint64_t gen = pool_up_gen (p), now;
+    unsigned again = 0;
+
+    if (op == RP_OP_READ)
+      io_read_batch (p, ch, n);
+    else
+      io_write_batch (p, ch, n, op);
+    for (unsigned i = 0; i < n; i++) {
+      if (ch[i].err == EAGAIN)
+        orig[again++] = orig[i];
+      else if (ch[i].err && err == 0)
+        err = ch[i].err;
+    }
+    if (again == 0)
+      break;
+    now = rp_now_ms ();
+    if (deadline == 0) {
+      uint64_t last = atomic_load (&p->outage_logged_ms);
+      deadline = now + p->cfg.outage_wait_ms;
+      atomic_fetch_add (&p->outage_waits, 1);
+      /* One line per burst, not one per waiting request. */
+      if ((last == 0 || now - last >= 5000) &&
+          atomic_compare_exchange_strong (&p->outage_logged_ms, &last, now))
+        rp_log (RP_LOG_WARN, "extent %" PRIu64 ": every copy is on a server"
+                " that is down; requests wait up to %u ms (outage-wait-ms)"
+                " for one to come back", orig[0].idx, p->cfg.outage_wait_ms);
+    }
+    if (now >= deadline) {
+      for (unsigned i = 0; i < again; i++)
+        io_log_lost (p, &p->map.e[orig[i].idx], orig[i].idx);
+      if (err == 0)
+        err = EIO;
+      break;
+    }
+    pool_wait_up (p, gen, deadline);
+    n = again;
+    memcpy (ch, orig, n * sizeof *ch);
+  }
+  if (err) {
+    errno = err;
+    return -1;
+  }
+  return 0;
+}
+
+/* Split [offset, offset+count) into chunks and run them in batches. */
 static int
 io_split (struct rp_pool *p, uint8_t *buf, size_t count, uint64_t offset,
           uint16_t op)
@@ -645,9 +776,7 @@ io_split (struct rp_pool *p, uint8_t *buf, size_t count, uint64_t offset,
       offset += len;
       count -= len;
     }
-    int r = op == RP_OP_READ ? io_read_batch (p, ch, n)
-                             : io_write_batch (p, ch, n, op);
-    if (r == -1 && ret == 0)
+    if (io_run_batch (p, ch, n, op) == -1 && ret == 0)
       ret = -1;
   }
   return ret;

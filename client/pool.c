@@ -56,6 +56,32 @@ pool_add_orphan (struct rp_server *s, uint64_t handle)
   pthread_mutex_unlock (&s->orphan_lock);
 }
 
+uint64_t
+pool_up_gen (struct rp_pool *p)
+{
+  uint64_t gen;
+
+  pthread_mutex_lock (&p->up_lock);
+  gen = p->up_gen;
+  pthread_mutex_unlock (&p->up_lock);
+  return gen;
+}
+
+void
+pool_wait_up (struct rp_pool *p, uint64_t gen, uint64_t deadline_ms)
+{
+  struct timespec ts = {
+    .tv_sec = deadline_ms / 1000,
+    .tv_nsec = (deadline_ms % 1000) * 1000000,
+  };
+
+  pthread_mutex_lock (&p->up_lock);
+  while (p->up_gen == gen &&
+         pthread_cond_timedwait (&p->up_cond, &p->up_lock, &ts) != ETIMEDOUT)
+    ;
+  pthread_mutex_unlock (&p->up_lock);
+}
+
 static void
 pool_on_conn_dead (struct rp_conn *c, const char *why)
 {
@@ -252,6 +278,10 @@ pool_server_connect (struct rp_pool *p, struct rp_server *s,
   s->capacity_bytes = hi.capacity_bytes;
   atomic_store (&s->free_bytes, hi.free_bytes);
   atomic_store (&s->is_up, true);
+  pthread_mutex_lock (&p->up_lock);
+  p->up_gen++;
+  pthread_cond_broadcast (&p->up_cond);
+  pthread_mutex_unlock (&p->up_lock);
   pool_free_orphans (p, s);
   return 0;
  out_disconnect:
@@ -293,11 +323,11 @@ pool_write_stats_file (struct rp_pool *p)
            "extents_degraded %" PRIu64 "\nextents_lost %" PRIu64 "\n"
            "reads %" PRIu64 "\nwrites %" PRIu64 "\n"
            "read_failovers %" PRIu64 "\nrecovered %" PRIu64 "\n"
-           "backup_reads %" PRIu64 "\n",
+           "backup_reads %" PRIu64 "\noutage_waits %" PRIu64 "\n",
            st.servers, st.servers_up, st.extents, st.extents_mapped,
            st.extents_healthy, st.extents_degraded, st.extents_lost,
            st.reads, st.writes, st.read_failovers, st.recovered,
-           st.backup_reads);
+           st.backup_reads, st.outage_waits);
   for (unsigned i = 0; i < p->nservers; i++)
     fprintf (fp, "server %s %s epoch %u\n", p->servers[i].addr,
              atomic_load (&p->servers[i].is_up) ? "up" : "down",
@@ -415,6 +445,8 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
   pthread_condattr_init (&attr);
   pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
   pthread_cond_init (&p->cond, &attr);
+  pthread_mutex_init (&p->up_lock, NULL);
+  pthread_cond_init (&p->up_cond, &attr);
   pthread_condattr_destroy (&attr);
 
   p->nservers = cfg->nservers;
@@ -542,6 +574,8 @@ rp_pool_close (struct rp_pool *p)
   extent_map_destroy (&p->map);
   pthread_mutex_destroy (&p->lock);
   pthread_cond_destroy (&p->cond);
+  pthread_mutex_destroy (&p->up_lock);
+  pthread_cond_destroy (&p->up_cond);
   rp_key_free (p->key);
   crypt_destroy (&p->crypt);
   if (p->backup_fd >= 0)
@@ -586,6 +620,7 @@ rp_pool_get_stats (struct rp_pool *p, struct rp_pool_stats *st)
   st->read_failovers = atomic_load (&p->read_failovers);
   st->recovered = atomic_load (&p->recovered);
   st->backup_reads = atomic_load (&p->backup_reads);
+  st->outage_waits = atomic_load (&p->outage_waits);
 }
 
 static int

@@ -65,6 +65,14 @@ struct rp_pool {
   pthread_cond_t cond;         /* CLOCK_MONOTONIC; wakes the monitor */
   bool is_stopping;
   atomic_uint_least64_t reads, writes, read_failovers, recovered;
+  atomic_uint_least64_t outage_waits;
+  /* Bumped (and broadcast) whenever a server comes up: requests waiting
+   * out an outage (outage-wait-ms) sleep on it.
+   */
+  pthread_mutex_t up_lock;
+  pthread_cond_t up_cond;      /* CLOCK_MONOTONIC */
+  uint64_t up_gen;             /* guarded by up_lock */
+  atomic_uint_least64_t outage_logged_ms;  /* rate-limits the log line */
 };
 
 /* A replica is good: server up, same epoch, not stale. */
@@ -88,6 +96,12 @@ pool_conn (struct rp_server *s, uint64_t idx)
 
 /* Mark s down (any thread); logged once per outage. */
 void pool_server_down (struct rp_server *s, const char *why);
+
+/* The current up generation (see up_gen), and a wait until it differs
+ * from gen or deadline_ms (rp_now_ms clock) passes.
+ */
+uint64_t pool_up_gen (struct rp_pool *p);
+void pool_wait_up (struct rp_pool *p, uint64_t gen, uint64_t deadline_ms);
 
 /* Remember a handle to free on s when it is reachable again. */
 void pool_add_orphan (struct rp_server *s, uint64_t handle);

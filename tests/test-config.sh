@@ -32,6 +32,7 @@ expect_plugin_error "servers: '127.0.0.1:99999' is not HOST:PORT" servers=127.0.
 expect_plugin_error "is listed twice" servers="${SERVERS%%,*},${SERVERS%%,*}" size=1G
 expect_plugin_error "bogus: unknown key" servers="$SERVERS" size=1G bogus=1
 expect_plugin_error "timeout-ms: '5' is not a whole number from 10" servers="$SERVERS" size=1G timeout-ms=5
+expect_plugin_error "outage-wait-ms: '-1' is not a whole number from 0" servers="$SERVERS" size=1G outage-wait-ms=-1
 # Servers that do not answer: the error names each one.
 expect_plugin_error "127.0.0.1:1: connect: Connection refused" servers="127.0.0.1:1,$SERVERS" size=1G replicas=3
 expect_plugin_error "only 0 of 1 servers answered" servers=127.0.0.1:1 size=1G replicas=1

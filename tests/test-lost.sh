@@ -7,7 +7,7 @@ requires nbdkit
 requires nbdcopy libnbd-bin
 
 for i in 1 2 3; do start_memserver "s$i"; done
-start_nbdkit size=64M replicas=2 timeout-ms=1000 heartbeat-ms=200
+start_nbdkit size=64M replicas=2 timeout-ms=1000 heartbeat-ms=200 outage-wait-ms=300
 
 head -c $((64 * 1024 * 1024)) /dev/urandom >"$TMP/data"
 nbdcopy "$TMP/data" "$NBD_URI"

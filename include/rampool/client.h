@@ -38,6 +38,11 @@ struct rp_config {
   unsigned rejoin_grace_ms;   /* keep a down server's replicas this long
                                  before re-creating them elsewhere
                                  (default 5000: a blip costs no copy) */
+  unsigned outage_wait_ms;    /* a request whose every copy is on a
+                                 down server (same incarnation, so the
+                                 data may come back) waits this long
+                                 for one to return before EIO
+                                 (default 30000; 0 = fail at once) */
   char *stats_file;           /* if set, pool health written here
                                  every heartbeat (owned) */
   char *key_file;             /* cluster key file; NULL = no
@@ -114,6 +119,8 @@ struct rp_pool_stats {
   uint64_t read_failovers;     /* reads retried on another replica */
   uint64_t recovered;          /* replicas re-created by recovery */
   uint64_t backup_reads;       /* chunks read from backup= */
+  uint64_t outage_waits;       /* requests that waited for a down
+                                  server holding their only copies */
 };
 void rp_pool_get_stats (struct rp_pool *pool, struct rp_pool_stats *st);
 

@@ -121,8 +121,9 @@ fuzz_check_config (const struct rp_config *cfg, unsigned nservers_before)
       cfg->heartbeat_ms < 10 || cfg->heartbeat_ms > 600000)
     fuzz_fail ("timeout-ms %u / heartbeat-ms %u", cfg->timeout_ms,
                cfg->heartbeat_ms);
-  if (cfg->rejoin_grace_ms > 86400000)
-    fuzz_fail ("rejoin-grace-ms %u", cfg->rejoin_grace_ms);
+  if (cfg->rejoin_grace_ms > 86400000 || cfg->outage_wait_ms > 86400000)
+    fuzz_fail ("rejoin-grace-ms %u / outage-wait-ms %u", cfg->rejoin_grace_ms,
+               cfg->outage_wait_ms);
   if ((cfg->key_file && cfg->key_file[0] == '\0') ||
       (cfg->stats_file && cfg->stats_file[0] == '\0'))
     fuzz_fail ("an empty path accepted");

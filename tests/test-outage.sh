@@ -1,0 +1,72 @@
+#!/bin/bash
+# Every memserver stalls at once (SIGSTOP, far past timeout-ms, as an
+# overloaded donor host would): requests whose every copy is on a
+# stalled server wait for one to come back (outage-wait-ms) instead of
+# failing with EIO, then finish with the right data after SIGCONT.
+# Once for reads, once for writes; then nothing is degraded, nothing
+# lost.  (With the servers gone for good, test-lost.sh: EIO once
+# outage-wait-ms has passed.)
+source "${srcdir:-.}/functions.sh"
+requires nbdkit
+requires nbdcopy libnbd-bin
+
+for i in 1 2 3; do start_memserver "s$i"; done
+start_nbdkit size=64M replicas=2 timeout-ms=1000 heartbeat-ms=200 \
+  rejoin-grace-ms=600000 outage-wait-ms=120000 stats-file="$TMP/stats"
+
+head -c $((64 * 1024 * 1024)) /dev/urandom >"$TMP/data"
+nbdcopy "$TMP/data" "$NBD_URI"
+
+stat_of () { awk -v k="$1" '$1 == k { print $2 }' "$TMP/stats" 2>/dev/null; }
+
+# Stall every server, run CMD in the background, wait (bounded) until
+# the plugin counts a request waiting out the outage while CMD is still
+# blocked, then resume the servers and return CMD's exit status.
+during_stall () {
+  local before pid waited=
+  wait_for_file "$TMP/stats" "stats file"
+  before=$(stat_of outage_waits)
+  for i in 1 2 3; do kill_memserver "s$i" STOP; done
+  "$@" &
+  pid=$!
+  for _ in $(seq 600); do
+    [ "$(stat_of outage_waits)" -gt "$before" ] 2>/dev/null && { waited=1; break; }
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null || { for i in 1 2 3; do kill_memserver "s$i" CONT; done
+                                  fail "$1 finished while every server was stopped"; }
+  [ -n "$waited" ] || fail "no request waited for the stopped servers (outage_waits $(stat_of outage_waits))"
+  for i in 1 2 3; do kill_memserver "s$i" CONT; done
+  wait "$pid"
+}
+
+# Reads.
+during_stall "$TESTS_BIN/nbd_blocks" "$NBD_URI" $((1024 * 1024)) "$TMP/data" >"$TMP/blocks" ||
+  fail "nbd_blocks failed"
+cat "$TMP/blocks"
+read -r _ ok _ eio _ mismatch _ error <"$TMP/blocks"
+[ "$ok" -eq 64 ] || fail "read through the stall: $(cat "$TMP/blocks")"
+
+# Writes: blocks 8-23 rewritten while every server is stopped.
+head -c $((16 * 1024 * 1024)) /dev/urandom >"$TMP/patch"
+dd if="$TMP/patch" of="$TMP/data" bs=1M seek=8 conv=notrunc status=none
+during_stall "$TESTS_BIN/nbd_blocks" "$NBD_URI" $((1024 * 1024)) "$TMP/data" write 8 16 ||
+  fail "write through the stall failed"
+nbdcopy "$NBD_URI" "$TMP/out"
+cmp "$TMP/data" "$TMP/out" || fail "data differs after the write that waited out the stall"
+
+grep -q "every copy is on a server that is down; requests wait" "$TMP/nbdkit.log" ||
+  fail "the wait was not logged"
+grep -q "no good replica left\|every replica is lost" "$TMP/nbdkit.log" &&
+  fail "an extent was declared lost during a stall"
+# Healthy again: all servers rejoined with their copies.
+for _ in $(seq 300); do
+  [ "$(stat_of servers_up)" = 3 ] && [ "$(stat_of extents_degraded)" = 0 ] && break
+  sleep 0.1
+done
+[ "$(stat_of servers_up)" = 3 ] && [ "$(stat_of extents_degraded)" = 0 ] ||
+  { cat "$TMP/stats"; fail "not healthy after the stall"; }
+[ "$(stat_of extents_lost)" = 0 ] || fail "extents lost: $(stat_of extents_lost)"
+echo "outage_waits $(stat_of outage_waits)"
+echo "PASS"
