@@ -4,9 +4,10 @@
 # plugin, nbd-client, mkswap and swapon; the memservers run on the host,
 # outside the guest, reached through a tap device in a network
 # namespace of the test's own.  A hog in a memory cgroup touches 2.7x
-# its limit and verifies every page (tests/vm/README.md).  Three runs:
-# plain, a memserver killed with -9 mid-run (replicas=2), and swapon
-# --discard returning memory to the memservers.
+# its limit and verifies every page (tests/vm/README.md).  Four runs:
+# plain, a memserver killed with -9 mid-run (replicas=2), swapon
+# --discard returning memory to the memservers, and --global: no
+# cgroup, the whole 256 MiB guest overcommitted 1.5x.
 source "${srcdir:-.}/functions.sh"
 for t in qemu-system-x86_64:qemu-system-x86 busybox:busybox-static \
          nbd-client:nbd-client dpkg-deb:dpkg; do
@@ -23,4 +24,5 @@ vm=${srcdir:-.}/vm/test-swap.sh
 bash "$vm" || fail "swap in the guest"
 bash "$vm" --kill --no-build || fail "swap in the guest with a memserver killed"
 bash "$vm" --discard --no-build || fail "swap with discard in the guest"
+bash "$vm" --global --no-build || fail "swap under whole-guest memory pressure (1.5x overcommit)"
 echo "PASS"

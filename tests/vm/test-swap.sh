@@ -8,8 +8,10 @@
 #   --kill      kill -9 one memserver while the guest hog is writing
 #               (replicas=2 must still give zero mismatches); rampool only
 #   --discard   swapon -d in the guest and run the hog twice
-#   --global    no memory cgroup: the hog (RP_VM_HOG_MB, default 384 here)
-#               puts the whole guest under memory pressure
+#   --global    no memory cgroup: the whole guest overcommitted 1.5x (a
+#               256 MiB guest, a 384 MiB hog), with what makes that
+#               survivable: plugin keys mlock=on realtime=10 and nbdkit
+#               without --swap (docs/operations.md, section 8)
 #   --backend   rampool (default): 3 memservers + the rampool plugin;
 #               stock: one host-side "nbdkit memory" server, reached by
 #               nbdkit's nbd plugin in the guest (harness self-test)
@@ -25,7 +27,8 @@
 # RP_VM_THREADS [4], RP_VM_REPLICAS [2], RP_VM_SIZE [1G], RP_VM_SERVER_SIZE
 # [512M], RP_VM_EXTRA (extra plugin key=value words, space separated),
 # RP_VM_MEMSERVER [memserver/memserver], RP_VM_PLUGIN (see build-guest.sh),
-# RP_VM_KILL_AT [160] (MiB written by the hog before --kill fires).
+# RP_VM_KILL_AT [160] (MiB written by the hog before --kill fires), RP_VM_MEM_MB [512]
+# (guest RAM).
 # RP_VM_APPEND (extra guest kernel command-line words, e.g. the opt-in
 # rp_min_free_kb=, rp_sysctl=, rp_nbdkit_swap=0, rp_diag=1, rp_nbd_timeout=
 # of guest-init.sh). RP_VM_MONITOR=1 gives QEMU a monitor socket, RUN/mon.sock
@@ -52,6 +55,7 @@ SERVER_SIZE=${RP_VM_SERVER_SIZE:-512M}
 EXTRA=${RP_VM_EXTRA:-}
 MEMSERVER=${RP_VM_MEMSERVER:-$TOP/memserver/memserver}
 KILL_AT=${RP_VM_KILL_AT:-160}
+MEM_MB=${RP_VM_MEM_MB:-512}
 NSERVERS=3
 DO_KILL=0
 DISCARD=0
@@ -80,7 +84,14 @@ die() { log "FAIL: $*"; RESULT="FAIL $*"; exit 1; }
 
 case $BACKEND in rampool|stock) ;; *) echo "test-swap: --backend must be rampool or stock" >&2; exit 1 ;; esac
 case $NET in tap|user) ;; *) echo "test-swap: --net must be tap or user" >&2; exit 1 ;; esac
-if [ $GLOBAL = 1 ]; then LIMIT_MB=0; HOG_MB=${RP_VM_HOG_MB:-384}; fi
+NBDKIT_SWAP=1
+if [ $GLOBAL = 1 ]; then
+    # nbdkit 1.32's --swap (mlockall without MCL_ONFAULT) faults in and
+    # pins its 192 MiB .bss: that alone fills a 256 MiB guest.  mlock=on
+    # locks pages as they are touched.
+    LIMIT_MB=0 MEM_MB=${RP_VM_MEM_MB:-256} HOG_MB=${RP_VM_HOG_MB:-384}
+    EXTRA=${RP_VM_EXTRA-mlock=on realtime=10} NBDKIT_SWAP=0
+fi
 [ $DO_KILL = 1 ] && [ $BACKEND != rampool ] && { echo "test-swap: --kill needs --backend rampool" >&2; exit 1; }
 
 for c in qemu-system-x86_64:qemu-system-x86 timeout:coreutils ip:iproute2; do
@@ -249,6 +260,7 @@ else
     APPEND+=" rp_nbd=${GUEST_EPS[0]}"
 fi
 [ -n "$EXTRA" ] && APPEND+=" rp_extra=${EXTRA// /+}"
+[ $NBDKIT_SWAP = 0 ] && APPEND+=" rp_nbdkit_swap=0"
 [ $DISCARD = 1 ] && APPEND+=" rp_discard=1 rp_hog_runs=2"
 [ "${RP_VM_HOG_CORRUPT:-0}" = 1 ] && APPEND+=" rp_hog_corrupt=1"
 [ -n "${RP_VM_APPEND:-}" ] && APPEND+=" $RP_VM_APPEND"
@@ -256,7 +268,7 @@ fi
 log "booting guest (backend=$BACKEND net=$NET kill=$DO_KILL discard=$DISCARD global=$GLOBAL, timeout ${TIMEOUT}s); serial log: $SERIAL"
 T_BOOT=$(date +%s.%N)
 "${NSX[@]}" timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
-    -accel tcg,thread=multi -m 512 -smp 2 \
+    -accel tcg,thread=multi -m "$MEM_MB" -smp 2 \
     -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.cpio.gz" -append "$APPEND" \
     -nographic -no-reboot -pidfile "$RUN/qemu.pid" \
     "${NETDEV[@]}" -device virtio-net-pci,netdev=n0 \
