@@ -343,20 +343,22 @@ io_decrypt_range (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
 }
 
 /* Read [off, off+len) of extent idx into buf and, with encrypt=on,
- * decrypt it, failing over across replicas.  The caller holds the
- * stripe lock.  0 or -1 with errno = EIO.
+ * decrypt it, from one good replica after another, skipping the servers
+ * in `tried` (a bitmask; those already tried count as fail-overs).  The
+ * caller holds the stripe lock.  0, or -1 when no replica served it.
  */
 static int
-io_read_locked (struct rp_pool *p, uint64_t idx, const struct rp_extent *e,
-                uint32_t off, uint32_t len, uint8_t *buf)
+io_read_replicas (struct rp_pool *p, uint64_t idx, const struct rp_extent *e,
+                  uint32_t off, uint32_t len, uint8_t *buf, uint64_t tried)
 {
-  uint64_t tried = 0;
   int r;
 
   while ((r = io_pick_replica (p, e, tried)) >= 0) {
     struct rp_server *s = &p->servers[e->rep[r].server];
     struct rp_call call;
 
+    if (tried)
+      atomic_fetch_add (&p->read_failovers, 1);
     tried |= UINT64_C (1) << s->index;
     memset (&call, 0, sizeof call);
     call.req.op = RP_OP_READ;
@@ -369,7 +371,18 @@ io_read_locked (struct rp_pool *p, uint64_t idx, const struct rp_extent *e,
     else if (io_decrypt_range (p, idx, off, len, buf, s) == 0)
       return 0;
   }
-  if (io_backup_read (p, idx, off, len, buf) == 0)
+  return -1;
+}
+
+/* io_read_replicas from every replica, then the backup file.  0 or -1
+ * with errno = EIO, or EAGAIN when a copy may come back (io_should_wait).
+ */
+static int
+io_read_locked (struct rp_pool *p, uint64_t idx, const struct rp_extent *e,
+                uint32_t off, uint32_t len, uint8_t *buf)
+{
+  if (io_read_replicas (p, idx, e, off, len, buf, 0) == 0 ||
+      io_backup_read (p, idx, off, len, buf) == 0)
     return 0;
   errno = io_should_wait (p, e) ? EAGAIN : EIO;
   return -1;
@@ -567,12 +580,6 @@ io_log_lost (struct rp_pool *p, struct rp_extent *e, uint64_t idx)
             idx, idx << p->map.shift, ((idx + 1) << p->map.shift) - 1);
 }
 
-/* encrypt=on: decrypt a chunk read from server s (lock held). */
-static int
-io_decrypt_chunk (struct rp_pool *p, struct io_chunk *c, struct rp_server *s)
-{
-  return io_decrypt_range (p, c->idx, c->off, c->len, c->buf, s);
-}
 
 /* Read one batch of chunks; each chunk's result in its err. */
 static void
@@ -637,30 +644,15 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
       tried |= UINT64_C (1) << s->index;
       if (call->err)
         io_note_failure (s, call->conn);
-      is_ok = call->err == 0 && io_decrypt_chunk (p, c, s) == 0;
+      is_ok = call->err == 0 &&
+        io_decrypt_range (p, c->idx, c->off, c->len, c->buf, s) == 0;
     }
     if (p->crypt.key && c->user_buf == NULL)
       tried = UINT64_MAX;  /* not widened: no bounce buffer */
     /* Fail over, one replica at a time, until one answers. */
-    while (!is_ok) {
-      int r = io_pick_replica (p, e, tried);
-      struct rp_call call;
-      if (r < 0)
-        break;
-      struct rp_server *s = &p->servers[e->rep[r].server];
-      tried |= UINT64_C (1) << s->index;
-      atomic_fetch_add (&p->read_failovers, 1);
-      memset (&call, 0, sizeof call);
-      call.req.op = RP_OP_READ;
-      call.req.handle = e->rep[r].handle;
-      call.req.offset = c->off;
-      call.req.count = c->len;
-      call.rbuf = c->buf;
-      if (rp_conn_call (pool_conn (s, c->idx), &call, p->cfg.timeout_ms) == -1)
-        io_note_failure (s, pool_conn (s, c->idx));
-      else if (io_decrypt_chunk (p, c, s) == 0)
-        is_ok = true;
-    }
+    if (!is_ok)
+      is_ok = io_read_replicas (p, c->idx, e, c->off, c->len, c->buf,
+                                tried) == 0;
     /* Not widened (no bounce buffer) with encrypt=on: the backup holds
      * ciphertext that could not be checked here; fail instead.
      */
