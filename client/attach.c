@@ -112,7 +112,13 @@ int
 attach_main (int argc, char **argv)
 {
   const char *dev = "/dev/nbd0", *plugin = RAMPOOL_PLUGIN_PATH;
-  const char *prio = NULL, *nbd_timeout = NULL;
+  /* The kernel's per-request timer.  Without -t it is still 30 s, and
+   * with several connections its expiry marks the connection dead and
+   * resends the request on another one, until none is left.  It must
+   * outlast what the plugin may spend on one request: timeout-ms per
+   * copy tried, plus outage-wait-ms (30 s by default).
+   */
+  const char *prio = NULL, *nbd_timeout = "120";
   char dir[300], sock[320], pidf[320], conns_s[16] = "4";
   bool is_swap = true, is_discard = false;
   char *nbdkit_argv[64];
@@ -221,10 +227,8 @@ attach_main (int argc, char **argv)
     argv_c[k++] = (char *) "4096";
     argv_c[k++] = (char *) "-C";
     argv_c[k++] = conns_s;
-    if (nbd_timeout) {
-      argv_c[k++] = (char *) "-t";
-      argv_c[k++] = (char *) nbd_timeout;
-    }
+    argv_c[k++] = (char *) "-t";
+    argv_c[k++] = (char *) nbd_timeout;
     if (is_swap)
       argv_c[k++] = (char *) "-swap";
     argv_c[k] = NULL;

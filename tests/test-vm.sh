@@ -7,7 +7,8 @@
 # its limit and verifies every page (tests/vm/README.md).  Four runs:
 # plain, a memserver killed with -9 mid-run (replicas=2), swapon
 # --discard returning memory to the memservers, and --global: no
-# cgroup, the whole 256 MiB guest overcommitted 1.5x.
+# cgroup, the whole 256 MiB guest overcommitted 1.5x, set up and torn
+# down with rampool attach / detach.
 source "${srcdir:-.}/functions.sh"
 for t in qemu-system-x86_64:qemu-system-x86 busybox:busybox-static \
          nbd-client:nbd-client dpkg-deb:dpkg; do
@@ -18,6 +19,7 @@ done
 export RP_VM_CACHE=$abs_top_builddir/tests/vm/work
 export RP_VM_MEMSERVER=$MEMSERVER
 export RP_VM_PLUGIN=$PLUGIN
+export RP_VM_RAMPOOL=$RAMPOOL
 mkdir -p "$RP_VM_CACHE"
 vm=${srcdir:-.}/vm/test-swap.sh
 

@@ -12,6 +12,8 @@
 #   RP_VM_BACKEND  rampool (default): the plugin must exist;
 #                  stock: the plugin is optional (the guest then uses nbdkit's
 #                  nbd plugin against a host-side nbdkit memory server)
+#   RP_VM_RAMPOOL  the rampool CLI, for rampool attach/detach in the guest
+#                  (default: ../../client/rampool; left out if not built)
 #   RP_VM_KVER     kernel ABI version to use (default: the one that Debian's
 #                  linux-image-amd64 depends on)
 #   RP_VM_INIT     script to pack as the guest's /init instead of
@@ -30,6 +32,7 @@ CACHE=${RP_VM_CACHE:-$HERE/work}
 BACKEND=${RP_VM_BACKEND:-rampool}
 PLUGIN=${1:-${RP_VM_PLUGIN:-$HERE/../../nbdkit-plugin/.libs/nbdkit-rampool-plugin.so}}
 INIT=${RP_VM_INIT:-$HERE/guest-init.sh}
+RAMPOOL_CLI=${RP_VM_RAMPOOL:-$TOP/client/rampool}
 EXTRA_MODULES=${RP_VM_EXTRA_MODULES:-}
 
 die() { echo "build-guest: ERROR: $*" >&2; exit 1; }
@@ -140,6 +143,8 @@ cp "$CACHE/hog" "$ROOT/bin/hog"
 if [ -n "$PLUGIN" ]; then
     cp -L "$PLUGIN" "$ROOT$NBDKIT_PLUGINDIR/nbdkit-rampool-plugin.so"
 fi
+[ -x "$RAMPOOL_CLI" ] || RAMPOOL_CLI=
+[ -n "$RAMPOOL_CLI" ] && cp -L "$RAMPOOL_CLI" "$ROOT/usr/bin/rampool"
 
 # shared libraries: everything ldd lists, for every ELF we copied.
 # Project libraries built by libtool live in .libs dirs that the plugin's
@@ -167,6 +172,7 @@ copy_libs_of "$NBDKIT"
 copy_libs_of "$NBDCLIENT"
 [ "$BACKEND" = stock ] && copy_libs_of "$NBD_PLUGIN"
 [ -n "$PLUGIN" ] && copy_libs_of "$PLUGIN"
+[ -n "$RAMPOOL_CLI" ] && copy_libs_of "$RAMPOOL_CLI"
 # glibc dlopen()s libgcc_s.so.1 for pthread_cancel / unwinding; ldd
 # does not list it.
 LIBGCC=$(gcc -print-file-name=libgcc_s.so.1)
@@ -237,6 +243,7 @@ mv "$CACHE/initrd.cpio.gz.tmp" "$CACHE/initrd.cpio.gz"
     echo "KVER=$KVER"
     echo "HAVE_RAMPOOL=$([ -n "$PLUGIN" ] && echo 1 || echo 0)"
     echo "HAVE_STOCK=$([ "$BACKEND" = stock ] && echo 1 || echo 0)"
+    echo "HAVE_RAMPOOL_CLI=$([ -n "$RAMPOOL_CLI" ] && echo 1 || echo 0)"
     echo "PLUGIN=$PLUGIN"
 } >"$CACHE/guest.env"
 log "done: $CACHE/vmlinuz $CACHE/initrd.cpio.gz ($(du -h "$CACHE/initrd.cpio.gz" | cut -f1)), kernel $KVER, rampool plugin: ${PLUGIN:-none}"

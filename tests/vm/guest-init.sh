@@ -22,7 +22,12 @@
 #   rp_discard   1: swapon -d (discard freed swap)
 #   rp_hung      hung_task_timeout_secs, default 120
 #   rp_hog_corrupt  1: the hog flips one bit (the run must then FAIL)
-#   rp_hog_corrupt  1: hog corrupts one word (checks that FAIL is caught)
+#   rp_attach    1 (rampool): the operator path instead of the steps below:
+#                "rampool attach" starts nbdkit (daemonized, plugin keys
+#                mlock=on realtime=10 added by attach), nbd-client, mkswap,
+#                swapon; "rampool detach" undoes it at the end, and nbdkit
+#                must be gone after it.  nbdkit logs go through syslogd to
+#                the console.
 # Opt-in tuning knobs (for experiments; unset = the defaults above):
 #   rp_min_free_kb  vm.min_free_kbytes, default 16384
 #   rp_sysctl    extra sysctls, '+'-separated NAME:VALUE words (dots in NAME
@@ -148,64 +153,79 @@ stock)
 esac
 [ -n "$rp_extra" ] && plugin_args="$plugin_args $(echo "$rp_extra" | tr '+' ' ')"
 
-swapflag=--swap
-[ "${rp_nbdkit_swap:-1}" = 0 ] && swapflag=
-say "starting: nbdkit $swapflag -f -U /tmp/nbd.sock -P /tmp/nbdkit.pid -t $threads $plugin_args"
-(ulimit -s 2048
- [ -n "$rp_glibc_tunables" ] && export GLIBC_TUNABLES=$(echo "$rp_glibc_tunables" | tr ',' ':')
- rt=
- if [ -n "$rp_nbdkit_rt" ]; then
-     if command -v chrt >/dev/null; then rt="chrt -f $rp_nbdkit_rt"; else say "warning: rp_nbdkit_rt: no chrt in the initramfs"; fi
- fi
- exec $rt nbdkit $swapflag -f -U /tmp/nbd.sock -P /tmp/nbdkit.pid \
-    -t "$threads" $plugin_args) &
-NBDKIT_PID=$!
-i=0
-while [ $i -lt 600 ]; do
-    [ -S /tmp/nbd.sock ] && [ -s /tmp/nbdkit.pid ] && break
-    kill -0 $NBDKIT_PID 2>/dev/null || fail "nbdkit exited during startup"
-    i=$((i + 1)); usleep 100000
-done
-[ -S /tmp/nbd.sock ] || fail "nbdkit socket did not appear in 60 s"
-say "nbdkit ready (pid $NBDKIT_PID): $(grep -E 'VmLck|VmRSS' /proc/$NBDKIT_PID/status | tr -s ' \t\n' ' ')"
-echo -1000 >/proc/$NBDKIT_PID/oom_score_adj
-# biggest locked mappings (what --swap pins)
-awk '/^[0-9a-f]+-[0-9a-f]+ / { m = $6 ? $6 : "[anon]" } /^Locked:/ { if ($2 > 1024) print "  locked " $2 " kB " m }' /proc/$NBDKIT_PID/smaps | sort -k2 -n -r | head -n 8
-
-nbd_args="-unix /tmp/nbd.sock /dev/nbd0 -b 4096 -swap -t $nbd_timeout"
-if [ "$conns" -gt 1 ]; then
-    nbd-client $nbd_args -C "$conns" || {
-        say "nbd-client -C $conns failed; retrying with one connection"
-        conns=1
-        nbd-client $nbd_args || fail "nbd-client"
-    }
+attach=${rp_attach:-0}
+if [ "$attach" = 1 ]; then
+    [ "$backend" = rampool ] || fail "rp_attach=1 needs rp_backend=rampool"
+    # nbdkit in the background logs to syslog: show it on the console
+    syslogd -O /dev/console
+    aflags="--device=/dev/nbd0 --connections=$conns --timeout=$nbd_timeout --plugin=rampool"
+    [ "$discard" = 1 ] && aflags="$aflags --discard"
+    say "starting: rampool attach $aflags ${plugin_args#rampool }"
+    rampool attach $aflags ${plugin_args#rampool } || fail "rampool attach"
+    NBDKIT_PID=$(cat /run/rampool/nbd0/nbdkit.pid 2>/dev/null)
+    kill -0 "$NBDKIT_PID" 2>/dev/null || fail "no nbdkit after rampool attach"
+    say "attached: nbdkit pid $NBDKIT_PID: $(grep -E 'VmLck|VmRSS' /proc/$NBDKIT_PID/status | tr -s ' \t\n' ' ')"
+    grep -q '^/dev/nbd0 ' /proc/swaps || fail "rampool attach: /dev/nbd0 is not in /proc/swaps"
 else
-    nbd-client $nbd_args || fail "nbd-client"
-fi
-say "nbd0: $(cat /sys/block/nbd0/size) sectors, $conns connection(s)"
-if [ "${rp_prewarm:-0}" -gt 0 ]; then
-    bkb=$(cat /sys/block/nbd0/queue/max_sectors_kb)
-    per=$(( rp_prewarm * 1024 / bkb / 8 + 1 ))
-    say "prewarm: 8 x $per x ${bkb} KiB O_DIRECT writes, then reads; nbdkit $(grep VmRSS /proc/$NBDKIT_PID/status | tr -s ' \t' ' ')"
-    for dir in of if; do
-        j=0; pids=
-        while [ $j -lt 8 ]; do
-            if [ $dir = of ]; then
-                dd if=/dev/zero of=/dev/nbd0 bs=${bkb}k count=$per seek=$((j * per)) oflag=direct conv=notrunc 2>/dev/null &
-            else
-                dd if=/dev/nbd0 of=/dev/null bs=${bkb}k count=$per skip=$((j * per)) iflag=direct 2>/dev/null &
-            fi
-            pids="$pids $!"; j=$((j + 1))
-        done
-        for p in $pids; do wait $p || say "prewarm: dd $dir failed"; done
+    swapflag=--swap
+    [ "${rp_nbdkit_swap:-1}" = 0 ] && swapflag=
+    say "starting: nbdkit $swapflag -f -U /tmp/nbd.sock -P /tmp/nbdkit.pid -t $threads $plugin_args"
+    (ulimit -s 2048
+     [ -n "$rp_glibc_tunables" ] && export GLIBC_TUNABLES=$(echo "$rp_glibc_tunables" | tr ',' ':')
+     rt=
+     if [ -n "$rp_nbdkit_rt" ]; then
+         if command -v chrt >/dev/null; then rt="chrt -f $rp_nbdkit_rt"; else say "warning: rp_nbdkit_rt: no chrt in the initramfs"; fi
+     fi
+     exec $rt nbdkit $swapflag -f -U /tmp/nbd.sock -P /tmp/nbdkit.pid \
+        -t "$threads" $plugin_args) &
+    NBDKIT_PID=$!
+    i=0
+    while [ $i -lt 600 ]; do
+        [ -S /tmp/nbd.sock ] && [ -s /tmp/nbdkit.pid ] && break
+        kill -0 $NBDKIT_PID 2>/dev/null || fail "nbdkit exited during startup"
+        i=$((i + 1)); usleep 100000
     done
-    say "prewarm done: nbdkit $(grep VmRSS /proc/$NBDKIT_PID/status | tr -s ' \t' ' ')"
-fi
-mkswap /dev/nbd0 >/dev/null || fail "mkswap"
-if [ "$discard" = 1 ]; then
-    swapon -d /dev/nbd0 || fail "swapon -d"
-else
-    swapon /dev/nbd0 || fail "swapon"
+    [ -S /tmp/nbd.sock ] || fail "nbdkit socket did not appear in 60 s"
+    say "nbdkit ready (pid $NBDKIT_PID): $(grep -E 'VmLck|VmRSS' /proc/$NBDKIT_PID/status | tr -s ' \t\n' ' ')"
+    echo -1000 >/proc/$NBDKIT_PID/oom_score_adj
+    # biggest locked mappings (what --swap pins)
+    awk '/^[0-9a-f]+-[0-9a-f]+ / { m = $6 ? $6 : "[anon]" } /^Locked:/ { if ($2 > 1024) print "  locked " $2 " kB " m }' /proc/$NBDKIT_PID/smaps | sort -k2 -n -r | head -n 8
+
+    nbd_args="-unix /tmp/nbd.sock /dev/nbd0 -b 4096 -swap -t $nbd_timeout"
+    if [ "$conns" -gt 1 ]; then
+        nbd-client $nbd_args -C "$conns" || {
+            say "nbd-client -C $conns failed; retrying with one connection"
+            conns=1
+            nbd-client $nbd_args || fail "nbd-client"
+        }
+    else
+        nbd-client $nbd_args || fail "nbd-client"
+    fi
+    say "nbd0: $(cat /sys/block/nbd0/size) sectors, $conns connection(s)"
+    if [ "${rp_prewarm:-0}" -gt 0 ]; then
+        bkb=$(cat /sys/block/nbd0/queue/max_sectors_kb)
+        per=$(( rp_prewarm * 1024 / bkb / 8 + 1 ))
+        say "prewarm: 8 x $per x ${bkb} KiB O_DIRECT writes, then reads; nbdkit $(grep VmRSS /proc/$NBDKIT_PID/status | tr -s ' \t' ' ')"
+        for dir in of if; do
+            j=0; pids=
+            while [ $j -lt 8 ]; do
+                if [ $dir = of ]; then
+                    dd if=/dev/zero of=/dev/nbd0 bs=${bkb}k count=$per seek=$((j * per)) oflag=direct conv=notrunc 2>/dev/null &
+                else
+                    dd if=/dev/nbd0 of=/dev/null bs=${bkb}k count=$per skip=$((j * per)) iflag=direct 2>/dev/null &
+                fi
+                pids="$pids $!"; j=$((j + 1))
+            done
+            for p in $pids; do wait $p || say "prewarm: dd $dir failed"; done
+        done
+        say "prewarm done: nbdkit $(grep VmRSS /proc/$NBDKIT_PID/status | tr -s ' \t' ' ')"
+    fi
+    mkswap /dev/nbd0 >/dev/null || fail "mkswap"
+    if [ "$discard" = 1 ]; then
+        swapon -d /dev/nbd0 || fail "swapon -d"
+    else
+        swapon /dev/nbd0 || fail "swapon"
+    fi
 fi
 cat /proc/swaps
 if [ "${rp_diag:-0}" = 1 ]; then
@@ -298,7 +318,9 @@ kill -0 $NBDKIT_PID 2>/dev/null || fail "nbdkit died"
 [ $hog_rc -eq 0 ] || fail "hog reported mismatches or errors (exit $hog_rc)"
 [ "$din" -gt 0 ] || fail "no swap-in (pswpin delta 0)"
 [ "$dout" -gt 0 ] || fail "no swap-out (pswpout delta 0)"
-swapoff /dev/nbd0 || fail "swapoff"
+if [ "$attach" = 0 ] || [ "$discard" = 1 ]; then
+    swapoff /dev/nbd0 || fail "swapoff"
+fi
 if [ "$discard" = 1 ] && [ -f /tmp/rampool.stats ]; then
     # a whole-device discard must return every extent to the memservers
     say "before blkdiscard: $(mapped_extents)"
@@ -311,5 +333,13 @@ if [ "$discard" = 1 ] && [ -f /tmp/rampool.stats ]; then
     say "after blkdiscard: $(mapped_extents)"
     [ "$(mapped_extents)" = "extents_mapped 0" ] || fail "extents still mapped 10 s after blkdiscard: $(mapped_extents)"
 fi
-nbd-client -d /dev/nbd0 >/dev/null 2>&1
+if [ "$attach" = 1 ]; then
+    rampool detach --device=/dev/nbd0 || fail "rampool detach"
+    grep -q '^/dev/nbd0 ' /proc/swaps && fail "/dev/nbd0 still swap after rampool detach"
+    kill -0 "$NBDKIT_PID" 2>/dev/null && fail "nbdkit (pid $NBDKIT_PID) still running after rampool detach"
+    [ -e /run/rampool/nbd0 ] && fail "rampool detach left /run/rampool/nbd0"
+    say "detached: swap off, nbd0 disconnected, nbdkit gone"
+else
+    nbd-client -d /dev/nbd0 >/dev/null 2>&1
+fi
 finish PASS

@@ -11,7 +11,12 @@
 #   --global    no memory cgroup: the whole guest overcommitted 1.5x (a
 #               256 MiB guest, a 384 MiB hog), with what makes that
 #               survivable: plugin keys mlock=on realtime=10 and nbdkit
-#               without --swap (docs/operations.md, section 8)
+#               without --swap (docs/operations.md, section 8), set up the
+#               operator's way: implies --attach
+#   --attach    rampool attach / rampool detach in the guest instead of
+#               nbdkit + nbd-client + mkswap + swapon step by step; after
+#               the run every memserver must hold 0 bytes (detach stopped
+#               nbdkit, which freed the disk on the donors)
 #   --backend   rampool (default): 3 memservers + the rampool plugin;
 #               stock: one host-side "nbdkit memory" server, reached by
 #               nbdkit's nbd plugin in the guest (harness self-test)
@@ -60,6 +65,7 @@ NSERVERS=3
 DO_KILL=0
 DISCARD=0
 GLOBAL=0
+ATTACH=${RP_VM_ATTACH:-}
 BUILD=1
 
 while [ $# -gt 0 ]; do
@@ -67,6 +73,7 @@ while [ $# -gt 0 ]; do
     --kill) DO_KILL=1 ;;
     --discard) DISCARD=1 ;;
     --global) GLOBAL=1 ;;
+    --attach) ATTACH=1 ;;
     --backend) BACKEND=$2; shift ;;
     --backend=*) BACKEND=${1#*=} ;;
     --net) NET=$2; shift ;;
@@ -90,8 +97,15 @@ if [ $GLOBAL = 1 ]; then
     # pins its 192 MiB .bss: that alone fills a 256 MiB guest.  mlock=on
     # locks pages as they are touched.
     LIMIT_MB=0 MEM_MB=${RP_VM_MEM_MB:-256} HOG_MB=${RP_VM_HOG_MB:-384}
-    EXTRA=${RP_VM_EXTRA-mlock=on realtime=10} NBDKIT_SWAP=0
+    NBDKIT_SWAP=0 ATTACH=${ATTACH:-1}
+    # rampool attach adds those keys itself
+    [ "$ATTACH" = 1 ] || EXTRA=${RP_VM_EXTRA-mlock=on realtime=10}
 fi
+ATTACH=${ATTACH:-0}
+[ $ATTACH = 1 ] && [ $BACKEND != rampool ] && { echo "test-swap: --attach needs --backend rampool" >&2; exit 1; }
+RAMPOOL_CLI=${RP_VM_RAMPOOL:-$TOP/client/rampool}
+[ $ATTACH = 1 ] && [ ! -x "$RAMPOOL_CLI" ] &&
+    { echo "test-swap: --attach needs the rampool CLI, '$RAMPOOL_CLI' is not built" >&2; exit 1; }
 [ $DO_KILL = 1 ] && [ $BACKEND != rampool ] && { echo "test-swap: --kill needs --backend rampool" >&2; exit 1; }
 
 for c in qemu-system-x86_64:qemu-system-x86 timeout:coreutils ip:iproute2; do
@@ -162,6 +176,9 @@ fi
 [ -f "$CACHE/vmlinuz" ] && [ -f "$CACHE/initrd.cpio.gz" ] || die "no guest in $CACHE (run build-guest.sh)"
 if [ $BACKEND = rampool ] && ! grep -q '^HAVE_RAMPOOL=1' "$CACHE/guest.env" 2>/dev/null; then
     die "the initramfs in $CACHE has no rampool plugin (rebuild without --no-build)"
+fi
+if [ $ATTACH = 1 ] && ! grep -q '^HAVE_RAMPOOL_CLI=1' "$CACHE/guest.env" 2>/dev/null; then
+    die "the initramfs in $CACHE has no rampool CLI for --attach (rebuild without --no-build)"
 fi
 if [ $BACKEND = stock ] && ! grep -q "^HAVE_STOCK=1" "$CACHE/guest.env" 2>/dev/null; then
     die "the initramfs in $CACHE was built without the stock nbd plugin (rebuild without --no-build)"
@@ -261,6 +278,7 @@ else
 fi
 [ -n "$EXTRA" ] && APPEND+=" rp_extra=${EXTRA// /+}"
 [ $NBDKIT_SWAP = 0 ] && APPEND+=" rp_nbdkit_swap=0"
+[ $ATTACH = 1 ] && APPEND+=" rp_attach=1"
 [ $DISCARD = 1 ] && APPEND+=" rp_discard=1 rp_hog_runs=2"
 [ "${RP_VM_HOG_CORRUPT:-0}" = 1 ] && APPEND+=" rp_hog_corrupt=1"
 [ -n "${RP_VM_APPEND:-}" ] && APPEND+=" $RP_VM_APPEND"
@@ -325,6 +343,16 @@ fi
 lost=$(tr -d '\r' <"$SERIAL" | sed -n 's/^extents_lost //p' | tail -n1)
 if [ "$RESULT" = PASS ] && [ -n "$lost" ] && [ "$lost" != 0 ]; then
     RESULT="FAIL plugin stats: extents_lost $lost"
+fi
+# rampool detach stopped nbdkit, which frees the disk on every donor at
+# exit: nothing may be left (a lease expiry would take 30 s and more)
+if [ "$RESULT" = PASS ] && [ $ATTACH = 1 ]; then
+    for i in "${!HOST_PORTS[@]}"; do
+        st=$("${NSX[@]}" "$RAMPOOL_CLI" status --raw "$SRV_ADDR:${HOST_PORTS[$i]}" 2>&1)
+        used=$(awk '$2 == "up" { print $4 }' <<<"$st")
+        log "after detach: memserver $i: ${used:-?} bytes used"
+        [ "$used" = 0 ] || { RESULT="FAIL after rampool detach, memserver $i holds ${used:-?} bytes: $st"; break; }
+    done
 fi
 if [ "$RESULT" != PASS ]; then
     tail -n 40 "$SERIAL" | tr -d '\r' | sed 's/^/  serial| /' >&2
