@@ -233,18 +233,6 @@ io_note_failure (struct rp_server *s, struct rp_conn *c)
     pool_server_down (s, why);
 }
 
-/* Is rep's copy out of reach but possibly intact: its server down with
- * the incarnation that holds it, and the copy missed no write?
- */
-static bool
-io_rep_may_return (struct rp_pool *p, const struct rp_replica *rep)
-{
-  struct rp_server *s = &p->servers[rep->server];
-
-  return rep->handle && !rep->is_stale && !atomic_load (&s->is_up) &&
-         atomic_load (&s->epoch) == rep->epoch;
-}
-
 /* No good copy of e, but one may come back: worth waiting for (lock
  * held).  Never with backup= (the file serves and takes the I/O) or
  * outage-wait-ms=0.
@@ -259,7 +247,7 @@ io_should_wait (struct rp_pool *p, const struct rp_extent *e)
   for (unsigned r = 0; r < e->nrep; r++) {
     if (pool_replica_is_good (p, &e->rep[r]))
       return false;
-    if (io_rep_may_return (p, &e->rep[r]))
+    if (pool_replica_may_return (p, &e->rep[r]))
       may_return = true;
   }
   return may_return;
@@ -533,7 +521,7 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
                                calls[k].req.handle);
         if (rep == NULL)
           continue;
-        if (may_wait && io_rep_may_return (p, rep))
+        if (may_wait && pool_replica_may_return (p, rep))
           is_out_of_reach = true;
         else
           rep->is_stale = 1;   /* may not hold the data: never read it */

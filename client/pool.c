@@ -321,11 +321,13 @@ pool_write_stats_file (struct rp_pool *p)
            "servers %u\nservers_up %u\nextents %" PRIu64 "\n"
            "extents_mapped %" PRIu64 "\nextents_healthy %" PRIu64 "\n"
            "extents_degraded %" PRIu64 "\nextents_lost %" PRIu64 "\n"
+           "extents_unreachable %" PRIu64 "\n"
            "reads %" PRIu64 "\nwrites %" PRIu64 "\n"
            "read_failovers %" PRIu64 "\nrecovered %" PRIu64 "\n"
            "backup_reads %" PRIu64 "\noutage_waits %" PRIu64 "\n",
            st.servers, st.servers_up, st.extents, st.extents_mapped,
            st.extents_healthy, st.extents_degraded, st.extents_lost,
+           st.extents_unreachable,
            st.reads, st.writes, st.read_failovers, st.recovered,
            st.backup_reads, st.outage_waits);
   for (unsigned i = 0; i < p->nservers; i++)
@@ -610,8 +612,16 @@ rp_pool_get_stats (struct rp_pool *p, struct rp_pool_stats *st)
         st->extents_healthy++;
       else if (good > 0)
         st->extents_degraded++;
-      else
-        st->extents_lost++;
+      else {
+        bool may_return = false;
+        for (unsigned r = 0; r < e->nrep; r++)
+          if (pool_replica_may_return (p, &e->rep[r]))
+            may_return = true;
+        if (may_return)
+          st->extents_unreachable++;
+        else
+          st->extents_lost++;
+      }
     }
     pthread_rwlock_unlock (lk);
   }

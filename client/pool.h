@@ -85,6 +85,18 @@ pool_replica_is_good (struct rp_pool *p, const struct rp_replica *r)
          atomic_load (&s->epoch) == r->epoch;
 }
 
+/* A replica out of reach that may still hold its data: its server is
+ * down, with the incarnation that holds it, and it missed no write.
+ */
+static inline bool
+pool_replica_may_return (struct rp_pool *p, const struct rp_replica *r)
+{
+  struct rp_server *s = &p->servers[r->server];
+
+  return r->handle && !r->is_stale && !atomic_load (&s->is_up) &&
+         atomic_load (&s->epoch) == r->epoch;
+}
+
 /* The connection that carries every request for extent idx on s:
  * fixed per extent, so one extent's requests stay in order.
  */

@@ -37,6 +37,9 @@ during_stall () {
   kill -0 "$pid" 2>/dev/null || { for i in 1 2 3; do kill_memserver "s$i" CONT; done
                                   fail "$1 finished while every server was stopped"; }
   [ -n "$waited" ] || fail "no request waited for the stopped servers (outage_waits $(stat_of outage_waits))"
+  # the same stats file: unreachable for now, not lost
+  [ "$(stat_of extents_unreachable)" -gt 0 ] && [ "$(stat_of extents_lost)" = 0 ] ||
+    { cat "$TMP/stats"; fail "during the stall: extents_unreachable $(stat_of extents_unreachable), extents_lost $(stat_of extents_lost)"; }
   for i in 1 2 3; do kill_memserver "s$i" CONT; done
   wait "$pid"
 }

@@ -114,7 +114,9 @@ struct rp_pool_stats {
   uint64_t extents_mapped;
   uint64_t extents_healthy;    /* all `replicas` copies good */
   uint64_t extents_degraded;   /* fewer copies, at least one */
-  uint64_t extents_lost;       /* no good copy */
+  uint64_t extents_lost;       /* no good copy, none can come back */
+  uint64_t extents_unreachable; /* no good copy, but one is on a server
+                                  that is down and may come back */
   uint64_t reads, writes;      /* chunk requests issued */
   uint64_t read_failovers;     /* reads retried on another replica */
   uint64_t recovered;          /* replicas re-created by recovery */
