@@ -5,8 +5,8 @@
 #
 # Usage: bench/vm-swap-bench.sh [--no-build]      (as root; see bench/README.md)
 #
-# The guest is tests/vm's (Debian kernel, busybox initramfs, built by
-# tests/vm/build-guest.sh with bench/vm/guest-init.sh as /init and the
+# The guest is tests/vm's (Debian kernel, busybox initramfs and its /init,
+# tests/vm/guest-init.sh, built by tests/vm/build-guest.sh with the
 # virtio_blk module added). Workload: the hog of tests/vm/hog.c in a memory
 # cgroup (memory.max BENCH_VM_LIMIT_MB, default 96 MiB) writing and then
 # verifying BENCH_VM_HOG_MB (default 256) MiB; any mismatch fails the run.
@@ -83,8 +83,8 @@ for b in $BACKENDS; do
 done
 
 # ---------------------------------------------------------------- cleanup
-PIDS=() PIDFILES=() NS= MNT= RUN= OK=0
-NETNS_MNT_BEFORE=1 NETNS_DIR_BEFORE=1
+PIDS=() PIDFILES=() MNT= RUN= OK=0
+source "$TOP/tests/vm/netns.sh"
 stop_servers() { # kill what start_* started for one run (by pid), bounded
     local p f i alive
     for f in "${PIDFILES[@]}"; do [ -s "$f" ] && p=$(tr -dc 0-9 <"$f") && [ -n "$p" ] && kill "$p" 2>/dev/null; done
@@ -105,13 +105,7 @@ cleanup() {
     trap - EXIT INT TERM
     stop_servers
     [ -n "$MNT" ] && { umount "$MNT" 2>/dev/null || log "WARNING: could not unmount $MNT"; rmdir "$MNT" 2>/dev/null; }
-    if [ -n "$NS" ]; then
-        ip netns del "$NS" 2>/dev/null
-        if [ "$NETNS_MNT_BEFORE" = 0 ] && [ -z "$(ls -A /run/netns 2>/dev/null)" ]; then
-            umount /run/netns 2>/dev/null
-            [ "$NETNS_DIR_BEFORE" = 0 ] && rmdir /run/netns 2>/dev/null
-        fi
-    fi
+    netns_down
     if [ -n "$RUN" ]; then
         if [ $OK = 1 ] && [ "${BENCH_VM_KEEP:-0}" != 1 ]; then
             log "results in $RUN"
@@ -132,7 +126,7 @@ if [ $BUILD = 1 ]; then
         [ -f "$deb" ] && [ ! -e "$CACHE/${deb##*/}" ] && { ln "$deb" "$CACHE/" 2>/dev/null || cp "$deb" "$CACHE/"; }
     done
     RP_VM_CACHE=$CACHE RP_VM_BACKEND=rampool RP_VM_PLUGIN=$PLUGIN \
-        RP_VM_INIT=$HERE/vm/guest-init.sh RP_VM_EXTRA_MODULES=virtio_blk \
+        RP_VM_EXTRA_MODULES=virtio_blk \
         "$TOP/tests/vm/build-guest.sh" || die "build-guest.sh failed"
 fi
 [ -f "$CACHE/vmlinuz" ] && [ -f "$CACHE/initrd.cpio.gz" ] || die "no guest in $CACHE (run without --no-build)"
@@ -141,15 +135,7 @@ RUN=$(mktemp -d "$CACHE/run.$(date -u +%Y%m%dT%H%M%SZ).XXXX")
 mkdir -p "$RUN/logs"
 
 # ---------------------------------------------------------------- network, tmpfs
-grep -q " /run/netns " /proc/self/mountinfo && NETNS_MNT_BEFORE=1 || NETNS_MNT_BEFORE=0
-[ -d /run/netns ] && NETNS_DIR_BEFORE=1 || NETNS_DIR_BEFORE=0
-NS=rpbench-$$
-ip netns add "$NS" || die "ip netns add $NS failed"
-NSX=(ip netns exec "$NS")
-ip -n "$NS" link set lo up &&
-    ip -n "$NS" tuntap add dev rptap0 mode tap &&
-    ip -n "$NS" addr add 10.0.2.2/24 dev rptap0 &&
-    ip -n "$NS" link set rptap0 up || die "tap setup in $NS failed"
+netns_up rpbench-$$ || die "network namespace rpbench-$$ with tap device rptap0: setup failed"
 size_bytes=$(numfmt --from=iec "$SIZE") || die "bad BENCH_VM_SIZE '$SIZE'"
 MNT=$RUN/tmpfs
 mkdir -p "$MNT"
@@ -207,7 +193,7 @@ CONF
             wait_for "memserver $i" "${PIDS[$i]}" test -s "$d/ms$i.port" || return 1
             eps+=("10.0.2.2:$(tr -dc 0-9 <"$d/ms$i.port")")
         done
-        append+=" rp_backend=rampool rp_replicas=${b#rampool-r} rp_servers=$(IFS=,; echo "${eps[*]}")"
+        append+=" rp_backend=rampool rp_nostats=1 rp_replicas=${b#rampool-r} rp_servers=$(IFS=,; echo "${eps[*]}")"
         ;;
     esac
     log "round $round: $b: booting guest"
@@ -226,12 +212,14 @@ CONF
     stop_servers
     rm -f "$MNT/virtio.img" "$MNT/nbd.img"
     local res stats hogres
-    res=$(tr -d '\r' <"$d/serial.log" | sed -n 's/^RPBENCH-RESULT: //p' | tail -n1)
-    stats=$(tr -d '\r' <"$d/serial.log" | sed -n 's/^RPBENCH-STATS: //p' | tail -n1)
+    res=$(tr -d '\r' <"$d/serial.log" | sed -n 's/^RAMPOOL-VM-RESULT: //p' | tail -n1)
+    stats=$(tr -d '\r' <"$d/serial.log" | sed -n 's/^RAMPOOL-VM-STATS: //p' | tail -n1)
     hogres=$(tr -d '\r' <"$d/serial.log" | grep -a '^hog: RESULT' | tail -n1)
     [ -n "$res" ] || res="FAIL no result line (qemu exit $qrc)"
     kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
-    R_HOG=$(kv hog_s "$stats"); R_W=$(kv write_s "$stats"); R_V=$(kv verify_s "$stats")
+    R_HOG=$(awk -v a="$(kv hog_start "$stats")" -v b="$(kv hog_end "$stats")" \
+        'BEGIN { if (a != "" && b != "") printf "%.2f", b - a }')
+    R_W=$(kv write_s "$hogres"); R_V=$(kv verify_s "$hogres")
     R_IN=$(kv pswpin "$stats"); R_OUT=$(kv pswpout "$stats")
     R_MIS=$(kv mismatched_pages "$hogres")
     R_RES=$res

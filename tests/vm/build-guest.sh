@@ -17,7 +17,7 @@
 #   RP_VM_KVER     kernel ABI version to use (default: the one that Debian's
 #                  linux-image-amd64 depends on)
 #   RP_VM_INIT     script to pack as the guest's /init instead of
-#                  guest-init.sh (opt-in; used by bench/vm-swap-bench.sh)
+#                  guest-init.sh (opt-in, for experiments)
 #   RP_VM_EXTRA_MODULES  space-separated kernel modules to add after the
 #                  default ones (e.g. "virtio_blk"); loaded in that order
 #

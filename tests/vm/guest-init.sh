@@ -4,9 +4,16 @@
 #
 # Settings come from the kernel command line: unknown "name=value"
 # parameters reach /init as environment variables.
-#   rp_backend   rampool | stock
+#   rp_backend   rampool: nbdkit with the rampool plugin on a Unix socket,
+#                         the kernel nbd client on it
+#                stock:   the same with nbdkit's nbd plugin forwarding to
+#                         an NBD server on the host (harness self-test)
+#                nbd:     the kernel nbd client straight to an NBD server on
+#                         the host over TCP (bench/vm-swap-bench.sh)
+#                virtio:  /dev/vda, a disk QEMU gives the guest (bench)
 #   rp_servers   rampool: HOST:PORT,HOST:PORT,...
-#   rp_nbd       stock:   HOST:PORT of the host-side nbdkit memory server
+#   rp_nbd       stock, nbd: HOST:PORT of the host's NBD server
+#   rp_nbd_name  nbd: its export name, default bench
 #   rp_size      virtual disk size (rampool), default 1G
 #   rp_replicas  default 2
 #   rp_extra     extra plugin key=value words, separated by '+'
@@ -149,9 +156,22 @@ stock)
     [ -n "$rp_nbd" ] || fail "rp_nbd not set"
     plugin_args="nbd hostname=${rp_nbd%:*} port=${rp_nbd##*:}"
     ;;
+nbd|virtio) plugin_args= ;;   # no nbdkit in the guest
 *) fail "unknown rp_backend '$backend'" ;;
 esac
 [ -n "$rp_extra" ] && plugin_args="$plugin_args $(echo "$rp_extra" | tr '+' ' ')"
+DEV=/dev/nbd0
+NBDKIT_PID=
+
+# nbd_connect ARGS...: the kernel nbd client with -C $conns, else one
+nbd_connect() {
+    if [ "$conns" -gt 1 ]; then
+        nbd-client "$@" -C "$conns" && return 0
+        say "nbd-client -C $conns failed; retrying with one connection"
+        conns=1
+    fi
+    nbd-client "$@"
+}
 
 attach=${rp_attach:-0}
 if [ "$attach" = 1 ]; then
@@ -166,6 +186,21 @@ if [ "$attach" = 1 ]; then
     kill -0 "$NBDKIT_PID" 2>/dev/null || fail "no nbdkit after rampool attach"
     say "attached: nbdkit pid $NBDKIT_PID: $(grep -E 'VmLck|VmRSS' /proc/$NBDKIT_PID/status | tr -s ' \t\n' ' ')"
     grep -q '^/dev/nbd0 ' /proc/swaps || fail "rampool attach: /dev/nbd0 is not in /proc/swaps"
+elif [ "$backend" = nbd ]; then
+    [ -n "$rp_nbd" ] || fail "rp_nbd not set"
+    nbd_connect "${rp_nbd%:*}" "${rp_nbd##*:}" /dev/nbd0 -N "${rp_nbd_name:-bench}" \
+        -b 4096 -swap -t "$nbd_timeout" || fail "nbd-client"
+    say "nbd0: $(cat /sys/block/nbd0/size) sectors, $conns connection(s) to $rp_nbd"
+    mkswap $DEV >/dev/null || fail "mkswap"
+    swapon $DEV || fail "swapon"
+elif [ "$backend" = virtio ]; then
+    DEV=/dev/vda
+    i=0
+    while [ ! -b $DEV ] && [ $i -lt 100 ]; do i=$((i + 1)); usleep 100000; done
+    [ -b $DEV ] || fail "no $DEV"
+    say "$DEV: $(cat /sys/class/block/vda/size) sectors"
+    mkswap $DEV >/dev/null || fail "mkswap"
+    swapon $DEV || fail "swapon"
 else
     swapflag=--swap
     [ "${rp_nbdkit_swap:-1}" = 0 ] && swapflag=
@@ -191,16 +226,7 @@ else
     # biggest locked mappings (what --swap pins)
     awk '/^[0-9a-f]+-[0-9a-f]+ / { m = $6 ? $6 : "[anon]" } /^Locked:/ { if ($2 > 1024) print "  locked " $2 " kB " m }' /proc/$NBDKIT_PID/smaps | sort -k2 -n -r | head -n 8
 
-    nbd_args="-unix /tmp/nbd.sock /dev/nbd0 -b 4096 -swap -t $nbd_timeout"
-    if [ "$conns" -gt 1 ]; then
-        nbd-client $nbd_args -C "$conns" || {
-            say "nbd-client -C $conns failed; retrying with one connection"
-            conns=1
-            nbd-client $nbd_args || fail "nbd-client"
-        }
-    else
-        nbd-client $nbd_args || fail "nbd-client"
-    fi
+    nbd_connect -unix /tmp/nbd.sock /dev/nbd0 -b 4096 -swap -t "$nbd_timeout" || fail "nbd-client"
     say "nbd0: $(cat /sys/block/nbd0/size) sectors, $conns connection(s)"
     if [ "${rp_prewarm:-0}" -gt 0 ]; then
         bkb=$(cat /sys/block/nbd0/queue/max_sectors_kb)
@@ -261,6 +287,7 @@ mapped_extents() { [ -f /tmp/rampool.stats ] && grep "^extents_mapped " /tmp/ram
 # nbd driver reports timeouts or errors, print where
 # nbdkit's threads are (state, wchan, kernel stack of D-state threads).
 dump_nbdkit() {
+    [ -n "$NBDKIT_PID" ] || { echo "rp-watch: $1"; return; }
     echo "rp-watch: $1; nbdkit threads:"
     for t in /proc/$NBDKIT_PID/task/*; do
         st=$(sed 's/.*) //' $t/stat | cut -d' ' -f1)
@@ -314,12 +341,12 @@ if [ -f /tmp/rampool.stats ]; then echo "--- rampool stats-file ---"; cat /tmp/r
 say "times (guest clock): boot->hog ${THOG}s (init start ${T0}s), hog ${THOG}s->${TEND}s"
 echo "RAMPOOL-VM-STATS: pswpin=$din pswpout=$dout hog_start=$THOG hog_end=$TEND"
 
-kill -0 $NBDKIT_PID 2>/dev/null || fail "nbdkit died"
+[ -z "$NBDKIT_PID" ] || kill -0 $NBDKIT_PID 2>/dev/null || fail "nbdkit died"
 [ $hog_rc -eq 0 ] || fail "hog reported mismatches or errors (exit $hog_rc)"
 [ "$din" -gt 0 ] || fail "no swap-in (pswpin delta 0)"
 [ "$dout" -gt 0 ] || fail "no swap-out (pswpout delta 0)"
 if [ "$attach" = 0 ] || [ "$discard" = 1 ]; then
-    swapoff /dev/nbd0 || fail "swapoff"
+    swapoff $DEV || fail "swapoff"
 fi
 if [ "$discard" = 1 ] && [ -f /tmp/rampool.stats ]; then
     # a whole-device discard must return every extent to the memservers
@@ -339,7 +366,7 @@ if [ "$attach" = 1 ]; then
     kill -0 "$NBDKIT_PID" 2>/dev/null && fail "nbdkit (pid $NBDKIT_PID) still running after rampool detach"
     [ -e /run/rampool/nbd0 ] && fail "rampool detach left /run/rampool/nbd0"
     say "detached: swap off, nbd0 disconnected, nbdkit gone"
-else
+elif [ $DEV = /dev/nbd0 ]; then
     nbd-client -d /dev/nbd0 >/dev/null 2>&1
 fi
 finish PASS

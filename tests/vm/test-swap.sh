@@ -127,9 +127,7 @@ fi
 # ---------------------------------------------------------------- cleanup
 PIDS=()          # processes started here (killed by PID)
 PIDFILES=()      # pid files of servers (the real daemon PID)
-NS=
-NETNS_MNT_BEFORE=1
-NETNS_DIR_BEFORE=1
+source "$HERE/netns.sh"
 RUN=
 RESULT="FAIL harness error"
 cleanup() {
@@ -151,13 +149,7 @@ cleanup() {
         [ -s "$f" ] && p=$(cat "$f") && kill -9 "$p" 2>/dev/null
     done
     wait 2>/dev/null
-    if [ -n "$NS" ]; then
-        ip netns del "$NS" 2>/dev/null
-        if [ "$NETNS_MNT_BEFORE" = 0 ] && [ -z "$(ls -A /run/netns 2>/dev/null)" ]; then
-            umount /run/netns 2>/dev/null
-            [ "$NETNS_DIR_BEFORE" = 0 ] && rmdir /run/netns 2>/dev/null
-        fi
-    fi
+    netns_down
     if [ -n "$RUN" ] && [ "${RP_VM_KEEP:-0}" != 1 ] && [[ $RESULT == PASS ]]; then
         rm -rf "$RUN"
     elif [ -n "$RUN" ]; then
@@ -188,19 +180,8 @@ RUN=$(mktemp -d "$CACHE/run.XXXXXX")
 SERIAL=$RUN/serial.log
 
 # ---------------------------------------------------------------- network
-NSX=()           # command prefix to run inside the namespace
 if [ $NET = tap ]; then
-    # "ip netns add" bind-mounts /run/netns on itself the first time; undo
-    # that at the end if it was not there before
-    grep -q " /run/netns " /proc/self/mountinfo && NETNS_MNT_BEFORE=1 || NETNS_MNT_BEFORE=0
-    [ -d /run/netns ] && NETNS_DIR_BEFORE=1 || NETNS_DIR_BEFORE=0
-    NS=rpvm-$$
-    ip netns add "$NS" || die "ip netns add $NS failed"
-    NSX=(ip netns exec "$NS")
-    ip -n "$NS" link set lo up &&
-        ip -n "$NS" tuntap add dev rptap0 mode tap &&
-        ip -n "$NS" addr add 10.0.2.2/24 dev rptap0 &&
-        ip -n "$NS" link set rptap0 up || die "tap setup in $NS failed"
+    netns_up rpvm-$$ || die "network namespace rpvm-$$ with tap device rptap0: setup failed"
     SRV_ADDR=10.0.2.2
 else
     SRV_ADDR=127.0.0.1
