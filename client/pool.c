@@ -59,12 +59,7 @@ pool_add_orphan (struct rp_server *s, uint64_t handle)
 uint64_t
 pool_up_gen (struct rp_pool *p)
 {
-  uint64_t gen;
-
-  pthread_mutex_lock (&p->up_lock);
-  gen = p->up_gen;
-  pthread_mutex_unlock (&p->up_lock);
-  return gen;
+  return atomic_load (&p->up_gen);
 }
 
 void
@@ -76,7 +71,7 @@ pool_wait_up (struct rp_pool *p, uint64_t gen, uint64_t deadline_ms)
   };
 
   pthread_mutex_lock (&p->up_lock);
-  while (p->up_gen == gen &&
+  while (atomic_load (&p->up_gen) == gen &&
          pthread_cond_timedwait (&p->up_cond, &p->up_lock, &ts) != ETIMEDOUT)
     ;
   pthread_mutex_unlock (&p->up_lock);
@@ -279,7 +274,7 @@ pool_server_connect (struct rp_pool *p, struct rp_server *s,
   atomic_store (&s->free_bytes, hi.free_bytes);
   atomic_store (&s->is_up, true);
   pthread_mutex_lock (&p->up_lock);
-  p->up_gen++;
+  atomic_fetch_add (&p->up_gen, 1);
   pthread_cond_broadcast (&p->up_cond);
   pthread_mutex_unlock (&p->up_lock);
   pool_free_orphans (p, s);

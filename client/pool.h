@@ -71,7 +71,8 @@ struct rp_pool {
    */
   pthread_mutex_t up_lock;
   pthread_cond_t up_cond;      /* CLOCK_MONOTONIC */
-  uint64_t up_gen;             /* guarded by up_lock */
+  atomic_uint_least64_t up_gen;  /* changed under up_lock; read
+                                    without it on the I/O path */
   atomic_uint_least64_t outage_logged_ms;  /* rate-limits the log line */
 };
 

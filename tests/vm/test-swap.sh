@@ -7,7 +7,8 @@
 #
 #   --kill      kill -9 one memserver while the guest hog is writing
 #               (replicas=2 must still give zero mismatches); rampool only
-#   --discard   swapon -d in the guest and run the hog twice
+#   --discard   swapon -d in the guest and run the hog twice; blkdiscard
+#               must then leave every memserver at 0 bytes (STAT)
 #   --global    no memory cgroup: the whole guest overcommitted 1.5x (a
 #               256 MiB guest, a 384 MiB hog), with what makes that
 #               survivable: plugin keys mlock=on realtime=10 and nbdkit
@@ -104,8 +105,8 @@ fi
 ATTACH=${ATTACH:-0}
 [ $ATTACH = 1 ] && [ $BACKEND != rampool ] && { echo "test-swap: --attach needs --backend rampool" >&2; exit 1; }
 RAMPOOL_CLI=${RP_VM_RAMPOOL:-$TOP/client/rampool}
-[ $ATTACH = 1 ] && [ ! -x "$RAMPOOL_CLI" ] &&
-    { echo "test-swap: --attach needs the rampool CLI, '$RAMPOOL_CLI' is not built" >&2; exit 1; }
+{ [ $ATTACH = 1 ] || [ $DISCARD = 1 ]; } && [ $BACKEND = rampool ] && [ ! -x "$RAMPOOL_CLI" ] &&
+    { echo "test-swap: --attach and --discard need the rampool CLI, '$RAMPOOL_CLI' is not built" >&2; exit 1; }
 [ $DO_KILL = 1 ] && [ $BACKEND != rampool ] && { echo "test-swap: --kill needs --backend rampool" >&2; exit 1; }
 
 for c in qemu-system-x86_64:qemu-system-x86 timeout:coreutils ip:iproute2; do
@@ -325,14 +326,18 @@ lost=$(tr -d '\r' <"$SERIAL" | sed -n 's/^extents_lost //p' | tail -n1)
 if [ "$RESULT" = PASS ] && [ -n "$lost" ] && [ "$lost" != 0 ]; then
     RESULT="FAIL plugin stats: extents_lost $lost"
 fi
-# rampool detach stopped nbdkit, which frees the disk on every donor at
-# exit: nothing may be left (a lease expiry would take 30 s and more)
-if [ "$RESULT" = PASS ] && [ $ATTACH = 1 ]; then
+# The donors' own view (STAT), after the guest is gone: rampool detach
+# stopped nbdkit, which frees the disk on every donor at exit; with
+# --discard, blkdiscard of the whole device freed every extent.  Either
+# way nothing may be left (a lease expiry would take 30 s and more).
+if [ "$RESULT" = PASS ] && { [ $ATTACH = 1 ] || [ $DISCARD = 1 ]; } && [ $BACKEND = rampool ]; then
+    why=$([ $ATTACH = 1 ] && echo "rampool detach" || echo "blkdiscard")
     for i in "${!HOST_PORTS[@]}"; do
+        [ -n "$KILLED" ] && [ "$i" = 1 ] && continue
         st=$("${NSX[@]}" "$RAMPOOL_CLI" status --raw "$SRV_ADDR:${HOST_PORTS[$i]}" 2>&1)
         used=$(awk '$2 == "up" { print $4 }' <<<"$st")
-        log "after detach: memserver $i: ${used:-?} bytes used"
-        [ "$used" = 0 ] || { RESULT="FAIL after rampool detach, memserver $i holds ${used:-?} bytes: $st"; break; }
+        log "after $why: memserver $i: ${used:-?} bytes used"
+        [ "$used" = 0 ] || { RESULT="FAIL after $why, memserver $i holds ${used:-?} bytes: $st"; break; }
     done
 fi
 if [ "$RESULT" != PASS ]; then
