@@ -53,9 +53,9 @@ rp_config_init (struct rp_config *cfg)
   cfg->timeout_ms = 5000;
   cfg->heartbeat_ms = 1000;
   cfg->rejoin_grace_ms = 5000;
-  /* Long enough to ride out a donor's stall or a reconnect (the kernel
-   * nbd driver waits forever unless nbd-client -t is given), short
-   * enough that a truly lost page ends in an error someone sees.
+  /* Long enough to ride out a donor's stall or a reconnect, short
+   * enough that a truly lost page ends in an error someone sees.  The
+   * kernel's NBD request timeout must be longer (rampool attach: 120 s).
    */
   cfg->outage_wait_ms = 30000;
   cfg->recovery_rate = 64 * 1024 * 1024;

@@ -233,24 +233,27 @@ io_note_failure (struct rp_server *s, struct rp_conn *c)
     pool_server_down (s, why);
 }
 
+/* Do requests wait out outages?  Never with backup= (the file serves
+ * and takes the I/O) or outage-wait-ms=0.
+ */
+static bool
+io_waits_out_outages (const struct rp_pool *p)
+{
+  return p->backup_fd < 0 && p->cfg.outage_wait_ms > 0;
+}
+
 /* No good copy of e, but one may come back: worth waiting for (lock
- * held).  Never with backup= (the file serves and takes the I/O) or
- * outage-wait-ms=0.
+ * held).
  */
 static bool
 io_should_wait (struct rp_pool *p, const struct rp_extent *e)
 {
-  bool may_return = false;
-
-  if (p->backup_fd >= 0 || p->cfg.outage_wait_ms == 0)
+  if (!io_waits_out_outages (p))
     return false;
-  for (unsigned r = 0; r < e->nrep; r++) {
+  for (unsigned r = 0; r < e->nrep; r++)
     if (pool_replica_is_good (p, &e->rep[r]))
       return false;
-    if (pool_replica_may_return (p, &e->rep[r]))
-      may_return = true;
-  }
-  return may_return;
+  return pool_extent_may_return (p, e);
 }
 
 static int io_pick_replica (struct rp_pool *p, const struct rp_extent *e,
@@ -510,7 +513,7 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
       /* Reached by none: copies whose server is down are left as they
        * were and the chunk waits for one (io_should_wait).
        */
-      bool may_wait = ok == 0 && p->backup_fd < 0 && p->cfg.outage_wait_ms;
+      bool may_wait = ok == 0 && io_waits_out_outages (p);
 
       pthread_rwlock_wrlock (lk);
       for (unsigned k = c->first_call; k < c->first_call + c->ncalls; k++) {

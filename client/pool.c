@@ -607,16 +607,10 @@ rp_pool_get_stats (struct rp_pool *p, struct rp_pool_stats *st)
         st->extents_healthy++;
       else if (good > 0)
         st->extents_degraded++;
-      else {
-        bool may_return = false;
-        for (unsigned r = 0; r < e->nrep; r++)
-          if (pool_replica_may_return (p, &e->rep[r]))
-            may_return = true;
-        if (may_return)
-          st->extents_unreachable++;
-        else
-          st->extents_lost++;
-      }
+      else if (pool_extent_may_return (p, e))
+        st->extents_unreachable++;
+      else
+        st->extents_lost++;
     }
     pthread_rwlock_unlock (lk);
   }

@@ -98,6 +98,18 @@ pool_replica_may_return (struct rp_pool *p, const struct rp_replica *r)
          atomic_load (&s->epoch) == r->epoch;
 }
 
+/* Has e a copy that may come back (pool_replica_may_return)?  With no
+ * good copy left, such an extent is unreachable rather than lost.
+ */
+static inline bool
+pool_extent_may_return (struct rp_pool *p, const struct rp_extent *e)
+{
+  for (unsigned r = 0; r < e->nrep; r++)
+    if (pool_replica_may_return (p, &e->rep[r]))
+      return true;
+  return false;
+}
+
 /* The connection that carries every request for extent idx on s:
  * fixed per extent, so one extent's requests stay in order.
  */

@@ -158,9 +158,8 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
      * While a copy may come back it is unreachable, not lost: requests
      * wait for it (outage-wait-ms, io.c).
      */
-    for (unsigned r = 0; r < e->nrep; r++)
-      if (pool_replica_may_return (p, &e->rep[r]))
-        return 0;
+    if (pool_extent_may_return (p, e))
+      return 0;
     if (!e->is_lost_logged) {
       e->is_lost_logged = 1;
       rp_log (RP_LOG_ERROR, "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
