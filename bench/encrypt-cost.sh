@@ -7,35 +7,14 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 runtime=${RUNTIME:-10}
-work=$(mktemp -d /tmp/rampool-enc.XXXXXX)
-pids=()
-cleanup () {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-servers=
-for i in 1 2 3; do
-  "$top/memserver/memserver" --listen 127.0.0.1:0 --size 2G --no-mlock --quiet \
-    --port-file "$work/p$i" 2>>"$work/ms$i.log" &
-  pids+=($!)
-done
-for i in 1 2 3; do
-  for _ in $(seq 200); do [ -s "$work/p$i" ] && break; sleep 0.05; done
-  servers+="${servers:+,}127.0.0.1:$(cat "$work/p$i")"
-done
+source "$top/bench/pool.sh"
+pool_init rampool-enc
+pool_start_memservers 3 2G
 
 workloads=("randread 4k 16" "randwrite 4k 16" "randread 4k 1" "read 1m 4" "write 1m 4")
 declare -A result
 for enc in off on; do
-  rm -f "$work/sock" "$work/pid"
-  nbdkit -f -U "$work/sock" -P "$work/pid" "$top/nbdkit-plugin/.libs/nbdkit-rampool-plugin.so" \
-    servers="$servers" size=1G replicas=2 encrypt=$enc 2>>"$work/nbdkit.log" &
-  nbdkit_pid=$!
-  for _ in $(seq 200); do [ -S "$work/sock" ] && [ -s "$work/pid" ] && break; sleep 0.05; done
-  uri="nbd+unix:///?socket=$work/sock"
+  pool_start_nbdkit size=1G replicas=2 encrypt=$enc
   # Reads must hit written data.
   fio --name=fill --ioengine=nbd --uri="$uri" --rw=write --bs=1m --size=1g \
       --iodepth=8 --output=/dev/null
@@ -50,7 +29,7 @@ j = json.load(open(sys.argv[1]))["jobs"][0]
 d = j["read"] if j["read"]["io_bytes"] else j["write"]
 print("%.0f %.1f" % (d["iops"], d["bw"] / 1024))' "$work/out.json")
   done
-  kill "$nbdkit_pid"; wait "$nbdkit_pid" 2>/dev/null || true
+  pool_stop_nbdkit
 done
 printf '%-20s %12s %12s %12s %12s %8s\n' workload "off IOPS" "off MiB/s" "on IOPS" "on MiB/s" "on/off"
 for w in "${workloads[@]}"; do

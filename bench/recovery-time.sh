@@ -12,35 +12,15 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 gib=${1:-1}
-work=$(mktemp -d /tmp/rampool-recovery.XXXXXX)
-pids=()
-cleanup () {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-servers=
-for i in 1 2 3; do
-  "$top/memserver/memserver" --listen 127.0.0.1:0 --size $((gib * 1024 + 256))M \
-    --no-mlock --quiet --port-file "$work/p$i" 2>>"$work/ms$i.log" &
-  pids+=($!)
-done
-for i in 1 2 3; do
-  for _ in $(seq 200); do [ -s "$work/p$i" ] && break; sleep 0.05; done
-  servers+="${servers:+,}127.0.0.1:$(cat "$work/p$i")"
-done
-nbdkit -f -U "$work/sock" -P "$work/pid" "$top/nbdkit-plugin/.libs/nbdkit-rampool-plugin.so" \
-  servers="$servers" size=${gib}G replicas=2 heartbeat-ms=200 rejoin-grace-ms=0 \
-  recovery-rate="${RATE:-64M}" \
-  stats-file="$work/stats" 2>>"$work/nbdkit.log" &
-pids+=($!)
-for _ in $(seq 200); do [ -s "$work/pid" ] && break; sleep 0.05; done
-"$top/client/rampool" verify --mib=$((gib * 1024)) "nbd+unix:///?socket=$work/sock" >/dev/null
+source "$top/bench/pool.sh"
+pool_init rampool-recovery KILL
+pool_start_memservers 3 $((gib * 1024 + 256))M
+pool_start_nbdkit size=${gib}G replicas=2 heartbeat-ms=200 rejoin-grace-ms=0 \
+  recovery-rate="${RATE:-64M}" stats-file="$work/stats"
+"$top/client/rampool" verify --mib=$((gib * 1024)) "$uri" >/dev/null
 mapped=$(awk '/^extents_mapped/ {print $2}' "$work/stats")
-kill -9 "${pids[1]}"
-wait "${pids[1]}" 2>/dev/null || true
+kill -9 "${ms_pids[1]}"
+wait "${ms_pids[1]}" 2>/dev/null || true
 t0=$(date +%s.%N)
 for _ in $(seq 6000); do
   if grep -q '^servers_up 2$' "$work/stats" && grep -q '^extents_degraded 0$' "$work/stats" &&

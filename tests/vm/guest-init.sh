@@ -191,16 +191,12 @@ elif [ "$backend" = nbd ]; then
     nbd_connect "${rp_nbd%:*}" "${rp_nbd##*:}" /dev/nbd0 -N "${rp_nbd_name:-bench}" \
         -b 4096 -swap -t "$nbd_timeout" || fail "nbd-client"
     say "nbd0: $(cat /sys/block/nbd0/size) sectors, $conns connection(s) to $rp_nbd"
-    mkswap $DEV >/dev/null || fail "mkswap"
-    swapon $DEV || fail "swapon"
 elif [ "$backend" = virtio ]; then
     DEV=/dev/vda
     i=0
     while [ ! -b $DEV ] && [ $i -lt 100 ]; do i=$((i + 1)); usleep 100000; done
     [ -b $DEV ] || fail "no $DEV"
     say "$DEV: $(cat /sys/class/block/vda/size) sectors"
-    mkswap $DEV >/dev/null || fail "mkswap"
-    swapon $DEV || fail "swapon"
 else
     swapflag=--swap
     [ "${rp_nbdkit_swap:-1}" = 0 ] && swapflag=
@@ -246,11 +242,14 @@ else
         done
         say "prewarm done: nbdkit $(grep VmRSS /proc/$NBDKIT_PID/status | tr -s ' \t' ' ')"
     fi
-    mkswap /dev/nbd0 >/dev/null || fail "mkswap"
+fi
+# rampool attach made the swap itself
+if [ "$attach" = 0 ]; then
+    mkswap $DEV >/dev/null || fail "mkswap"
     if [ "$discard" = 1 ]; then
-        swapon -d /dev/nbd0 || fail "swapon -d"
+        swapon -d $DEV || fail "swapon -d"
     else
-        swapon /dev/nbd0 || fail "swapon"
+        swapon $DEV || fail "swapon"
     fi
 fi
 cat /proc/swaps
