@@ -41,12 +41,13 @@ rp_wait_destroy (struct rp_wait *w)
 }
 
 static void
-conn_complete (struct rp_call *call, int err)
+conn_complete (struct rp_call *call, int err, bool is_answered)
 {
   struct rp_wait *w = call->wait;
 
   pthread_mutex_lock (&w->lock);
   call->err = err;
+  call->is_answered = is_answered;
   call->is_done = true;
   if (--w->pending == 0)
     pthread_cond_broadcast (&w->cond);
@@ -165,7 +166,9 @@ conn_reader (void *arg)
       why = "reply for no request in flight (stale or forged id)";
       break;
     }
-    if ((r.error == RP_OK && r.length != conn_reply_len (call)) ||
+    if ((r.error == RP_OK && !call->is_var_len &&
+         r.length != conn_reply_len (call)) ||
+        (r.error == RP_OK && call->is_var_len && r.length > call->rcap) ||
         (r.error != RP_OK && r.length != 0)) {
       why = "reply payload length does not match the request";
       break;
@@ -183,7 +186,9 @@ conn_reader (void *arg)
     c->nbusy--;
     pthread_cond_signal (&c->slot_cond);
     pthread_mutex_unlock (&c->lock);
-    conn_complete (call, r.error == RP_OK ? 0 : rp_error_to_errno (r.error));
+    call->rlen = r.length;
+    conn_complete (call, r.error == RP_OK ? 0 : rp_error_to_errno (r.error),
+                   true);
   }
 
   /* Dead: fail everything in flight, exactly once, then tell the owner. */
@@ -200,7 +205,7 @@ conn_reader (void *arg)
     c->slots[i].next_free = c->free_head;
     c->free_head = i + 1;
     c->nbusy--;
-    conn_complete (call, EIO);
+    conn_complete (call, EIO, false);
   }
   pthread_cond_broadcast (&c->slot_cond);
   snprintf (whybuf, sizeof whybuf, "%s", c->dead_why);
@@ -215,12 +220,19 @@ int
 rp_conn_connect (struct rp_conn *c, const char *host, const char *port,
                  unsigned timeout_ms)
 {
+  struct rp_transport t;
   int err;
 
-  if (c->ops->connect (&c->t, host, port, timeout_ms) == -1)
+  /* Connect on the side, then install the new transport and bump the
+   * generation in one step under both locks: a sender that took its
+   * slot on the old connection checks the generation under send_lock,
+   * so it can never put its frame on the new socket ahead of HELLO.
+   */
+  if (c->ops->connect (&t, host, port, timeout_ms) == -1)
     return -1;
   pthread_mutex_lock (&c->send_lock);
   pthread_mutex_lock (&c->lock);
+  c->t = t;
   c->is_dead = false;
   c->dead_why[0] = '\0';
   c->conn_gen++;
@@ -255,6 +267,8 @@ rp_conn_submit (struct rp_conn *c, struct rp_call *call)
 
   call->conn = c;
   call->is_done = false;
+  call->is_answered = false;
+  call->rlen = 0;
   call->err = 0;
   pthread_mutex_lock (&c->lock);
   while (!c->is_dead && c->free_head == 0)

@@ -36,10 +36,16 @@ struct rp_call {
   const void *payload;         /* req.length bytes to send (WRITE/HELLO) */
   void *rbuf;                  /* reply payload lands here */
   uint32_t rcap;               /* exact reply payload size expected
-                                  when the reply is OK */
+                                  when the reply is OK (at most, with
+                                  is_var_len) */
+  bool is_var_len;             /* LIST: any reply length up to rcap */
   struct rp_wait *wait;
   struct rp_conn *conn;        /* set by submit */
   int err;                     /* result: 0 or errno; valid when done */
+  bool is_answered;            /* err came in a reply from the server,
+                                  not from a lost connection or timeout:
+                                  the server itself said so */
+  uint32_t rlen;               /* reply payload bytes received */
   bool is_done;                /* guarded by wait->lock */
 };
 

@@ -7,14 +7,20 @@
  * no key to manage, and a dead session's pages are unreadable forever.
  *
  * Per block, kept locally (bounded, allocated at open):
- *   counter  4 B  bumped on every write of the block; with the block
- *                 number it forms the nonce, so no nonce is ever used
- *                 twice, and an old ciphertext replayed by a donor (or a
- *                 stale replica) fails authentication;
+ *   counter  4 B  bumped on every encryption of the block, never
+ *                 lowered; with the block number it forms the nonce,
+ *                 so no nonce is ever used twice, and an old ciphertext
+ *                 replayed by a donor (or a stale replica) fails
+ *                 authentication;
+ *   lag      1 B  the current contents were encrypted with counter -
+ *                 lag: a write that reached no copy is undone
+ *                 (crypt_undo) by going back to the previous tag while
+ *                 the counter stays where it is, so the next write still
+ *                 takes a fresh nonce;
  *   tag     16 B  the Poly1305 tag of the current contents;
  *   zero    1 bit the block reads as zeros (never written, or its
  *                 extent was trimmed) whatever the donor holds.
- * That is 20.125 bytes per 4 KiB: 5.03 MiB of local RAM per GiB of disk.
+ * That is 21.125 bytes per 4 KiB: 5.3 MiB of local RAM per GiB of disk.
  *
  * A block that fails authentication is treated like a failed replica:
  * the read fails over to another copy, and returns EIO only if every
@@ -35,6 +41,7 @@ struct crypt {
   uint8_t *key;                /* 32 bytes, sodium_malloc'd */
   uint64_t nblocks;
   uint32_t *counter;           /* nblocks, mmap'd */
+  uint8_t *lag;                /* nblocks, mmap'd */
   uint8_t (*tag)[16];          /* nblocks, mmap'd */
   uint64_t *zero;              /* nblocks bits, 1 = reads as zeros */
 };
@@ -56,7 +63,36 @@ int crypt_encrypt (struct crypt *c, uint64_t first, uint8_t *data, uint64_t n);
 int crypt_decrypt (struct crypt *c, uint64_t first, uint8_t *data, uint64_t n,
                    uint64_t *bad_block);
 
+/* Like crypt_decrypt, but only checks n blocks of ciphertext (recovery
+ * verifies a copy before it spreads it): data is left as it is.  0, or
+ * -1 with errno = EBADMSG and *bad_block.
+ */
+int crypt_verify (const struct crypt *c, uint64_t first, const uint8_t *data,
+                  uint64_t n, uint64_t *bad_block);
+
 /* Blocks [first, first+n) read as zeros from now on (trim, zero). */
 void crypt_mark_zero (struct crypt *c, uint64_t first, uint64_t n);
+
+/* One block's state before an encryption, to undo it. */
+struct crypt_undo {
+  uint8_t tag[16];
+  uint32_t counter;
+  uint8_t lag;
+  uint8_t is_zero;
+};
+
+/* Save blocks [first, first+n) into u[0..n) before crypt_encrypt. */
+void crypt_save (const struct crypt *c, uint64_t first, uint64_t n,
+                 struct crypt_undo *u);
+
+/* The write encrypted after crypt_save reached no copy: make each of
+ * those blocks read its previous contents again, unless the block has
+ * been encrypted again since (then that newer write stands).  The
+ * counter is not lowered.  Returns how many blocks could not be undone
+ * (their lag would pass 255: a block whose writes kept failing); they
+ * keep the failed write's tag and read as EIO until rewritten.
+ */
+uint64_t crypt_undo (struct crypt *c, uint64_t first, uint64_t n,
+                     const struct crypt_undo *u);
 
 #endif /* RP_CRYPT_H */

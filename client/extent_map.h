@@ -13,9 +13,11 @@
  * trim cannot free an extent under a read in flight.
  *
  * A replica is good when its server is up, its epoch equals the
- * server's epoch (the server has not restarted since; a restart bumps
- * the epoch and so invalidates every replica there at once, without a
- * scan) and it is not stale (it missed a write).
+ * server's epoch (the server has not restarted, nor dropped our
+ * session, since; either bumps the epoch and so invalidates every
+ * replica there at once, without a scan) and it is not stale (it
+ * missed a write, or its server contradicted it).  pool.h states the
+ * whole invariant.
  */
 #ifndef RP_EXTENT_MAP_H
 #define RP_EXTENT_MAP_H
@@ -39,7 +41,11 @@ struct rp_extent {
   struct rp_replica rep[RP_MAX_REPLICAS];
   uint8_t nrep;                /* replicas with handle != 0 */
   uint8_t is_lost_logged;      /* "extent lost" logged once */
-  uint8_t pad[6];
+  uint8_t pad[2];
+  uint32_t wgen;               /* bumped by every write, zero and map
+                                  (write lock): a write that reached no
+                                  copy undoes its stale marks only if no
+                                  later write came meanwhile (io.c) */
 };
 _Static_assert (sizeof (struct rp_extent) == 72, "rp_extent size");
 

@@ -12,7 +12,16 @@
  * Degraded-write policy: a write succeeds when at least one replica
  * acknowledged it.  Replicas that failed, or whose server was down,
  * are marked stale (never read again) and recovery re-creates them.
- * A write fails with EIO only when no replica could take it.
+ * A write fails with EIO only when no replica could take it; then no
+ * copy is marked stale for it (it reached none, so none missed what
+ * another holds) but those whose server answered with an error, and
+ * with encrypt=on the blocks' tags go back to what the copies hold
+ * (crypt_undo).  pool.h has the whole copy-state invariant.
+ *
+ * Reads: a copy whose server answers an error (ENOENT: the server no
+ * longer has it) is marked stale at once, and with encrypt=on a copy
+ * that fails authentication is marked stale once another copy has
+ * verified; recovery then repairs it.  Nothing is skipped silently.
  *
  * Outages: when no copy of an extent is good but one is on a server
  * that is down with the incarnation it had (stopped, overloaded, cut
@@ -53,6 +62,15 @@ struct io_chunk {
   unsigned first_call, ncalls; /* in the batch's call array */
   int err;                     /* 0 or errno */
   bool is_locked;              /* read: still holding the stripe lock */
+  /* Write: the extent's wgen this write set, and the copies it marked
+   * stale because their server was down (to undo if the write reaches
+   * no copy).
+   */
+  uint32_t wgen;
+  unsigned nskipped;
+  struct { uint16_t server; uint64_t handle; } skipped[RP_MAX_REPLICAS];
+  bool has_undo;               /* encrypt=on: io_undo holds the blocks'
+                                  state before this write */
 };
 
 static uint32_t
@@ -70,8 +88,11 @@ static __thread uint64_t io_rng;
 
 /* encrypt=on: one chunk at a time goes through this per-thread bounce
  * buffer (allocated on a thread's first encrypted I/O, then reused: the
- * only allocation on the I/O path, once per nbdkit worker thread).
+ * only allocation on the I/O path, once per nbdkit worker thread).  It
+ * also holds the undo state of the chunk's blocks (crypt_save): 24
+ * bytes per 4 KiB block, 24 KiB after the 4 MiB of data.
  */
+#define IO_UNDO_BLOCKS (RP_MAX_PAYLOAD / CRYPT_BLOCK)
 static __thread uint8_t *io_bounce;
 static pthread_key_t io_bounce_key;
 static pthread_once_t io_bounce_once = PTHREAD_ONCE_INIT;
@@ -90,10 +111,18 @@ io_get_bounce (void)
 {
   if (io_bounce == NULL) {
     pthread_once (&io_bounce_once, io_bounce_key_init);
-    io_bounce = malloc (RP_MAX_PAYLOAD);
+    io_bounce = malloc (RP_MAX_PAYLOAD +
+                        IO_UNDO_BLOCKS * sizeof (struct crypt_undo));
     pthread_setspecific (io_bounce_key, io_bounce);
   }
   return io_bounce;
+}
+
+/* The undo area of this thread's bounce buffer (io_get_bounce first). */
+static struct crypt_undo *
+io_undo (void)
+{
+  return (struct crypt_undo *) (io_bounce + RP_MAX_PAYLOAD);
 }
 
 static uint64_t
@@ -134,7 +163,11 @@ io_map_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
   int last_err = ENOSPC;
 
   if (io_rng == 0) {
-    rp_random_bytes (&io_rng, sizeof io_rng);
+    /* Placement only needs spread, not secrecy: the clock will do if
+     * getrandom fails.
+     */
+    if (rp_random_bytes (&io_rng, sizeof io_rng) == -1)
+      io_rng = rp_now_ns () ^ (uintptr_t) &io_rng;
     io_rng |= 1;
   }
   /* The previous extent's servers, read without its lock: only a hint
@@ -174,10 +207,16 @@ io_map_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
     call.rcap = sizeof reply;
     if (rp_conn_call (pool_conn (s, idx), &call, p->cfg.timeout_ms) == -1) {
       last_err = errno;
-      if (errno == ENOSPC || errno == ENOMEM)
-        atomic_store (&s->free_bytes, 0);  /* until a reply says more */
-      else if (errno != ENOENT && errno != EINVAL)
+      if (!call.is_answered) {
+        /* The server may have allocated the extent and lost only the
+         * reply: the next reconnect lists our extents there and frees
+         * the one we do not know (pool_reconcile).
+         */
+        atomic_store (&s->has_alloc_in_doubt, true);
         pool_server_down (s, strerror (errno));
+      }
+      else if (errno == ENOSPC || errno == ENOMEM)
+        atomic_store (&s->free_bytes, 0);  /* until a reply says more */
       continue;
     }
     struct rp_replica *r = &e->rep[e->nrep];
@@ -333,14 +372,65 @@ io_decrypt_range (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
   return -1;
 }
 
+/* Copy rep of extent idx is not what the map says (its server answered
+ * an error, or it failed authentication while another copy verified):
+ * mark it stale, so it is never read again and recovery repairs it.
+ * Any stripe lock mode.  One log line per copy: the mark is set once.
+ */
+static void
+io_copy_is_bad (struct rp_pool *p, uint64_t idx, struct rp_replica *rep,
+                const char *why)
+{
+  if (pool_replica_is_stale (rep))
+    return;
+  pool_replica_mark_stale (rep);
+  rp_log (RP_LOG_WARN, "extent %" PRIu64 ": the copy on server %s %s;"
+          " marked stale, recovery re-creates it", idx,
+          p->servers[rep->server].addr, why);
+}
+
+/* A read of copy rep (replica slot r of e) failed with call.  If the
+ * server answered, the copy is bad; if the connection failed, the
+ * server is down (its copies come back with it).
+ */
+static void
+io_read_failed (struct rp_pool *p, uint64_t idx, struct rp_replica *rep,
+                const struct rp_call *call)
+{
+  struct rp_server *s = &p->servers[rep->server];
+
+  if (call->is_answered)
+    io_copy_is_bad (p, idx, rep, call->err == ENOENT
+                    ? "no longer exists there" : strerror (call->err));
+  else
+    io_note_failure (s, call->conn);
+}
+
+/* The copies in *unverified (bitmask of replica slots) failed
+ * authentication and another copy has just verified: mark them. */
+static void
+io_mark_unverified (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
+                    unsigned *unverified)
+{
+  for (unsigned r = 0; r < e->nrep; r++)
+    if ((*unverified >> r) & 1)
+      io_copy_is_bad (p, idx, &e->rep[r], "failed authentication");
+  *unverified = 0;
+}
+
 /* Read [off, off+len) of extent idx into buf and, with encrypt=on,
  * decrypt it, from one good replica after another, skipping the servers
  * in `tried` (a bitmask; those already tried count as fail-overs).  The
- * caller holds the stripe lock.  0, or -1 when no replica served it.
+ * caller holds the stripe lock.  *unverified (bitmask of replica slots)
+ * collects copies that failed authentication: they are marked stale
+ * when another copy verifies, and left alone when none does (then the
+ * block itself is unreadable, not the copies: marking them all would
+ * lose the rest of the extent).  0, or -1 when no replica served it.
  */
 static int
-io_read_replicas (struct rp_pool *p, uint64_t idx, const struct rp_extent *e,
-                  uint32_t off, uint32_t len, uint8_t *buf, uint64_t tried)
+io_read_replicas (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
+                  uint32_t off, uint32_t len, uint8_t *buf, uint64_t tried,
+                  unsigned *unverified)
 {
   int r;
 
@@ -358,9 +448,13 @@ io_read_replicas (struct rp_pool *p, uint64_t idx, const struct rp_extent *e,
     call.req.count = len;
     call.rbuf = buf;
     if (rp_conn_call (pool_conn (s, idx), &call, p->cfg.timeout_ms) == -1)
-      io_note_failure (s, pool_conn (s, idx));
-    else if (io_decrypt_range (p, idx, off, len, buf, s) == 0)
+      io_read_failed (p, idx, &e->rep[r], &call);
+    else if (io_decrypt_range (p, idx, off, len, buf, s) == -1)
+      *unverified |= 1u << r;
+    else {
+      io_mark_unverified (p, idx, e, unverified);
       return 0;
+    }
   }
   return -1;
 }
@@ -369,10 +463,12 @@ io_read_replicas (struct rp_pool *p, uint64_t idx, const struct rp_extent *e,
  * with errno = EIO, or EAGAIN when a copy may come back (io_should_wait).
  */
 static int
-io_read_locked (struct rp_pool *p, uint64_t idx, const struct rp_extent *e,
+io_read_locked (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
                 uint32_t off, uint32_t len, uint8_t *buf)
 {
-  if (io_read_replicas (p, idx, e, off, len, buf, 0) == 0 ||
+  unsigned unverified = 0;
+
+  if (io_read_replicas (p, idx, e, off, len, buf, 0, &unverified) == 0 ||
       io_backup_read (p, idx, off, len, buf) == 0)
     return 0;
   errno = io_should_wait (p, e) ? EAGAIN : EIO;
@@ -385,7 +481,7 @@ io_read_locked (struct rp_pool *p, uint64_t idx, const struct rp_extent *e,
  */
 static int
 io_encrypt_chunk (struct rp_pool *p, struct io_chunk *c,
-                  const struct rp_extent *e, uint16_t op)
+                  struct rp_extent *e, uint16_t op)
 {
   uint32_t end;
   uint64_t first;
@@ -405,59 +501,109 @@ io_encrypt_chunk (struct rp_pool *p, struct io_chunk *c,
     memcpy (c->buf + c->user_off, c->user_buf, c->user_len);
   else
     memset (c->buf + c->user_off, 0, c->user_len);
-  return crypt_encrypt (&p->crypt, first, c->buf, c->len / CRYPT_BLOCK);
+  crypt_save (&p->crypt, first, c->len / CRYPT_BLOCK, io_undo ());
+  if (crypt_encrypt (&p->crypt, first, c->buf, c->len / CRYPT_BLOCK) == -1) {
+    /* Blocks before the one that would wrap were encrypted: undo. */
+    int err = errno;
+    crypt_undo (&p->crypt, first, c->len / CRYPT_BLOCK, io_undo ());
+    errno = err;
+    return -1;
+  }
+  c->has_undo = true;
+  return 0;
 }
 
-/* WRITE (payload) or ZERO (no payload) of one batch of chunks; each
- * chunk's result in its err.
+/* encrypt=on: the write of chunk c reached no copy; its blocks read
+ * what the copies hold again (write lock held).
  */
 static void
-io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
-                uint16_t op)
+io_undo_encrypt (struct rp_pool *p, struct io_chunk *c)
 {
-  struct rp_call calls[IO_BATCH * RP_MAX_REPLICAS];
+  uint64_t failed;
+
+  if (!c->has_undo)
+    return;
+  c->has_undo = false;
+  failed = crypt_undo (&p->crypt, io_first_block (p, c), c->len / CRYPT_BLOCK,
+                       io_undo ());
+  if (failed)
+    rp_log (RP_LOG_WARN, "extent %" PRIu64 ": %" PRIu64 " block(s) failed"
+            " 255 writes in a row; they read as EIO until rewritten",
+            c->idx, failed);
+}
+
+/* Undo the stale marks chunk c set on copies it skipped (their
+ * server was down), as the write reached no copy: they missed nothing
+ * another copy holds.  Only if no write, zero or map came since (wgen):
+ * a later write skipped them too, and they missed that one.  Write
+ * lock held.
+ */
+static void
+io_unskip (struct rp_pool *p, struct io_chunk *c, struct rp_extent *e)
+{
+  if (e->wgen != c->wgen)
+    return;
+  for (unsigned k = 0; k < c->nskipped; k++) {
+    struct rp_replica *rep = io_find_replica (e, c->skipped[k].server,
+                                              c->skipped[k].handle);
+    if (rep)
+      rep->is_stale = 0;
+  }
+  c->nskipped = 0;
+}
+
+/* Log once per extent that a write found no copy at all. */
+static void
+io_log_write_lost (struct rp_pool *p, struct io_chunk *c, struct rp_extent *e)
+{
+  if (e->is_lost_logged)
+    return;
+  e->is_lost_logged = 1;
+  rp_log (RP_LOG_ERROR, "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
+          "): every replica is lost; writes to it fail with EIO",
+          c->idx, c->idx << p->map.shift,
+          ((c->idx + 1) << p->map.shift) - 1);
+}
+
+/* Prepare chunk c and send it to every good copy, write lock held:
+ * map the extent on first write, encrypt, write the backup file.
+ * Copies out of reach are marked stale before the others are sent the
+ * write (so no reader or recovery can take them for current while it is
+ * in flight), and remembered in c->skipped.  Returns the calls made.
+ */
+static unsigned
+io_write_submit (struct rp_pool *p, struct io_chunk *c, struct rp_extent *e,
+                 uint16_t op, bool keep_mapped, struct rp_call *calls,
+                 struct rp_wait *w)
+{
   unsigned ncalls = 0;
-  struct rp_wait w;
 
-  rp_wait_init (&w);
-  for (unsigned i = 0; i < nch; i++) {
-    struct io_chunk *c = &ch[i];
-    pthread_rwlock_t *lk = extent_map_lock (&p->map, c->idx);
-    struct rp_extent *e = &p->map.e[c->idx];
+  if (e->nrep == 0 && op == RP_OP_ZERO && !keep_mapped)
+    return 0;  /* zeroing an unmapped extent: it already reads as zeros */
+  if (e->nrep == 0 && io_map_extent (p, c->idx, e) == -1) {
+    c->err = errno;
+    return 0;
+  }
+  if (io_should_wait (p, e)) {
+    c->err = EAGAIN;           /* every copy is out of reach for now */
+    return 0;
+  }
+  if (p->crypt.key && io_encrypt_chunk (p, c, e, op) == -1) {
+    c->err = errno;
+    return 0;
+  }
+  if (io_backup_write (p, c, op) == -1) {
+    c->err = errno;
+    io_undo_encrypt (p, c);
+    return 0;
+  }
+  c->wgen = ++e->wgen;
+  for (unsigned r = 0; r < e->nrep; r++) {
+    struct rp_replica *rep = &e->rep[r];
+    struct rp_server *s = &p->servers[rep->server];
+    struct rp_call *call = &calls[ncalls];
 
-    c->first_call = ncalls;
-    c->ncalls = 0;
-    pthread_rwlock_wrlock (lk);
-    if (e->nrep == 0 && op == RP_OP_ZERO) {
-      /* Zeroing an unmapped extent: it already reads as zeros. */
-      pthread_rwlock_unlock (lk);
-      continue;
-    }
-    if (e->nrep == 0 && io_map_extent (p, c->idx, e) == -1) {
-      c->err = errno;
-      pthread_rwlock_unlock (lk);
-      continue;
-    }
-    if (io_should_wait (p, e)) {
-      c->err = EAGAIN;         /* every copy is out of reach for now */
-      pthread_rwlock_unlock (lk);
-      continue;
-    }
-    if ((p->crypt.key && io_encrypt_chunk (p, c, e, op) == -1) ||
-        io_backup_write (p, c, op) == -1) {
-      c->err = errno;
-      pthread_rwlock_unlock (lk);
-      continue;
-    }
-    for (unsigned r = 0; r < e->nrep; r++) {
-      struct rp_replica *rep = &e->rep[r];
-      struct rp_server *s = &p->servers[rep->server];
-      struct rp_call *call = &calls[ncalls];
-
-      if (!pool_replica_is_good (p, rep)) {
-        rep->is_stale = 1;     /* it misses this write */
-        continue;
-      }
+    if (pool_replica_is_good (p, rep)) {
       memset (call, 0, sizeof *call);
       /* Encrypted zeros are data like any other. */
       call->req.op = p->crypt.key ? RP_OP_WRITE : op;
@@ -469,27 +615,102 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
       }
       else
         call->req.count = c->len;
-      call->wait = &w;
-      if (rp_conn_submit (pool_conn (s, c->idx), call) == -1) {
-        rep->is_stale = 1;
-        pool_server_down (s, "connection lost");
+      call->wait = w;
+      if (rp_conn_submit (pool_conn (s, c->idx), call) == 0) {
+        atomic_fetch_add (&s->inflight, 1);
+        ncalls++;
         continue;
       }
-      atomic_fetch_add (&s->inflight, 1);
-      ncalls++;
-      c->ncalls++;
+      pool_server_down (s, "connection lost");
     }
+    /* Out of reach: it misses this write. */
+    if (!rep->is_stale && rep->handle) {
+      rep->is_stale = 1;
+      c->skipped[c->nskipped].server = rep->server;
+      c->skipped[c->nskipped].handle = rep->handle;
+      c->nskipped++;
+    }
+  }
+  if (ncalls == 0) {
+    /* Sent nowhere.  With backup=, the file took the write: it is a
+     * copy, the others missed it, recovery rebuilds them from it.
+     * Otherwise the copies missed nothing: undo.
+     */
+    if (p->backup_fd >= 0)
+      return 0;
+    io_unskip (p, c, e);
+    io_undo_encrypt (p, c);
+    if (!pool_extent_may_return (p, e))
+      io_log_write_lost (p, c, e);
+    c->err = EIO;
+  }
+  return ncalls;
+}
+
+/* Chunk c's calls came back and not all succeeded (ok of them did):
+ * settle its copies (write lock held).  Returns the chunk's error.
+ */
+static int
+io_write_settle (struct rp_pool *p, struct io_chunk *c, struct rp_extent *e,
+                 const struct rp_call *calls, unsigned ok)
+{
+  /* The write reached a copy (or the backup file): a copy that failed
+   * may not hold it, so it must never be read again.
+   */
+  bool reached = ok > 0 || p->backup_fd >= 0;
+  /* Reached by none: copies whose server is down are left as they
+   * were and the chunk waits for one (io_should_wait).
+   */
+  bool may_wait = !reached && io_waits_out_outages (p);
+  bool is_out_of_reach = false;
+
+  for (unsigned k = c->first_call; k < c->first_call + c->ncalls; k++) {
+    struct rp_replica *rep;
+    if (calls[k].err == 0)
+      continue;
+    rep = io_find_replica (e, io_call_server (&calls[k])->index,
+                           calls[k].req.handle);
+    if (rep == NULL)
+      continue;
+    if (reached || calls[k].is_answered)
+      rep->is_stale = 1;  /* may not hold the data, or is gone */
+    else if (may_wait && pool_replica_may_return (p, rep))
+      is_out_of_reach = true;
+  }
+  if (reached)
+    return 0;
+  /* No copy took it: none missed what another holds. */
+  io_unskip (p, c, e);
+  io_undo_encrypt (p, c);
+  return is_out_of_reach ? EAGAIN : EIO;
+}
+
+/* WRITE (payload) or ZERO (no payload) of one batch of chunks; each
+ * chunk's result in its err.  keep_mapped: a ZERO maps unmapped
+ * extents instead of skipping them (NBD's NO_HOLE: the range must stay
+ * allocated).
+ */
+static void
+io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
+                uint16_t op, bool keep_mapped)
+{
+  struct rp_call calls[IO_BATCH * RP_MAX_REPLICAS];
+  unsigned ncalls = 0;
+  struct rp_wait w;
+
+  rp_wait_init (&w);
+  for (unsigned i = 0; i < nch; i++) {
+    struct io_chunk *c = &ch[i];
+    pthread_rwlock_t *lk = extent_map_lock (&p->map, c->idx);
+
+    c->first_call = ncalls;
+    c->nskipped = 0;
+    c->has_undo = false;
+    pthread_rwlock_wrlock (lk);
+    c->ncalls = io_write_submit (p, c, &p->map.e[c->idx], op, keep_mapped,
+                                 &calls[ncalls], &w);
     pthread_rwlock_unlock (lk);
-    if (c->ncalls == 0 && c->err == 0 && p->backup_fd < 0) {
-      if (!e->is_lost_logged) {
-        e->is_lost_logged = 1;
-        rp_log (RP_LOG_ERROR, "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
-                "): every replica is lost; writes to it fail with EIO",
-                c->idx, c->idx << p->map.shift,
-                ((c->idx + 1) << p->map.shift) - 1);
-      }
-      c->err = EIO;
-    }
+    ncalls += c->ncalls;
   }
   rp_wait_all (&w, calls, ncalls, rp_now_ms () + p->cfg.timeout_ms);
   rp_wait_destroy (&w);
@@ -497,45 +718,21 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
   for (unsigned i = 0; i < nch; i++) {
     struct io_chunk *c = &ch[i];
     unsigned ok = 0;
-    bool is_out_of_reach = false;
 
     for (unsigned k = c->first_call; k < c->first_call + c->ncalls; k++) {
       struct rp_server *s = io_call_server (&calls[k]);
       atomic_fetch_sub (&s->inflight, 1);
       if (calls[k].err == 0)
         ok++;
-      else
+      else if (!calls[k].is_answered)
         io_note_failure (s, calls[k].conn);
     }
-    if (ok < c->ncalls) {
+    if (c->ncalls && ok < c->ncalls) {
       pthread_rwlock_t *lk = extent_map_lock (&p->map, c->idx);
-      struct rp_extent *e = &p->map.e[c->idx];
-      /* Reached by none: copies whose server is down are left as they
-       * were and the chunk waits for one (io_should_wait).
-       */
-      bool may_wait = ok == 0 && io_waits_out_outages (p);
-
       pthread_rwlock_wrlock (lk);
-      for (unsigned k = c->first_call; k < c->first_call + c->ncalls; k++) {
-        struct rp_replica *rep;
-        if (calls[k].err == 0)
-          continue;
-        rep = io_find_replica (e, io_call_server (&calls[k])->index,
-                               calls[k].req.handle);
-        if (rep == NULL)
-          continue;
-        if (may_wait && pool_replica_may_return (p, rep))
-          is_out_of_reach = true;
-        else
-          rep->is_stale = 1;   /* may not hold the data: never read it */
-      }
+      c->err = io_write_settle (p, c, &p->map.e[c->idx], calls, ok);
       pthread_rwlock_unlock (lk);
     }
-    /* With backup=, the write is safe in the file: recovery re-creates
-     * the replicas from it.
-     */
-    if (c->ncalls && ok == 0 && p->backup_fd < 0)
-      c->err = is_out_of_reach ? EAGAIN : EIO;
     atomic_fetch_add (&p->writes, 1);
   }
 }
@@ -624,6 +821,7 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
     struct io_chunk *c = &ch[i];
     struct rp_extent *e = &p->map.e[c->idx];
     uint64_t tried = 0;
+    unsigned unverified = 0;
     bool is_ok = false;
 
     if (!c->is_locked)
@@ -631,19 +829,26 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
     if (c->ncalls) {
       struct rp_call *call = &calls[c->first_call];
       struct rp_server *s = io_call_server (call);
+      /* The read lock was held since the call was made: the entry and
+       * its slots are as they were.
+       */
+      struct rp_replica *rep = io_find_replica (e, s->index,
+                                                call->req.handle);
       atomic_fetch_sub (&s->inflight, 1);
       tried |= UINT64_C (1) << s->index;
       if (call->err)
-        io_note_failure (s, call->conn);
-      is_ok = call->err == 0 &&
-        io_decrypt_range (p, c->idx, c->off, c->len, c->buf, s) == 0;
+        io_read_failed (p, c->idx, rep, call);
+      else if (io_decrypt_range (p, c->idx, c->off, c->len, c->buf, s) == 0)
+        is_ok = true;
+      else
+        unverified |= 1u << (rep - e->rep);
     }
     if (p->crypt.key && c->user_buf == NULL)
       tried = UINT64_MAX;  /* not widened: no bounce buffer */
     /* Fail over, one replica at a time, until one answers. */
     if (!is_ok)
       is_ok = io_read_replicas (p, c->idx, e, c->off, c->len, c->buf,
-                                tried) == 0;
+                                tried, &unverified) == 0;
     /* Not widened (no bounce buffer) with encrypt=on: the backup holds
      * ciphertext that could not be checked here; fail instead.
      */
@@ -678,7 +883,8 @@ io_check_range (struct rp_pool *p, size_t count, uint64_t offset)
  * outage-wait-ms.  0 or -1 with errno (the first chunk's error).
  */
 static int
-io_run_batch (struct rp_pool *p, struct io_chunk *ch, unsigned n, uint16_t op)
+io_run_batch (struct rp_pool *p, struct io_chunk *ch, unsigned n, uint16_t op,
+              bool keep_mapped)
 {
   struct io_chunk orig[IO_BATCH];
   uint64_t deadline = 0;
@@ -692,7 +898,7 @@ io_run_batch (struct rp_pool *p, struct io_chunk *ch, unsigned n, uint16_t op)
     if (op == RP_OP_READ)
       io_read_batch (p, ch, n);
     else
-      io_write_batch (p, ch, n, op);
+      io_write_batch (p, ch, n, op, keep_mapped);
     for (unsigned i = 0; i < n; i++) {
       if (ch[i].err == EAGAIN)
         orig[again++] = orig[i];
@@ -731,10 +937,12 @@ io_run_batch (struct rp_pool *p, struct io_chunk *ch, unsigned n, uint16_t op)
   return 0;
 }
 
-/* Split [offset, offset+count) into chunks and run them in batches. */
+/* Split [offset, offset+count) into chunks and run them in batches
+ * (keep_mapped: see io_write_batch).
+ */
 static int
 io_split (struct rp_pool *p, uint8_t *buf, size_t count, uint64_t offset,
-          uint16_t op)
+          uint16_t op, bool keep_mapped)
 {
   struct io_chunk ch[IO_BATCH];
   int ret = 0;
@@ -759,7 +967,7 @@ io_split (struct rp_pool *p, uint8_t *buf, size_t count, uint64_t offset,
       offset += len;
       count -= len;
     }
-    if (io_run_batch (p, ch, n, op) == -1 && ret == 0)
+    if (io_run_batch (p, ch, n, op, keep_mapped) == -1 && ret == 0)
       ret = -1;
   }
   return ret;
@@ -768,14 +976,14 @@ io_split (struct rp_pool *p, uint8_t *buf, size_t count, uint64_t offset,
 int
 rp_pool_pread (struct rp_pool *p, void *buf, size_t count, uint64_t offset)
 {
-  return io_split (p, buf, count, offset, RP_OP_READ);
+  return io_split (p, buf, count, offset, RP_OP_READ, false);
 }
 
 int
 rp_pool_pwrite (struct rp_pool *p, const void *buf, size_t count,
                 uint64_t offset)
 {
-  return io_split (p, (uint8_t *) buf, count, offset, RP_OP_WRITE);
+  return io_split (p, (uint8_t *) buf, count, offset, RP_OP_WRITE, false);
 }
 
 /* Free extent idx on every server that holds it (write lock held). */
@@ -820,9 +1028,13 @@ io_free_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
   }
 }
 
-/* Trim (free whole extents) or zero (free whole, zero partial). */
+/* Trim (free whole extents), zero (free whole, zero partial), or zero
+ * keeping everything allocated (no_hole: zero whole extents too, and
+ * map the unmapped ones).
+ */
 static int
-io_discard (struct rp_pool *p, size_t count, uint64_t offset, bool is_zero)
+io_discard (struct rp_pool *p, size_t count, uint64_t offset, bool is_zero,
+            bool no_hole)
 {
   uint64_t es = p->cfg.extent_size;
 
@@ -835,7 +1047,11 @@ io_discard (struct rp_pool *p, size_t count, uint64_t offset, bool is_zero)
     bool whole = off == 0 &&
       (len == es || offset + len == p->cfg.size_bytes);
 
-    if (whole) {
+    if (no_hole) {
+      if (io_split (p, NULL, len, offset, RP_OP_ZERO, true) == -1)
+        return -1;
+    }
+    else if (whole) {
       pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
       pthread_rwlock_wrlock (lk);
       if (p->map.e[idx].nrep)
@@ -843,7 +1059,7 @@ io_discard (struct rp_pool *p, size_t count, uint64_t offset, bool is_zero)
       pthread_rwlock_unlock (lk);
     }
     else if (is_zero &&
-             io_split (p, NULL, len, offset, RP_OP_ZERO) == -1)
+             io_split (p, NULL, len, offset, RP_OP_ZERO, false) == -1)
       return -1;
     offset += len;
     count -= len;
@@ -854,13 +1070,14 @@ io_discard (struct rp_pool *p, size_t count, uint64_t offset, bool is_zero)
 int
 rp_pool_trim (struct rp_pool *p, size_t count, uint64_t offset)
 {
-  return io_discard (p, count, offset, false);
+  return io_discard (p, count, offset, false, false);
 }
 
 int
-rp_pool_zero (struct rp_pool *p, size_t count, uint64_t offset)
+rp_pool_zero (struct rp_pool *p, size_t count, uint64_t offset,
+              bool may_trim)
 {
-  return io_discard (p, count, offset, true);
+  return io_discard (p, count, offset, true, !may_trim);
 }
 
 int

@@ -104,6 +104,7 @@ pool_hello (struct rp_conn *c, const uint8_t owner[16], const uint8_t *key,
   struct rp_hello_req h;
   struct rp_hello_reply reply;
   struct rp_auth_req a;
+  struct rp_auth_reply ar;
   struct rp_call call;
   const char *why;
 
@@ -111,7 +112,13 @@ pool_hello (struct rp_conn *c, const uint8_t owner[16], const uint8_t *key,
   h.version = htole32 (RP_PROTOCOL_VERSION);
   memcpy (h.owner, owner, 16);
   h.fence = htole64 (fence);
-  rp_random_bytes (h.client_nonce, sizeof h.client_nonce);
+  /* A predictable nonce would let a recorded server proof be replayed
+   * to us: no randomness, no connection.
+   */
+  if (rp_random_bytes (h.client_nonce, sizeof h.client_nonce) == -1) {
+    snprintf (err, errlen, "getrandom: %s", strerror (errno));
+    return -1;
+  }
   memset (&call, 0, sizeof call);
   call.req.op = RP_OP_HELLO;
   call.req.length = sizeof h;
@@ -161,11 +168,17 @@ pool_hello (struct rp_conn *c, const uint8_t owner[16], const uint8_t *key,
   call.req.op = RP_OP_AUTH;
   call.req.length = sizeof a;
   call.payload = &a;
+  call.rbuf = &ar;
+  call.rcap = sizeof ar;
   if (rp_conn_call (c, &call, timeout_ms) == -1) {
     snprintf (err, errlen, "AUTH: %s", errno == EPERM
               ? "refused (a different key-file, or a per-client limit:"
                 " see the memserver's log)"
               : strerror (errno));
+    return -1;
+  }
+  if (rp_auth_reply_decode (&ar, &hi->session, &why) == -1) {
+    snprintf (err, errlen, "AUTH: %s", why);
     return -1;
   }
   return 0;
@@ -232,8 +245,146 @@ pool_free_orphans (struct rp_pool *p, struct rp_server *s)
   }
 }
 
-/* Connect every connection of s and HELLO.  Monitor thread (or open).
- * 0, or -1 with a message in err.
+/* The handles of our session on s, all of them (LIST, paged), into a
+ * malloc'd array (*out, *n).  0 or -1.
+ */
+static int
+pool_list_handles (struct rp_pool *p, struct rp_server *s, uint64_t **out,
+                   size_t *n)
+{
+  size_t cap = 0;
+  uint64_t cursor = 0;
+  uint8_t *buf = malloc (sizeof (struct rp_list_reply) +
+                         RP_LIST_MAX_HANDLES * 8);
+
+  *out = NULL;
+  *n = 0;
+  if (buf == NULL)
+    return -1;
+  while (cursor != RP_LIST_END) {
+    struct rp_call call;
+    uint64_t next;
+    uint32_t got;
+    const char *why;
+
+    memset (&call, 0, sizeof call);
+    call.req.op = RP_OP_LIST;
+    call.req.offset = cursor;
+    call.req.count = RP_LIST_MAX_HANDLES;
+    call.rbuf = buf;
+    call.rcap = sizeof (struct rp_list_reply) + RP_LIST_MAX_HANDLES * 8;
+    call.is_var_len = true;
+    if (rp_conn_call (&s->conns[0], &call, p->cfg.timeout_ms) == -1)
+      goto out_fail;
+    if (rp_list_reply_decode (buf, call.rlen, RP_LIST_MAX_HANDLES, &next,
+                              &got, &why) == -1 ||
+        (next != RP_LIST_END && next <= cursor)) {
+      rp_log (RP_LOG_WARN, "server %s: LIST: %s", s->addr,
+              next <= cursor ? "the cursor did not advance" : why);
+      errno = EPROTO;
+      goto out_fail;
+    }
+    if (*n + got > cap) {
+      size_t ncap = cap ? cap * 2 : 1024;
+      while (ncap < *n + got)
+        ncap *= 2;
+      uint64_t *q = realloc (*out, ncap * sizeof **out);
+      if (q == NULL)
+        goto out_fail;
+      *out = q;
+      cap = ncap;
+    }
+    for (uint32_t i = 0; i < got; i++)
+      (*out)[(*n)++] = rp_list_reply_handle (buf, i);
+    cursor = next;
+  }
+  free (buf);
+  return 0;
+ out_fail:
+  free (buf);
+  free (*out);
+  *out = NULL;
+  *n = 0;
+  return -1;
+}
+
+static int
+pool_cmp_u64 (const void *a, const void *b)
+{
+  uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+
+  return x < y ? -1 : x > y;
+}
+
+/* An ALLOC to s went unanswered: the server may hold extents of ours
+ * that the map does not name.  Free every handle it lists that no
+ * copy in the map (on s, of the current epoch) has.  s is connected
+ * but not yet up, so no copy can be placed on it meanwhile.  Monitor
+ * side; allocates (not on the I/O path).  0 or -1 (tried again at the
+ * next reconnect).
+ */
+static int
+pool_reconcile (struct rp_pool *p, struct rp_server *s)
+{
+  uint64_t *listed, *known = NULL;
+  size_t nlisted, nknown = 0, cap = 0, freed = 0;
+  unsigned epoch = atomic_load (&s->epoch);
+
+  if (pool_list_handles (p, s, &listed, &nlisted) == -1)
+    return -1;
+  for (uint64_t idx = 0; idx < p->map.n; idx++) {
+    struct rp_extent *e = &p->map.e[idx];
+    if (__atomic_load_n (&e->nrep, __ATOMIC_ACQUIRE) == 0)
+      continue;
+    pthread_rwlock_rdlock (extent_map_lock (&p->map, idx));
+    for (unsigned r = 0; r < e->nrep; r++) {
+      if (e->rep[r].server != s->index || e->rep[r].epoch != epoch)
+        continue;
+      if (nknown == cap) {
+        cap = cap ? cap * 2 : 1024;
+        uint64_t *q = realloc (known, cap * sizeof *known);
+        if (q == NULL) {
+          pthread_rwlock_unlock (extent_map_lock (&p->map, idx));
+          free (known);
+          free (listed);
+          return -1;
+        }
+        known = q;
+      }
+      known[nknown++] = e->rep[r].handle;
+    }
+    pthread_rwlock_unlock (extent_map_lock (&p->map, idx));
+  }
+  if (nknown)
+    qsort (known, nknown, sizeof *known, pool_cmp_u64);
+  for (size_t i = 0; i < nlisted; i++) {
+    struct rp_call call;
+    if (nknown && bsearch (&listed[i], known, nknown, sizeof *known,
+                           pool_cmp_u64))
+      continue;
+    memset (&call, 0, sizeof call);
+    call.req.op = RP_OP_FREE;
+    call.req.handle = listed[i];
+    if (rp_conn_call (&s->conns[0], &call, p->cfg.timeout_ms) == 0)
+      freed++;
+    else if (!call.is_answered) {
+      free (known);
+      free (listed);
+      return -1;
+    }
+  }
+  free (known);
+  free (listed);
+  if (freed)
+    rp_log (RP_LOG_INFO, "server %s: freed %zu extent(s) whose ALLOC reply"
+            " was lost", s->addr, freed);
+  return 0;
+}
+
+/* Connect every connection of s and HELLO; then decide what of ours
+ * the server still holds (pool.h, the copy-state invariant): with a
+ * new incarnation or a new session, nothing.  Pool open, then only the
+ * server's reconnect thread.  0, or -1 with a message in err.
  */
 static int
 pool_server_connect (struct rp_pool *p, struct rp_server *s,
@@ -253,6 +404,16 @@ pool_server_connect (struct rp_pool *p, struct rp_server *s,
     if (pool_hello (&s->conns[i], p->owner, p->key, s->fence, p->cfg.timeout_ms,
                     i == 0 ? &hi : &hc, err, errlen) == -1)
       goto out_disconnect;
+    /* Every connection joined the one owner record that conns[0]
+     * holds open (a record with a connection never expires), so every
+     * reply names the same incarnation and session.
+     */
+    if (i > 0 && (hc.session != hi.session ||
+                  memcmp (hc.incarnation, hi.incarnation, 16) != 0)) {
+      snprintf (err, errlen, "the server's session changed during the"
+                " reconnect");
+      goto out_disconnect;
+    }
     rp_conn_set_ready (&s->conns[i]);
   }
   if (s->has_incarnation && memcmp (s->incarnation, hi.incarnation, 16) != 0) {
@@ -261,16 +422,35 @@ pool_server_connect (struct rp_pool *p, struct rp_server *s,
     pthread_mutex_lock (&s->orphan_lock);
     s->norphans = 0;
     pthread_mutex_unlock (&s->orphan_lock);
+    atomic_store (&s->has_alloc_in_doubt, false);
     rp_log (RP_LOG_WARN, "server %s restarted (new incarnation): the"
             " replicas it held are gone and will be re-created", s->addr);
   }
+  else if (s->has_incarnation && s->session != hi.session) {
+    /* Same process, but it expired our session (we were away longer
+     * than its lease) and freed every extent of it: the copies there
+     * are gone exactly as after a restart.
+     */
+    atomic_fetch_add (&s->epoch, 1);
+    pthread_mutex_lock (&s->orphan_lock);
+    s->norphans = 0;
+    pthread_mutex_unlock (&s->orphan_lock);
+    atomic_store (&s->has_alloc_in_doubt, false);
+    rp_log (RP_LOG_WARN, "server %s back after %" PRIu64 " ms, but it"
+            " expired this client's session (lease %" PRIu32 " ms): the"
+            " replicas it held are gone and will be re-created", s->addr,
+            rp_now_ms () - atomic_load (&s->down_since_ms), hi.lease_ms);
+  }
   else if (s->has_incarnation)
     rp_log (RP_LOG_INFO, "server %s back after %" PRIu64 " ms with the same"
-            " incarnation: replicas that missed no write are kept",
-            s->addr, rp_now_ms () - atomic_load (&s->down_since_ms));
+            " incarnation and session: replicas that missed no write are"
+            " kept", s->addr, rp_now_ms () - atomic_load (&s->down_since_ms));
   s->has_incarnation = true;
   memcpy (s->incarnation, hi.incarnation, 16);
+  s->session = hi.session;
   s->capacity_bytes = hi.capacity_bytes;
+  if (atomic_load (&s->has_alloc_in_doubt) && pool_reconcile (p, s) == 0)
+    atomic_store (&s->has_alloc_in_doubt, false);
   atomic_store (&s->free_bytes, hi.free_bytes);
   atomic_store (&s->is_up, true);
   pthread_mutex_lock (&p->up_lock);
@@ -284,14 +464,111 @@ pool_server_connect (struct rp_pool *p, struct rp_server *s,
   return -1;
 }
 
-static int
-pool_ping (struct rp_pool *p, struct rp_server *s)
+/* PING every up server at once and wait for all the replies with one
+ * deadline: a PING that misses it kills its connection, which takes
+ * that server down.  This is how a hung server is found even when no
+ * I/O goes to it, and one hung server costs the round one timeout,
+ * not one per server.
+ */
+static void
+pool_ping_all (struct rp_pool *p)
 {
-  struct rp_call call;
+  struct rp_call calls[RP_MAX_SERVERS];
+  struct rp_wait w;
+  unsigned n = 0;
 
-  memset (&call, 0, sizeof call);
-  call.req.op = RP_OP_PING;
-  return rp_conn_call (&s->conns[0], &call, p->cfg.timeout_ms);
+  rp_wait_init (&w);
+  for (unsigned i = 0; i < p->nservers; i++) {
+    struct rp_server *s = &p->servers[i];
+    if (!atomic_load (&s->is_up) || atomic_load (&s->is_reconnecting))
+      continue;
+    memset (&calls[n], 0, sizeof calls[n]);
+    calls[n].req.op = RP_OP_PING;
+    calls[n].wait = &w;
+    if (rp_conn_submit (&s->conns[0], &calls[n]) == 0)
+      n++;
+  }
+  rp_wait_all (&w, calls, n, rp_now_ms () + p->cfg.timeout_ms);
+  rp_wait_destroy (&w);
+}
+
+/* A server's reconnect, on its own thread (see pool_monitor). */
+static void *
+pool_reconnect_thread (void *arg)
+{
+  struct rp_server *s = arg;
+  char err[160];
+
+  if (pool_server_connect (s->pool, s, err, sizeof err) == 0) {
+    rp_log (RP_LOG_INFO, "server %s up", s->addr);
+    s->last_connect_err[0] = '\0';
+  }
+  else if (strcmp (err, s->last_connect_err) != 0) {
+    /* Once per distinct reason, not every heartbeat. */
+    rp_log (RP_LOG_WARN, "server %s: reconnect failed: %s", s->addr, err);
+    snprintf (s->last_connect_err, sizeof s->last_connect_err, "%s", err);
+  }
+  atomic_store (&s->is_reconnecting, false);
+  return NULL;
+}
+
+/* Start a reconnect of every down server that has none running, each
+ * on its own thread: a blackholed server (connect and HELLO time out)
+ * holds up only itself.  Joins the threads that have finished.
+ * Monitor thread only.
+ */
+static void
+pool_reconnect_down (struct rp_pool *p)
+{
+  for (unsigned i = 0; i < p->nservers; i++) {
+    struct rp_server *s = &p->servers[i];
+    if (atomic_load (&s->is_reconnecting))
+      continue;
+    if (s->has_reconnector) {
+      pthread_join (s->reconnector, NULL);
+      s->has_reconnector = false;
+    }
+    if (atomic_load (&s->is_up))
+      continue;
+    pthread_attr_t attr;
+    pthread_attr_init (&attr);
+    pthread_attr_setstacksize (&attr, 256 * 1024);  /* see conn.c */
+    atomic_store (&s->is_reconnecting, true);
+    if (pthread_create (&s->reconnector, &attr, pool_reconnect_thread, s) == 0)
+      s->has_reconnector = true;
+    else
+      atomic_store (&s->is_reconnecting, false);  /* next heartbeat */
+    pthread_attr_destroy (&attr);
+  }
+}
+
+/* A server's first connect, at pool open: the reason of a failure is
+ * left in last_connect_err for rp_pool_open to report.
+ */
+static void *
+pool_open_thread (void *arg)
+{
+  struct rp_server *s = arg;
+
+  if (pool_server_connect (s->pool, s, s->last_connect_err,
+                           sizeof s->last_connect_err) == 0)
+    s->last_connect_err[0] = '\0';
+  return NULL;
+}
+
+/* Join every reconnect thread (close).  Each ends within about
+ * connections x 2 x timeout-ms.
+ */
+static void
+pool_join_reconnects (struct rp_pool *p)
+{
+  for (unsigned i = 0; i < p->nservers; i++) {
+    struct rp_server *s = &p->servers[i];
+    if (s->has_reconnector) {
+      pthread_join (s->reconnector, NULL);
+      s->has_reconnector = false;
+    }
+  }
 }
 
 static void
@@ -348,26 +625,8 @@ pool_monitor (void *arg)
       break;
     pthread_mutex_unlock (&p->lock);
 
-    for (unsigned i = 0; i < p->nservers; i++) {
-      struct rp_server *s = &p->servers[i];
-      char err[160];
-      if (atomic_load (&s->is_up)) {
-        /* A PING that misses the deadline kills the connection, which
-         * takes the server down: this is how a hung server is found
-         * even when no I/O is going to it.
-         */
-        pool_ping (p, s);
-      }
-      else if (pool_server_connect (p, s, err, sizeof err) == 0) {
-        rp_log (RP_LOG_INFO, "server %s up", s->addr);
-        s->last_connect_err[0] = '\0';
-      }
-      else if (strcmp (err, s->last_connect_err) != 0) {
-        /* Once per distinct reason, not every heartbeat. */
-        rp_log (RP_LOG_WARN, "server %s: reconnect failed: %s", s->addr, err);
-        snprintf (s->last_connect_err, sizeof s->last_connect_err, "%s", err);
-      }
-    }
+    pool_ping_all (p);
+    pool_reconnect_down (p);
     recovery_pass (p);
     if (p->cfg.stats_file)
       pool_write_stats_file (p);
@@ -410,8 +669,14 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
               cfg->size_bytes, strerror (errno));
     goto out_free;
   }
-  rp_random_bytes (p->owner, sizeof p->owner);
   p->backup_fd = -1;
+  /* The owner id is what keeps other sessions out of our extents on
+   * servers without a key: it must be unpredictable.
+   */
+  if (rp_random_bytes (p->owner, sizeof p->owner) == -1) {
+    snprintf (err, errlen, "getrandom: %s", strerror (errno));
+    goto out_destroy_map;
+  }
   if (pool_load_key (cfg->key_file, &p->key, err, errlen) == -1)
     goto out_destroy_map;
   p->recovery_buf = malloc (cfg->extent_size < RP_MAX_PAYLOAD
@@ -466,19 +731,33 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
       s->conns[k].on_free_bytes = pool_on_free_bytes;
     }
   }
-  /* Connect to everyone; report every server that did not answer. */
+  /* Connect to everyone at once (one thread per server, as for
+   * reconnects: an unreachable server costs the open one timeout, not
+   * one per server); report every server that did not answer.
+   */
   for (unsigned i = 0; i < p->nservers; i++) {
     struct rp_server *s = &p->servers[i];
-    char e[160];
-    if (pool_server_connect (p, s, e, sizeof e) == 0) {
+    pthread_attr_t tattr;
+    pthread_attr_init (&tattr);
+    pthread_attr_setstacksize (&tattr, 256 * 1024);
+    s->has_reconnector =
+      pthread_create (&s->reconnector, &tattr, pool_open_thread, s) == 0;
+    pthread_attr_destroy (&tattr);
+    if (!s->has_reconnector)
+      pool_open_thread (s);
+  }
+  pool_join_reconnects (p);
+  for (unsigned i = 0; i < p->nservers; i++) {
+    struct rp_server *s = &p->servers[i];
+    if (atomic_load (&s->is_up)) {
       up++;
       continue;
     }
     atomic_store (&s->down_since_ms, rp_now_ms ());
-    rp_log (RP_LOG_WARN, "server %s: %s", s->addr, e);
+    rp_log (RP_LOG_WARN, "server %s: %s", s->addr, s->last_connect_err);
     if (used < errlen)
       used += snprintf (err + used, errlen - used, "%s%s: %s",
-                        used ? "; " : "", s->addr, e);
+                        used ? "; " : "", s->addr, s->last_connect_err);
   }
   if (up < cfg->replicas) {
     char tail[96];
@@ -557,6 +836,7 @@ rp_pool_close (struct rp_pool *p)
     pthread_mutex_unlock (&p->lock);
     pthread_join (p->monitor, NULL);
   }
+  pool_join_reconnects (p);
   if (p->map.e)
     pool_free_all (p);
   for (unsigned i = 0; i < p->nservers; i++) {
@@ -694,7 +974,11 @@ rp_server_query (const char *addr, const char *key_file, unsigned timeout_ms,
     rp_key_free (key);
     return -1;
   }
-  rp_random_bytes (owner, sizeof owner);
+  if (rp_random_bytes (owner, sizeof owner) == -1) {
+    snprintf (info->error, sizeof info->error, "getrandom: %s",
+              strerror (errno));
+    goto out;
+  }
   if (rp_conn_connect (&c, host, port, timeout_ms) == -1) {
     snprintf (info->error, sizeof info->error, "connect: %s", strerror (errno));
     goto out;

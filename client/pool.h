@@ -1,5 +1,35 @@
 /* Private to librampool: the pool, its servers, and the functions the
  * I/O path (io.c), recovery and the monitor share.
+ *
+ * THE COPY-STATE INVARIANT.  A copy (struct rp_replica) may be counted
+ * good -- read from, used as a recovery source, counted healthy -- only
+ * while the client has evidence that its server still holds exactly
+ * what was last written there:
+ *
+ *   1. the server is up and has the incarnation the copy was made in
+ *      (epoch: a restart bumps it);
+ *   2. the server still holds this client's session: the session id it
+ *      reported at the last (re)connect is the one the copy was made in
+ *      (a session that expired on the server freed every extent of it;
+ *      pool_server_connect bumps the epoch then, as for a restart);
+ *   3. the copy missed no write that reached another copy (is_stale is
+ *      set before the other copies are sent the write, and cleared only
+ *      when the write turned out to reach no copy at all, or when
+ *      recovery has rewritten the copy from a verified source);
+ *   4. no answer from its server contradicted it: a READ/WRITE/ZERO
+ *      answered with an error (ENOENT: the extent is gone; EINVAL: a
+ *      different size) marks it stale at once, and with encrypt=on a
+ *      block that fails authentication on it while another copy
+ *      verifies marks it stale too.  Such a copy is queued for repair
+ *      (recovery rewrites stale copies in place, or drops and
+ *      re-places them), never skipped silently.
+ *
+ * A connection that fails says nothing about a copy (the server may be
+ * unreachable, not empty): such copies are out of reach
+ * (pool_replica_may_return) and come back if the server does, with the
+ * same incarnation and session.  Recovery copies only data it has
+ * verified (encrypt=on: every block's tag).  rp_pool_audit checks the
+ * invariant end to end against the servers; the tests call it.
  */
 #ifndef RP_POOL_H
 #define RP_POOL_H
@@ -30,12 +60,29 @@ struct rp_server {
   atomic_uint_least64_t free_bytes;  /* from HELLO and every reply */
   atomic_uint inflight;        /* requests outstanding (read balancing) */
   atomic_uint_least64_t down_since_ms; /* when it last went down */
-  /* Monitor thread only: */
+  /* Owned by whoever (re)connects the server: pool open, then the
+   * server's reconnect thread (one at a time, see pool_monitor):
+   */
   uint64_t fence;              /* connection generation, see protocol.h */
   char last_connect_err[160];  /* last reconnect failure logged */
   bool has_incarnation;
   uint8_t incarnation[16];
+  uint64_t session;            /* our owner session there (protocol.h
+                                  rp_hello_reply.session); valid with
+                                  has_incarnation */
   uint64_t capacity_bytes;
+  /* An ALLOC to this server went unanswered (timeout, lost
+   * connection): the server may hold an extent we do not know.  The
+   * next reconnect reconciles with LIST and frees it.
+   */
+  atomic_bool has_alloc_in_doubt;
+  /* Reconnects run on their own thread per server, so a blackholed
+   * server does not hold up the others (monitor thread only).
+   */
+  pthread_t reconnector;
+  atomic_bool is_reconnecting; /* set by the monitor, cleared by the
+                                  reconnect thread as it ends */
+  bool has_reconnector;        /* a thread to join */
   /* Handles freed while the server was unreachable; FREE'd when it is
    * back with the same incarnation.  Guarded by orphan_lock.
    */
@@ -76,13 +123,31 @@ struct rp_pool {
   atomic_uint_least64_t outage_logged_ms;  /* rate-limits the log line */
 };
 
-/* A replica is good: server up, same epoch, not stale. */
+/* Is copy r marked stale?  Set under the stripe's read lock too (a
+ * reader that finds a copy gone), hence atomic.
+ */
+static inline bool
+pool_replica_is_stale (const struct rp_replica *r)
+{
+  return __atomic_load_n (&r->is_stale, __ATOMIC_RELAXED) != 0;
+}
+
+/* Mark copy r stale (stripe lock held, read or write). */
+static inline void
+pool_replica_mark_stale (struct rp_replica *r)
+{
+  __atomic_store_n (&r->is_stale, 1, __ATOMIC_RELAXED);
+}
+
+/* A replica is good (the invariant above): server up, same epoch,
+ * not stale.
+ */
 static inline bool
 pool_replica_is_good (struct rp_pool *p, const struct rp_replica *r)
 {
   struct rp_server *s = &p->servers[r->server];
 
-  return r->handle && !r->is_stale && atomic_load (&s->is_up) &&
+  return r->handle && !pool_replica_is_stale (r) && atomic_load (&s->is_up) &&
          atomic_load (&s->epoch) == r->epoch;
 }
 
@@ -94,7 +159,7 @@ pool_replica_may_return (struct rp_pool *p, const struct rp_replica *r)
 {
   struct rp_server *s = &p->servers[r->server];
 
-  return r->handle && !r->is_stale && !atomic_load (&s->is_up) &&
+  return r->handle && !pool_replica_is_stale (r) && !atomic_load (&s->is_up) &&
          atomic_load (&s->epoch) == r->epoch;
 }
 

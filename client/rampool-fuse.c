@@ -176,9 +176,12 @@ fs_write (const char *path, const char *buf, size_t size, off_t off,
   return size;
 }
 
-/* fallocate: punching a hole or zeroing a range frees the whole extents
- * inside it on the memservers and zeroes the rest (so it reads as zeros,
- * as a punched hole must); plain allocation within the disk is a no-op.
+/* fallocate: punching a hole frees the whole extents inside it on the
+ * memservers and zeroes the rest (so it reads as zeros, as a punched
+ * hole must).  Zeroing a range keeps it allocated, as fallocate(2)
+ * promises for FALLOC_FL_ZERO_RANGE: whole extents are zeroed in place
+ * and unmapped ones mapped, so later writes there cannot fail for want
+ * of room.  Plain allocation within the disk is a no-op.
  */
 static int
 fs_fallocate (const char *path, int mode, off_t off, off_t len,
@@ -192,10 +195,11 @@ fs_fallocate (const char *path, int mode, off_t off, off_t len,
     return -ENOSPC;
   if (mode == 0 || mode == FALLOC_FL_KEEP_SIZE)
     return 0;
-  if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) ||
-      mode == FALLOC_FL_ZERO_RANGE ||
+  if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
+    return rp_pool_zero (pool, len, off, true) == -1 ? -errno : 0;
+  if (mode == FALLOC_FL_ZERO_RANGE ||
       mode == (FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE))
-    return rp_pool_zero (pool, len, off) == -1 ? -errno : 0;
+    return rp_pool_zero (pool, len, off, false) == -1 ? -errno : 0;
   return -EOPNOTSUPP;
 }
 

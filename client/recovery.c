@@ -13,6 +13,13 @@
  *    good copy.
  * An extent with no good copy is lost: logged once, reads give EIO.
  *
+ * Recovery copies only what it has verified (pool.h, the copy-state
+ * invariant): with encrypt=on every block read from a source is checked
+ * against its tag before it is written anywhere, so one bad donor
+ * cannot spread its corruption.  A source whose server answers an
+ * error, or that fails that check while another source passes it, is
+ * marked stale and repaired in turn.
+ *
  * Rate limit: at most recovery-rate bytes per second copied, so
  * foreground I/O keeps most of the bandwidth; the rest waits for the
  * next heartbeat.
@@ -31,26 +38,38 @@
 
 
 
-/* Copy extent idx from replica src to each replica in dst[] (write
- * lock held).  0 or -1 with errno; on error the failed targets are
- * left stale.
+/* Why recovery_copy_from stopped. */
+enum recovery_fail {
+  RECOVERY_SRC_GONE,           /* the source's server answered an error */
+  RECOVERY_SRC_DOWN,           /* the source's connection failed */
+  RECOVERY_SRC_UNVERIFIED,     /* a block failed authentication */
+  RECOVERY_DST,                /* writing a target failed (errno) */
+};
+
+/* Copy extent idx from replica src (-1: the backup file) to each
+ * replica in dst[] (write lock held), verifying every block first with
+ * encrypt=on.  0, or -1 with *why (and errno; *bad_dst the target
+ * slot with RECOVERY_DST).
  */
 static int
-recovery_copy (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
-               int src, const unsigned *dst, unsigned ndst)
+recovery_copy_from (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
+                    int src, const unsigned *dst, unsigned ndst,
+                    enum recovery_fail *why, int *bad_dst)
 {
   uint32_t es = p->cfg.extent_size;
   uint32_t step = es < RP_MAX_PAYLOAD ? es : RP_MAX_PAYLOAD;
 
   for (uint32_t off = 0; off < es; off += step) {
+    uint64_t pos = (idx << p->map.shift) + off, bad;
     struct rp_call call;
+
     memset (&call, 0, sizeof call);
     if (src < 0) {
       /* From the backup file, bytes as they are (ciphertext with
        * encrypt=on: the replicas hold the same).
        */
-      uint64_t pos = (idx << p->map.shift) + off;
       if (pread (p->backup_fd, p->recovery_buf, step, pos) != (ssize_t) step) {
+        *why = RECOVERY_SRC_DOWN;
         errno = EIO;
         return -1;
       }
@@ -62,8 +81,16 @@ recovery_copy (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
       call.req.offset = off;
       call.req.count = step;
       call.rbuf = p->recovery_buf;
-      if (rp_conn_call (pool_conn (ss, idx), &call, p->cfg.timeout_ms) == -1)
+      if (rp_conn_call (pool_conn (ss, idx), &call, p->cfg.timeout_ms) == -1) {
+        *why = call.is_answered ? RECOVERY_SRC_GONE : RECOVERY_SRC_DOWN;
         return -1;
+      }
+    }
+    if (p->crypt.key &&
+        crypt_verify (&p->crypt, pos / CRYPT_BLOCK, p->recovery_buf,
+                      step / CRYPT_BLOCK, &bad) == -1) {
+      *why = RECOVERY_SRC_UNVERIFIED;
+      return -1;
     }
     for (unsigned k = 0; k < ndst; k++) {
       struct rp_replica *r = &e->rep[dst[k]];
@@ -74,11 +101,97 @@ recovery_copy (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
       call.req.length = step;
       call.payload = p->recovery_buf;
       if (rp_conn_call (pool_conn (&p->servers[r->server], idx), &call,
-                        p->cfg.timeout_ms) == -1)
+                        p->cfg.timeout_ms) == -1) {
+        *why = RECOVERY_DST;
+        *bad_dst = call.is_answered ? (int) dst[k] : -1;
         return -1;
+      }
     }
   }
   return 0;
+}
+
+/* Is replica slot r one of dst[0..ndst)? */
+static bool
+recovery_is_dst (unsigned r, const unsigned *dst, unsigned ndst)
+{
+  for (unsigned k = 0; k < ndst; k++)
+    if (dst[k] == r)
+      return true;
+  return false;
+}
+
+/* Copy extent idx from a good copy (from_backup: the backup file) to
+ * each replica in dst[] (write lock held), trying one source after
+ * another until one is read and verified whole.  Sources that answer
+ * an error are marked stale at once; sources that fail verification
+ * are marked stale once another one passes it.  0, or -1 with errno;
+ * a target whose server answered an error is left in *bad_dst (else
+ * -1).
+ */
+static int
+recovery_copy (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
+               bool from_backup, const unsigned *dst, unsigned ndst,
+               int *bad_dst)
+{
+  unsigned tried = 0, unverified = 0;
+
+  *bad_dst = -1;
+  for (;;) {
+    enum recovery_fail why;
+    int src = -1;
+
+    if (!from_backup) {
+      for (unsigned r = 0; r < e->nrep && src < 0; r++)
+        if (!((tried >> r) & 1) && !recovery_is_dst (r, dst, ndst) &&
+            pool_replica_is_good (p, &e->rep[r]))
+          src = r;
+      if (src < 0) {
+        errno = unverified ? EBADMSG : EIO;
+        if (unverified && !e->is_lost_logged)
+          rp_log (RP_LOG_ERROR, "extent %" PRIu64 ": no copy passes"
+                  " authentication; it cannot be repaired", idx);
+        return -1;
+      }
+      tried |= 1u << src;
+    }
+    if (recovery_copy_from (p, idx, e, src, dst, ndst, &why, bad_dst) == 0) {
+      for (unsigned r = 0; r < e->nrep; r++)
+        if ((unverified >> r) & 1) {
+          pool_replica_mark_stale (&e->rep[r]);
+          rp_log (RP_LOG_WARN, "extent %" PRIu64 ": the copy on server %s"
+                  " failed authentication; marked stale, repaired next",
+                  idx, p->servers[e->rep[r].server].addr);
+        }
+      return 0;
+    }
+    switch (why) {
+    case RECOVERY_SRC_GONE:
+      pool_replica_mark_stale (&e->rep[src]);
+      rp_log (RP_LOG_WARN, "extent %" PRIu64 ": the copy on server %s no"
+              " longer exists there; marked stale", idx,
+              p->servers[e->rep[src].server].addr);
+      break;
+    case RECOVERY_SRC_DOWN:
+      if (src >= 0)
+        pool_server_down (&p->servers[e->rep[src].server],
+                          "recovery read failed");
+      break;
+    case RECOVERY_SRC_UNVERIFIED:
+      if (src >= 0)
+        unverified |= 1u << src;
+      else
+        rp_log (RP_LOG_ERROR, "extent %" PRIu64 ": the backup file fails"
+                " authentication; not copied", idx);
+      break;
+    case RECOVERY_DST:
+      return -1;
+    }
+    if (from_backup) {
+      errno = EIO;
+      return -1;
+    }
+  }
 }
 
 /* May replica rep stay in the map?  Yes if its server is up with the
@@ -113,7 +226,6 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
   unsigned dst[RP_MAX_REPLICAS], ndst = 0, before;
   bool from_backup = false;
   struct rp_extent saved;
-  int src;
 
   if (recovery_source (p, e) < 0 && p->backup_fd >= 0) {
     /* Every copy is gone, but the backup file has the data: rebuild
@@ -180,7 +292,6 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
       pool_add_orphan (s, rep->handle);
     extent_map_drop_replica (e, r);
   }
-  src = from_backup ? -1 : recovery_source (p, e);
   if (from_backup)
     e->is_lost_logged = 0;
   for (unsigned r = 0; r < e->nrep; r++)
@@ -202,20 +313,15 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
   }
   if (ndst == 0)
     return 0;
-  if (recovery_copy (p, idx, e, src, dst, ndst) == -1) {
-    /* ENOENT: a server no longer has a target (its lease for us
-     * expired while we could not reach it).  Drop the unreadable
-     * copies; the next pass places them afresh.
+  int bad_dst;
+  if (recovery_copy (p, idx, e, from_backup, dst, ndst, &bad_dst) == -1) {
+    /* A target whose server answered an error no longer exists there
+     * (its lease for us expired while we could not reach it, say):
+     * drop it, the next pass places a copy afresh.  Never down to no
+     * replica at all: that would read as zeros.
      */
-    if (errno == ENOENT) {
-      /* Never down to no replica at all: that would read as zeros. */
-      for (unsigned r = 0; r < e->nrep && e->nrep > 1;) {
-        if (!pool_replica_is_good (p, &e->rep[r]))
-          extent_map_drop_replica (e, r);
-        else
-          r++;
-      }
-    }
+    if (bad_dst >= 0 && e->nrep > 1)
+      extent_map_drop_replica (e, bad_dst);
     return -1;
   }
   for (unsigned k = 0; k < ndst; k++)

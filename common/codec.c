@@ -110,6 +110,16 @@ codec_check_shape (const struct rp_req *r, const char **why)
       return -1;
     }
     return 0;
+  case RP_OP_LIST:
+    if (r->length || r->handle) {
+      *why = "LIST with payload or handle";
+      return -1;
+    }
+    if (r->count == 0 || r->count > RP_LIST_MAX_HANDLES) {
+      *why = "LIST count out of range";
+      return -1;
+    }
+    return 0;
   case RP_OP_STAT:
   case RP_OP_PING:
     if (r->length || r->handle || r->offset || r->count) {
@@ -217,6 +227,7 @@ rp_op_name (uint16_t op)
     [RP_OP_HELLO] = "HELLO", [RP_OP_ALLOC] = "ALLOC", [RP_OP_FREE] = "FREE",
     [RP_OP_READ] = "READ", [RP_OP_WRITE] = "WRITE", [RP_OP_STAT] = "STAT",
     [RP_OP_PING] = "PING", [RP_OP_ZERO] = "ZERO", [RP_OP_AUTH] = "AUTH",
+    [RP_OP_LIST] = "LIST",
   };
   if (op < sizeof names / sizeof names[0] && names[op])
     return names[op];
@@ -233,6 +244,7 @@ rp_hello_reply_encode (const struct rp_hello_info *hi, void *buf)
     .max_payload = htole32 (hi->max_payload),
     .lease_ms = htole32 (hi->lease_ms),
     .flags = htole32 (hi->flags),
+    .session = htole64 (hi->session),
   };
   memcpy (h.incarnation, hi->incarnation, sizeof h.incarnation);
   memcpy (h.server_nonce, hi->server_nonce, sizeof h.server_nonce);
@@ -254,10 +266,16 @@ rp_hello_reply_decode (const void *buf, struct rp_hello_info *hi,
   hi->max_payload = le32toh (h.max_payload);
   hi->lease_ms = le32toh (h.lease_ms);
   hi->flags = le32toh (h.flags);
+  hi->session = le64toh (h.session);
   memcpy (hi->server_nonce, h.server_nonce, sizeof hi->server_nonce);
   memcpy (hi->server_proof, h.server_proof, sizeof hi->server_proof);
   if (hi->flags & ~RP_HELLO_AUTH) {
     *why = "HELLO unknown flags";
+    return -1;
+  }
+  /* The session is named by whichever reply joins the owner. */
+  if ((hi->flags & RP_HELLO_AUTH) ? hi->session != 0 : hi->session == 0) {
+    *why = "HELLO session id missing or premature";
     return -1;
   }
   if (hi->free_bytes > hi->capacity_bytes) {
@@ -311,4 +329,70 @@ rp_stat_reply_decode (const void *buf, struct rp_stat_info *si,
     return -1;
   }
   return 0;
+}
+
+void
+rp_auth_reply_encode (uint64_t session, void *buf)
+{
+  struct rp_auth_reply a = { .session = htole64 (session), .reserved = 0 };
+
+  memcpy (buf, &a, sizeof a);
+}
+
+int
+rp_auth_reply_decode (const void *buf, uint64_t *session, const char **why)
+{
+  struct rp_auth_reply a;
+
+  memcpy (&a, buf, sizeof a);
+  *session = le64toh (a.session);
+  if (*session == 0 || a.reserved != 0) {
+    *why = "AUTH reply without a session id, or reserved set";
+    return -1;
+  }
+  return 0;
+}
+
+void
+rp_list_reply_encode (uint64_t next_cursor, uint32_t nhandles, void *buf)
+{
+  struct rp_list_reply l = {
+    .next_cursor = htole64 (next_cursor),
+    .nhandles = htole32 (nhandles),
+    .reserved = 0,
+  };
+
+  memcpy (buf, &l, sizeof l);
+}
+
+int
+rp_list_reply_decode (const void *buf, size_t len, uint32_t max_handles,
+                      uint64_t *next_cursor, uint32_t *nhandles,
+                      const char **why)
+{
+  struct rp_list_reply l;
+
+  if (len < sizeof l) {
+    *why = "LIST reply shorter than its header";
+    return -1;
+  }
+  memcpy (&l, buf, sizeof l);
+  *next_cursor = le64toh (l.next_cursor);
+  *nhandles = le32toh (l.nhandles);
+  if (l.reserved != 0 || *nhandles > max_handles ||
+      len != sizeof l + (size_t) *nhandles * 8) {
+    *why = "LIST reply count does not match its length";
+    return -1;
+  }
+  return 0;
+}
+
+uint64_t
+rp_list_reply_handle (const void *buf, uint32_t i)
+{
+  le64 h;
+
+  memcpy (&h, (const uint8_t *) buf + sizeof (struct rp_list_reply) + i * 8,
+          sizeof h);
+  return le64toh (h);
 }

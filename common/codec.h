@@ -63,6 +63,7 @@ struct rp_hello_info {
   uint32_t flags;                /* RP_HELLO_AUTH */
   uint8_t server_nonce[32];
   uint8_t server_proof[32];
+  uint64_t session;              /* 0 iff RP_HELLO_AUTH (checked) */
 };
 void rp_hello_reply_encode (const struct rp_hello_info *h, void *buf);
 int rp_hello_reply_decode (const void *buf, struct rp_hello_info *h,
@@ -82,6 +83,22 @@ struct rp_stat_info {
 void rp_stat_reply_encode (const struct rp_stat_info *s, void *buf);
 int rp_stat_reply_decode (const void *buf, struct rp_stat_info *s,
                           const char **why);
+
+/* AUTH reply: the session id (decode: -1 if 0 or reserved set). */
+void rp_auth_reply_encode (uint64_t session, void *buf);
+int rp_auth_reply_decode (const void *buf, uint64_t *session,
+                          const char **why);
+
+/* LIST reply: header then nhandles handles.  decode checks len (the
+ * whole payload) against nhandles and max_handles (what was asked).
+ */
+void rp_list_reply_encode (uint64_t next_cursor, uint32_t nhandles,
+                           void *buf);
+int rp_list_reply_decode (const void *buf, size_t len, uint32_t max_handles,
+                          uint64_t *next_cursor, uint32_t *nhandles,
+                          const char **why);
+/* Handle i of a decoded LIST reply payload. */
+uint64_t rp_list_reply_handle (const void *buf, uint32_t i);
 
 static inline int
 rp_is_power_of_2 (uint64_t v)

@@ -232,7 +232,15 @@ session_hello (struct session *s, const struct rp_req *req,
   memcpy (s->owner_id, h.owner, 16);
   memcpy (s->client_nonce, h.client_nonce, 32);
   s->fence = le64toh (h.fence);
-  rp_random_bytes (s->server_nonce, 32);
+  /* An all-zero (or repeated) nonce would let a recorded AUTH be
+   * replayed: without fresh randomness, refuse to go on.
+   */
+  if (rp_random_bytes (s->server_nonce, 32) == -1) {
+    log_msg (LOG_ERR, "auth", "getrandom failed: %s; refusing %s",
+             strerror (errno), s->peer);
+    session_fail (s, "no randomness for the server nonce");
+    return;
+  }
   memset (&hi, 0, sizeof hi);
   if (core->st->key) {
     /* Prove we hold the key; the owner is attached only after the
@@ -246,6 +254,8 @@ session_hello (struct session *s, const struct rp_req *req,
   }
   else if (!session_attach_owner (s, req))
     return;
+  else
+    hi.session = s->owner->session;
   hi.version = RP_PROTOCOL_VERSION;
   memcpy (hi.incarnation, core->incarnation, 16);
   hi.capacity_bytes = core->store.region.capacity;
@@ -262,6 +272,7 @@ session_auth (struct session *s, const struct rp_req *req,
               const uint8_t *payload)
 {
   struct rp_auth_req a;
+  uint8_t *out;
 
   memcpy (&a, payload, sizeof a);
   if (!rp_auth_check (s->core->st->key, RP_AUTH_CLIENT, s->client_nonce,
@@ -276,7 +287,41 @@ session_auth (struct session *s, const struct rp_req *req,
   if (!session_attach_owner (s, req))
     return;
   log_msg (LOG_DEBUG, "auth", "%s: authenticated", s->peer);
-  session_reply (s, req->id, RP_OK, 0);
+  out = session_reply (s, req->id, RP_OK, sizeof (struct rp_auth_reply));
+  if (out)
+    rp_auth_reply_encode (s->owner->session, out);
+}
+
+/* LIST: one bounded slice of the owner's handles (protocol.h). */
+static void
+session_list (struct session *s, const struct rp_req *req)
+{
+  uint64_t next;
+  uint8_t *out;
+  uint32_t n;
+
+  /* Room for the most the request may get; trimmed below. */
+  out = session_reply (s, req->id, RP_OK,
+                       sizeof (struct rp_list_reply) + req->count * 8);
+  if (out == NULL)
+    return;
+  /* Single-threaded (session.h): one static buffer serves every LIST. */
+  static uint64_t handles[RP_LIST_MAX_HANDLES];
+  n = store_list (&s->core->store, s->owner, req->offset, req->count,
+                  RP_LIST_SCAN_SLOTS, handles, &next);
+  for (uint32_t i = 0; i < n; i++) {
+    le64 h = htole64 (handles[i]);
+    memcpy (out + sizeof (struct rp_list_reply) + i * 8, &h, 8);
+  }
+  rp_list_reply_encode (next, n, out);
+  /* Give back the room not used, and fix the header's length. */
+  uint32_t len = sizeof (struct rp_list_reply) + n * 8;
+  s->olen -= (req->count - n) * 8;
+  struct rp_reply r = {
+    .error = RP_OK, .id = req->id, .length = len,
+    .free_bytes = region_free_bytes (&s->core->store.region),
+  };
+  rp_reply_encode (&r, out - REPLY_HDR_SIZE);
 }
 
 static void
@@ -374,6 +419,9 @@ session_execute (struct session *s, const struct rp_req *req,
     return;
   case RP_OP_ALLOC:
     session_alloc (s, req);
+    return;
+  case RP_OP_LIST:
+    session_list (s, req);
     return;
   case RP_OP_FREE:
     e = store_lookup (st, s->owner, req->handle);

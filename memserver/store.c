@@ -69,6 +69,7 @@ store_owner_attach (struct store *s, const uint8_t id[16])
   memcpy (vacant->id, id, 16);
   vacant->in_use = true;
   vacant->nconns = 1;
+  vacant->session = ++s->sessions_made;
   return vacant;
 }
 
@@ -177,5 +178,25 @@ store_owners_holding (const struct store *s)
   for (uint32_t i = 0; i < s->max_owners; i++)
     if (s->owners[i].in_use && s->owners[i].nextents > 0)
       n++;
+  return n;
+}
+
+uint32_t
+store_list (const struct store *s, const struct owner *o, uint64_t cursor,
+            uint32_t max, uint32_t scan_slots, uint64_t *out, uint64_t *next)
+{
+  uint64_t end = cursor + scan_slots, i;
+  uint32_t n = 0;
+
+  if (cursor >= s->max_extents) {
+    *next = UINT64_MAX;
+    return 0;
+  }
+  if (end > s->max_extents)
+    end = s->max_extents;
+  for (i = cursor; i < end && n < max; i++)
+    if (s->extents[i].handle && s->extents[i].owner == o)
+      out[n++] = s->extents[i].handle;
+  *next = i >= s->max_extents ? UINT64_MAX : i;
   return n;
 }

@@ -28,6 +28,10 @@ struct owner {
   uint64_t bytes;          /* bytes it holds */
   uint64_t idle_since_ms;  /* when nconns dropped to 0 */
   uint64_t fence;          /* newest connection generation seen */
+  uint64_t session;        /* this record's id, unique within the
+                              server's incarnation (never 0): a client
+                              that finds a different one after a
+                              reconnect knows its extents are gone */
 };
 
 struct extent {
@@ -47,6 +51,7 @@ struct store {
   struct owner *owners;    /* table, owned */
   uint32_t max_owners;
   uint32_t lease_ms;       /* keep a disconnected owner's extents this long */
+  uint64_t sessions_made;  /* owner records created; the last session id */
 };
 
 int store_open (struct store *s, uint64_t capacity, bool use_mlock,
@@ -75,5 +80,14 @@ struct extent *store_lookup (struct store *s, struct owner *o,
 void store_free (struct store *s, struct extent *e);
 
 uint32_t store_owners_holding (const struct store *s);
+
+/* LIST: o's handles in table slots [cursor, ...), at most max of them
+ * (out[0..max)), examining at most scan_slots slots.  Returns how many
+ * were stored; *next is where to continue, or UINT64_MAX when the
+ * table has been scanned to its end.
+ */
+uint32_t store_list (const struct store *s, const struct owner *o,
+                     uint64_t cursor, uint32_t max, uint32_t scan_slots,
+                     uint64_t *out, uint64_t *next);
 
 #endif /* MS_STORE_H */

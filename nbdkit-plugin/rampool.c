@@ -247,8 +247,8 @@ rampool_can_zero (void *handle)
 static int
 rampool_can_fast_zero (void *handle)
 {
-  /* Zeroing never moves data: whole extents are freed, partial ones
-   * zeroed by the server.
+  /* Zeroing never moves data: whole extents are freed (or, with
+   * NO_HOLE, zeroed by the server), partial ones zeroed by the server.
    */
   return 1;
 }
@@ -305,7 +305,11 @@ static int
 rampool_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
   rampool_io_flusher ();
-  if (rp_pool_zero (rampool_pool, count, offset) == -1) {
+  /* Without MAY_TRIM (the client sent NBD_CMD_FLAG_NO_HOLE) the range
+   * must stay allocated: zeroed in place, never freed.
+   */
+  if (rp_pool_zero (rampool_pool, count, offset,
+                    (flags & NBDKIT_FLAG_MAY_TRIM) != 0) == -1) {
     nbdkit_error ("zero at %" PRIu64 ": %m", offset);
     return -1;
   }

@@ -42,7 +42,7 @@ HELLO_LEN = 64
 
 def hello(s):
     s.sendall(req(HELLO, length=HELLO_LEN) +
-              struct.pack("<II16s32sQ", 2, 0, os.urandom(16), os.urandom(32), 0))
+              struct.pack("<II16s32sQ", 3, 0, os.urandom(16), os.urandom(32), 0))
     r = read_reply(s)
     assert r[1] == 0, "HELLO refused: %r" % (r,)
     body = s.recv(r[4], socket.MSG_WAITALL)
@@ -125,7 +125,7 @@ for _ in range(rounds):
     # Header-level violations: the connection is closed.
     expect_close("bad magic", req(PING, magic=0xdeadbeef)); cases += 1
     expect_close("reserved flags", req(PING, flags=1)); cases += 1
-    expect_close("unknown op", req(rng.choice([0, 9, 100, 0xffff]))); cases += 1
+    expect_close("unknown op", req(rng.choice([0, 9, 11, 100, 0xffff]))); cases += 1
     expect_close("oversized write", req(WRITE, handle=1, length=MAX_PAYLOAD + 1)); cases += 1
     expect_close("huge write length", req(WRITE, handle=1, length=0xffffffff)); cases += 1
     expect_close("oversized read", req(READ, handle=1, count=MAX_PAYLOAD + 1)); cases += 1

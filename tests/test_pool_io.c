@@ -110,7 +110,8 @@ worker (void *arg)
         check (buf, off, len);
     }
     else if (kind < 95) {
-      if (rp_pool_zero (pool, len, off) == -1)
+      /* Both kinds: freeing whole extents, and keeping them (NO_HOLE). */
+      if (rp_pool_zero (pool, len, off, rnd (&seed) & 1) == -1)
         fail ("zero", off, len);
       else
         memset (shadow + off, 0, len);

@@ -98,8 +98,14 @@ int rp_pool_pwrite (struct rp_pool *pool, const void *buf, size_t count,
  * extents are left as they are (trim is advisory).
  */
 int rp_pool_trim (struct rp_pool *pool, size_t count, uint64_t offset);
-/* Whole extents are freed (and read as zeros), partial ones zeroed. */
-int rp_pool_zero (struct rp_pool *pool, size_t count, uint64_t offset);
+/* The range reads as zeros afterwards.  may_trim: whole extents are
+ * freed on the servers, partial ones zeroed.  !may_trim (NBD's
+ * NO_HOLE, fallocate's ZERO_RANGE): everything stays allocated --
+ * whole extents are zeroed in place and unmapped ones are mapped -- so
+ * a later write there cannot fail for want of room.
+ */
+int rp_pool_zero (struct rp_pool *pool, size_t count, uint64_t offset,
+                  bool may_trim);
 
 /* Is the extent holding byte `offset` mapped (ever written and not
  * trimmed)?  1, 0.
@@ -125,6 +131,26 @@ struct rp_pool_stats {
                                   server holding their only copies */
 };
 void rp_pool_get_stats (struct rp_pool *pool, struct rp_pool_stats *st);
+
+/* The copy-state invariant, checked against the servers: every copy
+ * the pool counts good is read back whole from its server and compared
+ * with the extent's other good copies (and, with encrypt=on,
+ * authenticated).  For tests and checks on a quiet pool: it allocates
+ * and holds each extent's lock while reading it.  0, or -1 with errno
+ * (ENOMEM); the findings are in *a and logged.
+ */
+struct rp_audit {
+  uint64_t extents_checked;    /* mapped extents */
+  uint64_t copies_checked;     /* copies counted good, read back */
+  uint64_t copies_missing;     /* counted good; the server has no such
+                                  extent (or answered another error) */
+  uint64_t copies_differ;      /* counted good; bytes differ from the
+                                  extent's first good copy (per 4 MiB) */
+  uint64_t copies_unverified;  /* counted good; fail authentication */
+  uint64_t copies_unreachable; /* counted good; the server did not
+                                  answer (not a violation by itself) */
+};
+int rp_pool_audit (struct rp_pool *pool, struct rp_audit *a);
 
 /* Per-server view for operators (rampool status). */
 struct rp_server_info {

@@ -15,7 +15,7 @@
  * carries the request's `id` back unchanged.  The memserver in this
  * tree happens to execute one connection's requests in order (the
  * client relies on that for ordering overlapping writes to one extent,
- * see client/replica.c), and that in-order execution per connection IS
+ * see client/extent_map.h), and that in-order execution per connection IS
  * part of the protocol: "requests on one connection take effect in the
  * order they were sent".
  *
@@ -35,7 +35,12 @@ typedef uint16_t le16;
 typedef uint32_t le32;
 typedef uint64_t le64;
 
-#define RP_PROTOCOL_VERSION 2  /* 2: HELLO with nonce and fence, AUTH */
+/* 2: HELLO with nonce and fence, AUTH.
+ * 3: the owner session's id in the HELLO and AUTH replies (a client
+ *    learns at every reconnect whether the server still holds its
+ *    extents), LIST.
+ */
+#define RP_PROTOCOL_VERSION 3
 
 #define RP_REQ_MAGIC   0x71505252u  /* "RRPq" as little-endian bytes */
 #define RP_REPLY_MAGIC 0x72505252u  /* "RRPr" */
@@ -59,9 +64,11 @@ enum rp_op {
   RP_OP_STAT  = 6,   /* no payload; reply: struct rp_stat_reply             */
   RP_OP_PING  = 7,   /* no payload; empty reply (heartbeat)                 */
   RP_OP_ZERO  = 8,   /* handle, offset, count in `count`; no payload        */
-  RP_OP_AUTH  = 9,   /* payload: struct rp_auth_req; empty reply            */
+  RP_OP_AUTH  = 9,   /* payload: struct rp_auth_req; reply: rp_auth_reply   */
+  RP_OP_LIST  = 10,  /* cursor in `offset`, max handles in `count`;
+                        reply: rp_list_reply + handles                      */
 };
-#define RP_OP_MAX RP_OP_AUTH
+#define RP_OP_MAX RP_OP_LIST
 
 /* Wire error codes.  Mapped to errno in exactly one table
  * (common/codec.c: rp_error_to_errno / rp_errno_to_error).
@@ -136,7 +143,11 @@ struct rp_hello_reply {
                             kept before they are freed */
   uint8_t server_nonce[32]; /* fresh random challenge for the client */
   uint8_t server_proof[32]; /* HMAC proving the server holds the key */
-  le64 reserved;         /* 0 */
+  le64 session;          /* the owner session this connection joined,
+                            never 0; 0 when AUTH must follow (the AUTH
+                            reply carries it then).  A new value for the
+                            same owner id means the old session expired
+                            and every extent it held is gone. */
 };
 _Static_assert (sizeof (struct rp_hello_reply) == 120, "rp_hello_reply size");
 
@@ -145,6 +156,13 @@ struct rp_auth_req {
   uint8_t client_proof[32]; /* HMAC proving the client holds the key */
 };
 _Static_assert (sizeof (struct rp_auth_req) == 32, "rp_auth_req size");
+
+/* AUTH reply payload: 16 bytes. */
+struct rp_auth_reply {
+  le64 session;          /* as rp_hello_reply.session; never 0 */
+  le64 reserved;         /* 0 */
+};
+_Static_assert (sizeof (struct rp_auth_reply) == 16, "rp_auth_reply size");
 
 /* ALLOC reply payload: 8 bytes. */
 struct rp_alloc_reply {
@@ -165,5 +183,26 @@ struct rp_stat_reply {
   uint8_t incarnation[16];
 };
 _Static_assert (sizeof (struct rp_stat_reply) == 64, "rp_stat_reply size");
+
+/* LIST: the asking owner's handles, a bounded slice of the server's
+ * extent table per request.  `offset` is the cursor (0 to start),
+ * `count` the most handles wanted (1..RP_LIST_MAX_HANDLES).  The
+ * reply is struct rp_list_reply followed by `nhandles` le64 handles;
+ * the scan continues at `next_cursor`, and is complete when that is
+ * RP_LIST_END.  A server examines at most RP_LIST_SCAN_SLOTS table
+ * slots per request, so one LIST costs bounded work however large the
+ * table; a reply may carry no handle and still not be the end.
+ */
+#define RP_LIST_MAX_HANDLES 8192
+#define RP_LIST_SCAN_SLOTS 65536
+#define RP_LIST_END UINT64_MAX
+
+/* LIST reply payload header: 16 bytes, then nhandles le64. */
+struct rp_list_reply {
+  le64 next_cursor;      /* where the next LIST continues, or RP_LIST_END */
+  le32 nhandles;         /* handles that follow, <= the request's count */
+  le32 reserved;         /* 0 */
+};
+_Static_assert (sizeof (struct rp_list_reply) == 16, "rp_list_reply size");
 
 #endif /* RAMPOOL_PROTOCOL_H */

@@ -228,6 +228,16 @@ fuzz_conn_check_output (struct fuzz_conn *c, const uint8_t *out, size_t len)
       case RP_OP_STAT: want = sizeof (struct rp_stat_reply); break;
       case RP_OP_ALLOC: want = sizeof (struct rp_alloc_reply); break;
       case RP_OP_READ: want = e->count; break;
+      case RP_OP_AUTH: want = sizeof (struct rp_auth_reply); break;
+      case RP_OP_LIST: {
+        uint64_t next;
+        uint32_t n;
+        if (rp_list_reply_decode (payload, r.length, e->count, &next, &n,
+                                  &why) == -1)
+          fuzz_fail ("LIST reply rejected by the client: %s", why);
+        want = r.length;
+        break;
+      }
       default: break;
       }
     }
@@ -239,6 +249,11 @@ fuzz_conn_check_output (struct fuzz_conn *c, const uint8_t *out, size_t len)
       struct rp_hello_info hi;
       if (rp_hello_reply_decode (payload, &hi, &why) == -1)
         fuzz_fail ("HELLO reply rejected by the client: %s", why);
+    }
+    if (r.error == RP_OK && e->op == RP_OP_AUTH) {
+      uint64_t session;
+      if (rp_auth_reply_decode (payload, &session, &why) == -1)
+        fuzz_fail ("AUTH reply rejected by the client: %s", why);
     }
     if (r.error == RP_OK && e->op == RP_OP_STAT) {
       struct rp_stat_info si;

@@ -25,7 +25,7 @@ import sys
 
 REQ = struct.Struct("<IHHQQQII")  # magic op flags id handle offset count length
 REQ_MAGIC = 0x71505252
-HELLO, ALLOC, FREE, READ, WRITE, STAT, PING, ZERO, AUTH = range(1, 10)
+HELLO, ALLOC, FREE, READ, WRITE, STAT, PING, ZERO, AUTH, LIST = range(1, 11)
 KEY = bytes(range(32))
 SERVER_NONCE = bytes(32)
 K64 = 64 * 1024
@@ -45,7 +45,7 @@ def req(op, id=1, handle=0, offset=0, count=0, payload=b"", length=None,
     return REQ.pack(magic, op, flags, id, handle, offset, count, length) + payload
 
 
-def hello(owner=b"O" * 16, nonce=b"N" * 32, fence=0, version=2, id=1):
+def hello(owner=b"O" * 16, nonce=b"N" * 32, fence=0, version=3, id=1):
     return req(HELLO, id=id, payload=struct.pack("<II16s32sQ", version, 0, owner,
                                                  nonce, fence))
 
@@ -112,7 +112,15 @@ def frames():
     # Malformed headers and frames out of order: each closes.
     s["bad-magic"] = b"\0" + hello() + req(PING, id=2, magic=0x71505253)
     s["bad-flags"] = b"\0" + hello() + req(PING, id=2, flags=1)
-    s["bad-op"] = b"\0" + hello() + req(10, id=2)
+    s["bad-op"] = b"\0" + hello() + req(11, id=2)
+    s["list"] = b"\0" + hello() + b"".join([
+        req(ALLOC, id=2, offset=K64),
+        req(ALLOC, id=3, offset=K64),
+        req(LIST, id=4, count=1),
+        req(LIST, id=5, offset=1, count=8192),
+        req(LIST, id=6, offset=1 << 40, count=8),
+    ])
+    s["list-shape"] = b"\0" + hello() + req(LIST, id=2, count=8193)
     s["bad-op-zero"] = b"\0" + req(0)
     s["before-hello"] = b"\0" + req(PING) + hello()
     s["second-hello"] = b"\0" + hello() + hello(id=2)
