@@ -690,9 +690,28 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
      * The file holds swapped pages: never through a symlink, and only
      * readable by us whatever mode an existing file had.
      */
-    p->backup_fd = open (cfg->backup_file, O_RDWR | O_CREAT | O_TRUNC |
+    struct stat sb;
+    p->backup_fd = open (cfg->backup_file, O_RDWR | O_CREAT |
                          O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (p->backup_fd == -1 || fchmod (p->backup_fd, 0600) == -1 ||
+    if (p->backup_fd == -1 || fstat (p->backup_fd, &sb) == -1) {
+      snprintf (err, errlen, "backup: %s: %s", cfg->backup_file,
+                errno == ELOOP ? "is a symbolic link; refusing to follow it"
+                : strerror (errno));
+      goto out_close_backup;
+    }
+    /* Another user's file (made in a shared directory before us) would
+     * stay readable by that user whatever its mode: refuse it before
+     * a byte is written.
+     */
+    if (!S_ISREG (sb.st_mode) || sb.st_uid != geteuid ()) {
+      snprintf (err, errlen, "backup: %s: %s", cfg->backup_file,
+                !S_ISREG (sb.st_mode) ? "not a regular file"
+                : "owned by another user; refusing to write swapped pages"
+                  " into it");
+      goto out_close_backup;
+    }
+    if (fchmod (p->backup_fd, 0600) == -1 ||
+        ftruncate (p->backup_fd, 0) == -1 ||
         ftruncate (p->backup_fd, cfg->size_bytes) == -1) {
       snprintf (err, errlen, "backup: %s: %s", cfg->backup_file,
                 strerror (errno));
