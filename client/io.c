@@ -295,6 +295,24 @@ io_should_wait (struct rp_pool *p, const struct rp_extent *e)
   return pool_extent_may_return (p, e);
 }
 
+/* Every copy of e failed this request, but one is good again (its
+ * server was reconnected, by its own thread, while the request failed
+ * on the old connection) or may come back: retry rather than fail
+ * (lock held).  The retry waits for a server to come up, bounded by
+ * outage-wait-ms, so a copy that keeps failing cannot loop.
+ */
+static bool
+io_should_retry (struct rp_pool *p, const struct rp_extent *e)
+{
+  if (!io_waits_out_outages (p))
+    return false;
+  for (unsigned r = 0; r < e->nrep; r++)
+    if (pool_replica_is_good (p, &e->rep[r]) ||
+        pool_replica_may_return (p, &e->rep[r]))
+      return true;
+  return false;
+}
+
 static int io_pick_replica (struct rp_pool *p, const struct rp_extent *e,
                             uint64_t tried);
 
@@ -471,7 +489,7 @@ io_read_locked (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
   if (io_read_replicas (p, idx, e, off, len, buf, 0, &unverified) == 0 ||
       io_backup_read (p, idx, off, len, buf) == 0)
     return 0;
-  errno = io_should_wait (p, e) ? EAGAIN : EIO;
+  errno = io_should_retry (p, e) ? EAGAIN : EIO;
   return -1;
 }
 
@@ -661,8 +679,7 @@ io_write_settle (struct rp_pool *p, struct io_chunk *c, struct rp_extent *e,
   /* Reached by none: copies whose server is down are left as they
    * were and the chunk waits for one (io_should_wait).
    */
-  bool may_wait = !reached && io_waits_out_outages (p);
-  bool is_out_of_reach = false;
+  bool may_retry = false;
 
   for (unsigned k = c->first_call; k < c->first_call + c->ncalls; k++) {
     struct rp_replica *rep;
@@ -674,15 +691,18 @@ io_write_settle (struct rp_pool *p, struct io_chunk *c, struct rp_extent *e,
       continue;
     if (reached || calls[k].is_answered)
       rep->is_stale = 1;  /* may not hold the data, or is gone */
-    else if (may_wait && pool_replica_may_return (p, rep))
-      is_out_of_reach = true;
   }
   if (reached)
     return 0;
-  /* No copy took it: none missed what another holds. */
+  /* No copy took it: none missed what another holds.  Copies whose
+   * server is down (or was reconnected meanwhile) are left as they
+   * were and the chunk is retried when one is up (io_should_retry).
+   */
   io_unskip (p, c, e);
+  if (io_should_retry (p, e))
+    may_retry = true;
   io_undo_encrypt (p, c);
-  return is_out_of_reach ? EAGAIN : EIO;
+  return may_retry ? EAGAIN : EIO;
 }
 
 /* WRITE (payload) or ZERO (no payload) of one batch of chunks; each
@@ -836,7 +856,9 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
                                                 call->req.handle);
       atomic_fetch_sub (&s->inflight, 1);
       tried |= UINT64_C (1) << s->index;
-      if (call->err)
+      if (rep == NULL)
+        ;  /* cannot happen: the read lock kept the entry */
+      else if (call->err)
         io_read_failed (p, c->idx, rep, call);
       else if (io_decrypt_range (p, c->idx, c->off, c->len, c->buf, s) == 0)
         is_ok = true;
@@ -858,7 +880,7 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
     if (is_ok && c->user_buf)
       memcpy (c->user_buf, c->buf + c->user_off, c->user_len);
     if (!is_ok)
-      c->err = io_should_wait (p, e) ? EAGAIN : EIO;
+      c->err = io_should_retry (p, e) ? EAGAIN : EIO;
     pthread_rwlock_unlock (extent_map_lock (&p->map, c->idx));
     c->is_locked = false;
     atomic_fetch_add (&p->reads, 1);
