@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "rampool/client.h"
 #include "attach.h"
 #include "util.h"
 
@@ -105,53 +106,71 @@ attach_usage (FILE *fp)
 "Usage: rampool attach [--device=/dev/nbdN] [--connections=N] [--no-swap]\n"
 "                      [--discard] [--priority=P] [--timeout=S] [--plugin=PATH]\n"
 "                      servers=... size=... [KEY=VALUE...]\n"
-"       rampool detach [--device=/dev/nbdN]\n");
+"       rampool detach [--device=/dev/nbdN]\n"
+"Keys (nbdkit-rampool-plugin(1); attach adds mlock=on realtime=10 for\n"
+"swap):\n%s\n", rp_config_help (RP_FRONT_PLUGIN));
 }
 
-int
-attach_main (int argc, char **argv)
-{
-  const char *dev = "/dev/nbd0", *plugin = RAMPOOL_PLUGIN_PATH;
-  /* The kernel's per-request timer.  Without -t it is still 30 s, and
-   * with several connections its expiry marks the connection dead and
-   * resends the request on another one, until none is left.  It must
-   * outlast what the plugin may spend on one request: timeout-ms per
-   * copy tried, plus outage-wait-ms (30 s by default).
-   */
-  const char *prio = NULL, *nbd_timeout = "120";
-  char dir[300], sock[320], pidf[320], conns_s[16] = "4";
-  bool is_swap = true, is_discard = false;
-  char *nbdkit_argv[64];
-  int i = 1, n = 0;
+/* What rampool attach was asked to do. */
+struct attach_opts {
+  const char *dev;             /* /dev/nbdN */
+  const char *plugin;          /* the plugin's .so */
+  const char *prio;            /* swapon -p, or NULL */
+  const char *nbd_timeout;     /* nbd-client -t, seconds */
+  char conns[16];              /* nbd-client -C */
+  bool is_swap, is_discard;
+  char **keys;                 /* KEY=VALUE for the plugin, nkeys */
+  int nkeys;
+};
 
+/* Parse the options and check the pool's keys the way the plugin will
+ * (the one key table), so a typo is reported before anything starts.
+ * 0, or the exit status for an error.
+ */
+static int
+attach_parse (int argc, char **argv, struct attach_opts *o)
+{
+  struct rp_config cfg;
+  char err[512];
+  int i = 1;
+
+  *o = (struct attach_opts) {
+    .dev = "/dev/nbd0", .plugin = RAMPOOL_PLUGIN_PATH,
+    /* The kernel's per-request timer.  Without -t it is still 30 s,
+     * and with several connections its expiry marks the connection
+     * dead and resends the request on another one, until none is
+     * left.  It must outlast what the plugin may spend on one request:
+     * timeout-ms per copy tried, plus outage-wait-ms (30 s by default).
+     */
+    .nbd_timeout = "120", .conns = "4", .is_swap = true,
+  };
   for (; i < argc && strncmp (argv[i], "--", 2) == 0; i++) {
+    uint64_t v;
     if (strncmp (argv[i], "--device=", 9) == 0)
-      dev = argv[i] + 9;
+      o->dev = argv[i] + 9;
     else if (strncmp (argv[i], "--connections=", 14) == 0) {
-      uint64_t v;
       if (rp_parse_uint (argv[i] + 14, 1, 16, &v) == -1) {
         fprintf (stderr, "rampool attach: --connections: '%s' is not 1-16\n",
                  argv[i] + 14);
         return 2;
       }
-      snprintf (conns_s, sizeof conns_s, "%u", (unsigned) v);
+      snprintf (o->conns, sizeof o->conns, "%u", (unsigned) v);
     }
     else if (strcmp (argv[i], "--no-swap") == 0)
-      is_swap = false;
+      o->is_swap = false;
     else if (strcmp (argv[i], "--discard") == 0)
-      is_discard = true;
+      o->is_discard = true;
     else if (strncmp (argv[i], "--priority=", 11) == 0)
-      prio = argv[i] + 11;
+      o->prio = argv[i] + 11;
     else if (strncmp (argv[i], "--plugin=", 9) == 0)
-      plugin = argv[i] + 9;
+      o->plugin = argv[i] + 9;
     else if (strncmp (argv[i], "--timeout=", 10) == 0) {
-      uint64_t v;
       if (rp_parse_uint (argv[i] + 10, 1, 86400, &v) == -1) {
         fprintf (stderr, "rampool attach: --timeout: '%s' is not 1-86400"
                  " seconds\n", argv[i] + 10);
         return 2;
       }
-      nbd_timeout = argv[i] + 10;
+      o->nbd_timeout = argv[i] + 10;
     }
     else {
       fprintf (stderr, "rampool attach: unknown option '%s'\n", argv[i]);
@@ -165,10 +184,150 @@ attach_main (int argc, char **argv)
     attach_usage (stderr);
     return 2;
   }
-  attach_paths (dev, dir, sock, pidf, sizeof dir);
+  o->keys = argv + i;
+  o->nkeys = argc - i;
+  rp_config_init (&cfg);
+  for (int k = 0; k < o->nkeys; k++) {
+    char key[64];
+    const char *eq = strchr (o->keys[k], '=');
+    if (eq == NULL || (size_t) (eq - o->keys[k]) >= sizeof key) {
+      fprintf (stderr, "rampool attach: '%s' is not KEY=VALUE\n", o->keys[k]);
+      rp_config_free (&cfg);
+      return 2;
+    }
+    snprintf (key, sizeof key, "%.*s", (int) (eq - o->keys[k]), o->keys[k]);
+    if (rp_config_set_for (&cfg, RP_FRONT_PLUGIN, key, eq + 1, err,
+                           sizeof err) == -1) {
+      fprintf (stderr, "rampool attach: %s\n", err);
+      rp_config_free (&cfg);
+      return 2;
+    }
+  }
+  if (rp_config_check (&cfg, err, sizeof err) == -1) {
+    fprintf (stderr, "rampool attach: %s\n", err);
+    rp_config_free (&cfg);
+    return 2;
+  }
+  rp_config_free (&cfg);
+  return 0;
+}
+
+/* Start nbdkit with the plugin on sock, and wait until it serves.  0 or
+ * -1 (nbdkit stopped again).
+ */
+static int
+attach_start_nbdkit (const struct attach_opts *o, const char *sock,
+                     const char *pidf)
+{
+  char *argv_n[64];
+  int n = 0;
+
+  /* nbdkit daemonizes once it serves; mlock=on locks it after the fork
+   * (nbdkit --swap's own lock does not survive the fork).
+   */
+  argv_n[n++] = (char *) "nbdkit";
+  argv_n[n++] = (char *) "-U";
+  argv_n[n++] = (char *) sock;
+  argv_n[n++] = (char *) "-P";
+  argv_n[n++] = (char *) pidf;
+  argv_n[n++] = (char *) o->plugin;
+  for (int k = 0; k < o->nkeys; k++)
+    argv_n[n++] = o->keys[k];
+  /* For swap: lock nbdkit in RAM after its fork, and run its I/O
+   * threads SCHED_FIFO, which lets their page allocations (TCP send
+   * buffers) dip below the min watermark where the workload reclaims:
+   * measured as what lets rampool survive whole-host memory pressure
+   * (docs/operations.md, section 8).
+   */
+  if (o->is_swap) {
+    argv_n[n++] = (char *) "mlock=on";
+    argv_n[n++] = (char *) "realtime=10";
+  }
+  argv_n[n] = NULL;
+  if (attach_run (argv_n) != 0) {
+    fprintf (stderr, "rampool attach: nbdkit failed (see its errors above)\n");
+    return -1;
+  }
+  /* nbdkit writes the pid file once it listens. */
+  for (int t = 0; t < 300 && (access (pidf, F_OK) != 0 ||
+                              access (sock, F_OK) != 0); t++)
+    usleep (100 * 1000);
+  if (access (sock, F_OK) != 0) {
+    fprintf (stderr, "rampool attach: nbdkit did not create %s in 30 s\n",
+             sock);
+    attach_stop_nbdkit (pidf);
+    return -1;
+  }
+  return 0;
+}
+
+/* Connect the kernel nbd device to sock.  0 or -1. */
+static int
+attach_connect_nbd (const struct attach_opts *o, const char *sock)
+{
+  /* The kernel's own deadline (-t) must stay well above the plugin's
+   * timeout-ms, or the kernel fails I/O that rampool would have
+   * completed on another replica.
+   */
+  char *argv_c[16];
+  int k = 0;
+
+  argv_c[k++] = (char *) "nbd-client";
+  argv_c[k++] = (char *) "-unix";
+  argv_c[k++] = (char *) sock;
+  argv_c[k++] = (char *) o->dev;
+  argv_c[k++] = (char *) "-b";
+  argv_c[k++] = (char *) "4096";
+  argv_c[k++] = (char *) "-C";
+  argv_c[k++] = (char *) o->conns;
+  argv_c[k++] = (char *) "-t";
+  argv_c[k++] = (char *) o->nbd_timeout;
+  if (o->is_swap)
+    argv_c[k++] = (char *) "-swap";
+  argv_c[k] = NULL;
+  if (attach_run (argv_c) != 0) {
+    fprintf (stderr, "rampool attach: nbd-client failed (is the nbd"
+             " module loaded? modprobe nbd)\n");
+    return -1;
+  }
+  return 0;
+}
+
+/* mkswap and swapon the device.  0 or -1. */
+static int
+attach_swapon (const struct attach_opts *o)
+{
+  char *argv_m[] = { (char *) "mkswap", (char *) o->dev, NULL };
+  char *argv_s[8];
+  int k = 0;
+
+  if (attach_run (argv_m) != 0)
+    return -1;
+  argv_s[k++] = (char *) "swapon";
+  if (o->is_discard)
+    argv_s[k++] = (char *) "--discard";
+  if (o->prio) {
+    argv_s[k++] = (char *) "-p";
+    argv_s[k++] = (char *) o->prio;
+  }
+  argv_s[k++] = (char *) o->dev;
+  argv_s[k] = NULL;
+  return attach_run (argv_s) == 0 ? 0 : -1;
+}
+
+int
+attach_main (int argc, char **argv)
+{
+  struct attach_opts o;
+  char dir[300], sock[320], pidf[320];
+  int status;
+
+  if ((status = attach_parse (argc, argv, &o)) != 0)
+    return status;
+  attach_paths (o.dev, dir, sock, pidf, sizeof dir);
   if (access (pidf, F_OK) == 0 && kill (attach_read_pid (pidf), 0) == 0) {
     fprintf (stderr, "rampool attach: %s is already attached (nbdkit pid in"
-             " %s); rampool detach --device=%s first\n", dev, pidf, dev);
+             " %s); rampool detach --device=%s first\n", o.dev, pidf, o.dev);
     return 1;
   }
   if ((mkdir (ATTACH_STATE_DIR, 0700) == -1 && errno != EEXIST) ||
@@ -178,94 +337,23 @@ attach_main (int argc, char **argv)
   }
   unlink (sock);
   unlink (pidf);
-
-  /* nbdkit daemonizes once it serves; mlock=on locks it after the fork
-   * (nbdkit --swap's own lock does not survive the fork).
-   */
-  nbdkit_argv[n++] = (char *) "nbdkit";
-  nbdkit_argv[n++] = (char *) "-U";
-  nbdkit_argv[n++] = sock;
-  nbdkit_argv[n++] = (char *) "-P";
-  nbdkit_argv[n++] = pidf;
-  nbdkit_argv[n++] = (char *) plugin;
-  for (; i < argc; i++)
-    nbdkit_argv[n++] = argv[i];
-  /* For swap: lock nbdkit in RAM after its fork, and run its I/O
-   * threads SCHED_FIFO, which lets their page allocations (TCP send
-   * buffers) dip below the min watermark where the workload reclaims:
-   * measured as what lets rampool survive whole-host memory pressure
-   * (docs/operations.md, section 8).
-   */
-  if (is_swap) {
-    nbdkit_argv[n++] = (char *) "mlock=on";
-    nbdkit_argv[n++] = (char *) "realtime=10";
-  }
-  nbdkit_argv[n] = NULL;
-  if (attach_run (nbdkit_argv) != 0) {
-    fprintf (stderr, "rampool attach: nbdkit failed (see its errors above)\n");
+  if (attach_start_nbdkit (&o, sock, pidf) == -1)
     goto out_rmdir;
-  }
-  /* nbdkit writes the pid file once it listens. */
-  for (int t = 0; t < 300 && (access (pidf, F_OK) != 0 || access (sock, F_OK) != 0); t++)
-    usleep (100 * 1000);
-  if (access (sock, F_OK) != 0) {
-    fprintf (stderr, "rampool attach: nbdkit did not create %s in 30 s\n", sock);
-    goto out_stop;
-  }
-  {
-    /* The kernel's own deadline (-t) must stay well above the plugin's
-     * timeout-ms, or the kernel fails I/O that rampool would have
-     * completed on another replica.
-     */
-    char *argv_c[16];
-    int k = 0;
-    argv_c[k++] = (char *) "nbd-client";
-    argv_c[k++] = (char *) "-unix";
-    argv_c[k++] = sock;
-    argv_c[k++] = (char *) dev;
-    argv_c[k++] = (char *) "-b";
-    argv_c[k++] = (char *) "4096";
-    argv_c[k++] = (char *) "-C";
-    argv_c[k++] = conns_s;
-    argv_c[k++] = (char *) "-t";
-    argv_c[k++] = (char *) nbd_timeout;
-    if (is_swap)
-      argv_c[k++] = (char *) "-swap";
-    argv_c[k] = NULL;
-    if (attach_run (argv_c) != 0) {
-      fprintf (stderr, "rampool attach: nbd-client failed (is the nbd"
-               " module loaded? modprobe nbd)\n");
-      goto out_stop;
-    }
-  }
-  if (is_swap) {
-    char *argv_m[] = { (char *) "mkswap", (char *) dev, NULL };
-    char *argv_s[8];
-    int k = 0;
-    if (attach_run (argv_m) != 0)
-      goto out_disconnect;
-    argv_s[k++] = (char *) "swapon";
-    if (is_discard)
-      argv_s[k++] = (char *) "--discard";
-    if (prio) {
-      argv_s[k++] = (char *) "-p";
-      argv_s[k++] = (char *) prio;
-    }
-    argv_s[k++] = (char *) dev;
-    argv_s[k] = NULL;
-    if (attach_run (argv_s) != 0)
-      goto out_disconnect;
-  }
-  printf ("rampool: %s attached%s (nbdkit pid %ld, socket %s)\n", dev,
-          is_swap ? " as swap" : "", (long) attach_read_pid (pidf), sock);
+  if (attach_connect_nbd (&o, sock) == -1)
+    goto out_stop_nbdkit;
+  if (o.is_swap && attach_swapon (&o) == -1)
+    goto out_disconnect;
+  printf ("rampool: %s attached%s (nbdkit pid %ld, socket %s)\n", o.dev,
+          o.is_swap ? " as swap" : "", (long) attach_read_pid (pidf), sock);
   return 0;
 
  out_disconnect:
   {
-    char *argv_d[] = { (char *) "nbd-client", (char *) "-d", (char *) dev, NULL };
+    char *argv_d[] = { (char *) "nbd-client", (char *) "-d", (char *) o.dev,
+                       NULL };
     attach_run (argv_d);
   }
- out_stop:
+ out_stop_nbdkit:
   attach_stop_nbdkit (pidf);
  out_rmdir:
   unlink (sock);

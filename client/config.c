@@ -1,11 +1,24 @@
-/* Pool configuration: key=value parsing shared by the nbdkit plugin,
- * the FUSE front end and the CLI.  Every error names the key and why.
+/* Pool configuration: the one table of config keys, and the key=value
+ * parsing the nbdkit plugin, the FUSE front end and the CLI share.
+ *
+ * config_keys[] below is the only place a key is written down: its
+ * name, the form of its value, where it applies, its range, its
+ * default and its help line.  rp_config_init takes the defaults from
+ * it, rp_config_set parses by it, rp_config_help prints it (so the
+ * plugin's --help, rampool-fuse --help and rampool attach --help are
+ * the same text), and tests/test-config-doc.sh holds the man pages to
+ * it.  Every error names the key and why.
+ *
+ * Not here: what the keys mean to the pool (pool.c, io.c), and the
+ * front ends' own options (-o for FUSE, --device for attach).
  */
 #include <config.h>
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,50 +28,136 @@
 #include "codec.h"
 #include "util.h"
 
-const char rp_config_help[] =
-"servers=HOST:PORT,...  memservers of the pool (required)\n"
-"size=SIZE              virtual disk size, e.g. 64G (required)\n"
-"replicas=N             copies of each extent, 1-4 (default 2)\n"
-"extent-size=SIZE       unit of placement, power of two 64K-1G (default 1M)\n"
-"placement-choices=D    servers sampled per placement (default 2)\n"
-"connections=N          TCP connections per server, 1-16 (default 2)\n"
-"inflight=N             requests in flight per connection, 1-1024 (default 64)\n"
-"timeout-ms=MS          per-request deadline (default 5000)\n"
-"heartbeat-ms=MS        health check / reconnect period (default 1000)\n"
-"rejoin-grace-ms=MS     wait before re-replicating a down server's extents (5000)\n"
-"outage-wait-ms=MS      how long a request whose only copies are on down\n"
-"                       servers waits for one to return before EIO (30000)\n"
-"recovery-rate=SIZE     bytes per second re-replication may copy (64M)\n"
-"stats-file=PATH        write pool health to PATH every heartbeat\n"
-"key-file=PATH          cluster key (rampool keygen); required by servers\n"
-"                       that have one\n"
-"encrypt=on|off         encrypt and authenticate every block on this host\n"
-"                       (default off; costs 5 MiB of local RAM per GiB)\n"
-"backup=PATH            local backup file: every write also goes there;\n"
-"                       reads fall back to it when every replica is lost";
+/* How a key's value is parsed and stored. */
+enum config_kind {
+  CONFIG_SERVERS,   /* HOST:PORT,...: appended to cfg->servers */
+  CONFIG_SIZE,      /* a size, 1 .. 2^63-1 */
+  CONFIG_POW2,      /* a size, a power of two in [min, max] */
+  CONFIG_RATE,      /* a size of at least min (bytes per second) */
+  CONFIG_UINT,      /* a whole number in [min, max] */
+  CONFIG_BOOL,      /* on|off (also true|false, 1|0) */
+  CONFIG_PATH,      /* a non-empty path, strdup'd */
+};
+
+struct config_key {
+  const char *name;
+  const char *value;           /* the value's form, for help */
+  enum config_kind kind;
+  size_t offset, width;        /* the field in struct rp_config */
+  uint64_t min, max;           /* range (CONFIG_UINT, POW2, RATE) */
+  uint64_t dflt;               /* default (numbers, bools) */
+  bool is_required;
+  unsigned fronts;             /* RP_FRONT_* where it applies */
+  const char *help;            /* one line */
+};
+
+#define CONFIG_FIELD(f) \
+  offsetof (struct rp_config, f), sizeof (((struct rp_config *) 0)->f)
+#define CONFIG_ALL (RP_FRONT_PLUGIN | RP_FRONT_FUSE)
+#define KiB UINT64_C (1024)
+#define MiB (1024 * KiB)
+
+/* The defaults, with why each was chosen:
+ *  - extent-size 1 MiB: small enough that swap's scattered trims free
+ *    memory on the donors and consecutive extents stripe across
+ *    servers, big enough that the map of a 64 GiB disk is 64 Ki
+ *    entries (~5 MiB);
+ *  - recovery-rate 64 MiB/s: most of a 1 GbE link stays with
+ *    foreground I/O;
+ *  - rejoin-grace-ms 5 s: a blip costs no copy;
+ *  - outage-wait-ms 30 s: long enough to ride out a donor's stall or a
+ *    reconnect, short enough that a truly lost page ends in an error
+ *    someone sees; the kernel's NBD request timeout must be longer
+ *    (rampool attach: 120 s).
+ */
+static const struct config_key config_keys[] = {
+  { "servers", "HOST:PORT,...", CONFIG_SERVERS, CONFIG_FIELD (nservers),
+    0, 0, 0, true, CONFIG_ALL, "memservers of the pool" },
+  { "size", "SIZE", CONFIG_SIZE, CONFIG_FIELD (size_bytes),
+    1, INT64_MAX, 0, true, CONFIG_ALL, "virtual disk size, e.g. 64G" },
+  { "replicas", "N", CONFIG_UINT, CONFIG_FIELD (replicas),
+    1, RP_MAX_REPLICAS, 2, false, CONFIG_ALL, "copies of each extent" },
+  { "extent-size", "SIZE", CONFIG_POW2, CONFIG_FIELD (extent_size),
+    RP_MIN_EXTENT_SIZE, RP_MAX_EXTENT_SIZE, MiB, false, CONFIG_ALL,
+    "unit of placement, a power of two" },
+  { "placement-choices", "D", CONFIG_UINT, CONFIG_FIELD (placement_choices),
+    1, RP_MAX_SERVERS, 2, false, CONFIG_ALL,
+    "servers sampled per placement (power of d choices)" },
+  { "connections", "N", CONFIG_UINT, CONFIG_FIELD (connections),
+    1, 16, 2, false, CONFIG_ALL, "TCP connections per server" },
+  { "inflight", "N", CONFIG_UINT, CONFIG_FIELD (inflight),
+    1, 1024, 64, false, CONFIG_ALL, "requests in flight per connection" },
+  { "timeout-ms", "MS", CONFIG_UINT, CONFIG_FIELD (timeout_ms),
+    10, 600000, 5000, false, CONFIG_ALL, "per-request deadline" },
+  { "heartbeat-ms", "MS", CONFIG_UINT, CONFIG_FIELD (heartbeat_ms),
+    10, 600000, 1000, false, CONFIG_ALL,
+    "health check and reconnect period" },
+  { "rejoin-grace-ms", "MS", CONFIG_UINT, CONFIG_FIELD (rejoin_grace_ms),
+    0, 86400000, 5000, false, CONFIG_ALL,
+    "keep a down server's copies this long before re-creating them" },
+  { "outage-wait-ms", "MS", CONFIG_UINT, CONFIG_FIELD (outage_wait_ms),
+    0, 86400000, 30000, false, CONFIG_ALL,
+    "a request whose copies are all on down servers waits this long" },
+  { "recovery-rate", "SIZE", CONFIG_RATE, CONFIG_FIELD (recovery_rate),
+    MiB, UINT64_MAX, 64 * MiB, false, CONFIG_ALL,
+    "bytes per second re-replication may copy" },
+  { "stats-file", "PATH", CONFIG_PATH, CONFIG_FIELD (stats_file),
+    0, 0, 0, false, CONFIG_ALL, "pool health written here every heartbeat" },
+  { "key-file", "PATH", CONFIG_PATH, CONFIG_FIELD (key_file),
+    0, 0, 0, false, CONFIG_ALL,
+    "cluster key (rampool keygen); required by servers that have one" },
+  { "encrypt", "on|off", CONFIG_BOOL, CONFIG_FIELD (is_encrypted),
+    0, 1, 0, false, CONFIG_ALL,
+    "encrypt and authenticate every block here (5 MiB of RAM per GiB)" },
+  { "backup", "PATH", CONFIG_PATH, CONFIG_FIELD (backup_file),
+    0, 0, 0, false, CONFIG_ALL,
+    "local backup file: every write goes there too; reads fall back" },
+  { "mlock", "on|off", CONFIG_BOOL, CONFIG_FIELD (is_mlocked),
+    0, 1, 0, false, RP_FRONT_PLUGIN,
+    "lock nbdkit in RAM after it forks (for swap)" },
+  { "realtime", "PRIO", CONFIG_UINT, CONFIG_FIELD (realtime_prio),
+    0, 99, 0, false, RP_FRONT_PLUGIN,
+    "SCHED_FIFO priority of the I/O threads (for swap; 0 = off)" },
+};
+#define CONFIG_NKEYS (sizeof config_keys / sizeof config_keys[0])
+
+static const struct config_key *
+config_find (const char *name)
+{
+  for (size_t i = 0; i < CONFIG_NKEYS; i++)
+    if (strcmp (config_keys[i].name, name) == 0)
+      return &config_keys[i];
+  return NULL;
+}
+
+static void *
+config_field (struct rp_config *cfg, const struct config_key *k)
+{
+  return (char *) cfg + k->offset;
+}
+
+/* Store v into k's field, whatever its width. */
+static void
+config_store (struct rp_config *cfg, const struct config_key *k, uint64_t v)
+{
+  void *f = config_field (cfg, k);
+
+  switch (k->width) {
+  case 1: *(bool *) f = v != 0; break;
+  case 4: *(uint32_t *) f = v; break;
+  case 8: *(uint64_t *) f = v; break;
+  default: abort ();  /* a table entry with a field of another width */
+  }
+}
 
 void
 rp_config_init (struct rp_config *cfg)
 {
   memset (cfg, 0, sizeof *cfg);
-  /* 1 MiB: small enough that swap's scattered trims free memory on the
-   * donors and consecutive extents stripe across servers, big enough
-   * that the extent map of a 64 GiB disk is 64 Ki entries (~5 MiB).
-   */
-  cfg->extent_size = 1024 * 1024;
-  cfg->replicas = 2;
-  cfg->placement_choices = 2;
-  cfg->connections = 2;
-  cfg->inflight = 64;
-  cfg->timeout_ms = 5000;
-  cfg->heartbeat_ms = 1000;
-  cfg->rejoin_grace_ms = 5000;
-  /* Long enough to ride out a donor's stall or a reconnect, short
-   * enough that a truly lost page ends in an error someone sees.  The
-   * kernel's NBD request timeout must be longer (rampool attach: 120 s).
-   */
-  cfg->outage_wait_ms = 30000;
-  cfg->recovery_rate = 64 * 1024 * 1024;
+  for (size_t i = 0; i < CONFIG_NKEYS; i++)
+    if (config_keys[i].kind != CONFIG_SERVERS &&
+        config_keys[i].kind != CONFIG_PATH)
+      config_store (cfg, &config_keys[i], config_keys[i].dflt);
 }
 
 void
@@ -66,9 +165,9 @@ rp_config_free (struct rp_config *cfg)
 {
   for (unsigned i = 0; i < cfg->nservers; i++)
     free (cfg->servers[i]);
-  free (cfg->stats_file);
-  free (cfg->key_file);
-  free (cfg->backup_file);
+  for (size_t i = 0; i < CONFIG_NKEYS; i++)
+    if (config_keys[i].kind == CONFIG_PATH)
+      free (*(char **) config_field (cfg, &config_keys[i]));
   memset (cfg, 0, sizeof *cfg);
 }
 
@@ -113,138 +212,124 @@ config_set_servers (struct rp_config *cfg, const char *value,
                           RP_MAX_SERVERS);
       break;
     }
-    cfg->servers[cfg->nservers++] = strdup (tok);
+    cfg->servers[cfg->nservers] = strdup (tok);
+    if (cfg->servers[cfg->nservers] == NULL) {
+      ret = config_error (err, errlen, "servers: out of memory");
+      break;
+    }
+    cfg->nservers++;
   }
  out:
   free (copy);
   return ret;
 }
 
-static int
-config_uint (const char *key, const char *value, uint64_t min, uint64_t max,
-             uint64_t *out, char *err, size_t errlen)
+/* "64M" for sizes that are whole KiB/MiB/GiB, else bytes. */
+static const char *
+config_size_text (uint64_t v, char *buf, size_t len)
 {
-  if (rp_parse_uint (value, min, max, out) == -1)
-    return config_error (err, errlen, "%s: '%s' is not a whole number from"
-                         " %" PRIu64 " to %" PRIu64, key, value, min, max);
+  static const char units[] = "KMGT";
+  int u = -1;
+
+  while (v >= 1024 && v % 1024 == 0 && u < 3) {
+    v /= 1024;
+    u++;
+  }
+  if (u < 0)
+    snprintf (buf, len, "%" PRIu64, v);
+  else
+    snprintf (buf, len, "%" PRIu64 "%c", v, units[u]);
+  return buf;
+}
+
+static int
+config_set_value (struct rp_config *cfg, const struct config_key *k,
+                  const char *value, char *err, size_t errlen)
+{
+  char lo[32], hi[32];
+  uint64_t v = 0;
+
+  switch (k->kind) {
+  case CONFIG_SERVERS:
+    return config_set_servers (cfg, value, err, errlen);
+  case CONFIG_SIZE:
+    if (rp_parse_size (value, &v) == -1 || v < k->min)
+      return config_error (err, errlen, "%s: '%s' is not a size"
+                           " (e.g. 64G, 512M)", k->name, value);
+    /* The NBD protocol and nbdkit take at most 2^63-1. */
+    if (v > k->max)
+      return config_error (err, errlen, "%s: '%s' is too large", k->name,
+                           value);
+    break;
+  case CONFIG_POW2:
+    if (rp_parse_size (value, &v) == -1 || !rp_is_power_of_2 (v) ||
+        v < k->min || v > k->max)
+      return config_error (err, errlen, "%s: '%s' is not a power of two"
+                           " from %s to %s", k->name, value,
+                           config_size_text (k->min, lo, sizeof lo),
+                           config_size_text (k->max, hi, sizeof hi));
+    break;
+  case CONFIG_RATE:
+    if (rp_parse_size (value, &v) == -1 || v < k->min)
+      return config_error (err, errlen, "%s: '%s' is not a size of at least"
+                           " %s (bytes per second)", k->name, value,
+                           config_size_text (k->min, lo, sizeof lo));
+    break;
+  case CONFIG_UINT:
+    if (rp_parse_uint (value, k->min, k->max, &v) == -1)
+      return config_error (err, errlen, "%s: '%s' is not a whole number"
+                           " from %" PRIu64 " to %" PRIu64, k->name, value,
+                           k->min, k->max);
+    break;
+  case CONFIG_BOOL:
+    if (strcmp (value, "on") == 0 || strcmp (value, "true") == 0 ||
+        strcmp (value, "1") == 0)
+      v = 1;
+    else if (strcmp (value, "off") == 0 || strcmp (value, "false") == 0 ||
+             strcmp (value, "0") == 0)
+      v = 0;
+    else
+      return config_error (err, errlen, "%s: '%s' is not on or off", k->name,
+                           value);
+    break;
+  case CONFIG_PATH: {
+    char **f = config_field (cfg, k), *copy;
+    if (*value == '\0')
+      return config_error (err, errlen, "%s: empty path", k->name);
+    if ((copy = strdup (value)) == NULL)
+      return config_error (err, errlen, "%s: out of memory", k->name);
+    free (*f);
+    *f = copy;
+    return 0;
+  }
+  }
+  config_store (cfg, k, v);
   return 0;
+}
+
+int
+rp_config_set_for (struct rp_config *cfg, unsigned front, const char *key,
+                   const char *value, char *err, size_t errlen)
+{
+  const struct config_key *k = config_find (key);
+
+  if (k == NULL)
+    return config_error (err, errlen, "%s: unknown key (see --help for the"
+                         " keys rampool takes)", key);
+  if (!(k->fronts & front))
+    return config_error (err, errlen, "%s: only for %s", key,
+                         k->fronts & RP_FRONT_PLUGIN
+                         ? "the nbdkit plugin (nbdkit rampool, rampool attach)"
+                         : "rampool-fuse");
+  return config_set_value (cfg, k, value, err, errlen);
 }
 
 int
 rp_config_set (struct rp_config *cfg, const char *key, const char *value,
                char *err, size_t errlen)
 {
-  uint64_t v;
-
-  if (strcmp (key, "servers") == 0)
-    return config_set_servers (cfg, value, err, errlen);
-  if (strcmp (key, "size") == 0) {
-    if (rp_parse_size (value, &v) == -1 || v == 0)
-      return config_error (err, errlen, "size: '%s' is not a size"
-                           " (e.g. 64G, 512M)", value);
-    /* The NBD protocol and nbdkit take at most 2^63-1. */
-    if (v > INT64_MAX)
-      return config_error (err, errlen, "size: '%s' is too large", value);
-    cfg->size_bytes = v;
-    return 0;
-  }
-  if (strcmp (key, "extent-size") == 0) {
-    if (rp_parse_size (value, &v) == -1 || !rp_is_power_of_2 (v) ||
-        v < RP_MIN_EXTENT_SIZE || v > RP_MAX_EXTENT_SIZE)
-      return config_error (err, errlen, "extent-size: '%s' is not a power of"
-                           " two from 64K to 1G", value);
-    cfg->extent_size = v;
-    return 0;
-  }
-  if (strcmp (key, "replicas") == 0) {
-    if (config_uint (key, value, 1, RP_MAX_REPLICAS, &v, err, errlen) == -1)
-      return -1;
-    cfg->replicas = v;
-    return 0;
-  }
-  if (strcmp (key, "placement-choices") == 0) {
-    if (config_uint (key, value, 1, RP_MAX_SERVERS, &v, err, errlen) == -1)
-      return -1;
-    cfg->placement_choices = v;
-    return 0;
-  }
-  if (strcmp (key, "connections") == 0) {
-    if (config_uint (key, value, 1, 16, &v, err, errlen) == -1)
-      return -1;
-    cfg->connections = v;
-    return 0;
-  }
-  if (strcmp (key, "inflight") == 0) {
-    if (config_uint (key, value, 1, 1024, &v, err, errlen) == -1)
-      return -1;
-    cfg->inflight = v;
-    return 0;
-  }
-  if (strcmp (key, "timeout-ms") == 0) {
-    if (config_uint (key, value, 10, 600000, &v, err, errlen) == -1)
-      return -1;
-    cfg->timeout_ms = v;
-    return 0;
-  }
-  if (strcmp (key, "heartbeat-ms") == 0) {
-    if (config_uint (key, value, 10, 600000, &v, err, errlen) == -1)
-      return -1;
-    cfg->heartbeat_ms = v;
-    return 0;
-  }
-  if (strcmp (key, "recovery-rate") == 0) {
-    if (rp_parse_size (value, &v) == -1 || v < 1024 * 1024)
-      return config_error (err, errlen, "recovery-rate: '%s' is not a size"
-                           " of at least 1M (bytes per second)", value);
-    cfg->recovery_rate = v;
-    return 0;
-  }
-  if (strcmp (key, "rejoin-grace-ms") == 0) {
-    if (config_uint (key, value, 0, 86400000, &v, err, errlen) == -1)
-      return -1;
-    cfg->rejoin_grace_ms = v;
-    return 0;
-  }
-  if (strcmp (key, "outage-wait-ms") == 0) {
-    if (config_uint (key, value, 0, 86400000, &v, err, errlen) == -1)
-      return -1;
-    cfg->outage_wait_ms = v;
-    return 0;
-  }
-  if (strcmp (key, "encrypt") == 0) {
-    if (strcmp (value, "on") == 0 || strcmp (value, "true") == 0 ||
-        strcmp (value, "1") == 0)
-      cfg->is_encrypted = true;
-    else if (strcmp (value, "off") == 0 || strcmp (value, "false") == 0 ||
-             strcmp (value, "0") == 0)
-      cfg->is_encrypted = false;
-    else
-      return config_error (err, errlen, "encrypt: '%s' is not on or off", value);
-    return 0;
-  }
-  if (strcmp (key, "backup") == 0) {
-    if (*value == '\0')
-      return config_error (err, errlen, "backup: empty path");
-    free (cfg->backup_file);
-    cfg->backup_file = strdup (value);
-    return 0;
-  }
-  if (strcmp (key, "key-file") == 0) {
-    if (*value == '\0')
-      return config_error (err, errlen, "key-file: empty path");
-    free (cfg->key_file);
-    cfg->key_file = strdup (value);
-    return 0;
-  }
-  if (strcmp (key, "stats-file") == 0) {
-    if (*value == '\0')
-      return config_error (err, errlen, "stats-file: empty path");
-    free (cfg->stats_file);
-    cfg->stats_file = strdup (value);
-    return 0;
-  }
-  return config_error (err, errlen, "%s: unknown key (see --help for the"
-                       " keys rampool takes)", key);
+  return rp_config_set_for (cfg, RP_FRONT_PLUGIN | RP_FRONT_FUSE, key, value,
+                            err, errlen);
 }
 
 int
@@ -269,4 +354,76 @@ rp_config_check (const struct rp_config *cfg, char *err, size_t errlen)
                          "; use a larger extent-size", cfg->extent_size,
                          cfg->size_bytes);
   return 0;
+}
+
+/* One key's help line into buf at *used. */
+static void
+config_help_line (const struct config_key *k, char *buf, size_t len,
+                  size_t *used)
+{
+  char left[64], dflt[48] = "", range[48] = "", num[32];
+
+  snprintf (left, sizeof left, "%s=%s", k->name, k->value);
+  if (k->is_required)
+    snprintf (dflt, sizeof dflt, " (required)");
+  else
+    switch (k->kind) {
+    case CONFIG_SIZE: case CONFIG_POW2: case CONFIG_RATE:
+      snprintf (dflt, sizeof dflt, " (default %s)",
+                config_size_text (k->dflt, num, sizeof num));
+      break;
+    case CONFIG_UINT:
+      snprintf (range, sizeof range, ", %" PRIu64 "-%" PRIu64, k->min, k->max);
+      snprintf (dflt, sizeof dflt, " (default %" PRIu64 ")", k->dflt);
+      break;
+    case CONFIG_BOOL:
+      snprintf (dflt, sizeof dflt, " (default %s)", k->dflt ? "on" : "off");
+      break;
+    case CONFIG_SERVERS: case CONFIG_PATH:
+      break;
+    }
+  char text[256];
+  snprintf (text, sizeof text, "%s%s%s", k->help, range, dflt);
+  if (*used < len)
+    *used += snprintf (buf + *used, len - *used, "%s%-22s", *used ? "\n" : "",
+                       left);
+  /* Words after column 23, wrapped before column 80. */
+  unsigned col = 23;
+  for (char *w = text, *save = NULL; (w = strtok_r (w, " ", &save));
+       w = NULL) {
+    size_t n = strlen (w);
+    if (col + 1 + n > 79 && col > 23) {
+      if (*used < len)
+        *used += snprintf (buf + *used, len - *used, "\n%22s", "");
+      col = 22;
+    }
+    if (*used < len)
+      *used += snprintf (buf + *used, len - *used, " %s", w);
+    col += 1 + n;
+  }
+}
+
+/* Built once per front end: nbdkit wants a const string before it
+ * calls into the plugin, so the plugin builds it from a constructor.
+ */
+static char config_help_text[2][4096];
+static pthread_once_t config_help_once = PTHREAD_ONCE_INIT;
+
+static void
+config_help_build (void)
+{
+  for (unsigned f = 0; f < 2; f++) {
+    size_t used = 0;
+    for (size_t i = 0; i < CONFIG_NKEYS; i++)
+      if (config_keys[i].fronts & (1u << f))
+        config_help_line (&config_keys[i], config_help_text[f],
+                          sizeof config_help_text[f], &used);
+  }
+}
+
+const char *
+rp_config_help (unsigned front)
+{
+  pthread_once (&config_help_once, config_help_build);
+  return config_help_text[front == RP_FRONT_FUSE ? 1 : 0];
 }

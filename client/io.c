@@ -340,7 +340,7 @@ io_backup_read (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
     errno = EIO;
     return -1;
   }
-  atomic_fetch_add (&p->backup_reads, 1);
+  atomic_fetch_add (&p->count.backup_reads, 1);
   return 0;
 }
 
@@ -457,7 +457,7 @@ io_read_replicas (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
     struct rp_call call;
 
     if (tried)
-      atomic_fetch_add (&p->read_failovers, 1);
+      atomic_fetch_add (&p->count.read_failovers, 1);
     tried |= UINT64_C (1) << s->index;
     memset (&call, 0, sizeof call);
     call.req.op = RP_OP_READ;
@@ -753,7 +753,7 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
       c->err = io_write_settle (p, c, &p->map.e[c->idx], calls, ok);
       pthread_rwlock_unlock (lk);
     }
-    atomic_fetch_add (&p->writes, 1);
+    atomic_fetch_add (&p->count.writes, 1);
   }
 }
 
@@ -883,7 +883,7 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
       c->err = io_should_retry (p, e) ? EAGAIN : EIO;
     pthread_rwlock_unlock (extent_map_lock (&p->map, c->idx));
     c->is_locked = false;
-    atomic_fetch_add (&p->reads, 1);
+    atomic_fetch_add (&p->count.reads, 1);
     if (c->err == EIO)
       io_log_lost (p, e, c->idx);
   }
@@ -933,7 +933,7 @@ io_run_batch (struct rp_pool *p, struct io_chunk *ch, unsigned n, uint16_t op,
     if (deadline == 0) {
       uint64_t last = atomic_load (&p->outage_logged_ms);
       deadline = now + p->cfg.outage_wait_ms;
-      atomic_fetch_add (&p->outage_waits, 1);
+      atomic_fetch_add (&p->count.outage_waits, 1);
       /* One line per burst, not one per waiting request. */
       if ((last == 0 || now - last >= 5000) &&
           atomic_compare_exchange_strong (&p->outage_logged_ms, &last, now))

@@ -589,19 +589,12 @@ pool_write_stats_file (struct rp_pool *p)
     close (fd);
     return;
   }
-  fprintf (fp,
-           "servers %u\nservers_up %u\nextents %" PRIu64 "\n"
-           "extents_mapped %" PRIu64 "\nextents_healthy %" PRIu64 "\n"
-           "extents_degraded %" PRIu64 "\nextents_lost %" PRIu64 "\n"
-           "extents_unreachable %" PRIu64 "\n"
-           "reads %" PRIu64 "\nwrites %" PRIu64 "\n"
-           "read_failovers %" PRIu64 "\nrecovered %" PRIu64 "\n"
-           "backup_reads %" PRIu64 "\noutage_waits %" PRIu64 "\n",
-           st.servers, st.servers_up, st.extents, st.extents_mapped,
-           st.extents_healthy, st.extents_degraded, st.extents_lost,
-           st.extents_unreachable,
-           st.reads, st.writes, st.read_failovers, st.recovered,
-           st.backup_reads, st.outage_waits);
+  /* "name value" per figure, in the order of the lists (client.h). */
+#define POOL_STATS_LINE(name, help) \
+  fprintf (fp, "%s %" PRIu64 "\n", #name, st.name);
+  RP_POOL_GAUGES (POOL_STATS_LINE)
+  RP_POOL_COUNTERS (POOL_STATS_LINE)
+#undef POOL_STATS_LINE
   for (unsigned i = 0; i < p->nservers; i++)
     fprintf (fp, "server %s %s epoch %u\n", p->servers[i].addr,
              atomic_load (&p->servers[i].is_up) ? "up" : "down",
@@ -913,12 +906,9 @@ rp_pool_get_stats (struct rp_pool *p, struct rp_pool_stats *st)
     }
     pthread_rwlock_unlock (lk);
   }
-  st->reads = atomic_load (&p->reads);
-  st->writes = atomic_load (&p->writes);
-  st->read_failovers = atomic_load (&p->read_failovers);
-  st->recovered = atomic_load (&p->recovered);
-  st->backup_reads = atomic_load (&p->backup_reads);
-  st->outage_waits = atomic_load (&p->outage_waits);
+#define POOL_STATS_COPY(name, help) st->name = atomic_load (&p->count.name);
+  RP_POOL_COUNTERS (POOL_STATS_COPY)
+#undef POOL_STATS_COPY
 }
 
 static int

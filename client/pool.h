@@ -105,14 +105,17 @@ struct rp_pool {
                                   allocated at open: recovery must not
                                   allocate when it is needed (under
                                   memory pressure, a server lost) */
-  atomic_uint_least64_t backup_reads;  /* chunks served from the backup */
   pthread_t monitor;
   bool has_monitor;
   pthread_mutex_t lock;        /* is_stopping, cond */
   pthread_cond_t cond;         /* CLOCK_MONOTONIC; wakes the monitor */
   bool is_stopping;
-  atomic_uint_least64_t reads, writes, read_failovers, recovered;
-  atomic_uint_least64_t outage_waits;
+  /* The counters of RP_POOL_COUNTERS (client.h), bumped anywhere. */
+  struct pool_counters {
+#define POOL_COUNTER_FIELD(name, help) atomic_uint_least64_t name;
+    RP_POOL_COUNTERS (POOL_COUNTER_FIELD)
+#undef POOL_COUNTER_FIELD
+  } count;
   /* Bumped (and broadcast) whenever a server comes up: requests waiting
    * out an outage (outage-wait-ms) sleep on it.
    */

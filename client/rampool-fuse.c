@@ -250,7 +250,8 @@ usage (FILE *fp)
 "foreground; fusermount3 -u MOUNTPOINT or SIGTERM unmounts).\n"
 "  -d          FUSE debug output\n"
 "  -o OPT,...  FUSE mount options (e.g. allow_other)\n"
-"Keys (as for nbdkit-rampool-plugin):\n%s\n", rp_config_help);
+"Keys (as for nbdkit-rampool-plugin, less its mlock= and realtime=):\n"
+"%s\n", rp_config_help (RP_FRONT_FUSE));
 }
 
 int
@@ -295,7 +296,8 @@ main (int argc, char **argv)
     }
     else {
       *eq = '\0';
-      if (rp_config_set (&cfg, argv[i], eq + 1, err, sizeof err) == -1) {
+      if (rp_config_set_for (&cfg, RP_FRONT_FUSE, argv[i], eq + 1, err,
+                             sizeof err) == -1) {
         fprintf (stderr, "rampool-fuse: %s\n", err);
         goto out;
       }

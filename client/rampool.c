@@ -53,11 +53,20 @@ usage (FILE *fp)
 }
 
 /* The plugin's view (its stats-file=): servers as it sees them,
- * extents healthy / degraded / lost, recovery progress.
+ * extents healthy / degraded / lost, recovery progress.  The figures
+ * and their meanings come from the lists in client.h, the same ones
+ * the plugin wrote the file from; a line this build does not know (a
+ * newer plugin's) is shown as it is.
  */
 static int
 status_pool_stats (const char *path)
 {
+  static const struct { const char *name, *help; } figures[] = {
+#define STATUS_FIGURE(name, help) { #name, help },
+    RP_POOL_GAUGES (STATUS_FIGURE)
+    RP_POOL_COUNTERS (STATUS_FIGURE)
+#undef STATUS_FIGURE
+  };
   FILE *fp = fopen (path, "r");
   char line[512];
 
@@ -67,8 +76,19 @@ status_pool_stats (const char *path)
     return -1;
   }
   printf ("plugin (%s):\n", path);
-  while (fgets (line, sizeof line, fp))
-    printf ("  %s", line);
+  while (fgets (line, sizeof line, fp)) {
+    char name[64];
+    uint64_t v;
+    const char *help = NULL;
+    if (sscanf (line, "%63s %" SCNu64, name, &v) == 2)
+      for (size_t i = 0; i < sizeof figures / sizeof figures[0]; i++)
+        if (strcmp (figures[i].name, name) == 0)
+          help = figures[i].help;
+    if (help)
+      printf ("  %-20s %12" PRIu64 "  %s\n", name, v, help);
+    else
+      printf ("  %s", line);
+  }
   fclose (fp);
   return 0;
 }

@@ -326,7 +326,7 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
   }
   for (unsigned k = 0; k < ndst; k++)
     e->rep[dst[k]].is_stale = 0;
-  atomic_fetch_add (&p->recovered, ndst);
+  atomic_fetch_add (&p->count.recovered, ndst);
   return (int64_t) ndst * p->cfg.extent_size;
 }
 

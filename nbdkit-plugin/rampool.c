@@ -37,17 +37,17 @@
 /* -D rampool.verbose=1: librampool's debug lines. */
 NBDKIT_DLL_PUBLIC int rampool_debug_verbose = 0;
 
-/* The pool configuration, filled by rampool_config. */
-static struct rp_config rampool_cfg;
-/* mlock=on: mlockall after the fork (for swap). */
-static bool rampool_mlock;
-/* realtime=PRIO: SCHED_FIFO at PRIO for every thread in the I/O path
- * (0: off).  Under global memory pressure the kernel lets real-time
- * tasks allocate below the min watermark (ALLOC_HARDER; 6.1) where
- * ordinary tasks, the workload that causes the pressure included,
- * enter direct reclaim; the TCP sends of a swap write need such pages.
+/* The pool configuration, filled by rampool_config.  Two of its keys
+ * are this plugin's alone:
+ *  - mlock=on: mlockall after the fork (for swap);
+ *  - realtime=PRIO: SCHED_FIFO at PRIO for every thread in the I/O
+ *    path (0: off).  Under global memory pressure the kernel lets
+ *    real-time tasks allocate below the min watermark (ALLOC_HARDER;
+ *    6.1) where ordinary tasks, the workload that causes the pressure
+ *    included, enter direct reclaim; the TCP sends of a swap write need
+ *    such pages.
  */
-static int rampool_rt;
+static struct rp_config rampool_cfg;
 /* The pool, opened in after_fork, closed in unload. */
 static struct rp_pool *rampool_pool;
 
@@ -86,23 +86,8 @@ rampool_config (const char *key, const char *value)
 {
   char err[256];
 
-  if (strcmp (key, "mlock") == 0) {
-    int r = nbdkit_parse_bool (value);
-    if (r == -1)
-      return -1;
-    rampool_mlock = r;
-    return 0;
-  }
-  if (strcmp (key, "realtime") == 0) {
-    if (nbdkit_parse_int ("realtime", value, &rampool_rt) == -1)
-      return -1;
-    if (rampool_rt < 0 || rampool_rt > 99) {
-      nbdkit_error ("realtime: priority must be 0 (off) to 99");
-      return -1;
-    }
-    return 0;
-  }
-  if (rp_config_set (&rampool_cfg, key, value, err, sizeof err) == -1) {
+  if (rp_config_set_for (&rampool_cfg, RP_FRONT_PLUGIN, key, value, err,
+                         sizeof err) == -1) {
     nbdkit_error ("%s", err);
     return -1;
   }
@@ -121,25 +106,6 @@ rampool_config_complete (void)
   return 0;
 }
 
-#define rampool_config_help \
-  "servers=HOST:PORT,...  (required) memservers of the pool\n" \
-  "size=SIZE              (required) virtual disk size\n" \
-  "replicas=N             copies of each extent (default 2)\n" \
-  "extent-size=SIZE       unit of placement (default 1M)\n" \
-  "placement-choices=D    power-of-d placement (default 2)\n" \
-  "connections=N          connections per server (default 2)\n" \
-  "inflight=N             requests in flight per connection (default 64)\n" \
-  "timeout-ms=MS          per-request deadline (default 5000)\n" \
-  "heartbeat-ms=MS        health check period (default 1000)\n" \
-  "rejoin-grace-ms=MS     before re-replicating a down server (5000)\n" \
-  "recovery-rate=SIZE     re-replication bytes per second (64M)\n" \
-  "stats-file=PATH        pool health written here every heartbeat\n" \
-  "key-file=PATH          cluster key (rampool keygen)\n" \
-  "encrypt=on|off         client-side AEAD of every block (default off)\n" \
-  "backup=PATH            local backup file (reads fall back to it)\n" \
-  "mlock=BOOL             lock the process in RAM (for swap; default off)\n" \
-  "realtime=PRIO          SCHED_FIFO priority of the I/O threads (swap; 0=off)"
-
 /* Try PR_SET_IO_FLUSHER on the calling thread; log once per process. */
 static void
 rampool_io_flusher (void)
@@ -156,16 +122,17 @@ rampool_io_flusher (void)
                   " CAP_SYS_RESOURCE the kernel may throttle this swap"
                   " server's threads in reclaim; see"
                   " nbdkit-rampool-plugin(1), SWAP");
-  if (rampool_rt > 0) {
+  if (rampool_cfg.realtime_prio > 0) {
     static bool rt_logged;
-    struct sched_param sp = { .sched_priority = rampool_rt };
+    struct sched_param sp = { .sched_priority = rampool_cfg.realtime_prio };
     /* Linux: policy and priority are per thread; threads created
      * later by this one (connection readers, monitor) inherit them.
      */
     if (sched_setscheduler (0, SCHED_FIFO, &sp) == -1 &&
         !__atomic_exchange_n (&rt_logged, true, __ATOMIC_RELAXED))
-      nbdkit_error ("rampool: realtime=%d: sched_setscheduler: %m"
-                    " (needs CAP_SYS_NICE or RLIMIT_RTPRIO)", rampool_rt);
+      nbdkit_error ("rampool: realtime=%u: sched_setscheduler: %m"
+                    " (needs CAP_SYS_NICE or RLIMIT_RTPRIO)",
+                    rampool_cfg.realtime_prio);
   }
 }
 
@@ -178,7 +145,7 @@ rampool_swap_safety (void)
   fp = fopen ("/proc/self/oom_score_adj", "w");
   if (fp == NULL || fprintf (fp, "-900\n") < 0 || fclose (fp) == EOF)
     nbdkit_debug ("rampool: cannot lower oom_score_adj: %m");
-  if (rampool_mlock &&
+  if (rampool_cfg.is_mlocked &&
       mlockall (MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) == -1)
     nbdkit_error ("rampool: mlock=on: mlockall: %m (raise RLIMIT_MEMLOCK)");
   rampool_io_flusher ();
@@ -349,7 +316,7 @@ static struct nbdkit_plugin plugin = {
   .unload = rampool_unload,
   .config = rampool_config,
   .config_complete = rampool_config_complete,
-  .config_help = rampool_config_help,
+  .config_help = NULL,         /* rampool_make_help, from the key table */
   .magic_config_key = NULL,
   .after_fork = rampool_after_fork,
   .open = rampool_open,
@@ -369,5 +336,15 @@ static struct nbdkit_plugin plugin = {
   .extents = rampool_extents,
   .errno_is_preserved = 1,
 };
+
+/* nbdkit copies the plugin struct before it calls any callback, so the
+ * help text (made from the one key table, client/config.c) is filled in
+ * when the plugin is loaded.
+ */
+static void __attribute__ ((constructor))
+rampool_make_help (void)
+{
+  plugin.config_help = rp_config_help (RP_FRONT_PLUGIN);
+}
 
 NBDKIT_REGISTER_PLUGIN (plugin)

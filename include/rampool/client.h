@@ -52,26 +52,40 @@ struct rp_config {
   char *backup_file;          /* backup=PATH: every write also goes to
                                  this local file; reads fall back to it
                                  when every replica is lost (owned) */
+  /* Front-end keys: the nbdkit plugin acts on them, the pool does not. */
+  bool is_mlocked;            /* mlock=on: mlockall after the fork */
+  unsigned realtime_prio;     /* realtime=PRIO: SCHED_FIFO priority of
+                                 the I/O threads (0 = off) */
 };
 
+/* The front ends, for keys that apply to some only (mlock=, realtime=
+ * are the plugin's).
+ */
+#define RP_FRONT_PLUGIN 1u      /* nbdkit rampool, rampool attach */
+#define RP_FRONT_FUSE 2u        /* rampool-fuse */
+
+/* Defaults for every key (client/config.c holds the one table). */
 void rp_config_init (struct rp_config *cfg);
 void rp_config_free (struct rp_config *cfg);
 
-/* Set one key ("servers", "size", "replicas", "extent-size",
- * "placement-choices", "connections", "inflight", "timeout-ms",
- * "heartbeat-ms", "rejoin-grace-ms", "recovery-rate", "stats-file", "key-file", "encrypt", "backup").  On error returns -1 and writes a
- * message naming the key and why into err.
+/* Set one key (rp_config_help lists them).  On error returns -1 and
+ * writes a message naming the key and why into err.  _for refuses a
+ * key that does not apply to front end `front`.
  */
 int rp_config_set (struct rp_config *cfg, const char *key, const char *value,
                    char *err, size_t errlen);
+int rp_config_set_for (struct rp_config *cfg, unsigned front, const char *key,
+                       const char *value, char *err, size_t errlen);
 
 /* Check cross-key constraints once every key is set (e.g. fewer servers
  * than replicas).  -1 with a message in err.
  */
 int rp_config_check (const struct rp_config *cfg, char *err, size_t errlen);
 
-/* Help text for the keys, one per line, "key=VALUE  meaning". */
-extern const char rp_config_help[];
+/* Help text for front end `front`'s keys, one per line,
+ * "key=VALUE  meaning (default)", no trailing newline.  Static.
+ */
+const char *rp_config_help (unsigned front);
 
 /* Where librampool's log lines go.  level: 0 error, 1 warning,
  * 2 info (state changes), 3 debug.  Default: stderr for levels <= 2.
@@ -113,22 +127,33 @@ int rp_pool_zero (struct rp_pool *pool, size_t count, uint64_t offset,
 int rp_pool_is_mapped (struct rp_pool *pool, uint64_t offset);
 uint32_t rp_pool_extent_size (const struct rp_pool *pool);
 
+/* The pool's figures, written down once: the struct below, the stats
+ * file (stats-file=), `rampool status --pool-stats` and any future
+ * exporter are made from these lists.  X (name, help): gauges are
+ * levels now, counters only grow.
+ */
+#define RP_POOL_GAUGES(X) \
+  X (servers,             "memservers configured") \
+  X (servers_up,          "memservers up (connected, handshake done)") \
+  X (extents,             "extents of the disk (size / extent-size)") \
+  X (extents_mapped,      "extents written and not trimmed") \
+  X (extents_healthy,     "extents with all replicas copies good") \
+  X (extents_degraded,    "extents with fewer good copies, at least one") \
+  X (extents_lost,        "extents with no good copy, none can come back") \
+  X (extents_unreachable, "extents whose only copies are on down servers")
+#define RP_POOL_COUNTERS(X) \
+  X (reads,               "read requests issued, per extent part") \
+  X (writes,              "write and zero requests, per extent part") \
+  X (read_failovers,      "reads retried on another copy") \
+  X (recovered,           "copies re-created or rewritten by recovery") \
+  X (backup_reads,        "extent parts read from the backup file") \
+  X (outage_waits,        "requests that waited for a down server")
+
 struct rp_pool_stats {
-  unsigned servers;            /* configured */
-  unsigned servers_up;
-  uint64_t extents;            /* size / extent-size */
-  uint64_t extents_mapped;
-  uint64_t extents_healthy;    /* all `replicas` copies good */
-  uint64_t extents_degraded;   /* fewer copies, at least one */
-  uint64_t extents_lost;       /* no good copy, none can come back */
-  uint64_t extents_unreachable; /* no good copy, but one is on a server
-                                  that is down and may come back */
-  uint64_t reads, writes;      /* chunk requests issued */
-  uint64_t read_failovers;     /* reads retried on another replica */
-  uint64_t recovered;          /* replicas re-created by recovery */
-  uint64_t backup_reads;       /* chunks read from backup= */
-  uint64_t outage_waits;       /* requests that waited for a down
-                                  server holding their only copies */
+#define RP_STATS_FIELD(name, help) uint64_t name;
+  RP_POOL_GAUGES (RP_STATS_FIELD)
+  RP_POOL_COUNTERS (RP_STATS_FIELD)
+#undef RP_STATS_FIELD
 };
 void rp_pool_get_stats (struct rp_pool *pool, struct rp_pool_stats *st);
 
