@@ -1,4 +1,4 @@
-/* rp_pool_audit: check the copy-state invariant (pool.h) against the
+/* rp_pool_audit: check the copy-state invariant (replica.h) against the
  * servers themselves.  For every mapped extent, every copy the client
  * counts good is read whole from its server and compared with the
  * extent's first good copy; with encrypt=on each must also pass
@@ -18,7 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool.h"
+#include "donor.h"
+#include "replica.h"
 #include "logging.h"
 #include "util.h"
 
@@ -27,18 +28,16 @@
  * connection.
  */
 static int
-audit_read (struct rp_pool *p, uint64_t idx, const struct rp_replica *rep,
+audit_read (struct rp_pool *p, uint64_t idx, const struct replica *rep,
             uint32_t off, uint32_t len, uint8_t *buf, bool *is_answered)
 {
-  struct rp_call call;
+  struct conn_call call;
 
-  memset (&call, 0, sizeof call);
-  call.req.op = RP_OP_READ;
-  call.req.handle = rep->handle;
+  replica_call (&call, rep, RP_OP_READ);
   call.req.offset = off;
   call.req.count = len;
   call.rbuf = buf;
-  if (rp_conn_call (pool_conn (&p->servers[rep->server], idx), &call,
+  if (conn_roundtrip (donor_conn (&p->servers[rep->server], idx), &call,
                     p->cfg.timeout_ms) == -1) {
     *is_answered = call.is_answered;
     return -1;
@@ -61,7 +60,7 @@ rp_pool_audit (struct rp_pool *p, struct rp_audit *a)
     return -1;
   }
   for (uint64_t idx = 0; idx < p->map.n; idx++) {
-    struct rp_extent *e = &p->map.e[idx];
+    struct extent *e = &p->map.e[idx];
     pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
 
     if (__atomic_load_n (&e->nrep, __ATOMIC_ACQUIRE) == 0)
@@ -71,20 +70,20 @@ rp_pool_audit (struct rp_pool *p, struct rp_audit *a)
     for (uint32_t off = 0; off < es; off += step) {
       int first = -1;
       for (unsigned r = 0; r < e->nrep; r++) {
-        const struct rp_replica *rep = &e->rep[r];
+        const struct replica *rep = &e->rep[r];
         const char *addr = p->servers[rep->server].addr;
         uint8_t *dst = first < 0 ? ref : buf;
         uint64_t bad;
         bool is_answered;
 
-        if (!pool_replica_is_good (p, rep))
+        if (!replica_is_good (p, rep))
           continue;
         if (off == 0)
           a->copies_checked++;
         if (audit_read (p, idx, rep, off, step, dst, &is_answered) == -1) {
           if (is_answered) {
             a->copies_missing++;
-            rp_log (RP_LOG_ERROR, "audit: extent %" PRIu64 ": the copy on"
+            logging_msg (LOGGING_ERROR, "audit: extent %" PRIu64 ": the copy on"
                     " %s is counted good but the server does not have it",
                     idx, addr);
           }
@@ -97,7 +96,7 @@ rp_pool_audit (struct rp_pool *p, struct rp_audit *a)
                           ((idx << p->map.shift) + off) / CRYPT_BLOCK, dst,
                           step / CRYPT_BLOCK, &bad) == -1) {
           a->copies_unverified++;
-          rp_log (RP_LOG_ERROR, "audit: extent %" PRIu64 ": the copy on %s"
+          logging_msg (LOGGING_ERROR, "audit: extent %" PRIu64 ": the copy on %s"
                   " is counted good but block %" PRIu64 " fails"
                   " authentication", idx, addr, bad);
           continue;
@@ -106,7 +105,7 @@ rp_pool_audit (struct rp_pool *p, struct rp_audit *a)
           first = r;
         else if (memcmp (ref, buf, step) != 0) {
           a->copies_differ++;
-          rp_log (RP_LOG_ERROR, "audit: extent %" PRIu64 ": the copies on"
+          logging_msg (LOGGING_ERROR, "audit: extent %" PRIu64 ": the copies on"
                   " %s and %s are both counted good but differ in bytes"
                   " %" PRIu32 "-%" PRIu32, idx,
                   p->servers[e->rep[first].server].addr, addr, off,

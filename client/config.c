@@ -26,6 +26,7 @@
 #include "rampool/client.h"
 #include "rampool/protocol.h"
 #include "codec.h"
+#include "transport.h"
 #include "util.h"
 
 /* How a key's value is parsed and stored. */
@@ -71,7 +72,7 @@ struct config_key {
  *    (rampool attach: 120 s).
  */
 static const struct config_key config_keys[] = {
-  { "servers", "HOST:PORT,...", CONFIG_SERVERS, CONFIG_FIELD (nservers),
+  { "servers", "[tcp://]HOST:PORT,...", CONFIG_SERVERS, CONFIG_FIELD (nservers),
     0, 0, 0, true, CONFIG_ALL, "memservers of the pool" },
   { "size", "SIZE", CONFIG_SIZE, CONFIG_FIELD (size_bytes),
     1, INT64_MAX, 0, true, CONFIG_ALL, "virtual disk size, e.g. 64G" },
@@ -171,6 +172,32 @@ rp_config_free (struct rp_config *cfg)
   memset (cfg, 0, sizeof *cfg);
 }
 
+int
+rp_config_copy (struct rp_config *dst, const struct rp_config *src)
+{
+  *dst = *src;
+  for (unsigned i = 0; i < src->nservers; i++)
+    dst->servers[i] = NULL;
+  for (size_t i = 0; i < CONFIG_NKEYS; i++)
+    if (config_keys[i].kind == CONFIG_PATH)
+      *(char **) config_field (dst, &config_keys[i]) = NULL;
+  for (unsigned i = 0; i < src->nservers; i++)
+    if ((dst->servers[i] = strdup (src->servers[i])) == NULL)
+      goto out_nomem;
+  for (size_t i = 0; i < CONFIG_NKEYS; i++) {
+    const struct config_key *k = &config_keys[i];
+    const char *from = *(char **) ((char *) src + k->offset);
+    char **to = config_field (dst, k);
+    if (k->kind == CONFIG_PATH && from && (*to = strdup (from)) == NULL)
+      goto out_nomem;
+  }
+  return 0;
+ out_nomem:
+  rp_config_free (dst);
+  errno = ENOMEM;
+  return -1;
+}
+
 static int __attribute__ ((format (printf, 3, 4)))
 config_error (char *err, size_t errlen, const char *fmt, ...)
 {
@@ -195,8 +222,15 @@ config_set_servers (struct rp_config *cfg, const char *value,
   for (tok = strtok_r (copy, ",", &save); tok;
        tok = strtok_r (NULL, ",", &save)) {
     char host[256], port[16];
+    const char *hostport;
     uint64_t p;
-    if (rp_split_hostport (tok, host, sizeof host, port, sizeof port) == -1 ||
+    if (transport_find (tok, &hostport) == NULL) {
+      ret = config_error (err, errlen, "servers: '%s': unknown transport"
+                          " (tcp://HOST:PORT, or HOST:PORT for tcp)", tok);
+      break;
+    }
+    if (rp_split_hostport (hostport, host, sizeof host, port,
+                           sizeof port) == -1 ||
         rp_parse_uint (port, 1, 65535, &p) == -1) {
       ret = config_error (err, errlen, "servers: '%s' is not HOST:PORT"
                           " (IPv6 as [ADDR]:PORT, port 1-65535)", tok);

@@ -1,14 +1,16 @@
 /* See conn.h.
  *
  * Life of a request: the caller takes a free slot (waiting on
- * slot_cond if all are busy), stamps the id, and writes the frame under
- * send_lock.  The reader thread reads a reply header, validates it, maps
- * the id to the slot, reads any payload straight into the caller's
- * buffer, records the result in the call, frees the slot and wakes the
- * caller.  When the connection fails (EOF, error, protocol violation,
- * or rp_conn_kill from a timed-out waiter), the reader marks it dead
- * under `lock`, fails every busy slot with EIO and exits; submitters
- * check is_dead under the same lock, so no call is ever left behind.
+ * slot_cond if all are busy), stamps the id, and hands the call to the
+ * transport under send_lock.  The transport's receive side reads each
+ * reply and asks conn_reply_call which call it answers (checking the
+ * slot's generation and the length), puts any payload straight into
+ * the caller's buffer, and calls conn_reply_done, which records the
+ * result, frees the slot and wakes the caller.  When the connection
+ * fails (EOF, error, protocol violation, or conn_kill from a timed-out
+ * waiter), the receive side calls conn_end, which marks it dead under
+ * `lock` and fails every busy slot with EIO; submitters check is_dead
+ * under the same lock, so no call is ever left behind.
  */
 #include <config.h>
 
@@ -21,7 +23,7 @@
 #include "util.h"
 
 void
-rp_wait_init (struct rp_wait *w)
+conn_wait_init (struct conn_wait *w)
 {
   pthread_condattr_t attr;
 
@@ -34,16 +36,16 @@ rp_wait_init (struct rp_wait *w)
 }
 
 void
-rp_wait_destroy (struct rp_wait *w)
+conn_wait_destroy (struct conn_wait *w)
 {
   pthread_mutex_destroy (&w->lock);
   pthread_cond_destroy (&w->cond);
 }
 
 static void
-conn_complete (struct rp_call *call, int err, bool is_answered)
+conn_complete (struct conn_call *call, int err, bool is_answered)
 {
-  struct rp_wait *w = call->wait;
+  struct conn_wait *w = call->wait;
 
   pthread_mutex_lock (&w->lock);
   call->err = err;
@@ -55,7 +57,7 @@ conn_complete (struct rp_call *call, int err, bool is_answered)
 }
 
 int
-rp_wait_all (struct rp_wait *w, struct rp_call *calls, unsigned ncalls,
+conn_wait_all (struct conn_wait *w, struct conn_call *calls, unsigned ncalls,
              uint64_t deadline_ms)
 {
   struct timespec ts = {
@@ -81,7 +83,7 @@ rp_wait_all (struct rp_wait *w, struct rp_call *calls, unsigned ncalls,
       done = calls[i].is_done;
       pthread_mutex_unlock (&w->lock);
       if (!done && calls[i].conn)
-        rp_conn_kill (calls[i].conn, "request timed out (timeout-ms)");
+        conn_kill (calls[i].conn, "request timed out (timeout-ms)");
     }
     pthread_mutex_lock (&w->lock);
     while (w->pending > 0)
@@ -96,12 +98,12 @@ rp_wait_all (struct rp_wait *w, struct rp_call *calls, unsigned ncalls,
 }
 
 int
-rp_conn_init (struct rp_conn *c, const char *name, unsigned nslots)
+conn_init (struct conn *c, const char *name, const struct transport_ops *ops,
+           unsigned nslots)
 {
   memset (c, 0, sizeof *c);
   snprintf (c->name, sizeof c->name, "%s", name);
-  c->ops = &rp_transport_tcp;
-  c->t.fd = -1;
+  c->t.ops = ops;
   c->slots = calloc (nslots, sizeof *c->slots);
   if (c->slots == NULL)
     return -1;
@@ -117,10 +119,10 @@ rp_conn_init (struct rp_conn *c, const char *name, unsigned nslots)
 }
 
 void
-rp_conn_destroy (struct rp_conn *c)
+conn_destroy (struct conn *c)
 {
-  rp_conn_kill (c, "closing");
-  rp_conn_join (c);
+  conn_kill (c, "closing");
+  conn_join (c);
   free (c->slots);
   pthread_mutex_destroy (&c->send_lock);
   pthread_mutex_destroy (&c->lock);
@@ -129,67 +131,61 @@ rp_conn_destroy (struct rp_conn *c)
 
 /* Expected reply payload length for a call that succeeded. */
 static uint32_t
-conn_reply_len (const struct rp_call *call)
+conn_reply_len (const struct conn_call *call)
 {
   if (call->req.op == RP_OP_READ)
     return call->req.count;
   return call->rcap;
 }
 
-static void *
-conn_reader (void *arg)
+struct conn_call *
+conn_reply_call (struct conn *c, const struct rp_reply *r, const char **why)
 {
-  struct rp_conn *c = arg;
-  uint8_t hdr[sizeof (struct rp_reply_hdr)];
-  const char *why = NULL;
-  char whybuf[128];
+  uint32_t idx = (uint32_t) r->id;
+  struct conn_call *call;
 
-  for (;;) {
-    struct rp_reply r;
-    struct rp_call *call;
-    uint32_t idx;
-
-    if (c->ops->recv (&c->t, hdr, sizeof hdr) == -1) {
-      snprintf (whybuf, sizeof whybuf, "connection lost: %s",
-                strerror (errno));
-      why = whybuf;
-      break;
-    }
-    if (rp_reply_decode (hdr, &r, &why) == -1)
-      break;
-    idx = (uint32_t) r.id;
-    pthread_mutex_lock (&c->lock);
-    call = idx < c->nslots && c->slots[idx].gen == (uint32_t) (r.id >> 32)
-      ? c->slots[idx].call : NULL;
-    pthread_mutex_unlock (&c->lock);
-    if (call == NULL) {
-      why = "reply for no request in flight (stale or forged id)";
-      break;
-    }
-    if ((r.error == RP_OK && !call->is_var_len &&
-         r.length != conn_reply_len (call)) ||
-        (r.error == RP_OK && call->is_var_len && r.length > call->rcap) ||
-        (r.error != RP_OK && r.length != 0)) {
-      why = "reply payload length does not match the request";
-      break;
-    }
-    if (r.length && c->ops->recv (&c->t, call->rbuf, r.length) == -1) {
-      why = "connection lost in a reply payload";
-      break;
-    }
-    if (c->on_free_bytes)
-      c->on_free_bytes (c, r.free_bytes);
-    pthread_mutex_lock (&c->lock);
-    c->slots[idx].call = NULL;
-    c->slots[idx].next_free = c->free_head;
-    c->free_head = idx + 1;
-    c->nbusy--;
-    pthread_cond_signal (&c->slot_cond);
-    pthread_mutex_unlock (&c->lock);
-    call->rlen = r.length;
-    conn_complete (call, r.error == RP_OK ? 0 : rp_error_to_errno (r.error),
-                   true);
+  pthread_mutex_lock (&c->lock);
+  call = idx < c->nslots && c->slots[idx].gen == (uint32_t) (r->id >> 32)
+    ? c->slots[idx].call : NULL;
+  pthread_mutex_unlock (&c->lock);
+  if (call == NULL) {
+    *why = "reply for no request in flight (stale or forged id)";
+    return NULL;
   }
+  if ((r->error == RP_OK && !call->is_var_len &&
+       r->length != conn_reply_len (call)) ||
+      (r->error == RP_OK && call->is_var_len && r->length > call->rcap) ||
+      (r->error != RP_OK && r->length != 0)) {
+    *why = "reply payload length does not match the request";
+    return NULL;
+  }
+  return call;
+}
+
+void
+conn_reply_done (struct conn *c, const struct rp_reply *r,
+                 struct conn_call *call)
+{
+  uint32_t idx = (uint32_t) r->id;
+
+  if (c->on_free_bytes)
+    c->on_free_bytes (c, r->free_bytes);
+  pthread_mutex_lock (&c->lock);
+  c->slots[idx].call = NULL;
+  c->slots[idx].next_free = c->free_head;
+  c->free_head = idx + 1;
+  c->nbusy--;
+  pthread_cond_signal (&c->slot_cond);
+  pthread_mutex_unlock (&c->lock);
+  call->rlen = r->length;
+  conn_complete (call, r->error == RP_OK ? 0 : rp_error_to_errno (r->error),
+                 true);
+}
+
+void
+conn_end (struct conn *c, const char *why)
+{
+  char whybuf[128];
 
   /* Dead: fail everything in flight, exactly once, then tell the owner. */
   pthread_mutex_lock (&c->lock);
@@ -198,7 +194,7 @@ conn_reader (void *arg)
   if (c->dead_why[0] == '\0')
     snprintf (c->dead_why, sizeof c->dead_why, "%s", why);
   for (unsigned i = 0; i < c->nslots; i++) {
-    struct rp_call *call = c->slots[i].call;
+    struct conn_call *call = c->slots[i].call;
     if (call == NULL)
       continue;
     c->slots[i].call = NULL;
@@ -210,25 +206,23 @@ conn_reader (void *arg)
   pthread_cond_broadcast (&c->slot_cond);
   snprintf (whybuf, sizeof whybuf, "%s", c->dead_why);
   pthread_mutex_unlock (&c->lock);
-  c->ops->shutdown (&c->t);
+  c->t.ops->shutdown (&c->t);
   if (c->on_dead)
     c->on_dead (c, whybuf);
-  return NULL;
 }
 
 int
-rp_conn_connect (struct rp_conn *c, const char *host, const char *port,
-                 unsigned timeout_ms)
+conn_connect (struct conn *c, const char *host, const char *port,
+              unsigned timeout_ms)
 {
-  struct rp_transport t;
-  int err;
+  struct transport t = { .ops = c->t.ops };
 
   /* Connect on the side, then install the new transport and bump the
    * generation in one step under both locks: a sender that took its
    * slot on the old connection checks the generation under send_lock,
-   * so it can never put its frame on the new socket ahead of HELLO.
+   * so it can never put its frame on the new connection ahead of HELLO.
    */
-  if (c->ops->connect (&t, host, port, timeout_ms) == -1)
+  if (t.ops->connect (&t, host, port, timeout_ms) == -1)
     return -1;
   pthread_mutex_lock (&c->send_lock);
   pthread_mutex_lock (&c->lock);
@@ -238,32 +232,23 @@ rp_conn_connect (struct rp_conn *c, const char *host, const char *port,
   c->conn_gen++;
   pthread_mutex_unlock (&c->lock);
   pthread_mutex_unlock (&c->send_lock);
-  /* A small stack: the reader needs a few KiB, and with mlock=on
-   * (swap) every thread's stack is locked; 8 MiB per connection would
-   * pin tens of MiB for nothing.
-   */
-  pthread_attr_t attr;
-  pthread_attr_init (&attr);
-  pthread_attr_setstacksize (&attr, 256 * 1024);
-  err = pthread_create (&c->reader, &attr, conn_reader, c);
-  pthread_attr_destroy (&attr);
-  if (err) {
+  if (c->t.ops->start (&c->t, c) == -1) {
+    int err = errno;
+    pthread_mutex_lock (&c->lock);
     c->is_dead = true;
-    c->ops->close (&c->t);
+    pthread_mutex_unlock (&c->lock);
+    c->t.ops->close (&c->t);
     errno = err;
     return -1;
   }
-  c->has_reader = true;
+  c->is_started = true;
   return 0;
 }
 
 int
-rp_conn_submit (struct rp_conn *c, struct rp_call *call)
+conn_submit (struct conn *c, struct conn_call *call)
 {
-  uint8_t hdr[sizeof (struct rp_req_hdr)];
-  struct iovec iov[2];
   uint32_t idx, gen;
-  int iovcnt = 1;
 
   call->conn = c;
   call->is_done = false;
@@ -291,14 +276,6 @@ rp_conn_submit (struct rp_conn *c, struct rp_call *call)
   pthread_mutex_unlock (&call->wait->lock);
   pthread_mutex_unlock (&c->lock);
 
-  rp_req_encode (&call->req, hdr);
-  iov[0].iov_base = hdr;
-  iov[0].iov_len = sizeof hdr;
-  if (call->req.length) {
-    iov[1].iov_base = (void *) call->payload;
-    iov[1].iov_len = call->req.length;
-    iovcnt = 2;
-  }
   pthread_mutex_lock (&c->send_lock);
   /* The connection died and was replaced since we took the slot: the
    * dying reader has already failed our call; sending now would put a
@@ -308,12 +285,12 @@ rp_conn_submit (struct rp_conn *c, struct rp_call *call)
     pthread_mutex_unlock (&c->send_lock);
     return 0;
   }
-  if (c->ops->send (&c->t, iov, iovcnt) == -1) {
+  if (c->t.ops->send (&c->t, call) == -1) {
     char why[128];
     snprintf (why, sizeof why, "send: %s", strerror (errno));
     pthread_mutex_unlock (&c->send_lock);
     /* The call is in a slot: the dying reader completes it with EIO. */
-    rp_conn_kill (c, why);
+    conn_kill (c, why);
     return 0;
   }
   pthread_mutex_unlock (&c->send_lock);
@@ -321,56 +298,56 @@ rp_conn_submit (struct rp_conn *c, struct rp_call *call)
 }
 
 int
-rp_conn_call (struct rp_conn *c, struct rp_call *call, unsigned timeout_ms)
+conn_roundtrip (struct conn *c, struct conn_call *call, unsigned timeout_ms)
 {
-  struct rp_wait w;
+  struct conn_wait w;
   int ret = 0;
 
-  rp_wait_init (&w);
+  conn_wait_init (&w);
   call->wait = &w;
-  if (rp_conn_submit (c, call) == -1)
+  if (conn_submit (c, call) == -1)
     ret = -1;
-  else if (rp_wait_all (&w, call, 1, rp_now_ms () + timeout_ms) == -1)
+  else if (conn_wait_all (&w, call, 1, rp_now_ms () + timeout_ms) == -1)
     ret = -1;
   else if (call->err) {
     errno = call->err;
     ret = -1;
   }
-  rp_wait_destroy (&w);
+  conn_wait_destroy (&w);
   return ret;
 }
 
 void
-rp_conn_kill (struct rp_conn *c, const char *why)
+conn_kill (struct conn *c, const char *why)
 {
-  /* Under `lock` and only while the reader runs: the transport is
-   * closed only after the reader is joined, so it cannot be a recycled
-   * file descriptor that we shut down here.
+  /* Under `lock` and only while the receive side runs: the transport
+   * is closed only after that has ended, so what we shut down here
+   * cannot be a recycled file descriptor.
    */
   pthread_mutex_lock (&c->lock);
   if (!c->is_dead) {
     if (c->dead_why[0] == '\0')
       snprintf (c->dead_why, sizeof c->dead_why, "%s", why);
-    c->ops->shutdown (&c->t);
+    c->t.ops->shutdown (&c->t);
   }
   pthread_mutex_unlock (&c->lock);
 }
 
 void
-rp_conn_join (struct rp_conn *c)
+conn_join (struct conn *c)
 {
-  if (c->has_reader) {
-    pthread_join (c->reader, NULL);
-    c->has_reader = false;
-  }
-  /* Under send_lock: no sender is between its checks and its write. */
+  /* Under send_lock: no sender is between its checks and its send.
+   * close waits for the receive side to end first.
+   */
   pthread_mutex_lock (&c->send_lock);
-  c->ops->close (&c->t);
+  if (c->is_started)
+    c->t.ops->close (&c->t);
+  c->is_started = false;
   pthread_mutex_unlock (&c->send_lock);
 }
 
 bool
-rp_conn_is_dead (struct rp_conn *c)
+conn_is_dead (struct conn *c)
 {
   bool dead;
 
@@ -381,7 +358,7 @@ rp_conn_is_dead (struct rp_conn *c)
 }
 
 bool
-rp_conn_dead_why (struct rp_conn *c, char *why, size_t len)
+conn_dead_why (struct conn *c, char *why, size_t len)
 {
   bool dead;
 
@@ -394,7 +371,7 @@ rp_conn_dead_why (struct rp_conn *c, char *why, size_t len)
 }
 
 void
-rp_conn_set_ready (struct rp_conn *c)
+conn_set_ready (struct conn *c)
 {
   pthread_mutex_lock (&c->lock);
   if (!c->is_dead)

@@ -1,16 +1,19 @@
-/* One connection to one memserver: a fixed array of request slots, a
- * reader thread that matches replies to slots, and a send lock.
+/* One connection to one memserver: a fixed array of request slots, the
+ * life of every call made on it, and a send lock.  How requests and
+ * replies travel is the transport's (transport.h): conn.c hands it each
+ * request, and its receive side hands back each reply through the
+ * conn_reply_* calls below.
  *
  * The request id on the wire is (slot generation << 32 | slot index):
  * a reply for a slot that has since been reused (a stale or forged
  * reply) has the wrong generation and is a protocol error, as the
  * kernel nbd driver does with its cookies.
  *
- * A caller describes each request in a struct rp_call on its own stack;
- * nothing is allocated per request.  Completion is reported through an
- * rp_wait that may be shared by many calls (all replicas of a write,
- * all chunks of a large read), so one thread waits once for all of
- * them.
+ * A caller describes each request in a struct conn_call on its own
+ * stack; nothing is allocated per request.  Completion is reported
+ * through a conn_wait that may be shared by many calls (all replicas of
+ * a write, all chunks of a large read), so one thread waits once for
+ * all of them.
  */
 #ifndef RP_CONN_H
 #define RP_CONN_H
@@ -23,24 +26,28 @@
 #include "codec.h"
 #include "transport.h"
 
-struct rp_wait {
+struct conn_wait {
   pthread_mutex_t lock;
   pthread_cond_t cond;         /* CLOCK_MONOTONIC */
   unsigned pending;            /* calls submitted, not completed */
 };
 
-struct rp_conn;
+struct conn;
 
-struct rp_call {
-  struct rp_req req;           /* op, handle, offset, count, length */
+struct conn_call {
+  struct rp_req req;           /* op, handle, offset, count, length; id
+                                  set by conn_submit */
   const void *payload;         /* req.length bytes to send (WRITE/HELLO) */
   void *rbuf;                  /* reply payload lands here */
   uint32_t rcap;               /* exact reply payload size expected
                                   when the reply is OK (at most, with
                                   is_var_len) */
   bool is_var_len;             /* LIST: any reply length up to rcap */
-  struct rp_wait *wait;
-  struct rp_conn *conn;        /* set by submit */
+  uint32_t rkey;               /* one-sided transports: the extent's key */
+  uint32_t raddr_64k;          /* and place in the server's region, in
+                                  64 KiB units (replica, ALLOC reply) */
+  struct conn_wait *wait;
+  struct conn *conn;           /* set by submit */
   int err;                     /* result: 0 or errno; valid when done */
   bool is_answered;            /* err came in a reply from the server,
                                   not from a lost connection or timeout:
@@ -49,73 +56,99 @@ struct rp_call {
   bool is_done;                /* guarded by wait->lock */
 };
 
-struct rp_slot {
-  struct rp_call *call;        /* NULL = free */
+struct conn_slot {
+  struct conn_call *call;      /* NULL = free */
   uint32_t gen;
   uint32_t next_free;          /* index + 1, 0 = end */
 };
 
-struct rp_conn {
-  const struct rp_transport_ops *ops;
-  struct rp_transport t;
+struct conn {
+  struct transport t;          /* ops fixed at init; priv per connect */
   char name[160];              /* "HOST:PORT#i", for logs */
   pthread_mutex_t send_lock;   /* one frame at a time on the wire */
   pthread_mutex_t lock;        /* slots, free list, is_dead */
   pthread_cond_t slot_cond;    /* a slot was freed or conn died */
-  struct rp_slot *slots;       /* nslots, owned */
+  struct conn_slot *slots;     /* nslots, owned */
   unsigned nslots;
   uint32_t free_head;          /* index + 1 of a free slot, 0 = none */
   unsigned nbusy;
-  bool is_dead;                /* no reader; submits fail */
+  bool is_dead;                /* no receive side; submits fail */
   bool is_ready;               /* HELLO done: data requests allowed */
-  bool has_reader;
+  bool is_started;             /* the transport was started: close it */
   uint32_t conn_gen;           /* bumped at every connect; guarded by
                                   lock and send_lock (both to write) */
-  pthread_t reader;
-  /* Called by the reader thread once, as it exits, with the reason. */
-  void (*on_dead) (struct rp_conn *c, const char *why);
+  /* Called once, as the receive side ends, with the reason. */
+  void (*on_dead) (struct conn *c, const char *why);
   /* Called for every reply with the server's free bytes. */
-  void (*on_free_bytes) (struct rp_conn *c, uint64_t free_bytes);
-  void *opaque;                /* the owner's (pool.c: struct rp_server) */
+  void (*on_free_bytes) (struct conn *c, uint64_t free_bytes);
+  void *opaque;                /* the owner's (donor.c: struct donor) */
   char dead_why[128];          /* guarded by lock */
 };
 
-void rp_wait_init (struct rp_wait *w);
-void rp_wait_destroy (struct rp_wait *w);
+void conn_wait_init (struct conn_wait *w);
+void conn_wait_destroy (struct conn_wait *w);
 /* Wait until every call completed or deadline_ms (rp_now_ms clock)
  * passes.  On timeout, the connections of the calls still pending are
- * killed (so their readers fail them) and the wait goes on until they
- * are all complete: a call never outlives this function.  Returns 0, or
- * -1 with errno = ETIMEDOUT if any call timed out.
+ * killed (so their receive sides fail them) and the wait goes on until
+ * they are all complete: a call never outlives this function.  Returns
+ * 0, or -1 with errno = ETIMEDOUT if any call timed out.
  */
-int rp_wait_all (struct rp_wait *w, struct rp_call *calls, unsigned ncalls,
-                 uint64_t deadline_ms);
+int conn_wait_all (struct conn_wait *w, struct conn_call *calls,
+                   unsigned ncalls, uint64_t deadline_ms);
 
-int rp_conn_init (struct rp_conn *c, const char *name, unsigned nslots);
-void rp_conn_destroy (struct rp_conn *c);
-/* Connect and start the reader.  0 or -1 with errno. */
-int rp_conn_connect (struct rp_conn *c, const char *host, const char *port,
-                     unsigned timeout_ms);
+/* A connection that uses transport ops, with nslots request slots.
+ * 0 or -1 with errno.
+ */
+int conn_init (struct conn *c, const char *name,
+               const struct transport_ops *ops, unsigned nslots);
+void conn_destroy (struct conn *c);
+/* Connect and start receiving.  0 or -1 with errno. */
+int conn_connect (struct conn *c, const char *host, const char *port,
+                  unsigned timeout_ms);
 /* Submit call on c (waits for a free slot).  Returns 0 once submitted
  * (the result arrives through call->wait), or -1 with errno = ENOTCONN
  * if c is dead (nothing submitted, call->wait untouched).
  */
-int rp_conn_submit (struct rp_conn *c, struct rp_call *call);
+int conn_submit (struct conn *c, struct conn_call *call);
 /* Submit one call and wait for it with a deadline.  Returns the call's
  * result: 0 or -1 with errno.
  */
-int rp_conn_call (struct rp_conn *c, struct rp_call *call, unsigned timeout_ms);
-/* Make the reader fail everything and exit (any thread, idempotent). */
-void rp_conn_kill (struct rp_conn *c, const char *why);
-/* Join the reader and close the transport (not from the reader). */
-void rp_conn_join (struct rp_conn *c);
-bool rp_conn_is_dead (struct rp_conn *c);
+int conn_roundtrip (struct conn *c, struct conn_call *call,
+                    unsigned timeout_ms);
+/* Make the receive side fail everything and end (any thread,
+ * idempotent).
+ */
+void conn_kill (struct conn *c, const char *why);
+/* Wait for the receive side to end and close the transport (not from
+ * the receive side).
+ */
+void conn_join (struct conn *c);
+bool conn_is_dead (struct conn *c);
 /* Is c dead?  If so, why (into why[0..len)). */
-bool rp_conn_dead_why (struct rp_conn *c, char *why, size_t len);
+bool conn_dead_why (struct conn *c, char *why, size_t len);
 /* After HELLO succeeded: let other requests through.  Until then only
  * HELLO and AUTH may be submitted, so no request can overtake them on a
  * freshly reconnected connection.
  */
-void rp_conn_set_ready (struct rp_conn *c);
+void conn_set_ready (struct conn *c);
+
+/* The receive side's calls (transport.h; only from a transport's
+ * receive side, which is one thread or poller per connection).
+ *
+ * conn_reply_call: the call that reply header r answers, checked: its
+ * slot must be in use with r's generation and r's length must be what
+ * the call expects.  NULL, with *why, for a reply that is not (the
+ * transport then ends the connection).
+ * conn_reply_done: the reply's payload (r->length bytes) is in
+ * call->rbuf: complete the call and free its slot.
+ * conn_end: the receive side ends, for why: every call in flight fails
+ * with EIO, submits fail from now on, and on_dead is called.  Exactly
+ * once per start.
+ */
+struct conn_call *conn_reply_call (struct conn *c, const struct rp_reply *r,
+                                   const char **why);
+void conn_reply_done (struct conn *c, const struct rp_reply *r,
+                      struct conn_call *call);
+void conn_end (struct conn *c, const char *why);
 
 #endif /* RP_CONN_H */

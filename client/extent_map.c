@@ -40,7 +40,7 @@ extent_map_destroy (struct extent_map *m)
 }
 
 void
-extent_map_drop_replica (struct rp_extent *e, unsigned r)
+extent_map_drop_replica (struct extent *e, unsigned r)
 {
   for (unsigned i = r; i + 1 < e->nrep; i++)
     e->rep[i] = e->rep[i + 1];
@@ -49,7 +49,7 @@ extent_map_drop_replica (struct rp_extent *e, unsigned r)
 }
 
 bool
-extent_map_has_server (const struct rp_extent *e, unsigned s)
+extent_map_has_server (const struct extent *e, unsigned s)
 {
   for (unsigned i = 0; i < e->nrep; i++)
     if (e->rep[i].server == s)

@@ -1,7 +1,8 @@
 /* The extent map: for every extent of the virtual disk, where its
- * replicas live.  Preallocated at open (one entry per extent, 72 bytes:
- * a 64 GiB disk at 1 MiB extents costs 4.5 MiB), never resized, so the
- * I/O path allocates nothing.
+ * replicas live.  Preallocated at open (one entry per extent, 104
+ * bytes: a 64 GiB disk at 1 MiB extents costs 6.5 MiB, touched as
+ * extents are written), never resized, so the I/O path allocates
+ * nothing.
  *
  * Locking: entries are guarded by striped rwlocks (extent index mod
  * EXTENT_MAP_STRIPES).  Writers of an extent (write, zero, trim, map,
@@ -16,7 +17,7 @@
  * server's epoch (the server has not restarted, nor dropped our
  * session, since; either bumps the epoch and so invalidates every
  * replica there at once, without a scan) and it is not stale (it
- * missed a write, or its server contradicted it).  pool.h states the
+ * missed a write, or its server contradicted it).  replica.h states the
  * whole invariant.
  */
 #ifndef RP_EXTENT_MAP_H
@@ -30,15 +31,19 @@
 
 #define EXTENT_MAP_STRIPES 4096
 
-struct rp_replica {
+struct replica {
   uint64_t handle;             /* server's handle; 0 = no replica here */
   uint16_t server;             /* index in pool->servers */
-  uint16_t is_stale;           /* missed a write: not readable */
+  uint8_t is_stale;            /* missed a write, or its server said it
+                                  is gone: not readable (replica.h) */
+  uint8_t pad;
   uint32_t epoch;              /* server epoch when allocated */
+  uint32_t rkey;               /* from the ALLOC reply, for one-sided */
+  uint32_t raddr_64k;          /*   transports (transport.h); 0 over TCP */
 };
 
-struct rp_extent {
-  struct rp_replica rep[RP_MAX_REPLICAS];
+struct extent {
+  struct replica rep[RP_MAX_REPLICAS];
   uint8_t nrep;                /* replicas with handle != 0 */
   uint8_t is_lost_logged;      /* "extent lost" logged once */
   uint8_t pad[2];
@@ -47,10 +52,10 @@ struct rp_extent {
                                   copy undoes its stale marks only if no
                                   later write came meanwhile (io.c) */
 };
-_Static_assert (sizeof (struct rp_extent) == 72, "rp_extent size");
+_Static_assert (sizeof (struct extent) == 104, "extent size");
 
 struct extent_map {
-  struct rp_extent *e;         /* n entries, owned */
+  struct extent *e;         /* n entries, owned */
   uint64_t n;
   unsigned shift;              /* log2 (extent size) */
   pthread_rwlock_t locks[EXTENT_MAP_STRIPES];
@@ -73,9 +78,9 @@ extent_map_lock (struct extent_map *m, uint64_t idx)
 }
 
 /* Remove replica slot r from e, keeping the array packed. */
-void extent_map_drop_replica (struct rp_extent *e, unsigned r);
+void extent_map_drop_replica (struct extent *e, unsigned r);
 
 /* Does e already have a replica on server s? */
-bool extent_map_has_server (const struct rp_extent *e, unsigned s);
+bool extent_map_has_server (const struct extent *e, unsigned s);
 
 #endif /* RP_EXTENT_MAP_H */

@@ -16,7 +16,7 @@
  * copy is marked stale for it (it reached none, so none missed what
  * another holds) but those whose server answered with an error, and
  * with encrypt=on the blocks' tags go back to what the copies hold
- * (crypt_undo).  pool.h has the whole copy-state invariant.
+ * (crypt_undo).  replica.h has the whole copy-state invariant.
  *
  * Reads: a copy whose server answers an error (ENOENT: the server no
  * longer has it) is marked stale at once, and with encrypt=on a copy
@@ -42,9 +42,10 @@
 #include <unistd.h>
 
 #include "crypt.h"
-#include "pool.h"
+#include "backup.h"
+#include "donor.h"
+#include "replica.h"
 #include "logging.h"
-#include "placement.h"
 #include "util.h"
 
 #define IO_BATCH 32
@@ -84,7 +85,6 @@ io_chunk_len (const struct rp_pool *p, uint64_t offset, uint64_t left)
   return n < left ? n : left;
 }
 
-static __thread uint64_t io_rng;
 
 /* encrypt=on: one chunk at a time goes through this per-thread bounce
  * buffer (allocated on a thread's first encrypted I/O, then reused: the
@@ -152,109 +152,9 @@ io_widen (struct rp_pool *p, struct io_chunk *c)
   return 0;
 }
 
-int
-io_map_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
-{
-  struct placement_candidate cand[RP_MAX_SERVERS];
-  bool tried[RP_MAX_SERVERS] = { false };
-  const struct rp_extent *prev = idx > 0 ? &p->map.e[idx - 1] : NULL;
-  uint8_t prev_servers[RP_MAX_REPLICAS];
-  unsigned nprev = 0;
-  int last_err = ENOSPC;
-
-  if (io_rng == 0) {
-    /* Placement only needs spread, not secrecy: the clock will do if
-     * getrandom fails.
-     */
-    if (rp_random_bytes (&io_rng, sizeof io_rng) == -1)
-      io_rng = rp_now_ns () ^ (uintptr_t) &io_rng;
-    io_rng |= 1;
-  }
-  /* The previous extent's servers, read without its lock: only a hint
-   * for striping, never used to touch that extent.
-   */
-  if (prev)
-    for (unsigned i = 0; i < RP_MAX_REPLICAS && i < __atomic_load_n (&prev->nrep, __ATOMIC_RELAXED); i++)
-      prev_servers[nprev++] = __atomic_load_n (&prev->rep[i].server, __ATOMIC_RELAXED);
-
-  while (e->nrep < p->cfg.replicas) {
-    struct rp_call call;
-    struct rp_alloc_reply reply;
-    struct rp_server *s;
-    int choice;
-
-    for (unsigned i = 0; i < p->nservers; i++) {
-      s = &p->servers[i];
-      cand[i].is_eligible = !tried[i] && atomic_load (&s->is_up) &&
-        atomic_load (&s->free_bytes) >= p->cfg.extent_size &&
-        !extent_map_has_server (e, i);
-      cand[i].is_preferred_out = false;
-      for (unsigned j = 0; j < nprev; j++)
-        if (prev_servers[j] == i)
-          cand[i].is_preferred_out = true;
-      cand[i].free_bytes = atomic_load (&s->free_bytes);
-    }
-    choice = placement_choose (cand, p->nservers, p->cfg.placement_choices,
-                               &io_rng);
-    if (choice < 0)
-      break;
-    tried[choice] = true;
-    s = &p->servers[choice];
-    memset (&call, 0, sizeof call);
-    call.req.op = RP_OP_ALLOC;
-    call.req.offset = p->cfg.extent_size;
-    call.rbuf = &reply;
-    call.rcap = sizeof reply;
-    if (rp_conn_call (pool_conn (s, idx), &call, p->cfg.timeout_ms) == -1) {
-      last_err = errno;
-      if (!call.is_answered) {
-        /* The server may have allocated the extent and lost only the
-         * reply: the next reconnect lists our extents there and frees
-         * the one we do not know (pool_reconcile).
-         */
-        atomic_store (&s->has_alloc_in_doubt, true);
-        pool_server_down (s, strerror (errno));
-      }
-      else if (errno == ENOSPC || errno == ENOMEM)
-        atomic_store (&s->free_bytes, 0);  /* until a reply says more */
-      continue;
-    }
-    struct rp_replica *r = &e->rep[e->nrep];
-    r->handle = le64toh (reply.handle);
-    r->server = choice;
-    r->epoch = atomic_load (&s->epoch);
-    r->is_stale = 0;
-    __atomic_store_n (&e->nrep, e->nrep + 1, __ATOMIC_RELEASE);
-    uint64_t fb = atomic_load (&s->free_bytes);
-    atomic_store (&s->free_bytes, fb >= p->cfg.extent_size ? fb - p->cfg.extent_size : 0);
-  }
-  if (e->nrep == 0) {
-    rp_log (RP_LOG_ERROR, "extent %" PRIu64 ": no server could take it (%s):"
-            " the pool is full or down", idx, strerror (last_err));
-    errno = ENOSPC;
-    return -1;
-  }
-  if (e->nrep < p->cfg.replicas)
-    rp_log (RP_LOG_DEBUG, "extent %" PRIu64 ": placed %u of %u replicas",
-            idx, e->nrep, p->cfg.replicas);
-  return 0;
-}
-
-/* Find the replica of e that a call went to (by server and handle),
- * or NULL if the entry changed meanwhile.
- */
-static struct rp_replica *
-io_find_replica (struct rp_extent *e, unsigned server, uint64_t handle)
-{
-  for (unsigned i = 0; i < e->nrep; i++)
-    if (e->rep[i].server == server && e->rep[i].handle == handle)
-      return &e->rep[i];
-  return NULL;
-}
-
 /* The server a submitted call went to. */
-static struct rp_server *
-io_call_server (const struct rp_call *call)
+static struct donor *
+io_call_server (const struct conn_call *call)
 {
   return call->conn->opaque;
 }
@@ -264,12 +164,12 @@ io_call_server (const struct rp_call *call)
  * about to judge the extent by whether its servers are up.
  */
 static void
-io_note_failure (struct rp_server *s, struct rp_conn *c)
+io_note_failure (struct donor *s, struct conn *c)
 {
   char why[128];
 
-  if (rp_conn_dead_why (c, why, sizeof why))
-    pool_server_down (s, why);
+  if (conn_dead_why (c, why, sizeof why))
+    donor_down (s, why);
 }
 
 /* Do requests wait out outages?  Never with backup= (the file serves
@@ -278,21 +178,21 @@ io_note_failure (struct rp_server *s, struct rp_conn *c)
 static bool
 io_waits_out_outages (const struct rp_pool *p)
 {
-  return p->backup_fd < 0 && p->cfg.outage_wait_ms > 0;
+  return !backup_is_on (p) && p->cfg.outage_wait_ms > 0;
 }
 
 /* No good copy of e, but one may come back: worth waiting for (lock
  * held).
  */
 static bool
-io_should_wait (struct rp_pool *p, const struct rp_extent *e)
+io_should_wait (struct rp_pool *p, const struct extent *e)
 {
   if (!io_waits_out_outages (p))
     return false;
   for (unsigned r = 0; r < e->nrep; r++)
-    if (pool_replica_is_good (p, &e->rep[r]))
+    if (replica_is_good (p, &e->rep[r]))
       return false;
-  return pool_extent_may_return (p, e);
+  return replica_extent_may_return (p, e);
 }
 
 /* Every copy of e failed this request, but one is good again (its
@@ -302,73 +202,19 @@ io_should_wait (struct rp_pool *p, const struct rp_extent *e)
  * outage-wait-ms, so a copy that keeps failing cannot loop.
  */
 static bool
-io_should_retry (struct rp_pool *p, const struct rp_extent *e)
+io_should_retry (struct rp_pool *p, const struct extent *e)
 {
   if (!io_waits_out_outages (p))
     return false;
   for (unsigned r = 0; r < e->nrep; r++)
-    if (pool_replica_is_good (p, &e->rep[r]) ||
-        pool_replica_may_return (p, &e->rep[r]))
+    if (replica_is_good (p, &e->rep[r]) ||
+        replica_may_return (p, &e->rep[r]))
       return true;
   return false;
 }
 
-static int io_pick_replica (struct rp_pool *p, const struct rp_extent *e,
+static int io_pick_replica (struct rp_pool *p, const struct extent *e,
                             uint64_t tried);
-
-int
-io_backup_read (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
-                uint8_t *buf)
-{
-  uint64_t pos = (idx << p->map.shift) + off, bad;
-
-  if (p->backup_fd < 0) {
-    errno = EIO;
-    return -1;
-  }
-  if (pread (p->backup_fd, buf, len, pos) != (ssize_t) len) {
-    rp_log (RP_LOG_ERROR, "backup: read at %" PRIu64 ": %s", pos,
-            strerror (errno ? errno : EIO));
-    errno = EIO;
-    return -1;
-  }
-  if (p->crypt.key &&
-      crypt_decrypt (&p->crypt, pos / CRYPT_BLOCK, buf, len / CRYPT_BLOCK,
-                     &bad) == -1) {
-    rp_log (RP_LOG_ERROR, "backup: block %" PRIu64 " failed authentication",
-            bad);
-    errno = EIO;
-    return -1;
-  }
-  atomic_fetch_add (&p->count.backup_reads, 1);
-  return 0;
-}
-
-/* backup=PATH, write lock held: the chunk's bytes as they go on the
- * wire (ciphertext with encrypt=on) also go to the backup file, before
- * any replica is sent them.  0 or -1 with errno = EIO.
- */
-static int
-io_backup_write (struct rp_pool *p, const struct io_chunk *c, uint16_t op)
-{
-  uint64_t pos = (c->idx << p->map.shift) + c->off;
-  int r;
-
-  if (p->backup_fd < 0)
-    return 0;
-  errno = 0;
-  if (op == RP_OP_WRITE || p->crypt.key)
-    r = pwrite (p->backup_fd, c->buf, c->len, pos) == (ssize_t) c->len ? 0 : -1;
-  else
-    r = fallocate (p->backup_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                   pos, c->len);
-  if (r == -1) {
-    rp_log (RP_LOG_ERROR, "backup: write at %" PRIu64 ": %s", pos,
-            errno ? strerror (errno) : "short write");
-    errno = EIO;
-  }
-  return r;
-}
 
 /* encrypt=on: decrypt [off, off+len) of extent idx (whole blocks) as
  * read from server s, lock held.  A block failing authentication makes
@@ -376,7 +222,7 @@ io_backup_write (struct rp_pool *p, const struct io_chunk *c, uint16_t op)
  */
 static int
 io_decrypt_range (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
-                  uint8_t *buf, struct rp_server *s)
+                  uint8_t *buf, struct donor *s)
 {
   uint64_t bad;
 
@@ -384,7 +230,7 @@ io_decrypt_range (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
       crypt_decrypt (&p->crypt, ((idx << p->map.shift) + off) / CRYPT_BLOCK,
                      buf, len / CRYPT_BLOCK, &bad) == 0)
     return 0;
-  rp_log (RP_LOG_WARN, "block %" PRIu64 " from server %s failed"
+  logging_msg (LOGGING_WARN, "block %" PRIu64 " from server %s failed"
           " authentication (tampered or stale); trying another copy",
           bad, s->addr);
   return -1;
@@ -396,13 +242,13 @@ io_decrypt_range (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
  * Any stripe lock mode.  One log line per copy: the mark is set once.
  */
 static void
-io_copy_is_bad (struct rp_pool *p, uint64_t idx, struct rp_replica *rep,
+io_copy_is_bad (struct rp_pool *p, uint64_t idx, struct replica *rep,
                 const char *why)
 {
-  if (pool_replica_is_stale (rep))
+  if (replica_is_stale (rep))
     return;
-  pool_replica_mark_stale (rep);
-  rp_log (RP_LOG_WARN, "extent %" PRIu64 ": the copy on server %s %s;"
+  replica_mark_stale (rep);
+  logging_msg (LOGGING_WARN, "extent %" PRIu64 ": the copy on server %s %s;"
           " marked stale, recovery re-creates it", idx,
           p->servers[rep->server].addr, why);
 }
@@ -412,10 +258,10 @@ io_copy_is_bad (struct rp_pool *p, uint64_t idx, struct rp_replica *rep,
  * server is down (its copies come back with it).
  */
 static void
-io_read_failed (struct rp_pool *p, uint64_t idx, struct rp_replica *rep,
-                const struct rp_call *call)
+io_read_failed (struct rp_pool *p, uint64_t idx, struct replica *rep,
+                const struct conn_call *call)
 {
-  struct rp_server *s = &p->servers[rep->server];
+  struct donor *s = &p->servers[rep->server];
 
   if (call->is_answered)
     io_copy_is_bad (p, idx, rep, call->err == ENOENT
@@ -427,7 +273,7 @@ io_read_failed (struct rp_pool *p, uint64_t idx, struct rp_replica *rep,
 /* The copies in *unverified (bitmask of replica slots) failed
  * authentication and another copy has just verified: mark them. */
 static void
-io_mark_unverified (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
+io_mark_unverified (struct rp_pool *p, uint64_t idx, struct extent *e,
                     unsigned *unverified)
 {
   for (unsigned r = 0; r < e->nrep; r++)
@@ -446,26 +292,24 @@ io_mark_unverified (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
  * lose the rest of the extent).  0, or -1 when no replica served it.
  */
 static int
-io_read_replicas (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
+io_read_replicas (struct rp_pool *p, uint64_t idx, struct extent *e,
                   uint32_t off, uint32_t len, uint8_t *buf, uint64_t tried,
                   unsigned *unverified)
 {
   int r;
 
   while ((r = io_pick_replica (p, e, tried)) >= 0) {
-    struct rp_server *s = &p->servers[e->rep[r].server];
-    struct rp_call call;
+    struct donor *s = &p->servers[e->rep[r].server];
+    struct conn_call call;
 
     if (tried)
       atomic_fetch_add (&p->count.read_failovers, 1);
     tried |= UINT64_C (1) << s->index;
-    memset (&call, 0, sizeof call);
-    call.req.op = RP_OP_READ;
-    call.req.handle = e->rep[r].handle;
+    replica_call (&call, &e->rep[r], RP_OP_READ);
     call.req.offset = off;
     call.req.count = len;
     call.rbuf = buf;
-    if (rp_conn_call (pool_conn (s, idx), &call, p->cfg.timeout_ms) == -1)
+    if (conn_roundtrip (donor_conn (s, idx), &call, p->cfg.timeout_ms) == -1)
       io_read_failed (p, idx, &e->rep[r], &call);
     else if (io_decrypt_range (p, idx, off, len, buf, s) == -1)
       *unverified |= 1u << r;
@@ -481,13 +325,13 @@ io_read_replicas (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
  * with errno = EIO, or EAGAIN when a copy may come back (io_should_wait).
  */
 static int
-io_read_locked (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
+io_read_locked (struct rp_pool *p, uint64_t idx, struct extent *e,
                 uint32_t off, uint32_t len, uint8_t *buf)
 {
   unsigned unverified = 0;
 
   if (io_read_replicas (p, idx, e, off, len, buf, 0, &unverified) == 0 ||
-      io_backup_read (p, idx, off, len, buf) == 0)
+      backup_read (p, idx, off, len, buf) == 0)
     return 0;
   errno = io_should_retry (p, e) ? EAGAIN : EIO;
   return -1;
@@ -499,7 +343,7 @@ io_read_locked (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
  */
 static int
 io_encrypt_chunk (struct rp_pool *p, struct io_chunk *c,
-                  struct rp_extent *e, uint16_t op)
+                  struct extent *e, uint16_t op)
 {
   uint32_t end;
   uint64_t first;
@@ -545,7 +389,7 @@ io_undo_encrypt (struct rp_pool *p, struct io_chunk *c)
   failed = crypt_undo (&p->crypt, io_first_block (p, c), c->len / CRYPT_BLOCK,
                        io_undo ());
   if (failed)
-    rp_log (RP_LOG_WARN, "extent %" PRIu64 ": %" PRIu64 " block(s) failed"
+    logging_msg (LOGGING_WARN, "extent %" PRIu64 ": %" PRIu64 " block(s) failed"
             " 255 writes in a row; they read as EIO until rewritten",
             c->idx, failed);
 }
@@ -557,12 +401,12 @@ io_undo_encrypt (struct rp_pool *p, struct io_chunk *c)
  * lock held.
  */
 static void
-io_unskip (struct rp_pool *p, struct io_chunk *c, struct rp_extent *e)
+io_unskip (struct rp_pool *p, struct io_chunk *c, struct extent *e)
 {
   if (e->wgen != c->wgen)
     return;
   for (unsigned k = 0; k < c->nskipped; k++) {
-    struct rp_replica *rep = io_find_replica (e, c->skipped[k].server,
+    struct replica *rep = replica_find (e, c->skipped[k].server,
                                               c->skipped[k].handle);
     if (rep)
       rep->is_stale = 0;
@@ -572,12 +416,12 @@ io_unskip (struct rp_pool *p, struct io_chunk *c, struct rp_extent *e)
 
 /* Log once per extent that a write found no copy at all. */
 static void
-io_log_write_lost (struct rp_pool *p, struct io_chunk *c, struct rp_extent *e)
+io_log_write_lost (struct rp_pool *p, struct io_chunk *c, struct extent *e)
 {
   if (e->is_lost_logged)
     return;
   e->is_lost_logged = 1;
-  rp_log (RP_LOG_ERROR, "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
+  logging_msg (LOGGING_ERROR, "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
           "): every replica is lost; writes to it fail with EIO",
           c->idx, c->idx << p->map.shift,
           ((c->idx + 1) << p->map.shift) - 1);
@@ -590,15 +434,15 @@ io_log_write_lost (struct rp_pool *p, struct io_chunk *c, struct rp_extent *e)
  * in flight), and remembered in c->skipped.  Returns the calls made.
  */
 static unsigned
-io_write_submit (struct rp_pool *p, struct io_chunk *c, struct rp_extent *e,
-                 uint16_t op, bool keep_mapped, struct rp_call *calls,
-                 struct rp_wait *w)
+io_write_submit (struct rp_pool *p, struct io_chunk *c, struct extent *e,
+                 uint16_t op, bool keep_mapped, struct conn_call *calls,
+                 struct conn_wait *w)
 {
   unsigned ncalls = 0;
 
   if (e->nrep == 0 && op == RP_OP_ZERO && !keep_mapped)
     return 0;  /* zeroing an unmapped extent: it already reads as zeros */
-  if (e->nrep == 0 && io_map_extent (p, c->idx, e) == -1) {
+  if (e->nrep == 0 && replica_place (p, c->idx, e) == -1) {
     c->err = errno;
     return 0;
   }
@@ -610,22 +454,25 @@ io_write_submit (struct rp_pool *p, struct io_chunk *c, struct rp_extent *e,
     c->err = errno;
     return 0;
   }
-  if (io_backup_write (p, c, op) == -1) {
+  /* The chunk's bytes as they go on the wire (ciphertext with
+   * encrypt=on, where zeros are data too), before any copy is sent
+   * them.
+   */
+  if (backup_write (p, c->idx, c->off, c->len,
+                    op == RP_OP_WRITE || p->crypt.key ? c->buf : NULL) == -1) {
     c->err = errno;
     io_undo_encrypt (p, c);
     return 0;
   }
   c->wgen = ++e->wgen;
   for (unsigned r = 0; r < e->nrep; r++) {
-    struct rp_replica *rep = &e->rep[r];
-    struct rp_server *s = &p->servers[rep->server];
-    struct rp_call *call = &calls[ncalls];
+    struct replica *rep = &e->rep[r];
+    struct donor *s = &p->servers[rep->server];
+    struct conn_call *call = &calls[ncalls];
 
-    if (pool_replica_is_good (p, rep)) {
-      memset (call, 0, sizeof *call);
+    if (replica_is_good (p, rep)) {
       /* Encrypted zeros are data like any other. */
-      call->req.op = p->crypt.key ? RP_OP_WRITE : op;
-      call->req.handle = rep->handle;
+      replica_call (call, rep, p->crypt.key ? RP_OP_WRITE : op);
       call->req.offset = c->off;
       if (call->req.op == RP_OP_WRITE) {
         call->req.length = c->len;
@@ -634,12 +481,12 @@ io_write_submit (struct rp_pool *p, struct io_chunk *c, struct rp_extent *e,
       else
         call->req.count = c->len;
       call->wait = w;
-      if (rp_conn_submit (pool_conn (s, c->idx), call) == 0) {
+      if (conn_submit (donor_conn (s, c->idx), call) == 0) {
         atomic_fetch_add (&s->inflight, 1);
         ncalls++;
         continue;
       }
-      pool_server_down (s, "connection lost");
+      donor_down (s, "connection lost");
     }
     /* Out of reach: it misses this write. */
     if (!rep->is_stale && rep->handle) {
@@ -654,11 +501,11 @@ io_write_submit (struct rp_pool *p, struct io_chunk *c, struct rp_extent *e,
      * copy, the others missed it, recovery rebuilds them from it.
      * Otherwise the copies missed nothing: undo.
      */
-    if (p->backup_fd >= 0)
+    if (backup_is_on (p))
       return 0;
     io_unskip (p, c, e);
     io_undo_encrypt (p, c);
-    if (!pool_extent_may_return (p, e))
+    if (!replica_extent_may_return (p, e))
       io_log_write_lost (p, c, e);
     c->err = EIO;
   }
@@ -669,23 +516,23 @@ io_write_submit (struct rp_pool *p, struct io_chunk *c, struct rp_extent *e,
  * settle its copies (write lock held).  Returns the chunk's error.
  */
 static int
-io_write_settle (struct rp_pool *p, struct io_chunk *c, struct rp_extent *e,
-                 const struct rp_call *calls, unsigned ok)
+io_write_settle (struct rp_pool *p, struct io_chunk *c, struct extent *e,
+                 const struct conn_call *calls, unsigned ok)
 {
   /* The write reached a copy (or the backup file): a copy that failed
    * may not hold it, so it must never be read again.
    */
-  bool reached = ok > 0 || p->backup_fd >= 0;
+  bool reached = ok > 0 || backup_is_on (p);
   /* Reached by none: copies whose server is down are left as they
    * were and the chunk waits for one (io_should_wait).
    */
   bool may_retry = false;
 
   for (unsigned k = c->first_call; k < c->first_call + c->ncalls; k++) {
-    struct rp_replica *rep;
+    struct replica *rep;
     if (calls[k].err == 0)
       continue;
-    rep = io_find_replica (e, io_call_server (&calls[k])->index,
+    rep = replica_find (e, io_call_server (&calls[k])->index,
                            calls[k].req.handle);
     if (rep == NULL)
       continue;
@@ -714,11 +561,11 @@ static void
 io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
                 uint16_t op, bool keep_mapped)
 {
-  struct rp_call calls[IO_BATCH * RP_MAX_REPLICAS];
+  struct conn_call calls[IO_BATCH * RP_MAX_REPLICAS];
   unsigned ncalls = 0;
-  struct rp_wait w;
+  struct conn_wait w;
 
-  rp_wait_init (&w);
+  conn_wait_init (&w);
   for (unsigned i = 0; i < nch; i++) {
     struct io_chunk *c = &ch[i];
     pthread_rwlock_t *lk = extent_map_lock (&p->map, c->idx);
@@ -732,15 +579,15 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
     pthread_rwlock_unlock (lk);
     ncalls += c->ncalls;
   }
-  rp_wait_all (&w, calls, ncalls, rp_now_ms () + p->cfg.timeout_ms);
-  rp_wait_destroy (&w);
+  conn_wait_all (&w, calls, ncalls, rp_now_ms () + p->cfg.timeout_ms);
+  conn_wait_destroy (&w);
 
   for (unsigned i = 0; i < nch; i++) {
     struct io_chunk *c = &ch[i];
     unsigned ok = 0;
 
     for (unsigned k = c->first_call; k < c->first_call + c->ncalls; k++) {
-      struct rp_server *s = io_call_server (&calls[k]);
+      struct donor *s = io_call_server (&calls[k]);
       atomic_fetch_sub (&s->inflight, 1);
       if (calls[k].err == 0)
         ok++;
@@ -761,14 +608,14 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
  * servers in `tried` (bitmask).  -1 if none.
  */
 static int
-io_pick_replica (struct rp_pool *p, const struct rp_extent *e, uint64_t tried)
+io_pick_replica (struct rp_pool *p, const struct extent *e, uint64_t tried)
 {
   int best = -1;
   unsigned best_load = 0;
 
   for (unsigned r = 0; r < e->nrep; r++) {
-    const struct rp_replica *rep = &e->rep[r];
-    if ((tried >> rep->server) & 1 || !pool_replica_is_good (p, rep))
+    const struct replica *rep = &e->rep[r];
+    if ((tried >> rep->server) & 1 || !replica_is_good (p, rep))
       continue;
     unsigned load = atomic_load (&p->servers[rep->server].inflight);
     if (best == -1 || load < best_load) {
@@ -780,10 +627,10 @@ io_pick_replica (struct rp_pool *p, const struct rp_extent *e, uint64_t tried)
 }
 
 static void
-io_log_lost (struct rp_pool *p, struct rp_extent *e, uint64_t idx)
+io_log_lost (struct rp_pool *p, struct extent *e, uint64_t idx)
 {
   if (!__atomic_exchange_n (&e->is_lost_logged, 1, __ATOMIC_RELAXED))
-    rp_log (RP_LOG_ERROR, "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
+    logging_msg (LOGGING_ERROR, "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
             "): no good replica left; reads of it fail with EIO",
             idx, idx << p->map.shift, ((idx + 1) << p->map.shift) - 1);
 }
@@ -793,15 +640,15 @@ io_log_lost (struct rp_pool *p, struct rp_extent *e, uint64_t idx)
 static void
 io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
 {
-  struct rp_call calls[IO_BATCH];
+  struct conn_call calls[IO_BATCH];
   unsigned ncalls = 0;
-  struct rp_wait w;
+  struct conn_wait w;
 
-  rp_wait_init (&w);
+  conn_wait_init (&w);
   for (unsigned i = 0; i < nch; i++) {
     struct io_chunk *c = &ch[i];
     pthread_rwlock_t *lk = extent_map_lock (&p->map, c->idx);
-    struct rp_extent *e = &p->map.e[c->idx];
+    struct extent *e = &p->map.e[c->idx];
     int r;
 
     c->first_call = ncalls;
@@ -818,28 +665,26 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
     r = io_pick_replica (p, e, 0);
     if (r < 0)
       continue;  /* handled below with the fail-over */
-    struct rp_server *s = &p->servers[e->rep[r].server];
-    struct rp_call *call = &calls[ncalls];
-    memset (call, 0, sizeof *call);
-    call->req.op = RP_OP_READ;
-    call->req.handle = e->rep[r].handle;
+    struct donor *s = &p->servers[e->rep[r].server];
+    struct conn_call *call = &calls[ncalls];
+    replica_call (call, &e->rep[r], RP_OP_READ);
     call->req.offset = c->off;
     call->req.count = c->len;
     call->rbuf = c->buf;
     call->wait = &w;
-    if (rp_conn_submit (pool_conn (s, c->idx), call) == -1) {
-      pool_server_down (s, "connection lost");
+    if (conn_submit (donor_conn (s, c->idx), call) == -1) {
+      donor_down (s, "connection lost");
       continue;
     }
     atomic_fetch_add (&s->inflight, 1);
     ncalls++;
     c->ncalls = 1;
   }
-  rp_wait_all (&w, calls, ncalls, rp_now_ms () + p->cfg.timeout_ms);
+  conn_wait_all (&w, calls, ncalls, rp_now_ms () + p->cfg.timeout_ms);
 
   for (unsigned i = 0; i < nch; i++) {
     struct io_chunk *c = &ch[i];
-    struct rp_extent *e = &p->map.e[c->idx];
+    struct extent *e = &p->map.e[c->idx];
     uint64_t tried = 0;
     unsigned unverified = 0;
     bool is_ok = false;
@@ -847,12 +692,12 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
     if (!c->is_locked)
       continue;
     if (c->ncalls) {
-      struct rp_call *call = &calls[c->first_call];
-      struct rp_server *s = io_call_server (call);
+      struct conn_call *call = &calls[c->first_call];
+      struct donor *s = io_call_server (call);
       /* The read lock was held since the call was made: the entry and
        * its slots are as they were.
        */
-      struct rp_replica *rep = io_find_replica (e, s->index,
+      struct replica *rep = replica_find (e, s->index,
                                                 call->req.handle);
       atomic_fetch_sub (&s->inflight, 1);
       tried |= UINT64_C (1) << s->index;
@@ -874,8 +719,8 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
     /* Not widened (no bounce buffer) with encrypt=on: the backup holds
      * ciphertext that could not be checked here; fail instead.
      */
-    if (!is_ok && p->backup_fd >= 0 && !(p->crypt.key && c->user_buf == NULL) &&
-        io_backup_read (p, c->idx, c->off, c->len, c->buf) == 0)
+    if (!is_ok && backup_is_on (p) && !(p->crypt.key && c->user_buf == NULL) &&
+        backup_read (p, c->idx, c->off, c->len, c->buf) == 0)
       is_ok = true;
     if (is_ok && c->user_buf)
       memcpy (c->user_buf, c->buf + c->user_off, c->user_len);
@@ -887,7 +732,7 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
     if (c->err == EIO)
       io_log_lost (p, e, c->idx);
   }
-  rp_wait_destroy (&w);
+  conn_wait_destroy (&w);
 }
 
 static int
@@ -914,7 +759,7 @@ io_run_batch (struct rp_pool *p, struct io_chunk *ch, unsigned n, uint16_t op,
 
   memcpy (orig, ch, n * sizeof *ch);
   for (;;) {
-    uint64_t gen = pool_up_gen (p), now;
+    uint64_t gen = donor_up_gen (p), now;
     unsigned again = 0;
 
     if (op == RP_OP_READ)
@@ -937,7 +782,7 @@ io_run_batch (struct rp_pool *p, struct io_chunk *ch, unsigned n, uint16_t op,
       /* One line per burst, not one per waiting request. */
       if ((last == 0 || now - last >= 5000) &&
           atomic_compare_exchange_strong (&p->outage_logged_ms, &last, now))
-        rp_log (RP_LOG_WARN, "extent %" PRIu64 ": every copy is on a server"
+        logging_msg (LOGGING_WARN, "extent %" PRIu64 ": every copy is on a server"
                 " that is down; requests wait up to %u ms (outage-wait-ms)"
                 " for one to come back", orig[0].idx, p->cfg.outage_wait_ms);
     }
@@ -948,7 +793,7 @@ io_run_batch (struct rp_pool *p, struct io_chunk *ch, unsigned n, uint16_t op,
         err = EIO;
       break;
     }
-    pool_wait_up (p, gen, deadline);
+    donor_wait_up (p, gen, deadline);
     n = again;
     memcpy (ch, orig, n * sizeof *ch);
   }
@@ -1010,40 +855,37 @@ rp_pool_pwrite (struct rp_pool *p, const void *buf, size_t count,
 
 /* Free extent idx on every server that holds it (write lock held). */
 static void
-io_free_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
+io_free_extent (struct rp_pool *p, uint64_t idx, struct extent *e)
 {
-  struct rp_call calls[RP_MAX_REPLICAS];
+  struct conn_call calls[RP_MAX_REPLICAS];
   unsigned ncalls = 0;
-  struct rp_wait w;
+  struct conn_wait w;
 
-  rp_wait_init (&w);
+  conn_wait_init (&w);
   for (unsigned r = 0; r < e->nrep; r++) {
-    struct rp_replica *rep = &e->rep[r];
-    struct rp_server *s = &p->servers[rep->server];
-    struct rp_call *call = &calls[ncalls];
+    struct replica *rep = &e->rep[r];
+    struct donor *s = &p->servers[rep->server];
+    struct conn_call *call = &calls[ncalls];
 
     if (atomic_load (&s->epoch) != rep->epoch)
       continue;  /* the server restarted: that memory is gone already */
-    memset (call, 0, sizeof *call);
-    call->req.op = RP_OP_FREE;
-    call->req.handle = rep->handle;
+    replica_call (call, rep, RP_OP_FREE);
     call->wait = &w;
     if (!atomic_load (&s->is_up) ||
-        rp_conn_submit (pool_conn (s, idx), call) == -1) {
-      pool_add_orphan (s, rep->handle);
+        conn_submit (donor_conn (s, idx), call) == -1) {
+      donor_add_orphan (s, rep->handle);
       continue;
     }
     ncalls++;
   }
-  rp_wait_all (&w, calls, ncalls, rp_now_ms () + p->cfg.timeout_ms);
-  rp_wait_destroy (&w);
+  conn_wait_all (&w, calls, ncalls, rp_now_ms () + p->cfg.timeout_ms);
+  conn_wait_destroy (&w);
   for (unsigned k = 0; k < ncalls; k++)
     if (calls[k].err == EIO || calls[k].err == ETIMEDOUT)
-      pool_add_orphan (io_call_server (&calls[k]), calls[k].req.handle);
+      donor_add_orphan (io_call_server (&calls[k]), calls[k].req.handle);
   memset (e, 0, sizeof *e);
-  if (p->backup_fd >= 0)
-    fallocate (p->backup_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-               idx << p->map.shift, p->cfg.extent_size);
+  if (backup_is_on (p))
+    backup_write (p, idx, 0, p->cfg.extent_size, NULL);
   if (p->crypt.key) {
     uint64_t per = (uint64_t) p->cfg.extent_size / CRYPT_BLOCK;
     crypt_mark_zero (&p->crypt, idx * per, per);

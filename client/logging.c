@@ -10,7 +10,7 @@
 static void
 logging_stderr (int level, const char *msg)
 {
-  if (level <= RP_LOG_INFO)
+  if (level <= LOGGING_INFO)
     fprintf (stderr, "rampool: %s\n", msg);
 }
 
@@ -23,7 +23,7 @@ rp_set_log (rp_log_fn fn)
 }
 
 void
-rp_log (int level, const char *fmt, ...)
+logging_msg (int level, const char *fmt, ...)
 {
   char msg[512];
   va_list ap;

@@ -5,9 +5,9 @@
 #ifndef RP_LOGGING_H
 #define RP_LOGGING_H
 
-enum { RP_LOG_ERROR = 0, RP_LOG_WARN = 1, RP_LOG_INFO = 2, RP_LOG_DEBUG = 3 };
+enum { LOGGING_ERROR = 0, LOGGING_WARN = 1, LOGGING_INFO = 2, LOGGING_DEBUG = 3 };
 
-void rp_log (int level, const char *fmt, ...)
+void logging_msg (int level, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
 
 #endif /* RP_LOGGING_H */

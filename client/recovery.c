@@ -13,7 +13,7 @@
  *    good copy.
  * An extent with no good copy is lost: logged once, reads give EIO.
  *
- * Recovery copies only what it has verified (pool.h, the copy-state
+ * Recovery copies only what it has verified (replica.h, the copy-state
  * invariant): with encrypt=on every block read from a source is checked
  * against its tag before it is written anywhere, so one bad donor
  * cannot spread its corruption.  A source whose server answers an
@@ -32,7 +32,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "pool.h"
+#include "backup.h"
+#include "donor.h"
+#include "recovery.h"
+#include "replica.h"
 #include "logging.h"
 #include "util.h"
 
@@ -52,7 +55,7 @@ enum recovery_fail {
  * slot with RECOVERY_DST).
  */
 static int
-recovery_copy_from (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
+recovery_copy_from (struct rp_pool *p, uint64_t idx, struct extent *e,
                     int src, const unsigned *dst, unsigned ndst,
                     enum recovery_fail *why, int *bad_dst)
 {
@@ -61,27 +64,25 @@ recovery_copy_from (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
 
   for (uint32_t off = 0; off < es; off += step) {
     uint64_t pos = (idx << p->map.shift) + off, bad;
-    struct rp_call call;
+    struct conn_call call;
 
     memset (&call, 0, sizeof call);
     if (src < 0) {
       /* From the backup file, bytes as they are (ciphertext with
        * encrypt=on: the replicas hold the same).
        */
-      if (pread (p->backup_fd, p->recovery_buf, step, pos) != (ssize_t) step) {
+      if (backup_read_raw (p, idx, off, step, p->recovery_buf) == -1) {
         *why = RECOVERY_SRC_DOWN;
-        errno = EIO;
         return -1;
       }
     }
     else {
-      struct rp_server *ss = &p->servers[e->rep[src].server];
-      call.req.op = RP_OP_READ;
-      call.req.handle = e->rep[src].handle;
+      struct donor *ss = &p->servers[e->rep[src].server];
+      replica_call (&call, &e->rep[src], RP_OP_READ);
       call.req.offset = off;
       call.req.count = step;
       call.rbuf = p->recovery_buf;
-      if (rp_conn_call (pool_conn (ss, idx), &call, p->cfg.timeout_ms) == -1) {
+      if (conn_roundtrip (donor_conn (ss, idx), &call, p->cfg.timeout_ms) == -1) {
         *why = call.is_answered ? RECOVERY_SRC_GONE : RECOVERY_SRC_DOWN;
         return -1;
       }
@@ -93,14 +94,12 @@ recovery_copy_from (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
       return -1;
     }
     for (unsigned k = 0; k < ndst; k++) {
-      struct rp_replica *r = &e->rep[dst[k]];
-      memset (&call, 0, sizeof call);
-      call.req.op = RP_OP_WRITE;
-      call.req.handle = r->handle;
+      struct replica *r = &e->rep[dst[k]];
+      replica_call (&call, r, RP_OP_WRITE);
       call.req.offset = off;
       call.req.length = step;
       call.payload = p->recovery_buf;
-      if (rp_conn_call (pool_conn (&p->servers[r->server], idx), &call,
+      if (conn_roundtrip (donor_conn (&p->servers[r->server], idx), &call,
                         p->cfg.timeout_ms) == -1) {
         *why = RECOVERY_DST;
         *bad_dst = call.is_answered ? (int) dst[k] : -1;
@@ -130,7 +129,7 @@ recovery_is_dst (unsigned r, const unsigned *dst, unsigned ndst)
  * -1).
  */
 static int
-recovery_copy (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
+recovery_copy (struct rp_pool *p, uint64_t idx, struct extent *e,
                bool from_backup, const unsigned *dst, unsigned ndst,
                int *bad_dst)
 {
@@ -144,12 +143,12 @@ recovery_copy (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
     if (!from_backup) {
       for (unsigned r = 0; r < e->nrep && src < 0; r++)
         if (!((tried >> r) & 1) && !recovery_is_dst (r, dst, ndst) &&
-            pool_replica_is_good (p, &e->rep[r]))
+            replica_is_good (p, &e->rep[r]))
           src = r;
       if (src < 0) {
         errno = unverified ? EBADMSG : EIO;
         if (unverified && !e->is_lost_logged)
-          rp_log (RP_LOG_ERROR, "extent %" PRIu64 ": no copy passes"
+          logging_msg (LOGGING_ERROR, "extent %" PRIu64 ": no copy passes"
                   " authentication; it cannot be repaired", idx);
         return -1;
       }
@@ -158,8 +157,8 @@ recovery_copy (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
     if (recovery_copy_from (p, idx, e, src, dst, ndst, &why, bad_dst) == 0) {
       for (unsigned r = 0; r < e->nrep; r++)
         if ((unverified >> r) & 1) {
-          pool_replica_mark_stale (&e->rep[r]);
-          rp_log (RP_LOG_WARN, "extent %" PRIu64 ": the copy on server %s"
+          replica_mark_stale (&e->rep[r]);
+          logging_msg (LOGGING_WARN, "extent %" PRIu64 ": the copy on server %s"
                   " failed authentication; marked stale, repaired next",
                   idx, p->servers[e->rep[r].server].addr);
         }
@@ -167,21 +166,21 @@ recovery_copy (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
     }
     switch (why) {
     case RECOVERY_SRC_GONE:
-      pool_replica_mark_stale (&e->rep[src]);
-      rp_log (RP_LOG_WARN, "extent %" PRIu64 ": the copy on server %s no"
+      replica_mark_stale (&e->rep[src]);
+      logging_msg (LOGGING_WARN, "extent %" PRIu64 ": the copy on server %s no"
               " longer exists there; marked stale", idx,
               p->servers[e->rep[src].server].addr);
       break;
     case RECOVERY_SRC_DOWN:
       if (src >= 0)
-        pool_server_down (&p->servers[e->rep[src].server],
+        donor_down (&p->servers[e->rep[src].server],
                           "recovery read failed");
       break;
     case RECOVERY_SRC_UNVERIFIED:
       if (src >= 0)
         unverified |= 1u << src;
       else
-        rp_log (RP_LOG_ERROR, "extent %" PRIu64 ": the backup file fails"
+        logging_msg (LOGGING_ERROR, "extent %" PRIu64 ": the backup file fails"
                 " authentication; not copied", idx);
       break;
     case RECOVERY_DST:
@@ -199,9 +198,9 @@ recovery_copy (struct rp_pool *p, uint64_t idx, struct rp_extent *e,
  * costs no copying).
  */
 static bool
-recovery_is_keepable (struct rp_pool *p, const struct rp_replica *rep)
+recovery_is_keepable (struct rp_pool *p, const struct replica *rep)
 {
-  struct rp_server *s = &p->servers[rep->server];
+  struct donor *s = &p->servers[rep->server];
 
   if (atomic_load (&s->epoch) != rep->epoch)
     return false;
@@ -211,23 +210,23 @@ recovery_is_keepable (struct rp_pool *p, const struct rp_replica *rep)
 
 /* Index of a good replica of e, or -1. */
 static int
-recovery_source (struct rp_pool *p, const struct rp_extent *e)
+recovery_source (struct rp_pool *p, const struct extent *e)
 {
   for (unsigned r = 0; r < e->nrep; r++)
-    if (pool_replica_is_good (p, &e->rep[r]))
+    if (replica_is_good (p, &e->rep[r]))
       return r;
   return -1;
 }
 
 /* Repair one extent (write lock held).  Returns bytes copied, or -1. */
 static int64_t
-recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
+recovery_extent (struct rp_pool *p, uint64_t idx, struct extent *e)
 {
   unsigned dst[RP_MAX_REPLICAS], ndst = 0, before;
   bool from_backup = false;
-  struct rp_extent saved;
+  struct extent saved;
 
-  if (recovery_source (p, e) < 0 && p->backup_fd >= 0) {
+  if (recovery_source (p, e) < 0 && backup_is_on (p)) {
     /* Every copy is gone, but the backup file has the data: rebuild
      * from it.  Work on the entry, but keep the old one to put back if
      * no new copy can be placed: an entry with no replica would read as
@@ -249,16 +248,16 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
         *e = saved;
         return 0;
       }
-    if (e->nrep == 0 && (io_map_extent (p, idx, e) == -1 || e->nrep == 0)) {
+    if (e->nrep == 0 && (replica_place (p, idx, e) == -1 || e->nrep == 0)) {
       *e = saved;
       return 0;
     }
     /* Committed: free what was dropped when its server is back. */
     for (unsigned r = 0; r < saved.nrep; r++) {
-      struct rp_server *s = &p->servers[saved.rep[r].server];
+      struct donor *s = &p->servers[saved.rep[r].server];
       if (!extent_map_has_server (e, saved.rep[r].server) &&
           atomic_load (&s->epoch) == saved.rep[r].epoch)
-        pool_add_orphan (s, saved.rep[r].handle);
+        donor_add_orphan (s, saved.rep[r].handle);
     }
     for (unsigned r = 0; r < e->nrep; r++)
       e->rep[r].is_stale = 1;  /* all rewritten from the backup below */
@@ -270,11 +269,11 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
      * While a copy may come back it is unreachable, not lost: requests
      * wait for it (outage-wait-ms, io.c).
      */
-    if (pool_extent_may_return (p, e))
+    if (replica_extent_may_return (p, e))
       return 0;
     if (!e->is_lost_logged) {
       e->is_lost_logged = 1;
-      rp_log (RP_LOG_ERROR, "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
+      logging_msg (LOGGING_ERROR, "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
               "): every replica is lost; reads of it fail with EIO",
               idx, idx << p->map.shift, ((idx + 1) << p->map.shift) - 1);
     }
@@ -282,25 +281,25 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct rp_extent *e)
   }
   /* Drop replicas that cannot be repaired in place. */
   for (unsigned r = 0; r < e->nrep;) {
-    struct rp_replica *rep = &e->rep[r];
-    struct rp_server *s = &p->servers[rep->server];
+    struct replica *rep = &e->rep[r];
+    struct donor *s = &p->servers[rep->server];
     if (recovery_is_keepable (p, rep)) {
       r++;
       continue;
     }
     if (atomic_load (&s->epoch) == rep->epoch)
-      pool_add_orphan (s, rep->handle);
+      donor_add_orphan (s, rep->handle);
     extent_map_drop_replica (e, r);
   }
   if (from_backup)
     e->is_lost_logged = 0;
   for (unsigned r = 0; r < e->nrep; r++)
-    if (!pool_replica_is_good (p, &e->rep[r]) &&
+    if (!replica_is_good (p, &e->rep[r]) &&
         atomic_load (&p->servers[e->rep[r].server].is_up))
       dst[ndst++] = r;  /* stale on an up server: rewrite in place */
   before = e->nrep;
   if (e->nrep < p->cfg.replicas)
-    io_map_extent (p, idx, e);  /* places up to `replicas` in all */
+    replica_place (p, idx, e);  /* places up to `replicas` in all */
   /* Only replicas on up servers can be written now. */
   for (unsigned k = 0; k < ndst;)
     if (!atomic_load (&p->servers[e->rep[dst[k]].server].is_up))
@@ -346,13 +345,13 @@ recovery_pass (struct rp_pool *p)
   if (up == 0)
     return 0;
   for (uint64_t idx = 0; idx < p->map.n && budget > 0; idx++) {
-    struct rp_extent *e = &p->map.e[idx];
+    struct extent *e = &p->map.e[idx];
     unsigned good = 0, n = __atomic_load_n (&e->nrep, __ATOMIC_ACQUIRE);
     if (n == 0)
       continue;
     /* Unlocked pre-check; the decision is made again under the lock. */
     for (unsigned r = 0; r < n; r++)
-      if (pool_replica_is_good (p, &e->rep[r]))
+      if (replica_is_good (p, &e->rep[r]))
         good++;
     if (good >= p->cfg.replicas && good == n)
       continue;
@@ -366,6 +365,6 @@ recovery_pass (struct rp_pool *p)
     }
   }
   if (repaired)
-    rp_log (RP_LOG_DEBUG, "recovery: repaired %" PRIu64 " extents", repaired);
+    logging_msg (LOGGING_DEBUG, "recovery: repaired %" PRIu64 " extents", repaired);
   return repaired;
 }

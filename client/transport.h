@@ -1,37 +1,81 @@
-/* A transport moves whole frames between librampool and one memserver.
- * The engine (pool.c, io.c) never sees sockets: it calls conn.c, and
- * conn.c calls the transport through this table.  TCP implements it
- * with a stream socket; an RDMA transport can implement the same calls
- * with SEND/RECV for headers and one-sided READ/WRITE into the
- * server's registered region for payloads, without touching the engine.
+/* The seam between the engine and a network: what a transport is.
+ *
+ * The engine never sees a socket.  io.c, recovery.c and donor.c
+ * describe each request in a struct conn_call (op, handle, offset,
+ * count, payload, where the reply goes) and hand it to conn.c, which
+ * owns the connection's request slots and the life of every call.
+ * conn.c moves requests through this table, and the transport delivers
+ * the replies back through conn.h's receive-side calls.  A transport is
+ * chosen per server, by the scheme of its address in servers=
+ * (transport_find); adding one means new files and a line in
+ * transport.c, not a change to io.c, pool.c or recovery.c.
+ *
+ * The contract, for a transport's implementer:
+ *  - connect: reach HOST:PORT within timeout_ms and make the private
+ *    state (t->priv).  Nothing is sent yet.  Monitor side: it may
+ *    allocate, sleep and block.
+ *  - start: begin receiving for connection c.  From now on the
+ *    transport's receive side (its own thread for TCP; a completion
+ *    queue poller for RDMA) reports every reply with conn_reply_call
+ *    (which names the call it answers, or says the reply is bad) and
+ *    conn_reply_done, and reports its own end exactly once with
+ *    conn_end; after conn_end it touches c no more.  Replies need not
+ *    come in request order and need not come from a byte stream.
+ *  - send: transmit one request, whole, under c's send lock, without
+ *    allocating (the I/O path calls it).  call->req carries the id to
+ *    echo.  A READ's reply payload must land in call->rbuf and a
+ *    WRITE's payload is read from call->payload; both are engine
+ *    memory, not registered with any device, so a transport that needs
+ *    registered memory (RDMA) copies through bounce buffers it made at
+ *    connect, one per request slot (conn's nslots), which bounds them.
+ *    A transport that moves data one-sided finds the extent's place in
+ *    the server's memory in call->rkey and call->raddr_64k, which the
+ *    engine copies from the replica, which got them from the server's
+ *    ALLOC reply (protocol.h); TCP ignores them.  Failure: -1 with
+ *    errno; the call stays in its slot and fails when the receive side
+ *    ends (conn kills the connection).
+ *  - shutdown: make the receive side fail promptly and end (conn_end);
+ *    any thread, idempotent, never blocks.
+ *  - close: after the receive side has ended, join it and release
+ *    everything, aborting rather than flushing what was not sent (a
+ *    request given up on must not reach the server later; the server's
+ *    fence, protocol.h, covers what is already in flight).
+ *
+ * Ordering: a transport must execute one connection's requests in the
+ * order they were sent (the protocol's rule, which replica consistency
+ * rests on: docs/protocol.md 6.1), including one-sided data operations
+ * relative to two-sided ones on the same connection.
  */
 #ifndef RP_TRANSPORT_H
 #define RP_TRANSPORT_H
 
 #include <stddef.h>
-#include <sys/uio.h>
 
-struct rp_transport {
-  int fd;                       /* TCP: the socket; -1 when closed */
+struct conn;
+struct conn_call;
+
+struct transport {
+  const struct transport_ops *ops;
+  void *priv;                  /* the transport's, from connect to close */
 };
 
-struct rp_transport_ops {
-  const char *name;
-  /* Connect within timeout_ms.  0 or -1 with errno. */
-  int (*connect) (struct rp_transport *t, const char *host, const char *port,
+struct transport_ops {
+  const char *scheme;          /* in servers=: "tcp" for tcp://HOST:PORT */
+  int (*connect) (struct transport *t, const char *host, const char *port,
                   unsigned timeout_ms);
-  /* Send a whole frame (header + payload).  Called under the conn's
-   * send lock.  0 or -1 with errno.
-   */
-  int (*send) (struct rp_transport *t, const struct iovec *iov, int iovcnt);
-  /* Receive exactly len bytes (reader thread only).  0 or -1. */
-  int (*recv) (struct rp_transport *t, void *buf, size_t len);
-  /* Make a blocked recv return (any thread).  Idempotent. */
-  void (*shutdown) (struct rp_transport *t);
-  /* Release (reader thread joined first). */
-  void (*close) (struct rp_transport *t);
+  int (*start) (struct transport *t, struct conn *c);
+  int (*send) (struct transport *t, const struct conn_call *call);
+  void (*shutdown) (struct transport *t);
+  void (*close) (struct transport *t);
 };
 
-extern const struct rp_transport_ops rp_transport_tcp;
+extern const struct transport_ops transport_tcp;
+
+/* The transport for a server address "[SCHEME://]HOST:PORT" (no
+ * scheme: tcp); *hostport is set to the part after the scheme.  NULL
+ * if the scheme is unknown.
+ */
+const struct transport_ops *transport_find (const char *addr,
+                                            const char **hostport);
 
 #endif /* RP_TRANSPORT_H */

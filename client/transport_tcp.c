@@ -1,6 +1,8 @@
-/* TCP transport: blocking stream sockets, TCP_NODELAY (a 4 KiB swap
- * page must not wait for Nagle), writev for header + payload in one
- * system call.
+/* TCP transport (transport.h): blocking stream sockets, TCP_NODELAY (a
+ * 4 KiB swap page must not wait for Nagle), writev for header and
+ * payload in one system call, and a receive thread per connection that
+ * reads each reply header, asks conn.c which call it answers, and reads
+ * the payload straight into that call's buffer.
  */
 #include <config.h>
 
@@ -8,14 +10,27 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
-#include "transport.h"
+#include "conn.h"
 #include "util.h"
+
+/* A TCP connection's private state (transport.priv). */
+struct tcp {
+  int fd;                      /* the socket */
+  struct conn *conn;           /* whose replies the reader delivers */
+  pthread_t reader;
+  bool has_reader;             /* started: close joins it */
+};
 
 static int
 tcp_connect_one (const struct addrinfo *ai, unsigned timeout_ms)
@@ -58,12 +73,13 @@ tcp_connect_one (const struct addrinfo *ai, unsigned timeout_ms)
 }
 
 static int
-tcp_connect (struct rp_transport *t, const char *host, const char *port,
+tcp_connect (struct transport *t, const char *host, const char *port,
              unsigned timeout_ms)
 {
   struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
                             .ai_flags = AI_NUMERICSERV };
   struct addrinfo *res, *ai;
+  struct tcp *tcp;
   int r, fd = -1;
 
   r = getaddrinfo (host, port, &hints, &res);
@@ -79,24 +95,91 @@ tcp_connect (struct rp_transport *t, const char *host, const char *port,
     errno = r;
     return -1;
   }
-  t->fd = fd;
+  tcp = calloc (1, sizeof *tcp);
+  if (tcp == NULL) {
+    close (fd);
+    errno = ENOMEM;
+    return -1;
+  }
+  tcp->fd = fd;
+  t->priv = tcp;
+  return 0;
+}
+
+/* The receive thread: replies until the connection fails, then
+ * conn_end.
+ */
+static void *
+tcp_reader (void *arg)
+{
+  struct tcp *tcp = arg;
+  struct conn *c = tcp->conn;
+  uint8_t hdr[sizeof (struct rp_reply_hdr)];
+  const char *why = NULL;
+  char whybuf[128];
+
+  for (;;) {
+    struct rp_reply r;
+    struct conn_call *call;
+
+    if (rp_read_full (tcp->fd, hdr, sizeof hdr) == -1) {
+      snprintf (whybuf, sizeof whybuf, "connection lost: %s",
+                strerror (errno));
+      why = whybuf;
+      break;
+    }
+    if (rp_reply_decode (hdr, &r, &why) == -1 ||
+        (call = conn_reply_call (c, &r, &why)) == NULL)
+      break;
+    if (r.length && rp_read_full (tcp->fd, call->rbuf, r.length) == -1) {
+      why = "connection lost in a reply payload";
+      break;
+    }
+    conn_reply_done (c, &r, call);
+  }
+  conn_end (c, why);
+  return NULL;
+}
+
+static int
+tcp_start (struct transport *t, struct conn *c)
+{
+  struct tcp *tcp = t->priv;
+  pthread_attr_t attr;
+  int err;
+
+  tcp->conn = c;
+  /* A small stack: the reader needs a few KiB, and with mlock=on (swap)
+   * every thread's stack is locked; 8 MiB per connection would pin tens
+   * of MiB for nothing.
+   */
+  pthread_attr_init (&attr);
+  pthread_attr_setstacksize (&attr, 256 * 1024);
+  err = pthread_create (&tcp->reader, &attr, tcp_reader, tcp);
+  pthread_attr_destroy (&attr);
+  if (err) {
+    errno = err;
+    return -1;
+  }
+  tcp->has_reader = true;
   return 0;
 }
 
 static int
-tcp_send (struct rp_transport *t, const struct iovec *iov_in, int iovcnt)
+tcp_send (struct transport *t, const struct conn_call *call)
 {
-  struct iovec iov[4];
-  int n = iovcnt;
-
-  if (iovcnt > 4) {
-    errno = EINVAL;
-    return -1;
-  }
-  memcpy (iov, iov_in, iovcnt * sizeof iov[0]);
+  struct tcp *tcp = t->priv;
+  uint8_t hdr[sizeof (struct rp_req_hdr)];
+  struct iovec iov[2] = {
+    { .iov_base = hdr, .iov_len = sizeof hdr },
+    { .iov_base = (void *) call->payload, .iov_len = call->req.length },
+  };
   struct iovec *p = iov;
+  int n = call->req.length ? 2 : 1;
+
+  rp_req_encode (&call->req, hdr);
   while (n > 0) {
-    ssize_t w = writev (t->fd, p, n);
+    ssize_t w = writev (tcp->fd, p, n);
     if (w < 0) {
       if (errno == EINTR)
         continue;
@@ -115,22 +198,19 @@ tcp_send (struct rp_transport *t, const struct iovec *iov_in, int iovcnt)
   return 0;
 }
 
-static int
-tcp_recv (struct rp_transport *t, void *buf, size_t len)
+static void
+tcp_shutdown (struct transport *t)
 {
-  return rp_read_full (t->fd, buf, len);
+  struct tcp *tcp = t->priv;
+
+  if (tcp && tcp->fd >= 0)
+    shutdown (tcp->fd, SHUT_RDWR);
 }
 
 static void
-tcp_shutdown (struct rp_transport *t)
+tcp_close (struct transport *t)
 {
-  if (t->fd >= 0)
-    shutdown (t->fd, SHUT_RDWR);
-}
-
-static void
-tcp_close (struct rp_transport *t)
-{
+  struct tcp *tcp = t->priv;
   /* Abort, do not linger: data still queued was given up (the requests
    * it carries were failed), so it must not trickle out later.  The
    * server-side fence (protocol.h, HELLO) covers what is already on
@@ -138,18 +218,23 @@ tcp_close (struct rp_transport *t)
    */
   struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 
-  if (t->fd >= 0) {
-    setsockopt (t->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    close (t->fd);
+  if (tcp == NULL)
+    return;
+  if (tcp->has_reader) {
+    shutdown (tcp->fd, SHUT_RDWR);
+    pthread_join (tcp->reader, NULL);
   }
-  t->fd = -1;
+  setsockopt (tcp->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close (tcp->fd);
+  free (tcp);
+  t->priv = NULL;
 }
 
-const struct rp_transport_ops rp_transport_tcp = {
-  .name = "tcp",
+const struct transport_ops transport_tcp = {
+  .scheme = "tcp",
   .connect = tcp_connect,
+  .start = tcp_start,
   .send = tcp_send,
-  .recv = tcp_recv,
   .shutdown = tcp_shutdown,
   .close = tcp_close,
 };

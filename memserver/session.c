@@ -370,7 +370,10 @@ session_alloc (struct session *s, const struct rp_req *req)
     session_reply_errno (s, req->id, errno);
     return;
   }
+  struct extent *e = store_lookup (&core->store, s->owner, handle);
   a.handle = htole64 (handle);
+  a.rkey = 0;  /* no one-sided access over TCP */
+  a.offset_64k = htole32 (e->offset / REGION_GRANULE);
   out = session_reply (s, req->id, RP_OK, sizeof a);
   if (out)
     memcpy (out, &a, sizeof a);

@@ -147,8 +147,8 @@ for _ in range(rounds):
     expect_error("free unknown handle", req(FREE, handle=rng.getrandbits(64) | 1), ENOENT); cases += 1
     s = conn(); hello(s)
     s.sendall(req(ALLOC, offset=1 << 20))
-    r = read_reply(s); assert r and r[1] == 0 and r[4] == 8, "ALLOC failed: %r" % (r,)
-    handle = struct.unpack("<Q", s.recv(8, socket.MSG_WAITALL))[0]
+    r = read_reply(s); assert r and r[1] == 0 and r[4] == 16, "ALLOC failed: %r" % (r,)
+    handle = struct.unpack("<QII", s.recv(16, socket.MSG_WAITALL))[0]
     for name, frame in [
         ("read past extent end", req(READ, handle=handle, offset=(1 << 20) - 4, count=8)),
         ("write past extent end", req(WRITE, handle=handle, offset=(1 << 20) - 1, length=2) + b"ab"),

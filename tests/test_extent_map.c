@@ -28,7 +28,7 @@ main (void)
   assert (extent_map_lock (&m, 1) == extent_map_lock (&m, 1 + EXTENT_MAP_STRIPES));
   assert (extent_map_lock (&m, 1) != extent_map_lock (&m, 2));
 
-  struct rp_extent *e = &m.e[3];
+  struct extent *e = &m.e[3];
   for (unsigned r = 0; r < 3; r++) {
     e->rep[r].handle = 100 + r;
     e->rep[r].server = 5 + r;

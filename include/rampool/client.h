@@ -67,6 +67,10 @@ struct rp_config {
 /* Defaults for every key (client/config.c holds the one table). */
 void rp_config_init (struct rp_config *cfg);
 void rp_config_free (struct rp_config *cfg);
+/* A deep copy into dst (freed with rp_config_free).  0, or -1 with
+ * errno = ENOMEM (dst then holds nothing to free).
+ */
+int rp_config_copy (struct rp_config *dst, const struct rp_config *src);
 
 /* Set one key (rp_config_help lists them).  On error returns -1 and
  * writes a message naming the key and why into err.  _for refuses a

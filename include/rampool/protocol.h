@@ -38,7 +38,8 @@ typedef uint64_t le64;
 /* 2: HELLO with nonce and fence, AUTH.
  * 3: the owner session's id in the HELLO and AUTH replies (a client
  *    learns at every reconnect whether the server still holds its
- *    extents), LIST.
+ *    extents), LIST, and the ALLOC reply's rkey and offset (for
+ *    one-sided transports).
  */
 #define RP_PROTOCOL_VERSION 3
 
@@ -164,11 +165,16 @@ struct rp_auth_reply {
 };
 _Static_assert (sizeof (struct rp_auth_reply) == 16, "rp_auth_reply size");
 
-/* ALLOC reply payload: 8 bytes. */
+/* ALLOC reply payload: 16 bytes. */
 struct rp_alloc_reply {
   le64 handle;           /* unguessable; valid only for this owner */
+  le32 rkey;             /* one-sided transports (RDMA): the key of the
+                            extent's memory for this session; 0 over TCP */
+  le32 offset_64k;       /* where the extent lies in the server's region,
+                            in 64 KiB units (one-sided transports address
+                            it from the region's base) */
 };
-_Static_assert (sizeof (struct rp_alloc_reply) == 8, "rp_alloc_reply size");
+_Static_assert (sizeof (struct rp_alloc_reply) == 16, "rp_alloc_reply size");
 
 /* STAT reply payload: 64 bytes. */
 struct rp_stat_reply {

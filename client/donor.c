@@ -1,0 +1,598 @@
+/* A donor: one memserver as this pool sees it.  Its connections and
+ * their handshake (HELLO, AUTH), the verdict on what it still holds
+ * when it comes back (replica.h's invariant, rule 2: a new incarnation or
+ * a new session means nothing), up and down, the handles to free when
+ * it is reachable again, reconciling after a lost ALLOC reply (LIST),
+ * and STAT.
+ *
+ * Not here: when to reconnect (monitor.c), what is read or written
+ * (io.c, recovery.c), where copies go (replica.c).
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "donor.h"
+#include "logging.h"
+#include "util.h"
+
+void
+donor_down (struct donor *s, const char *why)
+{
+  /* down_since first: recovery reads it as soon as is_up is false, and
+   * a stale value would end the rejoin grace at once.
+   */
+  if (atomic_load (&s->is_up))
+    atomic_store (&s->down_since_ms, rp_now_ms ());
+  if (atomic_exchange (&s->is_up, false))
+    logging_msg (LOGGING_WARN, "server %s down: %s", s->addr, why);
+  for (unsigned i = 0; i < s->nconns; i++)
+    conn_kill (&s->conns[i], why);
+}
+
+void
+donor_add_orphan (struct donor *s, uint64_t handle)
+{
+  pthread_mutex_lock (&s->orphan_lock);
+  if (s->norphans < DONOR_ORPHANS)
+    s->orphans[s->norphans++] = handle;
+  else if (!s->orphans_overflowed) {
+    s->orphans_overflowed = true;
+    logging_msg (LOGGING_WARN, "server %s: too many extents to free while it is"
+            " unreachable; the rest is freed when this client's lease"
+            " there expires", s->addr);
+  }
+  pthread_mutex_unlock (&s->orphan_lock);
+}
+
+uint64_t
+donor_up_gen (struct rp_pool *p)
+{
+  return atomic_load (&p->up_gen);
+}
+
+void
+donor_wait_up (struct rp_pool *p, uint64_t gen, uint64_t deadline_ms)
+{
+  struct timespec ts = {
+    .tv_sec = deadline_ms / 1000,
+    .tv_nsec = (deadline_ms % 1000) * 1000000,
+  };
+
+  pthread_mutex_lock (&p->up_lock);
+  while (atomic_load (&p->up_gen) == gen &&
+         pthread_cond_timedwait (&p->up_cond, &p->up_lock, &ts) != ETIMEDOUT)
+    ;
+  pthread_mutex_unlock (&p->up_lock);
+}
+
+static void
+donor_on_conn_dead (struct conn *c, const char *why)
+{
+  donor_down (c->opaque, why);
+}
+
+static void
+donor_on_free_bytes (struct conn *c, uint64_t free_bytes)
+{
+  struct donor *s = c->opaque;
+
+  atomic_store (&s->free_bytes, free_bytes);
+}
+
+int
+donor_init (struct donor *s, struct rp_pool *p, unsigned index,
+            const char *addr)
+{
+  const char *hostport;
+
+  s->pool = p;
+  s->index = index;
+  snprintf (s->addr, sizeof s->addr, "%s", addr);
+  /* config.c has checked the address and its scheme. */
+  s->transport = transport_find (s->addr, &hostport);
+  if (s->transport == NULL ||
+      rp_split_hostport (hostport, s->host, sizeof s->host, s->port,
+                         sizeof s->port) == -1) {
+    errno = EINVAL;
+    return -1;
+  }
+  pthread_mutex_init (&s->orphan_lock, NULL);
+  s->nconns = p->cfg.connections;
+  s->conns = calloc (s->nconns, sizeof *s->conns);
+  if (s->conns == NULL)
+    goto out_nomem;
+  for (unsigned k = 0; k < s->nconns; k++) {
+    char name[200];
+    snprintf (name, sizeof name, "%s#%u", s->addr, k);
+    if (conn_init (&s->conns[k], name, s->transport, p->cfg.inflight) == -1) {
+      while (k-- > 0)
+        conn_destroy (&s->conns[k]);
+      free (s->conns);
+      s->conns = NULL;
+      goto out_nomem;
+    }
+    s->conns[k].opaque = s;
+    s->conns[k].on_dead = donor_on_conn_dead;
+    s->conns[k].on_free_bytes = donor_on_free_bytes;
+  }
+  return 0;
+ out_nomem:
+  s->nconns = 0;
+  pthread_mutex_destroy (&s->orphan_lock);
+  errno = ENOMEM;
+  return -1;
+}
+
+void
+donor_fini (struct donor *s)
+{
+  for (unsigned k = 0; k < s->nconns; k++) {
+    s->conns[k].on_dead = NULL;
+    conn_destroy (&s->conns[k]);
+  }
+  free (s->conns);
+  s->conns = NULL;
+  s->nconns = 0;
+  pthread_mutex_destroy (&s->orphan_lock);
+}
+
+/* HELLO (and AUTH with a key) on one connection; fills *hi.  0 or -1
+ * with a message.  Authentication is mutual: we check the server's
+ * proof before we send ours, and a server that does not authenticate
+ * is refused when we have a key (it could be anyone).
+ */
+static int
+donor_hello (struct conn *c, const uint8_t owner[16], const uint8_t *key,
+            uint64_t fence, unsigned timeout_ms, struct rp_hello_info *hi,
+            char *err, size_t errlen)
+{
+  struct rp_hello_req h;
+  struct rp_hello_reply reply;
+  struct rp_auth_req a;
+  struct rp_auth_reply ar;
+  struct conn_call call;
+  const char *why;
+
+  memset (&h, 0, sizeof h);
+  h.version = htole32 (RP_PROTOCOL_VERSION);
+  memcpy (h.owner, owner, 16);
+  h.fence = htole64 (fence);
+  /* A predictable nonce would let a recorded server proof be replayed
+   * to us: no randomness, no connection.
+   */
+  if (rp_random_bytes (h.client_nonce, sizeof h.client_nonce) == -1) {
+    snprintf (err, errlen, "getrandom: %s", strerror (errno));
+    return -1;
+  }
+  memset (&call, 0, sizeof call);
+  call.req.op = RP_OP_HELLO;
+  call.req.length = sizeof h;
+  call.payload = &h;
+  call.rbuf = &reply;
+  call.rcap = sizeof reply;
+  if (conn_roundtrip (c, &call, timeout_ms) == -1) {
+    snprintf (err, errlen, "HELLO: %s", errno == EPROTONOSUPPORT
+              ? "protocol version not supported by the server"
+              : errno == EPERM ? "refused (a per-client limit or an older"
+                " connection generation: see the memserver's log)"
+              : strerror (errno));
+    return -1;
+  }
+  if (rp_hello_reply_decode (&reply, hi, &why) == -1) {
+    snprintf (err, errlen, "HELLO: %s", why);
+    return -1;
+  }
+  if (hi->version != RP_PROTOCOL_VERSION) {
+    snprintf (err, errlen, "HELLO: server speaks protocol %u, we speak %d",
+              hi->version, RP_PROTOCOL_VERSION);
+    return -1;
+  }
+  if (!(hi->flags & RP_HELLO_AUTH)) {
+    if (key) {
+      snprintf (err, errlen, "authentication: the server has no cluster"
+                " key (start it with --key-file); refusing an"
+                " unauthenticated server");
+      return -1;
+    }
+    return 0;
+  }
+  if (key == NULL) {
+    snprintf (err, errlen, "authentication: the server requires the"
+              " cluster key: set key-file=");
+    return -1;
+  }
+  if (!rp_auth_check (key, RP_AUTH_SERVER, h.client_nonce, hi->server_nonce,
+                      owner, fence, hi->server_proof)) {
+    snprintf (err, errlen, "authentication failed: the server does not"
+              " hold our cluster key (different key-file?)");
+    return -1;
+  }
+  rp_auth_proof (key, RP_AUTH_CLIENT, h.client_nonce, hi->server_nonce,
+                 owner, fence, a.client_proof);
+  memset (&call, 0, sizeof call);
+  call.req.op = RP_OP_AUTH;
+  call.req.length = sizeof a;
+  call.payload = &a;
+  call.rbuf = &ar;
+  call.rcap = sizeof ar;
+  if (conn_roundtrip (c, &call, timeout_ms) == -1) {
+    snprintf (err, errlen, "AUTH: %s", errno == EPERM
+              ? "refused (a different key-file, or a per-client limit:"
+                " see the memserver's log)"
+              : strerror (errno));
+    return -1;
+  }
+  if (rp_auth_reply_decode (&ar, &hi->session, &why) == -1) {
+    snprintf (err, errlen, "AUTH: %s", why);
+    return -1;
+  }
+  return 0;
+}
+
+/* Load the key of cfg->key_file into locked memory (*key, NULL if no
+ * key file).  0 or -1 with a message.
+ */
+int
+donor_load_key (const char *key_file, uint8_t **key, char *err, size_t errlen)
+{
+  char warn[256];
+
+  *key = NULL;
+  if (key_file == NULL)
+    return 0;
+  if (rp_auth_init () == -1) {
+    snprintf (err, errlen, "key-file: libsodium failed to initialise");
+    return -1;
+  }
+  *key = rp_key_alloc ();
+  if (*key == NULL) {
+    snprintf (err, errlen, "key-file: cannot lock memory for the key");
+    return -1;
+  }
+  if (rp_key_load (key_file, *key, err, errlen, warn, sizeof warn) == -1) {
+    rp_key_free (*key);
+    *key = NULL;
+    return -1;
+  }
+  if (warn[0])
+    logging_msg (LOGGING_WARN, "%s", warn);
+  return 0;
+}
+
+static void
+donor_disconnect (struct donor *s)
+{
+  for (unsigned i = 0; i < s->nconns; i++) {
+    conn_kill (&s->conns[i], "reconnecting");
+    conn_join (&s->conns[i]);
+  }
+}
+
+/* FREE the handles we could not free while s was away. */
+void
+donor_free_orphans (struct rp_pool *p, struct donor *s)
+{
+  uint64_t handles[DONOR_ORPHANS];
+  unsigned n;
+
+  pthread_mutex_lock (&s->orphan_lock);
+  n = s->norphans;
+  memcpy (handles, s->orphans, n * sizeof handles[0]);
+  s->norphans = 0;
+  s->orphans_overflowed = false;
+  pthread_mutex_unlock (&s->orphan_lock);
+  for (unsigned i = 0; i < n; i++) {
+    struct conn_call call;
+    memset (&call, 0, sizeof call);
+    call.req.op = RP_OP_FREE;
+    call.req.handle = handles[i];
+    conn_roundtrip (&s->conns[0], &call, p->cfg.timeout_ms);
+  }
+}
+
+/* The handles of our session on s, all of them (LIST, paged), into a
+ * malloc'd array (*out, *n).  0 or -1.
+ */
+static int
+donor_list_handles (struct rp_pool *p, struct donor *s, uint64_t **out,
+                   size_t *n)
+{
+  size_t cap = 0;
+  uint64_t cursor = 0;
+  uint8_t *buf = malloc (sizeof (struct rp_list_reply) +
+                         RP_LIST_MAX_HANDLES * 8);
+
+  *out = NULL;
+  *n = 0;
+  if (buf == NULL)
+    return -1;
+  while (cursor != RP_LIST_END) {
+    struct conn_call call;
+    uint64_t next;
+    uint32_t got;
+    const char *why;
+
+    memset (&call, 0, sizeof call);
+    call.req.op = RP_OP_LIST;
+    call.req.offset = cursor;
+    call.req.count = RP_LIST_MAX_HANDLES;
+    call.rbuf = buf;
+    call.rcap = sizeof (struct rp_list_reply) + RP_LIST_MAX_HANDLES * 8;
+    call.is_var_len = true;
+    if (conn_roundtrip (&s->conns[0], &call, p->cfg.timeout_ms) == -1)
+      goto out_fail;
+    if (rp_list_reply_decode (buf, call.rlen, RP_LIST_MAX_HANDLES, &next,
+                              &got, &why) == -1 ||
+        (next != RP_LIST_END && next <= cursor)) {
+      logging_msg (LOGGING_WARN, "server %s: LIST: %s", s->addr,
+              next <= cursor ? "the cursor did not advance" : why);
+      errno = EPROTO;
+      goto out_fail;
+    }
+    if (*n + got > cap) {
+      size_t ncap = cap ? cap * 2 : 1024;
+      while (ncap < *n + got)
+        ncap *= 2;
+      uint64_t *q = realloc (*out, ncap * sizeof **out);
+      if (q == NULL)
+        goto out_fail;
+      *out = q;
+      cap = ncap;
+    }
+    for (uint32_t i = 0; i < got; i++)
+      (*out)[(*n)++] = rp_list_reply_handle (buf, i);
+    cursor = next;
+  }
+  free (buf);
+  return 0;
+ out_fail:
+  free (buf);
+  free (*out);
+  *out = NULL;
+  *n = 0;
+  return -1;
+}
+
+static int
+donor_cmp_u64 (const void *a, const void *b)
+{
+  uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+
+  return x < y ? -1 : x > y;
+}
+
+/* An ALLOC to s went unanswered: the server may hold extents of ours
+ * that the map does not name.  Free every handle it lists that no
+ * copy in the map (on s, of the current epoch) has.  s is connected
+ * but not yet up, so no copy can be placed on it meanwhile.  Monitor
+ * side; allocates (not on the I/O path).  0 or -1 (tried again at the
+ * next reconnect).
+ */
+static int
+donor_reconcile (struct rp_pool *p, struct donor *s)
+{
+  uint64_t *listed, *known = NULL;
+  size_t nlisted, nknown = 0, cap = 0, freed = 0;
+  unsigned epoch = atomic_load (&s->epoch);
+
+  if (donor_list_handles (p, s, &listed, &nlisted) == -1)
+    return -1;
+  for (uint64_t idx = 0; idx < p->map.n; idx++) {
+    struct extent *e = &p->map.e[idx];
+    if (__atomic_load_n (&e->nrep, __ATOMIC_ACQUIRE) == 0)
+      continue;
+    pthread_rwlock_rdlock (extent_map_lock (&p->map, idx));
+    for (unsigned r = 0; r < e->nrep; r++) {
+      if (e->rep[r].server != s->index || e->rep[r].epoch != epoch)
+        continue;
+      if (nknown == cap) {
+        cap = cap ? cap * 2 : 1024;
+        uint64_t *q = realloc (known, cap * sizeof *known);
+        if (q == NULL) {
+          pthread_rwlock_unlock (extent_map_lock (&p->map, idx));
+          free (known);
+          free (listed);
+          return -1;
+        }
+        known = q;
+      }
+      known[nknown++] = e->rep[r].handle;
+    }
+    pthread_rwlock_unlock (extent_map_lock (&p->map, idx));
+  }
+  if (nknown)
+    qsort (known, nknown, sizeof *known, donor_cmp_u64);
+  for (size_t i = 0; i < nlisted; i++) {
+    struct conn_call call;
+    if (nknown && bsearch (&listed[i], known, nknown, sizeof *known,
+                           donor_cmp_u64))
+      continue;
+    memset (&call, 0, sizeof call);
+    call.req.op = RP_OP_FREE;
+    call.req.handle = listed[i];
+    if (conn_roundtrip (&s->conns[0], &call, p->cfg.timeout_ms) == 0)
+      freed++;
+    else if (!call.is_answered) {
+      free (known);
+      free (listed);
+      return -1;
+    }
+  }
+  free (known);
+  free (listed);
+  if (freed)
+    logging_msg (LOGGING_INFO, "server %s: freed %zu extent(s) whose ALLOC reply"
+            " was lost", s->addr, freed);
+  return 0;
+}
+
+/* Connect every connection of s and HELLO; then decide what of ours
+ * the server still holds (replica.h, the copy-state invariant): with a
+ * new incarnation or a new session, nothing.  Pool open, then only the
+ * server's reconnect thread.  0, or -1 with a message in err.
+ */
+int
+donor_connect (struct rp_pool *p, struct donor *s,
+                     char *err, size_t errlen)
+{
+  struct rp_hello_info hi;
+
+  donor_disconnect (s);
+  s->fence++;  /* fences off every connection of the previous round */
+  for (unsigned i = 0; i < s->nconns; i++) {
+    struct rp_hello_info hc;
+    if (conn_connect (&s->conns[i], s->host, s->port,
+                         p->cfg.timeout_ms) == -1) {
+      snprintf (err, errlen, "connect: %s", strerror (errno));
+      goto out_disconnect;
+    }
+    if (donor_hello (&s->conns[i], p->owner, p->key, s->fence, p->cfg.timeout_ms,
+                    i == 0 ? &hi : &hc, err, errlen) == -1)
+      goto out_disconnect;
+    /* Every connection joined the one owner record that conns[0]
+     * holds open (a record with a connection never expires), so every
+     * reply names the same incarnation and session.
+     */
+    if (i > 0 && (hc.session != hi.session ||
+                  memcmp (hc.incarnation, hi.incarnation, 16) != 0)) {
+      snprintf (err, errlen, "the server's session changed during the"
+                " reconnect");
+      goto out_disconnect;
+    }
+    conn_set_ready (&s->conns[i]);
+  }
+  if (s->has_incarnation && memcmp (s->incarnation, hi.incarnation, 16) != 0) {
+    /* A new server process: all we had there is gone. */
+    atomic_fetch_add (&s->epoch, 1);
+    pthread_mutex_lock (&s->orphan_lock);
+    s->norphans = 0;
+    pthread_mutex_unlock (&s->orphan_lock);
+    atomic_store (&s->has_alloc_in_doubt, false);
+    logging_msg (LOGGING_WARN, "server %s restarted (new incarnation): the"
+            " replicas it held are gone and will be re-created", s->addr);
+  }
+  else if (s->has_incarnation && s->session != hi.session) {
+    /* Same process, but it expired our session (we were away longer
+     * than its lease) and freed every extent of it: the copies there
+     * are gone exactly as after a restart.
+     */
+    atomic_fetch_add (&s->epoch, 1);
+    pthread_mutex_lock (&s->orphan_lock);
+    s->norphans = 0;
+    pthread_mutex_unlock (&s->orphan_lock);
+    atomic_store (&s->has_alloc_in_doubt, false);
+    logging_msg (LOGGING_WARN, "server %s back after %" PRIu64 " ms, but it"
+            " expired this client's session (lease %" PRIu32 " ms): the"
+            " replicas it held are gone and will be re-created", s->addr,
+            rp_now_ms () - atomic_load (&s->down_since_ms), hi.lease_ms);
+  }
+  else if (s->has_incarnation)
+    logging_msg (LOGGING_INFO, "server %s back after %" PRIu64 " ms with the same"
+            " incarnation and session: replicas that missed no write are"
+            " kept", s->addr, rp_now_ms () - atomic_load (&s->down_since_ms));
+  s->has_incarnation = true;
+  memcpy (s->incarnation, hi.incarnation, 16);
+  s->session = hi.session;
+  s->capacity_bytes = hi.capacity_bytes;
+  if (atomic_load (&s->has_alloc_in_doubt) && donor_reconcile (p, s) == 0)
+    atomic_store (&s->has_alloc_in_doubt, false);
+  atomic_store (&s->free_bytes, hi.free_bytes);
+  atomic_store (&s->is_up, true);
+  pthread_mutex_lock (&p->up_lock);
+  atomic_fetch_add (&p->up_gen, 1);
+  pthread_cond_broadcast (&p->up_cond);
+  pthread_mutex_unlock (&p->up_lock);
+  donor_free_orphans (p, s);
+  return 0;
+ out_disconnect:
+  donor_disconnect (s);
+  return -1;
+}
+
+int
+donor_stat (struct conn *c, unsigned timeout_ms,
+                struct rp_server_info *info)
+{
+  struct rp_stat_reply reply;
+  struct rp_stat_info si;
+  struct conn_call call;
+  const char *why;
+
+  memset (&call, 0, sizeof call);
+  call.req.op = RP_OP_STAT;
+  call.rbuf = &reply;
+  call.rcap = sizeof reply;
+  if (conn_roundtrip (c, &call, timeout_ms) == -1) {
+    snprintf (info->error, sizeof info->error, "STAT: %s", strerror (errno));
+    return -1;
+  }
+  if (rp_stat_reply_decode (&reply, &si, &why) == -1) {
+    snprintf (info->error, sizeof info->error, "STAT: %s", why);
+    errno = EPROTO;
+    return -1;
+  }
+  info->is_up = true;
+  memcpy (info->incarnation, si.incarnation, 16);
+  info->capacity_bytes = si.capacity_bytes;
+  info->used_bytes = si.used_bytes;
+  info->owner_bytes = si.owner_bytes;
+  info->extents = si.extents;
+  info->owner_extents = si.owner_extents;
+  info->clients = si.clients;
+  info->owners = si.owners;
+  info->uptime_ms = si.uptime_ms;
+  return 0;
+}
+
+int
+rp_server_query (const char *addr, const char *key_file, unsigned timeout_ms,
+                 struct rp_server_info *info)
+{
+  uint8_t *key = NULL;
+  struct conn c;
+  struct rp_hello_info hi;
+  uint8_t owner[16];
+  char host[128], port[16];
+  const char *hostport;
+  const struct transport_ops *ops = transport_find (addr, &hostport);
+  int ret = -1;
+
+  memset (info, 0, sizeof *info);
+  if (ops == NULL || rp_split_hostport (hostport, host, sizeof host, port,
+                                        sizeof port) == -1) {
+    snprintf (info->error, sizeof info->error,
+              ops ? "not HOST:PORT" : "unknown transport scheme");
+    return -1;
+  }
+  if (donor_load_key (key_file, &key, info->error, sizeof info->error) == -1)
+    return -1;
+  if (conn_init (&c, addr, ops, 4) == -1) {
+    rp_key_free (key);
+    return -1;
+  }
+  if (rp_random_bytes (owner, sizeof owner) == -1) {
+    snprintf (info->error, sizeof info->error, "getrandom: %s",
+              strerror (errno));
+    goto out;
+  }
+  if (conn_connect (&c, host, port, timeout_ms) == -1) {
+    snprintf (info->error, sizeof info->error, "connect: %s", strerror (errno));
+    goto out;
+  }
+  if (donor_hello (&c, owner, key, 1, timeout_ms, &hi, info->error,
+                  sizeof info->error) == -1)
+    goto out;
+  conn_set_ready (&c);
+  ret = donor_stat (&c, timeout_ms, info);
+ out:
+  conn_destroy (&c);
+  rp_key_free (key);
+  return ret;
+}
+

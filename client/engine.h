@@ -1,0 +1,117 @@
+/* Private to librampool: the state every engine module shares -- the
+ * pool, its donors (the memservers as this pool sees them) and its
+ * counters.  Data only: the functions live in the modules, each with
+ * its header (donor.h, replica.h, backup.h, recovery.h, monitor.h,
+ * stats.h), and the engine's files call one another only downwards:
+ *
+ *   pool.c      open/close, the public info calls
+ *    monitor.c  heartbeats, reconnects, recovery passes, stats file
+ *     recovery.c         io.c (the data path, rp_pool_pread...)
+ *      replica.c  backup.c      (a copy's state; placing new copies;
+ *       donor.c                  the local backup file)
+ *        conn.c, transport_tcp.c, extent_map.c, crypt.c, placement.c
+ *
+ * (stats.c and audit.c sit beside monitor.c and io.c.)  Nothing calls
+ * back up: scripts/check-layers checks it from the object files.
+ */
+#ifndef RP_ENGINE_H
+#define RP_ENGINE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "rampool/client.h"
+#include "conn.h"
+#include "crypt.h"
+#include "extent_map.h"
+
+#define DONOR_ORPHANS 1024
+
+struct rp_pool;
+
+/* A donor: one memserver as this pool sees it (donor.c). */
+struct donor {
+  struct rp_pool *pool;
+  unsigned index;              /* in pool->servers */
+  char addr[160];              /* as configured: "[SCHEME://]HOST:PORT" */
+  char host[128], port[16];
+  const struct transport_ops *transport;  /* by the address's scheme */
+  struct conn *conns;          /* cfg.connections, owned */
+  unsigned nconns;
+  atomic_bool is_up;           /* all conns connected and HELLO'd */
+  atomic_uint epoch;           /* bumped when what the server held for us
+                                  is gone: a new incarnation, or our
+                                  session there expired */
+  atomic_uint_least64_t free_bytes;  /* from HELLO and every reply */
+  atomic_uint inflight;        /* requests outstanding (read balancing) */
+  atomic_uint_least64_t down_since_ms; /* when it last went down */
+  /* Owned by whoever (re)connects the server: pool open, then the
+   * server's reconnect thread (one at a time, see monitor.c):
+   */
+  uint64_t fence;              /* connection generation, see protocol.h */
+  char last_connect_err[160];  /* last reconnect failure logged */
+  bool has_incarnation;
+  uint8_t incarnation[16];
+  uint64_t session;            /* our owner session there (protocol.h
+                                  rp_hello_reply.session); valid with
+                                  has_incarnation */
+  uint64_t capacity_bytes;
+  /* An ALLOC to this server went unanswered (timeout, lost
+   * connection): the server may hold an extent we do not know.  The
+   * next reconnect reconciles with LIST and frees it.
+   */
+  atomic_bool has_alloc_in_doubt;
+  /* Reconnects run on their own thread per server, so a blackholed
+   * server does not hold up the others (monitor.c; the monitor thread
+   * only, but for is_reconnecting).
+   */
+  pthread_t reconnector;
+  atomic_bool is_reconnecting; /* set by the monitor, cleared by the
+                                  reconnect thread as it ends */
+  bool has_reconnector;        /* a thread to join */
+  /* Handles freed while the server was unreachable; FREE'd when it is
+   * back with the same incarnation.  Guarded by orphan_lock.
+   */
+  pthread_mutex_t orphan_lock;
+  uint64_t orphans[DONOR_ORPHANS];
+  unsigned norphans;
+  bool orphans_overflowed;
+};
+
+struct rp_pool {
+  struct rp_config cfg;        /* deep copy, owned */
+  struct donor servers[RP_MAX_SERVERS];
+  unsigned nservers;
+  struct extent_map map;
+  uint8_t owner[16];           /* our session id on every server */
+  uint8_t *key;                /* cluster key (locked), NULL = none */
+  struct crypt crypt;          /* encrypt=on; crypt.key NULL when off */
+  int backup_fd;               /* backup=PATH, or -1 */
+  uint8_t *recovery_buf;       /* min (extent size, RP_MAX_PAYLOAD) bytes,
+                                  allocated at open: recovery must not
+                                  allocate when it is needed (under
+                                  memory pressure, a server lost) */
+  pthread_t monitor;
+  bool has_monitor;
+  pthread_mutex_t lock;        /* is_stopping, cond */
+  pthread_cond_t cond;         /* CLOCK_MONOTONIC; wakes the monitor */
+  bool is_stopping;
+  /* The counters of RP_POOL_COUNTERS (client.h), bumped anywhere. */
+  struct pool_counters {
+#define POOL_COUNTER_FIELD(name, help) atomic_uint_least64_t name;
+    RP_POOL_COUNTERS (POOL_COUNTER_FIELD)
+#undef POOL_COUNTER_FIELD
+  } count;
+  /* Bumped (and broadcast) whenever a server comes up: requests waiting
+   * out an outage (outage-wait-ms) sleep on it.
+   */
+  pthread_mutex_t up_lock;
+  pthread_cond_t up_cond;      /* CLOCK_MONOTONIC */
+  atomic_uint_least64_t up_gen;  /* changed under up_lock; read
+                                    without it on the I/O path */
+  atomic_uint_least64_t outage_logged_ms;  /* rate-limits the log line */
+};
+
+#endif /* RP_ENGINE_H */

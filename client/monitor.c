@@ -1,0 +1,246 @@
+/* The monitor: the pool's one background thread.  Every heartbeat it
+ * PINGs every up server at once (a hung server is found even with no
+ * I/O going to it), starts a reconnect of every down server on a
+ * thread of that server's own (a server that swallows packets holds up
+ * only itself), runs a recovery pass, and writes the stats file.
+ *
+ * Not here: what a reconnect decides (donor.c), what recovery does
+ * (recovery.c), the figures (stats.c).
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "donor.h"
+#include "logging.h"
+#include "monitor.h"
+#include "recovery.h"
+#include "stats.h"
+#include "util.h"
+
+/* PING every up server at once and wait for all the replies with one
+ * deadline: a PING that misses it kills its connection, which takes
+ * that server down.  This is how a hung server is found even when no
+ * I/O goes to it, and one hung server costs the round one timeout,
+ * not one per server.
+ */
+static void
+monitor_ping_all (struct rp_pool *p)
+{
+  struct conn_call calls[RP_MAX_SERVERS];
+  struct conn_wait w;
+  unsigned n = 0;
+
+  conn_wait_init (&w);
+  for (unsigned i = 0; i < p->nservers; i++) {
+    struct donor *s = &p->servers[i];
+    if (!atomic_load (&s->is_up) || atomic_load (&s->is_reconnecting))
+      continue;
+    memset (&calls[n], 0, sizeof calls[n]);
+    calls[n].req.op = RP_OP_PING;
+    calls[n].wait = &w;
+    if (conn_submit (&s->conns[0], &calls[n]) == 0)
+      n++;
+  }
+  conn_wait_all (&w, calls, n, rp_now_ms () + p->cfg.timeout_ms);
+  conn_wait_destroy (&w);
+}
+
+/* A server's reconnect, on its own thread (see monitor_thread). */
+static void *
+monitor_reconnect_thread (void *arg)
+{
+  struct donor *s = arg;
+  char err[160];
+
+  if (donor_connect (s->pool, s, err, sizeof err) == 0) {
+    logging_msg (LOGGING_INFO, "server %s up", s->addr);
+    s->last_connect_err[0] = '\0';
+  }
+  else if (strcmp (err, s->last_connect_err) != 0) {
+    /* Once per distinct reason, not every heartbeat. */
+    logging_msg (LOGGING_WARN, "server %s: reconnect failed: %s", s->addr, err);
+    snprintf (s->last_connect_err, sizeof s->last_connect_err, "%s", err);
+  }
+  atomic_store (&s->is_reconnecting, false);
+  return NULL;
+}
+
+/* Start a reconnect of every down server that has none running, each
+ * on its own thread: a blackholed server (connect and HELLO time out)
+ * holds up only itself.  Joins the threads that have finished.
+ * Monitor thread only.
+ */
+static void
+monitor_reconnect_down (struct rp_pool *p)
+{
+  for (unsigned i = 0; i < p->nservers; i++) {
+    struct donor *s = &p->servers[i];
+    if (atomic_load (&s->is_reconnecting))
+      continue;
+    if (s->has_reconnector) {
+      pthread_join (s->reconnector, NULL);
+      s->has_reconnector = false;
+    }
+    if (atomic_load (&s->is_up))
+      continue;
+    pthread_attr_t attr;
+    pthread_attr_init (&attr);
+    pthread_attr_setstacksize (&attr, 256 * 1024);  /* see conn.c */
+    atomic_store (&s->is_reconnecting, true);
+    if (pthread_create (&s->reconnector, &attr, monitor_reconnect_thread, s) == 0)
+      s->has_reconnector = true;
+    else
+      atomic_store (&s->is_reconnecting, false);  /* next heartbeat */
+    pthread_attr_destroy (&attr);
+  }
+}
+
+/* A server's first connect, at pool open: the reason of a failure is
+ * left in last_connect_err for rp_pool_open to report.
+ */
+static void *
+monitor_connect_thread (void *arg)
+{
+  struct donor *s = arg;
+
+  if (donor_connect (s->pool, s, s->last_connect_err,
+                           sizeof s->last_connect_err) == 0)
+    s->last_connect_err[0] = '\0';
+  return NULL;
+}
+
+/* Join every reconnect thread (close).  Each ends within about
+ * connections x 2 x timeout-ms.
+ */
+void
+monitor_join_connects (struct rp_pool *p)
+{
+  for (unsigned i = 0; i < p->nservers; i++) {
+    struct donor *s = &p->servers[i];
+    if (s->has_reconnector) {
+      pthread_join (s->reconnector, NULL);
+      s->has_reconnector = false;
+    }
+  }
+}
+
+static void
+monitor_write_stats_file (struct rp_pool *p)
+{
+  struct rp_pool_stats st;
+  char tmp[4096];
+  FILE *fp;
+
+  stats_get (p, &st);
+  snprintf (tmp, sizeof tmp, "%s.tmp", p->cfg.stats_file);
+  /* O_NOFOLLOW: a link planted at PATH.tmp must not redirect the write. */
+  int fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd == -1)
+    return;
+  fp = fdopen (fd, "w");
+  if (fp == NULL) {
+    close (fd);
+    return;
+  }
+  /* "name value" per figure, in the order of the lists (client.h). */
+#define POOL_STATS_LINE(name, help) \
+  fprintf (fp, "%s %" PRIu64 "\n", #name, st.name);
+  RP_POOL_GAUGES (POOL_STATS_LINE)
+  RP_POOL_COUNTERS (POOL_STATS_LINE)
+#undef POOL_STATS_LINE
+  for (unsigned i = 0; i < p->nservers; i++)
+    fprintf (fp, "server %s %s epoch %u\n", p->servers[i].addr,
+             atomic_load (&p->servers[i].is_up) ? "up" : "down",
+             atomic_load (&p->servers[i].epoch));
+  if (fclose (fp) == 0)
+    rename (tmp, p->cfg.stats_file);
+}
+
+static void *
+monitor_thread (void *arg)
+{
+  struct rp_pool *p = arg;
+
+  pthread_mutex_lock (&p->lock);
+  while (!p->is_stopping) {
+    uint64_t wake = rp_now_ms () + p->cfg.heartbeat_ms;
+    struct timespec ts = { .tv_sec = wake / 1000,
+                           .tv_nsec = (wake % 1000) * 1000000 };
+    pthread_cond_timedwait (&p->cond, &p->lock, &ts);
+    if (p->is_stopping)
+      break;
+    pthread_mutex_unlock (&p->lock);
+
+    monitor_ping_all (p);
+    monitor_reconnect_down (p);
+    recovery_pass (p);
+    if (p->cfg.stats_file)
+      monitor_write_stats_file (p);
+    pthread_mutex_lock (&p->lock);
+  }
+  pthread_mutex_unlock (&p->lock);
+  return NULL;
+}
+
+
+int
+monitor_start (struct rp_pool *p)
+{
+  pthread_attr_t attr;
+  int err;
+
+  pthread_attr_init (&attr);
+  pthread_attr_setstacksize (&attr, 512 * 1024);  /* see conn.c */
+  err = pthread_create (&p->monitor, &attr, monitor_thread, p);
+  pthread_attr_destroy (&attr);
+  if (err) {
+    errno = err;
+    return -1;
+  }
+  p->has_monitor = true;
+  return 0;
+}
+
+void
+monitor_stop (struct rp_pool *p)
+{
+  if (p->has_monitor) {
+    pthread_mutex_lock (&p->lock);
+    p->is_stopping = true;
+    pthread_cond_broadcast (&p->cond);
+    pthread_mutex_unlock (&p->lock);
+    pthread_join (p->monitor, NULL);
+    p->has_monitor = false;
+  }
+  monitor_join_connects (p);
+}
+
+unsigned
+monitor_connect_all (struct rp_pool *p)
+{
+  unsigned up = 0;
+
+  for (unsigned i = 0; i < p->nservers; i++) {
+    struct donor *s = &p->servers[i];
+    pthread_attr_t attr;
+    pthread_attr_init (&attr);
+    pthread_attr_setstacksize (&attr, 256 * 1024);
+    s->has_reconnector =
+      pthread_create (&s->reconnector, &attr, monitor_connect_thread, s) == 0;
+    pthread_attr_destroy (&attr);
+    if (!s->has_reconnector)
+      monitor_connect_thread (s);
+  }
+  monitor_join_connects (p);
+  for (unsigned i = 0; i < p->nservers; i++)
+    if (atomic_load (&p->servers[i].is_up))
+      up++;
+  return up;
+}

@@ -1,0 +1,117 @@
+/* Placing new copies of an extent (replica.h).  The state rules are
+ * replica.h's; this file only adds copies.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+
+#include "donor.h"
+#include "logging.h"
+#include "placement.h"
+#include "replica.h"
+#include "util.h"
+
+/* Each thread's placement RNG (xorshift; seeded on first use). */
+static __thread uint64_t replica_rng;
+
+int
+replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
+{
+  struct placement_candidate cand[RP_MAX_SERVERS];
+  bool tried[RP_MAX_SERVERS] = { false };
+  const struct extent *prev = idx > 0 ? &p->map.e[idx - 1] : NULL;
+  uint8_t prev_servers[RP_MAX_REPLICAS];
+  unsigned nprev = 0;
+  int last_err = ENOSPC;
+
+  if (replica_rng == 0) {
+    /* Placement only needs spread, not secrecy: the clock will do if
+     * getrandom fails.
+     */
+    if (rp_random_bytes (&replica_rng, sizeof replica_rng) == -1)
+      replica_rng = rp_now_ns () ^ (uintptr_t) &replica_rng;
+    replica_rng |= 1;
+  }
+  /* The previous extent's servers, read without its lock: only a hint
+   * for striping, never used to touch that extent.
+   */
+  if (prev)
+    for (unsigned i = 0; i < RP_MAX_REPLICAS && i < __atomic_load_n (&prev->nrep, __ATOMIC_RELAXED); i++)
+      prev_servers[nprev++] = __atomic_load_n (&prev->rep[i].server, __ATOMIC_RELAXED);
+
+  while (e->nrep < p->cfg.replicas) {
+    struct conn_call call;
+    struct rp_alloc_reply reply;
+    struct donor *s;
+    int choice;
+
+    for (unsigned i = 0; i < p->nservers; i++) {
+      s = &p->servers[i];
+      cand[i].is_eligible = !tried[i] && atomic_load (&s->is_up) &&
+        atomic_load (&s->free_bytes) >= p->cfg.extent_size &&
+        !extent_map_has_server (e, i);
+      cand[i].is_preferred_out = false;
+      for (unsigned j = 0; j < nprev; j++)
+        if (prev_servers[j] == i)
+          cand[i].is_preferred_out = true;
+      cand[i].free_bytes = atomic_load (&s->free_bytes);
+    }
+    choice = placement_choose (cand, p->nservers, p->cfg.placement_choices,
+                               &replica_rng);
+    if (choice < 0)
+      break;
+    tried[choice] = true;
+    s = &p->servers[choice];
+    memset (&call, 0, sizeof call);
+    call.req.op = RP_OP_ALLOC;
+    call.req.offset = p->cfg.extent_size;
+    call.rbuf = &reply;
+    call.rcap = sizeof reply;
+    if (conn_roundtrip (donor_conn (s, idx), &call, p->cfg.timeout_ms) == -1) {
+      last_err = errno;
+      if (!call.is_answered) {
+        /* The server may have allocated the extent and lost only the
+         * reply: the next reconnect lists our extents there and frees
+         * the one we do not know (pool_reconcile).
+         */
+        atomic_store (&s->has_alloc_in_doubt, true);
+        donor_down (s, strerror (errno));
+      }
+      else if (errno == ENOSPC || errno == ENOMEM)
+        atomic_store (&s->free_bytes, 0);  /* until a reply says more */
+      continue;
+    }
+    struct replica *r = &e->rep[e->nrep];
+    r->handle = le64toh (reply.handle);
+    r->rkey = le32toh (reply.rkey);
+    r->raddr_64k = le32toh (reply.offset_64k);
+    r->server = choice;
+    r->epoch = atomic_load (&s->epoch);
+    r->is_stale = 0;
+    __atomic_store_n (&e->nrep, e->nrep + 1, __ATOMIC_RELEASE);
+    uint64_t fb = atomic_load (&s->free_bytes);
+    atomic_store (&s->free_bytes, fb >= p->cfg.extent_size ? fb - p->cfg.extent_size : 0);
+  }
+  if (e->nrep == 0) {
+    logging_msg (LOGGING_ERROR, "extent %" PRIu64 ": no server could take it (%s):"
+            " the pool is full or down", idx, strerror (last_err));
+    errno = ENOSPC;
+    return -1;
+  }
+  if (e->nrep < p->cfg.replicas)
+    logging_msg (LOGGING_DEBUG, "extent %" PRIu64 ": placed %u of %u replicas",
+            idx, e->nrep, p->cfg.replicas);
+  return 0;
+}
+
+struct replica *
+replica_find (struct extent *e, unsigned server, uint64_t handle)
+{
+  for (unsigned i = 0; i < e->nrep; i++)
+    if (e->rep[i].server == server && e->rep[i].handle == handle)
+      return &e->rep[i];
+  return NULL;
+}
+
