@@ -102,13 +102,16 @@ attach_stop_nbdkit (const char *pidf)
 static void
 attach_usage (FILE *fp)
 {
-  fprintf (fp,
-"Usage: rampool attach [--device=/dev/nbdN] [--connections=N] [--no-swap]\n"
-"                      [--discard] [--priority=P] [--timeout=S] [--plugin=PATH]\n"
-"                      servers=... size=... [KEY=VALUE...]\n"
-"       rampool detach [--device=/dev/nbdN]\n"
-"Keys (nbdkit-rampool-plugin(1); attach adds mlock=on realtime=10 for\n"
-"swap):\n%s\n", rp_config_help (RP_FRONT_PLUGIN));
+  fprintf (
+    fp,
+    "Usage: rampool attach [--device=/dev/nbdN] [--connections=N] [--no-swap]\n"
+    "                      [--discard] [--priority=P] [--timeout=S] "
+    "[--plugin=PATH]\n"
+    "                      servers=... size=... [KEY=VALUE...]\n"
+    "       rampool detach [--device=/dev/nbdN]\n"
+    "Keys (nbdkit-rampool-plugin(1); attach adds mlock=on realtime=10 for\n"
+    "swap):\n%s\n",
+    rp_config_help (RP_FRONT_PLUGIN));
 }
 
 /* What rampool attach was asked to do. */
@@ -386,7 +389,8 @@ detach_main (int argc, char **argv)
       fprintf (stderr, "rampool detach: swapoff %s failed; continuing\n", dev);
   }
   {
-    char *argv_d[] = { (char *) "nbd-client", (char *) "-d", (char *) dev, NULL };
+    char *argv_d[] = { (char *) "nbd-client", (char *) "-d", (char *) dev,
+                       NULL };
     if (attach_run (argv_d) != 0) {
       fprintf (stderr, "rampool detach: nbd-client -d %s failed\n", dev);
       status = 1;

@@ -83,9 +83,10 @@ rp_pool_audit (struct rp_pool *p, struct rp_audit *a)
         if (audit_read (p, idx, rep, off, step, dst, &is_answered) == -1) {
           if (is_answered) {
             a->copies_missing++;
-            logging_msg (LOGGING_ERROR, "audit: extent %" PRIu64 ": the copy on"
-                    " %s is counted good but the server does not have it",
-                    idx, addr);
+            logging_msg (LOGGING_ERROR,
+                         "audit: extent %" PRIu64 ": the copy on"
+                         " %s is counted good but the server does not have it",
+                         idx, addr);
           }
           else
             a->copies_unreachable++;
@@ -96,20 +97,23 @@ rp_pool_audit (struct rp_pool *p, struct rp_audit *a)
                           ((idx << p->map.shift) + off) / CRYPT_BLOCK, dst,
                           step / CRYPT_BLOCK, &bad) == -1) {
           a->copies_unverified++;
-          logging_msg (LOGGING_ERROR, "audit: extent %" PRIu64 ": the copy on %s"
-                  " is counted good but block %" PRIu64 " fails"
-                  " authentication", idx, addr, bad);
+          logging_msg (LOGGING_ERROR,
+                       "audit: extent %" PRIu64 ": the copy on %s"
+                       " is counted good but block %" PRIu64 " fails"
+                       " authentication",
+                       idx, addr, bad);
           continue;
         }
         if (first < 0)
           first = r;
         else if (memcmp (ref, buf, step) != 0) {
           a->copies_differ++;
-          logging_msg (LOGGING_ERROR, "audit: extent %" PRIu64 ": the copies on"
-                  " %s and %s are both counted good but differ in bytes"
-                  " %" PRIu32 "-%" PRIu32, idx,
-                  p->servers[e->rep[first].server].addr, addr, off,
-                  off + step - 1);
+          logging_msg (LOGGING_ERROR,
+                       "audit: extent %" PRIu64 ": the copies on"
+                       " %s and %s are both counted good but differ in bytes"
+                       " %" PRIu32 "-%" PRIu32,
+                       idx, p->servers[e->rep[first].server].addr, addr, off,
+                       off + step - 1);
         }
       }
     }

@@ -118,8 +118,10 @@ backup_read (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
   if (p->crypt.key &&
       crypt_decrypt (&p->crypt, pos / CRYPT_BLOCK, buf, len / CRYPT_BLOCK,
                      &bad) == -1) {
-    logging_msg (LOGGING_ERROR, "backup: block %" PRIu64 " failed"
-                 " authentication", bad);
+    logging_msg (LOGGING_ERROR,
+                 "backup: block %" PRIu64 " failed"
+                 " authentication",
+                 bad);
     errno = EIO;
     return -1;
   }

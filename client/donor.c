@@ -43,9 +43,11 @@ donor_add_orphan (struct donor *s, uint64_t handle)
     s->orphans[s->norphans++] = handle;
   else if (!s->orphans_overflowed) {
     s->orphans_overflowed = true;
-    logging_msg (LOGGING_WARN, "server %s: too many extents to free while it is"
-            " unreachable; the rest is freed when this client's lease"
-            " there expires", s->addr);
+    logging_msg (LOGGING_WARN,
+                 "server %s: too many extents to free while it is"
+                 " unreachable; the rest is freed when this client's lease"
+                 " there expires",
+                 s->addr);
   }
   pthread_mutex_unlock (&s->orphan_lock);
 }
@@ -331,7 +333,7 @@ donor_list_handles (struct rp_pool *p, struct donor *s, uint64_t **out,
                               &got, &why) == -1 ||
         (next != RP_LIST_END && next <= cursor)) {
       logging_msg (LOGGING_WARN, "server %s: LIST: %s", s->addr,
-              next <= cursor ? "the cursor did not advance" : why);
+                   next <= cursor ? "the cursor did not advance" : why);
       errno = EPROTO;
       goto out_fail;
     }
@@ -427,8 +429,10 @@ donor_reconcile (struct rp_pool *p, struct donor *s)
   free (known);
   free (listed);
   if (freed)
-    logging_msg (LOGGING_INFO, "server %s: freed %zu extent(s) whose ALLOC reply"
-            " was lost", s->addr, freed);
+    logging_msg (LOGGING_INFO,
+                 "server %s: freed %zu extent(s) whose ALLOC reply"
+                 " was lost",
+                 s->addr, freed);
   return 0;
 }
 
@@ -452,8 +456,8 @@ donor_connect (struct rp_pool *p, struct donor *s,
       snprintf (err, errlen, "connect: %s", strerror (errno));
       goto out_disconnect;
     }
-    if (donor_hello (&s->conns[i], p->owner, p->key, s->fence, p->cfg.timeout_ms,
-                    i == 0 ? &hi : &hc, err, errlen) == -1)
+    if (donor_hello (&s->conns[i], p->owner, p->key, s->fence,
+                     p->cfg.timeout_ms, i == 0 ? &hi : &hc, err, errlen) == -1)
       goto out_disconnect;
     /* Every connection joined the one owner record that conns[0]
      * holds open (a record with a connection never expires), so every
@@ -474,8 +478,10 @@ donor_connect (struct rp_pool *p, struct donor *s,
     s->norphans = 0;
     pthread_mutex_unlock (&s->orphan_lock);
     atomic_store (&s->has_alloc_in_doubt, false);
-    logging_msg (LOGGING_WARN, "server %s restarted (new incarnation): the"
-            " replicas it held are gone and will be re-created", s->addr);
+    logging_msg (LOGGING_WARN,
+                 "server %s restarted (new incarnation): the"
+                 " replicas it held are gone and will be re-created",
+                 s->addr);
   }
   else if (s->has_incarnation && s->session != hi.session) {
     /* Same process, but it expired our session (we were away longer
@@ -487,15 +493,19 @@ donor_connect (struct rp_pool *p, struct donor *s,
     s->norphans = 0;
     pthread_mutex_unlock (&s->orphan_lock);
     atomic_store (&s->has_alloc_in_doubt, false);
-    logging_msg (LOGGING_WARN, "server %s back after %" PRIu64 " ms, but it"
-            " expired this client's session (lease %" PRIu32 " ms): the"
-            " replicas it held are gone and will be re-created", s->addr,
-            rp_now_ms () - atomic_load (&s->down_since_ms), hi.lease_ms);
+    logging_msg (LOGGING_WARN,
+                 "server %s back after %" PRIu64 " ms, but it"
+                 " expired this client's session (lease %" PRIu32 " ms): the"
+                 " replicas it held are gone and will be re-created",
+                 s->addr, rp_now_ms () - atomic_load (&s->down_since_ms),
+                 hi.lease_ms);
   }
   else if (s->has_incarnation)
-    logging_msg (LOGGING_INFO, "server %s back after %" PRIu64 " ms with the same"
-            " incarnation and session: replicas that missed no write are"
-            " kept", s->addr, rp_now_ms () - atomic_load (&s->down_since_ms));
+    logging_msg (LOGGING_INFO,
+                 "server %s back after %" PRIu64 " ms with the same"
+                 " incarnation and session: replicas that missed no write are"
+                 " kept",
+                 s->addr, rp_now_ms () - atomic_load (&s->down_since_ms));
   s->has_incarnation = true;
   memcpy (s->incarnation, hi.incarnation, 16);
   s->session = hi.session;
@@ -595,4 +605,3 @@ rp_server_query (const char *addr, const char *key_file, unsigned timeout_ms,
   rp_key_free (key);
   return ret;
 }
-

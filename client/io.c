@@ -230,9 +230,10 @@ io_decrypt_range (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
       crypt_decrypt (&p->crypt, ((idx << p->map.shift) + off) / CRYPT_BLOCK,
                      buf, len / CRYPT_BLOCK, &bad) == 0)
     return 0;
-  logging_msg (LOGGING_WARN, "block %" PRIu64 " from server %s failed"
-          " authentication (tampered or stale); trying another copy",
-          bad, s->addr);
+  logging_msg (LOGGING_WARN,
+               "block %" PRIu64 " from server %s failed"
+               " authentication (tampered or stale); trying another copy",
+               bad, s->addr);
   return -1;
 }
 
@@ -248,9 +249,10 @@ io_copy_is_bad (struct rp_pool *p, uint64_t idx, struct replica *rep,
   if (replica_is_stale (rep))
     return;
   replica_mark_stale (rep);
-  logging_msg (LOGGING_WARN, "extent %" PRIu64 ": the copy on server %s %s;"
-          " marked stale, recovery re-creates it", idx,
-          p->servers[rep->server].addr, why);
+  logging_msg (LOGGING_WARN,
+               "extent %" PRIu64 ": the copy on server %s %s;"
+               " marked stale, recovery re-creates it",
+               idx, p->servers[rep->server].addr, why);
 }
 
 /* A read of copy rep (replica slot r of e) failed with call.  If the
@@ -389,9 +391,10 @@ io_undo_encrypt (struct rp_pool *p, struct io_chunk *c)
   failed = crypt_undo (&p->crypt, io_first_block (p, c), c->len / CRYPT_BLOCK,
                        io_undo ());
   if (failed)
-    logging_msg (LOGGING_WARN, "extent %" PRIu64 ": %" PRIu64 " block(s) failed"
-            " 255 writes in a row; they read as EIO until rewritten",
-            c->idx, failed);
+    logging_msg (LOGGING_WARN,
+                 "extent %" PRIu64 ": %" PRIu64 " block(s) failed"
+                 " 255 writes in a row; they read as EIO until rewritten",
+                 c->idx, failed);
 }
 
 /* Undo the stale marks chunk c set on copies it skipped (their
@@ -421,10 +424,11 @@ io_log_write_lost (struct rp_pool *p, struct io_chunk *c, struct extent *e)
   if (e->is_lost_logged)
     return;
   e->is_lost_logged = 1;
-  logging_msg (LOGGING_ERROR, "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
-          "): every replica is lost; writes to it fail with EIO",
-          c->idx, c->idx << p->map.shift,
-          ((c->idx + 1) << p->map.shift) - 1);
+  logging_msg (LOGGING_ERROR,
+               "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
+               "): every replica is lost; writes to it fail with EIO",
+               c->idx, c->idx << p->map.shift,
+               ((c->idx + 1) << p->map.shift) - 1);
 }
 
 /* Prepare chunk c and send it to every good copy, write lock held:
@@ -630,9 +634,10 @@ static void
 io_log_lost (struct rp_pool *p, struct extent *e, uint64_t idx)
 {
   if (!__atomic_exchange_n (&e->is_lost_logged, 1, __ATOMIC_RELAXED))
-    logging_msg (LOGGING_ERROR, "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
-            "): no good replica left; reads of it fail with EIO",
-            idx, idx << p->map.shift, ((idx + 1) << p->map.shift) - 1);
+    logging_msg (LOGGING_ERROR,
+                 "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
+                 "): no good replica left; reads of it fail with EIO",
+                 idx, idx << p->map.shift, ((idx + 1) << p->map.shift) - 1);
 }
 
 
@@ -782,9 +787,11 @@ io_run_batch (struct rp_pool *p, struct io_chunk *ch, unsigned n, uint16_t op,
       /* One line per burst, not one per waiting request. */
       if ((last == 0 || now - last >= 5000) &&
           atomic_compare_exchange_strong (&p->outage_logged_ms, &last, now))
-        logging_msg (LOGGING_WARN, "extent %" PRIu64 ": every copy is on a server"
-                " that is down; requests wait up to %u ms (outage-wait-ms)"
-                " for one to come back", orig[0].idx, p->cfg.outage_wait_ms);
+        logging_msg (LOGGING_WARN,
+                     "extent %" PRIu64 ": every copy is on a server"
+                     " that is down; requests wait up to %u ms (outage-wait-ms)"
+                     " for one to come back",
+                     orig[0].idx, p->cfg.outage_wait_ms);
     }
     if (now >= deadline) {
       for (unsigned i = 0; i < again; i++)

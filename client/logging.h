@@ -5,7 +5,12 @@
 #ifndef RP_LOGGING_H
 #define RP_LOGGING_H
 
-enum { LOGGING_ERROR = 0, LOGGING_WARN = 1, LOGGING_INFO = 2, LOGGING_DEBUG = 3 };
+enum {
+  LOGGING_ERROR = 0,
+  LOGGING_WARN = 1,
+  LOGGING_INFO = 2,
+  LOGGING_DEBUG = 3
+};
 
 void logging_msg (int level, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));

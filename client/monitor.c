@@ -94,7 +94,8 @@ monitor_reconnect_down (struct rp_pool *p)
     pthread_attr_init (&attr);
     pthread_attr_setstacksize (&attr, 256 * 1024);  /* see conn.c */
     atomic_store (&s->is_reconnecting, true);
-    if (pthread_create (&s->reconnector, &attr, monitor_reconnect_thread, s) == 0)
+    if (pthread_create (&s->reconnector, &attr, monitor_reconnect_thread, s) ==
+        0)
       s->has_reconnector = true;
     else
       atomic_store (&s->is_reconnecting, false);  /* next heartbeat */
@@ -141,7 +142,8 @@ monitor_write_stats_file (struct rp_pool *p)
   stats_get (p, &st);
   snprintf (tmp, sizeof tmp, "%s.tmp", p->cfg.stats_file);
   /* O_NOFOLLOW: a link planted at PATH.tmp must not redirect the write. */
-  int fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+  int fd =
+    open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd == -1)
     return;
   fp = fdopen (fd, "w");

@@ -140,9 +140,11 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
     snprintf (err, errlen, "creating the monitor thread: %s", strerror (errno));
     goto out_close;
   }
-  logging_msg (LOGGING_INFO, "pool open: %u of %u servers up, size %" PRIu64
-               ", extent-size %" PRIu32 ", replicas %u", up, p->nservers,
-               cfg->size_bytes, cfg->extent_size, cfg->replicas);
+  logging_msg (LOGGING_INFO,
+               "pool open: %u of %u servers up, size %" PRIu64
+               ", extent-size %" PRIu32 ", replicas %u",
+               up, p->nservers, cfg->size_bytes, cfg->extent_size,
+               cfg->replicas);
   return p;
 
  out_close:

@@ -136,7 +136,8 @@ cmd_status (int argc, char **argv)
             "CAPACITY", "USED", "FREE", "EXTENTS", "CONNS", "CLIENTS");
   for (; i < argc; i++) {
     char *list = strdup (argv[i]), *save = NULL;
-    for (char *a = strtok_r (list, ",", &save); a; a = strtok_r (NULL, ",", &save)) {
+    for (char *a = strtok_r (list, ",", &save); a;
+         a = strtok_r (NULL, ",", &save)) {
       struct rp_server_info info;
       char c[32], u[32], f[32];
       n++;
@@ -158,11 +159,12 @@ cmd_status (int argc, char **argv)
         continue;
       }
       /* Our own query connection is not a client worth counting. */
-      printf ("%-24s %-5s %10s %10s %10s %8" PRIu32 " %7" PRIu32 " %8" PRIu32 "\n",
-              a, "up", rp_human_size (info.capacity_bytes, c, sizeof c),
-              rp_human_size (info.used_bytes, u, sizeof u),
-              rp_human_size (info.capacity_bytes - info.used_bytes, f, sizeof f),
-              info.extents, info.clients - 1, info.owners);
+      printf (
+        "%-24s %-5s %10s %10s %10s %8" PRIu32 " %7" PRIu32 " %8" PRIu32 "\n", a,
+        "up", rp_human_size (info.capacity_bytes, c, sizeof c),
+        rp_human_size (info.used_bytes, u, sizeof u),
+        rp_human_size (info.capacity_bytes - info.used_bytes, f, sizeof f),
+        info.extents, info.clients - 1, info.owners);
     }
     free (list);
   }
@@ -171,7 +173,8 @@ cmd_status (int argc, char **argv)
   if (!is_raw) {
     char c[32], u[32];
     printf ("pool: %u of %u servers up, %s used of %s\n", up, n,
-            rp_human_size (used, u, sizeof u), rp_human_size (cap, c, sizeof c));
+            rp_human_size (used, u, sizeof u),
+            rp_human_size (cap, c, sizeof c));
   }
   return up == n ? 0 : 1;
 }
@@ -214,13 +217,15 @@ cmd_verify (int argc, char **argv)
   for (; i < argc && strncmp (argv[i], "--", 2) == 0; i++) {
     if (strncmp (argv[i], "--mib=", 6) == 0) {
       if (rp_parse_uint (argv[i] + 6, 1, 1 << 20, &mib) == -1) {
-        fprintf (stderr, "rampool verify: --mib: '%s' is not 1-1048576\n", argv[i] + 6);
+        fprintf (stderr, "rampool verify: --mib: '%s' is not 1-1048576\n",
+                 argv[i] + 6);
         return 2;
       }
     }
     else if (strncmp (argv[i], "--offset-mib=", 13) == 0) {
       if (rp_parse_uint (argv[i] + 13, 0, 1 << 30, &base_mib) == -1) {
-        fprintf (stderr, "rampool verify: --offset-mib: '%s' is not a number\n", argv[i] + 13);
+        fprintf (stderr, "rampool verify: --offset-mib: '%s' is not a number\n",
+                 argv[i] + 13);
         return 2;
       }
     }
@@ -310,10 +315,12 @@ cmd_verify (int argc, char **argv)
   for (int k = 0; k < VERIFY_INFLIGHT; k++)
     free (bufs[k]);
   if (bad) {
-    printf ("verify: FAILED: %" PRIu64 " of %" PRIu64 " MiB differ\n", bad, mib);
+    printf ("verify: FAILED: %" PRIu64 " of %" PRIu64 " MiB differ\n", bad,
+            mib);
     return 1;
   }
-  printf ("verify: OK: every byte of %" PRIu64 " MiB read back as written\n", mib);
+  printf ("verify: OK: every byte of %" PRIu64 " MiB read back as written\n",
+          mib);
   return 0;
 }
 
@@ -347,12 +354,14 @@ main (int argc, char **argv)
       fprintf (stderr, "rampool keygen: name the FILE to create\n");
       return 2;
     }
-    if (rp_auth_init () == -1 || rp_key_generate (argv[2], err, sizeof err) == -1) {
+    if (rp_auth_init () == -1 ||
+        rp_key_generate (argv[2], err, sizeof err) == -1) {
       fprintf (stderr, "rampool keygen: %s\n", err);
       return 1;
     }
     printf ("rampool keygen: wrote a new cluster key to %s (mode 0600);"
-            " copy it to every memserver and compute host of the pool\n", argv[2]);
+            " copy it to every memserver and compute host of the pool\n",
+            argv[2]);
     return 0;
   }
   fprintf (stderr, "rampool: unknown command '%s'\n", argv[1]);

@@ -82,7 +82,8 @@ recovery_copy_from (struct rp_pool *p, uint64_t idx, struct extent *e,
       call.req.offset = off;
       call.req.count = step;
       call.rbuf = p->recovery_buf;
-      if (conn_roundtrip (donor_conn (ss, idx), &call, p->cfg.timeout_ms) == -1) {
+      if (conn_roundtrip (donor_conn (ss, idx), &call, p->cfg.timeout_ms) ==
+          -1) {
         *why = call.is_answered ? RECOVERY_SRC_GONE : RECOVERY_SRC_DOWN;
         return -1;
       }
@@ -148,8 +149,10 @@ recovery_copy (struct rp_pool *p, uint64_t idx, struct extent *e,
       if (src < 0) {
         errno = unverified ? EBADMSG : EIO;
         if (unverified && !e->is_lost_logged)
-          logging_msg (LOGGING_ERROR, "extent %" PRIu64 ": no copy passes"
-                  " authentication; it cannot be repaired", idx);
+          logging_msg (LOGGING_ERROR,
+                       "extent %" PRIu64 ": no copy passes"
+                       " authentication; it cannot be repaired",
+                       idx);
         return -1;
       }
       tried |= 1u << src;
@@ -158,18 +161,20 @@ recovery_copy (struct rp_pool *p, uint64_t idx, struct extent *e,
       for (unsigned r = 0; r < e->nrep; r++)
         if ((unverified >> r) & 1) {
           replica_mark_stale (&e->rep[r]);
-          logging_msg (LOGGING_WARN, "extent %" PRIu64 ": the copy on server %s"
-                  " failed authentication; marked stale, repaired next",
-                  idx, p->servers[e->rep[r].server].addr);
+          logging_msg (LOGGING_WARN,
+                       "extent %" PRIu64 ": the copy on server %s"
+                       " failed authentication; marked stale, repaired next",
+                       idx, p->servers[e->rep[r].server].addr);
         }
       return 0;
     }
     switch (why) {
     case RECOVERY_SRC_GONE:
       replica_mark_stale (&e->rep[src]);
-      logging_msg (LOGGING_WARN, "extent %" PRIu64 ": the copy on server %s no"
-              " longer exists there; marked stale", idx,
-              p->servers[e->rep[src].server].addr);
+      logging_msg (LOGGING_WARN,
+                   "extent %" PRIu64 ": the copy on server %s no"
+                   " longer exists there; marked stale",
+                   idx, p->servers[e->rep[src].server].addr);
       break;
     case RECOVERY_SRC_DOWN:
       if (src >= 0)
@@ -180,8 +185,10 @@ recovery_copy (struct rp_pool *p, uint64_t idx, struct extent *e,
       if (src >= 0)
         unverified |= 1u << src;
       else
-        logging_msg (LOGGING_ERROR, "extent %" PRIu64 ": the backup file fails"
-                " authentication; not copied", idx);
+        logging_msg (LOGGING_ERROR,
+                     "extent %" PRIu64 ": the backup file fails"
+                     " authentication; not copied",
+                     idx);
       break;
     case RECOVERY_DST:
       return -1;
@@ -205,7 +212,7 @@ recovery_is_keepable (struct rp_pool *p, const struct replica *rep)
   if (atomic_load (&s->epoch) != rep->epoch)
     return false;
   return atomic_load (&s->is_up) ||
-         rp_now_ms () - atomic_load (&s->down_since_ms) < p->cfg.rejoin_grace_ms;
+    rp_now_ms () - atomic_load (&s->down_since_ms) < p->cfg.rejoin_grace_ms;
 }
 
 /* Index of a good replica of e, or -1. */
@@ -218,68 +225,75 @@ recovery_source (struct rp_pool *p, const struct extent *e)
   return -1;
 }
 
-/* Repair one extent (write lock held).  Returns bytes copied, or -1. */
-static int64_t
-recovery_extent (struct rp_pool *p, uint64_t idx, struct extent *e)
+/* No good copy of e and no backup file: keep every replica record (a
+ * server that returns with the same incarnation may still hold the
+ * data) so reads fail with EIO; dropping them would make the extent
+ * read as zeros.  While a copy may come back it is unreachable, not
+ * lost: requests wait for it (outage-wait-ms, io.c).  Otherwise log
+ * the loss once.
+ */
+static void
+recovery_note_no_copy (struct rp_pool *p, uint64_t idx, struct extent *e)
 {
-  unsigned dst[RP_MAX_REPLICAS], ndst = 0, before;
-  bool from_backup = false;
-  struct extent saved;
+  if (replica_extent_may_return (p, e) || e->is_lost_logged)
+    return;
+  e->is_lost_logged = 1;
+  logging_msg (LOGGING_ERROR,
+               "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
+               "): every replica is lost; reads of it fail with EIO",
+               idx, idx << p->map.shift, ((idx + 1) << p->map.shift) - 1);
+}
 
-  if (recovery_source (p, e) < 0 && backup_is_on (p)) {
-    /* Every copy is gone, but the backup file has the data: rebuild
-     * from it.  Work on the entry, but keep the old one to put back if
-     * no new copy can be placed: an entry with no replica would read as
-     * zeros, while the old one reads from the backup.
-     */
-    from_backup = true;
-    saved = *e;
-    for (unsigned r = 0; r < e->nrep;) {
-      if (recovery_is_keepable (p, &e->rep[r]))
-        r++;
-      else
-        extent_map_drop_replica (e, r);
-    }
-    /* Copies on servers within their grace are kept as they are: the
-     * backup serves reads until the servers are back or the grace ends.
-     */
-    for (unsigned r = 0; r < e->nrep; r++)
-      if (!atomic_load (&p->servers[e->rep[r].server].is_up)) {
-        *e = saved;
-        return 0;
-      }
-    if (e->nrep == 0 && (replica_place (p, idx, e) == -1 || e->nrep == 0)) {
+/* Every copy of e is gone, but the backup file has the data: turn e
+ * into an entry recovery can rebuild from the file -- its copies past
+ * their grace dropped, at least one placed, every copy stale (all are
+ * rewritten from the file).  Works on the entry but puts the old one
+ * back, and returns false, if it cannot commit: while copies are on
+ * servers within their grace (the backup serves reads until they are
+ * back or the grace ends), or if no new copy can be placed (an entry
+ * with no replica would read as zeros, while the old one reads from the
+ * backup).  Write lock held.
+ */
+static bool
+recovery_take_backup (struct rp_pool *p, uint64_t idx, struct extent *e)
+{
+  struct extent saved = *e;
+
+  for (unsigned r = 0; r < e->nrep;) {
+    if (recovery_is_keepable (p, &e->rep[r]))
+      r++;
+    else
+      extent_map_drop_replica (e, r);
+  }
+  for (unsigned r = 0; r < e->nrep; r++)
+    if (!atomic_load (&p->servers[e->rep[r].server].is_up)) {
       *e = saved;
-      return 0;
+      return false;
     }
-    /* Committed: free what was dropped when its server is back. */
-    for (unsigned r = 0; r < saved.nrep; r++) {
-      struct donor *s = &p->servers[saved.rep[r].server];
-      if (!extent_map_has_server (e, saved.rep[r].server) &&
-          atomic_load (&s->epoch) == saved.rep[r].epoch)
-        donor_add_orphan (s, saved.rep[r].handle);
-    }
-    for (unsigned r = 0; r < e->nrep; r++)
-      e->rep[r].is_stale = 1;  /* all rewritten from the backup below */
+  if (e->nrep == 0 && (replica_place (p, idx, e) == -1 || e->nrep == 0)) {
+    *e = saved;
+    return false;
   }
-  else if (recovery_source (p, e) < 0) {
-    /* No good copy: keep every replica record (a server that returns
-     * with the same incarnation may still hold the data) so reads fail
-     * with EIO; dropping them would make the extent read as zeros.
-     * While a copy may come back it is unreachable, not lost: requests
-     * wait for it (outage-wait-ms, io.c).
-     */
-    if (replica_extent_may_return (p, e))
-      return 0;
-    if (!e->is_lost_logged) {
-      e->is_lost_logged = 1;
-      logging_msg (LOGGING_ERROR, "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
-              "): every replica is lost; reads of it fail with EIO",
-              idx, idx << p->map.shift, ((idx + 1) << p->map.shift) - 1);
-    }
-    return 0;
+  /* Committed: free what was dropped when its server is back. */
+  for (unsigned r = 0; r < saved.nrep; r++) {
+    struct donor *s = &p->servers[saved.rep[r].server];
+    if (!extent_map_has_server (e, saved.rep[r].server) &&
+        atomic_load (&s->epoch) == saved.rep[r].epoch)
+      donor_add_orphan (s, saved.rep[r].handle);
   }
-  /* Drop replicas that cannot be repaired in place. */
+  for (unsigned r = 0; r < e->nrep; r++)
+    e->rep[r].is_stale = 1;
+  e->is_lost_logged = 0;
+  return true;
+}
+
+/* Drop the copies of e that cannot be repaired in place (their server
+ * restarted, dropped our session, or is down past its grace); free them
+ * there if the server comes back with them.  Write lock held.
+ */
+static void
+recovery_drop_unkeepable (struct rp_pool *p, struct extent *e)
+{
   for (unsigned r = 0; r < e->nrep;) {
     struct replica *rep = &e->rep[r];
     struct donor *s = &p->servers[rep->server];
@@ -291,12 +305,22 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct extent *e)
       donor_add_orphan (s, rep->handle);
     extent_map_drop_replica (e, r);
   }
-  if (from_backup)
-    e->is_lost_logged = 0;
+}
+
+/* The copies of e to write now, into dst: stale ones on up servers
+ * (rewritten in place), then new ones placed up to `replicas` (stale
+ * until filled).  Write lock held.  Returns how many.
+ */
+static unsigned
+recovery_targets (struct rp_pool *p, uint64_t idx, struct extent *e,
+                  unsigned dst[RP_MAX_REPLICAS])
+{
+  unsigned ndst = 0, before;
+
   for (unsigned r = 0; r < e->nrep; r++)
     if (!replica_is_good (p, &e->rep[r]) &&
         atomic_load (&p->servers[e->rep[r].server].is_up))
-      dst[ndst++] = r;  /* stale on an up server: rewrite in place */
+      dst[ndst++] = r;
   before = e->nrep;
   if (e->nrep < p->cfg.replicas)
     replica_place (p, idx, e);  /* places up to `replicas` in all */
@@ -307,12 +331,33 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct extent *e)
     else
       k++;
   for (unsigned r = before; r < e->nrep; r++) {
-    e->rep[r].is_stale = 1;     /* not readable until filled */
+    e->rep[r].is_stale = 1;
     dst[ndst++] = r;
   }
+  return ndst;
+}
+
+/* Repair one extent (write lock held).  Returns bytes copied, or -1. */
+static int64_t
+recovery_extent (struct rp_pool *p, uint64_t idx, struct extent *e)
+{
+  unsigned dst[RP_MAX_REPLICAS], ndst;
+  bool from_backup = false;
+  int bad_dst;
+
+  if (recovery_source (p, e) < 0) {
+    if (!backup_is_on (p)) {
+      recovery_note_no_copy (p, idx, e);
+      return 0;
+    }
+    if (!recovery_take_backup (p, idx, e))
+      return 0;
+    from_backup = true;
+  }
+  recovery_drop_unkeepable (p, e);
+  ndst = recovery_targets (p, idx, e, dst);
   if (ndst == 0)
     return 0;
-  int bad_dst;
   if (recovery_copy (p, idx, e, from_backup, dst, ndst, &bad_dst) == -1) {
     /* A target whose server answered an error no longer exists there
      * (its lease for us expired while we could not reach it, say):
@@ -365,6 +410,7 @@ recovery_pass (struct rp_pool *p)
     }
   }
   if (repaired)
-    logging_msg (LOGGING_DEBUG, "recovery: repaired %" PRIu64 " extents", repaired);
+    logging_msg (LOGGING_DEBUG, "recovery: repaired %" PRIu64 " extents",
+                 repaired);
   return repaired;
 }

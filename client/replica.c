@@ -38,8 +38,11 @@ replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
    * for striping, never used to touch that extent.
    */
   if (prev)
-    for (unsigned i = 0; i < RP_MAX_REPLICAS && i < __atomic_load_n (&prev->nrep, __ATOMIC_RELAXED); i++)
-      prev_servers[nprev++] = __atomic_load_n (&prev->rep[i].server, __ATOMIC_RELAXED);
+    for (unsigned i = 0; i < RP_MAX_REPLICAS &&
+         i < __atomic_load_n (&prev->nrep, __ATOMIC_RELAXED);
+         i++)
+      prev_servers[nprev++] =
+        __atomic_load_n (&prev->rep[i].server, __ATOMIC_RELAXED);
 
   while (e->nrep < p->cfg.replicas) {
     struct conn_call call;
@@ -92,17 +95,20 @@ replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
     r->is_stale = 0;
     __atomic_store_n (&e->nrep, e->nrep + 1, __ATOMIC_RELEASE);
     uint64_t fb = atomic_load (&s->free_bytes);
-    atomic_store (&s->free_bytes, fb >= p->cfg.extent_size ? fb - p->cfg.extent_size : 0);
+    atomic_store (&s->free_bytes,
+                  fb >= p->cfg.extent_size ? fb - p->cfg.extent_size : 0);
   }
   if (e->nrep == 0) {
-    logging_msg (LOGGING_ERROR, "extent %" PRIu64 ": no server could take it (%s):"
-            " the pool is full or down", idx, strerror (last_err));
+    logging_msg (LOGGING_ERROR,
+                 "extent %" PRIu64 ": no server could take it (%s):"
+                 " the pool is full or down",
+                 idx, strerror (last_err));
     errno = ENOSPC;
     return -1;
   }
   if (e->nrep < p->cfg.replicas)
     logging_msg (LOGGING_DEBUG, "extent %" PRIu64 ": placed %u of %u replicas",
-            idx, e->nrep, p->cfg.replicas);
+                 idx, e->nrep, p->cfg.replicas);
   return 0;
 }
 
@@ -114,4 +120,3 @@ replica_find (struct extent *e, unsigned server, uint64_t handle)
       return &e->rep[i];
   return NULL;
 }
-

@@ -44,7 +44,8 @@ rp_key_load (const char *path, uint8_t key[RP_KEY_BYTES],
     snprintf (err, errlen, "key file %s: %s", path, strerror (errno));
     return -1;
   }
-  if (n > 2 * RP_KEY_BYTES && !(n == 2 * RP_KEY_BYTES + 1 && hex[n - 1] == '\n'))
+  if (n > 2 * RP_KEY_BYTES &&
+      !(n == 2 * RP_KEY_BYTES + 1 && hex[n - 1] == '\n'))
     goto bad;
   if (n < 2 * RP_KEY_BYTES)
     goto bad;

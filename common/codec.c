@@ -282,7 +282,8 @@ rp_hello_reply_decode (const void *buf, struct rp_hello_info *hi,
     *why = "HELLO free > capacity";
     return -1;
   }
-  if (hi->max_payload < RP_MIN_EXTENT_SIZE || hi->max_payload > RP_MAX_PAYLOAD) {
+  if (hi->max_payload < RP_MIN_EXTENT_SIZE ||
+      hi->max_payload > RP_MAX_PAYLOAD) {
     *why = "HELLO max_payload out of range";
     return -1;
   }

@@ -47,9 +47,11 @@ main (int argc, char **argv)
   got = malloc (bs);
   want = malloc (bs);
   if (argc == 7) {
-    uint64_t first = strtoull (argv[5], NULL, 0), count = strtoull (argv[6], NULL, 0);
+    uint64_t first = strtoull (argv[5], NULL, 0),
+             count = strtoull (argv[6], NULL, 0);
     for (uint64_t b = first; b < first + count; b++) {
-      if (fseeko (fp, b * bs, SEEK_SET) == -1 || fread (want, 1, bs, fp) != bs ||
+      if (fseeko (fp, b * bs, SEEK_SET) == -1 ||
+          fread (want, 1, bs, fp) != bs ||
           nbd_pwrite (nbd, want, bs, b * bs, 0) == -1) {
         fprintf (stderr, "nbd_blocks: write of block %" PRIu64 ": %s\n", b,
                  nbd_get_error () ? nbd_get_error () : "short file");
@@ -84,11 +86,13 @@ main (int argc, char **argv)
     if (memcmp (got, want, bs) == 0)
       ok++;
     else {
-      fprintf (stderr, "nbd_blocks: MISMATCH in the block at %" PRId64 "\n", off);
+      fprintf (stderr, "nbd_blocks: MISMATCH in the block at %" PRId64 "\n",
+               off);
       bad++;
     }
   }
-  printf ("ok %" PRIu64 " eio %" PRIu64 " mismatch %" PRIu64 " error %" PRIu64 "\n",
+  printf ("ok %" PRIu64 " eio %" PRIu64 " mismatch %" PRIu64 " error %" PRIu64
+          "\n",
           ok, eio, bad, err);
   nbd_shutdown (nbd, 0);
   nbd_close (nbd);

@@ -70,47 +70,82 @@ main (void)
   r = req (RP_OP_PING, 0, 0, 0, 0);                   assert (decode (&r) == 0);
 
   /* HELLO: exact payload length, no other arguments. */
-  r = req (RP_OP_HELLO, 0, 0, 0, 63);                 assert (decode (&r) == -1);
-  r = req (RP_OP_HELLO, 0, 0, 0, 65);                 assert (decode (&r) == -1);
-  r = req (RP_OP_HELLO, 0, 0, 0, 0xffffffff);         assert (decode (&r) == -1);
-  r = req (RP_OP_HELLO, 1, 0, 0, 64);                 assert (decode (&r) == -1);
+  r = req (RP_OP_HELLO, 0, 0, 0, 63);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_HELLO, 0, 0, 0, 65);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_HELLO, 0, 0, 0, 0xffffffff);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_HELLO, 1, 0, 0, 64);
+  assert (decode (&r) == -1);
   /* AUTH: exactly one proof, no other arguments. */
-  r = req (RP_OP_AUTH, 0, 0, 0, 31);                  assert (decode (&r) == -1);
-  r = req (RP_OP_AUTH, 0, 0, 0, 0);                   assert (decode (&r) == -1);
-  r = req (RP_OP_AUTH, 0, 1, 0, 32);                  assert (decode (&r) == -1);
-  r = req (RP_OP_AUTH, 0, 0, 1, 32);                  assert (decode (&r) == -1);
+  r = req (RP_OP_AUTH, 0, 0, 0, 31);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_AUTH, 0, 0, 0, 0);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_AUTH, 0, 1, 0, 32);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_AUTH, 0, 0, 1, 32);
+  assert (decode (&r) == -1);
   /* ALLOC: power of two within range, no payload. */
-  r = req (RP_OP_ALLOC, 0, 0, 0, 0);                  assert (decode (&r) == -1);
-  r = req (RP_OP_ALLOC, 0, 3 << 20, 0, 0);            assert (decode (&r) == -1);
-  r = req (RP_OP_ALLOC, 0, RP_MIN_EXTENT_SIZE / 2, 0, 0); assert (decode (&r) == -1);
-  r = req (RP_OP_ALLOC, 0, (uint64_t) RP_MAX_EXTENT_SIZE * 2, 0, 0); assert (decode (&r) == -1);
-  r = req (RP_OP_ALLOC, 0, UINT64_C (1) << 63, 0, 0); assert (decode (&r) == -1);
-  r = req (RP_OP_ALLOC, 0, 1 << 20, 0, 8);            assert (decode (&r) == -1);
-  r = req (RP_OP_ALLOC, 5, 1 << 20, 0, 0);            assert (decode (&r) == -1);
+  r = req (RP_OP_ALLOC, 0, 0, 0, 0);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_ALLOC, 0, 3 << 20, 0, 0);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_ALLOC, 0, RP_MIN_EXTENT_SIZE / 2, 0, 0);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_ALLOC, 0, (uint64_t) RP_MAX_EXTENT_SIZE * 2, 0, 0);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_ALLOC, 0, UINT64_C (1) << 63, 0, 0);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_ALLOC, 0, 1 << 20, 0, 8);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_ALLOC, 5, 1 << 20, 0, 0);
+  assert (decode (&r) == -1);
   /* FREE: a handle and nothing else. */
-  r = req (RP_OP_FREE, 0, 0, 0, 0);                   assert (decode (&r) == -1);
-  r = req (RP_OP_FREE, 7, 1, 0, 0);                   assert (decode (&r) == -1);
-  r = req (RP_OP_FREE, 7, 0, 0, 1);                   assert (decode (&r) == -1);
+  r = req (RP_OP_FREE, 0, 0, 0, 0);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_FREE, 7, 1, 0, 0);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_FREE, 7, 0, 0, 1);
+  assert (decode (&r) == -1);
   /* READ / ZERO: count in (0, MAX_PAYLOAD], no payload, offset bound. */
-  r = req (RP_OP_READ, 7, 0, 0, 0);                   assert (decode (&r) == -1);
-  r = req (RP_OP_READ, 7, 0, RP_MAX_PAYLOAD + 1, 0);  assert (decode (&r) == -1);
-  r = req (RP_OP_READ, 7, 0, 0xffffffff, 0);          assert (decode (&r) == -1);
-  r = req (RP_OP_READ, 7, 0, 16, 16);                 assert (decode (&r) == -1);
-  r = req (RP_OP_READ, 0, 0, 16, 0);                  assert (decode (&r) == -1);
-  r = req (RP_OP_READ, 7, RP_MAX_EXTENT_SIZE, 16, 0); assert (decode (&r) == -1);
-  r = req (RP_OP_READ, 7, UINT64_MAX, 16, 0);         assert (decode (&r) == -1);
-  r = req (RP_OP_ZERO, 7, 0, 0, 0);                   assert (decode (&r) == -1);
-  r = req (RP_OP_ZERO, 7, UINT64_MAX - 1, 2, 0);      assert (decode (&r) == -1);
+  r = req (RP_OP_READ, 7, 0, 0, 0);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_READ, 7, 0, RP_MAX_PAYLOAD + 1, 0);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_READ, 7, 0, 0xffffffff, 0);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_READ, 7, 0, 16, 16);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_READ, 0, 0, 16, 0);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_READ, 7, RP_MAX_EXTENT_SIZE, 16, 0);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_READ, 7, UINT64_MAX, 16, 0);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_ZERO, 7, 0, 0, 0);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_ZERO, 7, UINT64_MAX - 1, 2, 0);
+  assert (decode (&r) == -1);
   /* WRITE: payload in (0, MAX_PAYLOAD], no count. */
-  r = req (RP_OP_WRITE, 7, 0, 0, 0);                  assert (decode (&r) == -1);
-  r = req (RP_OP_WRITE, 7, 0, 0, RP_MAX_PAYLOAD + 1); assert (decode (&r) == -1);
-  r = req (RP_OP_WRITE, 7, 0, 0, 0xffffffff);         assert (decode (&r) == -1);
-  r = req (RP_OP_WRITE, 7, 0, 4, 4);                  assert (decode (&r) == -1);
-  r = req (RP_OP_WRITE, 0, 0, 0, 4);                  assert (decode (&r) == -1);
-  r = req (RP_OP_WRITE, 7, UINT64_MAX - 2, 0, 4);     assert (decode (&r) == -1);
+  r = req (RP_OP_WRITE, 7, 0, 0, 0);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_WRITE, 7, 0, 0, RP_MAX_PAYLOAD + 1);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_WRITE, 7, 0, 0, 0xffffffff);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_WRITE, 7, 0, 4, 4);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_WRITE, 0, 0, 0, 4);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_WRITE, 7, UINT64_MAX - 2, 0, 4);
+  assert (decode (&r) == -1);
   /* STAT / PING: no arguments. */
-  r = req (RP_OP_STAT, 0, 0, 0, 1);                   assert (decode (&r) == -1);
-  r = req (RP_OP_PING, 1, 0, 0, 0);                   assert (decode (&r) == -1);
+  r = req (RP_OP_STAT, 0, 0, 0, 1);
+  assert (decode (&r) == -1);
+  r = req (RP_OP_PING, 1, 0, 0, 0);
+  assert (decode (&r) == -1);
   /* Unknown ops. */
   for (unsigned op = 0; op < 0x10000; op++) {
     if (op >= RP_OP_HELLO && op <= RP_OP_MAX)
@@ -160,8 +195,11 @@ main (void)
   }
   /* HELLO and STAT payload validation. */
   {
-    struct rp_hello_info h = { .version = 1, .capacity_bytes = 10,
-                               .free_bytes = 11, .max_payload = RP_MAX_PAYLOAD }, o;
+    struct rp_hello_info h = { .version = 1,
+                               .capacity_bytes = 10,
+                               .free_bytes = 11,
+                               .max_payload = RP_MAX_PAYLOAD },
+                         o;
     rp_hello_reply_encode (&h, buf);
     assert (rp_hello_reply_decode (buf, &o, &why) == -1);  /* free > cap */
     h.free_bytes = 10;

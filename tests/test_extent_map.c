@@ -25,7 +25,8 @@ main (void)
   assert (extent_map_index (&m, 10 * 1024 * 1024) == 10);
   for (uint64_t i = 0; i < m.n; i++)
     assert (m.e[i].nrep == 0);   /* unmapped at start */
-  assert (extent_map_lock (&m, 1) == extent_map_lock (&m, 1 + EXTENT_MAP_STRIPES));
+  assert (extent_map_lock (&m, 1) ==
+          extent_map_lock (&m, 1 + EXTENT_MAP_STRIPES));
   assert (extent_map_lock (&m, 1) != extent_map_lock (&m, 2));
 
   struct extent *e = &m.e[3];

@@ -241,15 +241,16 @@ die_nbd (const char *what)
 static void __attribute__ ((noreturn))
 usage (int status)
 {
-  fprintf (status ? stderr : stdout,
-           "usage: %s [--seed N] [--ops N] [--inflight N] [--reopen] URI\n"
-           "  --seed N      PRNG seed (default: from the time; printed)\n"
-           "  --ops N       number of random operations (default 20000)\n"
-           "  --inflight N  requests kept in flight (default 32)\n"
-           "  --reopen      reconnect before the final full read\n"
-           "  --until-file F  stop issuing ops once file F exists (--ops is the cap)\n"
-           "URI is an NBD URI, e.g. nbd+unix:///?socket=PATH\n",
-           progname);
+  fprintf (
+    status ? stderr : stdout,
+    "usage: %s [--seed N] [--ops N] [--inflight N] [--reopen] URI\n"
+    "  --seed N      PRNG seed (default: from the time; printed)\n"
+    "  --ops N       number of random operations (default 20000)\n"
+    "  --inflight N  requests kept in flight (default 32)\n"
+    "  --reopen      reconnect before the final full read\n"
+    "  --until-file F  stop issuing ops once file F exists (--ops is the cap)\n"
+    "URI is an NBD URI, e.g. nbd+unix:///?socket=PATH\n",
+    progname);
   exit (status);
 }
 
@@ -928,7 +929,8 @@ main (int argc, char *argv[])
   check_initially_zero (&t, buf);
 
   /* Main loop: keep the queue full until all ops are issued. */
-  while ((!t.stop && !t.until_reached && t.issued < t.nr_ops) || t.inflight > 0) {
+  while ((!t.stop && !t.until_reached && t.issued < t.nr_ops) ||
+         t.inflight > 0) {
     /* --until-file: a test running faults alongside says when to stop. */
     if (t.until_file && access (t.until_file, F_OK) == 0)
       t.until_reached = true;

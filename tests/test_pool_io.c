@@ -89,7 +89,8 @@ worker (void *arg)
     unsigned kind = rnd (&seed) % 100;
 
     if (t == 0 && kill_at >= 0 && op == (unsigned) kill_at) {
-      fprintf (stderr, "test_pool_io: killing pid %ld at op %u\n", kill_pid, op);
+      fprintf (stderr, "test_pool_io: killing pid %ld at op %u\n", kill_pid,
+               op);
       kill (kill_pid, SIGKILL);
     }
     if (len > slice_size)

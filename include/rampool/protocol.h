@@ -2,7 +2,8 @@
  *
  * Every integer on the wire is LITTLE-ENDIAN.  The types below carry
  * that in their names (le16/le32/le64); they are plain integers in
- * memory and are converted with the htole/letoh functions at the edges (codec.c).
+ * memory and are converted with the htole/letoh functions at the edges
+ * (codec.c).
  *
  * A connection is a byte stream of frames.  The client sends request
  * frames; the server sends reply frames.  A request frame is a fixed
