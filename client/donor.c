@@ -144,6 +144,25 @@ donor_fini (struct donor *s)
   pthread_mutex_destroy (&s->orphan_lock);
 }
 
+/* One handshake request on c: op with its payload, the reply's into
+ * rbuf (rcap bytes).  0 or -1 with errno.
+ */
+static int
+donor_roundtrip (struct conn *c, uint16_t op, const void *payload,
+                 uint32_t length, void *rbuf, uint32_t rcap,
+                 unsigned timeout_ms)
+{
+  struct conn_call call;
+
+  memset (&call, 0, sizeof call);
+  call.req.op = op;
+  call.req.length = length;
+  call.payload = payload;
+  call.rbuf = rbuf;
+  call.rcap = rcap;
+  return conn_roundtrip (c, &call, timeout_ms);
+}
+
 /* HELLO (and AUTH with a key) on one connection; fills *hi.  0 or -1
  * with a message.  Authentication is mutual: we check the server's
  * proof before we send ours, and a server that does not authenticate
@@ -158,7 +177,6 @@ donor_hello (struct conn *c, const uint8_t owner[16], const uint8_t *key,
   struct rp_hello_reply reply;
   struct rp_auth_req a;
   struct rp_auth_reply ar;
-  struct conn_call call;
   const char *why;
 
   memset (&h, 0, sizeof h);
@@ -172,13 +190,8 @@ donor_hello (struct conn *c, const uint8_t owner[16], const uint8_t *key,
     snprintf (err, errlen, "getrandom: %s", strerror (errno));
     return -1;
   }
-  memset (&call, 0, sizeof call);
-  call.req.op = RP_OP_HELLO;
-  call.req.length = sizeof h;
-  call.payload = &h;
-  call.rbuf = &reply;
-  call.rcap = sizeof reply;
-  if (conn_roundtrip (c, &call, timeout_ms) == -1) {
+  if (donor_roundtrip (c, RP_OP_HELLO, &h, sizeof h, &reply, sizeof reply,
+                       timeout_ms) == -1) {
     snprintf (err, errlen, "HELLO: %s", errno == EPROTONOSUPPORT
               ? "protocol version not supported by the server"
               : errno == EPERM ? "refused (a per-client limit or an older"
@@ -217,13 +230,8 @@ donor_hello (struct conn *c, const uint8_t owner[16], const uint8_t *key,
   }
   rp_auth_proof (key, RP_AUTH_CLIENT, h.client_nonce, hi->server_nonce,
                  owner, fence, a.client_proof);
-  memset (&call, 0, sizeof call);
-  call.req.op = RP_OP_AUTH;
-  call.req.length = sizeof a;
-  call.payload = &a;
-  call.rbuf = &ar;
-  call.rcap = sizeof ar;
-  if (conn_roundtrip (c, &call, timeout_ms) == -1) {
+  if (donor_roundtrip (c, RP_OP_AUTH, &a, sizeof a, &ar, sizeof ar,
+                       timeout_ms) == -1) {
     snprintf (err, errlen, "AUTH: %s", errno == EPERM
               ? "refused (a different key-file, or a per-client limit:"
                 " see the memserver's log)"
@@ -436,6 +444,19 @@ donor_reconcile (struct rp_pool *p, struct donor *s)
   return 0;
 }
 
+/* Nothing we had on s is there any more: every copy there stops being
+ * good at once (the epoch), and there is nothing to free or reconcile.
+ */
+static void
+donor_forget (struct donor *s)
+{
+  atomic_fetch_add (&s->epoch, 1);
+  pthread_mutex_lock (&s->orphan_lock);
+  s->norphans = 0;
+  pthread_mutex_unlock (&s->orphan_lock);
+  atomic_store (&s->has_alloc_in_doubt, false);
+}
+
 /* Connect every connection of s and HELLO; then decide what of ours
  * the server still holds (replica.h, the copy-state invariant): with a
  * new incarnation or a new session, nothing.  Pool open, then only the
@@ -473,11 +494,7 @@ donor_connect (struct rp_pool *p, struct donor *s,
   }
   if (s->has_incarnation && memcmp (s->incarnation, hi.incarnation, 16) != 0) {
     /* A new server process: all we had there is gone. */
-    atomic_fetch_add (&s->epoch, 1);
-    pthread_mutex_lock (&s->orphan_lock);
-    s->norphans = 0;
-    pthread_mutex_unlock (&s->orphan_lock);
-    atomic_store (&s->has_alloc_in_doubt, false);
+    donor_forget (s);
     logging_msg (LOGGING_WARN,
                  "server %s restarted (new incarnation): the"
                  " replicas it held are gone and will be re-created",
@@ -488,11 +505,7 @@ donor_connect (struct rp_pool *p, struct donor *s,
      * than its lease) and freed every extent of it: the copies there
      * are gone exactly as after a restart.
      */
-    atomic_fetch_add (&s->epoch, 1);
-    pthread_mutex_lock (&s->orphan_lock);
-    s->norphans = 0;
-    pthread_mutex_unlock (&s->orphan_lock);
-    atomic_store (&s->has_alloc_in_doubt, false);
+    donor_forget (s);
     logging_msg (LOGGING_WARN,
                  "server %s back after %" PRIu64 " ms, but it"
                  " expired this client's session (lease %" PRIu32 " ms): the"
