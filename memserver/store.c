@@ -5,10 +5,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rampool/protocol.h"
 #include "store.h"
 #include "util.h"
 
 #define STORE_INDEX_BITS 24
+
+_Static_assert ((uint64_t) REGION_GRANULE << REGION_MAX_ORDER ==
+                RP_MAX_EXTENT_SIZE, "the region allocates every extent size"
+                " the protocol allows");
+_Static_assert (REGION_GRANULE == RP_MIN_EXTENT_SIZE, "the smallest extent"
+                " is one granule");
 
 int
 store_open (struct store *s, uint64_t capacity, bool use_mlock,
@@ -93,9 +100,8 @@ store_expire_owners (struct store *s, uint64_t now_ms)
     if (!o->in_use || o->nconns > 0 ||
         now_ms - o->idle_since_ms < s->lease_ms)
       continue;
-    for (uint32_t j = 0; j < s->max_extents && o->nextents > 0; j++)
-      if (s->extents[j].handle && s->extents[j].owner == o)
-        store_free (s, &s->extents[j]);
+    while (o->first_extent)
+      store_free (s, &s->extents[o->first_extent - 1]);
     o->in_use = false;
     expired++;
   }
@@ -115,14 +121,19 @@ store_alloc (struct store *s, struct owner *o, uint64_t size,
     errno = ENOSPC;
     return -1;
   }
+  /* The handle's random part first: without it, nothing is taken.  A
+   * clock-derived fallback would let another client guess handles.
+   */
+  if (rp_random_bytes (&rnd, sizeof rnd) == -1) {
+    errno = EIO;
+    return -1;
+  }
   off = region_alloc (&s->region, size);
   if (off == -1)
     return -1;
   idx = s->free_head - 1;
   e = &s->extents[idx];
   s->free_head = e->next_free;
-  if (rp_random_bytes (&rnd, sizeof rnd) == -1)
-    rnd = rp_now_ns () * UINT64_C (0x9e3779b97f4a7c15);
   rnd &= (UINT64_C (1) << (64 - STORE_INDEX_BITS)) - 1;
   if (rnd == 0)
     rnd = 1;
@@ -131,6 +142,11 @@ store_alloc (struct store *s, struct owner *o, uint64_t size,
   e->size = size;
   e->owner = o;
   e->next_free = 0;
+  e->owner_prev = 0;
+  e->owner_next = o->first_extent;
+  if (o->first_extent)
+    s->extents[o->first_extent - 1].owner_prev = idx + 1;
+  o->first_extent = idx + 1;
   o->nextents++;
   o->bytes += size;
   s->nextents++;
@@ -159,6 +175,12 @@ store_free (struct store *s, struct extent *e)
   struct owner *o = e->owner;
 
   region_free (&s->region, e->offset, e->size);
+  if (e->owner_prev)
+    s->extents[e->owner_prev - 1].owner_next = e->owner_next;
+  else
+    o->first_extent = e->owner_next;
+  if (e->owner_next)
+    s->extents[e->owner_next - 1].owner_prev = e->owner_prev;
   o->nextents--;
   o->bytes -= e->size;
   if (o->nextents == 0 && o->nconns == 0)

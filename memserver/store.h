@@ -10,6 +10,12 @@
  * A handle is (40 random bits << 24) | (table index + 1): unguessable,
  * and it names one table slot, so lookup is O(1) and a stale or forged
  * handle (wrong random part, other owner) is simply "no such extent".
+ * The random bits come from getrandom only: without it ALLOC fails
+ * (EIO) rather than hand out a handle that could be guessed.
+ *
+ * Each owner's extents are also on a list of their own, so expiring
+ * an owner costs its own extents, not a walk of the whole table (up to
+ * 2^24 slots) per owner.
  * Single-threaded: called only from the event loop.
  */
 #ifndef MS_STORE_H
@@ -32,6 +38,7 @@ struct owner {
                               server's incarnation (never 0): a client
                               that finds a different one after a
                               reconnect knows its extents are gone */
+  uint32_t first_extent;   /* its extents' list (index + 1), 0 = none */
 };
 
 struct extent {
@@ -40,6 +47,8 @@ struct extent {
   uint64_t size;           /* bytes, power of two */
   struct owner *owner;
   uint32_t next_free;      /* free-list link (index + 1), 0 = end */
+  uint32_t owner_prev;     /* owner's list (index + 1), 0 = first */
+  uint32_t owner_next;     /* owner's list (index + 1), 0 = last */
 };
 
 struct store {
@@ -69,7 +78,9 @@ void store_owner_detach (struct store *s, struct owner *o);
  */
 unsigned store_expire_owners (struct store *s, uint64_t now_ms);
 
-/* ALLOC: 0 and *handle, or -1 with errno ENOSPC / ENOMEM. */
+/* ALLOC: 0 and *handle, or -1 with errno ENOSPC (no room), ENOMEM
+ * (mlock failed) or EIO (no randomness for the handle).
+ */
 int store_alloc (struct store *s, struct owner *o, uint64_t size,
                  uint64_t *handle);
 
