@@ -84,8 +84,8 @@ conn_of_session (struct session *s)
 static void
 conn_log_close (struct conn *c, const char *why)
 {
-  if (log_ratelimit (&c->s.limit, 3))
-    log_msg (LOG_WARN, "conn", "%s: %s; closing connection", c->s.peer, why);
+  log_peer (LOG_KIND_MEMORY, LOG_WARN, "conn", "%s: %s; closing connection",
+            c->s.peer, why);
   conn_close (c);
 }
 
@@ -99,8 +99,8 @@ conn_after_write (uv_write_t *req, int status)
   free (w->buf);
   free (w);
   if (status < 0 && status != UV_ECANCELED && !c->s.is_closing) {
-    log_msg (LOG_INFO, "conn", "%s: write: %s", c->s.peer,
-             uv_strerror (status));
+    log_peer (LOG_KIND_CONN, LOG_INFO, "conn", "%s: write: %s", c->s.peer,
+              uv_strerror (status));
     conn_close (c);
     return;
   }
@@ -180,14 +180,15 @@ conn_read_cb (uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 
   if (nread < 0) {
     if (nread != UV_EOF)
-      log_msg (LOG_INFO, "conn", "%s: read: %s", c->s.peer,
-               uv_strerror ((int) nread));
+      log_peer (LOG_KIND_CONN, LOG_INFO, "conn", "%s: read: %s", c->s.peer,
+                uv_strerror ((int) nread));
     else if (session_is_awaiting_auth (&c->s))
-      log_msg (LOG_WARN, "auth", "%s: client left before authenticating"
-               " (it did not accept our proof: different cluster key,"
-               " or no key-file on the client?)", c->s.peer);
+      log_peer (LOG_KIND_AUTH, LOG_WARN, "auth", "%s: client left before"
+                " authenticating (it did not accept our proof: different"
+                " cluster key, or no key-file on the client?)", c->s.peer);
     else
-      log_msg (LOG_DEBUG, "conn", "%s: closed by peer", c->s.peer);
+      log_peer (LOG_KIND_CONN, LOG_DEBUG, "conn", "%s: closed by peer",
+                c->s.peer);
     conn_close (c);
     return;
   }
@@ -241,13 +242,15 @@ server_on_connection (uv_stream_t *listener, int status)
   int port = 0;
 
   if (status < 0) {
-    log_msg (LOG_WARN, "listen", "accept: %s", uv_strerror (status));
+    log_peer (LOG_KIND_ACCEPT, LOG_WARN, "listen", "accept: %s",
+              uv_strerror (status));
     return;
   }
   c = calloc (1, sizeof *c);
   if (c == NULL || (c->rbuf = malloc (CONN_RBUF_SIZE)) == NULL) {
     free (c);
-    log_msg (LOG_ERR, "listen", "out of memory for a new connection");
+    log_peer (LOG_KIND_MEMORY, LOG_ERR, "listen", "out of memory for a new"
+              " connection");
     return;
   }
   uv_tcp_init (srv->loop, &c->tcp);
@@ -268,8 +271,9 @@ server_on_connection (uv_stream_t *listener, int status)
   }
   snprintf (c->s.peer, sizeof c->s.peer, "%s:%d", host, port);
   if (srv->core.nsessions > srv->core.st->max_conns) {
-    log_msg (LOG_WARN, "listen", "%s: refused: max-connections=%" PRIu32
-             " reached", c->s.peer, srv->core.st->max_conns);
+    log_peer (LOG_KIND_REFUSED, LOG_WARN, "listen", "%s: refused:"
+              " max-connections=%" PRIu32 " reached", c->s.peer,
+              srv->core.st->max_conns);
     conn_close (c);
     return;
   }
@@ -288,7 +292,7 @@ server_on_connection (uv_stream_t *listener, int status)
       setsockopt (fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
     }
   }
-  log_msg (LOG_DEBUG, "conn", "%s: connected", c->s.peer);
+  log_peer (LOG_KIND_CONN, LOG_DEBUG, "conn", "%s: connected", c->s.peer);
   uv_read_start ((uv_stream_t *) &c->tcp, conn_alloc_cb, conn_read_cb);
 }
 
@@ -302,14 +306,17 @@ server_on_sweep (uv_timer_t *t)
   for (struct session *s = srv->core.sessions; s; s = s->next)
     if (s->owner == NULL && !s->is_closing &&
         now - s->start_ms > SESSION_HANDSHAKE_MS) {
-      log_msg (LOG_INFO, "conn", "%s: no HELLO%s within %d ms; closing",
-               s->peer, srv->core.st->key ? "/AUTH" : "", SESSION_HANDSHAKE_MS);
+      log_peer (LOG_KIND_HANDSHAKE, LOG_INFO, "conn", "%s: no HELLO%s within"
+                " %d ms; closing", s->peer, srv->core.st->key ? "/AUTH" : "",
+                SESSION_HANDSHAKE_MS);
       srv->core.close_session (s);
     }
 
   if (n)
-    log_msg (LOG_INFO, "lease", "freed the extents of %u client(s) gone for"
-             " longer than lease-ms=%" PRIu32, n, srv->core.store.lease_ms);
+    log_peer (LOG_KIND_LEASE, LOG_INFO, "lease", "freed the extents of %u"
+              " client(s) gone for longer than lease-ms=%" PRIu32, n,
+              srv->core.store.lease_ms);
+  log_flush (false);
 }
 
 static void
@@ -453,6 +460,7 @@ server_run (const struct settings *st)
   uv_run (srv.loop, UV_RUN_DEFAULT);
   uv_loop_close (srv.loop);
   store_close (&srv.core.store);
+  log_flush (true);
   if (status == 0)
     log_msg (LOG_INFO, "main", "stopped");
   return status;

@@ -17,10 +17,11 @@
  * opened since.
  *
  * Bad input: a malformed header, or a frame out of the order above,
- * closes the connection with one log line (rate limited per
- * connection); nothing else is affected.  Bounds that need the extent
- * (offset + count inside it) are checked here and answered EINVAL, not
- * closed: a client with a stale extent map is not hostile.
+ * closes the connection with one log line (rate limited per kind of
+ * line for the whole server, log.h); nothing else is affected.  Bounds
+ * that need the extent (offset + count inside it) are checked here and
+ * answered EINVAL, not closed: a client with a stale extent map is not
+ * hostile.
  */
 #include <config.h>
 
@@ -90,14 +91,14 @@ session_is_awaiting_auth (const struct session *s)
 }
 
 /* Ask the transport to close the connection, logging why once
- * (rate limited: a peer sending garbage in a loop must not flood the
- * log).
+ * (rate limited server-wide: peers sending garbage in a loop, on one
+ * connection or thousands, must not flood the log).
  */
 static void
-session_fail (struct session *s, const char *why)
+session_fail (struct session *s, enum log_kind kind, const char *why)
 {
-  if (log_ratelimit (&s->limit, 3))
-    log_msg (LOG_WARN, "conn", "%s: %s; closing connection", s->peer, why);
+  log_peer (kind, LOG_WARN, "conn", "%s: %s; closing connection", s->peer,
+            why);
   s->close_why = why;
 }
 
@@ -135,7 +136,7 @@ session_reply (struct session *s, uint64_t id, uint32_t error,
   uint8_t *p = session_out_reserve (s, REPLY_HDR_SIZE + length);
 
   if (p == NULL) {
-    session_fail (s, "out of memory for reply");
+    session_fail (s, LOG_KIND_MEMORY, "out of memory for reply");
     return NULL;
   }
   rp_reply_encode (&r, p);
@@ -158,16 +159,16 @@ session_attach_owner (struct session *s, const struct rp_req *req)
   struct owner *o = store_owner_attach (&core->store, s->owner_id);
 
   if (o == NULL) {
-    log_msg (LOG_WARN, "limit", "%s: refused: max-clients=%" PRIu32
-             " client sessions already hold this server", s->peer,
-             core->st->max_owners);
+    log_peer (LOG_KIND_LIMIT, LOG_WARN, "limit", "%s: refused: max-clients=%"
+              PRIu32 " client sessions already hold this server", s->peer,
+              core->st->max_owners);
     goto refuse;
   }
   if (s->fence < o->fence) {
     store_owner_detach (&core->store, o);
-    log_msg (LOG_INFO, "conn", "%s: refused: connection generation %" PRIu64
-             " is older than this client's %" PRIu64, s->peer, s->fence,
-             o->fence);
+    log_peer (LOG_KIND_FENCE, LOG_INFO, "conn", "%s: refused: connection"
+              " generation %" PRIu64 " is older than this client's %" PRIu64,
+              s->peer, s->fence, o->fence);
     goto refuse;
   }
   if (s->fence > o->fence) {
@@ -183,9 +184,9 @@ session_attach_owner (struct session *s, const struct rp_req *req)
         n++;
       }
     if (n)
-      log_msg (LOG_INFO, "conn", "%s: client reconnected (generation %" PRIu64
-               "): closed %u older connection(s) unread", s->peer, s->fence,
-               n);
+      log_peer (LOG_KIND_FENCE, LOG_INFO, "conn", "%s: client reconnected"
+                " (generation %" PRIu64 "): closed %u older connection(s)"
+                " unread", s->peer, s->fence, n);
   }
   /* Count the owner's live connections: ones just fenced off above are
    * still in nconns until their close completes, and must not make a
@@ -197,9 +198,9 @@ session_attach_owner (struct session *s, const struct rp_req *req)
       live++;
   if (live > core->st->max_client_conns) {
     store_owner_detach (&core->store, o);
-    log_msg (LOG_WARN, "limit", "%s: refused: this client already has"
-             " max-client-connections=%" PRIu32 " connections", s->peer,
-             core->st->max_client_conns);
+    log_peer (LOG_KIND_LIMIT, LOG_WARN, "limit", "%s: refused: this client"
+              " already has max-client-connections=%" PRIu32 " connections",
+              s->peer, core->st->max_client_conns);
     goto refuse;
   }
   s->owner = o;
@@ -221,9 +222,9 @@ session_hello (struct session *s, const struct rp_req *req,
 
   memcpy (&h, payload, sizeof h);
   if (le32toh (h.version) != RP_PROTOCOL_VERSION) {
-    log_msg (LOG_WARN, "conn", "%s: protocol version %" PRIu32
-             " not supported (this server speaks %d)",
-             s->peer, le32toh (h.version), RP_PROTOCOL_VERSION);
+    log_peer (LOG_KIND_VERSION, LOG_WARN, "conn", "%s: protocol version %"
+              PRIu32 " not supported (this server speaks %d)",
+              s->peer, le32toh (h.version), RP_PROTOCOL_VERSION);
     session_reply (s, req->id, RP_EVERSION, 0);
     s->is_rejected = true;
     return;
@@ -236,9 +237,9 @@ session_hello (struct session *s, const struct rp_req *req,
    * replayed: without fresh randomness, refuse to go on.
    */
   if (rp_random_bytes (s->server_nonce, 32) == -1) {
-    log_msg (LOG_ERR, "auth", "getrandom failed: %s; refusing %s",
-             strerror (errno), s->peer);
-    session_fail (s, "no randomness for the server nonce");
+    log_peer (LOG_KIND_RANDOM, LOG_ERR, "auth", "getrandom failed: %s;"
+              " refusing %s", strerror (errno), s->peer);
+    session_fail (s, LOG_KIND_RANDOM, "no randomness for the server nonce");
     return;
   }
   memset (&hi, 0, sizeof hi);
@@ -278,15 +279,16 @@ session_auth (struct session *s, const struct rp_req *req,
   if (!rp_auth_check (s->core->st->key, RP_AUTH_CLIENT, s->client_nonce,
                       s->server_nonce, s->owner_id, s->fence,
                       a.client_proof)) {
-    log_msg (LOG_WARN, "auth", "%s: authentication failed: the client does"
-             " not hold this pool's cluster key (wrong key-file?)", s->peer);
+    log_peer (LOG_KIND_AUTH, LOG_WARN, "auth", "%s: authentication failed:"
+              " the client does not hold this pool's cluster key (wrong"
+              " key-file?)", s->peer);
     session_reply (s, req->id, RP_EPERM, 0);
     s->is_rejected = true;
     return;
   }
   if (!session_attach_owner (s, req))
     return;
-  log_msg (LOG_DEBUG, "auth", "%s: authenticated", s->peer);
+  log_peer (LOG_KIND_CONN, LOG_DEBUG, "auth", "%s: authenticated", s->peer);
   out = session_reply (s, req->id, RP_OK, sizeof (struct rp_auth_reply));
   if (out)
     rp_auth_reply_encode (s->owner->session, out);
@@ -356,18 +358,22 @@ session_alloc (struct session *s, const struct rp_req *req)
 
   uint64_t quota = core->st->max_client_bytes;
   if (quota && s->owner->bytes + req->offset > quota) {
-    if (log_ratelimit (&s->limit, 3))
-      log_msg (LOG_WARN, "limit", "%s: ALLOC refused: the client would hold"
-               " more than max-client-size=%" PRIu64 " bytes", s->peer, quota);
+    log_peer (LOG_KIND_LIMIT, LOG_WARN, "limit", "%s: ALLOC refused: the"
+              " client would hold more than max-client-size=%" PRIu64
+              " bytes", s->peer, quota);
     session_reply_errno (s, req->id, ENOSPC);
     return;
   }
   if (store_alloc (&core->store, s->owner, req->offset, &handle) == -1) {
-    if (errno == ENOMEM && log_ratelimit (&s->limit, 3))
-      log_msg (LOG_WARN, "region", "mlock of a %" PRIu64 "-byte extent failed:"
-               " the donor has no memory to lock (RLIMIT_MEMLOCK or RAM)",
-               req->offset);
-    session_reply_errno (s, req->id, errno);
+    int err = errno;
+    if (err == ENOMEM)
+      log_peer (LOG_KIND_MEMORY, LOG_WARN, "region", "mlock of a %" PRIu64
+                "-byte extent failed: the donor has no memory to lock"
+                " (RLIMIT_MEMLOCK or RAM)", req->offset);
+    else if (err == EIO)
+      log_peer (LOG_KIND_RANDOM, LOG_ERR, "region", "getrandom failed:"
+                " ALLOC of %s refused (no unguessable handle)", s->peer);
+    session_reply_errno (s, req->id, err);
     return;
   }
   struct extent *e = store_lookup (&core->store, s->owner, handle);
@@ -497,7 +503,7 @@ session_process (struct session *s, const uint8_t *buf, size_t len,
       break;
     if (rp_req_decode (buf + pos, &req, &why) == -1 ||
         (why = session_check_order (s, &req)) != NULL) {
-      session_fail (s, why);
+      session_fail (s, LOG_KIND_PROTOCOL, why);
       break;
     }
     if (len - pos < REQ_HDR_SIZE + req.length)

@@ -68,7 +68,6 @@ struct session {
                                      a static string, already logged */
   char peer[64];                  /* "HOST:PORT" for log lines, set by
                                      the transport */
-  struct log_limit limit;         /* this peer's log lines */
   uint64_t start_ms;              /* when the connection came (rp_now_ms):
                                      the handshake must finish within
                                      SESSION_HANDSHAKE_MS */
