@@ -41,6 +41,8 @@ usage (FILE *fp)
 "      --max-connections N  open connections (1024)\n"
 "      --max-client-connections N  connections per client session (64)\n"
 "      --max-client-size SIZE      most RAM one client may hold (all)\n"
+"      --max-reply-buffer SIZE     replies built but not yet sent, all\n"
+"                           connections together (64M, at least 8M)\n"
 "      --port-file FILE     write the listening port to FILE when ready\n"
 "      --pidfile FILE       write the pid to FILE when ready\n"
 "  -c, --config FILE        read KEY = VALUE lines (same names as the long\n"
@@ -55,6 +57,7 @@ usage (FILE *fp)
 enum {
   OPT_NO_MLOCK = 256, OPT_LEASE_MS, OPT_MAX_CLIENTS, OPT_MAX_CONNS,
   OPT_PORT_FILE, OPT_PIDFILE, OPT_MAX_CLIENT_CONNS, OPT_MAX_CLIENT_SIZE,
+  OPT_MAX_REPLY_BUFFER,
 };
 
 static const struct option long_options[] = {
@@ -67,6 +70,7 @@ static const struct option long_options[] = {
   { "max-connections", required_argument, NULL, OPT_MAX_CONNS },
   { "max-client-connections", required_argument, NULL, OPT_MAX_CLIENT_CONNS },
   { "max-client-size", required_argument, NULL, OPT_MAX_CLIENT_SIZE },
+  { "max-reply-buffer", required_argument, NULL, OPT_MAX_REPLY_BUFFER },
   { "port-file", required_argument, NULL, OPT_PORT_FILE },
   { "pidfile", required_argument, NULL, OPT_PIDFILE },
   { "config", required_argument, NULL, 'c' },
@@ -120,6 +124,18 @@ apply (struct settings *st, int opt, const char *value, const char *where)
       return -1;
     }
     st->max_client_bytes = v;
+    return 0;
+  case OPT_MAX_REPLY_BUFFER:
+    /* At least two maximal READ replies (4 MiB each), so one always
+     * fits next to other connections' small ones.
+     */
+    if (rp_parse_size (value, &v) == -1 || v < 8 * 1024 * 1024 ||
+        v > SIZE_MAX) {
+      fprintf (stderr, "memserver: %s: '%s' is not a size of at least 8M"
+               " (e.g. 64M)\n", where, value);
+      return -1;
+    }
+    st->max_reply_bytes = v;
     return 0;
   case OPT_MAX_CLIENTS:
   case OPT_MAX_CONNS:
@@ -245,6 +261,11 @@ main (int argc, char **argv)
     .max_owners = 256,
     .max_conns = 1024,
     .max_client_conns = 64,
+    /* Replies waiting for slow readers: 4 connections at the 16 MiB
+     * per-connection mark, about 50 ms of a 10 GbE link; a client that
+     * reads keeps this moving, one that does not holds at most this.
+     */
+    .max_reply_bytes = 64 * 1024 * 1024,
     .level = LOG_INFO,
   };
   int c, status;

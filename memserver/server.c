@@ -10,12 +10,42 @@
  * backpressure, close, signals and the lease sweep timer.  What the
  * bytes mean -- handshake, frames, requests -- is session.c's.
  *
- * Per connection: one receive buffer big enough for the largest frame
- * (so a WRITE's payload is copied once, from there into the region),
- * handed whole to session_process after every read, and the replies
- * produced by one read callback coalesced into one write.  If the peer
- * stops reading replies, we stop reading requests (backpressure)
- * instead of buffering without bound.
+ * What one connection may cost, and how that is enforced here:
+ *
+ *   - Accepting never depends on memory.  A connection that cannot be
+ *     given its state is accepted and closed at once (into a spare
+ *     handle if even that cannot be allocated).  libuv stops polling a
+ *     listener whose connection callback did not call uv_accept, so the
+ *     old "out of memory, return" left the server deaf for good after
+ *     one failed allocation.
+ *
+ *   - Receive buffers are small until the handshake is done: 512 bytes
+ *     inside struct conn (HELLO and AUTH frames are 104 and 72 bytes),
+ *     then 64 KiB, doubled only when one frame does not fit, up to one
+ *     maximal frame plus 256 KiB (so a WRITE's payload is copied once,
+ *     from there into the region).  An unauthenticated peer used to
+ *     cost 4.3 MiB of address space before sending a byte.
+ *
+ *   - Replies built but not yet sent are bounded per connection (16 MiB)
+ *     and server-wide (--max-reply-buffer, 64 MiB by default): a frame
+ *     runs only when its whole reply fits in both (session.h), and a
+ *     connection that does not get room stops being read until it does.
+ *     Each connection may always have 68 KiB of replies outside the
+ *     server-wide budget, so PING, STAT, ALLOC, FREE, WRITE and READs
+ *     up to 64 KiB are answered however full it is.  When the budget
+ *     is full and others wait for it, connections whose peers have
+ *     not taken a byte of their replies for 10 s are closed (a
+ *     librampool client gives up on a request after 5 s anyway).
+ *     Waiters get the budget in the order they came.  Without the
+ *     server-wide bound, 40 connections that stopped reading held
+ *     651 MiB next to a 64 MiB donation.
+ *
+ *   - Work per loop turn is bounded per connection: at most 64 frames
+ *     or 4 MiB of region bytes (session_process_turn); what is left
+ *     waits on the ready queue, run by an idle handle, so the poll
+ *     phase (other connections) comes in between.  One client
+ *     pipelining 12000 ALLOCs used to delay every other client's PING
+ *     by 6 s.
  */
 #include <config.h>
 
@@ -37,21 +67,82 @@
 #include "store.h"
 #include "util.h"
 
-/* Room for one maximal frame plus pipelined small ones behind it. */
-#define CONN_RBUF_SIZE (sizeof (struct rp_req_hdr) + RP_MAX_PAYLOAD + 256 * 1024)
-/* Stop reading a peer with this many reply bytes not yet sent, and
- * resume below the low mark.
+/* Receive buffer: inline until the handshake is done, then BASE, grown
+ * by doubling up to MAX when a frame does not fit.
+ */
+#define CONN_RBUF_SMALL 512
+#define CONN_RBUF_BASE (64u * 1024)
+#define CONN_RBUF_MAX (sizeof (struct rp_req_hdr) + RP_MAX_PAYLOAD + 256 * 1024)
+/* One connection's replies not yet sent: at most the high mark (or the
+ * server-wide budget, if smaller); one that filled it is read again
+ * once below the low mark, a quarter of it.
  */
 #define CONN_WQ_HIGH (16u * 1024 * 1024)
-#define CONN_WQ_LOW (4u * 1024 * 1024)
+/* Replies a connection may always have, outside the server-wide budget:
+ * one READ of 64 KiB (16 swap pages; swap-in reads a cluster of 8) and
+ * room for small ones (every reply but READ and LIST is at most 152
+ * bytes).  So ordinary swap traffic never waits for a budget that
+ * clients which do not read have filled; the price is at most this
+ * much per connection on top of --max-reply-buffer.
+ */
+#define CONN_SMALL_ROOM (64u * 1024 + 4096)
+/* One connection's work per loop turn. */
+#define CONN_TURN_FRAMES 64
+#define CONN_TURN_BYTES (4u * 1024 * 1024)
+/* A connection holding replies its peer has not taken for this long is
+ * closed, if others wait for the server-wide budget.
+ */
+#define CONN_STALL_MS 10000
+
+#define SERVER_BACKLOG 128
+
+_Static_assert (CONN_RBUF_SMALL >= sizeof (struct rp_req_hdr) +
+                sizeof (struct rp_hello_req), "a HELLO frame fits before"
+                " the handshake is done");
+_Static_assert (CONN_RBUF_MAX >= sizeof (struct rp_req_hdr) + RP_MAX_PAYLOAD,
+                "a maximal frame fits");
+
+enum conn_state {
+  CONN_READING,      /* reading: the session wants more bytes */
+  CONN_ON_READY,     /* on srv->ready: whole frames left after its turn,
+                        or room came free; no reading meanwhile */
+  CONN_WAIT_OWN,     /* its own unsent replies leave no room: back on
+                        ready once they drain below the low mark */
+  CONN_WAIT_BUDGET,  /* on srv->waiters: the server-wide budget leaves
+                        no room */
+  CONN_CLOSING,      /* uv_close called; freed by conn_free_cb */
+};
+
+struct server;
 
 struct conn {
   uv_tcp_t tcp;              /* first: handle <-> conn casts */
   struct session s;          /* protocol state; s.is_closing is ours */
-  uint8_t *rbuf;             /* CONN_RBUF_SIZE bytes, owned */
+  struct server *srv;        /* not owned */
+  uint8_t *rbuf;             /* small, or heap (owned) once grown */
+  size_t rcap;               /* bytes at rbuf */
   size_t rlen;               /* valid bytes in rbuf */
-  size_t queued_bytes;       /* handed to libuv, not yet written */
-  bool is_paused;            /* reading stopped for backpressure */
+  uint8_t small[CONN_RBUF_SMALL]; /* rbuf until the handshake is done */
+  size_t queued_bytes;       /* handed to libuv, not yet written; also
+                                counted in srv->reply_bytes */
+  uint64_t queued_total;     /* bytes ever handed to libuv */
+  uint64_t last_sent;        /* queued_total minus libuv's write queue at
+                                the last sweep: what the kernel took */
+  uint64_t progress_ms;      /* uv_now when the peer last took reply
+                                bytes, or when replies started waiting */
+  enum conn_state state;
+  bool is_reading;           /* uv_read_start in effect */
+  bool is_woken;             /* taken off srv->waiters in turn: may use
+                                the budget though others still wait */
+  struct conn *q_prev, *q_next; /* srv->ready or srv->waiters (state) */
+  uint64_t turn;             /* srv->turn the two counters below are of */
+  unsigned turn_frames;      /* frames executed in that turn */
+  uint64_t turn_bytes;       /* region bytes touched in that turn */
+};
+
+struct conn_queue {
+  struct conn *head, *tail;  /* FIFO, linked through q_prev/q_next */
+  unsigned len;
 };
 
 struct write_req {
@@ -66,6 +157,23 @@ struct server {
   uv_tcp_t listener;
   uv_signal_t sigterm, sigint;
   uv_timer_t sweep;
+  uv_idle_t idle;            /* runs `ready`; active while it is not
+                                empty (the poll phase then does not
+                                block) */
+  uv_check_t check;          /* ends a loop turn: turn++ */
+  uint64_t turn;             /* loop iterations so far */
+  struct conn_queue ready;   /* connections with work for the next turn */
+  struct conn_queue waiters; /* connections waiting for the budget */
+  size_t reply_bytes;        /* every connection's queued_bytes */
+  size_t reply_budget;       /* --max-reply-buffer */
+  size_t conn_high;          /* per-connection high mark */
+  size_t conn_low;           /* and its low mark */
+  uv_tcp_t spare;            /* refuses a connection when not even a
+                                handle can be allocated */
+  bool is_spare_busy;        /* spare is being closed */
+  bool is_accept_pending;    /* libuv holds an accepted socket we could
+                                not take yet (spare busy): taken when
+                                the spare's close completes */
   struct session_core core;  /* store, settings, every connection's
                                 session (core.sessions is our list of
                                 connections, for shutdown) */
@@ -73,7 +181,10 @@ struct server {
 };
 
 static void conn_close (struct conn *c);
-static void conn_resume (struct conn *c);
+static void conn_process (struct conn *c);
+static void server_on_connection (uv_stream_t *listener, int status);
+static void server_on_idle (uv_idle_t *h);
+static void server_wake_waiters (struct server *srv);
 
 static struct conn *
 conn_of_session (struct session *s)
@@ -81,38 +192,109 @@ conn_of_session (struct session *s)
   return (struct conn *) ((char *) s - offsetof (struct conn, s));
 }
 
+/* --- queues --- */
+
 static void
-conn_log_close (struct conn *c, const char *why)
+conn_queue_push (struct conn_queue *q, struct conn *c)
 {
-  log_peer (LOG_KIND_MEMORY, LOG_WARN, "conn", "%s: %s; closing connection",
-            c->s.peer, why);
+  c->q_next = NULL;
+  c->q_prev = q->tail;
+  if (q->tail)
+    q->tail->q_next = c;
+  else
+    q->head = c;
+  q->tail = c;
+  q->len++;
+}
+
+static void
+conn_queue_remove (struct conn_queue *q, struct conn *c)
+{
+  if (c->q_prev)
+    c->q_prev->q_next = c->q_next;
+  else
+    q->head = c->q_next;
+  if (c->q_next)
+    c->q_next->q_prev = c->q_prev;
+  else
+    q->tail = c->q_prev;
+  c->q_prev = c->q_next = NULL;
+  q->len--;
+}
+
+/* --- connection state --- */
+
+static void
+conn_alloc_cb (uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void
+conn_read_cb (uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+/* Move c to state st: leave the queue of the old state, join the new
+ * one's, and read exactly in CONN_READING.
+ */
+static void
+conn_set_state (struct conn *c, enum conn_state st)
+{
+  struct server *srv = c->srv;
+
+  if (c->state == CONN_ON_READY)
+    conn_queue_remove (&srv->ready, c);
+  else if (c->state == CONN_WAIT_BUDGET)
+    conn_queue_remove (&srv->waiters, c);
+  c->state = st;
+  if (st == CONN_ON_READY) {
+    conn_queue_push (&srv->ready, c);
+    if (!srv->is_stopping)
+      uv_idle_start (&srv->idle, server_on_idle);
+  }
+  else if (st == CONN_WAIT_BUDGET)
+    conn_queue_push (&srv->waiters, c);
+  if (st == CONN_READING && !c->is_reading) {
+    uv_read_start ((uv_stream_t *) &c->tcp, conn_alloc_cb, conn_read_cb);
+    c->is_reading = true;
+  }
+  else if (st != CONN_READING && st != CONN_CLOSING && c->is_reading) {
+    uv_read_stop ((uv_stream_t *) &c->tcp);
+    c->is_reading = false;
+  }
+}
+
+static void
+conn_close_why (struct conn *c, enum log_kind kind, const char *why)
+{
+  log_peer (kind, LOG_WARN, "conn", "%s: %s; closing connection", c->s.peer,
+            why);
   conn_close (c);
 }
+
+/* --- writes --- */
 
 static void
 conn_after_write (uv_write_t *req, int status)
 {
   struct write_req *w = (struct write_req *) req;
   struct conn *c = w->conn;
+  struct server *srv = c->srv;
 
   c->queued_bytes -= w->len;
+  srv->reply_bytes -= w->len;
+  c->progress_ms = uv_now (srv->loop);
   free (w->buf);
   free (w);
   if (status < 0 && status != UV_ECANCELED && !c->s.is_closing) {
     log_peer (LOG_KIND_CONN, LOG_INFO, "conn", "%s: write: %s", c->s.peer,
               uv_strerror (status));
     conn_close (c);
-    return;
   }
-  if (c->is_paused && !c->s.is_closing && c->queued_bytes < CONN_WQ_LOW) {
-    c->is_paused = false;
-    conn_resume (c);
-  }
+  else if (c->state == CONN_WAIT_OWN && c->queued_bytes <= srv->conn_low)
+    conn_set_state (c, CONN_ON_READY);
+  server_wake_waiters (srv);
 }
 
 static void
 conn_flush (struct conn *c)
 {
+  struct server *srv = c->srv;
   struct write_req *w;
   uv_buf_t b;
 
@@ -120,34 +302,74 @@ conn_flush (struct conn *c)
     return;
   w = malloc (sizeof *w);
   if (w == NULL) {
-    conn_log_close (c, "out of memory for write");
+    conn_close_why (c, LOG_KIND_MEMORY, "out of memory for a write");
     return;
   }
   w->conn = c;
   w->buf = session_take_output (&c->s, &w->len);
   b = uv_buf_init ((char *) w->buf, w->len);
+  if (c->queued_bytes == 0)
+    c->progress_ms = uv_now (srv->loop);  /* the stall clock starts */
   c->queued_bytes += w->len;
-  if (uv_write (&w->req, (uv_stream_t *) &c->tcp, &b, 1, conn_after_write) < 0) {
+  c->queued_total += w->len;
+  srv->reply_bytes += w->len;
+  if (uv_write (&w->req, (uv_stream_t *) &c->tcp, &b, 1,
+                conn_after_write) < 0) {
     c->queued_bytes -= w->len;
+    srv->reply_bytes -= w->len;
     free (w->buf);
     free (w);
     conn_close (c);
   }
 }
 
-/* Let the session execute every complete frame in the receive buffer,
- * then send its replies.
+/* --- reads and processing --- */
+
+/* Room for the replies of c's next frames: its own high mark, and the
+ * server-wide budget unless others queued for it first; the
+ * CONN_SMALL_ROOM any connection may have comes on top of the budget.
+ */
+static size_t
+conn_room (const struct conn *c, size_t *own)
+{
+  const struct server *srv = c->srv;
+  size_t global = 0;
+
+  *own = srv->conn_high > c->queued_bytes
+    ? srv->conn_high - c->queued_bytes : 0;
+  if ((srv->waiters.head == NULL || c->is_woken) &&
+      srv->reply_budget > srv->reply_bytes)
+    global = srv->reply_budget - srv->reply_bytes;
+  if (c->queued_bytes < CONN_SMALL_ROOM &&
+      global < CONN_SMALL_ROOM - c->queued_bytes)
+    global = CONN_SMALL_ROOM - c->queued_bytes;
+  return global < *own ? global : *own;
+}
+
+/* Run c's whole frames for what is left of its turn, send the replies,
+ * and decide what c waits for next (conn_state).
  */
 static void
 conn_process (struct conn *c)
 {
-  /* The session stops executing once queued plus unsent replies reach
-   * the high mark; reading stops with it (below) until they drain.
-   */
-  size_t room = c->queued_bytes < CONN_WQ_HIGH
-    ? CONN_WQ_HIGH - c->queued_bytes : 0;
-  size_t pos = session_process (&c->s, c->rbuf, c->rlen, room);
+  struct server *srv = c->srv;
+  size_t own, room, pos;
 
+  if (c->s.is_closing)
+    return;
+  if (c->turn != srv->turn) {
+    c->turn = srv->turn;
+    c->turn_frames = 0;
+    c->turn_bytes = 0;
+  }
+  room = conn_room (c, &own);
+  c->is_woken = false;
+  pos = session_process_turn (&c->s, c->rbuf, c->rlen, room,
+                              CONN_TURN_FRAMES - c->turn_frames,
+                              c->turn_bytes < CONN_TURN_BYTES
+                              ? CONN_TURN_BYTES - c->turn_bytes : 0);
+  c->turn_frames += c->s.turn_frames;
+  c->turn_bytes += c->s.turn_bytes;
   if (c->s.close_why) {
     conn_close (c);
     return;
@@ -159,10 +381,54 @@ conn_process (struct conn *c)
     c->rlen -= pos;
   }
   conn_flush (c);
-  if (!c->s.is_closing && c->queued_bytes >= CONN_WQ_HIGH) {
-    uv_read_stop ((uv_stream_t *) &c->tcp);
-    c->is_paused = true;
+  if (c->s.is_closing)
+    return;
+  switch (c->s.stop) {
+  case SESSION_STOP_INPUT:
+    conn_set_state (c, CONN_READING);
+    break;
+  case SESSION_STOP_TURN:
+    conn_set_state (c, CONN_ON_READY);
+    break;
+  case SESSION_STOP_ROOM:
+    if (c->s.need_room > own)
+      conn_set_state (c, CONN_WAIT_OWN);
+    else {
+      conn_set_state (c, CONN_WAIT_BUDGET);
+      server_wake_waiters (srv);
+    }
+    break;
+  case SESSION_STOP_CLOSE:
+    break;
   }
+}
+
+/* Make room for more bytes: BASE once the handshake is done, then
+ * double.  Before it, nothing grows: HELLO and AUTH fit in `small`,
+ * and any other frame closes the connection at its header.
+ */
+static int
+conn_grow (struct conn *c)
+{
+  size_t cap = c->rcap < CONN_RBUF_BASE ? CONN_RBUF_BASE : c->rcap * 2;
+  uint8_t *p;
+
+  if (c->s.owner == NULL || c->rcap >= CONN_RBUF_MAX)
+    return -1;
+  if (cap > CONN_RBUF_MAX)
+    cap = CONN_RBUF_MAX;
+  if (c->rbuf == c->small) {
+    p = malloc (cap);
+    if (p != NULL)
+      memcpy (p, c->small, c->rlen);
+  }
+  else
+    p = realloc (c->rbuf, cap);
+  if (p == NULL)
+    return -1;
+  c->rbuf = p;
+  c->rcap = cap;
+  return 0;
 }
 
 static void
@@ -170,7 +436,14 @@ conn_alloc_cb (uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
   struct conn *c = (struct conn *) h;
 
-  *buf = uv_buf_init ((char *) c->rbuf + c->rlen, CONN_RBUF_SIZE - c->rlen);
+  /* A zero-length buffer makes libuv call conn_read_cb with UV_ENOBUFS. */
+  if ((c->rlen == c->rcap ||
+       (c->s.owner != NULL && c->rcap < CONN_RBUF_BASE)) &&
+      conn_grow (c) == -1 && c->rlen == c->rcap) {
+    *buf = uv_buf_init (NULL, 0);
+    return;
+  }
+  *buf = uv_buf_init ((char *) c->rbuf + c->rlen, c->rcap - c->rlen);
 }
 
 static void
@@ -179,7 +452,10 @@ conn_read_cb (uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
   struct conn *c = (struct conn *) stream;
 
   if (nread < 0) {
-    if (nread != UV_EOF)
+    if (nread == UV_ENOBUFS)
+      log_peer (LOG_KIND_MEMORY, LOG_WARN, "conn", "%s: out of memory for"
+                " the receive buffer; closing connection", c->s.peer);
+    else if (nread != UV_EOF)
       log_peer (LOG_KIND_CONN, LOG_INFO, "conn", "%s: read: %s", c->s.peer,
                 uv_strerror ((int) nread));
     else if (session_is_awaiting_auth (&c->s))
@@ -192,18 +468,13 @@ conn_read_cb (uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     conn_close (c);
     return;
   }
+  if (nread == 0)
+    return;  /* EAGAIN */
   c->rlen += nread;
   conn_process (c);
 }
 
-/* Reading resumes after backpressure: first parse what is buffered. */
-static void
-conn_resume (struct conn *c)
-{
-  conn_process (c);
-  if (!c->s.is_closing && !c->is_paused)
-    uv_read_start ((uv_stream_t *) &c->tcp, conn_alloc_cb, conn_read_cb);
-}
+/* --- close --- */
 
 static void
 conn_free_cb (uv_handle_t *h)
@@ -211,7 +482,8 @@ conn_free_cb (uv_handle_t *h)
   struct conn *c = (struct conn *) h;
 
   session_fini (&c->s);
-  free (c->rbuf);
+  if (c->rbuf != c->small)
+    free (c->rbuf);
   free (c);
 }
 
@@ -221,6 +493,11 @@ conn_close (struct conn *c)
   if (c->s.is_closing)
     return;
   c->s.is_closing = true;
+  conn_set_state (c, CONN_CLOSING);
+  c->is_reading = false;
+  /* Its queued writes are cancelled before conn_free_cb runs; their
+   * callbacks give the bytes back to the budget.
+   */
   uv_close ((uv_handle_t *) &c->tcp, conn_free_cb);
 }
 
@@ -231,35 +508,79 @@ server_close_session (struct session *s)
   conn_close (conn_of_session (s));
 }
 
+/* --- the turn machinery --- */
+
+/* One turn for each connection on the ready queue now.  Ones that
+ * still have work go to its back, for the next loop iteration: the
+ * poll phase in between (not blocking while this handle is active)
+ * lets every other connection be read and served.
+ */
 static void
-server_on_connection (uv_stream_t *listener, int status)
+server_on_idle (uv_idle_t *h)
 {
-  struct server *srv = listener->data;
-  struct conn *c;
+  struct server *srv = h->data;
+
+  /* Counted, not "until the first one comes round again": that one
+   * may be closed (fenced) by another's turn.
+   */
+  for (unsigned n = srv->ready.len; n > 0 && srv->ready.head; n--)
+    conn_process (srv->ready.head);
+  if (srv->ready.head == NULL)
+    uv_idle_stop (h);
+}
+
+static void
+server_on_check (uv_check_t *h)
+{
+  struct server *srv = h->data;
+
+  srv->turn++;
+}
+
+/* Give the room the budget has to the connections waiting for it, in
+ * the order they came (the first that does not fit stops the rest, so
+ * a 4 MiB READ is not starved by small ones behind it).
+ */
+static void
+server_wake_waiters (struct server *srv)
+{
+  size_t room = srv->reply_budget > srv->reply_bytes
+    ? srv->reply_budget - srv->reply_bytes : 0;
+
+  while (srv->waiters.head && srv->waiters.head->s.need_room <= room) {
+    struct conn *c = srv->waiters.head;
+    room -= c->s.need_room;
+    c->is_woken = true;
+    conn_set_state (c, CONN_ON_READY);
+  }
+}
+
+/* --- accept --- */
+
+/* libuv 1.44's uv_accept closes the socket on failure but does not
+ * poll the listener again (it only does on success), so after a failed
+ * uv_accept the server would never accept again.  Listening again
+ * restarts the poll; the socket and its backlog are unchanged.
+ */
+static void
+server_rearm (struct server *srv)
+{
+  int r = uv_listen ((uv_stream_t *) &srv->listener, SERVER_BACKLOG,
+                     server_on_connection);
+  if (r < 0)
+    log_msg (LOG_ERR, "listen", "listening again after a failed accept: %s",
+             uv_strerror (r));
+}
+
+static void
+server_peer_name (uv_tcp_t *t, char *out, size_t len)
+{
   struct sockaddr_storage ss;
-  int len = sizeof ss;
+  int sslen = sizeof ss;
   char host[INET6_ADDRSTRLEN] = "?";
   int port = 0;
 
-  if (status < 0) {
-    log_peer (LOG_KIND_ACCEPT, LOG_WARN, "listen", "accept: %s",
-              uv_strerror (status));
-    return;
-  }
-  c = calloc (1, sizeof *c);
-  if (c == NULL || (c->rbuf = malloc (CONN_RBUF_SIZE)) == NULL) {
-    free (c);
-    log_peer (LOG_KIND_MEMORY, LOG_ERR, "listen", "out of memory for a new"
-              " connection");
-    return;
-  }
-  uv_tcp_init (srv->loop, &c->tcp);
-  session_init (&c->s, &srv->core);
-  if (uv_accept (listener, (uv_stream_t *) &c->tcp) < 0) {
-    conn_close (c);
-    return;
-  }
-  if (uv_tcp_getpeername (&c->tcp, (struct sockaddr *) &ss, &len) == 0) {
+  if (uv_tcp_getpeername (t, (struct sockaddr *) &ss, &sslen) == 0) {
     if (ss.ss_family == AF_INET) {
       uv_ip4_name ((struct sockaddr_in *) &ss, host, sizeof host);
       port = ntohs (((struct sockaddr_in *) &ss)->sin_port);
@@ -269,14 +590,90 @@ server_on_connection (uv_stream_t *listener, int status)
       port = ntohs (((struct sockaddr_in6 *) &ss)->sin6_port);
     }
   }
-  snprintf (c->s.peer, sizeof c->s.peer, "%s:%d", host, port);
-  if (srv->core.nsessions > srv->core.st->max_conns) {
-    log_peer (LOG_KIND_REFUSED, LOG_WARN, "listen", "%s: refused:"
-              " max-connections=%" PRIu32 " reached", c->s.peer,
+  snprintf (out, len, "%s:%d", host, port);
+}
+
+static void
+server_refused_close_cb (uv_handle_t *h)
+{
+  struct server *srv = h->data;
+
+  if (h != (uv_handle_t *) &srv->spare) {
+    free (h);
+    return;
+  }
+  srv->is_spare_busy = false;
+  if (srv->is_accept_pending && !srv->is_stopping) {
+    srv->is_accept_pending = false;
+    server_on_connection ((uv_stream_t *) &srv->listener, 0);
+  }
+}
+
+/* Accept the pending connection and close it at once, with a log line
+ * saying why (kind, and "refused: ..." after the peer).  Needs no
+ * memory: when a handle cannot be allocated the spare serves, and when
+ * that is still closing the connection waits in libuv until it is.
+ */
+static void
+server_refuse (struct server *srv, enum log_kind kind, const char *why)
+{
+  uv_tcp_t *t = malloc (sizeof *t);
+  char peer[64];
+
+  if (t == NULL) {
+    if (srv->is_spare_busy) {
+      srv->is_accept_pending = true;
+      return;
+    }
+    t = &srv->spare;
+    srv->is_spare_busy = true;
+  }
+  uv_tcp_init (srv->loop, t);
+  t->data = srv;
+  if (uv_accept ((uv_stream_t *) &srv->listener, (uv_stream_t *) t) < 0)
+    server_rearm (srv);
+  else {
+    server_peer_name (t, peer, sizeof peer);
+    log_peer (kind, LOG_WARN, "listen", "%s: refused: %s", peer, why);
+  }
+  uv_close ((uv_handle_t *) t, server_refused_close_cb);
+}
+
+static void
+server_on_connection (uv_stream_t *listener, int status)
+{
+  struct server *srv = listener->data;
+  struct conn *c;
+
+  if (status < 0) {
+    log_peer (LOG_KIND_ACCEPT, LOG_WARN, "listen", "accept: %s",
+              uv_strerror (status));
+    return;
+  }
+  if (srv->core.nsessions >= srv->core.st->max_conns) {
+    char why[64];
+    snprintf (why, sizeof why, "max-connections=%" PRIu32 " reached",
               srv->core.st->max_conns);
+    server_refuse (srv, LOG_KIND_REFUSED, why);
+    return;
+  }
+  c = calloc (1, sizeof *c);
+  if (c == NULL) {
+    server_refuse (srv, LOG_KIND_MEMORY, "out of memory for a new connection");
+    return;
+  }
+  uv_tcp_init (srv->loop, &c->tcp);
+  c->srv = srv;
+  c->rbuf = c->small;
+  c->rcap = sizeof c->small;
+  c->turn = srv->turn;
+  session_init (&c->s, &srv->core);
+  if (uv_accept (listener, (uv_stream_t *) &c->tcp) < 0) {
+    server_rearm (srv);
     conn_close (c);
     return;
   }
+  server_peer_name (&c->tcp, c->s.peer, sizeof c->s.peer);
   uv_tcp_nodelay (&c->tcp, 1);
   /* A client host that vanishes without resetting its connections
    * (power loss, partition) is found by keep-alive within about a
@@ -293,7 +690,42 @@ server_on_connection (uv_stream_t *listener, int status)
     }
   }
   log_peer (LOG_KIND_CONN, LOG_DEBUG, "conn", "%s: connected", c->s.peer);
-  uv_read_start ((uv_stream_t *) &c->tcp, conn_alloc_cb, conn_read_cb);
+  conn_set_state (c, CONN_READING);  /* calloc'd: reading, not yet read */
+}
+
+/* --- the sweep: once a second --- */
+
+/* Close the connections whose peers have taken none of their replies
+ * for CONN_STALL_MS while others wait for the budget they hold.
+ * Progress is measured by what the kernel took (our queued total less
+ * libuv's write queue), so a slow reader is not a stalled one.
+ */
+static void
+server_sweep_stalled (struct server *srv, uint64_t now)
+{
+  struct session *s, *next;
+
+  for (s = srv->core.sessions; s; s = next) {
+    struct conn *c = conn_of_session (s);
+    uint64_t sent;
+
+    next = s->next;
+    if (c->s.is_closing || c->queued_bytes == 0)
+      continue;
+    sent = c->queued_total -
+      uv_stream_get_write_queue_size ((uv_stream_t *) &c->tcp);
+    if (sent != c->last_sent) {
+      c->last_sent = sent;
+      c->progress_ms = now;
+    }
+    else if (srv->waiters.head && now - c->progress_ms >= CONN_STALL_MS) {
+      log_peer (LOG_KIND_STALL, LOG_WARN, "conn", "%s: has not read its"
+                " replies for %d s (%zu bytes waiting) while other"
+                " connections wait for max-reply-buffer; closing connection",
+                c->s.peer, CONN_STALL_MS / 1000, c->queued_bytes);
+      conn_close (c);
+    }
+  }
 }
 
 static void
@@ -311,6 +743,8 @@ server_on_sweep (uv_timer_t *t)
                 SESSION_HANDSHAKE_MS);
       srv->core.close_session (s);
     }
+  server_sweep_stalled (srv, uv_now (srv->loop));
+  server_wake_waiters (srv);
 
   if (n)
     log_peer (LOG_KIND_LEASE, LOG_INFO, "lease", "freed the extents of %u"
@@ -318,6 +752,8 @@ server_on_sweep (uv_timer_t *t)
               srv->core.store.lease_ms);
   log_flush (false);
 }
+
+/* --- start, stop --- */
 
 static void
 server_stop (struct server *srv)
@@ -329,6 +765,8 @@ server_stop (struct server *srv)
   uv_close ((uv_handle_t *) &srv->sigterm, NULL);
   uv_close ((uv_handle_t *) &srv->sigint, NULL);
   uv_close ((uv_handle_t *) &srv->sweep, NULL);
+  uv_close ((uv_handle_t *) &srv->idle, NULL);
+  uv_close ((uv_handle_t *) &srv->check, NULL);
   for (struct session *s = srv->core.sessions; s; s = s->next)
     conn_close (conn_of_session (s));
 }
@@ -390,9 +828,10 @@ server_listen (struct server *srv)
     return -1;
   }
   if ((r = uv_tcp_bind (&srv->listener, (struct sockaddr *) &ss, 0)) < 0 ||
-      (r = uv_listen ((uv_stream_t *) &srv->listener, 128,
+      (r = uv_listen ((uv_stream_t *) &srv->listener, SERVER_BACKLOG,
                       server_on_connection)) < 0) {
-    log_msg (LOG_ERR, "listen", "%s: %s", srv->core.st->listen, uv_strerror (r));
+    log_msg (LOG_ERR, "listen", "%s: %s", srv->core.st->listen,
+             uv_strerror (r));
     return -1;
   }
   uv_tcp_getsockname (&srv->listener, (struct sockaddr *) &ss, &len);
@@ -405,7 +844,7 @@ int
 server_run (const struct settings *st)
 {
   struct server srv;
-  char inc[33], sz[32];
+  char inc[33], sz[32], rb[32];
   int port, status = 0;
 
   memset (&srv, 0, sizeof srv);
@@ -413,6 +852,10 @@ server_run (const struct settings *st)
   srv.core.close_session = server_close_session;
   srv.loop = uv_default_loop ();
   srv.core.start_ms = rp_now_ms ();
+  srv.reply_budget = st->max_reply_bytes;
+  srv.conn_high = CONN_WQ_HIGH < srv.reply_budget ? CONN_WQ_HIGH
+    : srv.reply_budget;
+  srv.conn_low = srv.conn_high / 4;
   if (rp_random_bytes (srv.core.incarnation, 16) == -1) {
     log_msg (LOG_ERR, "main", "getrandom: %s", strerror (errno));
     return 1;
@@ -437,11 +880,18 @@ server_run (const struct settings *st)
   uv_timer_init (srv.loop, &srv.sweep);
   srv.sweep.data = &srv;
   uv_timer_start (&srv.sweep, server_on_sweep, 1000, 1000);
+  uv_idle_init (srv.loop, &srv.idle);
+  srv.idle.data = &srv;
+  uv_check_init (srv.loop, &srv.check);
+  srv.check.data = &srv;
+  uv_check_start (&srv.check, server_on_check);
+  uv_unref ((uv_handle_t *) &srv.check);
 
   log_msg (LOG_INFO, "main", "listening on %s (port %d), donating %s%s,"
-           " incarnation %s", st->listen, port,
+           " replies buffered up to %s, incarnation %s", st->listen, port,
            rp_human_size (srv.core.store.region.capacity, sz, sizeof sz),
            st->use_mlock ? " (locked per extent)" : " (not locked)",
+           rp_human_size (srv.reply_budget, rb, sizeof rb),
            rp_hex16 (srv.core.incarnation, inc));
   if ((st->pidfile &&
        server_write_file (st->pidfile, (unsigned long) getpid ()) == -1) ||

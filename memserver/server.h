@@ -30,6 +30,10 @@ struct settings {
   uint64_t max_client_bytes; /* bytes one client may hold (default 0 =
                               the whole donation: one tenant per donor
                               is the common case) */
+  uint64_t max_reply_bytes; /* --max-reply-buffer: reply bytes built and
+                              not yet sent, all connections together
+                              (default 64 MiB, at least 8 MiB: one
+                              maximal reply must always fit) */
   char *port_file;         /* write the bound port here once listening */
   char *pidfile;           /* write our pid here once listening */
   enum log_level level;    /* --verbose / --quiet */

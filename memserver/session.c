@@ -22,12 +22,19 @@
  * that need the extent (offset + count inside it) are checked here and
  * answered EINVAL, not closed: a client with a stale extent map is not
  * hostile.
+ *
+ * Resources: the transport says how many reply bytes it can take
+ * (out_room) and how much work one call may do (max_frames, max_bytes);
+ * a frame runs only when its whole reply fits, so the transport's
+ * budget holds exactly.  This file allocates nothing but the reply
+ * buffer, and never more of it than out_room.
  */
 #include <config.h>
 
 #include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,14 +109,19 @@ session_fail (struct session *s, enum log_kind kind, const char *why)
   s->close_why = why;
 }
 
-/* Reserve n bytes at the end of the output buffer. */
+/* Reserve n bytes at the end of the output buffer, which doubles as it
+ * grows but never past out_limit (session_process_turn checked that
+ * olen + n fits there).
+ */
 static uint8_t *
 session_out_reserve (struct session *s, size_t n)
 {
   if (s->olen + n > s->ocap) {
-    size_t cap = s->ocap ? s->ocap : 64 * 1024;
+    size_t cap = s->ocap ? s->ocap : 4096;
     while (cap < s->olen + n)
       cap *= 2;
+    if (cap > s->out_limit && s->out_limit >= s->olen + n)
+      cap = s->out_limit;
     uint8_t *p = realloc (s->obuf, cap);
     if (p == NULL)
       return NULL;
@@ -438,6 +450,7 @@ session_execute (struct session *s, const struct rp_req *req,
       session_reply_errno (s, req->id, ENOENT);
       return;
     }
+    s->turn_bytes += e->size;  /* madvise drops that much */
     store_free (st, e);
     session_reply (s, req->id, RP_OK, 0);
     return;
@@ -484,23 +497,55 @@ session_check_order (const struct session *s, const struct rp_req *req)
   return NULL;
 }
 
+/* The most reply bytes `req` can produce (error replies are smaller),
+ * known before it runs: what session_process_turn reserves.
+ */
+static size_t
+session_reply_bound (const struct rp_req *req)
+{
+  switch (req->op) {
+  case RP_OP_HELLO: return REPLY_HDR_SIZE + sizeof (struct rp_hello_reply);
+  case RP_OP_AUTH: return REPLY_HDR_SIZE + sizeof (struct rp_auth_reply);
+  case RP_OP_STAT: return REPLY_HDR_SIZE + sizeof (struct rp_stat_reply);
+  case RP_OP_ALLOC: return REPLY_HDR_SIZE + sizeof (struct rp_alloc_reply);
+  case RP_OP_READ: return REPLY_HDR_SIZE + req->count;
+  case RP_OP_LIST:
+    return REPLY_HDR_SIZE + sizeof (struct rp_list_reply) +
+      (size_t) req->count * 8;
+  default: return REPLY_HDR_SIZE;
+  }
+}
+
+/* Region bytes a request touches: what a turn's max_bytes counts. */
+static uint64_t
+session_work_bytes (const struct rp_req *req)
+{
+  switch (req->op) {
+  case RP_OP_READ: case RP_OP_ZERO: return req->count;
+  case RP_OP_WRITE: return req->length;
+  case RP_OP_ALLOC: return req->offset;  /* mlock populates it */
+  default: return 0;  /* FREE: session_execute adds the extent's size */
+  }
+}
+
 size_t
-session_process (struct session *s, const uint8_t *buf, size_t len,
-                 size_t out_room)
+session_process_turn (struct session *s, const uint8_t *buf, size_t len,
+                      size_t out_room, unsigned max_frames,
+                      uint64_t max_bytes)
 {
   size_t pos = 0;
 
+  s->turn_frames = 0;
+  s->turn_bytes = 0;
+  s->need_room = 0;
+  s->out_limit = out_room;
+  s->stop = SESSION_STOP_INPUT;
   while (!s->is_closing && s->close_why == NULL &&
          len - pos >= REQ_HDR_SIZE) {
     struct rp_req req;
     const char *why;
+    size_t need;
 
-    /* Replies pile up when the peer does not read them: stop executing
-     * until the transport has room, so a client pipelining 4 MiB READs
-     * cannot make us buffer without bound.
-     */
-    if (s->olen >= out_room)
-      break;
     if (rp_req_decode (buf + pos, &req, &why) == -1 ||
         (why = session_check_order (s, &req)) != NULL) {
       session_fail (s, LOG_KIND_PROTOCOL, why);
@@ -508,8 +553,34 @@ session_process (struct session *s, const uint8_t *buf, size_t len,
     }
     if (len - pos < REQ_HDR_SIZE + req.length)
       break;
+    if (s->turn_frames >= max_frames || s->turn_bytes >= max_bytes) {
+      s->stop = SESSION_STOP_TURN;
+      break;
+    }
+    /* Replies pile up when the peer does not read them: a frame whose
+     * reply would not fit waits until the transport has room, so a
+     * client pipelining 4 MiB READs cannot make us buffer without
+     * bound, and the transport's budget is never overshot.
+     */
+    need = session_reply_bound (&req);
+    if (s->olen + need > out_room) {
+      s->stop = SESSION_STOP_ROOM;
+      s->need_room = need;
+      break;
+    }
     session_execute (s, &req, buf + pos + REQ_HDR_SIZE);
     pos += REQ_HDR_SIZE + req.length;
+    s->turn_frames++;
+    s->turn_bytes += session_work_bytes (&req);
   }
+  if (s->is_closing || s->close_why)
+    s->stop = SESSION_STOP_CLOSE;
   return pos;
+}
+
+size_t
+session_process (struct session *s, const uint8_t *buf, size_t len,
+                 size_t out_room)
+{
+  return session_process_turn (s, buf, len, out_room, UINT_MAX, UINT64_MAX);
 }

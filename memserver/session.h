@@ -21,10 +21,27 @@
 #include <stdint.h>
 
 #include "log.h"
+#include "rampool/protocol.h"
 #include "server.h"
 #include "store.h"
 
 struct session;
+
+/* The most reply bytes one frame can produce: a READ of RP_MAX_PAYLOAD
+ * bytes.  A transport must offer at least this much room (out_room) for
+ * every frame to be executable.
+ */
+#define SESSION_REPLY_MAX (sizeof (struct rp_reply_hdr) + RP_MAX_PAYLOAD)
+
+/* Why the last session_process call returned. */
+enum session_stop {
+  SESSION_STOP_INPUT,   /* no whole frame left: wants more bytes */
+  SESSION_STOP_ROOM,    /* the next frame's reply (need_room bytes)
+                           does not fit in out_room */
+  SESSION_STOP_TURN,    /* max_frames or max_bytes reached, whole
+                           frames left: call again on a later turn */
+  SESSION_STOP_CLOSE,   /* close_why set, or is_closing */
+};
 
 /* What every session of one server shares.  Filled by the transport
  * before the first session_init; the transport also closes the store.
@@ -68,6 +85,18 @@ struct session {
                                      a static string, already logged */
   char peer[64];                  /* "HOST:PORT" for log lines, set by
                                      the transport */
+  enum session_stop stop;         /* why the last session_process call
+                                     returned */
+  size_t need_room;               /* reply bytes the next frame needs
+                                     (with obuf empty), when stop is
+                                     SESSION_STOP_ROOM */
+  unsigned turn_frames;           /* frames executed by the last call */
+  uint64_t turn_bytes;            /* region bytes it touched: READ,
+                                     WRITE, ZERO counts, ALLOC and FREE
+                                     sizes (mlock populates, madvise
+                                     drops) */
+  size_t out_limit;               /* out_room of the call in progress:
+                                     obuf never grows past it */
   uint64_t start_ms;              /* when the connection came (rp_now_ms):
                                      the handshake must finish within
                                      SESSION_HANDSHAKE_MS */
@@ -91,11 +120,21 @@ void session_fini (struct session *s);
 /* Parse and execute the complete frames at the start of buf[0..len),
  * in order.  Returns the bytes consumed, always whole frames; the
  * caller keeps the rest and passes it again, followed by what arrives
- * next.  Stops before the next frame once obuf holds out_room bytes
- * (backpressure: the transport has that much room left for replies);
- * out_room 0 executes nothing.  Sets close_why instead when the peer
- * breaks the protocol or no memory is left for a reply.
+ * next.  A frame is executed only if the most its reply can take fits
+ * in what is left of out_room (obuf never holds more than out_room
+ * bytes: the transport's budget for replies is exact); otherwise the
+ * call stops before it with stop = SESSION_STOP_ROOM and need_room set.
+ * At most max_frames frames are executed, and no frame after the one
+ * that brings turn_bytes to max_bytes (SESSION_STOP_TURN): so one
+ * client cannot hold the event loop for a whole read's worth of
+ * frames.  Sets close_why instead when the peer breaks the protocol
+ * or no memory is left for a reply.
  */
+size_t session_process_turn (struct session *s, const uint8_t *buf,
+                             size_t len, size_t out_room,
+                             unsigned max_frames, uint64_t max_bytes);
+
+/* session_process_turn without a turn limit. */
 size_t session_process (struct session *s, const uint8_t *buf, size_t len,
                         size_t out_room);
 

@@ -22,8 +22,9 @@
  *
  * One connection's stream is run three times, each from the same
  * store state: all at once with 16 MiB of reply room, one byte per
- * read with room for one reply (every frame waits for the previous
- * reply to drain), and in chunks of pseudo-random size.  The protocol
+ * read with room for one maximal reply (SESSION_REPLY_MAX: a frame runs
+ * only when its whole reply fits, so less room would block a 4 MiB
+ * READ for good), and in chunks of pseudo-random size.  The protocol
  * must not care how TCP cuts the stream, so the three runs must give
  * the same replies and close for the same reason.
  *
@@ -365,6 +366,8 @@ fuzz_conn_deliver (struct fuzz_conn *c, size_t n)
       fuzz_fail ("consumed %zu of %zu bytes", consumed, c->rlen);
     fuzz_conn_note_frames (c, consumed);
     out = session_take_output (&c->s, &olen);
+    if (olen > c->out_room)
+      fuzz_fail ("%zu bytes of replies with out_room %zu", olen, c->out_room);
     fuzz_conn_check_output (c, out, olen);
     free (out);
     if (consumed > 0)
@@ -375,8 +378,12 @@ fuzz_conn_deliver (struct fuzz_conn *c, size_t n)
       fuzz_fail ("%zu executed requests without a reply",
                  c->nexpect - c->expect_head);
     /* The session leaves the output full only when out_room stopped
-     * it; it was drained above, so no progress means no whole frame.
+     * it; it was drained above, so no progress means no whole frame:
+     * out_room is at least SESSION_REPLY_MAX, room for any one reply.
      */
+    if (consumed == 0 && c->s.stop == SESSION_STOP_ROOM)
+      fuzz_fail ("a frame needing %zu reply bytes did not run with %zu"
+                 " bytes of room", c->s.need_room, c->out_room);
     if (consumed == 0)
       break;
     memmove (c->rbuf, c->rbuf + consumed, c->rlen - consumed);
@@ -436,7 +443,8 @@ fuzz_run_one (const uint8_t *stream, size_t len, int split)
   uint32_t lcg = (uint32_t) len * 2654435761u + 1;
 
   fuzz_conn_start (&c, stream, len,
-                   split == 0 ? 16u * 1024 * 1024 : split == 1 ? 1 : 64 * 1024);
+                   split == 0 ? 16u * 1024 * 1024 : split == 1
+                   ? SESSION_REPLY_MAX : SESSION_REPLY_MAX + 64 * 1024);
   while (c.sent < len && c.is_open && !c.s.close_why) {
     size_t n;
     if (split == 0)
@@ -497,7 +505,7 @@ fuzz_run_multi (const uint8_t *data, size_t size, unsigned mode)
     len[1] = size - len[0];
   len[2] = size - len[0] - len[1];
   for (int i = 0, off = 0; i < FUZZ_MAX_CONNS; off += len[i], i++)
-    fuzz_conn_start (&c[i], data + off, len[i], 1024 * 1024);
+    fuzz_conn_start (&c[i], data + off, len[i], SESSION_REPLY_MAX);
   do {
     is_busy = false;
     for (int i = 0; i < FUZZ_MAX_CONNS; i++) {
