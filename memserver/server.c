@@ -115,6 +115,9 @@ enum conn_state {
 
 struct server;
 
+/* One accepted connection.  Like everything in this file, owned and
+ * touched by the event loop thread only: nothing is locked.
+ */
 struct conn {
   uv_tcp_t tcp;              /* first: handle <-> conn casts */
   struct session s;          /* protocol state; s.is_closing is ours */
@@ -164,10 +167,12 @@ struct server {
   uint64_t turn;             /* loop iterations so far */
   struct conn_queue ready;   /* connections with work for the next turn */
   struct conn_queue waiters; /* connections waiting for the budget */
-  size_t reply_bytes;        /* every connection's queued_bytes */
-  size_t reply_budget;       /* --max-reply-buffer */
-  size_t conn_high;          /* per-connection high mark */
-  size_t conn_low;           /* and its low mark */
+  size_t reply_bytes;        /* bytes: every connection's queued_bytes */
+  size_t reply_budget;       /* bytes: --max-reply-buffer */
+  size_t conn_high;          /* bytes: one connection's high mark,
+                                min (CONN_WQ_HIGH, reply_budget) */
+  size_t conn_low;           /* bytes: read again below this, a quarter
+                                of conn_high */
   uv_tcp_t spare;            /* refuses a connection when not even a
                                 handle can be allocated */
   bool is_spare_busy;        /* spare is being closed */
