@@ -194,7 +194,8 @@ load_config (struct settings *st, const char *path)
     p = key + strcspn (key, " \t=");
     value = p + strspn (p, " \t=");
     *p = '\0';
-    for (p = value + strlen (value); p > value && (p[-1] == ' ' || p[-1] == '\t'); p--)
+    for (p = value + strlen (value);
+         p > value && (p[-1] == ' ' || p[-1] == '\t'); p--)
       p[-1] = '\0';
     snprintf (where, sizeof where, "%s:%d: %s", path, lineno, key);
     for (o = long_options; o->name; o++)
@@ -276,12 +277,14 @@ main (int argc, char **argv)
    * the second applies the rest.
    */
   opterr = 0;
-  while ((c = getopt_long (argc, argv, "l:s:c:k:vqhV", long_options, NULL)) != -1)
+  while ((c = getopt_long (argc, argv, "l:s:c:k:vqhV", long_options,
+                           NULL)) != -1)
     if (c == 'c' && load_config (&st, optarg) == -1)
       return 2;
   opterr = 1;
   optind = 0;  /* glibc: restart scanning from argv[1] */
-  while ((c = getopt_long (argc, argv, "l:s:c:k:vqhV", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "l:s:c:k:vqhV", long_options,
+                           NULL)) != -1) {
     char where[64];
     switch (c) {
     case 'h':
@@ -308,7 +311,8 @@ main (int argc, char **argv)
     return 2;
   }
   if (st.listen == NULL) {
-    fprintf (stderr, "memserver: --listen: required (e.g. --listen 127.0.0.1:7070)\n");
+    fprintf (stderr, "memserver: --listen: required (e.g. --listen"
+             " 127.0.0.1:7070)\n");
     return 2;
   }
   if (st.size_bytes == 0) {
