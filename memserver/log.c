@@ -15,7 +15,7 @@
 #include "log.h"
 #include "util.h"
 
-enum log_level log_max_level = LOG_INFO;
+enum log_level log_max_level = LOG_LEVEL_INFO;
 
 /* One limiter per log_kind.  Owned by this file, event loop only. */
 struct log_limit {
@@ -81,9 +81,9 @@ log_end_window (enum log_kind kind, uint64_t now, bool is_final)
   if (now - l->window_start_ms < LOG_WINDOW_MS && !is_final)
     return;
   if (l->suppressed)
-    log_msg (l->level, "log", "%u similar messages suppressed in %" PRIu64
-             " ms (%s)", l->suppressed, now - l->window_start_ms,
-             log_kind_names[kind]);
+    log_msg (l->level, "log",
+             "%u similar messages suppressed in %" PRIu64 " ms (%s)",
+             l->suppressed, now - l->window_start_ms, log_kind_names[kind]);
   l->window_start_ms = now;
   l->count = 0;
   l->suppressed = 0;

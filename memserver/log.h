@@ -22,7 +22,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-enum log_level { LOG_ERR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
+enum log_level {
+  LOG_LEVEL_ERROR = 0,
+  LOG_LEVEL_WARN = 1,
+  LOG_LEVEL_INFO = 2,
+  LOG_LEVEL_DEBUG = 3
+};
 
 extern enum log_level log_max_level;
 

@@ -1,7 +1,7 @@
 /* memserver: donate RAM to a rampool pool.
  *
  * This file only turns the config file and the command line into
- * struct settings (server.h) and starts the server.  Every config error
+ * struct settings (settings.h) and starts the server.  Every config error
  * names the key (and for a config file, the line) and why.  Options on
  * the command line override the config file.
  */
@@ -161,10 +161,10 @@ apply (struct settings *st, int opt, const char *value, const char *where)
     st->pidfile = strdup (value);
     return 0;
   case 'v':
-    st->level = LOG_DEBUG;
+    st->level = LOG_LEVEL_DEBUG;
     return 0;
   case 'q':
-    st->level = LOG_WARN;
+    st->level = LOG_LEVEL_WARN;
     return 0;
   }
   fprintf (stderr, "memserver: %s: not a setting\n", where);
@@ -267,7 +267,7 @@ main (int argc, char **argv)
      * reads keeps this moving, one that does not holds at most this.
      */
     .max_reply_bytes = 64 * 1024 * 1024,
-    .level = LOG_INFO,
+    .level = LOG_LEVEL_INFO,
   };
   int c, status;
 
@@ -338,12 +338,14 @@ main (int argc, char **argv)
       return 2;
     }
     if (warn[0])
-      log_msg (LOG_WARN, "auth", "%s", warn);
+      log_msg (LOG_LEVEL_WARN, "auth", "%s", warn);
   }
   else
-    log_msg (LOG_WARN, "auth", "no --key-file: any client that can reach %s"
+    log_msg (LOG_LEVEL_WARN, "auth",
+             "no --key-file: any client that can reach %s"
              " can use this server; give every host of the pool a key"
-             " (rampool keygen) outside a trusted test network", st.listen);
+             " (rampool keygen) outside a trusted test network",
+             st.listen);
   status = server_run (&st);
   rp_key_free (st.key);
   free (st.key_file);

@@ -159,6 +159,7 @@ struct server {
   uv_loop_t *loop;
   uv_tcp_t listener;
   uv_signal_t sigterm, sigint;
+  uv_signal_t sigusr1;       /* log the counters (stats.h) */
   uv_timer_t sweep;
   uv_idle_t idle;            /* runs `ready`; active while it is not
                                 empty (the poll phase then does not
@@ -267,8 +268,8 @@ conn_set_state (struct conn *c, enum conn_state st)
 static void
 conn_close_why (struct conn *c, enum log_kind kind, const char *why)
 {
-  log_peer (kind, LOG_WARN, "conn", "%s: %s; closing connection", c->s.peer,
-            why);
+  log_peer (kind, LOG_LEVEL_WARN, "conn", "%s: %s; closing connection",
+            c->s.peer, why);
   conn_close (c);
 }
 
@@ -287,7 +288,7 @@ conn_after_write (uv_write_t *req, int status)
   free (w->buf);
   free (w);
   if (status < 0 && status != UV_ECANCELED && !c->s.is_closing) {
-    log_peer (LOG_KIND_CONN, LOG_INFO, "conn", "%s: write: %s", c->s.peer,
+    log_peer (LOG_KIND_CONN, LOG_LEVEL_INFO, "conn", "%s: write: %s", c->s.peer,
               uv_strerror (status));
     conn_close (c);
   }
@@ -458,17 +459,21 @@ conn_read_cb (uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 
   if (nread < 0) {
     if (nread == UV_ENOBUFS)
-      log_peer (LOG_KIND_MEMORY, LOG_WARN, "conn", "%s: out of memory for"
-                " the receive buffer; closing connection", c->s.peer);
+      log_peer (LOG_KIND_MEMORY, LOG_LEVEL_WARN, "conn",
+                "%s: out of memory for"
+                " the receive buffer; closing connection",
+                c->s.peer);
     else if (nread != UV_EOF)
-      log_peer (LOG_KIND_CONN, LOG_INFO, "conn", "%s: read: %s", c->s.peer,
-                uv_strerror ((int) nread));
+      log_peer (LOG_KIND_CONN, LOG_LEVEL_INFO, "conn", "%s: read: %s",
+                c->s.peer, uv_strerror ((int) nread));
     else if (session_is_awaiting_auth (&c->s))
-      log_peer (LOG_KIND_AUTH, LOG_WARN, "auth", "%s: client left before"
+      log_peer (LOG_KIND_AUTH, LOG_LEVEL_WARN, "auth",
+                "%s: client left before"
                 " authenticating (it did not accept our proof: different"
-                " cluster key, or no key-file on the client?)", c->s.peer);
+                " cluster key, or no key-file on the client?)",
+                c->s.peer);
     else
-      log_peer (LOG_KIND_CONN, LOG_DEBUG, "conn", "%s: closed by peer",
+      log_peer (LOG_KIND_CONN, LOG_LEVEL_DEBUG, "conn", "%s: closed by peer",
                 c->s.peer);
     conn_close (c);
     return;
@@ -573,8 +578,8 @@ server_rearm (struct server *srv)
   int r = uv_listen ((uv_stream_t *) &srv->listener, SERVER_BACKLOG,
                      server_on_connection);
   if (r < 0)
-    log_msg (LOG_ERR, "listen", "listening again after a failed accept: %s",
-             uv_strerror (r));
+    log_msg (LOG_LEVEL_ERROR, "listen",
+             "listening again after a failed accept: %s", uv_strerror (r));
 }
 
 static void
@@ -622,6 +627,7 @@ server_refused_close_cb (uv_handle_t *h)
 static void
 server_refuse (struct server *srv, enum log_kind kind, const char *why)
 {
+  srv->core.stats.connections_refused++;
   uv_tcp_t *t = malloc (sizeof *t);
   char peer[64];
 
@@ -639,7 +645,7 @@ server_refuse (struct server *srv, enum log_kind kind, const char *why)
     server_rearm (srv);
   else {
     server_peer_name (t, peer, sizeof peer);
-    log_peer (kind, LOG_WARN, "listen", "%s: refused: %s", peer, why);
+    log_peer (kind, LOG_LEVEL_WARN, "listen", "%s: refused: %s", peer, why);
   }
   uv_close ((uv_handle_t *) t, server_refused_close_cb);
 }
@@ -651,7 +657,7 @@ server_on_connection (uv_stream_t *listener, int status)
   struct conn *c;
 
   if (status < 0) {
-    log_peer (LOG_KIND_ACCEPT, LOG_WARN, "listen", "accept: %s",
+    log_peer (LOG_KIND_ACCEPT, LOG_LEVEL_WARN, "listen", "accept: %s",
               uv_strerror (status));
     return;
   }
@@ -694,7 +700,8 @@ server_on_connection (uv_stream_t *listener, int status)
       setsockopt (fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
     }
   }
-  log_peer (LOG_KIND_CONN, LOG_DEBUG, "conn", "%s: connected", c->s.peer);
+  srv->core.stats.connections++;
+  log_peer (LOG_KIND_CONN, LOG_LEVEL_DEBUG, "conn", "%s: connected", c->s.peer);
   conn_set_state (c, CONN_READING);  /* calloc'd: reading, not yet read */
 }
 
@@ -724,7 +731,8 @@ server_sweep_stalled (struct server *srv, uint64_t now)
       c->progress_ms = now;
     }
     else if (srv->waiters.head && now - c->progress_ms >= CONN_STALL_MS) {
-      log_peer (LOG_KIND_STALL, LOG_WARN, "conn", "%s: has not read its"
+      log_peer (LOG_KIND_STALL, LOG_LEVEL_WARN, "conn",
+                "%s: has not read its"
                 " replies for %d s (%zu bytes waiting) while other"
                 " connections wait for max-reply-buffer; closing connection",
                 c->s.peer, CONN_STALL_MS / 1000, c->queued_bytes);
@@ -740,11 +748,15 @@ server_on_sweep (uv_timer_t *t)
   uint64_t now = rp_now_ms ();
   unsigned n = store_expire_owners (&srv->core.store, now);
 
+  srv->core.stats.leases_expired += n;
   for (struct session *s = srv->core.sessions; s; s = s->next)
     if (s->owner == NULL && !s->is_closing &&
         now - s->start_ms > SESSION_HANDSHAKE_MS) {
-      log_peer (LOG_KIND_HANDSHAKE, LOG_INFO, "conn", "%s: no HELLO%s within"
-                " %d ms; closing", s->peer, srv->core.st->key ? "/AUTH" : "",
+      srv->core.stats.handshake_timeouts++;
+      log_peer (LOG_KIND_HANDSHAKE, LOG_LEVEL_INFO, "conn",
+                "%s: no HELLO%s within"
+                " %d ms; closing",
+                s->peer, srv->core.st->key ? "/AUTH" : "",
                 SESSION_HANDSHAKE_MS);
       srv->core.close_session (s);
     }
@@ -752,9 +764,10 @@ server_on_sweep (uv_timer_t *t)
   server_wake_waiters (srv);
 
   if (n)
-    log_peer (LOG_KIND_LEASE, LOG_INFO, "lease", "freed the extents of %u"
-              " client(s) gone for longer than lease-ms=%" PRIu32, n,
-              srv->core.store.lease_ms);
+    log_peer (LOG_KIND_LEASE, LOG_LEVEL_INFO, "lease",
+              "freed the extents of %u"
+              " client(s) gone for longer than lease-ms=%" PRIu32,
+              n, srv->core.store.lease_ms);
   log_flush (false);
 }
 
@@ -769,6 +782,7 @@ server_stop (struct server *srv)
   uv_close ((uv_handle_t *) &srv->listener, NULL);
   uv_close ((uv_handle_t *) &srv->sigterm, NULL);
   uv_close ((uv_handle_t *) &srv->sigint, NULL);
+  uv_close ((uv_handle_t *) &srv->sigusr1, NULL);
   uv_close ((uv_handle_t *) &srv->sweep, NULL);
   uv_close ((uv_handle_t *) &srv->idle, NULL);
   uv_close ((uv_handle_t *) &srv->check, NULL);
@@ -777,9 +791,17 @@ server_stop (struct server *srv)
 }
 
 static void
+server_on_usr1 (uv_signal_t *h, int signum)
+{
+  struct server *srv = h->data;
+
+  stats_log (&srv->core.stats);
+}
+
+static void
 server_on_signal (uv_signal_t *h, int signum)
 {
-  log_msg (LOG_INFO, "main", "signal %d: shutting down", signum);
+  log_msg (LOG_LEVEL_INFO, "main", "signal %d: shutting down", signum);
   server_stop (h->data);
 }
 
@@ -817,25 +839,29 @@ server_listen (struct server *srv)
   srv->listener.data = srv;
   if (rp_split_hostport (srv->core.st->listen, host, sizeof host,
                          port, sizeof port) == -1) {
-    log_msg (LOG_ERR, "config", "listen: '%s' is not HOST:PORT or [V6]:PORT",
+    log_msg (LOG_LEVEL_ERROR, "config",
+             "listen: '%s' is not HOST:PORT or [V6]:PORT",
              srv->core.st->listen);
     return -1;
   }
   uint64_t portnum;
   if (rp_parse_uint (port, 0, 65535, &portnum) == -1) {
-    log_msg (LOG_ERR, "config", "listen: port '%s' is not 0-65535", port);
+    log_msg (LOG_LEVEL_ERROR, "config", "listen: port '%s' is not 0-65535",
+             port);
     return -1;
   }
   if (uv_ip4_addr (host, portnum, (struct sockaddr_in *) &ss) != 0 &&
       uv_ip6_addr (host, portnum, (struct sockaddr_in6 *) &ss) != 0) {
-    log_msg (LOG_ERR, "config", "listen: '%s' is not a numeric IPv4 or IPv6"
-             " address", host);
+    log_msg (LOG_LEVEL_ERROR, "config",
+             "listen: '%s' is not a numeric IPv4 or IPv6"
+             " address",
+             host);
     return -1;
   }
   if ((r = uv_tcp_bind (&srv->listener, (struct sockaddr *) &ss, 0)) < 0 ||
       (r = uv_listen ((uv_stream_t *) &srv->listener, SERVER_BACKLOG,
                       server_on_connection)) < 0) {
-    log_msg (LOG_ERR, "listen", "%s: %s", srv->core.st->listen,
+    log_msg (LOG_LEVEL_ERROR, "listen", "%s: %s", srv->core.st->listen,
              uv_strerror (r));
     return -1;
   }
@@ -862,13 +888,14 @@ server_run (const struct settings *st)
     : srv.reply_budget;
   srv.conn_low = srv.conn_high / 4;
   if (rp_random_bytes (srv.core.incarnation, 16) == -1) {
-    log_msg (LOG_ERR, "main", "getrandom: %s", strerror (errno));
+    log_msg (LOG_LEVEL_ERROR, "main", "getrandom: %s", strerror (errno));
     return 1;
   }
   if (store_open (&srv.core.store, st->size_bytes, st->use_mlock,
                   st->max_owners, st->lease_ms) == -1) {
-    log_msg (LOG_ERR, "region", "cannot map a %" PRIu64 "-byte region: %s",
-             st->size_bytes, strerror (errno));
+    log_msg (LOG_LEVEL_ERROR, "region",
+             "cannot map a %" PRIu64 "-byte region: %s", st->size_bytes,
+             strerror (errno));
     return 1;
   }
   port = server_listen (&srv);
@@ -882,6 +909,9 @@ server_run (const struct settings *st)
   srv.sigterm.data = srv.sigint.data = &srv;
   uv_signal_start (&srv.sigterm, server_on_signal, SIGTERM);
   uv_signal_start (&srv.sigint, server_on_signal, SIGINT);
+  uv_signal_init (srv.loop, &srv.sigusr1);
+  srv.sigusr1.data = &srv;
+  uv_signal_start (&srv.sigusr1, server_on_usr1, SIGUSR1);
   uv_timer_init (srv.loop, &srv.sweep);
   srv.sweep.data = &srv;
   uv_timer_start (&srv.sweep, server_on_sweep, 1000, 1000);
@@ -892,8 +922,10 @@ server_run (const struct settings *st)
   uv_check_start (&srv.check, server_on_check);
   uv_unref ((uv_handle_t *) &srv.check);
 
-  log_msg (LOG_INFO, "main", "listening on %s (port %d), donating %s%s,"
-           " replies buffered up to %s, incarnation %s", st->listen, port,
+  log_msg (LOG_LEVEL_INFO, "main",
+           "listening on %s (port %d), donating %s%s,"
+           " replies buffered up to %s, incarnation %s",
+           st->listen, port,
            rp_human_size (srv.core.store.region.capacity, sz, sizeof sz),
            st->use_mlock ? " (locked per extent)" : " (not locked)",
            rp_human_size (srv.reply_budget, rb, sizeof rb),
@@ -902,7 +934,8 @@ server_run (const struct settings *st)
        server_write_file (st->pidfile, (unsigned long) getpid ()) == -1) ||
       (st->port_file &&
        server_write_file (st->port_file, (unsigned long) port) == -1)) {
-    log_msg (LOG_ERR, "main", "writing pid/port file: %s", strerror (errno));
+    log_msg (LOG_LEVEL_ERROR, "main", "writing pid/port file: %s",
+             strerror (errno));
     server_stop (&srv);
     status = 1;
   }
@@ -916,7 +949,8 @@ server_run (const struct settings *st)
   uv_loop_close (srv.loop);
   store_close (&srv.core.store);
   log_flush (true);
+  stats_log (&srv.core.stats);
   if (status == 0)
-    log_msg (LOG_INFO, "main", "stopped");
+    log_msg (LOG_LEVEL_INFO, "main", "stopped");
   return status;
 }

@@ -104,7 +104,7 @@ session_is_awaiting_auth (const struct session *s)
 static void
 session_fail (struct session *s, enum log_kind kind, const char *why)
 {
-  log_peer (kind, LOG_WARN, "conn", "%s: %s; closing connection", s->peer,
+  log_peer (kind, LOG_LEVEL_WARN, "conn", "%s: %s; closing connection", s->peer,
             why);
   s->close_why = why;
 }
@@ -141,6 +141,8 @@ static uint8_t *
 session_reply (struct session *s, uint64_t id, uint32_t error,
                uint32_t length)
 {
+  if (error != RP_OK)
+    s->core->stats.errors[s->cur_op]++;
   struct rp_reply r = {
     .error = error, .id = id, .length = length,
     .free_bytes = region_free_bytes (&s->core->store.region),
@@ -171,14 +173,16 @@ session_attach_owner (struct session *s, const struct rp_req *req)
   struct owner *o = store_owner_attach (&core->store, s->owner_id);
 
   if (o == NULL) {
-    log_peer (LOG_KIND_LIMIT, LOG_WARN, "limit", "%s: refused: max-clients=%"
-              PRIu32 " client sessions already hold this server", s->peer,
-              core->st->max_owners);
+    log_peer (LOG_KIND_LIMIT, LOG_LEVEL_WARN, "limit",
+              "%s: refused: max-clients=%" PRIu32
+              " client sessions already hold this server",
+              s->peer, core->st->max_owners);
     goto refuse;
   }
   if (s->fence < o->fence) {
     store_owner_detach (&core->store, o);
-    log_peer (LOG_KIND_FENCE, LOG_INFO, "conn", "%s: refused: connection"
+    log_peer (LOG_KIND_FENCE, LOG_LEVEL_INFO, "conn",
+              "%s: refused: connection"
               " generation %" PRIu64 " is older than this client's %" PRIu64,
               s->peer, s->fence, o->fence);
     goto refuse;
@@ -194,11 +198,14 @@ session_attach_owner (struct session *s, const struct rp_req *req)
       if (k != s && k->owner == o && k->fence < s->fence && !k->is_closing) {
         core->close_session (k);
         n++;
+        core->stats.fenced++;
       }
     if (n)
-      log_peer (LOG_KIND_FENCE, LOG_INFO, "conn", "%s: client reconnected"
+      log_peer (LOG_KIND_FENCE, LOG_LEVEL_INFO, "conn",
+                "%s: client reconnected"
                 " (generation %" PRIu64 "): closed %u older connection(s)"
-                " unread", s->peer, s->fence, n);
+                " unread",
+                s->peer, s->fence, n);
   }
   /* Count the owner's live connections: ones just fenced off above are
    * still in nconns until their close completes, and must not make a
@@ -210,7 +217,8 @@ session_attach_owner (struct session *s, const struct rp_req *req)
       live++;
   if (live > core->st->max_client_conns) {
     store_owner_detach (&core->store, o);
-    log_peer (LOG_KIND_LIMIT, LOG_WARN, "limit", "%s: refused: this client"
+    log_peer (LOG_KIND_LIMIT, LOG_LEVEL_WARN, "limit",
+              "%s: refused: this client"
               " already has max-client-connections=%" PRIu32 " connections",
               s->peer, core->st->max_client_conns);
     goto refuse;
@@ -234,8 +242,9 @@ session_hello (struct session *s, const struct rp_req *req,
 
   memcpy (&h, payload, sizeof h);
   if (le32toh (h.version) != RP_PROTOCOL_VERSION) {
-    log_peer (LOG_KIND_VERSION, LOG_WARN, "conn", "%s: protocol version %"
-              PRIu32 " not supported (this server speaks %d)",
+    log_peer (LOG_KIND_VERSION, LOG_LEVEL_WARN, "conn",
+              "%s: protocol version %" PRIu32
+              " not supported (this server speaks %d)",
               s->peer, le32toh (h.version), RP_PROTOCOL_VERSION);
     session_reply (s, req->id, RP_EVERSION, 0);
     s->is_rejected = true;
@@ -249,8 +258,10 @@ session_hello (struct session *s, const struct rp_req *req,
    * replayed: without fresh randomness, refuse to go on.
    */
   if (rp_random_bytes (s->server_nonce, 32) == -1) {
-    log_peer (LOG_KIND_RANDOM, LOG_ERR, "auth", "getrandom failed: %s;"
-              " refusing %s", strerror (errno), s->peer);
+    log_peer (LOG_KIND_RANDOM, LOG_LEVEL_ERROR, "auth",
+              "getrandom failed: %s;"
+              " refusing %s",
+              strerror (errno), s->peer);
     session_fail (s, LOG_KIND_RANDOM, "no randomness for the server nonce");
     return;
   }
@@ -291,16 +302,20 @@ session_auth (struct session *s, const struct rp_req *req,
   if (!rp_auth_check (s->core->st->key, RP_AUTH_CLIENT, s->client_nonce,
                       s->server_nonce, s->owner_id, s->fence,
                       a.client_proof)) {
-    log_peer (LOG_KIND_AUTH, LOG_WARN, "auth", "%s: authentication failed:"
+    log_peer (LOG_KIND_AUTH, LOG_LEVEL_WARN, "auth",
+              "%s: authentication failed:"
               " the client does not hold this pool's cluster key (wrong"
-              " key-file?)", s->peer);
+              " key-file?)",
+              s->peer);
+    s->core->stats.auth_refused++;
     session_reply (s, req->id, RP_EPERM, 0);
     s->is_rejected = true;
     return;
   }
   if (!session_attach_owner (s, req))
     return;
-  log_peer (LOG_KIND_CONN, LOG_DEBUG, "auth", "%s: authenticated", s->peer);
+  log_peer (LOG_KIND_CONN, LOG_LEVEL_DEBUG, "auth", "%s: authenticated",
+            s->peer);
   out = session_reply (s, req->id, RP_OK, sizeof (struct rp_auth_reply));
   if (out)
     rp_auth_reply_encode (s->owner->session, out);
@@ -370,21 +385,26 @@ session_alloc (struct session *s, const struct rp_req *req)
 
   uint64_t quota = core->st->max_client_bytes;
   if (quota && s->owner->bytes + req->offset > quota) {
-    log_peer (LOG_KIND_LIMIT, LOG_WARN, "limit", "%s: ALLOC refused: the"
-              " client would hold more than max-client-size=%" PRIu64
-              " bytes", s->peer, quota);
+    log_peer (LOG_KIND_LIMIT, LOG_LEVEL_WARN, "limit",
+              "%s: ALLOC refused: the"
+              " client would hold more than max-client-size=%" PRIu64 " bytes",
+              s->peer, quota);
     session_reply_errno (s, req->id, ENOSPC);
     return;
   }
   if (store_alloc (&core->store, s->owner, req->offset, &handle) == -1) {
     int err = errno;
     if (err == ENOMEM)
-      log_peer (LOG_KIND_MEMORY, LOG_WARN, "region", "mlock of a %" PRIu64
+      log_peer (LOG_KIND_MEMORY, LOG_LEVEL_WARN, "region",
+                "mlock of a %" PRIu64
                 "-byte extent failed: the donor has no memory to lock"
-                " (RLIMIT_MEMLOCK or RAM)", req->offset);
+                " (RLIMIT_MEMLOCK or RAM)",
+                req->offset);
     else if (err == EIO)
-      log_peer (LOG_KIND_RANDOM, LOG_ERR, "region", "getrandom failed:"
-                " ALLOC of %s refused (no unguessable handle)", s->peer);
+      log_peer (LOG_KIND_RANDOM, LOG_LEVEL_ERROR, "region",
+                "getrandom failed:"
+                " ALLOC of %s refused (no unguessable handle)",
+                s->peer);
     session_reply_errno (s, req->id, err);
     return;
   }
@@ -425,6 +445,8 @@ session_execute (struct session *s, const struct rp_req *req,
   struct extent *e;
   uint8_t *out;
 
+  s->cur_op = req->op;
+  s->core->stats.requests[req->op]++;
   switch (req->op) {
   case RP_OP_HELLO:
     session_hello (s, req, payload);
@@ -458,13 +480,16 @@ session_execute (struct session *s, const struct rp_req *req,
     if ((e = session_extent (s, req, req->count)) == NULL)
       return;
     out = session_reply (s, req->id, RP_OK, req->count);
-    if (out)
+    if (out) {
       memcpy (out, st->region.base + e->offset + req->offset, req->count);
+      s->core->stats.read_bytes += req->count;
+    }
     return;
   case RP_OP_WRITE:
     if ((e = session_extent (s, req, req->length)) == NULL)
       return;
     memcpy (st->region.base + e->offset + req->offset, payload, req->length);
+    s->core->stats.write_bytes += req->length;
     session_reply (s, req->id, RP_OK, 0);
     return;
   case RP_OP_ZERO:
@@ -548,6 +573,7 @@ session_process_turn (struct session *s, const uint8_t *buf, size_t len,
 
     if (rp_req_decode (buf + pos, &req, &why) == -1 ||
         (why = session_check_order (s, &req)) != NULL) {
+      s->core->stats.protocol_errors++;
       session_fail (s, LOG_KIND_PROTOCOL, why);
       break;
     }

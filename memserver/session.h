@@ -22,7 +22,8 @@
 
 #include "log.h"
 #include "rampool/protocol.h"
-#include "server.h"
+#include "settings.h"
+#include "stats.h"
 #include "store.h"
 
 struct session;
@@ -56,6 +57,7 @@ struct session_core {
                                      newest first (fencing, shutdown) */
   uint32_t nsessions;             /* length of that list: connections
                                      open now, reported by STAT */
+  struct ms_stats stats;          /* counters (stats.h) */
   /* Close another session's connection because its client reconnected
    * with a newer generation (see session_attach_owner).  Must set
    * s->is_closing; the transport calls session_fini later.
@@ -69,6 +71,7 @@ struct session {
   struct owner *owner;            /* NULL until HELLO (and AUTH with a
                                      key); holds one of its nconns */
   bool is_hello_done;
+  uint16_t cur_op;                /* the op executing, for the counters */
   bool is_rejected;               /* refused HELLO/AUTH: the next frame
                                      closes */
   uint8_t owner_id[16];           /* from HELLO */

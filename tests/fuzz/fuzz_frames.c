@@ -536,7 +536,7 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
 {
   /* Warnings per malformed frame would be most of the run time. */
   fuzz_is_verbose = getenv ("FUZZ_VERBOSE") != NULL;
-  log_max_level = fuzz_is_verbose ? LOG_DEBUG : LOG_ERR;
+  log_max_level = fuzz_is_verbose ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR;
   if (rp_auth_init () == -1)
     fuzz_fail ("libsodium init failed");
   for (int i = 0; i < RP_KEY_BYTES; i++)

@@ -1,0 +1,45 @@
+/* The memserver's settings: what main.c reads from the config file
+ * and then the command line, and every other part of the daemon reads
+ * (never writes) after start.  Every field says its unit and why its
+ * default was chosen; memserver(8) documents the options.
+ */
+#ifndef MS_SETTINGS_H
+#define MS_SETTINGS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "log.h"
+
+/* Settings, filled from the config file and then the command line. */
+struct settings {
+  char *listen;            /* "HOST:PORT"; port 0 = pick one (tests) */
+  uint64_t size_bytes;     /* donation cap; no default: the operator
+                              must say how much RAM to give away */
+  bool use_mlock;          /* lock extents in RAM (default true: donated
+                              memory must never itself be swapped) */
+  uint32_t lease_ms;       /* keep a vanished client's extents this long;
+                              30 s covers a client restart of its
+                              connections without holding memory of a
+                              dead client for long */
+  uint32_t max_owners;     /* distinct client sessions (default 256) */
+  uint32_t max_conns;      /* open connections (default 1024) */
+  uint32_t max_client_conns; /* connections per client session (default
+                              64: nbdkit opens connections= per server,
+                              2 by default; 64 leaves room and still
+                              stops one client taking every slot) */
+  uint64_t max_client_bytes; /* bytes one client may hold (default 0 =
+                              the whole donation: one tenant per donor
+                              is the common case) */
+  uint64_t max_reply_bytes; /* --max-reply-buffer: reply bytes built and
+                              not yet sent, all connections together
+                              (default 64 MiB, at least 8 MiB: one
+                              maximal reply must always fit) */
+  char *port_file;         /* write the bound port here once listening */
+  char *pidfile;           /* write our pid here once listening */
+  enum log_level level;    /* --verbose / --quiet */
+  char *key_file;          /* cluster key; NULL = no authentication */
+  uint8_t *key;            /* loaded from key_file (locked memory) */
+};
+
+#endif /* MS_SETTINGS_H */

@@ -1,0 +1,40 @@
+/* The memserver's counters, defined once: the struct, the per-op
+ * arrays and the "stats" log lines (at shutdown and on SIGUSR1) are
+ * made from these lists, and the metrics writer will be.  Single-
+ * threaded: bumped from the event loop only.
+ *
+ * X (name, help): counters only grow.
+ */
+#ifndef MS_STATS_H
+#define MS_STATS_H
+
+#include <stdint.h>
+
+#include "rampool/protocol.h"
+
+#define MS_COUNTERS(X) \
+  X (connections,         "connections accepted") \
+  X (connections_refused, "connections refused at accept (max-connections," \
+                          " no memory)") \
+  X (handshake_timeouts,  "connections closed for no HELLO/AUTH in time") \
+  X (protocol_errors,     "connections closed for a malformed or" \
+                          " out-of-order frame") \
+  X (auth_refused,        "AUTH proofs refused (not the cluster key)") \
+  X (fenced,              "older connections closed by a client's" \
+                          " reconnect") \
+  X (leases_expired,      "client sessions freed after their lease") \
+  X (read_bytes,          "bytes sent in READ replies") \
+  X (write_bytes,         "bytes received in WRITE requests")
+
+struct ms_stats {
+#define MS_STATS_FIELD(name, help) uint64_t name;
+  MS_COUNTERS (MS_STATS_FIELD)
+#undef MS_STATS_FIELD
+  uint64_t requests[RP_OP_MAX + 1];  /* executed, by op */
+  uint64_t errors[RP_OP_MAX + 1];    /* answered with an error, by op */
+};
+
+/* Log every counter (level info, subsystem "stats"). */
+void stats_log (const struct ms_stats *st);
+
+#endif /* MS_STATS_H */
