@@ -29,6 +29,7 @@
 #include "rampool/client.h"
 #include "rampool/protocol.h"
 #include "codec.h"
+#include "transport.h"
 #include "util.h"
 
 static void __attribute__ ((noreturn, format (printf, 1, 2)))
@@ -87,10 +88,13 @@ fuzz_check_servers (const struct rp_config *cfg)
       fuzz_fail ("servers[%u] is %s", i, cfg->servers[i] ? "set" : "NULL");
     if (i >= cfg->nservers)
       continue;
-    if (rp_split_hostport (cfg->servers[i], host, sizeof host,
+    const char *hostport;
+    if (transport_find (cfg->servers[i], &hostport) == NULL ||
+        rp_split_hostport (hostport, host, sizeof host,
                            port, sizeof port) == -1 ||
         rp_parse_uint (port, 1, 65535, &p) == -1)
-      fuzz_fail ("accepted server '%s' is not HOST:PORT", cfg->servers[i]);
+      fuzz_fail ("accepted server '%s' is not [SCHEME://]HOST:PORT",
+                 cfg->servers[i]);
     for (unsigned j = 0; j < i; j++)
       if (strcmp (cfg->servers[i], cfg->servers[j]) == 0)
         fuzz_fail ("server '%s' accepted twice", cfg->servers[i]);
