@@ -13,6 +13,14 @@ PLUGIN=$abs_top_builddir/nbdkit-plugin/.libs/nbdkit-rampool-plugin.so
 RAMPOOL=$abs_top_builddir/client/rampool
 TESTS_BIN=$abs_top_builddir/tests
 
+# A test that mounts file systems (FUSE, loop devices) or makes network
+# namespaces sets MOUNT_NS=own before sourcing this file: it then runs
+# in a mount namespace of its own (mountns.sh says why).
+if [ "${MOUNT_NS:-}" = own ]; then
+  source "$(dirname "${BASH_SOURCE[0]}")/mountns.sh"
+  own_mount_ns "$@"
+fi
+
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/rampool-test.XXXXXX")
 _pids=()
 _cleanups=()
@@ -124,4 +132,33 @@ start_nbdkit () {
 stop_nbdkit () {
   kill "$NBDKIT_PID" 2>/dev/null || true
   wait "$NBDKIT_PID" 2>/dev/null || true
+}
+
+# rampool-fuse (test-fuse.sh, test-zero-nohole.sh; run them with
+# MOUNT_NS=own).  fuse_setup: the mount point $MNT and the clean-up.
+# start_fuse KEY=VALUE...: start it on $MNT and wait until $MNT/disk
+# has the size EXPECT_SIZE; sets FUSE_PID.  Stop it with SIGTERM or
+# fusermount3 -u, wait "$FUSE_PID", then set FUSE_PID= again.
+RAMPOOL_FUSE=$abs_top_builddir/client/rampool-fuse
+FUSE_PID=
+is_mounted () { grep -q " $MNT fuse" /proc/mounts; }
+fuse_setup () {
+  requires fusermount3 fuse3
+  [ -c /dev/fuse ] || fail "/dev/fuse missing: the FUSE test needs the fuse driver"
+  MNT=$TMP/mnt
+  mkdir -p "$MNT"
+  # stop it first (it unmounts itself), then make sure nothing is left
+  on_exit '[ -n "$FUSE_PID" ] && kill "$FUSE_PID" 2>/dev/null; wait "$FUSE_PID" 2>/dev/null; is_mounted && fusermount3 -u -z "$MNT"'
+}
+start_fuse () {
+  "$RAMPOOL_FUSE" "$MNT" servers="$SERVERS" "$@" >>"$TMP/fuse.log" 2>&1 &
+  FUSE_PID=$!
+  _pids+=("$FUSE_PID")
+  # ready: the disk file is there with its size
+  for _ in $(seq 200); do
+    [ "$(stat -c %s "$MNT/disk" 2>/dev/null)" = "$EXPECT_SIZE" ] && return 0
+    kill -0 "$FUSE_PID" 2>/dev/null || fail "rampool-fuse exited at start-up"
+    sleep 0.05
+  done
+  fail "rampool-fuse: $MNT/disk did not appear"
 }

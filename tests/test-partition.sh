@@ -22,7 +22,11 @@
 #    must be the newest (s2 holds no stale data, including none
 #    delivered late by the network once the link was back).
 #
-# Needs root (network namespaces).
+# Needs root (network namespaces).  Runs in a mount namespace of its
+# own (MOUNT_NS=own, tests/mountns.sh): each "ip netns exec" copies the
+# mounts of the namespace it runs in, and must not copy (and keep in
+# use) other tests' FUSE or loop mounts.
+MOUNT_NS=own
 source "${srcdir:-.}/functions.sh"
 requires nbdkit
 requires nbdcopy libnbd-bin

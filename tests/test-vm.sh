@@ -9,6 +9,9 @@
 # --discard returning memory to the memservers, and --global: no
 # cgroup, the whole 256 MiB guest overcommitted 1.5x, set up and torn
 # down with rampool attach / detach.
+# In a mount namespace of its own (tests/mountns.sh): the servers and
+# QEMU run under "ip netns exec", which copies the mounts around it.
+MOUNT_NS=own
 source "${srcdir:-.}/functions.sh"
 for t in qemu-system-x86_64:qemu-system-x86 busybox:busybox-static \
          nbd-client:nbd-client dpkg-deb:dpkg; do
