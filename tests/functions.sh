@@ -11,7 +11,9 @@ set -euo pipefail
 MEMSERVER=$abs_top_builddir/memserver/memserver
 PLUGIN=$abs_top_builddir/nbdkit-plugin/.libs/nbdkit-rampool-plugin.so
 RAMPOOL=$abs_top_builddir/client/rampool
-TESTS_BIN=$abs_top_builddir/tests
+# The test programs (nbd_blocks...); may be taken from another build
+# than the one under test (to run a new test against an older tree).
+: "${TESTS_BIN:=$abs_top_builddir/tests}"
 
 # A test that mounts file systems (FUSE, loop devices) or makes network
 # namespaces sets MOUNT_NS=own before sourcing this file: it then runs
@@ -127,6 +129,32 @@ start_nbdkit () {
     sleep 0.05
   done
   NBD_URI="nbd+unix:///?socket=$NBD_SOCK"
+}
+
+now_ms () { date +%s%3N; }
+
+# The plugin's stats-file=: set STATS to its path.  stat_of KEY: one
+# value.  server_state NAME: "up" or "down" as the plugin sees
+# memserver NAME (start_memserver's).
+stat_of () { awk -v k="$1" '$1 == k { print $2 }' "$STATS" 2>/dev/null; }
+server_state () {
+  local port_var=MS_PORT_$1
+  awk -v a="127.0.0.1:${!port_var}" '$1 == "server" && $2 == a { print $3 }' \
+    "$STATS" 2>/dev/null
+}
+
+# wait_until SECONDS WHAT COMMAND...: poll every 0.1 s until COMMAND
+# succeeds; after SECONDS, show $STATS and fail.
+wait_until () {
+  local secs=$1 what=$2; shift 2
+  local end=$(( $(now_ms) + secs * 1000 ))
+  until "$@"; do
+    if [ "$(now_ms)" -ge "$end" ]; then
+      [ -f "${STATS:-}" ] && cat "$STATS"
+      fail "timed out after ${secs}s waiting for $what"
+    fi
+    sleep 0.1
+  done
 }
 
 stop_nbdkit () {

@@ -11,11 +11,19 @@
  * writes blocks FIRST..FIRST+COUNT-1 of FILE to the same blocks of the
  * export (exit 1 on any error), so a test can rewrite part of a disk
  * and keep its expected copy exact.
+ *
+ *        nbd_blocks URI BLOCK_SIZE FILE pread OFFSET LENGTH
+ *        nbd_blocks URI BLOCK_SIZE FILE pwrite OFFSET LENGTH
+ * one request for bytes [OFFSET, OFFSET+LENGTH) of the export (any
+ * alignment; BLOCK_SIZE unused): pread compares them with the same
+ * bytes of FILE, pwrite writes FILE's.  Prints one word, "ok", "eio",
+ * "mismatch" (pread) or "error", and exits 0.
  */
 #include <config.h>
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +39,9 @@ main (int argc, char **argv)
   FILE *fp;
   char *got, *want;
 
-  if (argc != 4 && !(argc == 7 && strcmp (argv[4], "write") == 0)) {
+  if (argc != 4 && !(argc == 7 && (strcmp (argv[4], "write") == 0 ||
+                                    strcmp (argv[4], "pread") == 0 ||
+                                    strcmp (argv[4], "pwrite") == 0))) {
     fprintf (stderr, "usage: nbd_blocks URI BLOCK_SIZE EXPECTED_FILE\n");
     return 2;
   }
@@ -44,6 +54,40 @@ main (int argc, char **argv)
     return 2;
   }
   size = nbd_get_size (nbd);
+  if (argc == 7 && argv[4][0] == 'p') {
+    uint64_t off = strtoull (argv[5], NULL, 0);
+    uint64_t len = strtoull (argv[6], NULL, 0);
+    bool is_read = strcmp (argv[4], "pread") == 0;
+    const char *res;
+    int r;
+
+    got = malloc (len ? len : 1);
+    want = malloc (len ? len : 1);
+    if (got == NULL || want == NULL || fseeko (fp, off, SEEK_SET) == -1 ||
+        fread (want, 1, len, fp) != len) {
+      fprintf (stderr, "nbd_blocks: %s is shorter than %" PRIu64 " bytes\n",
+               argv[3], off + len);
+      return 2;
+    }
+    if (is_read)
+      r = nbd_pread (nbd, got, len, off, 0);
+    else
+      r = nbd_pwrite (nbd, want, len, off, 0);
+    if (r == -1) {
+      res = nbd_get_errno () == EIO ? "eio" : "error";
+      fprintf (stderr, "nbd_blocks: %s %" PRIu64 "+%" PRIu64 ": %s\n",
+               argv[4], off, len, nbd_get_error ());
+    }
+    else
+      res = !is_read || memcmp (got, want, len) == 0 ? "ok" : "mismatch";
+    printf ("%s\n", res);
+    nbd_shutdown (nbd, 0);
+    nbd_close (nbd);
+    fclose (fp);
+    free (got);
+    free (want);
+    return 0;
+  }
   got = malloc (bs);
   want = malloc (bs);
   if (argc == 7) {
