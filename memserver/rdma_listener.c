@@ -521,7 +521,7 @@ rdma_conn_ready_qp (struct rdma_conn *c, uint8_t responder_resources)
  */
 static uint32_t
 rdma_conn_make (struct rdma_conn *c, const struct rp_rdma_connect *rc,
-                uint8_t initiator_depth)
+                uint8_t reads_wanted)
 {
   struct ibv_device_attr dev;
   struct ibv_qp_init_attr qpa = { 0 };
@@ -539,7 +539,7 @@ rdma_conn_make (struct rdma_conn *c, const struct rp_rdma_connect *rc,
 
   if (ibv_query_device (c->id->verbs, &dev) != 0)
     return RP_ENOMEM;
-  resp = initiator_depth;
+  resp = reads_wanted;
   if (resp > RDMA_RD_ATOMIC_MAX)
     resp = RDMA_RD_ATOMIC_MAX;
   if (resp > dev.max_qp_rd_atom)
@@ -656,7 +656,14 @@ rdma_on_connect_request (struct rdma_listener *rs, struct rdma_cm_event *ev)
   c->rs = rs;
   c->id = ev->id;
   c->id->context = c;
-  why = rdma_conn_make (c, &rc, p->initiator_depth);
+  /* The CM reports the request from our side: responder_resources is
+   * how many RDMA READs the client wants to have in flight (its
+   * initiator depth), which is what we must be ready to answer.
+   * Granting 0 (reading initiator_depth instead, the client's own
+   * responder resources) made every READ hang in the first run in a
+   * soft-RoCE guest.
+   */
+  why = rdma_conn_make (c, &rc, p->responder_resources);
   if (why != RP_OK) {
     log_peer (LOG_KIND_MEMORY, LOG_LEVEL_WARN, "rdma", "%s: cannot set up a"
               " queue pair: %s", peer, strerror (errno));
