@@ -13,6 +13,15 @@
 #   --file PATH     also pack PATH into the guest as /payload/BASENAME
 #                   (repeatable; SCRIPT runs in /tmp, finds it in /payload)
 #   --keep          keep the run directory on PASS too
+#   --netdev SPEC   instead of the veth pair: a virtio-net NIC on the QEMU
+#                   netdev SPEC (without id=), e.g.
+#                   dgram,local.type=unix,local.path=A,remote.type=unix,remote.path=B
+#                   with rxe0 on it (rdma-init.sh's rpvm_net=eth): two
+#                   guests on one such network talk RDMA (run-rdma-pair.sh)
+#   --ip ADDR/PREFIX  the guest's address on that NIC (needed with --netdev)
+#   --peer ADDR     the other guest's address (RPVM_PEER in SCRIPT)
+#   --mac MAC       the NIC's MAC address (two guests need two)
+#   --name NAME     a label for the log lines (default: rdma)
 #
 # Environment (defaults in brackets): RP_VM_CACHE [tests/vm/work],
 # RP_VM_BUILDDIR (the build tree, see build-guest.sh), RP_VM_TIMEOUT [300]
@@ -38,6 +47,11 @@ KEEP=${RP_VM_KEEP:-0}
 BUILD=1
 ENVS=()
 FILES=()
+NETDEV=
+GUEST_IP=
+PEER=
+MAC=
+NAME=rdma
 
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -46,6 +60,11 @@ while [ $# -gt 0 ]; do
     -e) ENVS+=("$2"); shift ;;
     --file) FILES+=("$2"); shift ;;
     --keep) KEEP=1 ;;
+    --netdev) NETDEV=$2; shift ;;
+    --ip) GUEST_IP=$2; shift ;;
+    --peer) PEER=$2; shift ;;
+    --mac) MAC=$2; shift ;;
+    --name) NAME=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; break ;;
     -*) echo "run-rdma: unknown option '$1'" >&2; exit 1 ;;
@@ -56,6 +75,7 @@ done
 [ $# -ge 1 ] || { usage >&2; exit 1; }
 SCRIPT=$1; shift
 [ -f "$SCRIPT" ] || { echo "run-rdma: no script '$SCRIPT'" >&2; exit 1; }
+[ -z "$NETDEV" ] || [ -n "$GUEST_IP" ] || { echo "run-rdma: --netdev needs --ip ADDR/PREFIX" >&2; exit 1; }
 for e in "${ENVS[@]}"; do
     [[ $e =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || { echo "run-rdma: -e wants NAME=VALUE, got '$e'" >&2; exit 1; }
 done
@@ -70,7 +90,7 @@ done
 
 T_START=$(date +%s.%N)
 since() { awk -v s="$1" -v n="$(date +%s.%N)" 'BEGIN { printf "%.1f", n - s }'; }
-log() { echo "run-rdma[$(since "$T_START")s]: $*" >&2; }
+log() { echo "run-rdma($NAME)[$(since "$T_START")s]: $*" >&2; }
 
 RUN=
 QPID=
@@ -133,13 +153,18 @@ truncate -s 64M "$RUN/out.img"
 # ---------------------------------------------------------------- boot
 APPEND="console=ttyS0 panic=-1 zswap.enabled=0 rootfstype=ramfs hung_task_panic=1 loglevel=5"
 APPEND+=" rpvm_timeout=$SCRIPT_TIMEOUT rpvm_out=ttyS1"
+NIC=(-nic none)
+if [ -n "$NETDEV" ]; then
+    APPEND+=" rpvm_net=eth rpvm_ip=$GUEST_IP${PEER:+ rpvm_peer=$PEER}"
+    NIC=(-netdev "$NETDEV,id=n0" -device "virtio-net-pci,netdev=n0${MAC:+,mac=$MAC}")
+fi
 [ -n "${RP_VM_APPEND:-}" ] && APPEND+=" $RP_VM_APPEND"
 log "booting the guest ($MEM_MB MiB, $SMP vCPUs, timeout ${TIMEOUT}s): $(basename "$SCRIPT") $*"
 T_BOOT=$(date +%s.%N)
 timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
     -accel tcg,thread=multi -m "$MEM_MB" -smp "$SMP" \
     -kernel "$OUT/vmlinuz" -initrd "$RUN/initrd" -append "$APPEND" \
-    -display none -monitor none -no-reboot -nic none \
+    -display none -monitor none -no-reboot "${NIC[@]}" \
     -serial "file:$RUN/serial.log" -serial "file:$RUN/test.log" \
     -drive "file=$RUN/out.img,format=raw,if=virtio" \
     </dev/null >"$RUN/qemu.out" 2>&1 &
