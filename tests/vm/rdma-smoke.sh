@@ -3,12 +3,13 @@
 # tests/vm/rdma-smoke.sh): the guest's plumbing for our binaries, checked
 # with real rampool components before any RDMA test relies on it.  Every
 # program the guest carries must start (no missing library); 3 memservers
-# on the two veth addresses (TCP for now), nbdkit with the plugin and
-# test_parallel_io --ops 2000 (every byte checked against a shadow copy,
-# then a full re-read over a new connection), fio's nbd engine with
-# verify=crc32c, and librampool driven directly by test_pool_io; every
-# memserver must hold 0 bytes once nbdkit has exited.  An RDMA test has the
-# same shape, with the memservers and servers= on RDMA instead.
+# on the two veth addresses, over TCP, and when the memserver is built with
+# RDMA also listening on RDMA (rdma res show cm_id must list them on rxe0
+# and rxe1); nbdkit with the plugin and test_parallel_io --ops 2000 (every
+# byte checked against a shadow copy, then a full re-read over a new
+# connection), fio's nbd engine with verify=crc32c, and librampool driven
+# directly by test_pool_io; every memserver must hold 0 bytes once nbdkit
+# has exited.  An RDMA test has the same shape, with servers=rdma://...
 source "${srcdir:-.}/functions.sh"
 [ -n "${RPVM_ADDR1:-}" ] && [ -n "${RPVM_ADDR2:-}" ] ||
   fail "RPVM_ADDR1/2 not set: run this inside the guest, with tests/vm/run-rdma.sh"
@@ -27,11 +28,27 @@ for cmd in "$MEMSERVER --version" "$RAMPOOL --version" "nbdkit $PLUGIN --dump-pl
   fi
 done
 
-step "memservers on $RPVM_ADDR1 and $RPVM_ADDR2"
-MS_SIZE=128M MS_LISTEN=$RPVM_ADDR1:0 start_memserver s1
-MS_SIZE=128M MS_LISTEN=$RPVM_ADDR1:0 start_memserver s2
-MS_SIZE=128M MS_LISTEN=$RPVM_ADDR2:0 start_memserver s3
+# A memserver built with RDMA also listens on RDMA (fixed ports: its
+# --port-file names the TCP port only); its listeners must be up on the
+# rxe devices.  The I/O below is TCP until the client has rdma://.
+rdma=0
+grep -q librdmacm.so "$MEMSERVER" && rdma=1
+step "memservers on $RPVM_ADDR1 and $RPVM_ADDR2 (TCP$([ $rdma = 1 ] && echo ", and RDMA"))"
+ms_args () { [ $rdma = 1 ] && echo "--listen-rdma $1:$2"; true; }
+MS_SIZE=128M MS_LISTEN=$RPVM_ADDR1:0 start_memserver s1 $(ms_args "$RPVM_ADDR1" 7071)
+MS_SIZE=128M MS_LISTEN=$RPVM_ADDR1:0 start_memserver s2 $(ms_args "$RPVM_ADDR1" 7072)
+MS_SIZE=128M MS_LISTEN=$RPVM_ADDR2:0 start_memserver s3 $(ms_args "$RPVM_ADDR2" 7073)
 echo "servers=$SERVERS"
+if [ $rdma = 1 ]; then
+  rdma res show cm_id >"$TMP/cm_id"
+  for l in "$RPVM_RDMA_DEV1 $RPVM_ADDR1:7071" "$RPVM_RDMA_DEV1 $RPVM_ADDR1:7072" \
+           "$RPVM_RDMA_DEV2 $RPVM_ADDR2:7073"; do
+    set -- $l
+    grep -q "^link $1/1 .*state LISTEN .*comm memserver src-addr $2 " "$TMP/cm_id" ||
+      { cat "$TMP/cm_id"; fail "no memserver RDMA listener on $1 at $2"; }
+  done
+  grep "state LISTEN" "$TMP/cm_id"
+fi
 
 step "test_parallel_io --ops 2000 through nbdkit + plugin, replicas=2"
 nbdkit -U - "$PLUGIN" servers="$SERVERS" size=128M replicas=2 \
