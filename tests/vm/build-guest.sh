@@ -45,7 +45,8 @@
 #                  (so tests/functions.sh works with abs_top_builddir=
 #                  /rampool): memserver/memserver, the plugin, client/rampool,
 #                  tests/test_parallel_io, tests/nbd_blocks,
-#                  tests/test_pool_io, tests/functions.sh, and /bin/hog
+#                  tests/test_pool_io, tests/functions.sh (and mountns.sh),
+#                  and /bin/hog
 #   RP_VM_BUILDDIR the build tree to take them from (default: this source
 #                  tree); RP_VM_MEMSERVER, RP_VM_PLUGIN, RP_VM_RAMPOOL
 #                  override single files
@@ -445,6 +446,8 @@ for t in test_parallel_io nbd_blocks test_pool_io; do
     layer_elf "$(real_prog "$BUILDDIR/tests/$t")" "/rampool/tests/$t"
 done
 layer_file "$TOP/tests/functions.sh" /rampool/tests/functions.sh
+# functions.sh sources it for a test that sets MOUNT_NS=own
+[ -f "$TOP/tests/mountns.sh" ] && layer_file "$TOP/tests/mountns.sh" /rampool/tests/mountns.sh
 if [ ! -f "$OUT/hog" ] || [ "$HERE/hog.c" -nt "$OUT/hog" ]; then
     log "compiling hog (static)"
     gcc -static -O2 -Wall -Wextra -o "$OUT/hog" "$HERE/hog.c" ||
