@@ -65,28 +65,32 @@ wait_for_file () {
   fail "$what did not become ready ($f)"
 }
 
-# start_memserver NAME [ARGS...]: start a memserver on 127.0.0.1 with a
-# free port; sets MS_PORT_<NAME> and MS_PID_<NAME>, appends to SERVERS.
+# start_memserver NAME [ARGS...]: start a memserver on MS_LISTEN
+# (HOST:PORT, default 127.0.0.1:0: loopback, a free port); sets
+# MS_PORT_<NAME>, MS_HOST_<NAME> and MS_PID_<NAME>, appends HOST:PORT to
+# SERVERS.
 SERVERS=
 start_memserver () {
   local name=$1; shift
+  local listen=${MS_LISTEN:-127.0.0.1:0}
   rm -f "$TMP/$name.port"
-  "$MEMSERVER" --listen "${MS_LISTEN:-127.0.0.1:0}" --size "${MS_SIZE:-256M}" \
+  "$MEMSERVER" --listen "$listen" --size "${MS_SIZE:-256M}" \
     --no-mlock --port-file "$TMP/$name.port" "$@" >>"$TMP/$name.log" 2>&1 &
   local pid=$!
   _pids+=("$pid")
   wait_for_file "$TMP/$name.port" "memserver $name"
   printf -v "MS_PID_$name" %s "$pid"
   printf -v "MS_PORT_$name" %s "$(cat "$TMP/$name.port")"
-  local addr=127.0.0.1:$(cat "$TMP/$name.port")
+  printf -v "MS_HOST_$name" %s "${listen%:*}"
+  local addr=${listen%:*}:$(cat "$TMP/$name.port")
   case ",$SERVERS," in *",$addr,"*) ;; *) SERVERS+="${SERVERS:+,}$addr" ;; esac
 }
 
-# Restart memserver NAME on the same port (a new incarnation).
+# Restart memserver NAME on the same address and port (a new incarnation).
 restart_memserver () {
   local name=$1; shift
-  local port_var=MS_PORT_$name
-  MS_LISTEN=127.0.0.1:${!port_var} start_memserver "$name" "$@"
+  local port_var=MS_PORT_$name host_var=MS_HOST_$name
+  MS_LISTEN=${!host_var}:${!port_var} start_memserver "$name" "$@"
 }
 
 kill_memserver () {

@@ -24,6 +24,11 @@ export RP_VM_MEMSERVER=$MEMSERVER
 export RP_VM_PLUGIN=$PLUGIN
 export RP_VM_RAMPOOL=$RAMPOOL
 mkdir -p "$RP_VM_CACHE"
+# One QEMU guest at a time: make -j2 check would otherwise boot this and
+# test-vm-rdma.sh's guest together (and both build into the same cache).
+requires flock util-linux
+exec 9>"$RP_VM_CACHE/qemu.lock"
+flock 9
 vm=${srcdir:-.}/vm/test-swap.sh
 
 bash "$vm" || fail "swap in the guest"
