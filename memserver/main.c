@@ -47,6 +47,7 @@ usage (FILE *fp)
 "      --max-reply-buffer SIZE     replies built but not yet sent, all\n"
 "                           connections together (64M, at least 8M)\n"
 "      --port-file FILE     write the listening port to FILE when ready\n"
+"      --rdma-port-file FILE  the same for the RDMA listening port\n"
 "      --pidfile FILE       write the pid to FILE when ready\n"
 "  -c, --config FILE        read KEY = VALUE lines (same names as the long\n"
 "                           options, without dashes) before the command line\n"
@@ -60,7 +61,7 @@ usage (FILE *fp)
 enum {
   OPT_NO_MLOCK = 256, OPT_LEASE_MS, OPT_MAX_CLIENTS, OPT_MAX_CONNS,
   OPT_PORT_FILE, OPT_PIDFILE, OPT_MAX_CLIENT_CONNS, OPT_MAX_CLIENT_SIZE,
-  OPT_MAX_REPLY_BUFFER, OPT_LISTEN_RDMA,
+  OPT_MAX_REPLY_BUFFER, OPT_LISTEN_RDMA, OPT_RDMA_PORT_FILE,
 };
 
 static const struct option long_options[] = {
@@ -76,6 +77,7 @@ static const struct option long_options[] = {
   { "max-client-size", required_argument, NULL, OPT_MAX_CLIENT_SIZE },
   { "max-reply-buffer", required_argument, NULL, OPT_MAX_REPLY_BUFFER },
   { "port-file", required_argument, NULL, OPT_PORT_FILE },
+  { "rdma-port-file", required_argument, NULL, OPT_RDMA_PORT_FILE },
   { "pidfile", required_argument, NULL, OPT_PIDFILE },
   { "config", required_argument, NULL, 'c' },
   { "verbose", no_argument, NULL, 'v' },
@@ -168,6 +170,10 @@ apply (struct settings *st, int opt, const char *value, const char *where)
   case OPT_PORT_FILE:
     free (st->port_file);
     st->port_file = strdup (value);
+    return 0;
+  case OPT_RDMA_PORT_FILE:
+    free (st->rdma_port_file);
+    st->rdma_port_file = strdup (value);
     return 0;
   case OPT_PIDFILE:
     free (st->pidfile);
@@ -365,6 +371,7 @@ main (int argc, char **argv)
   free (st.listen);
   free (st.listen_rdma);
   free (st.port_file);
+  free (st.rdma_port_file);
   free (st.pidfile);
   return status;
 }

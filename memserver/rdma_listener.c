@@ -839,3 +839,9 @@ rdma_listener_free (struct rdma_listener *rs)
   rdma_destroy_event_channel (rs->ec);
   free (rs);
 }
+
+int
+rdma_listener_port (const struct rdma_listener *rs)
+{
+  return ntohs (rdma_get_src_port (rs->listen_id));
+}

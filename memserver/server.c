@@ -947,6 +947,11 @@ server_run (const struct settings *st)
   uv_check_start (&srv.check, server_on_check);
   uv_unref ((uv_handle_t *) &srv.check);
 
+  unsigned long rdma_port = 0;
+#ifdef HAVE_RDMA
+  if (srv.rdma)
+    rdma_port = rdma_listener_port (srv.rdma);
+#endif
   log_msg (LOG_LEVEL_INFO, "main",
            "listening on %s (port %d)%s%s, donating %s%s,"
            " replies buffered up to %s, incarnation %s",
@@ -960,7 +965,9 @@ server_run (const struct settings *st)
   if ((st->pidfile &&
        server_write_file (st->pidfile, (unsigned long) getpid ()) == -1) ||
       (st->port_file &&
-       server_write_file (st->port_file, (unsigned long) port) == -1)) {
+       server_write_file (st->port_file, (unsigned long) port) == -1) ||
+      (st->rdma_port_file &&
+       server_write_file (st->rdma_port_file, rdma_port) == -1)) {
     log_msg (LOG_LEVEL_ERROR, "main", "writing pid/port file: %s",
              strerror (errno));
     server_stop (&srv);
@@ -971,6 +978,8 @@ server_run (const struct settings *st)
     unlink (st->pidfile);
   if (st->port_file)
     unlink (st->port_file);
+  if (st->rdma_port_file)
+    unlink (st->rdma_port_file);
  out_close_store:
   uv_run (srv.loop, UV_RUN_DEFAULT);
   uv_loop_close (srv.loop);

@@ -39,7 +39,9 @@ struct settings {
                               not yet sent, all connections together
                               (default 64 MiB, at least 8 MiB: one
                               maximal reply must always fit) */
-  char *port_file;         /* write the bound port here once listening */
+  char *port_file;         /* write the bound TCP port here once listening */
+  char *rdma_port_file;    /* the same for the RDMA port (port 0 picks
+                              one there too) */
   char *pidfile;           /* write our pid here once listening */
   enum log_level level;    /* --verbose / --quiet */
   char *key_file;          /* cluster key; NULL = no authentication */
