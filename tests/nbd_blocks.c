@@ -5,12 +5,13 @@
  *
  * Usage: nbd_blocks URI BLOCK_SIZE EXPECTED_FILE
  * Prints "ok N eio N mismatch N error N" and exits 0; the calling test
- * asserts the counts.
+ * asserts the counts.  Each mismatching block is named on stderr, and
+ * with NBD_BLOCKS_LIST_EIO=1 in the environment each EIO block too.
  *
  *        nbd_blocks URI BLOCK_SIZE FILE write FIRST COUNT
  * writes blocks FIRST..FIRST+COUNT-1 of FILE to the same blocks of the
- * export (exit 1 on any error), so a test can rewrite part of a disk
- * and keep its expected copy exact.
+ * export (exit 1 on any error, 3 if that error was EIO), so a test can
+ * rewrite part of a disk and keep its expected copy exact.
  *
  *        nbd_blocks URI BLOCK_SIZE FILE pread OFFSET LENGTH
  *        nbd_blocks URI BLOCK_SIZE FILE pwrite OFFSET LENGTH
@@ -38,6 +39,8 @@ main (int argc, char **argv)
   int64_t size;
   FILE *fp;
   char *got, *want;
+  const char *le = getenv ("NBD_BLOCKS_LIST_EIO");
+  int list_eio = le && strcmp (le, "1") == 0;
 
   if (argc != 4 && !(argc == 7 && (strcmp (argv[4], "write") == 0 ||
                                     strcmp (argv[4], "pread") == 0 ||
@@ -94,16 +97,18 @@ main (int argc, char **argv)
     uint64_t first = strtoull (argv[5], NULL, 0),
              count = strtoull (argv[6], NULL, 0);
     for (uint64_t b = first; b < first + count; b++) {
+      int is_eio = 0;
       if (fseeko (fp, b * bs, SEEK_SET) == -1 ||
           fread (want, 1, bs, fp) != bs ||
           nbd_pwrite (nbd, want, bs, b * bs, 0) == -1) {
+        is_eio = nbd_get_error () && nbd_get_errno () == EIO;
         fprintf (stderr, "nbd_blocks: write of block %" PRIu64 ": %s\n", b,
                  nbd_get_error () ? nbd_get_error () : "short file");
         nbd_close (nbd);
         fclose (fp);
         free (got);
         free (want);
-        return 1;
+        return is_eio ? 3 : 1;
       }
     }
     nbd_shutdown (nbd, 0);
@@ -118,8 +123,12 @@ main (int argc, char **argv)
     if (n < bs)
       memset (want + n, 0, bs - n);  /* past the file: zeros */
     if (nbd_pread (nbd, got, bs, off, 0) == -1) {
-      if (nbd_get_errno () == EIO)
+      if (nbd_get_errno () == EIO) {
         eio++;
+        if (list_eio)
+          fprintf (stderr, "nbd_blocks: EIO in the block at %" PRId64 "\n",
+                   off);
+      }
       else {
         fprintf (stderr, "nbd_blocks: block at %" PRId64 ": %s\n", off,
                  nbd_get_error ());
