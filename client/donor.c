@@ -29,8 +29,16 @@ donor_down (struct donor *s, const char *why)
    */
   if (atomic_load (&s->is_up))
     atomic_store (&s->down_since_ms, rp_now_ms ());
-  if (atomic_exchange (&s->is_up, false))
-    logging_msg (LOGGING_WARN, "server %s down: %s", s->addr, why);
+  /* Only the way from up to down kills the connections.  A server that
+   * is down already is being reconnected by its own thread: a late
+   * failure seen by another thread must not kill the fresh connections
+   * in the middle of their HELLO (the reconnect then failed for nothing
+   * and the server stayed down a few heartbeats longer: seen in
+   * test-chaos.sh).
+   */
+  if (!atomic_exchange (&s->is_up, false))
+    return;
+  logging_msg (LOGGING_WARN, "server %s down: %s", s->addr, why);
   for (unsigned i = 0; i < s->nconns; i++)
     conn_kill (&s->conns[i], why);
 }
@@ -525,6 +533,13 @@ donor_connect (struct rp_pool *p, struct donor *s,
   s->capacity_bytes = hi.capacity_bytes;
   if (atomic_load (&s->has_alloc_in_doubt) && donor_reconcile (p, s) == 0)
     atomic_store (&s->has_alloc_in_doubt, false);
+  /* A connection of this round that died meanwhile would make the
+   * server up with a dead connection (its death found no server up to
+   * take down): start over at the next heartbeat instead.
+   */
+  for (unsigned i = 0; i < s->nconns; i++)
+    if (conn_dead_why (&s->conns[i], err, errlen))
+      goto out_disconnect;
   atomic_store (&s->free_bytes, hi.free_bytes);
   atomic_store (&s->is_up, true);
   pthread_mutex_lock (&p->up_lock);

@@ -374,6 +374,80 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct extent *e)
   return (int64_t) ndst * p->cfg.extent_size;
 }
 
+/* encrypt=on: settle block b, whose last write is in doubt (crypt.h),
+ * write lock held: read it from every good copy; if any holds the
+ * failed write, that becomes the block's version and the copies that
+ * hold the other are marked stale (the pass rewrites them from one
+ * that has it); if all that answered hold the current version, it
+ * stays.  Copies out of reach are not waited for: one that comes back
+ * holding the other version fails authentication and is repaired like
+ * any bad copy.  false if no copy could be read (tried again later).
+ */
+static bool
+recovery_settle_block (struct rp_pool *p, uint64_t idx, struct extent *e,
+                       uint64_t b)
+{
+  uint32_t off = (b * CRYPT_BLOCK) & (p->cfg.extent_size - 1);
+  int version[RP_MAX_REPLICAS];
+  bool is_new = false, is_read = false;
+
+  for (unsigned r = 0; r < e->nrep; r++) {
+    struct conn_call call;
+    version[r] = -2;  /* not read */
+    if (!replica_is_good (p, &e->rep[r]))
+      continue;
+    replica_call (&call, &e->rep[r], RP_OP_READ);
+    call.req.offset = off;
+    call.req.count = CRYPT_BLOCK;
+    call.rbuf = p->recovery_buf;
+    if (conn_roundtrip (donor_conn (&p->servers[e->rep[r].server], idx),
+                        &call, p->cfg.timeout_ms) == -1) {
+      if (call.is_answered)
+        replica_mark_stale (&e->rep[r]);
+      continue;
+    }
+    version[r] = crypt_version (&p->crypt, b, p->recovery_buf);
+    is_new |= version[r] == 1;
+    is_read |= version[r] >= 0;
+  }
+  if (!is_read)
+    return false;
+  crypt_settle (&p->crypt, b, is_new);
+  for (unsigned r = 0; r < e->nrep; r++)
+    if (version[r] == -1 || (version[r] >= 0 && version[r] != is_new)) {
+      replica_mark_stale (&e->rep[r]);
+      logging_msg (LOGGING_INFO, "extent %" PRIu64 ": block %" PRIu64
+                   " of the copy on server %s missed how a failed write"
+                   " was settled; marked stale", idx, b,
+                   p->servers[e->rep[r].server].addr);
+    }
+  return true;
+}
+
+/* Settle the blocks in doubt, a few a pass (crypt.h). */
+static void
+recovery_settle_doubts (struct rp_pool *p)
+{
+  uint64_t blocks[64];
+  unsigned n;
+
+  if (p->crypt.key == NULL)
+    return;
+  n = crypt_doubt_list (&p->crypt, blocks, 64);
+  for (unsigned k = 0; k < n; k++) {
+    uint64_t idx = (blocks[k] * CRYPT_BLOCK) >> p->map.shift;
+    pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
+    struct extent *e = &p->map.e[idx];
+
+    pthread_rwlock_wrlock (lk);
+    if (e->nrep == 0)
+      crypt_settle (&p->crypt, blocks[k], false);
+    else
+      recovery_settle_block (p, idx, e, blocks[k]);
+    pthread_rwlock_unlock (lk);
+  }
+}
+
 uint64_t
 recovery_pass (struct rp_pool *p)
 {
@@ -389,6 +463,7 @@ recovery_pass (struct rp_pool *p)
       up++;
   if (up == 0)
     return 0;
+  recovery_settle_doubts (p);
   for (uint64_t idx = 0; idx < p->map.n && budget > 0; idx++) {
     struct extent *e = &p->map.e[idx];
     unsigned good = 0, n = __atomic_load_n (&e->nrep, __ATOMIC_ACQUIRE);

@@ -42,6 +42,7 @@ stats_get (struct rp_pool *p, struct rp_pool_stats *st)
     }
     pthread_rwlock_unlock (lk);
   }
+  st->blocks_in_doubt = p->crypt.key ? crypt_doubts (&p->crypt) : 0;
 #define POOL_STATS_COPY(name, help) st->name = atomic_load (&p->count.name);
   RP_POOL_COUNTERS (POOL_STATS_COPY)
 #undef POOL_STATS_COPY

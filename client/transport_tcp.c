@@ -1,6 +1,6 @@
 /* TCP transport (transport.h): blocking stream sockets, TCP_NODELAY (a
- * 4 KiB swap page must not wait for Nagle), writev for header and
- * payload in one system call, and a receive thread per connection that
+ * 4 KiB swap page must not wait for Nagle), one sendmsg for header and
+ * payload (MSG_NOSIGNAL), and a receive thread per connection that
  * reads each reply header, asks conn.c which call it answers, and reads
  * the payload straight into that call's buffer.
  */
@@ -179,7 +179,13 @@ tcp_send (struct transport *t, const struct conn_call *call)
 
   rp_req_encode (&call->req, hdr);
   while (n > 0) {
-    ssize_t w = writev (tcp->fd, p, n);
+    /* sendmsg, not writev: MSG_NOSIGNAL, so a peer that reset the
+     * connection gives EPIPE here instead of killing a host program
+     * that does not ignore SIGPIPE (nbdkit does; librampool's other
+     * users need not).
+     */
+    struct msghdr msg = { .msg_iov = p, .msg_iovlen = n };
+    ssize_t w = sendmsg (tcp->fd, &msg, MSG_NOSIGNAL);
     if (w < 0) {
       if (errno == EINTR)
         continue;

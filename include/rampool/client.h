@@ -144,7 +144,9 @@ uint32_t rp_pool_extent_size (const struct rp_pool *pool);
   X (extents_healthy,     "extents with all replicas copies good") \
   X (extents_degraded,    "extents with fewer good copies, at least one") \
   X (extents_lost,        "extents with no good copy, none can come back") \
-  X (extents_unreachable, "extents whose only copies are on down servers")
+  X (extents_unreachable, "extents whose only copies are on down servers") \
+  X (blocks_in_doubt,     "encrypt=on: blocks of failed writes not yet" \
+                          " settled against the copies")
 #define RP_POOL_COUNTERS(X) \
   X (reads,               "read requests issued, per extent part") \
   X (writes,              "write and zero requests, per extent part") \
