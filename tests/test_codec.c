@@ -198,22 +198,62 @@ main (void)
     struct rp_hello_info h = { .version = 1,
                                .capacity_bytes = 10,
                                .free_bytes = 11,
-                               .max_payload = RP_MAX_PAYLOAD },
+                               .max_payload = RP_MAX_PAYLOAD,
+                               .session = 7 },
                          o;
     rp_hello_reply_encode (&h, buf);
     assert (rp_hello_reply_decode (buf, &o, &why) == -1);  /* free > cap */
     h.free_bytes = 10;
     rp_hello_reply_encode (&h, buf);
     assert (rp_hello_reply_decode (buf, &o, &why) == 0);
+    assert (o.session == 7);
+    h.session = 0;  /* joined without a key, but no session named */
+    rp_hello_reply_encode (&h, buf);
+    assert (rp_hello_reply_decode (buf, &o, &why) == -1);
+    h.session = 7;
     h.flags = 2;  /* unknown flag */
     rp_hello_reply_encode (&h, buf);
     assert (rp_hello_reply_decode (buf, &o, &why) == -1);
-    h.flags = RP_HELLO_AUTH;
+    h.flags = RP_HELLO_AUTH;  /* AUTH must follow: no session yet */
     memset (h.server_proof, 0xab, 32);
+    rp_hello_reply_encode (&h, buf);
+    assert (rp_hello_reply_decode (buf, &o, &why) == -1);
+    h.session = 0;
     rp_hello_reply_encode (&h, buf);
     assert (rp_hello_reply_decode (buf, &o, &why) == 0);
     assert (o.flags == RP_HELLO_AUTH && o.server_proof[31] == 0xab);
-    h.max_payload = RP_MAX_PAYLOAD * 2;
+  }
+  /* AUTH and LIST reply payloads (protocol 3). */
+  {
+    uint64_t session, next;
+    uint32_t n;
+    rp_auth_reply_encode (9, buf);
+    assert (rp_auth_reply_decode (buf, &session, &why) == 0 && session == 9);
+    rp_auth_reply_encode (0, buf);
+    assert (rp_auth_reply_decode (buf, &session, &why) == -1);
+    rp_auth_reply_encode (9, buf);
+    buf[8] = 1;  /* reserved */
+    assert (rp_auth_reply_decode (buf, &session, &why) == -1);
+    rp_list_reply_encode (77, 2, buf);
+    memset (buf + 16, 0, 16);
+    buf[16] = 0x11;
+    buf[24] = 0x22;
+    assert (rp_list_reply_decode (buf, 32, 2, &next, &n, &why) == 0);
+    assert (next == 77 && n == 2);
+    assert (rp_list_reply_handle (buf, 0) == 0x11);
+    assert (rp_list_reply_handle (buf, 1) == 0x22);
+    /* Length and count must agree, and count stay within what was
+     * asked.
+     */
+    assert (rp_list_reply_decode (buf, 31, 2, &next, &n, &why) == -1);
+    assert (rp_list_reply_decode (buf, 40, 2, &next, &n, &why) == -1);
+    assert (rp_list_reply_decode (buf, 32, 1, &next, &n, &why) == -1);
+    assert (rp_list_reply_decode (buf, 8, 2, &next, &n, &why) == -1);
+  }
+  {
+    struct rp_hello_info h = { .version = 1, .capacity_bytes = 10,
+                               .free_bytes = 10, .session = 1,
+                               .max_payload = RP_MAX_PAYLOAD * 2 }, o;
     rp_hello_reply_encode (&h, buf);
     assert (rp_hello_reply_decode (buf, &o, &why) == -1);
     struct rp_stat_info s = { .capacity_bytes = 10, .used_bytes = 11 }, so;
