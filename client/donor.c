@@ -95,6 +95,48 @@ donor_on_free_bytes (struct conn *c, uint64_t free_bytes)
   atomic_store (&s->free_bytes, free_bytes);
 }
 
+/* A notice from the server (its receive side; must not block long):
+ * DRAIN makes the server leaving; RECLAIM queues the handles it wants
+ * back for recovery to move (recovery.c), and wakes the monitor.
+ */
+static void
+donor_on_notice (struct conn *c, const struct rp_notice *n,
+                 const uint64_t *handles)
+{
+  struct donor *s = c->opaque;
+  struct rp_pool *p = s->pool;
+  unsigned kept = 0;
+
+  if (n->kind == RP_NOTICE_DRAIN) {
+    if (!atomic_exchange (&s->is_draining, true))
+      logging_msg (LOGGING_WARN, "server %s is draining: moving this"
+                   " client's copies off it (its deadline: %" PRIu64 " s)",
+                   s->addr, n->deadline_ms / 1000);
+  }
+  else {
+    uint64_t now = rp_now_ms (), due = now + n->deadline_ms / 2;
+    uint64_t old = atomic_load (&s->reclaim_due_ms);
+    if (old <= now || due < old)
+      atomic_store (&s->reclaim_due_ms, due);
+    pthread_mutex_lock (&s->reclaim_lock);
+    for (uint32_t i = 0; i < n->count && s->nreclaim < DONOR_RECLAIM; i++)
+      s->reclaim[s->nreclaim++] = handles[i], kept++;
+    if (kept < n->count && !s->is_reclaim_full_logged) {
+      s->is_reclaim_full_logged = true;
+      logging_msg (LOGGING_WARN, "server %s: more extents asked back than"
+                   " can be queued; those not moved by the deadline are"
+                   " dropped there and re-created", s->addr);
+    }
+    pthread_mutex_unlock (&s->reclaim_lock);
+    logging_msg (LOGGING_INFO, "server %s asked for %" PRIu32 " extent(s)"
+                 " back within %" PRIu64 " ms", s->addr, n->count,
+                 n->deadline_ms);
+  }
+  pthread_mutex_lock (&p->lock);
+  pthread_cond_broadcast (&p->cond);
+  pthread_mutex_unlock (&p->lock);
+}
+
 int
 donor_init (struct donor *s, struct rp_pool *p, unsigned index,
             const char *addr)
@@ -113,6 +155,7 @@ donor_init (struct donor *s, struct rp_pool *p, unsigned index,
     return -1;
   }
   pthread_mutex_init (&s->orphan_lock, NULL);
+  pthread_mutex_init (&s->reclaim_lock, NULL);
   s->nconns = p->cfg.connections;
   s->conns = calloc (s->nconns, sizeof *s->conns);
   if (s->conns == NULL)
@@ -130,11 +173,13 @@ donor_init (struct donor *s, struct rp_pool *p, unsigned index,
     s->conns[k].opaque = s;
     s->conns[k].on_dead = donor_on_conn_dead;
     s->conns[k].on_free_bytes = donor_on_free_bytes;
+    s->conns[k].on_notice = donor_on_notice;
   }
   return 0;
  out_nomem:
   s->nconns = 0;
   pthread_mutex_destroy (&s->orphan_lock);
+  pthread_mutex_destroy (&s->reclaim_lock);
   errno = ENOMEM;
   return -1;
 }
@@ -150,6 +195,7 @@ donor_fini (struct donor *s)
   s->conns = NULL;
   s->nconns = 0;
   pthread_mutex_destroy (&s->orphan_lock);
+  pthread_mutex_destroy (&s->reclaim_lock);
 }
 
 /* One handshake request on c: op with its payload, the reply's into
@@ -478,6 +524,8 @@ donor_connect (struct rp_pool *p, struct donor *s,
 
   donor_disconnect (s);
   s->fence++;  /* fences off every connection of the previous round */
+  /* A server still draining says so again when we join (DRAIN). */
+  atomic_store (&s->is_draining, false);
   for (unsigned i = 0; i < s->nconns; i++) {
     struct rp_hello_info hc;
     if (conn_connect (&s->conns[i], s->host, s->port,

@@ -69,7 +69,7 @@ struct io_chunk {
    */
   uint32_t wgen;
   unsigned nskipped;
-  struct { uint16_t server; uint64_t handle; } skipped[RP_MAX_REPLICAS];
+  struct { uint16_t server; uint64_t handle; } skipped[EXTENT_SLOTS];
   bool has_undo;               /* encrypt=on: io_undo holds the blocks'
                                   state before this write */
 };
@@ -571,7 +571,7 @@ static void
 io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
                 uint16_t op, bool keep_mapped)
 {
-  struct conn_call calls[IO_BATCH * RP_MAX_REPLICAS];
+  struct conn_call calls[IO_BATCH * EXTENT_SLOTS];
   unsigned ncalls = 0;
   struct conn_wait w;
 
@@ -870,7 +870,7 @@ rp_pool_pwrite (struct rp_pool *p, const void *buf, size_t count,
 static void
 io_free_extent (struct rp_pool *p, uint64_t idx, struct extent *e)
 {
-  struct conn_call calls[RP_MAX_REPLICAS];
+  struct conn_call calls[EXTENT_SLOTS];
   unsigned ncalls = 0;
   struct conn_wait w;
 

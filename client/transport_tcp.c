@@ -30,6 +30,7 @@ struct tcp {
   struct conn *conn;           /* whose replies the reader delivers */
   pthread_t reader;
   bool has_reader;             /* started: close joins it */
+  uint8_t notice[RP_NOTICE_MAX_HANDLES * 8]; /* a notice's handles */
 };
 
 static int
@@ -127,6 +128,18 @@ tcp_reader (void *arg)
                 strerror (errno));
       why = whybuf;
       break;
+    }
+    if (rp_frame_is_notice (hdr)) {
+      struct rp_notice n;
+      if (rp_notice_decode (hdr, &n, &why) == -1)
+        break;
+      if (n.length &&
+          rp_read_full (tcp->fd, tcp->notice, n.length) == -1) {
+        why = "connection lost in a notice";
+        break;
+      }
+      conn_notice (c, &n, tcp->notice);
+      continue;
     }
     if (rp_reply_decode (hdr, &r, &why) == -1 ||
         (call = conn_reply_call (c, &r, &why)) == NULL)

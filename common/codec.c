@@ -457,6 +457,10 @@ rp_notice_decode (const void *buf, struct rp_notice *n, const char **why)
     *why = "unknown notice kind, or reserved set";
     return -1;
   }
+  if (n->deadline_ms > RP_DRAIN_MAX_MS) {
+    *why = "notice deadline out of range";
+    return -1;
+  }
   if (n->count > RP_NOTICE_MAX_HANDLES || n->length != n->count * 8 ||
       (n->kind == RP_NOTICE_DRAIN && n->count != 0)) {
     *why = "notice count does not match its length or kind";

@@ -179,7 +179,7 @@ reclaim_follow_host (struct reclaim *r)
   struct region *rg = &r->core->store.region;
   uint64_t h = r->st->headroom_bytes, avail = reclaim_available (r);
   uint64_t limit = rg->limit;
-  char a[32], b[32], c[32];
+  char a[32], b[32], c[32], d[32];
 
   if (avail < h)
     limit = rg->used > h - avail ? rg->used - (h - avail) : 0;
@@ -199,7 +199,7 @@ reclaim_follow_host (struct reclaim *r)
              rp_human_size (limit, a, sizeof a),
              rp_human_size (rg->used, b, sizeof b),
              rp_human_size (avail, c, sizeof c),
-             rp_human_size (h, c, sizeof c));
+             rp_human_size (h, d, sizeof d));
     r->logged_limit = limit;
   }
 }

@@ -264,6 +264,46 @@ main (void)
     rp_stat_reply_encode (&s, buf);
     assert (rp_stat_reply_decode (buf, &so, &why) == 0 && so.used_bytes == 5);
   }
+  {
+    /* Notices: round trip; magic, kind, reserved, count against length
+     * and kind, deadline range.
+     */
+    struct rp_notice n = { .kind = RP_NOTICE_RECLAIM, .deadline_ms = 10000,
+                           .count = 3 }, o;
+    struct rp_notice_hdr *h = (struct rp_notice_hdr *) buf;
+    rp_notice_encode (&n, buf);
+    assert (rp_frame_is_notice (buf));
+    assert (rp_notice_decode (buf, &o, &why) == 0);
+    assert (o.kind == n.kind && o.deadline_ms == 10000 && o.count == 3 &&
+            o.length == 24);
+    h->length = htole32 (23);
+    assert (rp_notice_decode (buf, &o, &why) == -1);
+    n.count = RP_NOTICE_MAX_HANDLES + 1;
+    rp_notice_encode (&n, buf);
+    assert (rp_notice_decode (buf, &o, &why) == -1);
+    n.count = 1;
+    n.kind = RP_NOTICE_DRAIN;  /* a DRAIN names no handles */
+    rp_notice_encode (&n, buf);
+    assert (rp_notice_decode (buf, &o, &why) == -1);
+    n.count = 0;
+    rp_notice_encode (&n, buf);
+    assert (rp_notice_decode (buf, &o, &why) == 0);
+    n.kind = 3;
+    rp_notice_encode (&n, buf);
+    assert (rp_notice_decode (buf, &o, &why) == -1);
+    n.kind = RP_NOTICE_DRAIN;
+    n.deadline_ms = (uint64_t) RP_DRAIN_MAX_MS + 1;
+    rp_notice_encode (&n, buf);
+    assert (rp_notice_decode (buf, &o, &why) == -1);
+    n.deadline_ms = 0;
+    rp_notice_encode (&n, buf);
+    h->reserved = 1;
+    assert (rp_notice_decode (buf, &o, &why) == -1);
+    h->reserved = 0;
+    h->magic = 0;
+    assert (!rp_frame_is_notice (buf));
+    assert (rp_notice_decode (buf, &o, &why) == -1);
+  }
   /* The errno table round-trips and unknown values map to EIO. */
   for (uint32_t e = 0; e <= RP_ERROR_MAX; e++)
     assert (rp_errno_to_error (rp_error_to_errno (e)) == e);

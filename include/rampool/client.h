@@ -43,6 +43,9 @@ struct rp_config {
                                  data may come back) waits this long
                                  for one to return before EIO
                                  (default 30000; 0 = fail at once) */
+  char *servers_file;         /* servers-file=PATH: the servers, one
+                                 per line, instead of servers=; re-read
+                                 when it changes (owned) */
   char *stats_file;           /* if set, pool health written here
                                  every heartbeat (owned) */
   char *key_file;             /* cluster key file; NULL = no
@@ -85,6 +88,13 @@ int rp_config_set_for (struct rp_config *cfg, unsigned front, const char *key,
  * than replicas).  -1 with a message in err.
  */
 int rp_config_check (const struct rp_config *cfg, char *err, size_t errlen);
+
+/* servers-file=: (re)read cfg->servers_file into cfg->servers (the
+ * old list freed): one server per line as servers= takes them, blank
+ * lines and # comments skipped.  -1 with a message naming the file and
+ * line in err; cfg->servers is then empty.
+ */
+int rp_config_read_servers (struct rp_config *cfg, char *err, size_t errlen);
 
 /* Help text for front end `front`'s keys, one per line,
  * "key=VALUE  meaning (default)", no trailing newline.  Static.
@@ -153,7 +163,13 @@ uint32_t rp_pool_extent_size (const struct rp_pool *pool);
   X (read_failovers,      "reads retried on another copy") \
   X (recovered,           "copies re-created or rewritten by recovery") \
   X (backup_reads,        "extent parts read from the backup file") \
-  X (outage_waits,        "requests that waited for a down server")
+  X (outage_waits,        "requests that waited for a down server") \
+  X (migrated,            "copies moved off a server that wanted them" \
+                          " back (reclaim, drain, removal)") \
+  X (reclaim_given_up,    "copies given back unreplaced: no room elsewhere" \
+                          " by half the server's deadline") \
+  X (reclaim_held,        "copies kept where they were asked back (HOLD):" \
+                          " the only good copy, no room elsewhere")
 
 struct rp_pool_stats {
 #define RP_STATS_FIELD(name, help) uint64_t name;
