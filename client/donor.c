@@ -624,6 +624,8 @@ donor_stat (struct conn *c, unsigned timeout_ms,
     return -1;
   }
   info->is_up = true;
+  info->limit_bytes = si.limit_bytes;
+  info->state = si.state;
   memcpy (info->incarnation, si.incarnation, 16);
   info->capacity_bytes = si.capacity_bytes;
   info->used_bytes = si.used_bytes;
@@ -636,48 +638,92 @@ donor_stat (struct conn *c, unsigned timeout_ms,
   return 0;
 }
 
-int
-rp_server_query (const char *addr, const char *key_file, unsigned timeout_ms,
-                 struct rp_server_info *info)
+/* A connection of our own to the memserver at addr, for one operator
+ * request: a fresh, owner-less session, authenticated with key_file if
+ * not NULL.  0, or -1 with a message in err (and nothing to close).
+ */
+static int
+donor_query_open (const char *addr, const char *key_file,
+                  unsigned timeout_ms, struct conn *c, char *err,
+                  size_t errlen)
 {
   uint8_t *key = NULL;
-  struct conn c;
   struct rp_hello_info hi;
   uint8_t owner[16];
   char host[128], port[16];
   const char *hostport;
   const struct transport_ops *ops = transport_find (addr, &hostport);
-  int ret = -1;
 
-  memset (info, 0, sizeof *info);
   if (ops == NULL || rp_split_hostport (hostport, host, sizeof host, port,
                                         sizeof port) == -1) {
-    snprintf (info->error, sizeof info->error,
-              ops ? "not HOST:PORT" : "unknown transport scheme");
+    snprintf (err, errlen, ops ? "not HOST:PORT" : "unknown transport scheme");
     return -1;
   }
-  if (donor_load_key (key_file, &key, info->error, sizeof info->error) == -1)
+  if (donor_load_key (key_file, &key, err, errlen) == -1)
     return -1;
-  if (conn_init (&c, addr, ops, 4) == -1) {
+  if (conn_init (c, addr, ops, 4) == -1) {
+    snprintf (err, errlen, "%s", strerror (errno));
     rp_key_free (key);
     return -1;
   }
   if (rp_random_bytes (owner, sizeof owner) == -1) {
-    snprintf (info->error, sizeof info->error, "getrandom: %s",
-              strerror (errno));
-    goto out;
+    snprintf (err, errlen, "getrandom: %s", strerror (errno));
+    goto out_destroy;
   }
-  if (conn_connect (&c, host, port, timeout_ms) == -1) {
-    snprintf (info->error, sizeof info->error, "connect: %s", strerror (errno));
-    goto out;
+  if (conn_connect (c, host, port, timeout_ms) == -1) {
+    snprintf (err, errlen, "connect: %s", strerror (errno));
+    goto out_destroy;
   }
-  if (donor_hello (&c, owner, key, 1, timeout_ms, &hi, info->error,
-                  sizeof info->error) == -1)
-    goto out;
-  conn_set_ready (&c);
-  ret = donor_stat (&c, timeout_ms, info);
- out:
-  conn_destroy (&c);
+  if (donor_hello (c, owner, key, 1, timeout_ms, &hi, err, errlen) == -1)
+    goto out_destroy;
+  conn_set_ready (c);
   rp_key_free (key);
+  return 0;
+ out_destroy:
+  conn_destroy (c);
+  rp_key_free (key);
+  return -1;
+}
+
+int
+rp_server_query (const char *addr, const char *key_file, unsigned timeout_ms,
+                 struct rp_server_info *info)
+{
+  struct conn c;
+  int ret;
+
+  memset (info, 0, sizeof *info);
+  if (donor_query_open (addr, key_file, timeout_ms, &c, info->error,
+                        sizeof info->error) == -1)
+    return -1;
+  ret = donor_stat (&c, timeout_ms, info);
+  conn_destroy (&c);
+  return ret;
+}
+
+int
+rp_server_drain (const char *addr, const char *key_file, unsigned timeout_ms,
+                 uint64_t deadline_ms, char *err, size_t errlen)
+{
+  struct conn c;
+  struct conn_call call;
+  int ret = 0;
+
+  if (deadline_ms > RP_DRAIN_MAX_MS) {
+    snprintf (err, errlen, "a drain deadline is at most %u s",
+              RP_DRAIN_MAX_MS / 1000);
+    errno = EINVAL;
+    return -1;
+  }
+  if (donor_query_open (addr, key_file, timeout_ms, &c, err, errlen) == -1)
+    return -1;
+  memset (&call, 0, sizeof call);
+  call.req.op = RP_OP_DRAIN;
+  call.req.offset = deadline_ms;
+  if (conn_roundtrip (&c, &call, timeout_ms) == -1) {
+    snprintf (err, errlen, "DRAIN: %s", strerror (errno));
+    ret = -1;
+  }
+  conn_destroy (&c);
   return ret;
 }

@@ -343,7 +343,7 @@ rp_stat_reply_decode (const void *buf, struct rp_stat_info *si,
   si->limit_bytes = le64toh (s.limit_bytes);
   si->state = le32toh (s.state);
   memcpy (si->incarnation, s.incarnation, sizeof si->incarnation);
-  if (si->state > RP_STATE_DRAINING || s.reserved != 0 ||
+  if (si->state > RP_STATE_DRAINED || s.reserved != 0 ||
       si->limit_bytes > si->capacity_bytes) {
     *why = "STAT state or limit out of range";
     return -1;

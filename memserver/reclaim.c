@@ -68,6 +68,7 @@ struct reclaim {
   void (*stop) (void *opaque, int status);
   void *opaque;
   bool is_stopping;              /* stop called */
+  uint64_t drained_ms;           /* when the drain found it empty */
   uint64_t drain_deadline_ms;    /* rp_now_ms; 0 = not draining */
   uint64_t drain_log_ms;         /* last progress line */
   uint32_t drain_gen;            /* owners marked with it got a DRAIN */
@@ -403,10 +404,18 @@ reclaim_drain_tick (struct reclaim *r, uint64_t now)
 
   if (r->is_stopping)
     return;
+  if (r->drained_ms) {
+    /* Empty: STAT says so for a moment, then stop. */
+    if (now >= r->drained_ms + RP_DRAINED_LINGER_MS) {
+      r->is_stopping = true;
+      r->stop (r->opaque, 0);
+    }
+    return;
+  }
   if (st->nextents == 0) {
     log_msg (LOG_LEVEL_INFO, "reclaim", "drained: nothing left; stopping");
-    r->is_stopping = true;
-    r->stop (r->opaque, 0);
+    r->drained_ms = now;
+    r->core->state = RP_STATE_DRAINED;
     return;
   }
   if (now >= r->drain_deadline_ms) {

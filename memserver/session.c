@@ -403,7 +403,7 @@ session_alloc (struct session *s, const struct rp_req *req)
   uint8_t *out;
 
   uint64_t quota = core->st->max_client_bytes;
-  if (core->state == RP_STATE_DRAINING) {
+  if (core->state == RP_STATE_DRAINING || core->state == RP_STATE_DRAINED) {
     /* ENOSPC: a client places the extent elsewhere, as when full. */
     session_reply_errno (s, req->id, ENOSPC);
     return;

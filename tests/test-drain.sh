@@ -4,7 +4,8 @@
 #
 # 4 memservers, replicas=2, 32 random reads and writes in flight
 # (test_parallel_io, every byte checked against its shadow copy) while
-# s1 is told to drain (SIGUSR2, as `systemctl stop` would).  The client
+# s1 is told to drain (A: `rampool drain`, which must show progress and
+# end with status 0; B: SIGUSR2, as `systemctl stop` does).  The client
 # must move every copy off s1 (a replacement placed and filled first,
 # then FREE on s1); s1 must stop by itself with status 0 once empty
 # (nothing dropped, nothing left); no request may fail or read wrong.
@@ -25,10 +26,11 @@ requires nbdkit
 
 STATS=$TMP/stats
 
-# drain_s1 MIB NBDKIT-KEYS...: four fresh memservers and nbdkit; I/O
-# starts; once s1 holds MIB MiB, SIGUSR2 to it.
+# drain_s1 HOW MIB NBDKIT-KEYS...: four fresh memservers and nbdkit; I/O
+# starts; once s1 holds MIB MiB, s1 is told to drain: HOW is cli
+# (rampool drain, in the background: DRAIN_PID) or signal (SIGUSR2).
 drain_s1 () {
-  local mib=$1; shift
+  local how=$1 mib=$2; shift 2
   SERVERS=
   rm -f "$STATS" "$TMP/stop" "$TMP"/s?.log "$TMP/nbdkit.log"
   for i in 1 2 3 4; do start_memserver "s$i"; done
@@ -42,12 +44,25 @@ drain_s1 () {
   holds_data () { [ "$(server_used "$S1")" -gt $((mib * 1024 * 1024)) ]; }
   wait_until 30 "s1 to hold $mib MiB of the disk" holds_data
   echo "s1 holds $(server_used "$S1") bytes when told to drain"
-  kill -USR2 "$MS_PID_s1"
+  if [ "$how" = cli ]; then
+    "$RAMPOOL" drain --deadline=120 "$S1" >"$TMP/drain.out" 2>&1 &
+    DRAIN_PID=$!
+    _pids+=("$DRAIN_PID")
+  else
+    kill -USR2 "$MS_PID_s1"
+  fi
 }
 
 # s1 must stop by itself, drained.
+# Exited (a zombie until waited for: kill -0 would still succeed).
+s1_gone () {
+  local st
+  st=$(ps -o stat= -p "$MS_PID_s1" 2>/dev/null || true)
+  [ -z "$st" ] || [ "${st:0:1}" = Z ]
+}
 s1_drained () {
   local rc=0
+  wait_until 120 "s1 to drain and stop" s1_gone
   wait "$MS_PID_s1" || rc=$?
   grep -q "drained: nothing left; stopping" "$TMP/s1.log" ||
     fail "s1 stopped (status $rc) without saying it drained"
@@ -74,19 +89,34 @@ io_passed () {
   for i in 3 4; do kill_memserver "s$i" TERM; done
 }
 
-# ---- A: drain, then kill.
-drain_s1 16
+# ---- A: rampool drain, then kill.
+drain_s1 cli 16
 s1_drained
+rc=0
+wait "$DRAIN_PID" || rc=$?
+cat "$TMP/drain.out"
+[ "$rc" = 0 ] || fail "rampool drain ended with status $rc"
+grep -q "^$S1: draining: .* to move" "$TMP/drain.out" || fail "rampool drain: no start line"
+grep -q "^$S1: drained: empty after" "$TMP/drain.out" || fail "rampool drain: no end line"
+# A server that is gone: a clear error, status 1.
+rc=0
+"$RAMPOOL" drain "$S1" 2>"$TMP/drain.err" || rc=$?
+[ "$rc" = 1 ] && grep -q "rampool drain: $S1: connect: Connection refused" "$TMP/drain.err" ||
+  { cat "$TMP/drain.err"; fail "rampool drain of a stopped server: status $rc"; }
 gone () { grep -q "^server $S1 down" "$STATS"; }
 wait_until 30 "the client to see s1 gone" gone
 kill_memserver s2 KILL
 io_passed
 echo "A: s1 drained ($(stat_of migrated) copies moved), then s2 lost: no error"
 
-# ---- B: kill during the drain, encrypted.
-drain_s1 24 encrypt=on recovery-rate=8M
+# ---- B: kill during the drain (SIGUSR2), encrypted.
+drain_s1 signal 24 encrypt=on recovery-rate=8M
 some_moved () { [ "$(stat_of migrated)" -gt 0 ] 2>/dev/null; }
 wait_until 30 "the first copies to move off s1" some_moved
+state=$("$RAMPOOL" status --raw "$S1" | awk '{ print $7 }')
+[ "$state" = draining ] || fail "rampool status shows s1 '$state', not draining"
+shows_draining () { grep -q "^server $S1 up epoch 0 draining$" "$STATS"; }
+wait_until 5 "the stats file to show s1 draining" shows_draining
 kill -0 "$MS_PID_s1" 2>/dev/null ||
   fail "s1 drained before s2 could be killed: lower recovery-rate"
 echo "s2 killed after $(stat_of migrated) copies moved"

@@ -263,6 +263,13 @@ main (void)
     s.owner_bytes = 5;
     rp_stat_reply_encode (&s, buf);
     assert (rp_stat_reply_decode (buf, &so, &why) == 0 && so.used_bytes == 5);
+    s.state = RP_STATE_DRAINED;
+    rp_stat_reply_encode (&s, buf);
+    assert (rp_stat_reply_decode (buf, &so, &why) == 0 &&
+            so.state == RP_STATE_DRAINED);
+    s.state = RP_STATE_DRAINED + 1;
+    rp_stat_reply_encode (&s, buf);
+    assert (rp_stat_reply_decode (buf, &so, &why) == -1);
   }
   {
     /* Notices: round trip; magic, kind, reserved, count against length

@@ -205,6 +205,10 @@ struct rp_server_info {
   char error[160];             /* why not up */
   uint8_t incarnation[16];
   uint64_t capacity_bytes;
+  uint64_t limit_bytes;        /* what it gives now (--size auto: follows
+                                  the host; else the capacity) */
+  uint32_t state;              /* enum rp_state (protocol.h): serving,
+                                  shrinking, draining */
   uint64_t used_bytes;
   uint64_t owner_bytes;        /* used by the asking pool */
   uint32_t extents;
@@ -219,6 +223,15 @@ struct rp_server_info {
  */
 int rp_server_query (const char *addr, const char *key_file,
                      unsigned timeout_ms, struct rp_server_info *info);
+/* Ask the memserver at addr to drain (rampool drain): no new extents,
+ * its clients move what they hold elsewhere, and it stops once empty or
+ * at the deadline (deadline_ms, at most 24 h; 0: its own
+ * --drain-timeout-ms).  Returns once the server accepted; follow the
+ * drain with rp_server_query.  0, or -1 with a message in err.
+ */
+int rp_server_drain (const char *addr, const char *key_file,
+                     unsigned timeout_ms, uint64_t deadline_ms,
+                     char *err, size_t errlen);
 /* The same for server i of an open pool (owner_* filled in). */
 int rp_pool_server_info (struct rp_pool *pool, unsigned i,
                          struct rp_server_info *info);

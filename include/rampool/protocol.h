@@ -197,7 +197,11 @@ enum rp_state {
                             to move extents away (RECLAIM notices) */
   RP_STATE_DRAINING = 2, /* emptying itself before it stops: refuses
                             ALLOC, asked every owner to move everything */
+  RP_STATE_DRAINED = 3,  /* drained empty: stops RP_DRAINED_LINGER_MS
+                            later (so that whoever follows the drain
+                            sees it end well) */
 };
+#define RP_DRAINED_LINGER_MS 3000
 
 /* STAT reply payload: 80 bytes. */
 struct rp_stat_reply {
