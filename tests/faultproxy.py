@@ -29,6 +29,11 @@
 #                    for each connection, oldest first, the chunks read
 #                    and not yet sent on (a readiness check: a request
 #                    is in flight on that connection)
+#   NAME inject HEX  send the bytes HEX to the client on every current
+#                    connection, between two of the server's frames
+#                    (the proxy follows the frames it passes on: reply
+#                    and notice headers, protocol.h); answered once
+#                    sent.  For frames a real server would not send.
 #   ping             "ok"
 # NAME may be "*": every upstream (answered once all took effect), or
 # NAME#I: only the I-th of that upstream's current connections, oldest
@@ -58,6 +63,7 @@ CHUNK = 256 * 1024
 POLL = 0.2            # how often blocked threads look at `closed`
 EOF = object()
 RESET = object()
+NOTICE_MAGIC = 0x6e505252   # protocol.h RP_NOTICE_MAGIC
 
 
 def log(msg):
@@ -96,6 +102,13 @@ class Conn:
         self.held = 0             # chunks read, not yet sent on (up.cond)
         self.flushed_at = 0.0
         self.done = False         # sockets closed
+        # Server-to-client framing, for `inject`: the header bytes of
+        # the frame under way, and its payload bytes still to come.
+        self.frame_hdr = b""
+        self.frame_left = 0
+        self.injects = []         # byte strings to send at a boundary
+        self.injected = 0         # how many were sent (up.cond)
+        self.to_client = False    # the server-to-client sender runs
 
     # Called with up.cond held.
     def abort(self):
@@ -208,7 +221,55 @@ class Conn:
             if data is EOF or data is RESET:
                 return
 
+    # Follow the server's frames through data (server to client only).
+    def follow_frames(self, data):
+        view = memoryview(data)
+        while view:
+            if self.frame_left:
+                n = min(self.frame_left, len(view))
+                self.frame_left -= n
+                view = view[n:]
+                continue
+            n = min(32 - len(self.frame_hdr), len(view))
+            self.frame_hdr += bytes(view[:n])
+            view = view[n:]
+            if len(self.frame_hdr) == 32:
+                magic = struct.unpack_from("<I", self.frame_hdr, 0)[0]
+                off = 20 if magic == NOTICE_MAGIC else 24
+                self.frame_left = struct.unpack_from("<I", self.frame_hdr,
+                                                     off)[0]
+                self.frame_hdr = b""
+
+    # At a frame boundary: send what `inject` queued for this connection.
+    def send_injects(self, dst):
+        with self.up.cond:
+            if (not self.injects or self.frame_left or self.frame_hdr or
+                    dst is not self.client):
+                return
+            todo, self.injects = self.injects, []
+        for data in todo:
+            try:
+                dst.sendall(data)
+            except OSError:
+                pass
+        with self.up.cond:
+            self.injected += len(todo)
+            self.up.cond.notify_all()
+
     def sender(self, dst, q):
+        if dst is not self.client:
+            return self.pump(dst, q)
+        with self.up.cond:
+            self.to_client = True
+        try:
+            self.pump(dst, q)
+        finally:
+            with self.up.cond:
+                self.to_client = False
+                self.injects = []     # nobody will send them now
+                self.up.cond.notify_all()
+
+    def pump(self, dst, q):
         up = self.up
         while True:
             try:
@@ -216,6 +277,7 @@ class Conn:
             except queue.Empty:
                 if self.closed:
                     return
+                self.send_injects(dst)
                 continue
             with up.cond:
                 while not self.closed:
@@ -243,6 +305,8 @@ class Conn:
                 except OSError:
                     pass
                 return
+            if dst is self.client:
+                self.follow_frames(data)
             view = memoryview(data)
             while view:
                 try:
@@ -256,6 +320,7 @@ class Conn:
                         self.abort()
                     return
                 view = view[n:]
+            self.send_injects(dst)
 
 
 class Upstream:
@@ -335,6 +400,26 @@ class Upstream:
         elif cmd == "reset":
             if not self.reset_all(then="pass"):
                 return "error: %s: connections did not close" % self.name
+        elif cmd == "inject" and len(words) == 2:
+            try:
+                data = bytes.fromhex(words[1])
+            except ValueError:
+                return "error: inject: not hex"
+            with self.cond:
+                conns = [c for c in self.conns
+                         if not c.closed and c.to_client]
+                if not conns:
+                    return "error: %s has no connection" % self.name
+                for c in conns:
+                    c.injects.append(data)
+                deadline = time.monotonic() + 10
+                while any(c.injects and not c.closed and c.to_client
+                          for c in conns):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return "error: %s: no frame boundary in 10 s" % (
+                            self.name)
+                    self.cond.wait(min(left, POLL))
         elif cmd == "status":
             with self.cond:
                 conns = sorted(self.conns, key=lambda c: c.seq)

@@ -25,6 +25,7 @@ source "${srcdir:-.}/functions.sh"
 requires nbdkit
 
 STATS=$TMP/stats
+addr_of () { local v=MS_PORT_$1; echo "127.0.0.1:${!v}"; }
 
 # drain_s1 HOW MIB NBDKIT-KEYS...: four fresh memservers and nbdkit; I/O
 # starts; once s1 holds MIB MiB, s1 is told to drain: HOW is cli
@@ -85,6 +86,11 @@ io_passed () {
   grep -q "PASS" "$TMP/io.log" || fail "no PASS from the I/O checker"
   [ "$(stat_of migrated)" -gt 0 ] || fail "no copy counted as moved"
   [ "$(stat_of reclaim_given_up)" = 0 ] || fail "copies given up in a drain"
+  # Quiet now: two copies of every mapped extent on s3 and s4, and
+  # nothing else there.
+  local want=$(( 2 * $(stat_of extents_mapped) * 1024 * 1024 ))
+  local have=$(( $(server_used "$(addr_of s3)") + $(server_used "$(addr_of s4)") ))
+  [ "$have" = "$want" ] || fail "s3 and s4 hold $have bytes, 2 copies of the mapped extents are $want"
   stop_nbdkit
   for i in 3 4; do kill_memserver "s$i" TERM; done
 }

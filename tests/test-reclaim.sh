@@ -63,8 +63,19 @@ echo "s1 holds $((after / MiB)) MiB after the pressure ($(stat_of migrated) copi
 grep "reclaim" "$TMP/s1.log" | tail -5
 ! grep -q "dropped extent" "$TMP/s1.log" || fail "s1 dropped extents the client should have moved"
 [ "$(stat_of reclaim_given_up)" = 0 ] || fail "copies given up though s2 and s3 had room"
+kill -0 "$HOG_PID" 2>/dev/null || fail "the donor's own workload was killed (OOM?)"
+[ "$(cat "$CG/memory.failcnt" 2>/dev/null || echo 0)" = 0 ] ||
+  echo "note: the cgroup hit its limit $(cat "$CG/memory.failcnt") times (reclaimed page cache)"
 nbdcopy "$NBD_URI" "$TMP/out1"
 cmp "$TMP/data" "$TMP/out1" || fail "data differs after the reclaim"
+
+# The workload ends: the donation grows back.
+limit_of_s1 () { "$RAMPOOL" status --raw "$S1" | awk '{ print $8 }'; }
+low=$(limit_of_s1)
+kill -9 "$HOG_PID"; wait "$HOG_PID" 2>/dev/null || true
+grown () { [ "$(limit_of_s1)" -gt $((low + 64 * MiB)) ]; }
+wait_until 30 "s1's donation to grow back" grown
+echo "s1 donates $((low / MiB)) MiB under pressure, $(( $(limit_of_s1) / MiB )) MiB after it"
 
 kill_memserver s2 KILL
 nbdcopy "$NBD_URI" "$TMP/out2"
