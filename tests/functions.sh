@@ -264,8 +264,9 @@ use_procmem () {
 # rampool-fuse (test-fuse.sh, test-zero-nohole.sh; run them with
 # MOUNT_NS=own).  fuse_setup: the mount point $MNT and the clean-up.
 # start_fuse KEY=VALUE...: start it on $MNT and wait until $MNT/disk
-# has the size EXPECT_SIZE; sets FUSE_PID.  Stop it with SIGTERM or
-# fusermount3 -u, wait "$FUSE_PID", then set FUSE_PID= again.
+# has the size EXPECT_SIZE; sets FUSE_PID.  stop_fuse term|unmount:
+# stop it with SIGTERM or fusermount3 -u; it must exit 0 and leave
+# nothing mounted.
 RAMPOOL_FUSE=$abs_top_builddir/client/rampool-fuse
 FUSE_PID=
 is_mounted () { grep -q " $MNT fuse" /proc/mounts; }
@@ -288,4 +289,15 @@ start_fuse () {
     sleep 0.05
   done
   fail "rampool-fuse: $MNT/disk did not appear"
+}
+stop_fuse () {
+  local how
+  case $1 in
+    term) kill "$FUSE_PID"; how=SIGTERM ;;
+    unmount) fusermount3 -u "$MNT"; how="fusermount3 -u" ;;
+    *) fail "stop_fuse term|unmount" ;;
+  esac
+  wait "$FUSE_PID" || fail "rampool-fuse exited with $? after $how"
+  FUSE_PID=
+  if is_mounted; then fail "still mounted after $how"; fi
 }

@@ -62,10 +62,7 @@ truncate -s 1M "$DISK" 2>/dev/null && fail "truncate succeeded"
 cmp "$TMP/data" "$DISK" || fail "disk differs after a refused truncate"
 
 # Stop with SIGTERM: unmounted, every extent freed on the memservers.
-kill "$FUSE_PID"
-wait "$FUSE_PID" || fail "rampool-fuse exited with $? on SIGTERM"
-FUSE_PID=
-is_mounted && fail "still mounted after SIGTERM"
+stop_fuse term
 [ "$(pool_used)" = 0 ] || fail "memservers hold $(pool_used) bytes after SIGTERM"
 
 # Again, stopped with fusermount3 -u; encrypt=on this time.
@@ -74,9 +71,6 @@ start_fuse size=16M replicas=2 encrypt=on
 head -c $((16 * MiB)) /dev/urandom >"$TMP/data2"
 dd if="$TMP/data2" of="$MNT/disk" bs=1M conv=notrunc oflag=direct status=none
 cmp "$TMP/data2" "$MNT/disk" || fail "encrypted disk differs"
-fusermount3 -u "$MNT"
-wait "$FUSE_PID" || fail "rampool-fuse exited with $? after fusermount3 -u"
-FUSE_PID=
-is_mounted && fail "still mounted after fusermount3 -u"
+stop_fuse unmount
 [ "$(pool_used)" = 0 ] || fail "memservers hold $(pool_used) bytes after unmount"
 echo "PASS"

@@ -118,9 +118,6 @@ zero_want $((4 * MiB)) $((2 * MiB))
 expect_used $((used1 - 4 * MiB)) "fuse: fallocate --punch-hole of 2 whole extents"
 [ "$(du -k "$DISK" | cut -f1)" -eq $((8 * 1024)) ] || fail "fuse: du after --punch-hole: $(du -k "$DISK")"
 cmp "$TMP/want" "$DISK" || fail "fuse: the disk differs from the expected copy"
-fusermount3 -u "$MNT"
-wait "$FUSE_PID" || fail "rampool-fuse exited with $? after fusermount3 -u"
-FUSE_PID=
-is_mounted && fail "still mounted after fusermount3 -u"
+stop_fuse unmount
 expect_used 0 "fuse: after unmount"
 echo "PASS"
