@@ -14,4 +14,12 @@
  */
 bool recovery_pass (struct rp_pool *p, uint64_t until_ms);
 
+/* Start the worker threads and their buffers (pool open, after
+ * p->recovery_buf): 0, or -1 with errno.  Stop and free them (close,
+ * after the monitor thread stopped; safe if start failed or never
+ * ran).
+ */
+int recovery_start (struct rp_pool *p);
+void recovery_stop (struct rp_pool *p);
+
 #endif /* RP_RECOVERY_H */
