@@ -28,10 +28,16 @@
  * error, or that fails that check while another source passes it, is
  * marked stale and repaired in turn.
  *
+ * Workers: each pass is scanned by RECOVERY_WORKERS at once (the
+ * monitor thread and threads of their own, each with its own buffer),
+ * taking extents from a shared cursor, so a lost server's copies are
+ * re-created from many sources onto many targets in parallel.
+ *
  * Pace: recovery runs flat out while the disk is idle, and yields
  * while it is not: after each extent copied while foreground requests
- * came in, it waits four times as long as the copy took, so foreground
- * I/O keeps about four fifths of the time (and of a 2-core host's CPU).
+ * came in, a worker waits 4 x RECOVERY_WORKERS times as long as the copy
+ * took, so foreground I/O keeps about four fifths of the time (and of a
+ * 2-core host's CPU).
  * A pass runs until the next heartbeat is due, then the monitor pings
  * and reconnects, and the next pass goes on.  recovery-rate=, if set,
  * is a ceiling in bytes per second on top of that.
