@@ -212,4 +212,53 @@ struct rp_list_reply {
 };
 _Static_assert (sizeof (struct rp_list_reply) == 16, "rp_list_reply size");
 
+/* The RDMA binding (docs/protocol.md section 13).  A connection is a
+ * reliable-connected queue pair set up with librdmacm.  Every frame but
+ * the data of READ and WRITE travels two-sided, one frame per message
+ * (SEND/RECV); READ and WRITE move their data one-sided
+ * (IBV_WR_RDMA_READ/WRITE) into the extent's memory, addressed by the
+ * ALLOC reply's rkey and offset_64k (remote address = offset_64k *
+ * 65536 + offset in the extent: the server registers each extent with
+ * that I/O virtual address), and have no frame at all.
+ */
+#define RP_RDMA_MAGIC 0x64505252u  /* "RRPd" */
+
+/* Private data of the connect request: 32 bytes. */
+struct rp_rdma_connect {
+  le32 magic;            /* RP_RDMA_MAGIC */
+  le32 version;          /* RP_PROTOCOL_VERSION */
+  uint8_t owner[16];     /* the session, as in HELLO: its queue pair is
+                            made in that session's protection domain, with
+                            no remote access until AUTH (or HELLO without
+                            a key) has joined the session */
+  le64 fence;            /* as in HELLO */
+};
+_Static_assert (sizeof (struct rp_rdma_connect) == 32, "rp_rdma_connect size");
+
+/* Private data of the accept: 16 bytes. */
+struct rp_rdma_accept {
+  le32 magic;            /* RP_RDMA_MAGIC */
+  le32 version;          /* RP_PROTOCOL_VERSION */
+  le32 credits;          /* receive buffers the server keeps posted: at
+                            most this many two-sided requests may be
+                            unanswered at once */
+  le32 max_msg;          /* largest message the server receives or sends,
+                            bytes (RP_RDMA_MAX_MSG) */
+};
+_Static_assert (sizeof (struct rp_rdma_accept) == 16, "rp_rdma_accept size");
+
+/* Private data of a reject: 8 bytes. */
+struct rp_rdma_reject {
+  le32 magic;            /* RP_RDMA_MAGIC */
+  le32 reason;           /* enum rp_error: EVERSION, EPROTO, ENOMEM, EPERM */
+};
+_Static_assert (sizeof (struct rp_rdma_reject) == 8, "rp_rdma_reject size");
+
+/* Largest two-sided message either way: a reply header and a LIST
+ * reply of RP_RDMA_LIST_MAX handles (the largest reply; HELLO's is
+ * 152 bytes).  A server clamps LIST's count to RP_RDMA_LIST_MAX.
+ */
+#define RP_RDMA_MAX_MSG 4096u
+#define RP_RDMA_LIST_MAX ((RP_RDMA_MAX_MSG - 32 - 16) / 8)
+
 #endif /* RAMPOOL_PROTOCOL_H */
