@@ -27,10 +27,13 @@ usage (FILE *fp)
 {
   fprintf (fp,
 "Usage: memserver --listen HOST:PORT --size SIZE [OPTIONS]\n"
+"       memserver --listen-rdma ADDR:PORT --size SIZE [OPTIONS]\n"
 "Donate RAM to a rampool pool.\n"
 "\n"
-"  -l, --listen HOST:PORT   address to listen on (IPv6 as [ADDR]:PORT;\n"
+"  -l, --listen HOST:PORT   TCP address to listen on (IPv6 as [ADDR]:PORT;\n"
 "                           port 0 picks a free port, see --port-file)\n"
+"      --listen-rdma ADDR:PORT  RDMA address to listen on (librdmacm): an\n"
+"                           address of an RDMA device's network interface\n"
 "  -s, --size SIZE          most RAM to donate, e.g. 2G, 512M (required)\n"
 "  -k, --key-file FILE      cluster key (from rampool keygen): clients must\n"
 "                           prove they hold it (mutual challenge-response)\n"
@@ -57,11 +60,12 @@ usage (FILE *fp)
 enum {
   OPT_NO_MLOCK = 256, OPT_LEASE_MS, OPT_MAX_CLIENTS, OPT_MAX_CONNS,
   OPT_PORT_FILE, OPT_PIDFILE, OPT_MAX_CLIENT_CONNS, OPT_MAX_CLIENT_SIZE,
-  OPT_MAX_REPLY_BUFFER,
+  OPT_MAX_REPLY_BUFFER, OPT_LISTEN_RDMA,
 };
 
 static const struct option long_options[] = {
   { "listen", required_argument, NULL, 'l' },
+  { "listen-rdma", required_argument, NULL, OPT_LISTEN_RDMA },
   { "size", required_argument, NULL, 's' },
   { "key-file", required_argument, NULL, 'k' },
   { "no-mlock", no_argument, NULL, OPT_NO_MLOCK },
@@ -93,6 +97,15 @@ apply (struct settings *st, int opt, const char *value, const char *where)
   case 'l':
     free (st->listen);
     st->listen = strdup (value);
+    return 0;
+  case OPT_LISTEN_RDMA:
+#ifndef HAVE_RDMA
+    fprintf (stderr, "memserver: %s: this memserver was built without RDMA"
+             " (rdma-core was not found: configure --with-rdma)\n", where);
+    return -1;
+#endif
+    free (st->listen_rdma);
+    st->listen_rdma = strdup (value);
     return 0;
   case 's':
     if (rp_parse_size (value, &v) == -1 || v < 1024 * 1024) {
@@ -310,9 +323,9 @@ main (int argc, char **argv)
     fprintf (stderr, "memserver: unexpected argument '%s'\n", argv[optind]);
     return 2;
   }
-  if (st.listen == NULL) {
+  if (st.listen == NULL && st.listen_rdma == NULL) {
     fprintf (stderr, "memserver: --listen: required (e.g. --listen"
-             " 127.0.0.1:7070)\n");
+             " 127.0.0.1:7070), or --listen-rdma, or both\n");
     return 2;
   }
   if (st.size_bytes == 0) {
@@ -345,11 +358,12 @@ main (int argc, char **argv)
              "no --key-file: any client that can reach %s"
              " can use this server; give every host of the pool a key"
              " (rampool keygen) outside a trusted test network",
-             st.listen);
+             st.listen ? st.listen : st.listen_rdma);
   status = server_run (&st);
   rp_key_free (st.key);
   free (st.key_file);
   free (st.listen);
+  free (st.listen_rdma);
   free (st.port_file);
   free (st.pidfile);
   return status;

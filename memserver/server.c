@@ -62,6 +62,7 @@
 #include <sys/socket.h>
 
 #include "rampool/protocol.h"
+#include "rdma_listener.h"
 #include "server.h"
 #include "session.h"
 #include "store.h"
@@ -183,6 +184,7 @@ struct server {
   struct session_core core;  /* store, settings, every connection's
                                 session (core.sessions is our list of
                                 connections, for shutdown) */
+  struct rdma_listener *rdma; /* --listen-rdma, or NULL (rdma_listener.c) */
   bool is_stopping;
 };
 
@@ -511,12 +513,18 @@ conn_close (struct conn *c)
   uv_close ((uv_handle_t *) &c->tcp, conn_free_cb);
 }
 
-/* session_core.close_session: fencing closes a sibling connection. */
+/* session_ops.close for a TCP connection: fencing, the handshake
+ * deadline, shutdown.
+ */
 static void
 server_close_session (struct session *s)
 {
   conn_close (conn_of_session (s));
 }
+
+static const struct session_ops server_tcp_ops = {
+  .close = server_close_session,
+};
 
 /* --- the turn machinery --- */
 
@@ -679,6 +687,7 @@ server_on_connection (uv_stream_t *listener, int status)
   c->rcap = sizeof c->small;
   c->turn = srv->turn;
   session_init (&c->s, &srv->core);
+  c->s.ops = &server_tcp_ops;
   if (uv_accept (listener, (uv_stream_t *) &c->tcp) < 0) {
     server_rearm (srv);
     conn_close (c);
@@ -722,6 +731,8 @@ server_sweep_stalled (struct server *srv, uint64_t now)
     uint64_t sent;
 
     next = s->next;
+    if (s->ops != &server_tcp_ops)
+      continue;  /* RDMA: replies are bounded by the client's credits */
     if (c->s.is_closing || c->queued_bytes == 0)
       continue;
     sent = c->queued_total -
@@ -758,7 +769,7 @@ server_on_sweep (uv_timer_t *t)
                 " %d ms; closing",
                 s->peer, srv->core.st->key ? "/AUTH" : "",
                 SESSION_HANDSHAKE_MS);
-      srv->core.close_session (s);
+      s->ops->close (s);
     }
   server_sweep_stalled (srv, uv_now (srv->loop));
   server_wake_waiters (srv);
@@ -779,7 +790,8 @@ server_stop (struct server *srv)
   if (srv->is_stopping)
     return;
   srv->is_stopping = true;
-  uv_close ((uv_handle_t *) &srv->listener, NULL);
+  if (srv->core.st->listen)
+    uv_close ((uv_handle_t *) &srv->listener, NULL);
   uv_close ((uv_handle_t *) &srv->sigterm, NULL);
   uv_close ((uv_handle_t *) &srv->sigint, NULL);
   uv_close ((uv_handle_t *) &srv->sigusr1, NULL);
@@ -787,7 +799,11 @@ server_stop (struct server *srv)
   uv_close ((uv_handle_t *) &srv->idle, NULL);
   uv_close ((uv_handle_t *) &srv->check, NULL);
   for (struct session *s = srv->core.sessions; s; s = s->next)
-    conn_close (conn_of_session (s));
+    s->ops->close (s);
+#ifdef HAVE_RDMA
+  if (srv->rdma)
+    rdma_listener_stop (srv->rdma);
+#endif
 }
 
 static void
@@ -880,7 +896,6 @@ server_run (const struct settings *st)
 
   memset (&srv, 0, sizeof srv);
   srv.core.st = st;
-  srv.core.close_session = server_close_session;
   srv.loop = uv_default_loop ();
   srv.core.start_ms = rp_now_ms ();
   srv.reply_budget = st->max_reply_bytes;
@@ -898,12 +913,22 @@ server_run (const struct settings *st)
              strerror (errno));
     return 1;
   }
-  port = server_listen (&srv);
+  port = st->listen ? server_listen (&srv) : 0;
   if (port < 0) {
     status = 1;
     uv_close ((uv_handle_t *) &srv.listener, NULL);
     goto out_close_store;
   }
+#ifdef HAVE_RDMA
+  if (st->listen_rdma &&
+      (srv.rdma = rdma_listener_start (srv.loop, &srv.core,
+                                     st->listen_rdma)) == NULL) {
+    status = 1;
+    if (st->listen)
+      uv_close ((uv_handle_t *) &srv.listener, NULL);
+    goto out_close_store;
+  }
+#endif
   uv_signal_init (srv.loop, &srv.sigterm);
   uv_signal_init (srv.loop, &srv.sigint);
   srv.sigterm.data = srv.sigint.data = &srv;
@@ -923,9 +948,11 @@ server_run (const struct settings *st)
   uv_unref ((uv_handle_t *) &srv.check);
 
   log_msg (LOG_LEVEL_INFO, "main",
-           "listening on %s (port %d), donating %s%s,"
+           "listening on %s (port %d)%s%s, donating %s%s,"
            " replies buffered up to %s, incarnation %s",
-           st->listen, port,
+           st->listen ? st->listen : "no TCP", port,
+           st->listen_rdma ? ", RDMA on " : "",
+           st->listen_rdma ? st->listen_rdma : "",
            rp_human_size (srv.core.store.region.capacity, sz, sizeof sz),
            st->use_mlock ? " (locked per extent)" : " (not locked)",
            rp_human_size (srv.reply_budget, rb, sizeof rb),
@@ -947,7 +974,12 @@ server_run (const struct settings *st)
  out_close_store:
   uv_run (srv.loop, UV_RUN_DEFAULT);
   uv_loop_close (srv.loop);
+  /* Extents' registrations go before the RDMA devices they are on. */
   store_close (&srv.core.store);
+#ifdef HAVE_RDMA
+  if (srv.rdma)
+    rdma_listener_free (srv.rdma);
+#endif
   log_flush (true);
   stats_log (&srv.core.stats);
   if (status == 0)

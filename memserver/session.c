@@ -196,7 +196,7 @@ session_attach_owner (struct session *s, const struct rp_req *req)
     o->fence = s->fence;
     for (struct session *k = core->sessions; k; k = k->next)
       if (k != s && k->owner == o && k->fence < s->fence && !k->is_closing) {
-        core->close_session (k);
+        k->ops->close (k);
         n++;
         core->stats.fenced++;
       }
@@ -224,6 +224,11 @@ session_attach_owner (struct session *s, const struct rp_req *req)
     goto refuse;
   }
   s->owner = o;
+  if (s->ops->joined && s->ops->joined (s) == -1) {
+    s->owner = NULL;
+    store_owner_detach (&core->store, o);
+    goto refuse;
+  }
   return true;
  refuse:
   session_reply (s, req->id, RP_EPERM, 0);
@@ -321,22 +326,32 @@ session_auth (struct session *s, const struct rp_req *req,
     rp_auth_reply_encode (s->owner->session, out);
 }
 
+/* How many handles a LIST may answer: what it asks, at most what the
+ * connection can carry in one reply (s->list_max).
+ */
+static uint32_t
+session_list_count (const struct session *s, const struct rp_req *req)
+{
+  return s->list_max && req->count > s->list_max ? s->list_max : req->count;
+}
+
 /* LIST: one bounded slice of the owner's handles (protocol.h). */
 static void
 session_list (struct session *s, const struct rp_req *req)
 {
+  uint32_t count = session_list_count (s, req);
   uint64_t next;
   uint8_t *out;
   uint32_t n;
 
   /* Room for the most the request may get; trimmed below. */
   out = session_reply (s, req->id, RP_OK,
-                       sizeof (struct rp_list_reply) + req->count * 8);
+                       sizeof (struct rp_list_reply) + count * 8);
   if (out == NULL)
     return;
   /* Single-threaded (session.h): one static buffer serves every LIST. */
   static uint64_t handles[RP_LIST_MAX_HANDLES];
-  n = store_list (&s->core->store, s->owner, req->offset, req->count,
+  n = store_list (&s->core->store, s->owner, req->offset, count,
                   RP_LIST_SCAN_SLOTS, handles, &next);
   for (uint32_t i = 0; i < n; i++) {
     le64 h = htole64 (handles[i]);
@@ -345,7 +360,7 @@ session_list (struct session *s, const struct rp_req *req)
   rp_list_reply_encode (next, n, out);
   /* Give back the room not used, and fix the header's length. */
   uint32_t len = sizeof (struct rp_list_reply) + n * 8;
-  s->olen -= (req->count - n) * 8;
+  s->olen -= (count - n) * 8;
   struct rp_reply r = {
     .error = RP_OK, .id = req->id, .length = len,
     .free_bytes = region_free_bytes (&s->core->store.region),
@@ -409,8 +424,18 @@ session_alloc (struct session *s, const struct rp_req *req)
     return;
   }
   struct extent *e = store_lookup (&core->store, s->owner, handle);
+  uint32_t rkey = 0;  /* no one-sided access over TCP */
+  if (s->ops->registered && s->ops->registered (s, e, &rkey) == -1) {
+    int err = errno;
+    log_peer (LOG_KIND_MEMORY, LOG_LEVEL_WARN, "rdma", "%s: registering a"
+              " %" PRIu64 "-byte extent failed: %s; ALLOC refused",
+              s->peer, e->size, strerror (err));
+    store_free (&core->store, e);
+    session_reply_errno (s, req->id, err == ENOMEM ? ENOMEM : EIO);
+    return;
+  }
   a.handle = htole64 (handle);
-  a.rkey = 0;  /* no one-sided access over TCP */
+  a.rkey = htole32 (rkey);
   a.offset_64k = htole32 (e->offset / REGION_GRANULE);
   out = session_reply (s, req->id, RP_OK, sizeof a);
   if (out)
@@ -519,6 +544,8 @@ session_check_order (const struct session *s, const struct rp_req *req)
     return key ? "request before AUTH" : "request after a refused HELLO";
   if (req->op == RP_OP_AUTH && (s->owner != NULL || !key))
     return key ? "second AUTH" : "AUTH, but this server has no key-file";
+  if (s->is_one_sided && (req->op == RP_OP_READ || req->op == RP_OP_WRITE))
+    return "READ or WRITE as a frame: their data is one-sided over RDMA";
   return NULL;
 }
 
@@ -526,7 +553,7 @@ session_check_order (const struct session *s, const struct rp_req *req)
  * known before it runs: what session_process_turn reserves.
  */
 static size_t
-session_reply_bound (const struct rp_req *req)
+session_reply_bound (const struct session *s, const struct rp_req *req)
 {
   switch (req->op) {
   case RP_OP_HELLO: return REPLY_HDR_SIZE + sizeof (struct rp_hello_reply);
@@ -536,7 +563,7 @@ session_reply_bound (const struct rp_req *req)
   case RP_OP_READ: return REPLY_HDR_SIZE + req->count;
   case RP_OP_LIST:
     return REPLY_HDR_SIZE + sizeof (struct rp_list_reply) +
-      (size_t) req->count * 8;
+      (size_t) session_list_count (s, req) * 8;
   default: return REPLY_HDR_SIZE;
   }
 }
@@ -588,7 +615,7 @@ session_process_turn (struct session *s, const uint8_t *buf, size_t len,
      * client pipelining 4 MiB READs cannot make us buffer without
      * bound, and the transport's budget is never overshot.
      */
-    need = session_reply_bound (&req);
+    need = session_reply_bound (s, &req);
     if (s->olen + need > out_room) {
       s->stop = SESSION_STOP_ROOM;
       s->need_room = need;

@@ -27,6 +27,33 @@
 #include "store.h"
 
 struct session;
+struct extent;
+
+/* What a session's connection does for it: server.c's for TCP, rdma.c's
+ * for RDMA, the fuzzer's for its fake transport.  Set right after
+ * session_init.
+ */
+struct session_ops {
+  /* Close the connection (fencing, the handshake deadline, shutdown):
+   * set s->is_closing at once; session_fini comes later.  Over RDMA
+   * the queue pair is in the error state when this returns, so nothing
+   * in flight on it can land afterwards (fencing relies on it).
+   */
+  void (*close) (struct session *s);
+  /* s has just joined its owner (HELLO without a key, AUTH with one):
+   * RDMA grants remote access to its queue pair now, before the reply
+   * goes out.  -1 (with the reason logged) refuses the join.  NULL: no
+   * action.
+   */
+  int (*joined) (struct session *s);
+  /* ALLOC made extent e for s's owner: make it reachable one-sided
+   * (RDMA: register it in the owner's protection domain, setting
+   * e->remote for the store to release) and set *rkey.  0, or -1 with
+   * errno (the extent is then freed and the ALLOC answered with that
+   * error).  NULL: nothing to do (TCP; rkey 0).
+   */
+  int (*registered) (struct session *s, struct extent *e, uint32_t *rkey);
+};
 
 /* The most reply bytes one frame can produce: a READ of RP_MAX_PAYLOAD
  * bytes.  A transport must offer at least this much room (out_room) for
@@ -58,15 +85,17 @@ struct session_core {
   uint32_t nsessions;             /* length of that list: connections
                                      open now, reported by STAT */
   struct ms_stats stats;          /* counters (stats.h) */
-  /* Close another session's connection because its client reconnected
-   * with a newer generation (see session_attach_owner).  Must set
-   * s->is_closing; the transport calls session_fini later.
-   */
-  void (*close_session) (struct session *s);
 };
 
 struct session {
   struct session_core *core;      /* not owned */
+  const struct session_ops *ops;  /* the connection's, not owned */
+  bool is_one_sided;              /* READ and WRITE move their data
+                                     one-sided (RDMA): as frames they are
+                                     a protocol error */
+  uint32_t list_max;              /* a LIST answers at most this many
+                                     handles (RDMA: what fits a message);
+                                     0 = RP_LIST_MAX_HANDLES */
   struct session *prev, *next;    /* core->sessions */
   struct owner *owner;            /* NULL until HELLO (and AUTH with a
                                      key); holds one of its nconns */

@@ -13,7 +13,11 @@
 
 /* Settings, filled from the config file and then the command line. */
 struct settings {
-  char *listen;            /* "HOST:PORT"; port 0 = pick one (tests) */
+  char *listen;            /* TCP "HOST:PORT"; port 0 = pick one (tests);
+                              NULL = no TCP listener */
+  char *listen_rdma;       /* RDMA (librdmacm) "ADDR:PORT": an address
+                              of an RDMA device's netdev; NULL = none.
+                              At least one of the two is required */
   uint64_t size_bytes;     /* donation cap; no default: the operator
                               must say how much RAM to give away */
   bool use_mlock;          /* lock extents in RAM (default true: donated

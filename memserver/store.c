@@ -48,6 +48,9 @@ store_open (struct store *s, uint64_t capacity, bool use_mlock,
 void
 store_close (struct store *s)
 {
+  for (uint32_t i = 0; s->extents && i < s->max_extents; i++)
+    if (s->extents[i].handle && s->extents[i].remote)
+      s->release_remote (s->extents[i].remote);
   region_close (&s->region);
   free (s->extents);
   free (s->owners);
@@ -174,6 +177,11 @@ store_free (struct store *s, struct extent *e)
   uint32_t idx = e - s->extents;
   struct owner *o = e->owner;
 
+  /* Unreachable first (an old rkey must reach nothing), then freed. */
+  if (e->remote) {
+    s->release_remote (e->remote);
+    e->remote = NULL;
+  }
   region_free (&s->region, e->offset, e->size);
   if (e->owner_prev)
     s->extents[e->owner_prev - 1].owner_next = e->owner_next;

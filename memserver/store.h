@@ -49,6 +49,10 @@ struct extent {
   uint32_t next_free;      /* free-list link (index + 1), 0 = end */
   uint32_t owner_prev;     /* owner's list (index + 1), 0 = first */
   uint32_t owner_next;     /* owner's list (index + 1), 0 = last */
+  void *remote;            /* a transport's registration of it (RDMA:
+                              the memory region), released through
+                              store.release_remote before the memory is
+                              freed; NULL = none */
 };
 
 struct store {
@@ -61,6 +65,11 @@ struct store {
   uint32_t max_owners;
   uint32_t lease_ms;       /* keep a disconnected owner's extents this long */
   uint64_t sessions_made;  /* owner records created; the last session id */
+  /* Undo a transport's registration of an extent (extent.remote), so
+   * no old key reaches its memory once freed.  Set by the transport
+   * that registers; called by store_free and store_close.
+   */
+  void (*release_remote) (void *remote);
 };
 
 int store_open (struct store *s, uint64_t capacity, bool use_mlock,

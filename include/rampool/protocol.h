@@ -242,8 +242,9 @@ struct rp_rdma_accept {
   le32 credits;          /* receive buffers the server keeps posted: at
                             most this many two-sided requests may be
                             unanswered at once */
-  le32 max_msg;          /* largest message the server receives or sends,
-                            bytes (RP_RDMA_MAX_MSG) */
+  le32 max_msg;          /* largest request message the server receives,
+                            bytes (RP_RDMA_MAX_REQ); its replies are at
+                            most RP_RDMA_MAX_MSG */
 };
 _Static_assert (sizeof (struct rp_rdma_accept) == 16, "rp_rdma_accept size");
 
@@ -260,5 +261,9 @@ _Static_assert (sizeof (struct rp_rdma_reject) == 8, "rp_rdma_reject size");
  */
 #define RP_RDMA_MAX_MSG 4096u
 #define RP_RDMA_LIST_MAX ((RP_RDMA_MAX_MSG - 32 - 16) / 8)
+/* Largest request message: every request frame but WRITE's (one-sided)
+ * is at most a header and a HELLO (104 bytes).
+ */
+#define RP_RDMA_MAX_REQ 256u
 
 #endif /* RAMPOOL_PROTOCOL_H */

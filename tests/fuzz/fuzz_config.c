@@ -73,7 +73,8 @@ fuzz_check_error (int r, int err, const char *msg, size_t errlen,
 }
 
 /* The server list: at most RP_MAX_SERVERS, each [SCHEME://]HOST:PORT
- * of a known scheme, no two alike.  Quadratic, so checked only when the list changed.
+ * of a known scheme, no two alike.  Quadratic, so checked only when
+ * the list changed.
  */
 static void
 fuzz_check_servers (const struct rp_config *cfg)
@@ -93,7 +94,8 @@ fuzz_check_servers (const struct rp_config *cfg)
         rp_split_hostport (hostport, host, sizeof host,
                            port, sizeof port) == -1 ||
         rp_parse_uint (port, 1, 65535, &p) == -1)
-      fuzz_fail ("accepted server '%s' is not HOST:PORT", cfg->servers[i]);
+      fuzz_fail ("accepted server '%s' is not [SCHEME://]HOST:PORT",
+                 cfg->servers[i]);
     for (unsigned j = 0; j < i; j++)
       if (strcmp (cfg->servers[i], cfg->servers[j]) == 0)
         fuzz_fail ("server '%s' accepted twice", cfg->servers[i]);

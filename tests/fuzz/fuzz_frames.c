@@ -12,6 +12,9 @@
  *                           max-client-connections=1
  *                    bit 2  three connections instead of one
  *                    bits 3-7  three connections: chunk size, 8*(v+1)
+ *                    bit 3  one connection: an RDMA session (READ and
+ *                           WRITE frames refused, LIST answers at most
+ *                           RP_RDMA_LIST_MAX handles)
  *   one connection:    the rest is its byte stream.
  *   three connections: bytes 1-2 and 3-4 (little-endian) are the
  *                      lengths of the first two streams, the rest is
@@ -142,6 +145,14 @@ fuzz_close_session (struct session *s)
   s->is_closing = true;
 }
 
+/* Sessions are RDMA's (rdma_listener.c sets the same two fields). */
+static bool fuzz_is_one_sided;
+
+/* The fuzzer's transport: a stream, as TCP (no one-sided access). */
+static const struct session_ops fuzz_session_ops = {
+  .close = fuzz_close_session,
+};
+
 static uint64_t
 fuzz_hash (uint64_t h, const uint8_t *p, size_t n)
 {
@@ -167,6 +178,9 @@ fuzz_conn_start (struct fuzz_conn *c, const uint8_t *stream, size_t len,
     fuzz_fail ("out of memory");
   ASAN_POISON_MEMORY_REGION (c->rbuf, len);
   session_init (&c->s, &fuzz_core);
+  c->s.ops = &fuzz_session_ops;
+  c->s.is_one_sided = fuzz_is_one_sided;
+  c->s.list_max = fuzz_is_one_sided ? RP_RDMA_LIST_MAX : 0;
   strcpy (c->s.peer, "fuzz");
   c->is_open = true;
 }
@@ -546,7 +560,6 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   fuzz_settings.max_conns = FUZZ_MAX_CONNS;
   fuzz_core.st = &fuzz_settings;
   fuzz_core.start_ms = FUZZ_NOW_MS;
-  fuzz_core.close_session = fuzz_close_session;
   memset (fuzz_core.incarnation, 0xab, sizeof fuzz_core.incarnation);
   if (store_open (&fuzz_core.store, FUZZ_REGION_BYTES, false,
                   FUZZ_MAX_OWNERS, 0) == -1)
@@ -565,6 +578,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   fuzz_settings.key = (mode & 1) ? fuzz_key : NULL;
   fuzz_settings.max_client_bytes = (mode & 2) ? 1024 * 1024 : 0;
   fuzz_settings.max_client_conns = (mode & 2) ? 1 : 64;
+  fuzz_is_one_sided = !(mode & 4) && (mode & 8);
   if (mode & 4)
     fuzz_run_multi (data + 1, size - 1, mode);
   else

@@ -30,7 +30,7 @@ KEY = bytes(range(32))
 SERVER_NONCE = bytes(32)
 K64 = 64 * 1024
 
-MODE_KEY, MODE_TIGHT, MODE_MULTI = 1, 2, 4
+MODE_KEY, MODE_TIGHT, MODE_MULTI, MODE_RDMA = 1, 2, 4, 8
 
 
 def handle(n):
@@ -121,6 +121,16 @@ def frames():
         req(LIST, id=6, offset=1 << 40, count=8),
     ])
     s["list-shape"] = b"\0" + hello() + req(LIST, id=2, count=8193)
+    # An RDMA session (mode bit 3): READ/WRITE frames close, LIST clamps.
+    s["rdma-list"] = bytes([MODE_RDMA]) + hello() + b"".join([
+        req(ALLOC, id=2, offset=K64),
+        req(LIST, id=3, count=8192),
+        req(ZERO, id=4, handle=h1, count=16),
+    ])
+    s["rdma-read"] = bytes([MODE_RDMA]) + hello() + b"".join([
+        req(ALLOC, id=2, offset=K64),
+        req(READ, id=3, handle=h1, count=16),
+    ])
     s["bad-op-zero"] = b"\0" + req(0)
     s["before-hello"] = b"\0" + req(PING) + hello()
     s["second-hello"] = b"\0" + hello() + hello(id=2)
