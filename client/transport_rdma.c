@@ -14,14 +14,17 @@
  * once, at connect, in one mapping and one registration, never on the
  * I/O path (for swap, an allocation there could wait on the very
  * page-out it serves): per connection
- *   - a receive buffer of RP_RDMA_MAX_MSG (4 KiB) per request slot,
- *   - a send buffer of 4 KiB per request slot,
+ *   - a receive buffer of RP_RDMA_MAX_MSG (4 KiB, the largest reply)
+ *     per request slot,
  *   - the bounce pool for one-sided data, rdma-buffer= bytes (8 MiB by
- *     default).
+ *     default),
+ *   - a send buffer of RP_RDMA_MAX_REQ (256 bytes, the largest request)
+ *     per request slot.
  * Registration pins it: with the defaults (inflight=64, rdma-buffer=8M)
- * a connection locks 8.5 MiB, and nbdkit locks that times connections=
- * times the number of rdma:// servers (3 servers, 2 connections: 51
- * MiB), against RLIMIT_MEMLOCK unless it has CAP_IPC_LOCK.  The
+ * a connection locks 8.27 MiB, and nbdkit locks that times
+ * connections= times the number of rdma:// servers (3 servers, 2
+ * connections: 50 MiB), against RLIMIT_MEMLOCK unless it has
+ * CAP_IPC_LOCK.  The
  * registration grants local write only: no server can read or write
  * this host's memory.  The engine's buffers are never registered: a
  * WRITE's payload is copied into the pool before it is posted, a READ
@@ -169,17 +172,18 @@ struct rdmat {
                                   non-blocking */
   struct ibv_cq *cq;           /* send and receive completions */
   uint8_t *mem;                /* mmap'd, mem_len bytes: receive buffers,
-                                  send buffers, then the pool */
+                                  the pool, then send buffers */
   size_t mem_len;
   struct ibv_mr *mr;           /* mem, local write access only */
   uint8_t *recv_buf;           /* nrecv x RP_RDMA_MAX_MSG */
-  uint8_t *send_buf;           /* nslots x RP_RDMA_MAX_MSG, slot i's at i */
+  uint8_t *send_buf;           /* nslots x RP_RDMA_MAX_REQ, slot i's at i */
   uint8_t *pool;               /* pool_len bytes of one-sided data */
   size_t pool_len;             /* bytes; 0: no READ or WRITE */
   unsigned nslots;             /* conn's request slots */
   unsigned nrecv;              /* receive buffers kept posted */
   unsigned sq_depth;           /* send queue entries */
-  uint32_t max_msg;            /* the server's largest message, bytes */
+  uint32_t max_req;            /* the largest request the server takes,
+                                  bytes */
   unsigned timeout_ms;         /* the longest the sender waits for room */
   int wake_fd;                 /* eventfd: shutdown wakes the receiver */
   struct conn *conn;           /* whose replies the receiver delivers;
@@ -538,8 +542,8 @@ rdmat_make_queues (struct rdmat *rd, struct ibv_device_attr *attr, char *err,
     return rdmat_fail (err, errlen, errno, "rdma_create_qp: %s",
                        strerror (errno));
 
-  rd->mem_len = (size_t) (rd->nrecv + rd->nslots) * RP_RDMA_MAX_MSG +
-    rd->pool_len;
+  rd->mem_len = (size_t) rd->nrecv * RP_RDMA_MAX_MSG + rd->pool_len +
+    (size_t) rd->nslots * RP_RDMA_MAX_REQ;
   rd->mem = mmap (NULL, rd->mem_len, PROT_READ | PROT_WRITE,
                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (rd->mem == MAP_FAILED) {
@@ -547,9 +551,10 @@ rdmat_make_queues (struct rdmat *rd, struct ibv_device_attr *attr, char *err,
     return rdmat_fail (err, errlen, errno, "cannot map %zu KiB for RDMA"
                        " buffers: %s", rd->mem_len / 1024, strerror (errno));
   }
+  /* The pool on a page boundary (receive buffers are whole pages). */
   rd->recv_buf = rd->mem;
-  rd->send_buf = rd->recv_buf + (size_t) rd->nrecv * RP_RDMA_MAX_MSG;
-  rd->pool = rd->send_buf + (size_t) rd->nslots * RP_RDMA_MAX_MSG;
+  rd->pool = rd->recv_buf + (size_t) rd->nrecv * RP_RDMA_MAX_MSG;
+  rd->send_buf = rd->pool + rd->pool_len;
   /* Local write only: READs land here; nobody else writes or reads. */
   rd->mr = ibv_reg_mr (rd->pd, rd->mem, rd->mem_len, IBV_ACCESS_LOCAL_WRITE);
   if (rd->mr == NULL)
@@ -568,14 +573,14 @@ rdmat_make_queues (struct rdmat *rd, struct ibv_device_attr *attr, char *err,
 }
 
 /* The accept's private data (struct rp_rdma_accept), pdlen bytes of
- * it: the credits and the largest message.  0, or -1 with errno and a
+ * it: the credits and the largest request.  0, or -1 with errno and a
  * message.
  */
 static int
 rdmat_check_accept (struct rdmat *rd, const struct rp_rdma_accept *acc,
                     size_t pdlen, char *err, size_t errlen)
 {
-  uint32_t credits, max_msg;
+  uint32_t credits, max_req;
 
   if (pdlen < sizeof *acc || le32toh (acc->magic) != RP_RDMA_MAGIC)
     return rdmat_fail (err, errlen, EPROTO, "the server's accept is not a"
@@ -585,15 +590,17 @@ rdmat_check_accept (struct rdmat *rd, const struct rp_rdma_accept *acc,
                        " protocol %u, we speak %d", le32toh (acc->version),
                        RP_PROTOCOL_VERSION);
   credits = le32toh (acc->credits);
-  max_msg = le32toh (acc->max_msg);
-  /* Our largest request is HELLO's; its replies must fit our buffers. */
-  if (credits == 0 || max_msg > RP_RDMA_MAX_MSG ||
-      max_msg < sizeof (struct rp_req_hdr) + sizeof (struct rp_hello_req))
+  /* max_msg: the largest request it receives.  Ours is HELLO's; every
+   * reply fits our receive buffers (RP_RDMA_MAX_MSG) by the protocol.
+   */
+  max_req = le32toh (acc->max_msg);
+  if (credits == 0 ||
+      max_req < sizeof (struct rp_req_hdr) + sizeof (struct rp_hello_req))
     return rdmat_fail (err, errlen, EPROTO, "the server's accept has %u"
-                       " credits and messages of %u bytes: unusable",
-                       credits, max_msg);
+                       " credits and requests of %u bytes: unusable",
+                       credits, max_req);
   rd->credits = credits < rd->nrecv ? credits : rd->nrecv;
-  rd->max_msg = max_msg;
+  rd->max_req = max_req < RP_RDMA_MAX_REQ ? max_req : RP_RDMA_MAX_REQ;
   return 0;
 }
 
@@ -861,7 +868,7 @@ rdmat_send_twosided (struct rdmat *rd, const struct conn_call *call,
                      uint32_t idx)
 {
   size_t len = sizeof (struct rp_req_hdr) + call->req.length;
-  uint8_t *buf = rd->send_buf + (size_t) idx * RP_RDMA_MAX_MSG;
+  uint8_t *buf = rd->send_buf + (size_t) idx * RP_RDMA_MAX_REQ;
   struct timespec deadline = { 0, 0 };
   struct ibv_sge sge = {
     .addr = (uintptr_t) buf,
@@ -872,7 +879,7 @@ rdmat_send_twosided (struct rdmat *rd, const struct conn_call *call,
   struct rdmat_slot *sl = &rd->slots[idx];
   int r;
 
-  if (len > rd->max_msg) {
+  if (len > rd->max_req) {
     errno = EMSGSIZE;
     return -1;
   }
