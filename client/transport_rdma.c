@@ -371,15 +371,18 @@ rdmat_rejected (const struct rdma_cm_event *ev, const char *host,
 {
   struct rp_rdma_reject rj;
 
-  if (ev->param.conn.private_data == NULL ||
-      ev->param.conn.private_data_len < sizeof rj)
+  /* Without ours, the connection manager rejected it: nobody listens
+   * (IB CM reason 8, invalid service id), or a peer that is no
+   * memserver.
+   */
+  memset (&rj, 0, sizeof rj);
+  if (ev->param.conn.private_data &&
+      ev->param.conn.private_data_len >= sizeof rj)
+    memcpy (&rj, ev->param.conn.private_data, sizeof rj);
+  if (le32toh (rj.magic) != RP_RDMA_MAGIC)
     return rdmat_fail (err, errlen, ECONNREFUSED, "%s:%s refused the"
                        " connection (reject reason %d): no memserver"
                        " --listen-rdma on that port?", host, port, ev->status);
-  memcpy (&rj, ev->param.conn.private_data, sizeof rj);
-  if (le32toh (rj.magic) != RP_RDMA_MAGIC)
-    return rdmat_fail (err, errlen, ECONNREFUSED, "%s:%s refused the"
-                       " connection (not a memserver's reject)", host, port);
   switch (le32toh (rj.reason)) {
   case RP_EVERSION:
     return rdmat_fail (err, errlen, EPROTONOSUPPORT, "refused: the server"
@@ -402,14 +405,15 @@ rdmat_rejected (const struct rdma_cm_event *ev, const char *host,
 
 /* Wait for CM event `want` by deadline_ms (`doing` names the step for
  * errors).  On success, up to *pdlen bytes of the event's private data
- * are copied to pdata and *pdlen set to their number.  0, or -1 with
- * errno and a message.
+ * are copied to pdata and *pdlen set to their number, and *depth is set
+ * to the event's initiator depth (ESTABLISHED: the RDMA READs the
+ * server takes at once from us).  0, or -1 with errno and a message.
  */
 static int
 rdmat_expect (struct rdmat *rd, enum rdma_cm_event_type want,
               uint64_t deadline_ms, const char *doing, const char *host,
-              const char *port, void *pdata, size_t *pdlen, char *err,
-              size_t errlen)
+              const char *port, void *pdata, size_t *pdlen, uint8_t *depth,
+              char *err, size_t errlen)
 {
   struct rdma_cm_event *ev;
   int ret = 0, status;
@@ -431,6 +435,8 @@ rdmat_expect (struct rdmat *rd, enum rdma_cm_event_type want,
         memcpy (pdata, ev->param.conn.private_data, n);
       *pdlen = n;
     }
+    if (depth)
+      *depth = ev->param.conn.initiator_depth;
   }
   else
     switch (ev->event) {
@@ -618,6 +624,7 @@ rdmat_connect (struct transport *t, const char *host, const char *port,
   struct rp_rdma_accept acc;
   struct rdma_conn_param cp;
   size_t pdlen = sizeof acc;
+  uint8_t depth = 0;
   struct rdmat *rd;
   int r, e = 0;
 
@@ -656,8 +663,8 @@ rdmat_connect (struct transport *t, const char *host, const char *port,
     goto out_free;
   }
   if (rdmat_expect (rd, RDMA_CM_EVENT_ADDR_RESOLVED, deadline_ms,
-                    "resolving the address", host, port, NULL, NULL, err,
-                    errlen) == -1)
+                    "resolving the address", host, port, NULL, NULL, NULL,
+                    err, errlen) == -1)
     goto out_free;
   if (rdma_resolve_route (rd->id, rdmat_left_ms (deadline_ms))) {
     rdmat_fail (err, errlen, errno, "no RDMA route to %s: %s", host,
@@ -665,8 +672,8 @@ rdmat_connect (struct transport *t, const char *host, const char *port,
     goto out_free;
   }
   if (rdmat_expect (rd, RDMA_CM_EVENT_ROUTE_RESOLVED, deadline_ms,
-                    "resolving the route", host, port, NULL, NULL, err,
-                    errlen) == -1)
+                    "resolving the route", host, port, NULL, NULL, NULL,
+                    err, errlen) == -1)
     goto out_free;
   if (rdmat_make_queues (rd, &attr, err, errlen) == -1)
     goto out_free;
@@ -694,10 +701,18 @@ rdmat_connect (struct transport *t, const char *host, const char *port,
   }
   memset (&acc, 0, sizeof acc);
   if (rdmat_expect (rd, RDMA_CM_EVENT_ESTABLISHED, deadline_ms, "connecting",
-                    host, port, &acc, &pdlen, err, errlen) == -1)
+                    host, port, &acc, &pdlen, &depth, err, errlen) == -1)
     goto out_free;
   if (rdmat_check_accept (rd, &acc, pdlen, err, errlen) == -1)
     goto out_disconnect;
+  /* With none, the device would hold every READ for ever (no error):
+   * say so now rather than time out on each.
+   */
+  if (depth == 0 && rd->pool_len > 0) {
+    rdmat_fail (err, errlen, EPROTO, "the server takes no RDMA READ from"
+                " us (responder resources 0 in its accept)");
+    goto out_disconnect;
+  }
   freeaddrinfo (res);
   t->priv = rd;
   return 0;
