@@ -32,7 +32,10 @@
  *    WRITE's payload is read from call->payload; both are engine
  *    memory, not registered with any device, so a transport that needs
  *    registered memory (RDMA) copies through bounce buffers it made at
- *    connect, one per request slot (conn's nslots), which bounds them.
+ *    connect (hello->buffer_bytes of them, bounded whatever the
+ *    traffic), and may wait there for room or for the server's credits
+ *    -- never longer than the connection's timeout, and never once
+ *    shutdown has run.
  *    A transport that moves data one-sided finds the extent's place in
  *    the server's memory in call->rkey and call->raddr_64k, which the
  *    engine copies from the replica, which got them from the server's
