@@ -112,6 +112,10 @@ static const struct config_key config_keys[] = {
     RP_MAX_PAYLOAD, GiB, 8 * MiB, false, CONFIG_ALL,
     "registered (locked) memory per RDMA connection for READ and WRITE"
     " data" },
+  { "servers-file", "PATH", CONFIG_PATH, CONFIG_FIELD (servers_file),
+    0, 0, 0, false, CONFIG_ALL,
+    "the servers, one per line, instead of servers=; re-read when it"
+    " changes: servers added join, servers removed are moved off" },
   { "stats-file", "PATH", CONFIG_PATH, CONFIG_FIELD (stats_file),
     0, 0, 0, false, CONFIG_ALL, "pool health written here every heartbeat" },
   { "key-file", "PATH", CONFIG_PATH, CONFIG_FIELD (key_file),
@@ -171,11 +175,20 @@ rp_config_init (struct rp_config *cfg)
       config_store (cfg, &config_keys[i], config_keys[i].dflt);
 }
 
+static void
+config_free_servers (struct rp_config *cfg)
+{
+  for (unsigned i = 0; i < cfg->nservers; i++) {
+    free (cfg->servers[i]);
+    cfg->servers[i] = NULL;
+  }
+  cfg->nservers = 0;
+}
+
 void
 rp_config_free (struct rp_config *cfg)
 {
-  for (unsigned i = 0; i < cfg->nservers; i++)
-    free (cfg->servers[i]);
+  config_free_servers (cfg);
   for (size_t i = 0; i < CONFIG_NKEYS; i++)
     if (config_keys[i].kind == CONFIG_PATH)
       free (*(char **) config_field (cfg, &config_keys[i]));
@@ -379,15 +392,77 @@ rp_config_set (struct rp_config *cfg, const char *key, const char *value,
 }
 
 int
+rp_config_read_servers (struct rp_config *cfg, char *err, size_t errlen)
+{
+  char line[512], msg[256];
+  unsigned lineno = 0;
+  FILE *fp;
+  int ret = 0;
+
+  config_free_servers (cfg);
+  fp = fopen (cfg->servers_file, "re");
+  if (fp == NULL)
+    return config_error (err, errlen, "servers-file: %s: %s",
+                         cfg->servers_file, strerror (errno));
+  while (ret == 0 && fgets (line, sizeof line, fp)) {
+    char *t = line, *end;
+    lineno++;
+    if (strchr (line, '\n') == NULL && !feof (fp)) {
+      ret = config_error (err, errlen, "servers-file: %s line %u: longer"
+                          " than %zu bytes", cfg->servers_file, lineno,
+                          sizeof line - 2);
+      break;
+    }
+    line[strcspn (line, "#\n")] = '\0';
+    t += strspn (t, " \t");
+    for (end = t + strlen (t); end > t && (end[-1] == ' ' || end[-1] == '\t');)
+      *--end = '\0';
+    if (*t == '\0')
+      continue;
+    if (strpbrk (t, " \t,")) {
+      ret = config_error (err, errlen, "servers-file: %s line %u: one server"
+                          " per line ('%s')", cfg->servers_file, lineno, t);
+      break;
+    }
+    if (config_set_servers (cfg, t, msg, sizeof msg) == -1)
+      ret = config_error (err, errlen, "servers-file: %s line %u: %s",
+                          cfg->servers_file, lineno, msg);
+  }
+  if (ret == 0 && ferror (fp))
+    ret = config_error (err, errlen, "servers-file: %s: read error",
+                        cfg->servers_file);
+  fclose (fp);
+  if (ret == -1)
+    config_free_servers (cfg);
+  return ret;
+}
+
+int
 rp_config_check (const struct rp_config *cfg, char *err, size_t errlen)
 {
-  if (cfg->nservers == 0)
+  if (cfg->servers_file) {
+    struct rp_config listed = { .servers_file = cfg->servers_file };
+    unsigned n;
+    if (cfg->nservers)
+      return config_error (err, errlen, "servers-file: give servers= or"
+                           " servers-file=, not both");
+    if (rp_config_read_servers (&listed, err, errlen) == -1)
+      return -1;
+    n = listed.nservers;
+    config_free_servers (&listed);
+    if (n < cfg->replicas)
+      return config_error (err, errlen, "replicas: %u copies need at least"
+                           " %u servers, but servers-file %s lists %u",
+                           cfg->replicas, cfg->replicas, cfg->servers_file, n);
+  }
+  else if (cfg->nservers == 0)
     return config_error (err, errlen, "servers: required: the memservers of"
-                         " the pool, e.g. servers=10.0.0.1:7070,10.0.0.2:7070");
+                         " the pool, e.g. servers=10.0.0.1:7070,10.0.0.2:7070"
+                         " (or servers-file=PATH)");
   if (cfg->size_bytes == 0)
     return config_error (err, errlen, "size: required: the virtual disk size,"
                          " e.g. size=64G");
-  if (cfg->nservers < cfg->replicas)
+  if (!cfg->servers_file && cfg->nservers < cfg->replicas)
     return config_error (err, errlen, "replicas: %u copies need at least %u"
                          " servers, but servers= lists %u", cfg->replicas,
                          cfg->replicas, cfg->nservers);

@@ -14,6 +14,7 @@
  */
 #include <config.h>
 
+#include <endian.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,6 +181,20 @@ conn_reply_done (struct conn *c, const struct rp_reply *r,
   call->rlen = r->length;
   conn_complete (call, r->error == RP_OK ? 0 : rp_error_to_errno (r->error),
                  true);
+}
+
+void
+conn_notice (struct conn *c, const struct rp_notice *n, const uint8_t *payload)
+{
+  uint64_t handles[RP_NOTICE_MAX_HANDLES];
+
+  for (uint32_t i = 0; i < n->count; i++) {
+    le64 h;
+    memcpy (&h, payload + i * 8, sizeof h);
+    handles[i] = le64toh (h);
+  }
+  if (c->on_notice)
+    c->on_notice (c, n, handles);
 }
 
 void

@@ -81,6 +81,11 @@ struct conn {
   void (*on_dead) (struct conn *c, const char *why);
   /* Called for every reply with the server's free bytes. */
   void (*on_free_bytes) (struct conn *c, uint64_t free_bytes);
+  /* Called for every notice (protocol.h), from the receive side:
+   * handles[0..n->count) for a RECLAIM.  Must not block.
+   */
+  void (*on_notice) (struct conn *c, const struct rp_notice *n,
+                     const uint64_t *handles);
   void *opaque;                /* the owner's (donor.c: struct donor) */
   char dead_why[128];          /* guarded by lock */
 };
@@ -154,5 +159,10 @@ struct conn_call *conn_reply_call (struct conn *c, const struct rp_reply *r,
 void conn_reply_done (struct conn *c, const struct rp_reply *r,
                       struct conn_call *call);
 void conn_end (struct conn *c, const char *why);
+/* A notice arrived (header n, decoded; payload the count handles as
+ * they came, little-endian): hand it to the owner.
+ */
+void conn_notice (struct conn *c, const struct rp_notice *n,
+                  const uint8_t *payload);
 
 #endif /* RP_CONN_H */

@@ -29,8 +29,16 @@ donor_down (struct donor *s, const char *why)
    */
   if (atomic_load (&s->is_up))
     atomic_store (&s->down_since_ms, rp_now_ms ());
-  if (atomic_exchange (&s->is_up, false))
-    logging_msg (LOGGING_WARN, "server %s down: %s", s->addr, why);
+  /* Only the way from up to down kills the connections.  A server that
+   * is down already is being reconnected by its own thread: a late
+   * failure seen by another thread must not kill the fresh connections
+   * in the middle of their HELLO (the reconnect then failed for nothing
+   * and the server stayed down a few heartbeats longer: seen in
+   * test-chaos.sh).
+   */
+  if (!atomic_exchange (&s->is_up, false))
+    return;
+  logging_msg (LOGGING_WARN, "server %s down: %s", s->addr, why);
   for (unsigned i = 0; i < s->nconns; i++)
     conn_kill (&s->conns[i], why);
 }
@@ -87,6 +95,48 @@ donor_on_free_bytes (struct conn *c, uint64_t free_bytes)
   atomic_store (&s->free_bytes, free_bytes);
 }
 
+/* A notice from the server (its receive side; must not block long):
+ * DRAIN makes the server leaving; RECLAIM queues the handles it wants
+ * back for recovery to move (recovery.c), and wakes the monitor.
+ */
+static void
+donor_on_notice (struct conn *c, const struct rp_notice *n,
+                 const uint64_t *handles)
+{
+  struct donor *s = c->opaque;
+  struct rp_pool *p = s->pool;
+  unsigned kept = 0;
+
+  if (n->kind == RP_NOTICE_DRAIN) {
+    if (!atomic_exchange (&s->is_draining, true))
+      logging_msg (LOGGING_WARN, "server %s is draining: moving this"
+                   " client's copies off it (its deadline: %" PRIu64 " s)",
+                   s->addr, n->deadline_ms / 1000);
+  }
+  else {
+    uint64_t now = rp_now_ms (), due = now + n->deadline_ms / 2;
+    uint64_t old = atomic_load (&s->reclaim_due_ms);
+    if (old <= now || due < old)
+      atomic_store (&s->reclaim_due_ms, due);
+    pthread_mutex_lock (&s->reclaim_lock);
+    for (uint32_t i = 0; i < n->count && s->nreclaim < DONOR_RECLAIM; i++)
+      s->reclaim[s->nreclaim++] = handles[i], kept++;
+    if (kept < n->count && !s->is_reclaim_full_logged) {
+      s->is_reclaim_full_logged = true;
+      logging_msg (LOGGING_WARN, "server %s: more extents asked back than"
+                   " can be queued; those not moved by the deadline are"
+                   " dropped there and re-created", s->addr);
+    }
+    pthread_mutex_unlock (&s->reclaim_lock);
+    logging_msg (LOGGING_INFO, "server %s asked for %" PRIu32 " extent(s)"
+                 " back within %" PRIu64 " ms", s->addr, n->count,
+                 n->deadline_ms);
+  }
+  pthread_mutex_lock (&p->lock);
+  pthread_cond_broadcast (&p->cond);
+  pthread_mutex_unlock (&p->lock);
+}
+
 int
 donor_init (struct donor *s, struct rp_pool *p, unsigned index,
             const char *addr)
@@ -105,6 +155,7 @@ donor_init (struct donor *s, struct rp_pool *p, unsigned index,
     return -1;
   }
   pthread_mutex_init (&s->orphan_lock, NULL);
+  pthread_mutex_init (&s->reclaim_lock, NULL);
   s->nconns = p->cfg.connections;
   s->conns = calloc (s->nconns, sizeof *s->conns);
   if (s->conns == NULL)
@@ -122,11 +173,13 @@ donor_init (struct donor *s, struct rp_pool *p, unsigned index,
     s->conns[k].opaque = s;
     s->conns[k].on_dead = donor_on_conn_dead;
     s->conns[k].on_free_bytes = donor_on_free_bytes;
+    s->conns[k].on_notice = donor_on_notice;
   }
   return 0;
  out_nomem:
   s->nconns = 0;
   pthread_mutex_destroy (&s->orphan_lock);
+  pthread_mutex_destroy (&s->reclaim_lock);
   errno = ENOMEM;
   return -1;
 }
@@ -142,6 +195,7 @@ donor_fini (struct donor *s)
   s->conns = NULL;
   s->nconns = 0;
   pthread_mutex_destroy (&s->orphan_lock);
+  pthread_mutex_destroy (&s->reclaim_lock);
 }
 
 /* One handshake request on c: op with its payload, the reply's into
@@ -474,6 +528,8 @@ donor_connect (struct rp_pool *p, struct donor *s,
   s->fence++;  /* fences off every connection of the previous round */
   memcpy (th.owner, p->owner, 16);
   th.fence = s->fence;
+  /* A server still draining says so again when we join (DRAIN). */
+  atomic_store (&s->is_draining, false);
   for (unsigned i = 0; i < s->nconns; i++) {
     struct rp_hello_info hc;
     if (conn_connect (&s->conns[i], s->host, s->port, p->cfg.timeout_ms, &th,
@@ -529,6 +585,13 @@ donor_connect (struct rp_pool *p, struct donor *s,
   s->capacity_bytes = hi.capacity_bytes;
   if (atomic_load (&s->has_alloc_in_doubt) && donor_reconcile (p, s) == 0)
     atomic_store (&s->has_alloc_in_doubt, false);
+  /* A connection of this round that died meanwhile would make the
+   * server up with a dead connection (its death found no server up to
+   * take down): start over at the next heartbeat instead.
+   */
+  for (unsigned i = 0; i < s->nconns; i++)
+    if (conn_dead_why (&s->conns[i], err, errlen))
+      goto out_disconnect;
   atomic_store (&s->free_bytes, hi.free_bytes);
   atomic_store (&s->is_up, true);
   pthread_mutex_lock (&p->up_lock);
@@ -565,6 +628,8 @@ donor_stat (struct conn *c, unsigned timeout_ms,
     return -1;
   }
   info->is_up = true;
+  info->limit_bytes = si.limit_bytes;
+  info->state = si.state;
   memcpy (info->incarnation, si.incarnation, 16);
   info->capacity_bytes = si.capacity_bytes;
   info->used_bytes = si.used_bytes;
@@ -577,54 +642,100 @@ donor_stat (struct conn *c, unsigned timeout_ms,
   return 0;
 }
 
-int
-rp_server_query (const char *addr, const char *key_file, unsigned timeout_ms,
-                 struct rp_server_info *info)
+/* A connection of our own to the memserver at addr, for one operator
+ * request: a fresh, owner-less session, authenticated with key_file if
+ * not NULL.  0, or -1 with a message in err (and nothing to close).
+ */
+static int
+donor_query_open (const char *addr, const char *key_file,
+                  unsigned timeout_ms, struct conn *c, char *err,
+                  size_t errlen)
 {
   uint8_t *key = NULL;
-  struct conn c;
   struct rp_hello_info hi;
   uint8_t owner[16];
   char host[128], port[16];
   const char *hostport;
   const char *why = NULL;
   const struct transport_ops *ops = transport_find (addr, &hostport, &why);
-  /* A status query reads and writes no extent: no one-sided buffer. */
+  /* A query reads and writes no extent: no one-sided buffer. */
   struct transport_hello th = { .fence = 1, .buffer_bytes = 0 };
-  char cwhy[140];                /* fits after "connect: " in info->error */
-  int ret = -1;
+  char cwhy[140];                /* fits after "connect: " in a status's
+                                    error (struct rp_server_info) */
 
-  memset (info, 0, sizeof *info);
   if (ops == NULL || rp_split_hostport (hostport, host, sizeof host, port,
                                         sizeof port) == -1) {
-    snprintf (info->error, sizeof info->error, "%s",
-              ops ? "not HOST:PORT" : why);
+    snprintf (err, errlen, "%s", ops ? "not HOST:PORT" : why);
     return -1;
   }
-  if (donor_load_key (key_file, &key, info->error, sizeof info->error) == -1)
+  if (donor_load_key (key_file, &key, err, errlen) == -1)
     return -1;
-  if (conn_init (&c, addr, ops, 4) == -1) {
+  if (conn_init (c, addr, ops, 4) == -1) {
+    snprintf (err, errlen, "%s", strerror (errno));
     rp_key_free (key);
     return -1;
   }
   if (rp_random_bytes (owner, sizeof owner) == -1) {
-    snprintf (info->error, sizeof info->error, "getrandom: %s",
-              strerror (errno));
-    goto out;
+    snprintf (err, errlen, "getrandom: %s", strerror (errno));
+    goto out_destroy;
   }
   memcpy (th.owner, owner, 16);
-  if (conn_connect (&c, host, port, timeout_ms, &th, cwhy,
+  if (conn_connect (c, host, port, timeout_ms, &th, cwhy,
                     sizeof cwhy) == -1) {
-    snprintf (info->error, sizeof info->error, "connect: %s", cwhy);
-    goto out;
+    snprintf (err, errlen, "connect: %s", cwhy);
+    goto out_destroy;
   }
-  if (donor_hello (&c, owner, key, th.fence, timeout_ms, &hi, info->error,
-                  sizeof info->error) == -1)
-    goto out;
-  conn_set_ready (&c);
-  ret = donor_stat (&c, timeout_ms, info);
- out:
-  conn_destroy (&c);
+  if (donor_hello (c, owner, key, th.fence, timeout_ms, &hi, err,
+                   errlen) == -1)
+    goto out_destroy;
+  conn_set_ready (c);
   rp_key_free (key);
+  return 0;
+ out_destroy:
+  conn_destroy (c);
+  rp_key_free (key);
+  return -1;
+}
+
+int
+rp_server_query (const char *addr, const char *key_file, unsigned timeout_ms,
+                 struct rp_server_info *info)
+{
+  struct conn c;
+  int ret;
+
+  memset (info, 0, sizeof *info);
+  if (donor_query_open (addr, key_file, timeout_ms, &c, info->error,
+                        sizeof info->error) == -1)
+    return -1;
+  ret = donor_stat (&c, timeout_ms, info);
+  conn_destroy (&c);
+  return ret;
+}
+
+int
+rp_server_drain (const char *addr, const char *key_file, unsigned timeout_ms,
+                 uint64_t deadline_ms, char *err, size_t errlen)
+{
+  struct conn c;
+  struct conn_call call;
+  int ret = 0;
+
+  if (deadline_ms > RP_DRAIN_MAX_MS) {
+    snprintf (err, errlen, "a drain deadline is at most %u s",
+              RP_DRAIN_MAX_MS / 1000);
+    errno = EINVAL;
+    return -1;
+  }
+  if (donor_query_open (addr, key_file, timeout_ms, &c, err, errlen) == -1)
+    return -1;
+  memset (&call, 0, sizeof call);
+  call.req.op = RP_OP_DRAIN;
+  call.req.offset = deadline_ms;
+  if (conn_roundtrip (&c, &call, timeout_ms) == -1) {
+    snprintf (err, errlen, "DRAIN: %s", strerror (errno));
+    ret = -1;
+  }
+  conn_destroy (&c);
   return ret;
 }

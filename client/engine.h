@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "rampool/client.h"
 #include "conn.h"
@@ -29,6 +30,7 @@
 #include "extent_map.h"
 
 #define DONOR_ORPHANS 1024
+#define DONOR_RECLAIM 4096   /* handles asked back, queued for recovery */
 
 struct rp_pool;
 
@@ -47,6 +49,30 @@ struct donor {
                                   session there expired */
   atomic_uint_least64_t free_bytes;  /* from HELLO and every reply */
   atomic_uint inflight;        /* requests outstanding (read balancing) */
+  /* Leaving: no new copy goes there, and recovery moves the copies it
+   * holds elsewhere (copy first, then FREE there).
+   */
+  atomic_bool is_draining;     /* the server sent DRAIN: it wants
+                                  everything back before it stops;
+                                  cleared at a reconnect (a server still
+                                  draining says so again at the join) */
+  atomic_bool is_removed;      /* gone from servers-file: moved off, then
+                                  disconnected (is_retired) */
+  atomic_bool is_retired;      /* removed and holds nothing of ours:
+                                  disconnected, not reconnected */
+  /* Handles the server asked back (RECLAIM notices) not yet taken by
+   * recovery; guarded by reclaim_lock.
+   */
+  pthread_mutex_t reclaim_lock;
+  uint64_t reclaim[DONOR_RECLAIM];
+  unsigned nreclaim;
+  bool is_reclaim_full_logged;
+  /* Past this time a copy asked back that found no room elsewhere is
+   * given up (or HELD if it is the only good one), so that we stop
+   * counting it before the server drops it: half the deadline of the
+   * earliest notice not yet due.
+   */
+  atomic_uint_least64_t reclaim_due_ms;
   atomic_uint_least64_t down_since_ms; /* when it last went down */
   /* Owned by whoever (re)connects the server: pool open, then the
    * server's reconnect thread (one at a time, see monitor.c):
@@ -84,7 +110,10 @@ struct donor {
 struct rp_pool {
   struct rp_config cfg;        /* deep copy, owned */
   struct donor servers[RP_MAX_SERVERS];
-  unsigned nservers;
+  atomic_uint nservers;        /* slots in use; only grows (servers-file
+                                  adds, membership.c), a slot whole
+                                  before it is counted */
+  struct stat servers_file_st; /* servers-file= as last read */
   struct extent_map map;
   uint8_t owner[16];           /* our session id on every server */
   uint8_t *key;                /* cluster key (locked), NULL = none */

@@ -1,6 +1,6 @@
 /* The extent map: for every extent of the virtual disk, where its
- * replicas live.  Preallocated at open (one entry per extent, 104
- * bytes: a 64 GiB disk at 1 MiB extents costs 6.5 MiB, touched as
+ * replicas live.  Preallocated at open (one entry per extent, 128
+ * bytes: a 64 GiB disk at 1 MiB extents costs 8 MiB, touched as
  * extents are written), never resized, so the I/O path allocates
  * nothing.
  *
@@ -30,20 +30,27 @@
 #include "rampool/client.h"
 
 #define EXTENT_MAP_STRIPES 4096
+/* Copies an entry can hold: `replicas` plus one, so that a copy whose
+ * server wants it back can stay until its replacement is filled
+ * (recovery.c moves one such copy at a time when all are in use).
+ */
+#define EXTENT_SLOTS (RP_MAX_REPLICAS + 1)
 
 struct replica {
   uint64_t handle;             /* server's handle; 0 = no replica here */
   uint16_t server;             /* index in pool->servers */
   uint8_t is_stale;            /* missed a write, or its server said it
                                   is gone: not readable (replica.h) */
-  uint8_t pad;
+  uint8_t leaving;             /* its server asked for it back: 1 move
+                                  it, 2 held there (no room elsewhere;
+                                  HOLD sent) */
   uint32_t epoch;              /* server epoch when allocated */
   uint32_t rkey;               /* from the ALLOC reply, for one-sided */
   uint32_t raddr_64k;          /*   transports (transport.h); 0 over TCP */
 };
 
 struct extent {
-  struct replica rep[RP_MAX_REPLICAS];
+  struct replica rep[EXTENT_SLOTS];
   uint8_t nrep;                /* replicas with handle != 0 */
   uint8_t is_lost_logged;      /* "extent lost" logged once */
   uint8_t pad[2];
@@ -52,7 +59,7 @@ struct extent {
                                   copy undoes its stale marks only if no
                                   later write came meanwhile (io.c) */
 };
-_Static_assert (sizeof (struct extent) == 104, "extent size");
+_Static_assert (sizeof (struct extent) == 128, "extent size");
 
 struct extent_map {
   struct extent *e;         /* n entries, owned */

@@ -69,7 +69,7 @@ struct io_chunk {
    */
   uint32_t wgen;
   unsigned nskipped;
-  struct { uint16_t server; uint64_t handle; } skipped[RP_MAX_REPLICAS];
+  struct { uint16_t server; uint64_t handle; } skipped[EXTENT_SLOTS];
   bool has_undo;               /* encrypt=on: io_undo holds the blocks'
                                   state before this write */
 };
@@ -199,16 +199,22 @@ io_should_wait (struct rp_pool *p, const struct extent *e)
  * server was reconnected, by its own thread, while the request failed
  * on the old connection) or may come back: retry rather than fail
  * (lock held).  The retry waits for a server to come up, bounded by
- * outage-wait-ms, so a copy that keeps failing cannot loop.
+ * outage-wait-ms, so a copy that keeps failing cannot loop.  Copies in
+ * `unverified` (bitmask of replica slots) do not count: their server
+ * answered and the data failed authentication, which a retry of the
+ * same copy gives again; waiting for an outage to end would only hold
+ * the request for outage-wait-ms before its EIO.
  */
 static bool
-io_should_retry (struct rp_pool *p, const struct extent *e)
+io_should_retry (struct rp_pool *p, const struct extent *e,
+                 unsigned unverified)
 {
   if (!io_waits_out_outages (p))
     return false;
   for (unsigned r = 0; r < e->nrep; r++)
-    if (replica_is_good (p, &e->rep[r]) ||
-        replica_may_return (p, &e->rep[r]))
+    if (!((unverified >> r) & 1) &&
+        (replica_is_good (p, &e->rep[r]) ||
+         replica_may_return (p, &e->rep[r])))
       return true;
   return false;
 }
@@ -335,7 +341,7 @@ io_read_locked (struct rp_pool *p, uint64_t idx, struct extent *e,
   if (io_read_replicas (p, idx, e, off, len, buf, 0, &unverified) == 0 ||
       backup_read (p, idx, off, len, buf) == 0)
     return 0;
-  errno = io_should_retry (p, e) ? EAGAIN : EIO;
+  errno = io_should_retry (p, e, unverified) ? EAGAIN : EIO;
   return -1;
 }
 
@@ -550,7 +556,7 @@ io_write_settle (struct rp_pool *p, struct io_chunk *c, struct extent *e,
    * were and the chunk is retried when one is up (io_should_retry).
    */
   io_unskip (p, c, e);
-  if (io_should_retry (p, e))
+  if (io_should_retry (p, e, 0))
     may_retry = true;
   io_undo_encrypt (p, c);
   return may_retry ? EAGAIN : EIO;
@@ -565,7 +571,7 @@ static void
 io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
                 uint16_t op, bool keep_mapped)
 {
-  struct conn_call calls[IO_BATCH * RP_MAX_REPLICAS];
+  struct conn_call calls[IO_BATCH * EXTENT_SLOTS];
   unsigned ncalls = 0;
   struct conn_wait w;
 
@@ -730,7 +736,7 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
     if (is_ok && c->user_buf)
       memcpy (c->user_buf, c->buf + c->user_off, c->user_len);
     if (!is_ok)
-      c->err = io_should_retry (p, e) ? EAGAIN : EIO;
+      c->err = io_should_retry (p, e, unverified) ? EAGAIN : EIO;
     pthread_rwlock_unlock (extent_map_lock (&p->map, c->idx));
     c->is_locked = false;
     atomic_fetch_add (&p->count.reads, 1);
@@ -864,7 +870,7 @@ rp_pool_pwrite (struct rp_pool *p, const void *buf, size_t count,
 static void
 io_free_extent (struct rp_pool *p, uint64_t idx, struct extent *e)
 {
-  struct conn_call calls[RP_MAX_REPLICAS];
+  struct conn_call calls[EXTENT_SLOTS];
   unsigned ncalls = 0;
   struct conn_wait w;
 

@@ -2,7 +2,8 @@
  * PINGs every up server at once (a hung server is found even with no
  * I/O going to it), starts a reconnect of every down server on a
  * thread of that server's own (a server that swallows packets holds up
- * only itself), runs a recovery pass, and writes the stats file.
+ * only itself), runs a recovery pass, and writes the stats file.  With
+ * servers-file= it first looks whether the file changed (membership.c).
  *
  * Not here: what a reconnect decides (donor.c), what recovery does
  * (recovery.c), the figures (stats.c).
@@ -19,6 +20,7 @@
 
 #include "donor.h"
 #include "logging.h"
+#include "membership.h"
 #include "monitor.h"
 #include "recovery.h"
 #include "stats.h"
@@ -88,7 +90,7 @@ monitor_reconnect_down (struct rp_pool *p)
       pthread_join (s->reconnector, NULL);
       s->has_reconnector = false;
     }
-    if (atomic_load (&s->is_up))
+    if (atomic_load (&s->is_up) || atomic_load (&s->is_retired))
       continue;
     pthread_attr_t attr;
     pthread_attr_init (&attr);
@@ -157,10 +159,19 @@ monitor_write_stats_file (struct rp_pool *p)
   RP_POOL_GAUGES (POOL_STATS_LINE)
   RP_POOL_COUNTERS (POOL_STATS_LINE)
 #undef POOL_STATS_LINE
-  for (unsigned i = 0; i < p->nservers; i++)
-    fprintf (fp, "server %s %s epoch %u\n", p->servers[i].addr,
-             atomic_load (&p->servers[i].is_up) ? "up" : "down",
-             atomic_load (&p->servers[i].epoch));
+  /* "server ADDR up|down|retired epoch N", then "draining" or
+   * "removed" while it is on its way out.
+   */
+  for (unsigned i = 0; i < p->nservers; i++) {
+    struct donor *s = &p->servers[i];
+    bool is_retired = atomic_load (&s->is_retired);
+    fprintf (fp, "server %s %s epoch %u%s\n", s->addr,
+             is_retired ? "retired" : atomic_load (&s->is_up) ? "up" : "down",
+             atomic_load (&s->epoch),
+             is_retired ? ""
+             : atomic_load (&s->is_removed) ? " removed"
+             : atomic_load (&s->is_draining) ? " draining" : "");
+  }
   if (fclose (fp) == 0)
     rename (tmp, p->cfg.stats_file);
 }
@@ -180,6 +191,7 @@ monitor_thread (void *arg)
       break;
     pthread_mutex_unlock (&p->lock);
 
+    membership_check (p);
     monitor_ping_all (p);
     monitor_reconnect_down (p);
     recovery_pass (p);

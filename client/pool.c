@@ -30,6 +30,7 @@
 #include "backup.h"
 #include "donor.h"
 #include "logging.h"
+#include "membership.h"
 #include "monitor.h"
 #include "util.h"
 
@@ -127,12 +128,15 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
     goto out_close_backup;
   }
   pool_init_locks (p);
-  for (p->nservers = 0; p->nservers < cfg->nservers; p->nservers++)
-    if (donor_init (&p->servers[p->nservers], p, p->nservers,
-                    cfg->servers[p->nservers]) == -1) {
+  if (membership_load (p, err, errlen) == -1)
+    goto out_close;
+  for (unsigned i = 0; i < p->cfg.nservers; i++) {
+    if (donor_init (&p->servers[i], p, i, p->cfg.servers[i]) == -1) {
       snprintf (err, errlen, "out of memory");
       goto out_close;
     }
+    p->nservers = i + 1;
+  }
   up = monitor_connect_all (p);
   if (pool_check_up (p, up, err, errlen) == -1)
     goto out_close;
@@ -181,7 +185,7 @@ pool_free_all (struct rp_pool *p)
     memset (e, 0, sizeof *e);
     /* Flush a server's list when it is full. */
     for (unsigned i = 0; i < p->nservers; i++)
-      if (p->servers[i].norphans >= DONOR_ORPHANS - RP_MAX_REPLICAS)
+      if (p->servers[i].norphans >= DONOR_ORPHANS - EXTENT_SLOTS)
         donor_free_orphans (p, &p->servers[i]);
   }
   for (unsigned i = 0; i < p->nservers; i++)

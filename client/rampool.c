@@ -1,6 +1,8 @@
 /* rampool: the operator's command line tool.
  *
  *   rampool status SERVER...        per-server capacity, use, clients
+ *   rampool drain SERVER            empty a memserver and stop it, with
+ *                                   progress
  *   rampool attach / detach         pool -> nbdkit -> nbd -> swap (attach.c)
  *   rampool keygen FILE             a new cluster key
  *   rampool verify [--mib=N] URI    write a pattern through an NBD
@@ -19,9 +21,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <libnbd.h>
 
 #include "rampool/client.h"
+#include "rampool/protocol.h"
 #include "attach.h"
 #include "auth.h"
 #include "util.h"
@@ -37,6 +42,12 @@ usage (FILE *fp)
 "      --raw: one line per server: ADDR STATE CAPACITY USED EXTENTS CLIENTS\n"
 "      --pool-stats=F: also show the plugin's stats-file= F (extent health,\n"
 "      recovery progress, servers as the plugin sees them)\n"
+"  rampool drain [--key-file=F] [--deadline=S] [--timeout-ms=MS] [--no-wait]\n"
+"                SERVER\n"
+"      empty SERVER and stop it: no new extents there, its clients move what\n"
+"      they hold elsewhere; shows progress until it stops (0: empty, 1: it\n"
+"      stopped at its deadline with extents left); --deadline: seconds it\n"
+"      may take (default: the server's --drain-timeout-ms)\n"
 "  rampool verify [--mib=N] [--offset-mib=N] URI\n"
 "      write N MiB (default 256) of a pattern through the NBD export URI,\n"
 "      read it back, compare every byte; print MiB/s\n"
@@ -93,6 +104,19 @@ status_pool_stats (const char *path)
   return 0;
 }
 
+/* A server's state (enum rp_state) as status shows it. */
+static const char *
+status_state (uint32_t state)
+{
+  switch (state) {
+  case RP_STATE_SERVING: return "up";
+  case RP_STATE_SHRINKING: return "shrinking";
+  case RP_STATE_DRAINING: return "draining";
+  case RP_STATE_DRAINED: return "drained";
+  default: return "up?";
+  }
+}
+
 static int
 cmd_status (int argc, char **argv)
 {
@@ -132,8 +156,8 @@ cmd_status (int argc, char **argv)
     return 2;
   }
   if (!is_raw)
-    printf ("%-24s %-5s %10s %10s %10s %8s %7s %8s\n", "SERVER", "STATE",
-            "CAPACITY", "USED", "FREE", "EXTENTS", "CONNS", "CLIENTS");
+    printf ("%-24s %-9s %10s %10s %10s %8s %7s %8s\n", "SERVER", "STATE",
+            "LIMIT", "USED", "FREE", "EXTENTS", "CONNS", "CLIENTS");
   for (; i < argc; i++) {
     char *list = strdup (argv[i]), *save = NULL;
     for (char *a = strtok_r (list, ",", &save); a;
@@ -145,25 +169,30 @@ cmd_status (int argc, char **argv)
         if (is_raw)
           printf ("%s down\n", a);
         else
-          printf ("%-24s %-5s %s\n", a, "DOWN", info.error);
+          printf ("%-24s %-9s %s\n", a, "DOWN", info.error);
         continue;
       }
       up++;
       cap += info.capacity_bytes;
       used += info.used_bytes;
       if (is_raw) {
-        /* For scripts: bytes and counts, space separated. */
-        printf ("%s up %" PRIu64 " %" PRIu64 " %" PRIu32 " %" PRIu32 "\n",
-                a, info.capacity_bytes, info.used_bytes, info.extents,
-                info.owners);
+        /* For scripts: bytes and counts, space separated; fields are
+         * only ever added at the end.
+         */
+        printf ("%s up %" PRIu64 " %" PRIu64 " %" PRIu32 " %" PRIu32
+                " %s %" PRIu64 "\n", a, info.capacity_bytes,
+                info.used_bytes, info.extents, info.owners,
+                status_state (info.state), info.limit_bytes);
         continue;
       }
       /* Our own query connection is not a client worth counting. */
       printf (
-        "%-24s %-5s %10s %10s %10s %8" PRIu32 " %7" PRIu32 " %8" PRIu32 "\n", a,
-        "up", rp_human_size (info.capacity_bytes, c, sizeof c),
+        "%-24s %-9s %10s %10s %10s %8" PRIu32 " %7" PRIu32 " %8" PRIu32 "\n", a,
+        status_state (info.state),
+        rp_human_size (info.limit_bytes, c, sizeof c),
         rp_human_size (info.used_bytes, u, sizeof u),
-        rp_human_size (info.capacity_bytes - info.used_bytes, f, sizeof f),
+        rp_human_size (info.limit_bytes > info.used_bytes
+                       ? info.limit_bytes - info.used_bytes : 0, f, sizeof f),
         info.extents, info.clients - 1, info.owners);
     }
     free (list);
@@ -177,6 +206,148 @@ cmd_status (int argc, char **argv)
             rp_human_size (cap, c, sizeof c));
   }
   return up == n ? 0 : 1;
+}
+
+/* One line of drain progress: on a terminal a bar redrawn in place,
+ * else a line at most every 10 s (and whenever the figures changed
+ * after that).
+ */
+static void
+drain_progress (const char *addr, bool is_tty, uint64_t start_used,
+                const struct rp_server_info *info, uint64_t left_s)
+{
+  static uint64_t last_line_ms, last_used = UINT64_MAX;
+  uint64_t now = rp_now_ms ();
+  uint64_t moved = start_used > info->used_bytes
+                   ? start_used - info->used_bytes : 0;
+  unsigned pct = start_used ? (unsigned) (moved * 100 / start_used) : 100;
+  char m[32], t[32], when[48] = "";
+
+  if (left_s != UINT64_MAX)
+    snprintf (when, sizeof when, ", %" PRIu64 " s to the deadline", left_s);
+  rp_human_size (moved, m, sizeof m);
+  rp_human_size (start_used, t, sizeof t);
+  if (is_tty) {
+    char bar[21];
+    for (unsigned k = 0; k < 20; k++)
+      bar[k] = k < pct / 5 ? '#' : '.';
+    bar[20] = '\0';
+    printf ("\r%s: [%s] %3u%% %s of %s moved, %" PRIu32 " extents of %"
+            PRIu32 " clients left%s   ", addr, bar, pct, m, t, info->extents,
+            info->owners, when);
+    fflush (stdout);
+    return;
+  }
+  if (now - last_line_ms < 10000 || info->used_bytes == last_used)
+    return;
+  last_line_ms = now;
+  last_used = info->used_bytes;
+  printf ("%s: %u%%: %s of %s moved, %" PRIu32 " extents of %" PRIu32
+          " clients left%s\n", addr, pct, m, t, info->extents, info->owners,
+          when);
+  fflush (stdout);
+}
+
+static int
+cmd_drain (int argc, char **argv)
+{
+  unsigned timeout_ms = 2000;
+  uint64_t deadline_s = 0;
+  bool is_wait = true, is_tty = isatty (STDOUT_FILENO);
+  const char *key_file = NULL, *addr;
+  struct rp_server_info info;
+  char err[256], u[32];
+  int i = 1;
+
+  for (; i < argc && strncmp (argv[i], "--", 2) == 0; i++) {
+    uint64_t v;
+    if (strcmp (argv[i], "--no-wait") == 0)
+      is_wait = false;
+    else if (strncmp (argv[i], "--key-file=", 11) == 0)
+      key_file = argv[i] + 11;
+    else if (strncmp (argv[i], "--deadline=", 11) == 0) {
+      if (rp_parse_uint (argv[i] + 11, 1, RP_DRAIN_MAX_MS / 1000,
+                         &deadline_s) == -1) {
+        fprintf (stderr, "rampool drain: --deadline: '%s' is not a number of"
+                 " seconds from 1 to %u\n", argv[i] + 11,
+                 RP_DRAIN_MAX_MS / 1000);
+        return 2;
+      }
+    }
+    else if (strncmp (argv[i], "--timeout-ms=", 13) == 0) {
+      if (rp_parse_uint (argv[i] + 13, 1, 600000, &v) == -1) {
+        fprintf (stderr, "rampool drain: --timeout-ms: '%s' is not a number"
+                 " of milliseconds from 1 to 600000\n", argv[i] + 13);
+        return 2;
+      }
+      timeout_ms = v;
+    }
+    else {
+      fprintf (stderr, "rampool drain: unknown option '%s'\n", argv[i]);
+      return 2;
+    }
+  }
+  if (i + 1 != argc) {
+    fprintf (stderr, "rampool drain: name one SERVER (HOST:PORT)\n");
+    return 2;
+  }
+  addr = argv[i];
+  if (rp_server_query (addr, key_file, timeout_ms, &info) == -1) {
+    fprintf (stderr, "rampool drain: %s: %s\n", addr, info.error);
+    return 1;
+  }
+  uint64_t start_used = info.used_bytes, last_used = info.used_bytes;
+  uint32_t last_state = info.state;
+  if (rp_server_drain (addr, key_file, timeout_ms, deadline_s * 1000, err,
+                       sizeof err) == -1) {
+    fprintf (stderr, "rampool drain: %s: %s\n", addr, err);
+    return 1;
+  }
+  uint64_t start = rp_now_ms ();
+  printf ("%s: draining: %s in %" PRIu32 " extents of %" PRIu32
+          " clients to move\n", addr, rp_human_size (start_used, u, sizeof u),
+          info.extents, info.owners);
+  if (!is_wait)
+    return 0;
+  for (;;) {
+    struct timespec ts = { .tv_sec = 0, .tv_nsec = 500000000 };
+    uint64_t left_s = UINT64_MAX;
+    nanosleep (&ts, NULL);  /* a progress display: twice a second */
+    if (rp_server_query (addr, key_file, timeout_ms, &info) == -1)
+      break;  /* it stopped (or is out of reach: said below) */
+    last_used = info.used_bytes;
+    last_state = info.state;
+    if (info.state == RP_STATE_DRAINED) {
+      drain_progress (addr, is_tty, start_used, &info, UINT64_MAX);
+      break;  /* empty, and it stops in a moment */
+    }
+    if (deadline_s) {
+      uint64_t end = start + deadline_s * 1000, now = rp_now_ms ();
+      left_s = end > now ? (end - now) / 1000 : 0;
+      /* The server stops itself at the deadline; a minute later it
+       * should be gone.
+       */
+      if (now > end + 60000) {
+        printf ("\n");
+        fprintf (stderr, "rampool drain: %s is still up a minute after the"
+                 " deadline\n", addr);
+        return 1;
+      }
+    }
+    drain_progress (addr, is_tty, start_used, &info, left_s);
+  }
+  if (is_tty)
+    printf ("\n");
+  if (last_state == RP_STATE_DRAINED) {
+    printf ("%s: drained: empty after %" PRIu64 " s; it stops now\n", addr,
+            (rp_now_ms () - start) / 1000);
+    return 0;
+  }
+  fprintf (stderr, "rampool drain: %s: no answer any more (%s) with %s still"
+           " there at the last look: it stopped at its deadline, or died;"
+           " its clients count those copies lost\n", addr, info.error,
+           rp_human_size (last_used, u, sizeof u));
+  return 1;
 }
 
 /* Pattern byte for disk offset off (different for every 8 bytes and
@@ -344,6 +515,8 @@ main (int argc, char **argv)
     return cmd_status (argc - 1, argv + 1);
   if (strcmp (argv[1], "verify") == 0)
     return cmd_verify (argc - 1, argv + 1);
+  if (strcmp (argv[1], "drain") == 0)
+    return cmd_drain (argc - 1, argv + 1);
   if (strcmp (argv[1], "attach") == 0)
     return attach_main (argc - 1, argv + 1);
   if (strcmp (argv[1], "detach") == 0)

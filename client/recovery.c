@@ -10,7 +10,15 @@
  *  - stale replicas on an up server (they missed a write) are rewritten
  *    in place from a good copy;
  *  - new replicas are placed as for a first write and filled from a
- *    good copy.
+ *    good copy;
+ *  - copies whose server wants them back (it asked for them with a
+ *    RECLAIM notice, is draining, or was removed from the pool) are
+ *    moved: a replacement is placed and filled first, then the leaving
+ *    copy is FREEd there (copy before release, so the extent never has
+ *    fewer good copies than before).  One that finds no room elsewhere
+ *    is given up at half its server's deadline, before the server drops
+ *    it (or HELD there if it is the extent's only good copy); a
+ *    draining or removed server's copies wait for room.
  * An extent with no good copy is lost: logged once, reads give EIO.
  *
  * Recovery copies only what it has verified (replica.h, the copy-state
@@ -308,22 +316,24 @@ recovery_drop_unkeepable (struct rp_pool *p, struct extent *e)
 }
 
 /* The copies of e to write now, into dst: stale ones on up servers
- * (rewritten in place), then new ones placed up to `replicas` (stale
- * until filled).  Write lock held.  Returns how many.
+ * (rewritten in place) but for leaving ones, then new ones placed up to
+ * `replicas` beside the leaving ones (stale until filled).  Write lock
+ * held.  Returns how many.
  */
 static unsigned
 recovery_targets (struct rp_pool *p, uint64_t idx, struct extent *e,
-                  unsigned dst[RP_MAX_REPLICAS])
+                  unsigned dst[EXTENT_SLOTS])
 {
   unsigned ndst = 0, before;
 
   for (unsigned r = 0; r < e->nrep; r++)
     if (!replica_is_good (p, &e->rep[r]) &&
+        !replica_is_leaving (p, &e->rep[r]) &&
         atomic_load (&p->servers[e->rep[r].server].is_up))
       dst[ndst++] = r;
   before = e->nrep;
-  if (e->nrep < p->cfg.replicas)
-    replica_place (p, idx, e);  /* places up to `replicas` in all */
+  if (e->nrep < replica_slots_wanted (p, e))
+    replica_place (p, idx, e);
   /* Only replicas on up servers can be written now. */
   for (unsigned k = 0; k < ndst;)
     if (!atomic_load (&p->servers[e->rep[dst[k]].server].is_up))
@@ -337,11 +347,110 @@ recovery_targets (struct rp_pool *p, uint64_t idx, struct extent *e,
   return ndst;
 }
 
+/* FREE copy r of e on its server and drop it from e (write lock held).
+ * A FREE that gets no answer is retried when the server is back
+ * (orphans); one answered with an error finds the copy gone already.
+ */
+static void
+recovery_free_copy (struct rp_pool *p, uint64_t idx, struct extent *e,
+                    unsigned r)
+{
+  struct replica *rep = &e->rep[r];
+  struct donor *s = &p->servers[rep->server];
+  struct conn_call call;
+
+  if (atomic_load (&s->epoch) == rep->epoch) {
+    replica_call (&call, rep, RP_OP_FREE);
+    if (!atomic_load (&s->is_up) ||
+        (conn_roundtrip (donor_conn (s, idx), &call, p->cfg.timeout_ms) ==
+           -1 && !call.is_answered))
+      donor_add_orphan (s, rep->handle);
+  }
+  extent_map_drop_replica (e, r);
+}
+
+/* Ask copy r's server to keep it (HOLD): it is the extent's only good
+ * copy and there is no room for it elsewhere.  Write lock held.
+ */
+static void
+recovery_hold (struct rp_pool *p, uint64_t idx, struct extent *e, unsigned r)
+{
+  struct replica *rep = &e->rep[r];
+  struct donor *s = &p->servers[rep->server];
+  struct conn_call call;
+
+  replica_call (&call, rep, RP_OP_HOLD);
+  if (conn_roundtrip (donor_conn (s, idx), &call, p->cfg.timeout_ms) == -1) {
+    if (call.is_answered)
+      replica_mark_stale (rep);  /* gone already: repaired if it can be */
+    return;
+  }
+  rep->leaving = 2;
+  atomic_fetch_add (&p->count.reclaim_held, 1);
+  logging_msg (LOGGING_WARN, "extent %" PRIu64 ": server %s asked for its"
+               " only good copy back and no other server has room; it is"
+               " held there", idx, s->addr);
+}
+
+/* After recovery placed and filled what it could for e (write lock
+ * held): give back each leaving copy that the others make redundant --
+ * while e keeps `replicas` good copies without it.  A copy asked back by
+ * RECLAIM that could not be replaced is given up once its server's
+ * deadline is half gone (the extent is then degraded until room
+ * appears), or HELD if it is the only good copy; a draining or removed
+ * server's copies stay until there is room.
+ */
+static void
+recovery_release_leaving (struct rp_pool *p, uint64_t idx, struct extent *e)
+{
+  unsigned good = 0;
+
+  for (unsigned r = 0; r < e->nrep; r++)
+    if (replica_is_good (p, &e->rep[r]))
+      good++;
+  for (unsigned r = 0; r < e->nrep;) {
+    struct replica *rep = &e->rep[r];
+    struct donor *s = &p->servers[rep->server];
+    bool is_good = replica_is_good (p, rep);
+
+    if (!replica_is_leaving (p, rep)) {
+      r++;
+      continue;
+    }
+    if (good - is_good >= p->cfg.replicas) {
+      recovery_free_copy (p, idx, e, r);
+      good -= is_good;
+      atomic_fetch_add (&p->count.migrated, 1);
+      continue;
+    }
+    if (rep->leaving == 1 && !atomic_load (&s->is_draining) &&
+        !atomic_load (&s->is_removed) &&
+        rp_now_ms () >= atomic_load (&s->reclaim_due_ms)) {
+      if (is_good && good == 1) {
+        recovery_hold (p, idx, e, r);
+        r++;
+        continue;
+      }
+      if (good - is_good > 0) {
+        logging_msg (LOGGING_WARN, "extent %" PRIu64 ": server %s asked"
+                     " for a copy back and no other server has room; given"
+                     " up (the extent has %u good copies until there is"
+                     " room)", idx, s->addr, good - is_good);
+        recovery_free_copy (p, idx, e, r);
+        good -= is_good;
+        atomic_fetch_add (&p->count.reclaim_given_up, 1);
+        continue;
+      }
+    }
+    r++;
+  }
+}
+
 /* Repair one extent (write lock held).  Returns bytes copied, or -1. */
 static int64_t
 recovery_extent (struct rp_pool *p, uint64_t idx, struct extent *e)
 {
-  unsigned dst[RP_MAX_REPLICAS], ndst;
+  unsigned dst[EXTENT_SLOTS], ndst;
   bool from_backup = false;
   int bad_dst;
 
@@ -356,8 +465,10 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct extent *e)
   }
   recovery_drop_unkeepable (p, e);
   ndst = recovery_targets (p, idx, e, dst);
-  if (ndst == 0)
+  if (ndst == 0) {
+    recovery_release_leaving (p, idx, e);
     return 0;
+  }
   if (recovery_copy (p, idx, e, from_backup, dst, ndst, &bad_dst) == -1) {
     /* A target whose server answered an error no longer exists there
      * (its lease for us expired while we could not reach it, say):
@@ -371,7 +482,132 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct extent *e)
   for (unsigned k = 0; k < ndst; k++)
     e->rep[dst[k]].is_stale = 0;
   atomic_fetch_add (&p->count.recovered, ndst);
+  recovery_release_leaving (p, idx, e);
   return (int64_t) ndst * p->cfg.extent_size;
+}
+
+/* encrypt=on: settle block b, whose last write is in doubt (crypt.h),
+ * write lock held: read it from every good copy; if any holds the
+ * failed write, that becomes the block's version and the copies that
+ * hold the other are marked stale (the pass rewrites them from one
+ * that has it); if all that answered hold the current version, it
+ * stays.  Copies out of reach are not waited for: one that comes back
+ * holding the other version fails authentication and is repaired like
+ * any bad copy.  false if no copy could be read (tried again later).
+ */
+static bool
+recovery_settle_block (struct rp_pool *p, uint64_t idx, struct extent *e,
+                       uint64_t b)
+{
+  uint32_t off = (b * CRYPT_BLOCK) & (p->cfg.extent_size - 1);
+  int version[EXTENT_SLOTS];
+  bool is_new = false, is_read = false;
+
+  for (unsigned r = 0; r < e->nrep; r++) {
+    struct conn_call call;
+    version[r] = -2;  /* not read */
+    if (!replica_is_good (p, &e->rep[r]))
+      continue;
+    replica_call (&call, &e->rep[r], RP_OP_READ);
+    call.req.offset = off;
+    call.req.count = CRYPT_BLOCK;
+    call.rbuf = p->recovery_buf;
+    if (conn_roundtrip (donor_conn (&p->servers[e->rep[r].server], idx),
+                        &call, p->cfg.timeout_ms) == -1) {
+      if (call.is_answered)
+        replica_mark_stale (&e->rep[r]);
+      continue;
+    }
+    version[r] = crypt_version (&p->crypt, b, p->recovery_buf);
+    is_new |= version[r] == 1;
+    is_read |= version[r] >= 0;
+  }
+  if (!is_read)
+    return false;
+  crypt_settle (&p->crypt, b, is_new);
+  for (unsigned r = 0; r < e->nrep; r++)
+    if (version[r] == -1 || (version[r] >= 0 && version[r] != is_new)) {
+      replica_mark_stale (&e->rep[r]);
+      logging_msg (LOGGING_INFO, "extent %" PRIu64 ": block %" PRIu64
+                   " of the copy on server %s missed how a failed write"
+                   " was settled; marked stale", idx, b,
+                   p->servers[e->rep[r].server].addr);
+    }
+  return true;
+}
+
+/* Settle the blocks in doubt, a few a pass (crypt.h). */
+static void
+recovery_settle_doubts (struct rp_pool *p)
+{
+  uint64_t blocks[64];
+  unsigned n;
+
+  if (p->crypt.key == NULL)
+    return;
+  n = crypt_doubt_list (&p->crypt, blocks, 64);
+  for (unsigned k = 0; k < n; k++) {
+    uint64_t idx = (blocks[k] * CRYPT_BLOCK) >> p->map.shift;
+    pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
+    struct extent *e = &p->map.e[idx];
+
+    pthread_rwlock_wrlock (lk);
+    if (e->nrep == 0)
+      crypt_settle (&p->crypt, blocks[k], false);
+    else
+      recovery_settle_block (p, idx, e, blocks[k]);
+    pthread_rwlock_unlock (lk);
+  }
+}
+
+static int
+recovery_cmp_u64 (const void *a, const void *b)
+{
+  uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+
+  return x < y ? -1 : x > y;
+}
+
+/* Mark leaving the copies that servers asked back (RECLAIM notices,
+ * queued by donor.c): one scan of the map per server with a queue.
+ * Handles we do not know (trimmed since) are ignored.
+ */
+static void
+recovery_take_reclaims (struct rp_pool *p)
+{
+  uint64_t h[DONOR_RECLAIM];
+
+  for (unsigned i = 0; i < p->nservers; i++) {
+    struct donor *s = &p->servers[i];
+    unsigned n, found = 0;
+
+    pthread_mutex_lock (&s->reclaim_lock);
+    n = s->nreclaim;
+    memcpy (h, s->reclaim, n * sizeof h[0]);
+    s->nreclaim = 0;
+    pthread_mutex_unlock (&s->reclaim_lock);
+    if (n == 0)
+      continue;
+    qsort (h, n, sizeof h[0], recovery_cmp_u64);
+    for (uint64_t idx = 0; idx < p->map.n && found < n; idx++) {
+      struct extent *e = &p->map.e[idx];
+      unsigned nrep = __atomic_load_n (&e->nrep, __ATOMIC_ACQUIRE);
+      for (unsigned r = 0; r < nrep && r < EXTENT_SLOTS; r++) {
+        uint64_t handle = __atomic_load_n (&e->rep[r].handle,
+                                           __ATOMIC_RELAXED);
+        if (__atomic_load_n (&e->rep[r].server, __ATOMIC_RELAXED) != i ||
+            bsearch (&handle, h, n, sizeof h[0], recovery_cmp_u64) == NULL)
+          continue;
+        pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
+        pthread_rwlock_wrlock (lk);
+        struct replica *rep = replica_find (e, i, handle);
+        if (rep && rep->leaving == 0)
+          rep->leaving = 1;
+        pthread_rwlock_unlock (lk);
+        found++;
+      }
+    }
+  }
 }
 
 uint64_t
@@ -389,16 +625,22 @@ recovery_pass (struct rp_pool *p)
       up++;
   if (up == 0)
     return 0;
+  recovery_settle_doubts (p);
+  recovery_take_reclaims (p);
   for (uint64_t idx = 0; idx < p->map.n && budget > 0; idx++) {
     struct extent *e = &p->map.e[idx];
-    unsigned good = 0, n = __atomic_load_n (&e->nrep, __ATOMIC_ACQUIRE);
+    unsigned good = 0, leaving = 0;
+    unsigned n = __atomic_load_n (&e->nrep, __ATOMIC_ACQUIRE);
     if (n == 0)
       continue;
     /* Unlocked pre-check; the decision is made again under the lock. */
-    for (unsigned r = 0; r < n; r++)
+    for (unsigned r = 0; r < n && r < EXTENT_SLOTS; r++) {
       if (replica_is_good (p, &e->rep[r]))
         good++;
-    if (good >= p->cfg.replicas && good == n)
+      if (replica_is_leaving (p, &e->rep[r]))
+        leaving++;
+    }
+    if (good >= p->cfg.replicas && good == n && leaving == 0)
       continue;
     pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
     pthread_rwlock_wrlock (lk);

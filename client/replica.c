@@ -22,7 +22,7 @@ replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
   struct placement_candidate cand[RP_MAX_SERVERS];
   bool tried[RP_MAX_SERVERS] = { false };
   const struct extent *prev = idx > 0 ? &p->map.e[idx - 1] : NULL;
-  uint8_t prev_servers[RP_MAX_REPLICAS];
+  uint8_t prev_servers[EXTENT_SLOTS];
   unsigned nprev = 0;
   int last_err = ENOSPC;
 
@@ -44,7 +44,9 @@ replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
       prev_servers[nprev++] =
         __atomic_load_n (&prev->rep[i].server, __ATOMIC_RELAXED);
 
-  while (e->nrep < p->cfg.replicas) {
+  /* Leaving copies stay until their replacements are filled. */
+  unsigned want = replica_slots_wanted (p, e);
+  while (e->nrep < want) {
     struct conn_call call;
     struct rp_alloc_reply reply;
     struct donor *s;
@@ -52,7 +54,7 @@ replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
 
     for (unsigned i = 0; i < p->nservers; i++) {
       s = &p->servers[i];
-      cand[i].is_eligible = !tried[i] && atomic_load (&s->is_up) &&
+      cand[i].is_eligible = !tried[i] && replica_may_place_on (s) &&
         atomic_load (&s->free_bytes) >= p->cfg.extent_size &&
         !extent_map_has_server (e, i);
       cand[i].is_preferred_out = false;
@@ -69,6 +71,10 @@ replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
     s = &p->servers[choice];
     memset (&call, 0, sizeof call);
     call.req.op = RP_OP_ALLOC;
+    /* With replicas=1 this is the client's only copy: the server's
+     * reclaim must not drop it (protocol.h).
+     */
+    call.req.flags = p->cfg.replicas == 1 ? RP_FLAG_SOLE : 0;
     call.req.offset = p->cfg.extent_size;
     call.rbuf = &reply;
     call.rcap = sizeof reply;

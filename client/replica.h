@@ -94,6 +94,42 @@ replica_extent_may_return (struct rp_pool *p, const struct extent *e)
   return false;
 }
 
+/* Is copy r on its way out: its server asked for it (RECLAIM), is
+ * draining, or was removed from the pool?  Such a copy still counts as
+ * good until another replaces it (copy before release).
+ */
+static inline bool
+replica_is_leaving (struct rp_pool *p, const struct replica *r)
+{
+  struct donor *s = &p->servers[r->server];
+
+  return r->leaving == 1 || atomic_load (&s->is_draining) ||
+         atomic_load (&s->is_removed);
+}
+
+/* How many copies e should have now: `replicas` that are not leaving,
+ * plus the leaving ones (each stays until its replacement is filled),
+ * at most EXTENT_SLOTS.  Write lock held.
+ */
+static inline unsigned
+replica_slots_wanted (struct rp_pool *p, const struct extent *e)
+{
+  unsigned want = p->cfg.replicas;
+
+  for (unsigned r = 0; r < e->nrep; r++)
+    if (replica_is_leaving (p, &e->rep[r]))
+      want++;
+  return want < EXTENT_SLOTS ? want : EXTENT_SLOTS;
+}
+
+/* May a new copy go to server s (up, not leaving)? */
+static inline bool
+replica_may_place_on (const struct donor *s)
+{
+  return atomic_load (&s->is_up) && !atomic_load (&s->is_draining) &&
+         !atomic_load (&s->is_removed);
+}
+
 /* Start a call of op on copy r: the call zeroed, then its op, the
  * copy's handle and where the copy lies for one-sided transports
  * (transport.h).  The caller adds offset, count, payload, buffers.

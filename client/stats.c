@@ -14,10 +14,12 @@ void
 stats_get (struct rp_pool *p, struct rp_pool_stats *st)
 {
   memset (st, 0, sizeof *st);
-  st->servers = p->nservers;
-  for (unsigned i = 0; i < p->nservers; i++)
+  for (unsigned i = 0; i < p->nservers; i++) {
+    if (!atomic_load (&p->servers[i].is_retired))
+      st->servers++;
     if (atomic_load (&p->servers[i].is_up))
       st->servers_up++;
+  }
   st->extents = p->map.n;
   for (uint64_t idx = 0; idx < p->map.n; idx++) {
     pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
@@ -42,6 +44,7 @@ stats_get (struct rp_pool *p, struct rp_pool_stats *st)
     }
     pthread_rwlock_unlock (lk);
   }
+  st->blocks_in_doubt = p->crypt.key ? crypt_doubts (&p->crypt) : 0;
 #define POOL_STATS_COPY(name, help) st->name = atomic_load (&p->count.name);
   RP_POOL_COUNTERS (POOL_STATS_COPY)
 #undef POOL_STATS_COPY

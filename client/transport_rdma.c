@@ -14,8 +14,8 @@
  * once, at connect, in one mapping and one registration, never on the
  * I/O path (for swap, an allocation there could wait on the very
  * page-out it serves): per connection
- *   - a receive buffer of RP_RDMA_MAX_MSG (4 KiB, the largest reply)
- *     per request slot,
+ *   - a receive buffer of RP_RDMA_MAX_MSG (4 KiB, the largest reply or
+ *     notice) per request slot, and two more for notices,
  *   - the bounce pool for one-sided data, rdma-buffer= bytes (8 MiB by
  *     default),
  *   - a send buffer of RP_RDMA_MAX_REQ (256 bytes, the largest request)
@@ -71,7 +71,10 @@
  * (the slot's index; the slot's state here names the call's id, its
  * span and its size).  A reply is decoded, checked against the slot
  * (a reply for a slot that sent no SEND ends the connection), copied to
- * call->rbuf, and its buffer reposted before the call completes.  A
+ * call->rbuf, and its buffer reposted before the call completes; a
+ * notice (RECLAIM, DRAIN: sent unasked) goes to conn_notice and returns
+ * no credit, and two receive buffers beyond the credits keep room for
+ * notices.  A
  * one-sided completion becomes a reply: OK, the call's id, READ's
  * count or 0 bytes, and the free bytes of the last two-sided reply.  A
  * remote access error (or an invalid request) on a READ or WRITE means
@@ -129,6 +132,11 @@
 #define RDMAT_SPAN_ALIGN 64
 /* Work completions taken from the CQ at once. */
 #define RDMAT_POLL_BATCH 16
+/* Receive buffers beyond the credits, for notices (the server sends
+ * them unasked, protocol.md 5.1): without them a notice could find
+ * every buffer holding a reply and wait in receiver-not-ready retries.
+ */
+#define RDMAT_NOTICE_RECVS 2
 
 /* What a request slot (conn.c's, same index) has posted. */
 enum rdmat_kind {
@@ -516,11 +524,12 @@ rdmat_make_queues (struct rdmat *rd, struct ibv_device_attr *attr, char *err,
                        strerror (errno));
   /* A slot has at most a one-sided operation and a SEND whose
    * completion is still coming on the send queue, and one reply to
-   * receive.
+   * receive; notices come on top.
    */
   max_wr = attr->max_qp_wr > 0 ? (unsigned) attr->max_qp_wr : 1;
   rd->sq_depth = 2 * rd->nslots < max_wr ? 2 * rd->nslots : max_wr;
-  rd->nrecv = rd->nslots < max_wr ? rd->nslots : max_wr;
+  rd->nrecv = rd->nslots + RDMAT_NOTICE_RECVS < max_wr
+    ? rd->nslots + RDMAT_NOTICE_RECVS : max_wr;
   ncqe = rd->sq_depth + rd->nrecv;
   if (attr->max_cqe > 0 && ncqe > (unsigned) attr->max_cqe)
     return rdmat_fail (err, errlen, EINVAL, "the RDMA device takes %d"
@@ -605,7 +614,15 @@ rdmat_check_accept (struct rdmat *rd, const struct rp_rdma_accept *acc,
     return rdmat_fail (err, errlen, EPROTO, "the server's accept has %u"
                        " credits and requests of %u bytes: unusable",
                        credits, max_req);
-  rd->credits = credits < rd->nrecv ? credits : rd->nrecv;
+  /* Replies to at most credits requests, and notices, must find a
+   * posted buffer.
+   */
+  if (credits > rd->nslots)
+    credits = rd->nslots;
+  if (credits + RDMAT_NOTICE_RECVS > rd->nrecv)
+    credits = rd->nrecv > RDMAT_NOTICE_RECVS
+      ? rd->nrecv - RDMAT_NOTICE_RECVS : 1;
+  rd->credits = credits;
   rd->max_req = max_req < RP_RDMA_MAX_REQ ? max_req : RP_RDMA_MAX_REQ;
   return 0;
 }
@@ -948,8 +965,30 @@ rdmat_send (struct transport *t, const struct conn_call *call)
   return rdmat_send_twosided (rd, call, idx);
 }
 
-/* Receive buffer i holds a message of len bytes: a reply.  NULL, or
- * why the connection ends.
+/* Receive buffer i holds a notice of len bytes: hand it to conn.c
+ * (no credit comes back: it answers nothing).  NULL, or why the
+ * connection ends.
+ */
+static const char *
+rdmat_on_notice (struct rdmat *rd, unsigned i, uint32_t len)
+{
+  const uint8_t *buf = rd->recv_buf + (size_t) i * RP_RDMA_MAX_MSG;
+  struct rp_notice n;
+  const char *why;
+
+  if (rp_notice_decode (buf, &n, &why) == -1)
+    return why;
+  if (n.length != len - sizeof (struct rp_notice_hdr))
+    return "a message whose size is not its notice's";
+  /* conn_notice copies the handles out before we repost. */
+  conn_notice (rd->conn, &n, buf + sizeof (struct rp_notice_hdr));
+  if (rdmat_post_recv (rd, i) == -1)
+    return "cannot repost a receive buffer";
+  return NULL;
+}
+
+/* Receive buffer i holds a message of len bytes: a reply or a notice.
+ * NULL, or why the connection ends.
  */
 static const char *
 rdmat_on_reply (struct rdmat *rd, unsigned i, uint32_t len)
@@ -963,6 +1002,8 @@ rdmat_on_reply (struct rdmat *rd, unsigned i, uint32_t len)
 
   if (len < sizeof (struct rp_reply_hdr))
     return "a message shorter than a reply header";
+  if (rp_frame_is_notice (buf))
+    return rdmat_on_notice (rd, i, len);
   if (rp_reply_decode (buf, &r, &why) == -1)
     return why;
   if (r.length != len - sizeof (struct rp_reply_hdr))

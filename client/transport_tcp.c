@@ -1,6 +1,6 @@
 /* TCP transport (transport.h): blocking stream sockets, TCP_NODELAY (a
- * 4 KiB swap page must not wait for Nagle), writev for header and
- * payload in one system call, and a receive thread per connection that
+ * 4 KiB swap page must not wait for Nagle), one sendmsg for header and
+ * payload (MSG_NOSIGNAL), and a receive thread per connection that
  * reads each reply header, asks conn.c which call it answers, and reads
  * the payload straight into that call's buffer.
  */
@@ -30,6 +30,7 @@ struct tcp {
   struct conn *conn;           /* whose replies the reader delivers */
   pthread_t reader;
   bool has_reader;             /* started: close joins it */
+  uint8_t notice[RP_NOTICE_MAX_HANDLES * 8]; /* a notice's handles */
 };
 
 static int
@@ -132,6 +133,18 @@ tcp_reader (void *arg)
       why = whybuf;
       break;
     }
+    if (rp_frame_is_notice (hdr)) {
+      struct rp_notice n;
+      if (rp_notice_decode (hdr, &n, &why) == -1)
+        break;
+      if (n.length &&
+          rp_read_full (tcp->fd, tcp->notice, n.length) == -1) {
+        why = "connection lost in a notice";
+        break;
+      }
+      conn_notice (c, &n, tcp->notice);
+      continue;
+    }
     if (rp_reply_decode (hdr, &r, &why) == -1 ||
         (call = conn_reply_call (c, &r, &why)) == NULL)
       break;
@@ -183,7 +196,13 @@ tcp_send (struct transport *t, const struct conn_call *call)
 
   rp_req_encode (&call->req, hdr);
   while (n > 0) {
-    ssize_t w = writev (tcp->fd, p, n);
+    /* sendmsg, not writev: MSG_NOSIGNAL, so a peer that reset the
+     * connection gives EPIPE here instead of killing a host program
+     * that does not ignore SIGPIPE (nbdkit does; librampool's other
+     * users need not).
+     */
+    struct msghdr msg = { .msg_iov = p, .msg_iovlen = n };
+    ssize_t w = sendmsg (tcp->fd, &msg, MSG_NOSIGNAL);
     if (w < 0) {
       if (errno == EINTR)
         continue;

@@ -110,6 +110,22 @@ codec_check_shape (const struct rp_req *r, const char **why)
       return -1;
     }
     return 0;
+  case RP_OP_HOLD:
+    if (r->length || r->offset || r->count || r->handle == 0) {
+      *why = "HOLD shape";
+      return -1;
+    }
+    return 0;
+  case RP_OP_DRAIN:
+    if (r->length || r->handle || r->count) {
+      *why = "DRAIN with payload, handle or count";
+      return -1;
+    }
+    if (r->offset > RP_DRAIN_MAX_MS) {
+      *why = "DRAIN deadline out of range";
+      return -1;
+    }
+    return 0;
   case RP_OP_LIST:
     if (r->length || r->handle) {
       *why = "LIST with payload or handle";
@@ -150,7 +166,7 @@ rp_req_decode (const void *buf, struct rp_req *req, const char **why)
   req->offset = le64toh (h.offset);
   req->count = le32toh (h.count);
   req->length = le32toh (h.length);
-  if (req->flags != 0) {
+  if (req->flags & ~(req->op == RP_OP_ALLOC ? RP_FLAG_SOLE : 0)) {
     *why = "reserved flags set";
     return -1;
   }
@@ -227,7 +243,7 @@ rp_op_name (uint16_t op)
     [RP_OP_HELLO] = "HELLO", [RP_OP_ALLOC] = "ALLOC", [RP_OP_FREE] = "FREE",
     [RP_OP_READ] = "READ", [RP_OP_WRITE] = "WRITE", [RP_OP_STAT] = "STAT",
     [RP_OP_PING] = "PING", [RP_OP_ZERO] = "ZERO", [RP_OP_AUTH] = "AUTH",
-    [RP_OP_LIST] = "LIST",
+    [RP_OP_LIST] = "LIST", [RP_OP_HOLD] = "HOLD", [RP_OP_DRAIN] = "DRAIN",
   };
   if (op < sizeof names / sizeof names[0] && names[op])
     return names[op];
@@ -302,6 +318,8 @@ rp_stat_reply_encode (const struct rp_stat_info *si, void *buf)
     .clients = htole32 (si->clients),
     .owners = htole32 (si->owners),
     .uptime_ms = htole64 (si->uptime_ms),
+    .limit_bytes = htole64 (si->limit_bytes),
+    .state = htole32 (si->state),
   };
   memcpy (s.incarnation, si->incarnation, sizeof s.incarnation);
   memcpy (buf, &s, sizeof s);
@@ -322,7 +340,14 @@ rp_stat_reply_decode (const void *buf, struct rp_stat_info *si,
   si->clients = le32toh (s.clients);
   si->owners = le32toh (s.owners);
   si->uptime_ms = le64toh (s.uptime_ms);
+  si->limit_bytes = le64toh (s.limit_bytes);
+  si->state = le32toh (s.state);
   memcpy (si->incarnation, s.incarnation, sizeof si->incarnation);
+  if (si->state > RP_STATE_DRAINED || s.reserved != 0 ||
+      si->limit_bytes > si->capacity_bytes) {
+    *why = "STAT state or limit out of range";
+    return -1;
+  }
   if (si->used_bytes > si->capacity_bytes ||
       si->owner_bytes > si->used_bytes ||
       si->owner_extents > si->extents) {
@@ -396,4 +421,59 @@ rp_list_reply_handle (const void *buf, uint32_t i)
   memcpy (&h, (const uint8_t *) buf + sizeof (struct rp_list_reply) + i * 8,
           sizeof h);
   return le64toh (h);
+}
+
+void
+rp_notice_encode (const struct rp_notice *n, void *buf)
+{
+  struct rp_notice_hdr h = {
+    .magic = htole32 (RP_NOTICE_MAGIC),
+    .kind = htole32 (n->kind),
+    .deadline_ms = htole64 (n->deadline_ms),
+    .count = htole32 (n->count),
+    .length = htole32 (n->count * 8),
+    .reserved = 0,
+  };
+
+  memcpy (buf, &h, sizeof h);
+}
+
+int
+rp_notice_decode (const void *buf, struct rp_notice *n, const char **why)
+{
+  struct rp_notice_hdr h;
+
+  memcpy (&h, buf, sizeof h);
+  if (le32toh (h.magic) != RP_NOTICE_MAGIC) {
+    *why = "bad notice magic";
+    return -1;
+  }
+  n->kind = le32toh (h.kind);
+  n->deadline_ms = le64toh (h.deadline_ms);
+  n->count = le32toh (h.count);
+  n->length = le32toh (h.length);
+  if ((n->kind != RP_NOTICE_RECLAIM && n->kind != RP_NOTICE_DRAIN) ||
+      h.reserved != 0) {
+    *why = "unknown notice kind, or reserved set";
+    return -1;
+  }
+  if (n->deadline_ms > RP_DRAIN_MAX_MS) {
+    *why = "notice deadline out of range";
+    return -1;
+  }
+  if (n->count > RP_NOTICE_MAX_HANDLES || n->length != n->count * 8 ||
+      (n->kind == RP_NOTICE_DRAIN && n->count != 0)) {
+    *why = "notice count does not match its length or kind";
+    return -1;
+  }
+  return 0;
+}
+
+bool
+rp_frame_is_notice (const void *buf)
+{
+  le32 magic;
+
+  memcpy (&magic, buf, sizeof magic);
+  return le32toh (magic) == RP_NOTICE_MAGIC;
 }

@@ -8,6 +8,7 @@
 #ifndef RP_CODEC_H
 #define RP_CODEC_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
 #include "rampool/protocol.h"
@@ -70,6 +71,8 @@ int rp_hello_reply_decode (const void *buf, struct rp_hello_info *h,
                            const char **why);
 
 struct rp_stat_info {
+  uint64_t limit_bytes;
+  uint32_t state;                /* enum rp_state */
   uint64_t capacity_bytes;
   uint64_t used_bytes;
   uint64_t owner_bytes;
@@ -99,6 +102,19 @@ int rp_list_reply_decode (const void *buf, size_t len, uint32_t max_handles,
                           const char **why);
 /* Handle i of a decoded LIST reply payload. */
 uint64_t rp_list_reply_handle (const void *buf, uint32_t i);
+
+/* Notices (protocol.h): a header in host byte order. */
+struct rp_notice {
+  uint32_t kind;                 /* enum rp_notice_kind */
+  uint64_t deadline_ms;
+  uint32_t count;                /* handles after the header */
+  uint32_t length;               /* 8 * count (checked) */
+};
+void rp_notice_encode (const struct rp_notice *n, void *buf);
+/* Decode and check a notice header (32 bytes at buf).  0 or -1. */
+int rp_notice_decode (const void *buf, struct rp_notice *n, const char **why);
+/* Do the 32 bytes at buf start a notice rather than a reply? */
+bool rp_frame_is_notice (const void *buf);
 
 static inline int
 rp_is_power_of_2 (uint64_t v)

@@ -34,7 +34,15 @@ usage (FILE *fp)
 "                           port 0 picks a free port, see --port-file)\n"
 "      --listen-rdma ADDR:PORT  RDMA address to listen on (librdmacm): an\n"
 "                           address of an RDMA device's network interface\n"
-"  -s, --size SIZE          most RAM to donate, e.g. 2G, 512M (required)\n"
+"  -s, --size SIZE|auto     most RAM to donate, e.g. 2G, 512M (required);\n"
+"                           auto: follow the host's free memory\n"
+"      --max-size SIZE      with --size auto: the most ever (the host's RAM)\n"
+"      --headroom SIZE      with --size auto: memory the host keeps free;\n"
+"                           shrink below it, grow above twice it (RAM/8)\n"
+"      --reclaim-deadline-ms MS  a client's time to move extents asked\n"
+"                           back (10000)\n"
+"      --reclaim-sole       reclaim may drop a client's only copy\n"
+"      --drain-timeout-ms MS  deadline of a drain (SIGUSR2) (600000)\n"
 "  -k, --key-file FILE      cluster key (from rampool keygen): clients must\n"
 "                           prove they hold it (mutual challenge-response)\n"
 "      --no-mlock           do not lock donated memory in RAM (for\n"
@@ -47,6 +55,7 @@ usage (FILE *fp)
 "      --max-reply-buffer SIZE     replies built but not yet sent, all\n"
 "                           connections together (64M, at least 8M)\n"
 "      --port-file FILE     write the listening port to FILE when ready\n"
+"      --rdma-port-file FILE  the same for the RDMA listening port\n"
 "      --pidfile FILE       write the pid to FILE when ready\n"
 "  -c, --config FILE        read KEY = VALUE lines (same names as the long\n"
 "                           options, without dashes) before the command line\n"
@@ -60,7 +69,9 @@ usage (FILE *fp)
 enum {
   OPT_NO_MLOCK = 256, OPT_LEASE_MS, OPT_MAX_CLIENTS, OPT_MAX_CONNS,
   OPT_PORT_FILE, OPT_PIDFILE, OPT_MAX_CLIENT_CONNS, OPT_MAX_CLIENT_SIZE,
-  OPT_MAX_REPLY_BUFFER, OPT_LISTEN_RDMA,
+  OPT_MAX_REPLY_BUFFER, OPT_LISTEN_RDMA, OPT_RDMA_PORT_FILE, OPT_MAX_SIZE,
+  OPT_HEADROOM, OPT_RECLAIM_DEADLINE_MS, OPT_RECLAIM_SOLE,
+  OPT_DRAIN_TIMEOUT_MS,
 };
 
 static const struct option long_options[] = {
@@ -76,6 +87,12 @@ static const struct option long_options[] = {
   { "max-client-size", required_argument, NULL, OPT_MAX_CLIENT_SIZE },
   { "max-reply-buffer", required_argument, NULL, OPT_MAX_REPLY_BUFFER },
   { "port-file", required_argument, NULL, OPT_PORT_FILE },
+  { "rdma-port-file", required_argument, NULL, OPT_RDMA_PORT_FILE },
+  { "max-size", required_argument, NULL, OPT_MAX_SIZE },
+  { "headroom", required_argument, NULL, OPT_HEADROOM },
+  { "reclaim-deadline-ms", required_argument, NULL, OPT_RECLAIM_DEADLINE_MS },
+  { "reclaim-sole", no_argument, NULL, OPT_RECLAIM_SOLE },
+  { "drain-timeout-ms", required_argument, NULL, OPT_DRAIN_TIMEOUT_MS },
   { "pidfile", required_argument, NULL, OPT_PIDFILE },
   { "config", required_argument, NULL, 'c' },
   { "verbose", no_argument, NULL, 'v' },
@@ -108,12 +125,44 @@ apply (struct settings *st, int opt, const char *value, const char *where)
     st->listen_rdma = strdup (value);
     return 0;
   case 's':
+    if (strcmp (value, "auto") == 0) {
+      st->is_size_auto = true;
+      return 0;
+    }
     if (rp_parse_size (value, &v) == -1 || v < 1024 * 1024) {
       fprintf (stderr, "memserver: %s: '%s' is not a size of at least 1M"
-               " (e.g. 512M, 2G)\n", where, value);
+               " (e.g. 512M, 2G) or auto\n", where, value);
       return -1;
     }
+    st->is_size_auto = false;
     st->size_bytes = v;
+    return 0;
+  case OPT_MAX_SIZE:
+  case OPT_HEADROOM:
+    if (rp_parse_size (value, &v) == -1 || v < 1024 * 1024) {
+      fprintf (stderr, "memserver: %s: '%s' is not a size of at least 1M\n",
+               where, value);
+      return -1;
+    }
+    if (opt == OPT_MAX_SIZE)
+      st->max_size_bytes = v;
+    else
+      st->headroom_bytes = v;
+    return 0;
+  case OPT_RECLAIM_DEADLINE_MS:
+  case OPT_DRAIN_TIMEOUT_MS:
+    if (rp_parse_uint (value, 100, 24 * 3600 * 1000, &v) == -1) {
+      fprintf (stderr, "memserver: %s: '%s' is not a number of"
+               " milliseconds from 100 to 86400000\n", where, value);
+      return -1;
+    }
+    if (opt == OPT_RECLAIM_DEADLINE_MS)
+      st->reclaim_deadline_ms = v;
+    else
+      st->drain_timeout_ms = v;
+    return 0;
+  case OPT_RECLAIM_SOLE:
+    st->reclaim_sole = true;
     return 0;
   case 'k':
     free (st->key_file);
@@ -168,6 +217,10 @@ apply (struct settings *st, int opt, const char *value, const char *where)
   case OPT_PORT_FILE:
     free (st->port_file);
     st->port_file = strdup (value);
+    return 0;
+  case OPT_RDMA_PORT_FILE:
+    free (st->rdma_port_file);
+    st->rdma_port_file = strdup (value);
     return 0;
   case OPT_PIDFILE:
     free (st->pidfile);
@@ -280,6 +333,8 @@ main (int argc, char **argv)
      * reads keeps this moving, one that does not holds at most this.
      */
     .max_reply_bytes = 64 * 1024 * 1024,
+    .reclaim_deadline_ms = 10000,
+    .drain_timeout_ms = 600000,
     .level = LOG_LEVEL_INFO,
   };
   int c, status;
@@ -328,9 +383,23 @@ main (int argc, char **argv)
              " 127.0.0.1:7070), or --listen-rdma, or both\n");
     return 2;
   }
+  if (st.is_size_auto) {
+    /* The region is a reservation of address space only: the host's RAM
+     * as the ceiling costs nothing until used.
+     */
+    uint64_t ram = (uint64_t) sysconf (_SC_PHYS_PAGES) * sysconf (_SC_PAGESIZE);
+    st.size_bytes = st.max_size_bytes ? st.max_size_bytes : ram;
+    if (st.headroom_bytes == 0)
+      st.headroom_bytes = ram / 8;
+  }
+  else if (st.max_size_bytes || st.headroom_bytes) {
+    fprintf (stderr, "memserver: --max-size and --headroom go with --size"
+             " auto\n");
+    return 2;
+  }
   if (st.size_bytes == 0) {
     fprintf (stderr, "memserver: --size: required: how much RAM to donate"
-             " (e.g. --size 2G)\n");
+             " (e.g. --size 2G), or auto\n");
     return 2;
   }
   if (check_memlock (&st) == -1)
@@ -365,6 +434,7 @@ main (int argc, char **argv)
   free (st.listen);
   free (st.listen_rdma);
   free (st.port_file);
+  free (st.rdma_port_file);
   free (st.pidfile);
   return status;
 }

@@ -269,12 +269,43 @@ rdma_conn_post_send (struct rdma_conn *c, const uint8_t *frame, size_t len)
   return 0;
 }
 
+/* Send what the session has produced, one frame a message: replies,
+ * and notices (reclaim.c, through session_ops.kick).
+ */
+static void
+rdma_conn_send_output (struct rdma_conn *c)
+{
+  size_t olen;
+  uint8_t *out = session_take_output (&c->s, &olen);
+
+  for (size_t pos = 0; pos < olen;) {
+    uint32_t plen;
+    size_t flen;
+    /* Our own frames: a reply's payload length is at offset 24, a
+     * notice's (rp_notice_hdr.length) at 20.
+     */
+    memcpy (&plen, out + pos + (rp_frame_is_notice (out + pos) ? 20 : 24), 4);
+    flen = sizeof (struct rp_reply_hdr) + le32toh (plen);
+    if (c->nsend_free == 0 || rdma_conn_post_send (c, out + pos, flen) == -1) {
+      rdma_conn_close (c, "posting a reply failed");
+      break;
+    }
+    pos += flen;
+  }
+  free (out);
+}
+
+static void
+rdma_session_kick (struct session *s)
+{
+  rdma_conn_send_output ((struct rdma_conn *) s);
+}
+
 /* Run the frame in receive buffer i (len bytes) and send its reply. */
 static void
 rdma_conn_message (struct rdma_conn *c, uint32_t i, uint32_t len)
 {
-  size_t used, olen;
-  uint8_t *out;
+  size_t used;
 
   used = session_process_turn (&c->s, rdma_recv_buf (c, i), len,
                                RP_RDMA_MAX_MSG, 1, UINT64_MAX);
@@ -298,18 +329,7 @@ rdma_conn_message (struct rdma_conn *c, uint32_t i, uint32_t len)
     rdma_conn_close (c, "posting a receive buffer failed");
     return;
   }
-  out = session_take_output (&c->s, &olen);
-  for (size_t pos = 0; pos < olen;) {
-    uint32_t plen;
-    memcpy (&plen, out + pos + 24, 4);  /* our own reply header */
-    size_t flen = sizeof (struct rp_reply_hdr) + le32toh (plen);
-    if (c->nsend_free == 0 || rdma_conn_post_send (c, out + pos, flen) == -1) {
-      rdma_conn_close (c, "posting a reply failed");
-      break;
-    }
-    pos += flen;
-  }
-  free (out);
+  rdma_conn_send_output (c);
 }
 
 /* Run received messages that waited for a send buffer. */
@@ -444,6 +464,7 @@ static const struct session_ops rdma_session_ops = {
   .close = rdma_session_close,
   .joined = rdma_joined,
   .registered = rdma_registered,
+  .kick = rdma_session_kick,
 };
 
 /* Destroy what rdma_conn_make made, in reverse (also on its failure
@@ -521,7 +542,7 @@ rdma_conn_ready_qp (struct rdma_conn *c, uint8_t responder_resources)
  */
 static uint32_t
 rdma_conn_make (struct rdma_conn *c, const struct rp_rdma_connect *rc,
-                uint8_t initiator_depth)
+                uint8_t reads_wanted)
 {
   struct ibv_device_attr dev;
   struct ibv_qp_init_attr qpa = { 0 };
@@ -539,7 +560,7 @@ rdma_conn_make (struct rdma_conn *c, const struct rp_rdma_connect *rc,
 
   if (ibv_query_device (c->id->verbs, &dev) != 0)
     return RP_ENOMEM;
-  resp = initiator_depth;
+  resp = reads_wanted;
   if (resp > RDMA_RD_ATOMIC_MAX)
     resp = RDMA_RD_ATOMIC_MAX;
   if (resp > dev.max_qp_rd_atom)
@@ -656,7 +677,14 @@ rdma_on_connect_request (struct rdma_listener *rs, struct rdma_cm_event *ev)
   c->rs = rs;
   c->id = ev->id;
   c->id->context = c;
-  why = rdma_conn_make (c, &rc, p->initiator_depth);
+  /* The CM reports the request from our side: responder_resources is
+   * how many RDMA READs the client wants to have in flight (its
+   * initiator depth), which is what we must be ready to answer.
+   * Granting 0 (reading initiator_depth instead, the client's own
+   * responder resources) made every READ hang in the first run in a
+   * soft-RoCE guest.
+   */
+  why = rdma_conn_make (c, &rc, p->responder_resources);
   if (why != RP_OK) {
     log_peer (LOG_KIND_MEMORY, LOG_LEVEL_WARN, "rdma", "%s: cannot set up a"
               " queue pair: %s", peer, strerror (errno));
@@ -831,4 +859,10 @@ rdma_listener_free (struct rdma_listener *rs)
   rdma_destroy_id (rs->listen_id);
   rdma_destroy_event_channel (rs->ec);
   free (rs);
+}
+
+int
+rdma_listener_port (const struct rdma_listener *rs)
+{
+  return ntohs (rdma_get_src_port (rs->listen_id));
 }

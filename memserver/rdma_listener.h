@@ -32,4 +32,7 @@ void rdma_listener_stop (struct rdma_listener *rs);
  */
 void rdma_listener_free (struct rdma_listener *rs);
 
+/* The port it listens on (as bound: port 0 picks one). */
+int rdma_listener_port (const struct rdma_listener *rs);
+
 #endif /* MS_RDMA_LISTENER_H */

@@ -177,6 +177,7 @@ region_open (struct region *r, uint64_t capacity, bool use_mlock)
   madvise (r->base, capacity, MADV_DONTDUMP);
 #endif
   r->capacity = capacity;
+  r->limit = capacity;
   r->use_mlock = use_mlock;
 
   /* Everything is free: the largest aligned blocks that fit, left to
@@ -238,7 +239,7 @@ region_alloc (struct region *r, uint64_t size)
     errno = EINVAL;
     return -1;
   }
-  if (r->capacity - r->used < size) {
+  if (region_free_bytes (r) < size) {
     errno = ENOSPC;
     return -1;
   }

@@ -53,7 +53,12 @@ struct region_set {
 
 struct region {
   uint8_t *base;           /* mapping; owned, unmapped by region_close */
-  uint64_t capacity;       /* bytes, multiple of REGION_GRANULE */
+  uint64_t capacity;       /* bytes, multiple of REGION_GRANULE: the
+                              mapping, the most ever donated */
+  uint64_t limit;          /* bytes that may be allocated now, <=
+                              capacity: capacity, or less while
+                              --size auto gives memory back (reclaim.c);
+                              used may exceed it until extents go */
   uint64_t used;           /* bytes allocated to extents */
   uint64_t *bitmap;        /* 1 bit per granule, 1 = allocated; owned.
                               What the free sets index, and what
@@ -91,7 +96,7 @@ void region_free (struct region *r, uint64_t offset, uint64_t size);
 static inline uint64_t
 region_free_bytes (const struct region *r)
 {
-  return r->capacity - r->used;
+  return r->limit > r->used ? r->limit - r->used : 0;
 }
 
 #endif /* MS_REGION_H */

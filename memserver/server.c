@@ -63,6 +63,7 @@
 
 #include "rampool/protocol.h"
 #include "rdma_listener.h"
+#include "reclaim.h"
 #include "server.h"
 #include "session.h"
 #include "store.h"
@@ -185,6 +186,10 @@ struct server {
                                 session (core.sessions is our list of
                                 connections, for shutdown) */
   struct rdma_listener *rdma; /* --listen-rdma, or NULL (rdma_listener.c) */
+  struct reclaim *reclaim;   /* giving memory back (reclaim.c) */
+  uv_signal_t sigusr2;       /* drain */
+  int exit_status;           /* what server_run returns: 0, or 1 when a
+                                drain ended with extents left */
   bool is_stopping;
 };
 
@@ -522,8 +527,16 @@ server_close_session (struct session *s)
   conn_close (conn_of_session (s));
 }
 
+/* session_ops.kick: a notice to send (reclaim.c). */
+static void
+server_kick_session (struct session *s)
+{
+  conn_flush (conn_of_session (s));
+}
+
 static const struct session_ops server_tcp_ops = {
   .close = server_close_session,
+  .kick = server_kick_session,
 };
 
 /* --- the turn machinery --- */
@@ -760,6 +773,7 @@ server_on_sweep (uv_timer_t *t)
   unsigned n = store_expire_owners (&srv->core.store, now);
 
   srv->core.stats.leases_expired += n;
+  reclaim_tick (srv->reclaim, now);
   for (struct session *s = srv->core.sessions; s; s = s->next)
     if (s->owner == NULL && !s->is_closing &&
         now - s->start_ms > SESSION_HANDSHAKE_MS) {
@@ -795,6 +809,7 @@ server_stop (struct server *srv)
   uv_close ((uv_handle_t *) &srv->sigterm, NULL);
   uv_close ((uv_handle_t *) &srv->sigint, NULL);
   uv_close ((uv_handle_t *) &srv->sigusr1, NULL);
+  uv_close ((uv_handle_t *) &srv->sigusr2, NULL);
   uv_close ((uv_handle_t *) &srv->sweep, NULL);
   uv_close ((uv_handle_t *) &srv->idle, NULL);
   uv_close ((uv_handle_t *) &srv->check, NULL);
@@ -812,6 +827,25 @@ server_on_usr1 (uv_signal_t *h, int signum)
   struct server *srv = h->data;
 
   stats_log (&srv->core.stats);
+}
+
+static void
+server_on_usr2 (uv_signal_t *h, int signum)
+{
+  struct server *srv = h->data;
+
+  log_msg (LOG_LEVEL_INFO, "main", "signal %d: draining", signum);
+  reclaim_drain_now (srv->reclaim);
+}
+
+/* reclaim.c's stop: a drain ended. */
+static void
+server_drain_done (void *opaque, int status)
+{
+  struct server *srv = opaque;
+
+  srv->exit_status = status;
+  server_stop (srv);
 }
 
 static void
@@ -913,6 +947,11 @@ server_run (const struct settings *st)
              strerror (errno));
     return 1;
   }
+  srv.reclaim = reclaim_start (&srv.core, server_drain_done, &srv);
+  if (srv.reclaim == NULL) {
+    store_close (&srv.core.store);
+    return 1;
+  }
   port = st->listen ? server_listen (&srv) : 0;
   if (port < 0) {
     status = 1;
@@ -937,6 +976,9 @@ server_run (const struct settings *st)
   uv_signal_init (srv.loop, &srv.sigusr1);
   srv.sigusr1.data = &srv;
   uv_signal_start (&srv.sigusr1, server_on_usr1, SIGUSR1);
+  uv_signal_init (srv.loop, &srv.sigusr2);
+  srv.sigusr2.data = &srv;
+  uv_signal_start (&srv.sigusr2, server_on_usr2, SIGUSR2);
   uv_timer_init (srv.loop, &srv.sweep);
   srv.sweep.data = &srv;
   uv_timer_start (&srv.sweep, server_on_sweep, 1000, 1000);
@@ -947,6 +989,11 @@ server_run (const struct settings *st)
   uv_check_start (&srv.check, server_on_check);
   uv_unref ((uv_handle_t *) &srv.check);
 
+  unsigned long rdma_port = 0;
+#ifdef HAVE_RDMA
+  if (srv.rdma)
+    rdma_port = rdma_listener_port (srv.rdma);
+#endif
   log_msg (LOG_LEVEL_INFO, "main",
            "listening on %s (port %d)%s%s, donating %s%s,"
            " replies buffered up to %s, incarnation %s",
@@ -960,7 +1007,9 @@ server_run (const struct settings *st)
   if ((st->pidfile &&
        server_write_file (st->pidfile, (unsigned long) getpid ()) == -1) ||
       (st->port_file &&
-       server_write_file (st->port_file, (unsigned long) port) == -1)) {
+       server_write_file (st->port_file, (unsigned long) port) == -1) ||
+      (st->rdma_port_file &&
+       server_write_file (st->rdma_port_file, rdma_port) == -1)) {
     log_msg (LOG_LEVEL_ERROR, "main", "writing pid/port file: %s",
              strerror (errno));
     server_stop (&srv);
@@ -971,6 +1020,8 @@ server_run (const struct settings *st)
     unlink (st->pidfile);
   if (st->port_file)
     unlink (st->port_file);
+  if (st->rdma_port_file)
+    unlink (st->rdma_port_file);
  out_close_store:
   uv_run (srv.loop, UV_RUN_DEFAULT);
   uv_loop_close (srv.loop);
@@ -982,6 +1033,9 @@ server_run (const struct settings *st)
 #endif
   log_flush (true);
   stats_log (&srv.core.stats);
+  reclaim_free (srv.reclaim);
+  if (status == 0)
+    status = srv.exit_status;
   if (status == 0)
     log_msg (LOG_LEVEL_INFO, "main", "stopped");
   return status;

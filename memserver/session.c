@@ -229,6 +229,8 @@ session_attach_owner (struct session *s, const struct rp_req *req)
     store_owner_detach (&core->store, o);
     goto refuse;
   }
+  if (core->joined)
+    core->joined (core, s);
   return true;
  refuse:
   session_reply (s, req->id, RP_EPERM, 0);
@@ -381,6 +383,8 @@ session_stat (struct session *s, const struct rp_req *req)
     .clients = core->nsessions,
     .owners = store_owners_holding (&core->store),
     .uptime_ms = rp_now_ms () - core->start_ms,
+    .limit_bytes = core->store.region.limit,
+    .state = core->state,
   };
   uint8_t *out;
 
@@ -399,6 +403,11 @@ session_alloc (struct session *s, const struct rp_req *req)
   uint8_t *out;
 
   uint64_t quota = core->st->max_client_bytes;
+  if (core->state == RP_STATE_DRAINING || core->state == RP_STATE_DRAINED) {
+    /* ENOSPC: a client places the extent elsewhere, as when full. */
+    session_reply_errno (s, req->id, ENOSPC);
+    return;
+  }
   if (quota && s->owner->bytes + req->offset > quota) {
     log_peer (LOG_KIND_LIMIT, LOG_LEVEL_WARN, "limit",
               "%s: ALLOC refused: the"
@@ -425,6 +434,7 @@ session_alloc (struct session *s, const struct rp_req *req)
   }
   struct extent *e = store_lookup (&core->store, s->owner, handle);
   uint32_t rkey = 0;  /* no one-sided access over TCP */
+  e->is_sole = (req->flags & RP_FLAG_SOLE) != 0;
   if (s->ops->registered && s->ops->registered (s, e, &rkey) == -1) {
     int err = errno;
     log_peer (LOG_KIND_MEMORY, LOG_LEVEL_WARN, "rdma", "%s: registering a"
@@ -449,6 +459,9 @@ static struct extent *
 session_extent (struct session *s, const struct rp_req *req, uint64_t count)
 {
   struct extent *e = store_lookup (&s->core->store, s->owner, req->handle);
+
+  if (e)
+    e->access_ms = rp_now_ms ();
 
   if (e == NULL) {
     session_reply_errno (s, req->id, ENOENT);
@@ -490,6 +503,23 @@ session_execute (struct session *s, const struct rp_req *req,
     return;
   case RP_OP_LIST:
     session_list (s, req);
+    return;
+  case RP_OP_HOLD:
+    e = store_lookup (st, s->owner, req->handle);
+    if (e == NULL) {
+      session_reply_errno (s, req->id, ENOENT);
+      return;
+    }
+    e->is_held = true;
+    session_reply (s, req->id, RP_OK, 0);
+    return;
+  case RP_OP_DRAIN:
+    if (s->core->drain == NULL ||
+        s->core->drain (s->core, req->offset) == -1) {
+      session_reply_errno (s, req->id, EPERM);
+      return;
+    }
+    session_reply (s, req->id, RP_OK, 0);
     return;
   case RP_OP_FREE:
     e = store_lookup (st, s->owner, req->handle);
@@ -592,6 +622,7 @@ session_process_turn (struct session *s, const uint8_t *buf, size_t len,
   s->need_room = 0;
   s->out_limit = out_room;
   s->stop = SESSION_STOP_INPUT;
+  s->is_processing = true;
   while (!s->is_closing && s->close_why == NULL &&
          len - pos >= REQ_HDR_SIZE) {
     struct rp_req req;
@@ -628,6 +659,7 @@ session_process_turn (struct session *s, const uint8_t *buf, size_t len,
   }
   if (s->is_closing || s->close_why)
     s->stop = SESSION_STOP_CLOSE;
+  s->is_processing = false;
   return pos;
 }
 
@@ -636,4 +668,30 @@ session_process (struct session *s, const uint8_t *buf, size_t len,
                  size_t out_room)
 {
   return session_process_turn (s, buf, len, out_room, UINT_MAX, UINT64_MAX);
+}
+
+int
+session_notice (struct session *s, uint32_t kind, uint64_t deadline_ms,
+                const uint64_t *handles, uint32_t n)
+{
+  struct rp_notice nh = { .kind = kind, .deadline_ms = deadline_ms,
+                          .count = n };
+  uint8_t *p;
+
+  if (s->is_closing || s->close_why)
+    return -1;
+  p = session_out_reserve (s, sizeof (struct rp_notice_hdr) + n * 8);
+  if (p == NULL) {
+    session_fail (s, LOG_KIND_MEMORY, "out of memory for a notice");
+    return -1;
+  }
+  rp_notice_encode (&nh, p);
+  for (uint32_t i = 0; i < n; i++) {
+    le64 h = htole64 (handles[i]);
+    memcpy (p + sizeof (struct rp_notice_hdr) + i * 8, &h, 8);
+  }
+  /* Inside session_process the transport sends it with the replies. */
+  if (!s->is_processing && s->ops->kick)
+    s->ops->kick (s);
+  return 0;
 }

@@ -53,6 +53,10 @@ struct session_ops {
    * error).  NULL: nothing to do (TCP; rkey 0).
    */
   int (*registered) (struct session *s, struct extent *e, uint32_t *rkey);
+  /* Replies or notices were added to s->obuf outside session_process
+   * (session_notice): send them.
+   */
+  void (*kick) (struct session *s);
 };
 
 /* The most reply bytes one frame can produce: a READ of RP_MAX_PAYLOAD
@@ -85,6 +89,18 @@ struct session_core {
   uint32_t nsessions;             /* length of that list: connections
                                      open now, reported by STAT */
   struct ms_stats stats;          /* counters (stats.h) */
+  enum rp_state state;            /* serving, shrinking, draining
+                                     (reclaim.c sets it); STAT says it,
+                                     and ALLOC is refused while draining */
+  /* DRAIN (or SIGUSR2): empty this server within deadline_ms (0: the
+   * default).  reclaim.c's; NULL refuses DRAIN with EPERM.
+   */
+  int (*drain) (struct session_core *core, uint64_t deadline_ms);
+  /* A session just joined its owner: tell it what it must know (a
+   * drain in progress).  NULL: nothing.
+   */
+  void (*joined) (struct session_core *core, struct session *s);
+  void *reclaim;                  /* reclaim.c's state, for the hooks */
 };
 
 struct session {
@@ -101,6 +117,7 @@ struct session {
                                      key); holds one of its nconns */
   bool is_hello_done;
   uint16_t cur_op;                /* the op executing, for the counters */
+  bool is_processing;             /* inside session_process_turn */
   bool is_rejected;               /* refused HELLO/AUTH: the next frame
                                      closes */
   uint8_t owner_id[16];           /* from HELLO */
@@ -174,6 +191,14 @@ size_t session_process (struct session *s, const uint8_t *buf, size_t len,
  * *len is their size.  NULL (and *len 0) when there are none.
  */
 uint8_t *session_take_output (struct session *s, size_t *len);
+
+/* Send a notice (protocol.h) to s's owner on this connection: kind,
+ * its deadline and, for RECLAIM, n <= RP_NOTICE_MAX_HANDLES handles.
+ * 0, or -1 (no memory: the connection is closed).  The transport sends
+ * it at once (ops->kick).
+ */
+int session_notice (struct session *s, uint32_t kind, uint64_t deadline_ms,
+                    const uint64_t *handles, uint32_t n);
 
 /* HELLO went through on a server with a key, but no AUTH yet: a peer
  * that leaves now most likely did not accept our proof.

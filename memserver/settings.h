@@ -19,7 +19,26 @@ struct settings {
                               of an RDMA device's netdev; NULL = none.
                               At least one of the two is required */
   uint64_t size_bytes;     /* donation cap; no default: the operator
-                              must say how much RAM to give away */
+                              must say how much RAM to give away.  With
+                              is_size_auto, the ceiling (--max-size, or
+                              the host's RAM) */
+  bool is_size_auto;       /* --size auto: follow the host's free memory
+                              (reclaim.c) */
+  uint64_t max_size_bytes; /* --max-size, or 0 */
+  uint64_t headroom_bytes; /* --headroom: with --size auto, what the host
+                              keeps free; shrink below it, grow above
+                              twice it (default: an eighth of the RAM,
+                              Infiniswap's 8 and 16 GB on a 64 GB host) */
+  uint32_t reclaim_deadline_ms; /* an owner's time to move extents asked
+                              back (default 10000: migrating one 1 MiB
+                              extent takes milliseconds; this covers a
+                              batch at a modest recovery-rate) */
+  bool reclaim_sole;       /* --reclaim-sole: reclaim may drop a client's
+                              only copy (replicas=1): the operator's
+                              explicit choice; off by default */
+  uint32_t drain_timeout_ms; /* a drain's deadline when none is given
+                              (SIGUSR2, DRAIN 0): 600000, time to move
+                              a donor's worth at a few hundred MiB/s */
   bool use_mlock;          /* lock extents in RAM (default true: donated
                               memory must never itself be swapped) */
   uint32_t lease_ms;       /* keep a vanished client's extents this long;
@@ -39,7 +58,9 @@ struct settings {
                               not yet sent, all connections together
                               (default 64 MiB, at least 8 MiB: one
                               maximal reply must always fit) */
-  char *port_file;         /* write the bound port here once listening */
+  char *port_file;         /* write the bound TCP port here once listening */
+  char *rdma_port_file;    /* the same for the RDMA port (port 0 picks
+                              one there too) */
   char *pidfile;           /* write our pid here once listening */
   enum log_level level;    /* --verbose / --quiet */
   char *key_file;          /* cluster key; NULL = no authentication */

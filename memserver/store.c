@@ -145,6 +145,10 @@ store_alloc (struct store *s, struct owner *o, uint64_t size,
   e->size = size;
   e->owner = o;
   e->next_free = 0;
+  e->access_ms = rp_now_ms ();
+  e->reclaim_ms = 0;
+  e->is_sole = false;
+  e->is_held = false;
   e->owner_prev = 0;
   e->owner_next = o->first_extent;
   if (o->first_extent)

@@ -39,6 +39,7 @@ struct owner {
                               that finds a different one after a
                               reconnect knows its extents are gone */
   uint32_t first_extent;   /* its extents' list (index + 1), 0 = none */
+  uint32_t drain_gen;      /* the drain it was told of (reclaim.c) */
 };
 
 struct extent {
@@ -49,6 +50,16 @@ struct extent {
   uint32_t next_free;      /* free-list link (index + 1), 0 = end */
   uint32_t owner_prev;     /* owner's list (index + 1), 0 = first */
   uint32_t owner_next;     /* owner's list (index + 1), 0 = last */
+  uint64_t access_ms;      /* last two-sided access (ALLOC, READ, WRITE,
+                              ZERO): what reclaim picks the least
+                              recently used by.  RDMA's one-sided
+                              accesses are not seen: their extents look
+                              as old as their last two-sided one */
+  uint64_t reclaim_ms;     /* a RECLAIM notice asked it back: dropped at
+                              this time (rp_now_ms); 0 = not asked */
+  bool is_sole;            /* ALLOC with RP_FLAG_SOLE: never dropped
+                              without --reclaim-sole */
+  bool is_held;            /* the owner said HOLD: never dropped */
   void *remote;            /* a transport's registration of it (RDMA:
                               the memory region), released through
                               store.release_remote before the memory is

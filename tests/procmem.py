@@ -4,11 +4,23 @@
 anonymous read-write mapping whose length is the server's --size.
 
   procmem.py count PID SIZE NEEDLE_FILE   how often NEEDLE occurs
+  procmem.py find PID SIZE NEEDLE_FILE    address of its first
+                                          occurrence (exit 1: none)
   procmem.py save PID SIZE OUT            first non-zero 4 KiB page:
                                           prints its address, saves it
+  procmem.py peek PID ADDR LEN OUT        save LEN bytes at ADDR
   procmem.py poke PID ADDR IN             write IN's bytes at ADDR
+  procmem.py flipat PID ADDR              flip every bit of the byte at
+                                          ADDR
   procmem.py flip PID SIZE                flip one bit of the first
                                           non-zero byte
+  procmem.py flipall PID SIZE             flip one byte (all its bits)
+                                          in every non-zero 4 KiB page,
+                                          at a different place in each;
+                                          prints how many pages
+
+Also imported by the protocol tests (bounds.py) for region() and
+read_at().
 """
 import sys
 
@@ -31,7 +43,25 @@ def pages(pid, size):
         chunk = 1 << 20
         for a in range(lo, hi, chunk):
             m.seek(a)
-            yield a, m.read(chunk)
+            yield a, m.read(min(chunk, hi - a))
+
+
+def read_at(pid, addr, length):
+    with open("/proc/%d/mem" % pid, "rb", buffering=0) as m:
+        m.seek(addr)
+        return m.read(length)
+
+
+def find(pid, size, needle):
+    """Address of needle's first occurrence in the region, or None."""
+    tail = b""
+    for a, data in pages(pid, size):
+        buf = tail + data
+        i = buf.find(needle)
+        if i >= 0:
+            return (a - len(tail)) + i
+        tail = buf[-(len(needle) - 1):] if len(needle) > 1 else b""
+    return None
 
 
 def main():
@@ -44,6 +74,12 @@ def main():
             n += buf.count(needle)
             tail = buf[-(len(needle) - 1):]
         print(n)
+    elif cmd == "find":
+        size, needle = int(sys.argv[3]), open(sys.argv[4], "rb").read()
+        a = find(pid, size, needle)
+        if a is None:
+            raise SystemExit("procmem: not found")
+        print(a)
     elif cmd in ("save", "flip"):
         size = int(sys.argv[3])
         for a, data in pages(pid, size):
@@ -62,6 +98,30 @@ def main():
                 print(a + page)
             return
         raise SystemExit("procmem: region is all zeros")
+    elif cmd == "flipall":
+        size, n = int(sys.argv[3]), 0
+        with open("/proc/%d/mem" % pid, "r+b", buffering=0) as m:
+            for a, data in pages(pid, size):
+                for p in range(0, len(data), PAGE):
+                    if data[p:p + PAGE].count(0) == PAGE:
+                        continue
+                    # A different byte of each page: first, last, and
+                    # everything between.
+                    at = (n * 977) % PAGE
+                    m.seek(a + p + at)
+                    m.write(bytes([data[p + at] ^ 0xff]))
+                    n += 1
+        print(n)
+    elif cmd == "peek":
+        addr, length = int(sys.argv[3]), int(sys.argv[4])
+        open(sys.argv[5], "wb").write(read_at(pid, addr, length))
+    elif cmd == "flipat":
+        addr = int(sys.argv[3])
+        with open("/proc/%d/mem" % pid, "r+b", buffering=0) as m:
+            m.seek(addr)
+            b = m.read(1)
+            m.seek(addr)
+            m.write(bytes([b[0] ^ 0xff]))
     elif cmd == "poke":
         addr, data = int(sys.argv[3]), open(sys.argv[4], "rb").read()
         with open("/proc/%d/mem" % pid, "r+b", buffering=0) as m:
@@ -71,4 +131,5 @@ def main():
         raise SystemExit(__doc__)
 
 
-main()
+if __name__ == "__main__":
+    main()

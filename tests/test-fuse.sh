@@ -6,33 +6,13 @@
 # nothing, a bad key refused with no mount left behind, and both ways
 # of stopping it (SIGTERM, fusermount3 -u) leaving nothing on the
 # memservers and no mount.
+MOUNT_NS=own            # see functions.sh
 source "${srcdir:-.}/functions.sh"
-requires fusermount3 fuse3
 requires fio
-[ -c /dev/fuse ] || fail "/dev/fuse missing: the FUSE test needs the fuse driver"
-RAMPOOL_FUSE=$abs_top_builddir/client/rampool-fuse
 MB=$((1024 * 1024))
 
 for i in 1 2 3; do start_memserver "s$i"; done
-MNT=$TMP/mnt
-mkdir -p "$MNT"
-is_mounted () { grep -q " $MNT fuse" /proc/mounts; }
-
-FUSE_PID=
-start_fuse () {
-  "$RAMPOOL_FUSE" "$MNT" servers="$SERVERS" "$@" >>"$TMP/fuse.log" 2>&1 &
-  FUSE_PID=$!
-  _pids+=("$FUSE_PID")
-  # ready: the disk file is there with its size
-  for _ in $(seq 200); do
-    [ "$(stat -c %s "$MNT/disk" 2>/dev/null)" = "$EXPECT_SIZE" ] && return 0
-    kill -0 "$FUSE_PID" 2>/dev/null || fail "rampool-fuse exited at start-up"
-    sleep 0.05
-  done
-  fail "rampool-fuse: $MNT/disk did not appear"
-}
-# stop it first (it unmounts itself), then make sure nothing is left
-on_exit '[ -n "$FUSE_PID" ] && kill "$FUSE_PID" 2>/dev/null; wait "$FUSE_PID" 2>/dev/null; is_mounted && fusermount3 -u -z "$MNT"'
+fuse_setup
 
 # A bad key: refused, named, nothing mounted.
 if "$RAMPOOL_FUSE" "$MNT" servers="$SERVERS" size=64M replicas=9 >"$TMP/bad.log" 2>&1; then

@@ -22,7 +22,11 @@
 #    must be the newest (s2 holds no stale data, including none
 #    delivered late by the network once the link was back).
 #
-# Needs root (network namespaces).
+# Needs root (network namespaces).  Runs in a mount namespace of its
+# own (MOUNT_NS=own, tests/mountns.sh): each "ip netns exec" copies the
+# mounts of the namespace it runs in, and must not copy (and keep in
+# use) other tests' FUSE or loop mounts.
+MOUNT_NS=own
 source "${srcdir:-.}/functions.sh"
 requires nbdkit
 requires nbdcopy libnbd-bin
@@ -35,7 +39,6 @@ ADDR=(unused 10.251.1.2:7070 10.251.2.2:7070 10.251.3.2:7070)
 MS_PID=(unused "" "" "")
 T0=$(date +%s%3N)
 
-now_ms () { date +%s%3N; }
 say () { printf '[%6.1fs] %s\n' "$(( $(now_ms) - T0 ))e-3" "$*"; }
 
 # Kill what this file started (by PID), then delete the namespaces;
@@ -104,7 +107,6 @@ start_nbdkit_ns () {
   NBD_URI="nbd+unix:///?socket=$NBD_SOCK"
 }
 
-stat_of () { awk -v k="$1" '$1 == k { print $2 }' "$STATS" 2>/dev/null; }
 server_is () { grep -qx "server ${ADDR[$1]} $2" "$STATS" 2>/dev/null; }
 healthy_with () {    # N servers up, no extent degraded or lost
   [ "$(stat_of servers_up)" = "$1" ] && [ "$(stat_of extents_degraded)" = 0 ] &&
@@ -113,19 +115,6 @@ healthy_with () {    # N servers up, no extent degraded or lost
 io_alive () {
   kill -0 "$IO_PID" 2>/dev/null ||
     { cat "$TMP/io.log"; fail "the I/O checker ended early"; }
-}
-
-# wait_until SECONDS WHAT COMMAND...: poll every 0.1 s.
-wait_until () {
-  local secs=$1 what=$2; shift 2
-  local end=$(( $(now_ms) + secs * 1000 ))
-  until "$@"; do
-    if [ "$(now_ms)" -ge "$end" ]; then
-      [ -f "${STATS:-}" ] && cat "$STATS"
-      fail "timed out after ${secs}s waiting for $what"
-    fi
-    sleep 0.1
-  done
 }
 
 SERVERS=${ADDR[1]},${ADDR[2]},${ADDR[3]}

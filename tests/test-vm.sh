@@ -9,6 +9,9 @@
 # --discard returning memory to the memservers, and --global: no
 # cgroup, the whole 256 MiB guest overcommitted 1.5x, set up and torn
 # down with rampool attach / detach.
+# In a mount namespace of its own (tests/mountns.sh): the servers and
+# QEMU run under "ip netns exec", which copies the mounts around it.
+MOUNT_NS=own
 source "${srcdir:-.}/functions.sh"
 for t in qemu-system-x86_64:qemu-system-x86 busybox:busybox-static \
          nbd-client:nbd-client dpkg-deb:dpkg; do
@@ -21,6 +24,11 @@ export RP_VM_MEMSERVER=$MEMSERVER
 export RP_VM_PLUGIN=$PLUGIN
 export RP_VM_RAMPOOL=$RAMPOOL
 mkdir -p "$RP_VM_CACHE"
+# One QEMU guest at a time: make -j2 check would otherwise boot this and
+# test-vm-rdma.sh's guest together (and both build into the same cache).
+requires flock util-linux
+exec 9>"$RP_VM_CACHE/qemu.lock"
+flock 9
 vm=${srcdir:-.}/vm/test-swap.sh
 
 bash "$vm" || fail "swap in the guest"

@@ -198,22 +198,62 @@ main (void)
     struct rp_hello_info h = { .version = 1,
                                .capacity_bytes = 10,
                                .free_bytes = 11,
-                               .max_payload = RP_MAX_PAYLOAD },
+                               .max_payload = RP_MAX_PAYLOAD,
+                               .session = 7 },
                          o;
     rp_hello_reply_encode (&h, buf);
     assert (rp_hello_reply_decode (buf, &o, &why) == -1);  /* free > cap */
     h.free_bytes = 10;
     rp_hello_reply_encode (&h, buf);
     assert (rp_hello_reply_decode (buf, &o, &why) == 0);
+    assert (o.session == 7);
+    h.session = 0;  /* joined without a key, but no session named */
+    rp_hello_reply_encode (&h, buf);
+    assert (rp_hello_reply_decode (buf, &o, &why) == -1);
+    h.session = 7;
     h.flags = 2;  /* unknown flag */
     rp_hello_reply_encode (&h, buf);
     assert (rp_hello_reply_decode (buf, &o, &why) == -1);
-    h.flags = RP_HELLO_AUTH;
+    h.flags = RP_HELLO_AUTH;  /* AUTH must follow: no session yet */
     memset (h.server_proof, 0xab, 32);
+    rp_hello_reply_encode (&h, buf);
+    assert (rp_hello_reply_decode (buf, &o, &why) == -1);
+    h.session = 0;
     rp_hello_reply_encode (&h, buf);
     assert (rp_hello_reply_decode (buf, &o, &why) == 0);
     assert (o.flags == RP_HELLO_AUTH && o.server_proof[31] == 0xab);
-    h.max_payload = RP_MAX_PAYLOAD * 2;
+  }
+  /* AUTH and LIST reply payloads (protocol 3). */
+  {
+    uint64_t session, next;
+    uint32_t n;
+    rp_auth_reply_encode (9, buf);
+    assert (rp_auth_reply_decode (buf, &session, &why) == 0 && session == 9);
+    rp_auth_reply_encode (0, buf);
+    assert (rp_auth_reply_decode (buf, &session, &why) == -1);
+    rp_auth_reply_encode (9, buf);
+    buf[8] = 1;  /* reserved */
+    assert (rp_auth_reply_decode (buf, &session, &why) == -1);
+    rp_list_reply_encode (77, 2, buf);
+    memset (buf + 16, 0, 16);
+    buf[16] = 0x11;
+    buf[24] = 0x22;
+    assert (rp_list_reply_decode (buf, 32, 2, &next, &n, &why) == 0);
+    assert (next == 77 && n == 2);
+    assert (rp_list_reply_handle (buf, 0) == 0x11);
+    assert (rp_list_reply_handle (buf, 1) == 0x22);
+    /* Length and count must agree, and count stay within what was
+     * asked.
+     */
+    assert (rp_list_reply_decode (buf, 31, 2, &next, &n, &why) == -1);
+    assert (rp_list_reply_decode (buf, 40, 2, &next, &n, &why) == -1);
+    assert (rp_list_reply_decode (buf, 32, 1, &next, &n, &why) == -1);
+    assert (rp_list_reply_decode (buf, 8, 2, &next, &n, &why) == -1);
+  }
+  {
+    struct rp_hello_info h = { .version = 1, .capacity_bytes = 10,
+                               .free_bytes = 10, .session = 1,
+                               .max_payload = RP_MAX_PAYLOAD * 2 }, o;
     rp_hello_reply_encode (&h, buf);
     assert (rp_hello_reply_decode (buf, &o, &why) == -1);
     struct rp_stat_info s = { .capacity_bytes = 10, .used_bytes = 11 }, so;
@@ -223,6 +263,53 @@ main (void)
     s.owner_bytes = 5;
     rp_stat_reply_encode (&s, buf);
     assert (rp_stat_reply_decode (buf, &so, &why) == 0 && so.used_bytes == 5);
+    s.state = RP_STATE_DRAINED;
+    rp_stat_reply_encode (&s, buf);
+    assert (rp_stat_reply_decode (buf, &so, &why) == 0 &&
+            so.state == RP_STATE_DRAINED);
+    s.state = RP_STATE_DRAINED + 1;
+    rp_stat_reply_encode (&s, buf);
+    assert (rp_stat_reply_decode (buf, &so, &why) == -1);
+  }
+  {
+    /* Notices: round trip; magic, kind, reserved, count against length
+     * and kind, deadline range.
+     */
+    struct rp_notice n = { .kind = RP_NOTICE_RECLAIM, .deadline_ms = 10000,
+                           .count = 3 }, o;
+    struct rp_notice_hdr *h = (struct rp_notice_hdr *) buf;
+    rp_notice_encode (&n, buf);
+    assert (rp_frame_is_notice (buf));
+    assert (rp_notice_decode (buf, &o, &why) == 0);
+    assert (o.kind == n.kind && o.deadline_ms == 10000 && o.count == 3 &&
+            o.length == 24);
+    h->length = htole32 (23);
+    assert (rp_notice_decode (buf, &o, &why) == -1);
+    n.count = RP_NOTICE_MAX_HANDLES + 1;
+    rp_notice_encode (&n, buf);
+    assert (rp_notice_decode (buf, &o, &why) == -1);
+    n.count = 1;
+    n.kind = RP_NOTICE_DRAIN;  /* a DRAIN names no handles */
+    rp_notice_encode (&n, buf);
+    assert (rp_notice_decode (buf, &o, &why) == -1);
+    n.count = 0;
+    rp_notice_encode (&n, buf);
+    assert (rp_notice_decode (buf, &o, &why) == 0);
+    n.kind = 3;
+    rp_notice_encode (&n, buf);
+    assert (rp_notice_decode (buf, &o, &why) == -1);
+    n.kind = RP_NOTICE_DRAIN;
+    n.deadline_ms = (uint64_t) RP_DRAIN_MAX_MS + 1;
+    rp_notice_encode (&n, buf);
+    assert (rp_notice_decode (buf, &o, &why) == -1);
+    n.deadline_ms = 0;
+    rp_notice_encode (&n, buf);
+    h->reserved = 1;
+    assert (rp_notice_decode (buf, &o, &why) == -1);
+    h->reserved = 0;
+    h->magic = 0;
+    assert (!rp_frame_is_notice (buf));
+    assert (rp_notice_decode (buf, &o, &why) == -1);
   }
   /* The errno table round-trips and unknown values map to EIO. */
   for (uint32_t e = 0; e <= RP_ERROR_MAX; e++)

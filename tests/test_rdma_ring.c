@@ -41,6 +41,13 @@ conn_end (struct conn *c, const char *why)
   abort ();
 }
 
+void
+conn_notice (struct conn *c, const struct rp_notice *n,
+             const uint8_t *payload)
+{
+  abort ();
+}
+
 #define NSLOTS 8
 
 static int failures;

@@ -46,6 +46,9 @@ struct rp_config {
   uint64_t rdma_buffer;       /* bytes of registered memory for READ and
                                  WRITE data per RDMA connection, locked
                                  (default 8 MiB, at least 4 MiB) */
+  char *servers_file;         /* servers-file=PATH: the servers, one
+                                 per line, instead of servers=; re-read
+                                 when it changes (owned) */
   char *stats_file;           /* if set, pool health written here
                                  every heartbeat (owned) */
   char *key_file;             /* cluster key file; NULL = no
@@ -88,6 +91,13 @@ int rp_config_set_for (struct rp_config *cfg, unsigned front, const char *key,
  * than replicas).  -1 with a message in err.
  */
 int rp_config_check (const struct rp_config *cfg, char *err, size_t errlen);
+
+/* servers-file=: (re)read cfg->servers_file into cfg->servers (the
+ * old list freed): one server per line as servers= takes them, blank
+ * lines and # comments skipped.  -1 with a message naming the file and
+ * line in err; cfg->servers is then empty.
+ */
+int rp_config_read_servers (struct rp_config *cfg, char *err, size_t errlen);
 
 /* Help text for front end `front`'s keys, one per line,
  * "key=VALUE  meaning (default)", no trailing newline.  Static.
@@ -147,14 +157,22 @@ uint32_t rp_pool_extent_size (const struct rp_pool *pool);
   X (extents_healthy,     "extents with all replicas copies good") \
   X (extents_degraded,    "extents with fewer good copies, at least one") \
   X (extents_lost,        "extents with no good copy, none can come back") \
-  X (extents_unreachable, "extents whose only copies are on down servers")
+  X (extents_unreachable, "extents whose only copies are on down servers") \
+  X (blocks_in_doubt,     "encrypt=on: blocks of failed writes not yet" \
+                          " settled against the copies")
 #define RP_POOL_COUNTERS(X) \
   X (reads,               "read requests issued, per extent part") \
   X (writes,              "write and zero requests, per extent part") \
   X (read_failovers,      "reads retried on another copy") \
   X (recovered,           "copies re-created or rewritten by recovery") \
   X (backup_reads,        "extent parts read from the backup file") \
-  X (outage_waits,        "requests that waited for a down server")
+  X (outage_waits,        "requests that waited for a down server") \
+  X (migrated,            "copies moved off a server that wanted them" \
+                          " back (reclaim, drain, removal)") \
+  X (reclaim_given_up,    "copies given back unreplaced: no room elsewhere" \
+                          " by half the server's deadline") \
+  X (reclaim_held,        "copies kept where they were asked back (HOLD):" \
+                          " the only good copy, no room elsewhere")
 
 struct rp_pool_stats {
 #define RP_STATS_FIELD(name, help) uint64_t name;
@@ -190,6 +208,10 @@ struct rp_server_info {
   char error[160];             /* why not up */
   uint8_t incarnation[16];
   uint64_t capacity_bytes;
+  uint64_t limit_bytes;        /* what it gives now (--size auto: follows
+                                  the host; else the capacity) */
+  uint32_t state;              /* enum rp_state (protocol.h): serving,
+                                  shrinking, draining */
   uint64_t used_bytes;
   uint64_t owner_bytes;        /* used by the asking pool */
   uint32_t extents;
@@ -204,6 +226,15 @@ struct rp_server_info {
  */
 int rp_server_query (const char *addr, const char *key_file,
                      unsigned timeout_ms, struct rp_server_info *info);
+/* Ask the memserver at addr to drain (rampool drain): no new extents,
+ * its clients move what they hold elsewhere, and it stops once empty or
+ * at the deadline (deadline_ms, at most 24 h; 0: its own
+ * --drain-timeout-ms).  Returns once the server accepted; follow the
+ * drain with rp_server_query.  0, or -1 with a message in err.
+ */
+int rp_server_drain (const char *addr, const char *key_file,
+                     unsigned timeout_ms, uint64_t deadline_ms,
+                     char *err, size_t errlen);
 /* The same for server i of an open pool (owner_* filled in). */
 int rp_pool_server_info (struct rp_pool *pool, unsigned i,
                          struct rp_server_info *info);

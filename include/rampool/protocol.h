@@ -39,8 +39,9 @@ typedef uint64_t le64;
 /* 2: HELLO with nonce and fence, AUTH.
  * 3: the owner session's id in the HELLO and AUTH replies (a client
  *    learns at every reconnect whether the server still holds its
- *    extents), LIST, and the ALLOC reply's rkey and offset (for
- *    one-sided transports).
+ *    extents), LIST, the ALLOC reply's rkey and offset (for one-sided
+ *    transports), notices (RECLAIM, DRAIN) with HOLD and DRAIN, and
+ *    STAT's limit and state.
  */
 #define RP_PROTOCOL_VERSION 3
 
@@ -59,7 +60,8 @@ typedef uint64_t le64;
 
 enum rp_op {
   RP_OP_HELLO = 1,   /* payload: struct rp_hello_req; reply: rp_hello_reply */
-  RP_OP_ALLOC = 2,   /* extent size in `offset`; reply: rp_alloc_reply      */
+  RP_OP_ALLOC = 2,   /* extent size in `offset`, RP_FLAG_SOLE; reply:
+                        rp_alloc_reply                                      */
   RP_OP_FREE  = 3,   /* handle; no payload                                  */
   RP_OP_READ  = 4,   /* handle, offset, length; reply payload = data        */
   RP_OP_WRITE = 5,   /* handle, offset, length; request payload = data      */
@@ -69,8 +71,19 @@ enum rp_op {
   RP_OP_AUTH  = 9,   /* payload: struct rp_auth_req; reply: rp_auth_reply   */
   RP_OP_LIST  = 10,  /* cursor in `offset`, max handles in `count`;
                         reply: rp_list_reply + handles                      */
+  RP_OP_HOLD  = 11,  /* handle; no payload: keep this copy, which a notice
+                        asked back, until the client FREEs it            */
+  RP_OP_DRAIN = 12,  /* deadline in ms in `offset` (0: the server's
+                        default); no payload: empty this server          */
 };
-#define RP_OP_MAX RP_OP_LIST
+#define RP_OP_MAX RP_OP_DRAIN
+
+/* Request flags (rp_req_hdr.flags); any other bit, or a flag on another
+ * op, is a malformed header.
+ */
+#define RP_FLAG_SOLE 1u  /* ALLOC: the client keeps no other copy of this
+                            extent (replicas=1): reclaim never drops it
+                            without the operator's say (--reclaim-sole) */
 
 /* Wire error codes.  Mapped to errno in exactly one table
  * (common/codec.c: rp_error_to_errno / rp_errno_to_error).
@@ -177,7 +190,20 @@ struct rp_alloc_reply {
 };
 _Static_assert (sizeof (struct rp_alloc_reply) == 16, "rp_alloc_reply size");
 
-/* STAT reply payload: 64 bytes. */
+/* What a server is doing with its donation (rp_stat_reply.state). */
+enum rp_state {
+  RP_STATE_SERVING = 0,  /* taking ALLOCs */
+  RP_STATE_SHRINKING = 1, /* giving memory back to its host: asked owners
+                            to move extents away (RECLAIM notices) */
+  RP_STATE_DRAINING = 2, /* emptying itself before it stops: refuses
+                            ALLOC, asked every owner to move everything */
+  RP_STATE_DRAINED = 3,  /* drained empty: stops RP_DRAINED_LINGER_MS
+                            later (so that whoever follows the drain
+                            sees it end well) */
+};
+#define RP_DRAINED_LINGER_MS 3000
+
+/* STAT reply payload: 80 bytes. */
 struct rp_stat_reply {
   le64 capacity_bytes;   /* donated bytes in all */
   le64 used_bytes;       /* bytes allocated to extents (all owners) */
@@ -188,8 +214,12 @@ struct rp_stat_reply {
   le32 owners;           /* distinct owners holding extents */
   le64 uptime_ms;        /* since server start */
   uint8_t incarnation[16];
+  le64 limit_bytes;      /* what it donates now: capacity_bytes, or less
+                            when --size auto has shrunk it */
+  le32 state;            /* enum rp_state */
+  le32 reserved;         /* 0 */
 };
-_Static_assert (sizeof (struct rp_stat_reply) == 64, "rp_stat_reply size");
+_Static_assert (sizeof (struct rp_stat_reply) == 80, "rp_stat_reply size");
 
 /* LIST: the asking owner's handles, a bounded slice of the server's
  * extent table per request.  `offset` is the cursor (0 to start),
@@ -211,6 +241,36 @@ struct rp_list_reply {
   le32 reserved;         /* 0 */
 };
 _Static_assert (sizeof (struct rp_list_reply) == 16, "rp_list_reply size");
+
+/* A notice: a frame a server sends unasked, on a connection that has
+ * joined its owner, to ask that owner for memory back.  Its header has
+ * the size of a reply header and its own magic, so a client reading
+ * reply headers tells the two apart by the first four bytes.
+ *   RECLAIM: move the `count` extents named after the header (le64
+ *            handles) to other servers (copy, then FREE here) within
+ *            deadline_ms; what is still here then is dropped, but for
+ *            copies the client HOLDs (it has no other) and RP_FLAG_SOLE
+ *            ones.
+ *   DRAIN:   the server is emptying itself: move every extent away
+ *            within deadline_ms; it refuses ALLOC from now on.
+ */
+#define RP_NOTICE_MAGIC 0x6e505252u  /* "RRPn" */
+enum rp_notice_kind {
+  RP_NOTICE_RECLAIM = 1,
+  RP_NOTICE_DRAIN = 2,
+};
+#define RP_NOTICE_MAX_HANDLES 500  /* 32 + 8 * 500 fits RP_RDMA_MAX_MSG */
+#define RP_DRAIN_MAX_MS (24u * 3600 * 1000)  /* a DRAIN's deadline, at most */
+
+struct rp_notice_hdr {
+  le32 magic;            /* RP_NOTICE_MAGIC */
+  le32 kind;             /* enum rp_notice_kind */
+  le64 deadline_ms;      /* from when it was sent */
+  le32 count;            /* handles that follow (RECLAIM), else 0 */
+  le32 length;           /* payload bytes: 8 * count */
+  le64 reserved;         /* 0 */
+};
+_Static_assert (sizeof (struct rp_notice_hdr) == 32, "rp_notice_hdr size");
 
 /* The RDMA binding (docs/protocol.md section 13).  A connection is a
  * reliable-connected queue pair set up with librdmacm.  Every frame but

@@ -25,7 +25,7 @@ import sys
 
 REQ = struct.Struct("<IHHQQQII")  # magic op flags id handle offset count length
 REQ_MAGIC = 0x71505252
-HELLO, ALLOC, FREE, READ, WRITE, STAT, PING, ZERO, AUTH, LIST = range(1, 11)
+HELLO, ALLOC, FREE, READ, WRITE, STAT, PING, ZERO, AUTH, LIST, HOLD, DRAIN = range(1, 13)
 KEY = bytes(range(32))
 SERVER_NONCE = bytes(32)
 K64 = 64 * 1024
@@ -112,7 +112,18 @@ def frames():
     # Malformed headers and frames out of order: each closes.
     s["bad-magic"] = b"\0" + hello() + req(PING, id=2, magic=0x71505253)
     s["bad-flags"] = b"\0" + hello() + req(PING, id=2, flags=1)
-    s["bad-op"] = b"\0" + hello() + req(11, id=2)
+    s["bad-op"] = b"\0" + hello() + req(13, id=2)
+    # Reclaim and drain: a sole copy, HOLD of it and of a stranger,
+    # DRAIN (refused here: the fuzzer's core has no drain), bad shapes.
+    s["hold-drain"] = b"\0" + hello() + b"".join([
+        req(ALLOC, id=2, offset=K64, flags=1),
+        req(HOLD, id=3, handle=h1),
+        req(HOLD, id=4, handle=handle(9)),
+        req(DRAIN, id=5, offset=1000),
+        req(STAT, id=6),
+    ])
+    s["hold-shape"] = b"\0" + hello() + req(HOLD, id=2, handle=h1, offset=1)
+    s["flag-not-alloc"] = b"\0" + hello() + req(PING, id=2, flags=1)
     s["list"] = b"\0" + hello() + b"".join([
         req(ALLOC, id=2, offset=K64),
         req(ALLOC, id=3, offset=K64),

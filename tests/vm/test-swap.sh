@@ -48,6 +48,11 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TOP=$(cd "$HERE/../.." && pwd)
 CACHE=${RP_VM_CACHE:-$HERE/work}
+# In a mount namespace of its own (../mountns.sh says why): the servers
+# and QEMU run under "ip netns exec", which copies the mounts around it.
+MOUNT_NS_KEEP="$TOP $CACHE"
+source "$HERE/../mountns.sh"
+own_mount_ns "$@"
 BACKEND=${RP_VM_BACKEND:-rampool}
 NET=${RP_VM_NET:-tap}
 TIMEOUT=${RP_VM_TIMEOUT:-540}

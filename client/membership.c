@@ -1,0 +1,212 @@
+/* Membership: servers-file= lets an operator add and remove donors
+ * while the pool runs.  The monitor calls membership_check every
+ * heartbeat; when the file's identity (inode, size, mtime) changed it
+ * is read again:
+ *  - a server it gained gets the next free slot (servers are never
+ *    moved: copies name them by index), or its old slot back if it was
+ *    removed before, and is connected by the monitor like any down
+ *    server;
+ *  - a server it lost is marked removed: placement skips it and
+ *    recovery moves its copies elsewhere, copy before release, as for
+ *    a drain (recovery.c); once it holds nothing of ours it is retired:
+ *    disconnected and no longer reconnected;
+ *  - a file that cannot be read or parsed, or that would leave fewer
+ *    than `replicas` servers, changes nothing: the reason is logged
+ *    once per change of the file.
+ * Writing the file is the operator's side: write a new file and
+ * rename it over the old one, so that no half-written list is read.
+ *
+ * Not here: moving copies (recovery.c), connecting (monitor.c,
+ * donor.c), the file's syntax (config.c, rp_config_read_servers).
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "donor.h"
+#include "logging.h"
+#include "membership.h"
+
+/* Has the file changed since we last read it?  Stats it into *st. */
+static bool
+membership_changed (struct rp_pool *p, struct stat *st)
+{
+  if (stat (p->cfg.servers_file, st) == -1) {
+    memset (st, 0, sizeof *st);
+    st->st_ino = (ino_t) -1;  /* "missing" is a state of its own */
+  }
+  return st->st_ino != p->servers_file_st.st_ino ||
+         st->st_dev != p->servers_file_st.st_dev ||
+         st->st_size != p->servers_file_st.st_size ||
+         st->st_mtim.tv_sec != p->servers_file_st.st_mtim.tv_sec ||
+         st->st_mtim.tv_nsec != p->servers_file_st.st_mtim.tv_nsec;
+}
+
+int
+membership_load (struct rp_pool *p, char *err, size_t errlen)
+{
+  struct stat st;
+
+  if (p->cfg.servers_file == NULL)
+    return 0;
+  membership_changed (p, &st);
+  if (rp_config_read_servers (&p->cfg, err, errlen) == -1)
+    return -1;
+  p->servers_file_st = st;
+  return 0;
+}
+
+/* The slot of server addr (removed or not), or -1. */
+static int
+membership_find (struct rp_pool *p, const char *addr)
+{
+  for (unsigned i = 0; i < p->nservers; i++)
+    if (strcmp (p->servers[i].addr, addr) == 0)
+      return i;
+  return -1;
+}
+
+static bool
+membership_is_listed (const struct rp_config *list, const char *addr)
+{
+  for (unsigned i = 0; i < list->nservers; i++)
+    if (strcmp (list->servers[i], addr) == 0)
+      return true;
+  return false;
+}
+
+/* Add the servers list names that are not members. */
+static void
+membership_add (struct rp_pool *p, const struct rp_config *list)
+{
+  for (unsigned k = 0; k < list->nservers; k++) {
+    const char *addr = list->servers[k];
+    int i = membership_find (p, addr);
+    if (i >= 0) {
+      struct donor *s = &p->servers[i];
+      if (atomic_load (&s->is_removed)) {
+        atomic_store (&s->is_retired, false);
+        atomic_store (&s->is_removed, false);
+        logging_msg (LOGGING_INFO, "servers-file: server %s is back in the"
+                     " pool", addr);
+      }
+      continue;
+    }
+    unsigned n = p->nservers;
+    if (n == RP_MAX_SERVERS) {
+      logging_msg (LOGGING_ERROR, "servers-file: server %s not added: a pool"
+                   " has at most %d servers, removed ones included",
+                   addr, RP_MAX_SERVERS);
+      continue;
+    }
+    if (donor_init (&p->servers[n], p, n, addr) == -1) {
+      logging_msg (LOGGING_ERROR, "servers-file: server %s not added: %s",
+                   addr, strerror (errno));
+      continue;
+    }
+    /* The slot is whole before anyone may see it (nservers is read
+     * without a lock).
+     */
+    atomic_store (&p->nservers, n + 1);
+    logging_msg (LOGGING_INFO, "servers-file: server %s added", addr);
+  }
+}
+
+/* Mark removed the members list does not name, unless that leaves
+ * fewer than `replicas` servers.
+ */
+static void
+membership_remove (struct rp_pool *p, const struct rp_config *list)
+{
+  unsigned staying = 0, leaving = 0;
+
+  for (unsigned i = 0; i < p->nservers; i++) {
+    struct donor *s = &p->servers[i];
+    if (atomic_load (&s->is_removed))
+      continue;
+    if (membership_is_listed (list, s->addr))
+      staying++;
+    else
+      leaving++;
+  }
+  if (leaving == 0)
+    return;
+  if (staying < p->cfg.replicas) {
+    logging_msg (LOGGING_ERROR, "servers-file: %s would leave %u servers,"
+                 " replicas=%u needs %u: no server removed",
+                 p->cfg.servers_file, staying, p->cfg.replicas,
+                 p->cfg.replicas);
+    return;
+  }
+  for (unsigned i = 0; i < p->nservers; i++) {
+    struct donor *s = &p->servers[i];
+    if (atomic_load (&s->is_removed) || membership_is_listed (list, s->addr))
+      continue;
+    atomic_store (&s->is_removed, true);
+    logging_msg (LOGGING_INFO, "servers-file: server %s removed: moving this"
+                 " client's copies off it", s->addr);
+  }
+}
+
+/* Copies of ours in the map on server i (a racy count: only zero
+ * matters, and nothing new goes to a removed server).
+ */
+static uint64_t
+membership_copies_on (struct rp_pool *p, unsigned i)
+{
+  uint64_t n = 0;
+
+  for (uint64_t idx = 0; idx < p->map.n; idx++) {
+    const struct extent *e = &p->map.e[idx];
+    unsigned nrep = __atomic_load_n (&e->nrep, __ATOMIC_ACQUIRE);
+    for (unsigned r = 0; r < nrep && r < EXTENT_SLOTS; r++)
+      if (__atomic_load_n (&e->rep[r].server, __ATOMIC_RELAXED) == i &&
+          __atomic_load_n (&e->rep[r].handle, __ATOMIC_RELAXED))
+        n++;
+  }
+  return n;
+}
+
+/* Retire removed servers that hold nothing of ours. */
+static void
+membership_retire (struct rp_pool *p)
+{
+  for (unsigned i = 0; i < p->nservers; i++) {
+    struct donor *s = &p->servers[i];
+    if (!atomic_load (&s->is_removed) || atomic_load (&s->is_retired) ||
+        membership_copies_on (p, i) > 0)
+      continue;
+    atomic_store (&s->is_retired, true);
+    donor_down (s, "removed from servers-file");
+    logging_msg (LOGGING_INFO, "servers-file: server %s holds nothing of"
+                 " ours any more: disconnected", s->addr);
+  }
+}
+
+void
+membership_check (struct rp_pool *p)
+{
+  struct rp_config list = { .servers_file = p->cfg.servers_file };
+  struct stat st;
+  char err[256];
+
+  if (p->cfg.servers_file == NULL)
+    return;
+  if (membership_changed (p, &st)) {
+    p->servers_file_st = st;
+    if (rp_config_read_servers (&list, err, sizeof err) == -1)
+      logging_msg (LOGGING_ERROR, "%s: the servers stay as they are", err);
+    else {
+      membership_add (p, &list);
+      membership_remove (p, &list);
+    }
+    for (unsigned i = 0; i < list.nservers; i++)
+      free (list.servers[i]);
+  }
+  membership_retire (p);
+}

@@ -1,0 +1,42 @@
+# Sourced after functions.sh by the tests that put faultproxy.py
+# between the client and the memservers.
+#
+# start_proxy NAME...: one proxy process fronting memservers NAME...
+# (started before with start_memserver); sets PX_PORT_<NAME> (the
+# proxy's port for it), PROXY_PID, and PROXY_SERVERS (the servers= list
+# through the proxy, in the order given).  Ready when its ports file
+# exists (written once the listeners and the control socket are up).
+requires python3
+
+FAULTPROXY=${srcdir:-.}/faultproxy.py
+PROXY_CTL=$TMP/proxy.ctl
+
+start_proxy () {
+  local args=() name port_var
+  for name in "$@"; do
+    port_var=MS_PORT_$name
+    args+=("$name=${!port_var}")
+  done
+  rm -f "$TMP/proxy.ports"
+  python3 "$FAULTPROXY" --ports-file "$TMP/proxy.ports" --control "$PROXY_CTL" \
+    "${args[@]}" >>"$TMP/proxy.log" 2>&1 &
+  PROXY_PID=$!
+  _pids+=("$PROXY_PID")
+  wait_for_file "$TMP/proxy.ports" "faultproxy" 400
+  PROXY_SERVERS=
+  for name in "$@"; do
+    port=$(awk -v n="$name" '$1 == n { print $2 }' "$TMP/proxy.ports")
+    [ -n "$port" ] || fail "faultproxy: no port for $name"
+    printf -v "PX_PORT_$name" %s "$port"
+    PROXY_SERVERS+="${PROXY_SERVERS:+,}127.0.0.1:$port"
+  done
+}
+
+# proxy NAME COMMAND...: steer the link to NAME ("*": every link);
+# returns once the proxy says the command took effect.
+proxy () {
+  local reply
+  reply=$(python3 "$FAULTPROXY" ctl "$PROXY_CTL" "$@") ||
+    fail "faultproxy: '$*': $reply"
+  echo "proxy: $reply"
+}

@@ -1,0 +1,68 @@
+# Sourced by tests that put a memserver under memory pressure: a memory
+# cgroup of the test's own (v1, or v2 where the memory controller is
+# there), removed at exit.  After functions.sh.
+#
+# memcg_create LIMIT_BYTES: make it (sets CG), or skip the test (77)
+# when this kernel lets us make none.  memcg_memserver NAME ARGS...:
+# start_memserver inside it.  memcg_add PID: move a process into it.
+
+memcg_create () {
+  if [ -d /sys/fs/cgroup/memory ] && [ -w /sys/fs/cgroup/memory ]; then
+    CG=/sys/fs/cgroup/memory/rampool-test-$$
+    mkdir "$CG"
+    echo "$1" >"$CG/memory.limit_in_bytes"
+  elif grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+    CG=/sys/fs/cgroup/rampool-test-$$
+    mkdir "$CG"
+    echo "$1" >"$CG/memory.max"
+  else
+    echo "SKIP: no memory cgroup to create (v1 or v2)"
+    exit 77
+  fi
+  on_exit memcg_remove
+}
+
+# Runs before the PID cleanup: a cgroup can only go once it is empty.
+memcg_remove () {
+  local p
+  for p in $(cat "$CG/cgroup.procs" 2>/dev/null); do
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  for _ in $(seq 50); do
+    [ -z "$(cat "$CG/cgroup.procs" 2>/dev/null)" ] && break
+    sleep 0.1
+  done
+  rmdir "$CG"
+}
+
+memcg_memserver () {
+  local real=$MEMSERVER
+  cat >"$TMP/in-cgroup" <<EOS
+#!/bin/sh
+echo \$\$ >"$CG/cgroup.procs" && exec "$real" "\$@"
+EOS
+  chmod +x "$TMP/in-cgroup"
+  MEMSERVER=$TMP/in-cgroup
+  start_memserver "$@"
+  MEMSERVER=$real
+  local pid_var=MS_PID_$1
+  grep -qx "${!pid_var}" "$CG/cgroup.procs" || fail "memserver $1 is not in the cgroup"
+}
+
+# memcg_hog MIB: a process in the cgroup that takes MIB MiB (touched)
+# and keeps it until killed; sets HOG_PID once it holds it all.
+memcg_hog () {
+  rm -f "$TMP/hog.ready"
+  python3 -c '
+import sys, time
+b = bytearray(b"\x01") * (int(sys.argv[1]) << 20)
+open(sys.argv[2], "w").write("x")
+while True:
+    time.sleep(60)
+' "$1" "$TMP/hog.ready" &
+  HOG_PID=$!
+  _pids+=("$HOG_PID")
+  echo "$HOG_PID" >"$CG/cgroup.procs"
+  wait_for_file "$TMP/hog.ready" "the memory hog"
+}

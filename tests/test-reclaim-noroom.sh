@@ -1,0 +1,99 @@
+#!/bin/bash
+# A donor asks for its memory back and no other server has room.
+#
+# A. replicas=2 on two servers: s1 (--size auto, in a memory cgroup of
+#    its own) and s2, which already holds the other copy of every
+#    extent.  Under pressure s1 asks for extents back; there is nowhere
+#    to move them, so the client gives those copies back itself at half
+#    s1's deadline -- before s1 would drop them -- and counts the
+#    extents degraded: s1 drops nothing, the client never counts a copy
+#    s1 no longer has (rp_pool_audit-equivalent: every byte reads
+#    back), and when the pressure ends and s1 grows again, recovery
+#    puts the copies back: healthy again.
+# B. replicas=1 (s3 in the cgroup with --reclaim-sole, s4 full): a copy
+#    asked back is the only one and cannot move, so the client HOLDs
+#    it; s3 keeps it past its deadline and every byte reads back.
+source "${srcdir:-.}/functions.sh"
+source "${srcdir:-.}/memcg.sh"
+requires nbdkit
+requires nbdcopy libnbd-bin
+requires python3
+
+MiB=$((1024 * 1024))
+STATS=$TMP/stats
+memcg_create $((256 * MiB))
+
+nasked () {
+  sed -n 's/.*asked session [0-9]* for \([0-9]*\) extent.*/\1/p' "$1" |
+    awk '{ n += $1 } END { print n + 0 }'
+}
+
+# ---- A: replicas=2, no room: given up, then re-created.
+MS_SIZE=auto memcg_memserver s1 --max-size 192M --headroom 64M \
+  --reclaim-deadline-ms 4000
+start_memserver s2
+S1=127.0.0.1:$MS_PORT_s1
+start_nbdkit size=96M replicas=2 timeout-ms=2000 heartbeat-ms=200 \
+  rejoin-grace-ms=500 stats-file="$STATS"
+head -c $((96 * MiB)) /dev/urandom >"$TMP/data"
+nbdcopy "$TMP/data" "$NBD_URI"
+healthy () { [ "$(stat_of extents_healthy)" = 96 ]; }
+wait_until 30 "96 healthy extents" healthy
+
+memcg_hog 128
+given_up () {
+  local n
+  n=$(nasked "$TMP/s1.log")
+  [ "$n" -gt 0 ] && [ "$(stat_of reclaim_given_up)" -ge "$n" ] 2>/dev/null
+}
+wait_until 30 "the client to give back what s1 asked for" given_up
+echo "A: s1 asked for $(nasked "$TMP/s1.log") extents; given up: $(stat_of reclaim_given_up), degraded: $(stat_of extents_degraded)"
+[ "$(stat_of extents_degraded)" -gt 0 ] || fail "no extent counted degraded"
+[ "$(stat_of migrated)" = 0 ] || fail "copies counted as moved with nowhere to go"
+nbdcopy "$NBD_URI" "$TMP/out"
+cmp "$TMP/data" "$TMP/out" || fail "A: data differs after the copies were given up"
+# s1's deadline passes: it must have nothing of ours left to drop.
+sleep_deadline () {
+  grep -q "asked session" "$TMP/s1.log" &&
+    [ $(( $(now_ms) - asked_at )) -gt 5000 ]
+}
+asked_at=$(now_ms)
+wait_until 20 "s1's deadline" sleep_deadline
+! grep -q "dropped extent" "$TMP/s1.log" || fail "A: s1 had to drop extents"
+
+kill -9 "$HOG_PID"; wait "$HOG_PID" 2>/dev/null || true
+wait_until 60 "the copies to come back to s1" healthy
+nbdcopy "$NBD_URI" "$TMP/out"
+cmp "$TMP/data" "$TMP/out" || fail "A: data differs after the copies came back"
+stop_nbdkit
+kill_memserver s1 KILL
+kill_memserver s2 KILL
+echo "A: healthy again after the pressure ended (recovered $(stat_of recovered))"
+
+# ---- B: replicas=1, no room: HELD.
+SERVERS=
+rm -f "$STATS"
+MS_SIZE=auto memcg_memserver s3 --max-size 192M --headroom 64M \
+  --reclaim-deadline-ms 4000 --reclaim-sole
+MS_SIZE=32M start_memserver s4
+start_nbdkit size=96M replicas=1 timeout-ms=2000 heartbeat-ms=200 \
+  rejoin-grace-ms=500 stats-file="$STATS"
+nbdcopy "$TMP/data" "$NBD_URI"
+wait_until 30 "96 healthy extents" healthy
+memcg_hog 160
+held () {
+  local n
+  n=$(nasked "$TMP/s3.log")
+  [ "$n" -gt 0 ] && [ "$(stat_of reclaim_held)" -ge "$n" ] 2>/dev/null
+}
+wait_until 30 "the client to hold what s3 asked for" held
+echo "B: s3 asked for $(nasked "$TMP/s3.log") extents; held: $(stat_of reclaim_held)"
+asked_at=$(now_ms)
+past_deadline () { [ $(( $(now_ms) - asked_at )) -gt 5000 ]; }
+wait_until 20 "s3's deadline" past_deadline
+! grep -q "dropped extent" "$TMP/s3.log" || fail "B: s3 dropped an extent the client held"
+[ "$(stat_of extents_healthy)" = 96 ] || fail "B: extents lost their only copy"
+nbdcopy "$NBD_URI" "$TMP/out"
+cmp "$TMP/data" "$TMP/out" || fail "B: data differs after the hold"
+cat "$STATS"
+echo "PASS: no room: copies given back before the deadline (replicas=2), held (replicas=1)"

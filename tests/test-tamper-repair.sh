@@ -1,0 +1,132 @@
+#!/bin/bash
+# encrypt=on: a copy that fails authentication is not just read around
+# but repaired, and recovery never spreads a copy it has not verified.
+# One donor turns bad: a byte of every page of its region is flipped
+# (tests/procmem.py flipall), so every block it holds fails its tag.
+#
+# 1. replicas=2 (s1 bad, s2 good).  Reading the whole disk fails over
+#    to s2 and returns exact data; the copies on s1 that failed are
+#    marked stale and recovery rewrites them from s2, verified.  Then
+#    s2 is killed -9 and the whole disk must still read back exact,
+#    from s1 alone.  (If the bad copies were only read around, every
+#    extent would now be EIO.)
+# 2. replicas=3 (A bad, B and C good, D spare), and no read at all
+#    this time: C is killed -9, so recovery must make a third copy of
+#    every extent on D.  Its first choice of source is A's copy: that
+#    fails verification, so the copy comes from B, and A's copy, found
+#    bad meanwhile, is repaired too.  Then B and A are killed -9 in
+#    turn, and the disk must read back exact from A and D, then from D
+#    alone.  (Copying A's blocks unverified would have put the
+#    tampered data on D: EIO everywhere once B is gone.)
+#
+# Reads go to the copy with the fewest requests outstanding, the first
+# placed on ties; so that the single reader of part 1 (and recovery in
+# part 2) meets the bad copy first, every extent is written while the
+# other servers are down and gets its first copy on the bad donor.  A
+# copy that no read or recovery touches is not checked (there is no
+# scrub): that is not what this test is about.
+source "${srcdir:-.}/functions.sh"
+requires nbdkit
+requires nbdcopy libnbd-bin
+requires python3
+PM="python3 ${srcdir:-.}/procmem.py"
+MS_SIZE=64M
+REGION=$((64 * 1024 * 1024))
+MB=$((1024 * 1024))
+NEXT=16                 # extents (of 1 MiB) on the disk
+POOL_OPTS="size=16M encrypt=on timeout-ms=1000 heartbeat-ms=200 rejoin-grace-ms=500"
+
+is_state () { [ "$(server_state "$1")" = "$2" ]; }
+servers_up () { [ "$(stat_of servers_up)" = "$1" ]; }
+all_healthy () {        # every extent with all its copies
+  [ "$(stat_of extents_mapped)" = $NEXT ] && [ "$(stat_of extents_healthy)" = $NEXT ] &&
+    [ "$(stat_of extents_degraded)" = 0 ] && [ "$(stat_of extents_lost)" = 0 ]
+}
+recovered_since () {    # N: at least N more copies recovered since rec0
+  [ $(( $(stat_of recovered) - rec0 )) -ge "$1" ] 2>/dev/null
+}
+read_all () {           # WHAT: the whole disk, extent by extent, exact
+  local res
+  res=$("$TESTS_BIN/nbd_blocks" "$NBD_URI" $MB "$TMP/data" 2>>"$TMP/blocks.log")
+  echo "$1: $res"
+  [ "$res" = "ok $NEXT eio 0 mismatch 0 error 0" ] || fail "$1: $res"
+}
+flip_all () {           # NAME: tamper with every page of its region
+  local pid_var=MS_PID_$1 n
+  n=$($PM flipall "${!pid_var}" $REGION)
+  echo "flipped a byte in each of $n pages of $1's region"
+  [ "$n" = $(( NEXT * MB / 4096 )) ] || fail "$1 holds $n pages, expected $(( NEXT * MB / 4096 ))"
+}
+stale_lines () {        # PATTERN: nbdkit.log lines from line LOG_FROM on
+  tail -n +"$LOG_FROM" "$TMP/nbdkit.log" | grep -c "$1" || true
+}
+LOG_FROM=1
+
+head -c $((NEXT * MB)) /dev/urandom >"$TMP/data"
+
+########################################################################
+echo "== part 1: replicas=2, s1 bad"
+for s in s1 s2; do start_memserver $s; done
+STATS=$TMP/stats1
+start_nbdkit $POOL_OPTS replicas=2 stats-file="$STATS"
+kill_memserver s2 TERM
+wait_until 10 "s2 to be seen down" is_state s2 down
+nbdcopy "$TMP/data" "$NBD_URI"            # first copies: all on s1
+restart_memserver s2
+wait_until 30 "second copies on s2" all_healthy
+rec0=$(stat_of recovered)
+flip_all s1
+read_all "read with s1 bad"
+# Bounded, and not fatal yet: what the disk reads like without the
+# repair says more than a timeout.
+for _ in $(seq 300); do
+  recovered_since $NEXT && all_healthy && break
+  sleep 0.1
+done
+echo "recovered since the tampering: $(( $(stat_of recovered) - rec0 ))"
+kill_memserver s2 KILL
+wait_until 10 "s2 to be seen down" is_state s2 down
+read_all "read from s1 alone after s2 was killed"
+[ $(( $(stat_of recovered) - rec0 )) = $NEXT ] ||
+  fail "recovered $(( $(stat_of recovered) - rec0 )) copies, expected the $NEXT bad ones"
+n=$(stale_lines "failed authentication; marked stale")
+[ "$n" = $NEXT ] || fail "$n copies marked stale for failing authentication, expected $NEXT"
+stop_nbdkit
+kill_memserver s1 TERM
+
+########################################################################
+echo "== part 2: replicas=3, A bad; C killed, recovery fills D"
+[ -f "$TMP/nbdkit.log" ] && LOG_FROM=$(( $(wc -l <"$TMP/nbdkit.log") + 1 ))
+SERVERS=
+for s in A B C D; do start_memserver $s; done
+STATS=$TMP/stats2
+start_nbdkit $POOL_OPTS replicas=3 stats-file="$STATS"
+for s in B C D; do kill_memserver $s TERM; done
+wait_until 10 "B, C and D to be seen down" servers_up 1
+nbdcopy "$TMP/data" "$NBD_URI"            # first copies: all on A
+restart_memserver B
+restart_memserver C
+wait_until 30 "copies on B and C" eval 'servers_up 3 && all_healthy'
+restart_memserver D
+wait_until 10 "D to be seen up" is_state D up
+rec0=$(stat_of recovered)
+flip_all A
+kill_memserver C KILL
+# Done when D holds a copy of every extent and nothing is degraded (a
+# copy marked bad counts as degraded until it is rewritten).
+wait_until 60 "a third copy of every extent" \
+  eval 'is_state C down && recovered_since $NEXT && all_healthy'
+kill_memserver B KILL
+wait_until 10 "B to be seen down" is_state B down
+read_all "read from A and D after B was killed"
+kill_memserver A KILL
+wait_until 10 "A to be seen down" is_state A down
+read_all "read from D alone after A was killed"
+n=$(( $(stat_of recovered) - rec0 ))
+[ $n = $(( 2 * NEXT )) ] ||
+  fail "recovered $n copies, expected $NEXT on D and $NEXT of A's rewritten"
+n=$(stale_lines "failed authentication; marked stale, repaired next")
+[ "$n" = $NEXT ] || fail "recovery found $n of A's copies bad, expected $NEXT"
+[ "$(stale_lines "failed authentication; trying another copy")" = 0 ] ||
+  fail "part 2 read a bad block: the reads were to come from verified copies only"
+echo "PASS"
