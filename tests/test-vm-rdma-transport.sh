@@ -16,6 +16,10 @@ done
   fail "$TESTS_BIN/test_rdma_conn is not built (make check builds it)"
 
 export RP_VM_CACHE=$abs_top_builddir/tests/vm/work
+# Soft-RoCE under TCG is slow, and slower still on a busy host: a
+# 2000-op run took 40 s alone and 140 s beside other guests.
+export RP_VM_TIMEOUT=${RP_VM_TIMEOUT:-900}
+export RP_VM_SCRIPT_TIMEOUT=${RP_VM_SCRIPT_TIMEOUT:-840}
 export RP_VM_BUILDDIR=$abs_top_builddir
 mkdir -p "$RP_VM_CACHE"
 # One QEMU guest at a time (see test-vm.sh).

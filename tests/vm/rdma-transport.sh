@@ -9,7 +9,7 @@
 # credits, the bounce pool, ENOENT after FREE, a kill with calls in
 # flight; packed with --file until build-guest.sh packs it); rampool
 # status over RDMA, and a clear error for a port nobody listens on;
-# test_parallel_io through nbdkit (2000 ops, every byte checked); fio
+# test_parallel_io through nbdkit (1000 ops, every byte checked); fio
 # with verify=crc32c; test_pool_io (4 threads); kill -9 of a memserver
 # under fio (replicas=2), then the memserver back as a new incarnation
 # and recovery; every memserver holds 0 bytes after each nbdkit.  With
@@ -57,9 +57,9 @@ step "rampool status over RDMA"
 "$RAMPOOL" status "$RSERVERS" || { cat "$TMP"/s*.log; fail "status over RDMA"; }
 "$RAMPOOL" status "rdma://$RPVM_ADDR1:7999" && fail "status to a port with no listener succeeded"
 
-step "test_parallel_io --ops 2000 through nbdkit + plugin over RDMA, replicas=2"
+step "test_parallel_io --ops 1000 through nbdkit + plugin over RDMA, replicas=2"
 nbdkit -U - "$PLUGIN" servers="$RSERVERS" size=128M replicas=2 \
-  --run "'$TESTS_BIN/test_parallel_io' --ops 2000 --reopen \"\$uri\"" \
+  --run "'$TESTS_BIN/test_parallel_io' --ops 1000 --reopen \"\$uri\"" \
   >>"$TMP/nbdkit.log" 2>&1 || { tail -n 30 "$TMP/nbdkit.log"; tail -n 20 "$TMP"/s*.log; fail "parallel I/O"; }
 tail -n 3 "$TMP/nbdkit.log"
 tail -n 1 "$TMP/nbdkit.log" | grep -q PASS || fail "no PASS line from test_parallel_io"
@@ -77,7 +77,7 @@ fio --name=verify --ioengine=nbd --uri="$NBD_URI" --rw=randwrite --bsrange=4k-1M
 grep -q "err= 0" "$TMP/fio.log" || { cat "$TMP/fio.log"; fail "fio reported errors"; }
 grep -E "^ +(write|read):" "$TMP/fio.log"
 fio --name=rr --ioengine=nbd --uri="$NBD_URI" --rw=randread --bs=4k --iodepth=16 \
-    --size=32M --runtime=10 --time_based --output="$TMP/fio-rr.log" >/dev/null ||
+    --size=32M --runtime=5 --time_based --output="$TMP/fio-rr.log" >/dev/null ||
   { cat "$TMP/fio-rr.log"; fail "fio randread"; }
 grep -E "^ +read:" "$TMP/fio-rr.log"
 stop_nbdkit
