@@ -24,11 +24,11 @@
  * a connection locks 8.27 MiB, and nbdkit locks that times
  * connections= times the number of rdma:// servers (3 servers, 2
  * connections: 50 MiB), against RLIMIT_MEMLOCK unless it has
- * CAP_IPC_LOCK.  The
- * registration grants local write only: no server can read or write
- * this host's memory.  The engine's buffers are never registered: a
- * WRITE's payload is copied into the pool before it is posted, a READ
- * lands in the pool and is copied to call->rbuf when it completes.
+ * CAP_IPC_LOCK.  The registration grants local write only: no server
+ * can read or write this host's memory.  The engine's buffers are never
+ * registered: a WRITE's payload is copied into the pool before it is
+ * posted, a READ lands in the pool and is copied to call->rbuf when it
+ * completes.
  *
  * The bounce pool is a ring.  A READ or WRITE takes the next
  * contiguous span (64-byte aligned) after the newest one, wrapping to
@@ -74,15 +74,22 @@
  * call->rbuf, and its buffer reposted before the call completes; a
  * notice (RECLAIM, DRAIN: sent unasked) goes to conn_notice and returns
  * no credit, and two receive buffers beyond the credits keep room for
- * notices.  A
- * one-sided completion becomes a reply: OK, the call's id, READ's
- * count or 0 bytes, and the free bytes of the last two-sided reply.  A
+ * notices.  A one-sided completion becomes a reply: OK, the call's id,
+ * READ's count or 0 bytes, and the free bytes of the last two-sided
+ * reply.  A
  * remote access error (or an invalid request) on a READ or WRITE means
  * the server has no such extent for us (FREE and lease expiry
  * deregister it): that call is answered ENOENT, so the engine marks the
  * copy stale, and the connection ends (its queue pair is in error).
  * Any other error, a flush, DISCONNECTED or a shutdown ends it: conn_end
  * once, which fails every call still in flight.
+ *
+ * Connect fails, with what to do, where librdmacm alone would leave an
+ * operator guessing: no RDMA device at all or none toward the server
+ * (the rxe command), a reject (its rp_rdma_reject reason, or nobody
+ * listening), a refused registration (the locked-memory limit), and an
+ * accept that grants us no RDMA READ (the device would hold every READ
+ * for ever without an error).
  *
  * Names here start with rdmat_ (RDMAT_): rdma_ is librdmacm's.
  *
