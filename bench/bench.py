@@ -7,7 +7,14 @@ Subcommands:
                             run fio, measure CPU of fio and of every server
                             process in PIDS (comma-separated), append one
                             record to OUTDIR/records.jsonl
-  report OUTDIR             print the table and the ratios, write
+  countjob OUTDIR TARGET WORKLOAD PIDS -- FIO-ARGS...
+                            run fio once more (a short run) with perf stat
+                            counting system calls and context switches of
+                            fio and of each server process (and whatever
+                            they fork), append one record to
+                            OUTDIR/counts.jsonl: figures per op, which do
+                            not drift with the machine's load
+  report OUTDIR             print the tables and the ratios, write
                             OUTDIR/results.csv and OUTDIR/results.json
 """
 
@@ -186,6 +193,115 @@ def runjob(outdir, target, workload, rnd, pids, fio_args):
           f"cpu/op {rec['cpu_us_per_op']:.2f} us", flush=True)
 
 
+# -------------------------------------------------------------- countjob ---
+
+PERF_EVENTS = "raw_syscalls:sys_enter,context-switches"
+
+
+def perf_read(path):
+    """{event: count} from a `perf stat -x,` output file."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.strip().split(",")
+            if len(parts) >= 3 and parts[0].isdigit():
+                out[parts[2]] = int(parts[0])
+    return out
+
+
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return str(pid)
+
+
+def countjob(outdir, target, workload, pids, fio_args):
+    pids = [int(p) for p in pids.split(",") if p]
+    cdir = os.path.join(outdir, "counts")
+    os.makedirs(cdir, exist_ok=True)
+    stem = os.path.join(cdir, f"{target}.{workload}")
+    # One perf per server process (children it forks are counted with
+    # it: nbd-server forks one per connection), started before fio and
+    # stopped after it.
+    perfs = []
+    for i, p in enumerate(pids):
+        path = f"{stem}.srv{i}.perf"
+        perfs.append((p, comm(p), path, subprocess.Popen(
+            ["perf", "stat", "-x,", "-e", PERF_EVENTS, "-p", str(p),
+             "-o", path], stderr=subprocess.DEVNULL)))
+    time.sleep(0.3)  # perf attached (it prints nothing when it is)
+    out_json = f"{stem}.json"
+    r = subprocess.run(["perf", "stat", "-x,", "-e", PERF_EVENTS, "-o",
+                        f"{stem}.fio.perf", "--", "fio", "--output-format=json",
+                        f"--output={out_json}"] + fio_args)
+    for _, _, _, pr in perfs:
+        pr.send_signal(signal.SIGINT)
+    for _, _, _, pr in perfs:
+        pr.wait(timeout=30)
+    if r.returncode != 0:
+        sys.exit(f"bench.py: fio (counting run) failed for {target} {workload}")
+    with open(out_json) as f:
+        text = f.read()
+    job = json.loads(text[text.index("{"):])["jobs"][0]
+    ops = job["read"]["total_ios"] + job["write"]["total_ios"]
+    if ops == 0:
+        sys.exit(f"bench.py: no I/O in the counting run of {target} {workload}")
+    fio = perf_read(f"{stem}.fio.perf")
+    rec = {"target": target, "workload": workload, "ops": ops,
+           "fio_sys_per_op": round(fio.get("raw_syscalls:sys_enter", 0) / ops, 3),
+           "fio_cs_per_op": round(fio.get("context-switches", 0) / ops, 3),
+           "servers": {}}
+    tot_sys = tot_cs = 0
+    for _, name, path, _ in perfs:
+        c = perf_read(path)
+        s, cs = c.get("raw_syscalls:sys_enter", 0), c.get("context-switches", 0)
+        tot_sys += s
+        tot_cs += cs
+        agg = rec["servers"].setdefault(name, {"sys_per_op": 0.0, "cs_per_op": 0.0})
+        agg["sys_per_op"] = round(agg["sys_per_op"] + s / ops, 3)
+        agg["cs_per_op"] = round(agg["cs_per_op"] + cs / ops, 3)
+    rec["server_sys_per_op"] = round(tot_sys / ops, 3)
+    rec["server_cs_per_op"] = round(tot_cs / ops, 3)
+    with open(os.path.join(outdir, "counts.jsonl"), "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    per = "  ".join(f"{n} {v['sys_per_op']:.1f}/{v['cs_per_op']:.1f}"
+                    for n, v in rec["servers"].items())
+    print(f"  {target:12} {workload:18} syscalls/ctx-switches per op: fio "
+          f"{rec['fio_sys_per_op']:.1f}/{rec['fio_cs_per_op']:.1f}  {per}",
+          flush=True)
+
+
+def report_counts(outdir, targets, workloads):
+    path = os.path.join(outdir, "counts.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        recs = [json.loads(line) for line in f if line.strip()]
+    by = {(r["target"], r["workload"]): r for r in recs}
+    print("System calls and context switches per op (perf stat, one short "
+          "extra run each; deterministic, unlike IOPS):")
+    hdr = ("target".ljust(12) + "  " + "workload".ljust(18) +
+           "fio sys".rjust(9) + "fio cs".rjust(8) + "srv sys".rjust(9) +
+           "srv cs".rjust(8) + "   servers (sys/cs per op)")
+    print(hdr)
+    print("-" * len(hdr))
+    for t in targets:
+        for w in workloads:
+            r = by.get((t, w))
+            if not r:
+                continue
+            per = "  ".join(f"{n} {v['sys_per_op']:.1f}/{v['cs_per_op']:.1f}"
+                            for n, v in r["servers"].items())
+            print(t.ljust(12) + "  " + w.ljust(18) +
+                  f"{r['fio_sys_per_op']:9.1f}{r['fio_cs_per_op']:8.1f}"
+                  f"{r['server_sys_per_op']:9.1f}{r['server_cs_per_op']:8.1f}"
+                  f"   {per}")
+        print()
+    return recs
+
+
 # ---------------------------------------------------------------- report ---
 
 def fmt(v, nd=1):
@@ -286,6 +402,7 @@ def report(outdir):
                                    "cpu_per_op_ratio": round(cr, 4) if cr else None})
             print(w.ljust(18) + "".join(c.rjust(20) for c in cells))
         print()
+    counts = report_counts(outdir, targets, workloads)
     noisy = [r for r in recs if r.get("other_cores", 0) > 0.2]
     if noisy:
         print(f"WARNING: {len(noisy)} job(s) ran while other work used more "
@@ -307,7 +424,8 @@ def report(outdir):
                     wr.writerow(by[(t, w)])
     with open(os.path.join(outdir, "results.json"), "w") as f:
         json.dump({"meta": meta, "summary": [by[k] for k in sorted(by)],
-                   "runs": recs, "ratios": ratios}, f, indent=2)
+                   "runs": recs, "ratios": ratios, "counts": counts}, f,
+                  indent=2)
         f.write("\n")
     print(f"results: {outdir}/results.csv, {outdir}/results.json, "
           f"raw fio output in {outdir}/fio/")
@@ -326,6 +444,8 @@ def main():
         s.close()
     elif a[0] == "runjob" and len(a) >= 7 and a[6] == "--":
         runjob(a[1], a[2], a[3], int(a[4]), a[5], a[7:])
+    elif a[0] == "countjob" and len(a) >= 6 and a[5] == "--":
+        countjob(a[1], a[2], a[3], a[4], a[6:])
     elif a[0] == "report" and len(a) == 2:
         report(a[1])
     else:

@@ -77,6 +77,7 @@ cg_gone () {
   pool_cleanup
 }
 trap cg_gone EXIT
+trap 'exit 1' INT TERM HUP PIPE
 echo $((768 << 20)) >"$cg/memory.limit_in_bytes"
 sh -c "echo \$\$ >$cg/cgroup.procs && exec $top/memserver/memserver --listen 127.0.0.1:0 \
   --size auto --max-size 512M --headroom 128M --no-mlock --port-file $work/pa" \

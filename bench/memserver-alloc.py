@@ -41,7 +41,7 @@ ap.add_argument("--protocol", type=int, default=3)
 ap.add_argument("--rounds", type=int, default=3)
 args = ap.parse_args()
 os.environ["RP_TEST_PROTOCOL"] = str(args.protocol)
-import msproto as m  # noqa: E402  (reads RP_TEST_PROTOCOL)
+import rpwire as m  # noqa: E402  (reads RP_TEST_PROTOCOL)
 
 KIB64 = 64 * 1024
 
@@ -67,7 +67,7 @@ def median_rtt(c, frame_fn, n):
     times = []
     for _ in range(n):
         t = time.perf_counter()
-        c.send(frame_fn())
+        c.send_raw(frame_fn())
         reply = c.reply()
         times.append(time.perf_counter() - t)
         yield reply
@@ -79,9 +79,15 @@ def main():
     try:
         a, b = m.Conn(port, timeout=120), m.Conn(port, timeout=120)
         for c in (a, b):
-            if c.hello()[0] != m.OK:
+            try:
+                c.hello()
+            except m.Refused:
                 raise SystemExit("HELLO refused (wrong --protocol?)")
-        big = [a.alloc(m.GIB) for _ in range(63)]
+        big = []
+        for _ in range(63):
+            error, h = a.alloc(m.GIB)
+            assert error == m.OK, "ALLOC of 1 GiB: %s" % m.errname(error)
+            big.append(h)
 
         # alloc: sequential round trips, ALLOC less PING.
         for _ in median_rtt(b, lambda: m.req(m.PING), 400):
@@ -110,12 +116,12 @@ def main():
                 sent = threading.Event()
 
                 def send_a():
-                    a.send(frames)
+                    a.send_raw(frames)
                     sent.set()
                 threading.Thread(target=send_a).start()
                 sent.wait()
                 t = time.perf_counter()
-                b.send(m.req(m.PING, id=7))
+                b.send(m.PING, id=7)
                 b.reply()
                 delays.append(time.perf_counter() - t)
                 hs = []
@@ -123,7 +129,7 @@ def main():
                     error, _, _, body = a.reply()
                     assert error == m.OK, "ALLOC failed: %d" % error
                     hs.append(struct.unpack_from("<Q", body)[0])
-                a.send(b"".join(m.req(m.FREE, handle=h) for h in hs))
+                a.send_raw(b"".join(m.req(m.FREE, handle=h) for h in hs))
                 for _ in hs:
                     assert a.reply()[0] == m.OK
             print("delay: %5d pipelined ALLOCs on another connection: PING"

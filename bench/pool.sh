@@ -27,6 +27,8 @@ pool_init () {
   work=$(mktemp -d "/tmp/$1.XXXXXX")
   pool_signal=${2:-TERM}
   trap pool_cleanup EXIT
+  # A signal (^C, or SIGPIPE from `| head`) must still run the clean-up.
+  trap 'exit 1' INT TERM HUP PIPE
 }
 
 pool_die () { echo "$0: $*" >&2; exit 1; }

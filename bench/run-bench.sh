@@ -31,6 +31,7 @@ BENCH_MEMSERVER_ARGS=${BENCH_MEMSERVER_ARGS:-}
 BENCH_RAMPOOL_ARGS=${BENCH_RAMPOOL_ARGS:-}
 BENCH_OUT=${BENCH_OUT:-$PWD/bench-results}
 BENCH_READY_TIMEOUT=${BENCH_READY_TIMEOUT:-30}
+BENCH_COUNT_RUNTIME=${BENCH_COUNT_RUNTIME:-3}   # 0: no counting runs
 
 all_targets="rampool-r1 rampool-r2 memory nbd-server nbd-forward"
 helper=$here/bench.py
@@ -408,6 +409,27 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
         done
     done
 done
+# System calls and context switches per op: one short extra run per
+# target and workload under perf stat (which slows the processes it
+# counts, hence not during the timed runs).
+if ((BENCH_COUNT_RUNTIME > 0)); then
+    if perf stat -e raw_syscalls:sys_enter true >/dev/null 2>&1; then
+        log "== counting system calls and context switches (${BENCH_COUNT_RUNTIME}s runs)"
+        for w in $BENCH_WORKLOADS; do
+            for target in "${targets[@]}"; do
+                pids=$(tr ' ' , <<<"${T_PIDS[$target]}")
+                # shellcheck disable=SC2046
+                python3 "$helper" countjob "$outdir" "$target" "$w" "$pids" -- \
+                    --name="$w" --ioengine=nbd --uri="${T_URI[$target]}" \
+                    --size="$size_bytes" $(workload_args "$w") --time_based \
+                    --runtime="$BENCH_COUNT_RUNTIME" --norandommap --randrepeat=0 ||
+                    die "$target $w: counting run failed"
+            done
+        done
+    else
+        log "WARNING: perf stat cannot count system calls here (linux-perf, root): no counts"
+    fi
+fi
 stop_pids "${ALL_PIDS[@]}"
 TPIDS=()
 

@@ -64,8 +64,9 @@ struct config_key {
  *    memory on the donors and consecutive extents stripe across
  *    servers, big enough that the map of a 64 GiB disk is 64 Ki
  *    entries (~5 MiB);
- *  - recovery-rate 64 MiB/s: most of a 1 GbE link stays with
- *    foreground I/O;
+ *  - recovery-rate none: recovery runs flat out on an idle disk and
+ *    yields four fifths of the time to foreground requests (recovery.c),
+ *    so a fixed cap only lengthens the time on one copy;
  *  - rejoin-grace-ms 5 s: a blip costs no copy;
  *  - outage-wait-ms 30 s: long enough to ride out a donor's stall or a
  *    reconnect, short enough that a truly lost page ends in an error
@@ -106,8 +107,9 @@ static const struct config_key config_keys[] = {
     0, 86400000, 30000, false, CONFIG_ALL,
     "a request whose copies are all on down servers waits this long" },
   { "recovery-rate", "SIZE", CONFIG_RATE, CONFIG_FIELD (recovery_rate),
-    MiB, UINT64_MAX, 64 * MiB, false, CONFIG_ALL,
-    "bytes per second re-replication may copy" },
+    0, UINT64_MAX, 0, false, CONFIG_ALL,
+    "most bytes per second re-replication may copy; 0: no ceiling, it"
+    " yields to foreground I/O instead" },
   { "rdma-buffer", "SIZE", CONFIG_SIZE, CONFIG_FIELD (rdma_buffer),
     RP_MAX_PAYLOAD, GiB, 8 * MiB, false, CONFIG_ALL,
     "registered (locked) memory per RDMA connection for READ and WRITE"
@@ -331,8 +333,9 @@ config_set_value (struct rp_config *cfg, const struct config_key *k,
   case CONFIG_RATE:
     if (rp_parse_size (value, &v) == -1 || v < k->min)
       return config_error (err, errlen, "%s: '%s' is not a size of at least"
-                           " %s (bytes per second)", k->name, value,
-                           config_size_text (k->min, lo, sizeof lo));
+                           " %s (bytes per second%s)", k->name, value,
+                           config_size_text (k->min, lo, sizeof lo),
+                           k->min == 0 ? "; 0 for none" : "");
     break;
   case CONFIG_UINT:
     if (rp_parse_uint (value, k->min, k->max, &v) == -1)

@@ -34,6 +34,33 @@
 
 struct rp_pool;
 
+/* Recovery's workers (recovery.c): the monitor thread and
+ * RECOVERY_WORKERS - 1 threads of their own scan the map together in
+ * each pass, so extents are re-created from many sources onto many
+ * targets at once.
+ */
+#define RECOVERY_WORKERS 4
+struct recovery_worker {
+  struct rp_pool *pool;
+  uint8_t *buf;                /* min (extent size, RP_MAX_PAYLOAD) */
+  pthread_t thread;
+  bool has_thread;
+};
+struct recovery_state {
+  struct recovery_worker workers[RECOVERY_WORKERS];  /* [0]: monitor */
+  pthread_mutex_t lock;        /* gen, busy, is_stopping */
+  pthread_cond_t go, done;
+  uint64_t gen;                /* bumped to start a pass */
+  unsigned busy;               /* threads still scanning this pass */
+  bool is_stopping, is_inited;
+  /* The pass under way, shared by its workers: */
+  atomic_uint_least64_t cursor;  /* next extent to look at */
+  atomic_int_least64_t budget;   /* bytes left (recovery-rate=) */
+  atomic_uint_least64_t repaired;
+  atomic_bool is_cut;          /* stopped at the deadline: more to do */
+  uint64_t until_ms;           /* the deadline (set under lock) */
+};
+
 /* A donor: one memserver as this pool sees it (donor.c). */
 struct donor {
   struct rp_pool *pool;
@@ -119,6 +146,7 @@ struct rp_pool {
   uint8_t *key;                /* cluster key (locked), NULL = none */
   struct crypt crypt;          /* encrypt=on; crypt.key NULL when off */
   int backup_fd;               /* backup=PATH, or -1 */
+  struct recovery_state rec;   /* recovery.c */
   uint8_t *recovery_buf;       /* min (extent size, RP_MAX_PAYLOAD) bytes,
                                   allocated at open: recovery must not
                                   allocate when it is needed (under

@@ -180,21 +180,25 @@ static void *
 monitor_thread (void *arg)
 {
   struct rp_pool *p = arg;
+  bool is_more = false;          /* recovery has work left: no wait */
 
   pthread_mutex_lock (&p->lock);
   while (!p->is_stopping) {
-    uint64_t wake = rp_now_ms () + p->cfg.heartbeat_ms;
-    struct timespec ts = { .tv_sec = wake / 1000,
-                           .tv_nsec = (wake % 1000) * 1000000 };
-    pthread_cond_timedwait (&p->cond, &p->lock, &ts);
+    if (!is_more) {
+      uint64_t wake = rp_now_ms () + p->cfg.heartbeat_ms;
+      struct timespec ts = { .tv_sec = wake / 1000,
+                             .tv_nsec = (wake % 1000) * 1000000 };
+      pthread_cond_timedwait (&p->cond, &p->lock, &ts);
+    }
     if (p->is_stopping)
       break;
     pthread_mutex_unlock (&p->lock);
 
+    uint64_t next = rp_now_ms () + p->cfg.heartbeat_ms;
     membership_check (p);
     monitor_ping_all (p);
     monitor_reconnect_down (p);
-    recovery_pass (p);
+    is_more = recovery_pass (p, next);
     if (p->cfg.stats_file)
       monitor_write_stats_file (p);
     pthread_mutex_lock (&p->lock);

@@ -32,6 +32,7 @@
 #include "logging.h"
 #include "membership.h"
 #include "monitor.h"
+#include "recovery.h"
 #include "util.h"
 
 /* Report the servers that did not answer, and fail the open if fewer
@@ -137,6 +138,10 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
     }
     p->nservers = i + 1;
   }
+  if (recovery_start (p) == -1) {
+    snprintf (err, errlen, "recovery threads: %s", strerror (errno));
+    goto out_close;
+  }
   up = monitor_connect_all (p);
   if (pool_check_up (p, up, err, errlen) == -1)
     goto out_close;
@@ -199,6 +204,7 @@ rp_pool_close (struct rp_pool *p)
   if (p == NULL)
     return;
   monitor_stop (p);
+  recovery_stop (p);
   if (p->map.e)
     pool_free_all (p);
   for (unsigned i = 0; i < p->nservers; i++)

@@ -46,63 +46,89 @@ replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
 
   /* Leaving copies stay until their replacements are filled. */
   unsigned want = replica_slots_wanted (p, e);
+  /* The copies still wanted are ALLOCated in parallel, one round after
+   * another while some fail (a first write waits for one round trip,
+   * not one per replica).
+   */
   while (e->nrep < want) {
-    struct conn_call call;
-    struct rp_alloc_reply reply;
-    struct donor *s;
-    int choice;
+    struct conn_call calls[EXTENT_SLOTS];
+    struct rp_alloc_reply replies[EXTENT_SLOTS];
+    int chosen[EXTENT_SLOTS];
+    struct conn_wait w;
+    unsigned n = 0;
 
-    for (unsigned i = 0; i < p->nservers; i++) {
-      s = &p->servers[i];
-      cand[i].is_eligible = !tried[i] && replica_may_place_on (s) &&
-        atomic_load (&s->free_bytes) >= p->cfg.extent_size &&
-        !extent_map_has_server (e, i);
-      cand[i].is_preferred_out = false;
-      for (unsigned j = 0; j < nprev; j++)
-        if (prev_servers[j] == i)
-          cand[i].is_preferred_out = true;
-      cand[i].free_bytes = atomic_load (&s->free_bytes);
-    }
-    choice = placement_choose (cand, p->nservers, p->cfg.placement_choices,
-                               &replica_rng);
-    if (choice < 0)
-      break;
-    tried[choice] = true;
-    s = &p->servers[choice];
-    memset (&call, 0, sizeof call);
-    call.req.op = RP_OP_ALLOC;
-    /* With replicas=1 this is the client's only copy: the server's
-     * reclaim must not drop it (protocol.h).
-     */
-    call.req.flags = p->cfg.replicas == 1 ? RP_FLAG_SOLE : 0;
-    call.req.offset = p->cfg.extent_size;
-    call.rbuf = &reply;
-    call.rcap = sizeof reply;
-    if (conn_roundtrip (donor_conn (s, idx), &call, p->cfg.timeout_ms) == -1) {
-      last_err = errno;
-      if (!call.is_answered) {
-        /* The server may have allocated the extent and lost only the
-         * reply: the next reconnect lists our extents there and frees
-         * the one we do not know (pool_reconcile).
-         */
-        atomic_store (&s->has_alloc_in_doubt, true);
-        donor_down (s, strerror (errno));
+    conn_wait_init (&w);
+    while (e->nrep + n < want) {
+      struct donor *s;
+      int choice;
+      for (unsigned i = 0; i < p->nservers; i++) {
+        s = &p->servers[i];
+        cand[i].is_eligible = !tried[i] && replica_may_place_on (s) &&
+          atomic_load (&s->free_bytes) >= p->cfg.extent_size &&
+          !extent_map_has_server (e, i);
+        cand[i].is_preferred_out = false;
+        for (unsigned j = 0; j < nprev; j++)
+          if (prev_servers[j] == i)
+            cand[i].is_preferred_out = true;
+        cand[i].free_bytes = atomic_load (&s->free_bytes);
       }
-      else if (errno == ENOSPC || errno == ENOMEM)
-        atomic_store (&s->free_bytes, 0);  /* until a reply says more */
-      continue;
+      choice = placement_choose (cand, p->nservers, p->cfg.placement_choices,
+                                 &replica_rng);
+      if (choice < 0)
+        break;
+      tried[choice] = true;
+      s = &p->servers[choice];
+      memset (&calls[n], 0, sizeof calls[n]);
+      calls[n].req.op = RP_OP_ALLOC;
+      /* With replicas=1 this is the client's only copy: the server's
+       * reclaim must not drop it (protocol.h).
+       */
+      calls[n].req.flags = p->cfg.replicas == 1 ? RP_FLAG_SOLE : 0;
+      calls[n].req.offset = p->cfg.extent_size;
+      calls[n].rbuf = &replies[n];
+      calls[n].rcap = sizeof replies[n];
+      calls[n].wait = &w;
+      if (conn_submit (donor_conn (s, idx), &calls[n]) == -1) {
+        last_err = errno;
+        continue;
+      }
+      chosen[n++] = choice;
     }
-    struct replica *r = &e->rep[e->nrep];
-    r->handle = le64toh (reply.handle);
-    r->rkey = le32toh (reply.rkey);
-    r->raddr_64k = le32toh (reply.offset_64k);
-    r->server = choice;
-    r->epoch = atomic_load (&s->epoch);
-    r->is_stale = 0;
-    __atomic_store_n (&e->nrep, e->nrep + 1, __ATOMIC_RELEASE);
-    uint64_t fb = atomic_load (&s->free_bytes);
-    atomic_store (&s->free_bytes,
-                  fb >= p->cfg.extent_size ? fb - p->cfg.extent_size : 0);
+    if (n == 0) {
+      conn_wait_destroy (&w);
+      break;
+    }
+    conn_wait_all (&w, calls, n, rp_now_ms () + p->cfg.timeout_ms);
+    conn_wait_destroy (&w);
+    for (unsigned k = 0; k < n; k++) {
+      struct donor *s = &p->servers[chosen[k]];
+      if (!calls[k].is_done || calls[k].err || !calls[k].is_answered) {
+        last_err = calls[k].err ? calls[k].err : ETIMEDOUT;
+        if (!calls[k].is_answered) {
+          /* The server may have allocated the extent and lost only the
+           * reply: the next reconnect lists our extents there and frees
+           * the one we do not know (pool_reconcile).
+           */
+          atomic_store (&s->has_alloc_in_doubt, true);
+          donor_down (s, strerror (last_err));
+        }
+        else if (last_err == ENOSPC || last_err == ENOMEM)
+          atomic_store (&s->free_bytes, 0);  /* until a reply says more */
+        continue;
+      }
+      struct replica *r = &e->rep[e->nrep];
+      r->handle = le64toh (replies[k].handle);
+      r->rkey = le32toh (replies[k].rkey);
+      r->raddr_64k = le32toh (replies[k].offset_64k);
+      r->server = chosen[k];
+      r->epoch = atomic_load (&s->epoch);
+      r->is_stale = 0;
+      r->leaving = 0;
+      __atomic_store_n (&e->nrep, e->nrep + 1, __ATOMIC_RELEASE);
+      uint64_t fb = atomic_load (&s->free_bytes);
+      atomic_store (&s->free_bytes,
+                    fb >= p->cfg.extent_size ? fb - p->cfg.extent_size : 0);
+    }
   }
   if (e->nrep == 0) {
     logging_msg (LOGGING_ERROR,

@@ -30,7 +30,7 @@ import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import msproto as m  # noqa: E402
+import rpwire as m  # noqa: E402
 
 mode, port, pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
@@ -43,9 +43,10 @@ def served(timeout=10):
     """A new connection: HELLO and PING answered."""
     c = m.Conn(port, timeout=timeout)
     try:
-        error, _ = c.hello()
-        if error != m.OK:
-            fail("HELLO refused with error %d" % error)
+        try:
+            c.hello()
+        except m.Refused as e:
+            fail("HELLO refused with error %d" % e.error)
         if c.call(m.PING)[0] != m.OK:
             fail("PING failed")
     except socket.timeout:
@@ -108,10 +109,12 @@ def wedge():
         fail("the server counts %d connections, %d are open"
              % (clients, len(warm) + len(accepted) + 2))
     for s in warm + accepted:
-        c = m.Conn.__new__(m.Conn)
-        c.s, c.owner, c.next_id = s, os.urandom(16), 1
-        s.settimeout(10)
-        if c.hello()[0] != m.OK or c.call(m.PING)[0] != m.OK:
+        c = m.Conn(port, timeout=10, sock=s)
+        try:
+            c.hello()
+        except m.Refused:
+            fail("an accepted connection was not served")
+        if c.call(m.PING)[0] != m.OK:
             fail("an accepted connection was not served")
         s.close()
     check.close()
@@ -122,17 +125,22 @@ def wedge():
 
 
 def cost(keyfile, n):
-    control = m.Conn(port)
-    if control.hello(m.load_key(keyfile))[0] != m.OK:
+    control = m.Conn(port, timeout=60)
+    try:
+        control.hello(key=m.load_key(keyfile))
+    except m.Refused:
         fail("control connection refused")
     base = control.stat()["clients"]
     vm0, rss0 = m.proc_status(pid, "VmSize"), m.proc_status(pid, "VmRSS")
     conns = []
     for _ in range(n):
-        c = m.Conn(port)
-        error, body = c.hello(auth=False)
-        if error != m.OK or not (int.from_bytes(body[4:8], "little") & 1):
-            fail("HELLO to a keyed server: error %d, or no AUTH asked" % error)
+        c = m.Conn(port, timeout=60)
+        try:
+            c.hello(auth=False)
+        except m.Refused as e:
+            fail("HELLO to a keyed server: error %d" % e.error)
+        if not c.flags & m.HELLO_AUTH:
+            fail("HELLO to a keyed server: no AUTH asked")
         conns.append(c)
     silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
     clients = control.stat()["clients"]

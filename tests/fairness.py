@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import msproto as m  # noqa: E402
+import rpwire as m  # noqa: E402
 
 port, pid = int(sys.argv[1]), int(sys.argv[2])
 N, SIZE = 1000, 64 * 1024
@@ -30,16 +30,20 @@ def fail(msg):
     raise SystemExit("FAIL: " + msg)
 
 
-a, b = m.Conn(port), m.Conn(port)
-if a.hello()[0] != m.OK or b.hello()[0] != m.OK:
+a, b = m.Conn(port, timeout=60), m.Conn(port, timeout=60)
+try:
+    a.hello()
+    b.hello()
+except m.Refused:
     fail("HELLO refused")
-_, _, free0, _ = a.call(m.PING)
+a.send(m.PING)
+_, _, free0, _ = a.reply()
 frames = b"".join(m.req(m.ALLOC, id=1000 + i, offset=SIZE) for i in range(N))
 
 os.kill(pid, signal.SIGSTOP)
 try:
-    a.send(frames)
-    b.send(m.req(m.PING, id=7))
+    a.send_raw(frames)
+    b.send(m.PING, id=7)
     want = {a.local_port(): len(frames), b.local_port(): m.REQ.size}
     deadline = time.monotonic() + 30
     while any(m.server_rx_queues(port).get(p) != n for p, n in want.items()):

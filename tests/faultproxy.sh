@@ -3,9 +3,11 @@
 #
 # start_proxy NAME...: one proxy process fronting memservers NAME...
 # (started before with start_memserver); sets PX_PORT_<NAME> (the
-# proxy's port for it), PROXY_PID, and PROXY_SERVERS (the servers= list
-# through the proxy, in the order given).  Ready when its ports file
-# exists (written once the listeners and the control socket are up).
+# proxy's port for it), PX_ADDR_<NAME> (127.0.0.1:that port: memserver
+# NAME as the client knows it, in the stats file and the log),
+# PROXY_PID, and PROXY_SERVERS and SERVERS (the servers= list through
+# the proxy, in the order given).  Ready when its ports file exists
+# (written once the listeners and the control socket are up).
 requires python3
 
 FAULTPROXY=${srcdir:-.}/faultproxy.py
@@ -28,8 +30,10 @@ start_proxy () {
     port=$(awk -v n="$name" '$1 == n { print $2 }' "$TMP/proxy.ports")
     [ -n "$port" ] || fail "faultproxy: no port for $name"
     printf -v "PX_PORT_$name" %s "$port"
+    printf -v "PX_ADDR_$name" %s "127.0.0.1:$port"
     PROXY_SERVERS+="${PROXY_SERVERS:+,}127.0.0.1:$port"
   done
+  SERVERS=$PROXY_SERVERS
 }
 
 # proxy NAME COMMAND...: steer the link to NAME ("*": every link);
@@ -40,3 +44,7 @@ proxy () {
     fail "faultproxy: '$*': $reply"
   echo "proxy: $reply"
 }
+
+# proxy_status NAME: the proxy's status line for the link to NAME,
+# "ok NAME MODE delay MS conns N held H,H,..." (faultproxy.py).
+proxy_status () { python3 "$FAULTPROXY" ctl "$PROXY_CTL" "$1" status; }

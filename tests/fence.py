@@ -79,7 +79,7 @@ def write_unanswered(c, handle, data, who):
     ends."""
     try:
         c.send(WRITE, handle=handle, payload=data)
-        error, _, _ = c.reply()
+        error, _, _, _ = c.reply()
     except Closed:
         ok(True, "")
         return

@@ -67,8 +67,8 @@ wait_for_file () {
 
 # start_memserver NAME [ARGS...]: start a memserver on MS_LISTEN
 # (HOST:PORT, default 127.0.0.1:0: loopback, a free port); sets
-# MS_PORT_<NAME>, MS_HOST_<NAME> and MS_PID_<NAME>, appends HOST:PORT to
-# SERVERS.
+# MS_PORT_<NAME>, MS_HOST_<NAME>, MS_ADDR_<NAME> (HOST:PORT) and
+# MS_PID_<NAME>, appends HOST:PORT to SERVERS.
 SERVERS=
 start_memserver () {
   local name=$1; shift
@@ -83,6 +83,7 @@ start_memserver () {
   printf -v "MS_PORT_$name" %s "$(cat "$TMP/$name.port")"
   printf -v "MS_HOST_$name" %s "${listen%:*}"
   local addr=${listen%:*}:$(cat "$TMP/$name.port")
+  printf -v "MS_ADDR_$name" %s "$addr"
   case ",$SERVERS," in *",$addr,"*) ;; *) SERVERS+="${SERVERS:+,}$addr" ;; esac
 }
 
@@ -137,28 +138,90 @@ start_nbdkit () {
 
 now_ms () { date +%s%3N; }
 
-# The plugin's stats-file=: set STATS to its path.  stat_of KEY: one
-# value.  server_state NAME: "up" or "down" as the plugin sees
-# memserver NAME (start_memserver's).
+MiB=$((1024 * 1024))
+
+# The plugin's stats-file=: set STATS to its path (and pass
+# stats-file="$STATS").  stat_of KEY: one value.
 stat_of () { awk -v k="$1" '$1 == k { print $2 }' "$STATS" 2>/dev/null; }
-server_state () {
-  local port_var=MS_PORT_$1
-  awk -v a="127.0.0.1:${!port_var}" '$1 == "server" && $2 == a { print $3 }' \
-    "$STATS" 2>/dev/null
+
+# stats_are KEY OP N [KEY OP N]...: true when $STATS has every KEY with
+# a value that compares to N as OP says (-eq -ne -gt -ge -lt -le, as in
+# test(1)); false when a KEY is missing or there is no file yet.  One
+# read of the file: the plugin replaces it whole, so the figures all
+# come from the same moment.  E.g.
+#   stats_are servers_up -eq 2 extents_healthy -eq 8 recovered -gt 0
+stats_are () {
+  [ $(( $# % 3 )) = 0 ] && [ $# -gt 0 ] || fail "stats_are: KEY OP N...: '$*'"
+  local i
+  for (( i = 2; i <= $#; i += 3 )); do
+    case ${!i} in -eq|-ne|-gt|-ge|-lt|-le) ;; *) fail "stats_are: operator '${!i}'" ;; esac
+  done
+  awk -v want="$*" '
+    { v[$1] = $2 }
+    END {
+      n = split(want, w, " ")
+      for (i = 1; i < n; i += 3) {
+        k = w[i]; op = w[i + 1]; x = w[i + 2] + 0
+        if (!(k in v)) exit 1
+        y = v[k] + 0
+        if (op == "-eq" && !(y == x) || op == "-ne" && !(y != x) ||
+            op == "-gt" && !(y > x) || op == "-ge" && !(y >= x) ||
+            op == "-lt" && !(y < x) || op == "-le" && !(y <= x))
+          exit 1
+      }
+    }' "$STATS" 2>/dev/null
 }
 
-# wait_until SECONDS WHAT COMMAND...: poll every 0.1 s until COMMAND
-# succeeds; after SECONDS, show $STATS and fail.
-wait_until () {
-  local secs=$1 what=$2; shift 2
-  local end=$(( $(now_ms) + secs * 1000 ))
+# server_is WHO STATE [EPOCH]: $STATS has server WHO in STATE ("up",
+# "down"...): its line is "server ADDR STATE ...", or with EPOCH exactly
+# "server ADDR STATE epoch EPOCH" (nothing after it).  WHO: HOST:PORT
+# as the client knows it, or the NAME of a memserver started by
+# start_memserver (its MS_ADDR_NAME, or PX_ADDR_NAME when the client
+# reaches it through faultproxy.sh).
+server_is () {
+  local addr=$1 px_var=PX_ADDR_$1 ms_var=MS_ADDR_$1
+  case $addr in
+    *:*) ;;
+    *) addr=${!px_var:-${!ms_var}} ;;
+  esac
+  awk -v a="$addr" -v s="$2" -v e="${3:-}" '
+    $1 == "server" && $2 == a && $3 == s &&
+      (e == "" || NF == 5 && $4 == "epoch" && $5 == e) { found = 1 }
+    END { exit !found }' "$STATS" 2>/dev/null
+}
+
+# poll_until [--polls] LIMIT COMMAND...: run COMMAND every 0.1 s until
+# it succeeds (status 0), or give up (status 1): after LIMIT seconds, or
+# with --polls after LIMIT pauses of 0.1 s (LIMIT + 1 tries: at least
+# LIMIT / 10 seconds, longer when COMMAND is slow or the machine busy).
+poll_until () {
+  local polls=
+  [ "$1" = --polls ] && { polls=1; shift; }
+  local limit=$1; shift
+  if [ -n "$polls" ]; then
+    for _ in $(seq "$limit"); do "$@" && return 0; sleep 0.1; done
+    "$@" && return 0
+    return 1
+  fi
+  local end=$(( $(now_ms) + limit * 1000 ))
   until "$@"; do
-    if [ "$(now_ms)" -ge "$end" ]; then
-      [ -f "${STATS:-}" ] && cat "$STATS"
-      fail "timed out after ${secs}s waiting for $what"
-    fi
+    [ "$(now_ms)" -ge "$end" ] && return 1
     sleep 0.1
   done
+}
+
+# wait_until [--polls] LIMIT WHAT COMMAND...: poll_until, and when it
+# gives up, show $STATS (if there is one) and fail.
+wait_until () {
+  local polls=()
+  [ "$1" = --polls ] && { polls=(--polls); shift; }
+  local limit=$1 what=$2; shift 2
+  poll_until "${polls[@]+"${polls[@]}"}" "$limit" "$@" && return 0
+  [ -f "${STATS:-}" ] && cat "$STATS"
+  if [ ${#polls[@]} = 0 ]; then
+    fail "timed out after ${limit}s waiting for $what"
+  fi
+  fail "timed out after $limit polls waiting for $what"
 }
 
 stop_nbdkit () {
@@ -166,11 +229,44 @@ stop_nbdkit () {
   wait "$NBDKIT_PID" 2>/dev/null || true
 }
 
+# read_blocks BLOCK_SIZE FILE: read the whole disk (NBD_URI) block by
+# block against FILE (nbd_blocks, with each EIO block named); sets
+# BLOCKS to its counts, "ok N eio N mismatch N error N", and EIO_AT to
+# the numbers of the blocks that failed with EIO, each followed by a
+# space (e.g. "8 9 10 11 "; empty when none).
+read_blocks () {
+  NBD_BLOCKS_LIST_EIO=1 "$TESTS_BIN/nbd_blocks" "$NBD_URI" "$1" "$2" \
+    >"$TMP/blocks" 2>"$TMP/blocks.err" || { cat "$TMP/blocks.err"; fail "nbd_blocks failed"; }
+  cat "$TMP/blocks.err"
+  BLOCKS=$(cat "$TMP/blocks")
+  EIO_AT=$(awk -v bs="$1" '/EIO in the block at/ { printf "%d ", $NF / bs }' "$TMP/blocks.err")
+}
+
+# write_fails_eio WHAT BLOCK_SIZE FILE FIRST COUNT: nbd_blocks' write of
+# blocks FIRST..FIRST+COUNT-1 of FILE must fail with EIO (exit 3).
+write_fails_eio () {
+  local what=$1 rc=0; shift
+  "$TESTS_BIN/nbd_blocks" "$NBD_URI" "$1" "$2" write "$3" "$4" || rc=$?
+  [ "$rc" = 3 ] || fail "$what did not fail with EIO (exit $rc)"
+}
+
+# Tests that look into a memserver's memory (tests/procmem.py):
+# use_procmem makes their memservers 64 MiB (MS_SIZE), the size
+# procmem.py finds the region by (REGION), and sets PM, the command:
+# $PM peek "$MS_PID_name" ADDR LEN FILE...
+use_procmem () {
+  requires python3
+  PM="python3 ${srcdir:-.}/procmem.py"
+  MS_SIZE=64M
+  REGION=$((64 * MiB))
+}
+
 # rampool-fuse (test-fuse.sh, test-zero-nohole.sh; run them with
 # MOUNT_NS=own).  fuse_setup: the mount point $MNT and the clean-up.
 # start_fuse KEY=VALUE...: start it on $MNT and wait until $MNT/disk
-# has the size EXPECT_SIZE; sets FUSE_PID.  Stop it with SIGTERM or
-# fusermount3 -u, wait "$FUSE_PID", then set FUSE_PID= again.
+# has the size EXPECT_SIZE; sets FUSE_PID.  stop_fuse term|unmount:
+# stop it with SIGTERM or fusermount3 -u; it must exit 0 and leave
+# nothing mounted.
 RAMPOOL_FUSE=$abs_top_builddir/client/rampool-fuse
 FUSE_PID=
 is_mounted () { grep -q " $MNT fuse" /proc/mounts; }
@@ -193,4 +289,15 @@ start_fuse () {
     sleep 0.05
   done
   fail "rampool-fuse: $MNT/disk did not appear"
+}
+stop_fuse () {
+  local how
+  case $1 in
+    term) kill "$FUSE_PID"; how=SIGTERM ;;
+    unmount) fusermount3 -u "$MNT"; how="fusermount3 -u" ;;
+    *) fail "stop_fuse term|unmount" ;;
+  esac
+  wait "$FUSE_PID" || fail "rampool-fuse exited with $? after $how"
+  FUSE_PID=
+  if is_mounted; then fail "still mounted after $how"; fi
 }

@@ -23,7 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import msproto as m  # noqa: E402
+import rpwire as m  # noqa: E402
 
 port, keyfile, logfile, n = (int(sys.argv[1]), sys.argv[2], sys.argv[3],
                              int(sys.argv[4]))
@@ -43,7 +43,7 @@ def fail(msg):
 def wait_closed(c):
     """Until the server closes c (it just broke the protocol)."""
     try:
-        while c.s.recv(4096):
+        while c.sock.recv(4096):
             pass
     except ConnectionResetError:
         pass
@@ -53,20 +53,22 @@ def one(i):
     c = m.Conn(port, timeout=30)
     kind = i % 4
     if kind == 0:
-        c.send(m.req(m.PING, magic=0xdeadbeef))
+        c.send_raw(m.req(m.PING, magic=0xdeadbeef))
         wait_closed(c)
     elif kind == 1:
-        c.send(m.hello_frame(c.owner, os.urandom(32), version=99))
+        c.send(m.HELLO, payload=m.hello_payload(c.owner, os.urandom(32),
+                                                version=99))
         error, _, _, _ = c.reply()
         if error != m.EVERSION:
             fail("HELLO version 99 answered %d" % error)
     elif kind == 2:
-        c.send(m.req(m.PING))
+        c.send(m.PING)
         wait_closed(c)
     else:
-        error, _ = c.hello(auth=False)
-        if error != m.OK:
-            fail("HELLO refused: %d" % error)
+        try:
+            c.hello(auth=False)
+        except m.Refused as e:
+            fail("HELLO refused: %d" % e.error)
     c.close()
 
 

@@ -16,12 +16,10 @@ import socket
 import struct
 import sys
 
-REQ = struct.Struct("<IHHQQQII")     # magic op flags id handle offset count length
-REPLY = struct.Struct("<IIQQII")     # magic error id free length reserved
-REQ_MAGIC, REPLY_MAGIC = 0x71505252, 0x72505252
-HELLO, ALLOC, FREE, READ, WRITE, STAT, PING, ZERO = range(1, 9)
-EINVAL, ENOSPC, ENOENT = 1, 2, 3
-MAX_PAYLOAD = 4 << 20
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rpwire import (REPLY, REPLY_MAGIC, REQ, HELLO_REQ, MAX_PAYLOAD,  # noqa: E402
+                    HELLO, ALLOC, FREE, READ, WRITE, STAT, PING, ZERO, AUTH,
+                    EINVAL, ENOENT, EPERM, hello_payload, req)
 
 port = int(sys.argv[1])
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 20
@@ -33,16 +31,12 @@ def conn():
     return s
 
 
-def req(op, id=1, handle=0, offset=0, count=0, length=0, magic=REQ_MAGIC, flags=0):
-    return REQ.pack(magic, op, flags, id, handle, offset, count, length)
-
-
-HELLO_LEN = 64
+HELLO_LEN = HELLO_REQ.size
 
 
 def hello(s):
     s.sendall(req(HELLO, length=HELLO_LEN) +
-              struct.pack("<II16s32sQ", 3, 0, os.urandom(16), os.urandom(32), 0))
+              hello_payload(os.urandom(16), os.urandom(32)))
     r = read_reply(s)
     assert r[1] == 0, "HELLO refused: %r" % (r,)
     body = s.recv(r[4], socket.MSG_WAITALL)
@@ -107,9 +101,9 @@ if len(sys.argv) > 3 and sys.argv[3] == "--keyed":
             cases += 1
         s = conn()
         hello(s)
-        s.sendall(req(9, length=32) + os.urandom(32))
+        s.sendall(req(AUTH, length=32) + os.urandom(32))
         r = read_reply(s)
-        if r is None or r[1] != 7:
+        if r is None or r[1] != EPERM:
             raise SystemExit("FAIL: forged AUTH proof not refused with EPERM: %r" % (r,))
         s.sendall(req(PING))
         if s.recv(65536):

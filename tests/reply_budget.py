@@ -26,7 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import msproto as m  # noqa: E402
+import rpwire as m  # noqa: E402
 
 port, pid = int(sys.argv[1]), int(sys.argv[2])
 MIB = m.MIB
@@ -57,11 +57,13 @@ def attack(n, reads, handle_owner):
     owner, handle = handle_owner
     conns = []
     for _ in range(n):
-        c = m.Conn(port, rcvbuf=4096)
-        if c.hello(owner=owner)[0] != m.OK:
+        c = m.Conn(port, timeout=60, rcvbuf=4096)
+        try:
+            c.hello(owner=owner)
+        except m.Refused:
             fail("attacker HELLO refused")
-        c.send(b"".join(m.req(m.READ, id=i + 100, handle=handle,
-                              count=4 * MIB) for i in range(reads)))
+        c.send_raw(b"".join(m.req(m.READ, id=i + 100, handle=handle,
+                                  count=4 * MIB) for i in range(reads)))
         conns.append(c)
     ports = [c.local_port() for c in conns]
     wait_until(lambda: all(m.server_rx_queues(port).get(p, -1) == 0
@@ -71,19 +73,25 @@ def attack(n, reads, handle_owner):
 
 
 good = m.Conn(port, timeout=120)
-if good.hello()[0] != m.OK:
+try:
+    good.hello()
+except m.Refused:
     fail("HELLO refused")
 pattern = os.urandom(4 * MIB)
-h = good.alloc(4 * MIB)
+err, h = good.alloc(4 * MIB)
+if err != m.OK:
+    fail("ALLOC: %s" % m.errname(err))
 good.write(h, 0, pattern)
 if good.read(h, 0, 65536) != pattern[:65536]:
     fail("read back before the attack differs")
 
 # The attackers' extent: one owner, one 4 MiB extent, read by all.
 owner = os.urandom(16)
-first = m.Conn(port)
+first = m.Conn(port, timeout=60)
 first.hello(owner=owner)
-handle = first.alloc(4 * MIB)
+err, handle = first.alloc(4 * MIB)
+if err != m.OK:
+    fail("the attackers' ALLOC: %s" % m.errname(err))
 base = m.proc_status(pid, "VmRSS")
 
 # --- 1: many connections that do not read ---
@@ -110,7 +118,7 @@ first.close()
 wait_until(lambda: good.stat()["clients"] == 1, "the attackers are gone")
 
 # --- 2: the budget full, a big READ must still be served ---
-first = m.Conn(port)
+first = m.Conn(port, timeout=60)
 first.hello(owner=owner)
 attackers = attack(6, 5, (owner, handle))
 start = time.monotonic()

@@ -41,8 +41,8 @@ drain_s1 () {
     "$NBD_URI" >"$TMP/io.log" 2>&1 &
   IO_PID=$!
   _pids+=("$IO_PID")
-  S1=127.0.0.1:$MS_PORT_s1
-  holds_data () { [ "$(server_used "$S1")" -gt $((mib * 1024 * 1024)) ]; }
+  S1=$MS_ADDR_s1
+  holds_data () { [ "$(server_used "$S1")" -gt $((mib * MiB)) ]; }
   wait_until 30 "s1 to hold $mib MiB of the disk" holds_data
   echo "s1 holds $(server_used "$S1") bytes when told to drain"
   if [ "$how" = cli ]; then
@@ -75,8 +75,8 @@ s1_drained () {
 
 # The pool healthy on s3 and s4, the checker's PASS, nothing lost.
 settled () {
-  [ "$(stat_of servers_up)" = 2 ] && [ "$(stat_of extents_degraded)" = 0 ] &&
-    [ "$(stat_of extents_lost)" = 0 ] && [ "$(stat_of extents_unreachable)" = 0 ]
+  stats_are servers_up -eq 2 extents_degraded -eq 0 extents_lost -eq 0 \
+    extents_unreachable -eq 0
 }
 io_passed () {
   wait_until 90 "recovery onto s3 and s4" settled
@@ -109,16 +109,14 @@ rc=0
 "$RAMPOOL" drain "$S1" 2>"$TMP/drain.err" || rc=$?
 [ "$rc" = 1 ] && grep -q "rampool drain: $S1: connect: Connection refused" "$TMP/drain.err" ||
   { cat "$TMP/drain.err"; fail "rampool drain of a stopped server: status $rc"; }
-gone () { grep -q "^server $S1 down" "$STATS"; }
-wait_until 30 "the client to see s1 gone" gone
+wait_until 30 "the client to see s1 gone" server_is s1 down
 kill_memserver s2 KILL
 io_passed
 echo "A: s1 drained ($(stat_of migrated) copies moved), then s2 lost: no error"
 
 # ---- B: kill during the drain (SIGUSR2), encrypted.
 drain_s1 signal 24 encrypt=on recovery-rate=8M
-some_moved () { [ "$(stat_of migrated)" -gt 0 ] 2>/dev/null; }
-wait_until 30 "the first copies to move off s1" some_moved
+wait_until 30 "the first copies to move off s1" stats_are migrated -gt 0
 state=$("$RAMPOOL" status --raw "$S1" | awk '{ print $7 }')
 [ "$state" = draining ] || fail "rampool status shows s1 '$state', not draining"
 shows_draining () { grep -q "^server $S1 up epoch 0 draining$" "$STATS"; }

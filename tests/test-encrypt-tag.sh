@@ -21,19 +21,15 @@
 # request shape returns.
 source "${srcdir:-.}/functions.sh"
 requires nbdkit
-requires python3
-PM="python3 ${srcdir:-.}/procmem.py"
-MS_SIZE=64M
-REGION=$((64 * 1024 * 1024))
+use_procmem
 B=4096
-MB=$((1024 * 1024))
 
 start_memserver m
 STATS=$TMP/stats
 start_nbdkit size=8M replicas=1 encrypt=on stats-file="$STATS"
-head -c $((4 * MB)) /dev/urandom >"$TMP/want"
-truncate -s $((8 * MB)) "$TMP/want"
-"$TESTS_BIN/nbd_blocks" "$NBD_URI" $MB "$TMP/want" write 0 4
+head -c $((4 * MiB)) /dev/urandom >"$TMP/want"
+truncate -s $((8 * MiB)) "$TMP/want"
+"$TESTS_BIN/nbd_blocks" "$NBD_URI" $MiB "$TMP/want" write 0 4
 # Extent 0's block 0 is the first non-zero page of the region.
 base=$($PM save "$MS_PID_m" $REGION "$TMP/first")
 for bb in 0:0 5:4095 6:2048 255:1000; do      # block:byte
@@ -53,14 +49,14 @@ expect () {           # eio|ok OFFSET LENGTH WHAT [pwrite]
 }
 
 scan $((2048 - 4)) 4 "after tampering"
-expect eio 0 $MB "extent 0 whole"
+expect eio 0 $MiB "extent 0 whole"
 expect eio $((5 * B + 10)) 100 "100 bytes inside block 5"
 expect eio $((B - 1)) 2 "across blocks 0 and 1"
 expect eio $((4 * B + 4000)) 200 "across blocks 4 and 5"
-expect eio $((MB - 2 * B)) $((4 * B)) "across extents 0 and 1"
+expect eio $((MiB - 2 * B)) $((4 * B)) "across extents 0 and 1"
 expect ok $((7 * B + 1)) $((B - 2)) "inside block 7, next to block 6"
 expect ok $((B + 1)) $((4 * B - 1)) "blocks 1-4, between bad ones"
-expect ok $MB $((3 * MB)) "extents 1-3"
+expect ok $MiB $((3 * MiB)) "extents 1-3"
 # A partial write cannot complete a bad block...
 expect eio $((6 * B + 100)) 50 "partial write into block 6" pwrite
 expect eio $((6 * B)) $B "block 6 after the refused partial write"

@@ -21,17 +21,9 @@ source "${srcdir:-.}/functions.sh"
 requires nbdkit
 requires nbdcopy libnbd-bin
 
-MiB=$((1024 * 1024))
 for i in 1 2; do start_memserver "s$i"; done
 STATS=$TMP/stats
-stat_of () { awk -v k="$1" '$1 == k { print $2 }' "$STATS" 2>/dev/null; }
-wait_until () {          # TENTHS WHAT COMMAND...
-  local n=$1 what=$2; shift 2
-  for _ in $(seq "$n"); do "$@" && return 0; sleep 0.1; done
-  [ -f "$STATS" ] && cat "$STATS"
-  fail "timed out waiting for $what"
-}
-both_up () { [ "$(stat_of servers_up)" = 2 ]; }
+both_up () { stats_are servers_up -eq 2; }
 problems=
 
 head -c $((8 * MiB)) /dev/urandom >"$TMP/data"
@@ -52,22 +44,20 @@ expect_blocks () {
 start_nbdkit size=8M replicas=2 timeout-ms=1000 heartbeat-ms=200 \
   rejoin-grace-ms=600000 outage-wait-ms=0 encrypt=on stats-file="$STATS"
 nbdcopy "$TMP/data" "$NBD_URI"
-wait_until 100 "both servers up" both_up
+wait_until --polls 100 "both servers up" both_up
 kill_memserver s1 STOP
 kill_memserver s2 STOP
-rc=0
-"$TESTS_BIN/nbd_blocks" "$NBD_URI" 4096 "$TMP/new" write 896 1 || rc=$?
-[ "$rc" = 3 ] || fail "the write with both servers stopped did not fail with EIO (exit $rc)"
+write_fails_eio "the write with both servers stopped" 4096 "$TMP/new" 896 1
 kill_memserver s1 CONT
 kill_memserver s2 CONT
-wait_until 100 "both servers up again" both_up
+wait_until --polls 100 "both servers up again" both_up
 cp "$TMP/data" "$TMP/alt"
 dd if="$TMP/new" of="$TMP/alt" bs=4096 skip=896 seek=896 count=1 conv=notrunc status=none
 expect_blocks after "$TMP/data" "$TMP/alt"
 [ -z "$problems" ] || fail "$problems"
 # Settled: no block in doubt, every extent healthy again.
-settled () { [ "$(stat_of blocks_in_doubt)" = 0 ] && [ "$(stat_of extents_degraded)" = 0 ]; }
-wait_until 200 "the write in doubt to be settled" settled
+wait_until --polls 200 "the write in doubt to be settled" \
+  stats_are blocks_in_doubt -eq 0 extents_degraded -eq 0
 # The two memservers executed the write after their SIGCONT: the new
 # data is what both hold now, and what each alone must serve.
 for s in s1 s2; do
@@ -77,7 +67,7 @@ for s in s1 s2; do
   kill_memserver "$other" CONT
   [ "$res" = "ok 2048 eio 0 mismatch 0 error 0" ] ||
     fail "with only $s serving: $res (block 896 must be the new data)"
-  wait_until 100 "both servers up again" both_up
+  wait_until --polls 100 "both servers up again" both_up
 done
 grep -q "cannot be repaired" "$TMP/nbdkit.log" && fail "recovery gave up on a block"
 echo "PASS"

@@ -9,10 +9,7 @@
 source "${srcdir:-.}/functions.sh"
 requires nbdkit
 requires nbdcopy libnbd-bin
-requires python3
-PM="python3 ${srcdir:-.}/procmem.py"
-MS_SIZE=64M
-REGION=$((64 * 1024 * 1024))
+use_procmem
 
 # 1 MiB of a recognizable pattern; the needle is one line of it.
 printf 'RAMPOOL-SECRET-%s-' "$(seq -s- 1 20)" >"$TMP/needle"

@@ -22,35 +22,24 @@ source "${srcdir:-.}/faultproxy.sh"
 requires nbdkit
 requires nbdcopy libnbd-bin
 
-MiB=$((1024 * 1024))
 for i in 1 2; do start_memserver "s$i"; done
 start_proxy s1 s2
-SERVERS=$PROXY_SERVERS
 STATS=$TMP/stats
 start_nbdkit size=8M replicas=2 timeout-ms=1000 heartbeat-ms=200 \
   rejoin-grace-ms=600000 stats-file="$STATS" connections=2
 
-stat_of () { awk -v k="$1" '$1 == k { print $2 }' "$STATS" 2>/dev/null; }
-wait_until () {          # TENTHS WHAT COMMAND...
-  local n=$1 what=$2; shift 2
-  for _ in $(seq "$n"); do "$@" && return 0; sleep 0.1; done
-  [ -f "$STATS" ] && cat "$STATS"
-  fail "timed out waiting for $what"
-}
-healthy () {
-  [ "$(stat_of servers_up)" = 2 ] && [ "$(stat_of extents_healthy)" = 8 ]
-}
+healthy () { stats_are servers_up -eq 2 extents_healthy -eq 8; }
 
 head -c $((8 * MiB)) /dev/urandom >"$TMP/data"
 nbdcopy "$TMP/data" "$NBD_URI"
-status () { python3 "$FAULTPROXY" ctl "$PROXY_CTL" "$1" status; }
 two_conns_each () {
-  [ "$(status s1 | awk '{ print $7 }')" = 2 ] && [ "$(status s2 | awk '{ print $7 }')" = 2 ]
+  [ "$(proxy_status s1 | awk '{ print $7 }')" = 2 ] &&
+    [ "$(proxy_status s2 | awk '{ print $7 }')" = 2 ]
 }
 # A request in flight on s1's connection 1 (no heartbeats there).
 in_flight_on_s1_conn1 () {
   local held
-  held=$(status s1 | awk '{ print $9 }')
+  held=$(proxy_status s1 | awk '{ print $9 }')
   [ "${held#*,}" != "$held" ] && [ "${held#*,}" -gt 0 ]
 }
 
@@ -58,14 +47,14 @@ in_flight_on_s1_conn1 () {
 # out) is the usual one, not a certain one (s1's reconnect can take a
 # few heartbeats), so one round alone may miss the case.
 for round in 1 2 3; do
-  wait_until 100 "8 healthy extents" healthy
-  wait_until 100 "2 connections to each server" two_conns_each
+  wait_until --polls 100 "8 healthy extents" healthy
+  wait_until --polls 100 "2 connections to each server" two_conns_each
   proxy 's2#1' blackhole
   proxy s1 delay 800
   nbdcopy "$NBD_URI" "$TMP/out" 2>"$TMP/nbdcopy.err" &
   COPY_PID=$!
   _pids+=("$COPY_PID")
-  wait_until 100 "a read in flight on s1's connection 1" in_flight_on_s1_conn1
+  wait_until --polls 100 "a read in flight on s1's connection 1" in_flight_on_s1_conn1
   proxy s1 reset
   rc=0
   wait "$COPY_PID" || rc=$?

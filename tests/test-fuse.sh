@@ -9,7 +9,6 @@
 MOUNT_NS=own            # see functions.sh
 source "${srcdir:-.}/functions.sh"
 requires fio
-MB=$((1024 * 1024))
 
 for i in 1 2 3; do start_memserver "s$i"; done
 fuse_setup
@@ -21,7 +20,7 @@ fi
 grep -q "replicas" "$TMP/bad.log" || { cat "$TMP/bad.log"; fail "the error does not name the key"; }
 is_mounted && fail "a refused start left a mount"
 
-EXPECT_SIZE=$((128 * MB))
+EXPECT_SIZE=$((128 * MiB))
 start_fuse size=128M replicas=2
 DISK=$MNT/disk
 
@@ -33,11 +32,11 @@ fio --name=verify --filename="$DISK" --ioengine=psync --direct=1 --numjobs=4 \
 grep -q "err= 0" "$TMP/fio.log" || { cat "$TMP/fio.log"; fail "fio reported errors"; }
 
 # Whole disk, then unaligned patches, against an expected copy.
-head -c $((128 * MB)) /dev/urandom >"$TMP/data"
+head -c $((128 * MiB)) /dev/urandom >"$TMP/data"
 dd if="$TMP/data" of="$DISK" bs=1M conv=notrunc oflag=direct status=none
 cmp "$TMP/data" "$DISK" || fail "disk differs after the first write"
 head -c 70000 /dev/urandom >"$TMP/patch"
-for off in 1 4095 $((MB - 3)) $((77 * MB + 12345)); do
+for off in 1 4095 $((MiB - 3)) $((77 * MiB + 12345)); do
   dd if="$TMP/patch" of="$DISK" bs=70000 seek="$off" oflag=seek_bytes conv=notrunc status=none
   dd if="$TMP/patch" of="$TMP/data" bs=70000 seek="$off" oflag=seek_bytes conv=notrunc status=none
 done
@@ -46,15 +45,15 @@ cmp "$TMP/data" "$DISK" || fail "disk differs after unaligned writes"
 # Punch holes: 16 whole extents (freed on the memservers, 2 copies
 # each) and an unaligned range (zeroed); both read back as zeros.
 used_before=$(pool_used)
-fallocate -p -o $((32 * MB)) -l $((16 * MB)) "$DISK"
+fallocate -p -o $((32 * MiB)) -l $((16 * MiB)) "$DISK"
 dd if=/dev/zero of="$TMP/data" bs=1M seek=32 count=16 conv=notrunc status=none
 fallocate -p -o 1000 -l 70000 "$DISK"
 dd if=/dev/zero of="$TMP/data" bs=70000 seek=1000 oflag=seek_bytes count=1 conv=notrunc status=none
 cmp "$TMP/data" "$DISK" || fail "punched ranges do not read as zeros"
 used_after=$(pool_used)
 echo "memservers: $used_before bytes before the punch, $used_after after"
-[ $((used_before - used_after)) -eq $((32 * MB)) ] ||
-  fail "punching 16 MiB freed $((used_before - used_after)) bytes, expected $((32 * MB))"
+[ $((used_before - used_after)) -eq $((32 * MiB)) ] ||
+  fail "punching 16 MiB freed $((used_before - used_after)) bytes, expected $((32 * MiB))"
 [ "$(du -k "$DISK" | cut -f1)" -eq $((112 * 1024)) ] || fail "du: $(du -k "$DISK")"
 
 # The size is fixed: truncate is refused and changes nothing.
@@ -63,21 +62,15 @@ truncate -s 1M "$DISK" 2>/dev/null && fail "truncate succeeded"
 cmp "$TMP/data" "$DISK" || fail "disk differs after a refused truncate"
 
 # Stop with SIGTERM: unmounted, every extent freed on the memservers.
-kill "$FUSE_PID"
-wait "$FUSE_PID" || fail "rampool-fuse exited with $? on SIGTERM"
-FUSE_PID=
-is_mounted && fail "still mounted after SIGTERM"
+stop_fuse term
 [ "$(pool_used)" = 0 ] || fail "memservers hold $(pool_used) bytes after SIGTERM"
 
 # Again, stopped with fusermount3 -u; encrypt=on this time.
-EXPECT_SIZE=$((16 * MB))
+EXPECT_SIZE=$((16 * MiB))
 start_fuse size=16M replicas=2 encrypt=on
-head -c $((16 * MB)) /dev/urandom >"$TMP/data2"
+head -c $((16 * MiB)) /dev/urandom >"$TMP/data2"
 dd if="$TMP/data2" of="$MNT/disk" bs=1M conv=notrunc oflag=direct status=none
 cmp "$TMP/data2" "$MNT/disk" || fail "encrypted disk differs"
-fusermount3 -u "$MNT"
-wait "$FUSE_PID" || fail "rampool-fuse exited with $? after fusermount3 -u"
-FUSE_PID=
-is_mounted && fail "still mounted after fusermount3 -u"
+stop_fuse unmount
 [ "$(pool_used)" = 0 ] || fail "memservers hold $(pool_used) bytes after unmount"
 echo "PASS"

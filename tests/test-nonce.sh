@@ -16,10 +16,7 @@
 # /proc/PID/mem (tests/procmem.py).
 source "${srcdir:-.}/functions.sh"
 requires nbdkit
-requires python3
-PM="python3 ${srcdir:-.}/procmem.py"
-MS_SIZE=64M
-REGION=$((64 * 1024 * 1024))
+use_procmem
 B=4096
 
 start_memserver m

@@ -13,10 +13,8 @@ source "${srcdir:-.}/faultproxy.sh"
 requires nbdkit
 requires nbdcopy libnbd-bin
 
-MiB=$((1024 * 1024))
 for i in 1 2 3; do start_memserver "s$i"; done
 start_proxy s1 s2 s3
-SERVERS=$PROXY_SERVERS
 S1_PX=127.0.0.1:$PX_PORT_s1
 STATS=$TMP/stats
 start_nbdkit size=32M replicas=2 timeout-ms=1000 heartbeat-ms=200 \
@@ -24,7 +22,7 @@ start_nbdkit size=32M replicas=2 timeout-ms=1000 heartbeat-ms=200 \
 head -c $((16 * MiB)) /dev/urandom >"$TMP/data"
 nbdcopy "$TMP/data" "$NBD_URI"
 truncate -s $((32 * MiB)) "$TMP/data"   # the rest of the disk reads as zeros
-all_up () { [ "$(stat_of servers_up)" = 3 ]; }
+all_up () { stats_are servers_up -eq 3; }
 wait_until 30 "3 servers up" all_up
 
 # notice KIND DEADLINE_MS COUNT LENGTH RESERVED [HANDLE...]: the frame
@@ -51,7 +49,7 @@ bad () {
     [ "$(grep -c "server $S1_PX down: .*$why" "$TMP/nbdkit.log" || true)" -gt "$before" ]
   }
   wait_until 20 "the client to refuse a notice ($why)" refused
-  back () { grep -q "^server $S1_PX up " "$STATS" && all_up; }
+  back () { server_is s1 up && all_up; }
   wait_until 30 "s1 back after the refused notice" back
   echo "refused: $why"
 }
@@ -70,6 +68,6 @@ asked () { grep -q "server $S1_PX asked for 2 extent(s) back" "$TMP/nbdkit.log";
 wait_until 10 "the RECLAIM to be read" asked
 nbdcopy "$NBD_URI" "$TMP/out"
 cmp "$TMP/data" "$TMP/out" || fail "data differs after the notices"
-[ "$(stat_of extents_lost)" = 0 ] || fail "extents lost"
-[ "$(stat_of migrated)" = 0 ] || fail "copies moved for handles we do not hold"
+stats_are extents_lost -eq 0 migrated -eq 0 ||
+  fail "extents lost, or copies moved for handles we do not hold"
 echo "PASS: 6 malformed notices refused with their reason, s1 back each time, data intact"

@@ -11,20 +11,19 @@ requires nbdkit
 requires nbdcopy libnbd-bin
 
 for i in 1 2 3; do start_memserver "s$i"; done
+STATS=$TMP/stats
 start_nbdkit size=64M replicas=2 timeout-ms=1000 heartbeat-ms=200 \
-  rejoin-grace-ms=600000 outage-wait-ms=120000 stats-file="$TMP/stats"
+  rejoin-grace-ms=600000 outage-wait-ms=120000 stats-file="$STATS"
 
-head -c $((64 * 1024 * 1024)) /dev/urandom >"$TMP/data"
+head -c $((64 * MiB)) /dev/urandom >"$TMP/data"
 nbdcopy "$TMP/data" "$NBD_URI"
-
-stat_of () { awk -v k="$1" '$1 == k { print $2 }' "$TMP/stats" 2>/dev/null; }
 
 # Stall every server, run CMD in the background, wait (bounded) until
 # the plugin counts a request waiting out the outage while CMD is still
 # blocked, then resume the servers and return CMD's exit status.
 during_stall () {
   local before pid waited=
-  wait_for_file "$TMP/stats" "stats file"
+  wait_for_file "$STATS" "stats file"
   before=$(stat_of outage_waits)
   for i in 1 2 3; do kill_memserver "s$i" STOP; done
   "$@" &
@@ -38,23 +37,23 @@ during_stall () {
                                   fail "$1 finished while every server was stopped"; }
   [ -n "$waited" ] || fail "no request waited for the stopped servers (outage_waits $(stat_of outage_waits))"
   # the same stats file: unreachable for now, not lost
-  [ "$(stat_of extents_unreachable)" -gt 0 ] && [ "$(stat_of extents_lost)" = 0 ] ||
-    { cat "$TMP/stats"; fail "during the stall: extents_unreachable $(stat_of extents_unreachable), extents_lost $(stat_of extents_lost)"; }
+  stats_are extents_unreachable -gt 0 extents_lost -eq 0 ||
+    { cat "$STATS"; fail "during the stall: extents_unreachable $(stat_of extents_unreachable), extents_lost $(stat_of extents_lost)"; }
   for i in 1 2 3; do kill_memserver "s$i" CONT; done
   wait "$pid"
 }
 
 # Reads.
-during_stall "$TESTS_BIN/nbd_blocks" "$NBD_URI" $((1024 * 1024)) "$TMP/data" >"$TMP/blocks" ||
+during_stall "$TESTS_BIN/nbd_blocks" "$NBD_URI" $MiB "$TMP/data" >"$TMP/blocks" ||
   fail "nbd_blocks failed"
 cat "$TMP/blocks"
 read -r _ ok _ eio _ mismatch _ error <"$TMP/blocks"
 [ "$ok" -eq 64 ] || fail "read through the stall: $(cat "$TMP/blocks")"
 
 # Writes: blocks 8-23 rewritten while every server is stopped.
-head -c $((16 * 1024 * 1024)) /dev/urandom >"$TMP/patch"
+head -c $((16 * MiB)) /dev/urandom >"$TMP/patch"
 dd if="$TMP/patch" of="$TMP/data" bs=1M seek=8 conv=notrunc status=none
-during_stall "$TESTS_BIN/nbd_blocks" "$NBD_URI" $((1024 * 1024)) "$TMP/data" write 8 16 ||
+during_stall "$TESTS_BIN/nbd_blocks" "$NBD_URI" $MiB "$TMP/data" write 8 16 ||
   fail "write through the stall failed"
 nbdcopy "$NBD_URI" "$TMP/out"
 cmp "$TMP/data" "$TMP/out" || fail "data differs after the write that waited out the stall"
@@ -64,12 +63,8 @@ grep -q "every copy is on a server that is down; requests wait" "$TMP/nbdkit.log
 grep -q "no good replica left\|every replica is lost" "$TMP/nbdkit.log" &&
   fail "an extent was declared lost during a stall"
 # Healthy again: all servers rejoined with their copies.
-for _ in $(seq 300); do
-  [ "$(stat_of servers_up)" = 3 ] && [ "$(stat_of extents_degraded)" = 0 ] && break
-  sleep 0.1
-done
-[ "$(stat_of servers_up)" = 3 ] && [ "$(stat_of extents_degraded)" = 0 ] ||
-  { cat "$TMP/stats"; fail "not healthy after the stall"; }
+wait_until --polls 300 "health after the stall" \
+  stats_are servers_up -eq 3 extents_degraded -eq 0
 [ "$(stat_of extents_lost)" = 0 ] || fail "extents lost: $(stat_of extents_lost)"
 echo "outage_waits $(stat_of outage_waits)"
 echo "PASS"

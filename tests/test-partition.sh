@@ -89,6 +89,7 @@ for n in 1 2 3; do
     --no-mlock --port-file "$TMP/s$n.port" >>"$TMP/s$n.log" 2>&1 &
   MS_PID[n]=$!           # ip netns exec execs: this is the memserver
   _pids+=("${MS_PID[n]}")
+  printf -v "MS_ADDR_s$n" %s "${ADDR[n]}"       # for server_is sN
 done
 for n in 1 2 3; do wait_for_file "$TMP/s$n.port" "memserver s$n"; done
 
@@ -107,10 +108,8 @@ start_nbdkit_ns () {
   NBD_URI="nbd+unix:///?socket=$NBD_SOCK"
 }
 
-server_is () { grep -qx "server ${ADDR[$1]} $2" "$STATS" 2>/dev/null; }
-healthy_with () {    # N servers up, no extent degraded or lost
-  [ "$(stat_of servers_up)" = "$1" ] && [ "$(stat_of extents_degraded)" = 0 ] &&
-    [ "$(stat_of extents_lost)" = 0 ]
+healthy_with () {    # N [KEY OP N...]: N servers up, no extent degraded or lost
+  stats_are servers_up -eq "$1" extents_degraded -eq 0 extents_lost -eq 0 "${@:2}"
 }
 io_alive () {
   kill -0 "$IO_PID" 2>/dev/null ||
@@ -129,13 +128,12 @@ start_nbdkit_ns size=128M replicas=2 timeout-ms=1000 heartbeat-ms=200 \
   "$NBD_URI" >"$TMP/io.log" 2>&1 &
 IO_PID=$!
 _pids+=("$IO_PID")
-mapped_enough () { [ "$(stat_of extents_mapped)" -ge 64 ] 2>/dev/null; }
-wait_until 20 "I/O to start (64 extents mapped)" mapped_enough
+wait_until 20 "I/O to start (64 extents mapped)" stats_are extents_mapped -ge 64
 io_alive
 
 link 2 down
 t=$(now_ms)
-wait_until 10 "s2 to be seen down" server_is 2 "down epoch 0"
+wait_until 10 "s2 to be seen down" server_is s2 down 0
 say "s2 seen down after $(( $(now_ms) - t )) ms"
 wait_until 30 "recovery on s1 and s3 (extents_degraded 0, 2 servers up)" healthy_with 2
 say "recovered on s1 and s3 after $(( $(now_ms) - t )) ms: $(stat_of recovered) copies"
@@ -144,7 +142,7 @@ io_alive
 
 link 2 up
 t=$(now_ms)
-wait_until 10 "s2 to be seen up again" server_is 2 "up epoch 0"
+wait_until 10 "s2 to be seen up again" server_is s2 up 0
 say "s2 up again (same incarnation, epoch 0) after $(( $(now_ms) - t )) ms"
 grep -q "server ${ADDR[2]} back after .* same incarnation" "$TMP/nbdkit.log" ||
   fail "rejoin with the same incarnation not logged"
@@ -168,8 +166,8 @@ nbdcopy "$NBD_URI" "$TMP/full2"
 cmp "$TMP/full1" "$TMP/full2" || fail "the disk reads differently with s1 cut off"
 say "whole disk read back identical with s1 cut off"
 link 1 up
-wait_until 10 "s1 to be seen up again" server_is 1 "up epoch 0"
-grep -q '^extents_lost 0$' "$STATS" || fail "extents lost"
+wait_until 10 "s1 to be seen up again" server_is s1 up 0
+stats_are extents_lost -eq 0 || fail "extents lost"
 stop_nbdkit
 NBDKIT_PID=
 rm -f "$TMP/full1" "$TMP/full2"
@@ -179,15 +177,13 @@ say "scenario 2: short partition of s2 during writes, s2 then serves alone"
 STATS=$TMP/stats2
 start_nbdkit_ns size=64M replicas=3 timeout-ms=1000 heartbeat-ms=200 \
   rejoin-grace-ms=60000 stats-file="$STATS"
-MiB=$((1024 * 1024))
 head -c $((64 * MiB)) /dev/urandom >"$TMP/data"
 cp "$TMP/data" "$TMP/v1"
 head -c $((8 * MiB)) /dev/urandom | dd of="$TMP/v1" bs=1M seek=17 conv=notrunc status=none
 cp "$TMP/data" "$TMP/v2"
 head -c $((8 * MiB)) /dev/urandom | dd of="$TMP/v2" bs=1M seek=17 conv=notrunc status=none
 nbdcopy "$TMP/data" "$NBD_URI"
-mapped_all () { [ "$(stat_of extents_mapped)" = 64 ] && healthy_with 3; }
-wait_until 10 "64 extents with 3 copies" mapped_all
+wait_until 10 "64 extents with 3 copies" healthy_with 3 extents_mapped -eq 64
 
 link 2 down
 t=$(now_ms)
@@ -197,7 +193,7 @@ t=$(now_ms)
 "$TESTS_BIN/nbd_blocks" "$NBD_URI" $MiB "$TMP/v1" write 17 8
 "$TESTS_BIN/nbd_blocks" "$NBD_URI" $MiB "$TMP/v2" write 17 8
 say "wrote extents 17-24 twice in $(( $(now_ms) - t )) ms"
-wait_until 10 "s2 to be seen down" server_is 2 "down epoch 0"
+wait_until 10 "s2 to be seen down" server_is s2 down 0
 nbdcopy "$NBD_URI" "$TMP/out"
 cmp "$TMP/v2" "$TMP/out" || fail "data differs while s2 is cut off"
 [ "$(stat_of recovered)" = 0 ] || fail "copies re-created within rejoin-grace-ms"
@@ -233,7 +229,7 @@ ss_s2 () { ip netns exec "$NS_C" ss -Htno dst "${ADDR[2]%:*}"; }
 link 2 up
 say "s2 was cut off for $(( $(now_ms) - t )) ms"
 t=$(now_ms)
-wait_until 10 "s2 to be seen up again" server_is 2 "up epoch 0"
+wait_until 10 "s2 to be seen up again" server_is s2 up 0
 wait_until 10 "3 servers up, nothing degraded" healthy_with 3
 say "s2 back (same incarnation) and rewritten after $(( $(now_ms) - t )) ms"
 grep -q "server ${ADDR[2]} back after .* same incarnation" "$TMP/nbdkit.log" ||
@@ -254,7 +250,7 @@ sleep 0.3
 # Only s2 left: every read must come from it.
 link 1 down
 link 3 down
-only_s2 () { [ "$(stat_of servers_up)" = 1 ] && server_is 2 "up epoch 0"; }
+only_s2 () { stats_are servers_up -eq 1 && server_is s2 up 0; }
 wait_until 10 "s1 and s3 to be seen down" only_s2
 res=$("$TESTS_BIN/nbd_blocks" "$NBD_URI" $MiB "$TMP/v2")
 say "read from s2 alone: $res"

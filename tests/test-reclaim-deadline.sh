@@ -20,7 +20,6 @@ requires nbdkit
 requires nbdcopy libnbd-bin
 requires python3
 
-MiB=$((1024 * 1024))
 STATS=$TMP/stats
 memcg_create $((384 * MiB))
 
@@ -32,9 +31,7 @@ start_nbdkit size=192M replicas=2 timeout-ms=2000 heartbeat-ms=200 \
   rejoin-grace-ms=500 stats-file="$STATS"
 head -c $((192 * MiB)) /dev/urandom >"$TMP/data"
 nbdcopy "$TMP/data" "$NBD_URI"
-healthy () {
-  [ "$(stat_of extents_healthy)" = 192 ] && [ "$(stat_of extents_degraded)" = 0 ]
-}
+healthy () { stats_are extents_healthy -eq 192 extents_degraded -eq 0; }
 wait_until 30 "192 healthy extents" healthy
 
 kill -STOP "$NBDKIT_PID"

@@ -20,21 +20,20 @@ requires python3
 
 source "${srcdir:-.}/memcg.sh"
 
-MiB=$((1024 * 1024))
 memcg_create $((384 * MiB))
 MS_SIZE=auto memcg_memserver s1 --max-size 256M --headroom 64M \
   --reclaim-deadline-ms 10000
 start_memserver s2
 start_memserver s3
-S1=127.0.0.1:$MS_PORT_s1
+S1=$MS_ADDR_s1
 STATS=$TMP/stats
 start_nbdkit size=192M replicas=2 timeout-ms=2000 heartbeat-ms=200 \
   rejoin-grace-ms=500 stats-file="$STATS"
 
 head -c $((192 * MiB)) /dev/urandom >"$TMP/data"
 nbdcopy "$TMP/data" "$NBD_URI"
-healthy () {
-  [ "$(stat_of extents_mapped)" = 192 ] && [ "$(stat_of extents_healthy)" = 192 ]
+healthy () {            # [KEY OP N...]: 192 extents, all healthy (and those)
+  stats_are extents_mapped -eq 192 extents_healthy -eq 192 "$@"
 }
 wait_until 30 "192 healthy extents" healthy
 before=$(server_used "$S1")
@@ -52,10 +51,7 @@ nasked () {
   sed -n 's/.*asked session [0-9]* for \([0-9]*\) extent.*/\1/p' "$TMP/s1.log" |
     awk '{ n += $1 } END { print n + 0 }'
 }
-moved () {
-  [ "$(stat_of migrated)" -ge "$(nasked)" ] 2>/dev/null && healthy &&
-    [ "$(stat_of extents_degraded)" = 0 ]
-}
+moved () { healthy migrated -ge "$(nasked)" extents_degraded -eq 0; }
 wait_until 60 "the client to move the extents asked back" moved
 after=$(server_used "$S1")
 echo "s1 holds $((after / MiB)) MiB after the pressure ($(stat_of migrated) copies moved)"

@@ -25,57 +25,44 @@ source "${srcdir:-.}/faultproxy.sh"
 requires nbdkit
 requires nbdcopy libnbd-bin
 
-MiB=$((1024 * 1024))
 for i in 1 2 3; do start_memserver "s$i" --lease-ms 3000; done
 start_proxy s1 s2 s3
-SERVERS=$PROXY_SERVERS
-S1=127.0.0.1:$MS_PORT_s1              # s1 itself, not through the proxy
-S1_PX=127.0.0.1:$PX_PORT_s1           # s1 as the client knows it
+S1=$MS_ADDR_s1                        # s1 itself, not through the proxy
+S1_PX=$PX_ADDR_s1                     # s1 as the client knows it
 STATS=$TMP/stats
 start_nbdkit size=64M replicas=2 timeout-ms=1000 heartbeat-ms=200 \
   rejoin-grace-ms=600000 outage-wait-ms=2000 stats-file="$STATS"
 
-stat_of () { awk -v k="$1" '$1 == k { print $2 }' "$STATS" 2>/dev/null; }
-# wait_until TENTHS WHAT COMMAND...: poll every 0.1 s, bounded.
-wait_until () {
-  local n=$1 what=$2; shift 2
-  for _ in $(seq "$n"); do "$@" && return 0; sleep 0.1; done
-  [ -f "$STATS" ] && cat "$STATS"
-  fail "timed out waiting for $what"
-}
-
 head -c $((48 * MiB)) /dev/urandom >"$TMP/data"
 nbdcopy "$TMP/data" "$NBD_URI"
+# all_healthy [KEY OP N...]: 3 servers up, 48 extents, all healthy (and
+# the stats_are conditions given, in the same version of the file).
 all_healthy () {
-  [ "$(stat_of servers_up)" = 3 ] && [ "$(stat_of extents_mapped)" = 48 ] &&
-    [ "$(stat_of extents_healthy)" = 48 ]
+  stats_are servers_up -eq 3 extents_mapped -eq 48 extents_healthy -eq 48 "$@"
 }
-wait_until 100 "48 healthy extents" all_healthy
+wait_until --polls 100 "48 healthy extents" all_healthy
 used_before=$(server_used "$S1")
 [ "$used_before" -gt 0 ] || fail "s1 holds none of the data to begin with"
 echo "s1 holds $used_before bytes of this client's extents"
 
 proxy s1 cut
 s1_freed () { [ "$(server_used "$S1")" = 0 ]; }
-wait_until 150 "s1 to free this client's extents (lease-ms 3000)" s1_freed
+wait_until --polls 150 "s1 to free this client's extents (lease-ms 3000)" s1_freed
 grep -q "lease: freed the extents of 1 client" "$TMP/s1.log" ||
   fail "s1 freed the extents, but not through the lease"
-s1_down_kept () {
-  grep -qx "server $S1_PX down epoch 0" "$STATS" && [ "$(stat_of recovered)" = 0 ]
-}
-s1_down_kept || { cat "$STATS"; fail "s1 not seen down, or its copies not kept, during the cut"; }
+server_is s1 down 0 && stats_are recovered -eq 0 ||
+  { cat "$STATS"; fail "s1 not seen down, or its copies not kept, during the cut"; }
 proxy s1 pass
 
 # s1 up again, nothing degraded, in a stats file written after recovery
 # ran (recovered > 0); a file saying healthy with nothing recovered is
 # the bug itself, so the wait does not end on it but times out.
 repaired () {
-  grep -q "^server $S1_PX up " "$STATS" && all_healthy &&
-    [ "$(stat_of extents_degraded)" = 0 ] && [ "$(stat_of recovered)" -gt 0 ]
+  server_is s1 up && all_healthy extents_degraded -eq 0 recovered -gt 0
 }
 problems=
-for _ in $(seq 200); do repaired && break; sleep 0.1; done
-repaired || problems+="s1 back but nothing recovered ($(tr '\n' ' ' <"$STATS")); "
+poll_until --polls 200 repaired ||
+  problems+="s1 back but nothing recovered ($(tr '\n' ' ' <"$STATS")); "
 echo "recovered $(stat_of recovered) copies after s1 came back"
 used_after=$(server_used "$S1")
 echo "s1 holds $used_after bytes after rejoining"
@@ -83,11 +70,10 @@ echo "s1 holds $used_after bytes after rejoining"
   problems+="the client counts copies on s1 good, but s1 holds none of its extents; "
 
 kill_memserver s2 KILL
-"$TESTS_BIN/nbd_blocks" "$NBD_URI" "$MiB" "$TMP/data" >"$TMP/blocks" ||
-  fail "nbd_blocks failed"
-echo "read back with s2 killed: $(cat "$TMP/blocks")"
-[ "$(cat "$TMP/blocks")" = "ok 64 eio 0 mismatch 0 error 0" ] ||
-  problems+="data lost once s2 was killed: $(cat "$TMP/blocks"); "
+read_blocks "$MiB" "$TMP/data"
+echo "read back with s2 killed: $BLOCKS"
+[ "$BLOCKS" = "ok 64 eio 0 mismatch 0 error 0" ] ||
+  problems+="data lost once s2 was killed: $BLOCKS; "
 [ -z "$problems" ] || fail "$problems"
 grep -q "server $S1_PX back after .* expired this client's session" "$TMP/nbdkit.log" ||
   fail "the expired session was not logged"

@@ -18,7 +18,7 @@ source "${srcdir:-.}/functions.sh"
 requires nbdkit
 
 for i in 1 2 3 4; do start_memserver "s$i"; done
-addr () { local v=MS_PORT_$1; echo "127.0.0.1:${!v}"; }
+addr () { local v=MS_ADDR_$1; echo "${!v}"; }
 LIST=$TMP/servers
 # set_list NAME...: write the file as an operator should: whole, then
 # renamed into place.
@@ -43,10 +43,7 @@ wait_until 30 "I/O to reach s1" busy
 
 # 1. Add s4.
 set_list s1 s2 s3 s4
-s4_used () {
-  grep -q "^server $(addr s4) up " "$STATS" &&
-    [ "$(server_used "$(addr s4)")" -gt 0 ]
-}
+s4_used () { server_is s4 up && [ "$(server_used "$(addr s4)")" -gt 0 ]; }
 wait_until 30 "s4 to join and take copies" s4_used
 grep -q "servers-file: server $(addr s4) added" "$TMP/nbdkit.log" ||
   fail "no log line for the added server"
@@ -66,19 +63,16 @@ echo "3: a bad file and a too-short one were refused"
 
 # 2. Remove s1.
 set_list s2 s3 s4
-retired () { grep -q "^server $(addr s1) retired " "$STATS"; }
-wait_until 60 "s1 to be emptied and retired" retired
+wait_until 60 "s1 to be emptied and retired" server_is s1 retired
 left=$("$RAMPOOL" status --raw "$(addr s1)" | awk '{ print $4 }')
 [ "$left" = 0 ] || fail "s1 still holds $left bytes after it was retired"
 echo "2: s1 removed and retired after $(stat_of migrated) copies moved"
 
 # 4. Then a second event: s2 dies.
 kill_memserver s2 KILL
-settled () {
-  [ "$(stat_of servers_up)" = 2 ] && [ "$(stat_of extents_degraded)" = 0 ] &&
-    [ "$(stat_of extents_lost)" = 0 ] && [ "$(stat_of extents_unreachable)" = 0 ]
-}
-wait_until 60 "recovery onto s3 and s4" settled
+wait_until 60 "recovery onto s3 and s4" \
+  stats_are servers_up -eq 2 extents_degraded -eq 0 extents_lost -eq 0 \
+  extents_unreachable -eq 0
 touch "$TMP/stop"
 wait "$io" || { cat "$TMP/io.log"; fail "I/O saw errors or mismatches"; }
 cat "$TMP/io.log"

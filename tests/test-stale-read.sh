@@ -16,21 +16,11 @@ source "${srcdir:-.}/functions.sh"
 requires nbdkit
 requires nbdcopy libnbd-bin
 
-MiB=$((1024 * 1024))
 for i in 1 2; do start_memserver "s$i"; done
 STATS=$TMP/stats
 # rejoin-grace-ms long: s1's copies stay in the map, stale or not.
 start_nbdkit size=16M replicas=2 timeout-ms=1000 heartbeat-ms=200 \
   rejoin-grace-ms=600000 outage-wait-ms=500 stats-file="$STATS"
-S1=127.0.0.1:$MS_PORT_s1
-S2=127.0.0.1:$MS_PORT_s2
-
-wait_until () {          # TENTHS WHAT COMMAND...
-  local n=$1 what=$2; shift 2
-  for _ in $(seq "$n"); do "$@" && return 0; sleep 0.1; done
-  [ -f "$STATS" ] && cat "$STATS"
-  fail "timed out waiting for $what"
-}
 
 head -c $((16 * MiB)) /dev/urandom >"$TMP/data"
 nbdcopy "$TMP/data" "$NBD_URI"
@@ -48,24 +38,19 @@ kill_memserver s1 STOP
 "$TESTS_BIN/nbd_blocks" "$NBD_URI" 4096 "$TMP/new" write "$b12" 1
 nbdcopy "$NBD_URI" "$TMP/out"
 cmp "$TMP/new" "$TMP/out" || fail "data differs while s1 is stopped"
-grep -q "server $S1 down" "$TMP/nbdkit.log" || fail "stopped s1 not seen down"
+grep -q "server $MS_ADDR_s1 down" "$TMP/nbdkit.log" || fail "stopped s1 not seen down"
 
 kill_memserver s2 KILL
 kill_memserver s1 CONT
-s1_back () {
-  grep -qx "server $S1 up epoch 0" "$STATS" && grep -qx "server $S2 down epoch 0" "$STATS"
-}
-wait_until 100 "s1 up again (same incarnation), s2 down" s1_back
-grep -q "server $S1 back after .* same incarnation" "$TMP/nbdkit.log" ||
+s1_back () { server_is s1 up 0 && server_is s2 down 0; }
+wait_until --polls 100 "s1 up again (same incarnation), s2 down" s1_back
+grep -q "server $MS_ADDR_s1 back after .* same incarnation" "$TMP/nbdkit.log" ||
   fail "s1's rejoin with the same incarnation not logged"
 
-NBD_BLOCKS_LIST_EIO=1 "$TESTS_BIN/nbd_blocks" "$NBD_URI" "$MiB" "$TMP/new" \
-  >"$TMP/blocks" 2>"$TMP/blocks.err" || { cat "$TMP/blocks.err"; fail "nbd_blocks failed"; }
-cat "$TMP/blocks.err"
-echo "read with s2 dead and s1 back: $(cat "$TMP/blocks")"
-eio=$(awk '/EIO in the block at/ { printf "%s ", $NF / 1048576 }' "$TMP/blocks.err")
-[ "$(cat "$TMP/blocks")" = "ok 12 eio 4 mismatch 0 error 0" ] && [ "$eio" = "4 5 9 12 " ] ||
-  fail "expected EIO exactly for extents 4 5 9 12 and every other extent intact; got $(cat "$TMP/blocks"), EIO at extents: $eio"
+read_blocks "$MiB" "$TMP/new"
+echo "read with s2 dead and s1 back: $BLOCKS"
+[ "$BLOCKS" = "ok 12 eio 4 mismatch 0 error 0" ] && [ "$EIO_AT" = "4 5 9 12 " ] ||
+  fail "expected EIO exactly for extents 4 5 9 12 and every other extent intact; got $BLOCKS, EIO at extents: $EIO_AT"
 # The stats file agrees: those 4 extents have no good copy; s2 may come
 # back with theirs, so they are unreachable rather than lost.
 cat "$STATS"

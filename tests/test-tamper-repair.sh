@@ -28,26 +28,17 @@
 source "${srcdir:-.}/functions.sh"
 requires nbdkit
 requires nbdcopy libnbd-bin
-requires python3
-PM="python3 ${srcdir:-.}/procmem.py"
-MS_SIZE=64M
-REGION=$((64 * 1024 * 1024))
-MB=$((1024 * 1024))
+use_procmem
 NEXT=16                 # extents (of 1 MiB) on the disk
 POOL_OPTS="size=16M encrypt=on timeout-ms=1000 heartbeat-ms=200 rejoin-grace-ms=500"
 
-is_state () { [ "$(server_state "$1")" = "$2" ]; }
-servers_up () { [ "$(stat_of servers_up)" = "$1" ]; }
-all_healthy () {        # every extent with all its copies
-  [ "$(stat_of extents_mapped)" = $NEXT ] && [ "$(stat_of extents_healthy)" = $NEXT ] &&
-    [ "$(stat_of extents_degraded)" = 0 ] && [ "$(stat_of extents_lost)" = 0 ]
-}
-recovered_since () {    # N: at least N more copies recovered since rec0
-  [ $(( $(stat_of recovered) - rec0 )) -ge "$1" ] 2>/dev/null
+all_healthy () {        # [KEY OP N...]: every extent with all its copies
+  stats_are extents_mapped -eq $NEXT extents_healthy -eq $NEXT \
+    extents_degraded -eq 0 extents_lost -eq 0 "$@"
 }
 read_all () {           # WHAT: the whole disk, extent by extent, exact
   local res
-  res=$("$TESTS_BIN/nbd_blocks" "$NBD_URI" $MB "$TMP/data" 2>>"$TMP/blocks.log")
+  res=$("$TESTS_BIN/nbd_blocks" "$NBD_URI" $MiB "$TMP/data" 2>>"$TMP/blocks.log")
   echo "$1: $res"
   [ "$res" = "ok $NEXT eio 0 mismatch 0 error 0" ] || fail "$1: $res"
 }
@@ -55,14 +46,14 @@ flip_all () {           # NAME: tamper with every page of its region
   local pid_var=MS_PID_$1 n
   n=$($PM flipall "${!pid_var}" $REGION)
   echo "flipped a byte in each of $n pages of $1's region"
-  [ "$n" = $(( NEXT * MB / 4096 )) ] || fail "$1 holds $n pages, expected $(( NEXT * MB / 4096 ))"
+  [ "$n" = $(( NEXT * MiB / 4096 )) ] || fail "$1 holds $n pages, expected $(( NEXT * MiB / 4096 ))"
 }
 stale_lines () {        # PATTERN: nbdkit.log lines from line LOG_FROM on
   tail -n +"$LOG_FROM" "$TMP/nbdkit.log" | grep -c "$1" || true
 }
 LOG_FROM=1
 
-head -c $((NEXT * MB)) /dev/urandom >"$TMP/data"
+head -c $((NEXT * MiB)) /dev/urandom >"$TMP/data"
 
 ########################################################################
 echo "== part 1: replicas=2, s1 bad"
@@ -70,7 +61,7 @@ for s in s1 s2; do start_memserver $s; done
 STATS=$TMP/stats1
 start_nbdkit $POOL_OPTS replicas=2 stats-file="$STATS"
 kill_memserver s2 TERM
-wait_until 10 "s2 to be seen down" is_state s2 down
+wait_until 10 "s2 to be seen down" server_is s2 down
 nbdcopy "$TMP/data" "$NBD_URI"            # first copies: all on s1
 restart_memserver s2
 wait_until 30 "second copies on s2" all_healthy
@@ -79,13 +70,10 @@ flip_all s1
 read_all "read with s1 bad"
 # Bounded, and not fatal yet: what the disk reads like without the
 # repair says more than a timeout.
-for _ in $(seq 300); do
-  recovered_since $NEXT && all_healthy && break
-  sleep 0.1
-done
+poll_until --polls 300 all_healthy recovered -ge $(( rec0 + NEXT )) || true
 echo "recovered since the tampering: $(( $(stat_of recovered) - rec0 ))"
 kill_memserver s2 KILL
-wait_until 10 "s2 to be seen down" is_state s2 down
+wait_until 10 "s2 to be seen down" server_is s2 down
 read_all "read from s1 alone after s2 was killed"
 [ $(( $(stat_of recovered) - rec0 )) = $NEXT ] ||
   fail "recovered $(( $(stat_of recovered) - rec0 )) copies, expected the $NEXT bad ones"
@@ -102,25 +90,25 @@ for s in A B C D; do start_memserver $s; done
 STATS=$TMP/stats2
 start_nbdkit $POOL_OPTS replicas=3 stats-file="$STATS"
 for s in B C D; do kill_memserver $s TERM; done
-wait_until 10 "B, C and D to be seen down" servers_up 1
+wait_until 10 "B, C and D to be seen down" stats_are servers_up -eq 1
 nbdcopy "$TMP/data" "$NBD_URI"            # first copies: all on A
 restart_memserver B
 restart_memserver C
-wait_until 30 "copies on B and C" eval 'servers_up 3 && all_healthy'
+wait_until 30 "copies on B and C" all_healthy servers_up -eq 3
 restart_memserver D
-wait_until 10 "D to be seen up" is_state D up
+wait_until 10 "D to be seen up" server_is D up
 rec0=$(stat_of recovered)
 flip_all A
 kill_memserver C KILL
 # Done when D holds a copy of every extent and nothing is degraded (a
 # copy marked bad counts as degraded until it is rewritten).
 wait_until 60 "a third copy of every extent" \
-  eval 'is_state C down && recovered_since $NEXT && all_healthy'
+  eval 'server_is C down && all_healthy recovered -ge $(( rec0 + NEXT ))'
 kill_memserver B KILL
-wait_until 10 "B to be seen down" is_state B down
+wait_until 10 "B to be seen down" server_is B down
 read_all "read from A and D after B was killed"
 kill_memserver A KILL
-wait_until 10 "A to be seen down" is_state A down
+wait_until 10 "A to be seen down" server_is A down
 read_all "read from D alone after A was killed"
 n=$(( $(stat_of recovered) - rec0 ))
 [ $n = $(( 2 * NEXT )) ] ||

@@ -28,37 +28,24 @@ source "${srcdir:-.}/faultproxy.sh"
 requires nbdkit
 requires nbdcopy libnbd-bin
 
-MiB=$((1024 * 1024))
 for i in 1 2; do start_memserver "s$i"; done
 start_proxy s1 s2
-SERVERS=$PROXY_SERVERS
-S1=127.0.0.1:$MS_PORT_s1
-S1_PX=127.0.0.1:$PX_PORT_s1
-S2_PX=127.0.0.1:$PX_PORT_s2
 STATS=$TMP/stats
 start_nbdkit size=32M replicas=2 timeout-ms=1000 heartbeat-ms=200 \
   rejoin-grace-ms=600000 outage-wait-ms=500 stats-file="$STATS"
 
-stat_of () { awk -v k="$1" '$1 == k { print $2 }' "$STATS" 2>/dev/null; }
-wait_until () {          # TENTHS WHAT COMMAND...
-  local n=$1 what=$2; shift 2
-  for _ in $(seq "$n"); do "$@" && return 0; sleep 0.1; done
-  [ -f "$STATS" ] && cat "$STATS"
-  fail "timed out waiting for $what"
-}
 # healthy N RECOVERED: both servers up, N extents mapped, all healthy,
 # in a stats file written once recovery had copied more than RECOVERED.
 healthy () {
-  [ "$(stat_of servers_up)" = 2 ] && [ "$(stat_of extents_mapped)" = "$1" ] &&
-    [ "$(stat_of extents_healthy)" = "$1" ] && [ "$(stat_of recovered)" -gt "$2" ]
+  stats_are servers_up -eq 2 extents_mapped -eq "$1" extents_healthy -eq "$1" \
+    recovered -gt "$2"
 }
-s1_down () { grep -qx "server $S1_PX down epoch 0" "$STATS"; }
 problems=
 
 head -c $((16 * MiB)) /dev/urandom >"$TMP/data"
 nbdcopy "$TMP/data" "$NBD_URI"
 truncate -s 32M "$TMP/data"
-wait_until 100 "16 healthy extents" healthy 16 -1
+wait_until --polls 100 "16 healthy extents" healthy 16 -1
 
 # A. ---------------------------------------------------------------
 cp "$TMP/data" "$TMP/v1"
@@ -68,48 +55,43 @@ dd if="$TMP/patch" of="$TMP/v1" bs=1M skip=2 count=4 seek=4 conv=notrunc status=
 proxy s1 blackhole
 "$TESTS_BIN/nbd_blocks" "$NBD_URI" "$MiB" "$TMP/v1" write 16 2
 "$TESTS_BIN/nbd_blocks" "$NBD_URI" "$MiB" "$TMP/v1" write 4 4
-wait_until 50 "A: s1 seen down after its requests timed out" s1_down
+wait_until --polls 50 "A: s1 seen down after its requests timed out" server_is s1 down 0
 nbdcopy "$NBD_URI" "$TMP/out"
 cmp "$TMP/v1" "$TMP/out" || fail "A: data differs with s1 blackholed"
 rec=$(stat_of recovered)
 proxy s1 pass
-wait_until 200 "A: s1 back, 18 healthy extents, recovery run" healthy 18 "$rec"
+wait_until --polls 200 "A: s1 back, 18 healthy extents, recovery run" healthy 18 "$rec"
 echo "A: healthy again, recovered $(stat_of recovered) copies"
-grep -q "server $S1_PX back after .* same incarnation" "$TMP/nbdkit.log" ||
+grep -q "server $PX_ADDR_s1 back after .* same incarnation" "$TMP/nbdkit.log" ||
   fail "A: s1's rejoin not logged"
 kill_memserver s2 KILL
-res=$("$TESTS_BIN/nbd_blocks" "$NBD_URI" "$MiB" "$TMP/v1")
-echo "A: read from s1 alone: $res"
-[ "$res" = "ok 32 eio 0 mismatch 0 error 0" ] ||
-  problems+="A: after recovery, s1 alone does not serve the new data: $res; "
+read_blocks "$MiB" "$TMP/v1"
+echo "A: read from s1 alone: $BLOCKS"
+[ "$BLOCKS" = "ok 32 eio 0 mismatch 0 error 0" ] ||
+  problems+="A: after recovery, s1 alone does not serve the new data: $BLOCKS; "
 
 # B. ---------------------------------------------------------------
 restart_memserver s2
-wait_until 200 "B: s2 back and refilled" healthy 18 "$(stat_of recovered)"
+wait_until --polls 200 "B: s2 back and refilled" healthy 18 "$(stat_of recovered)"
 cp "$TMP/v1" "$TMP/v2"
 head -c $((4 * MiB)) /dev/urandom | dd of="$TMP/v2" bs=1M seek=8 conv=notrunc status=none
 proxy s1 blackhole
 "$TESTS_BIN/nbd_blocks" "$NBD_URI" "$MiB" "$TMP/v2" write 8 4
-wait_until 50 "B: s1 seen down after its request timed out" s1_down
+wait_until --polls 50 "B: s1 seen down after its request timed out" server_is s1 down 0
 proxy s1 cut
 kill_memserver s2 KILL
 proxy s1 pass
-s1_alone () {
-  grep -qx "server $S1_PX up epoch 0" "$STATS" && grep -q "^server $S2_PX down " "$STATS"
-}
-wait_until 100 "B: s1 up again, s2 down" s1_alone
+s1_alone () { server_is s1 up 0 && server_is s2 down; }
+wait_until --polls 100 "B: s1 up again, s2 down" s1_alone
 # v2 for every block but extents 8-11, which must fail.
-NBD_BLOCKS_LIST_EIO=1 "$TESTS_BIN/nbd_blocks" "$NBD_URI" "$MiB" "$TMP/v2" \
-  >"$TMP/blocks" 2>"$TMP/blocks.err" || { cat "$TMP/blocks.err"; fail "nbd_blocks failed"; }
-cat "$TMP/blocks.err"
-echo "B: read from s1 alone: $(cat "$TMP/blocks")"
-eio_at=$(awk '/EIO in the block at/ { printf "%d ", $NF / 1048576 }' "$TMP/blocks.err")
-[ "$(cat "$TMP/blocks")" = "ok 28 eio 4 mismatch 0 error 0" ] && [ "$eio_at" = "8 9 10 11 " ] ||
-  problems+="B: s1 served old data for a write it missed, or lost other data: $(cat "$TMP/blocks") (EIO at extents: ${eio_at:-none}); "
+read_blocks "$MiB" "$TMP/v2"
+echo "B: read from s1 alone: $BLOCKS"
+[ "$BLOCKS" = "ok 28 eio 4 mismatch 0 error 0" ] && [ "$EIO_AT" = "8 9 10 11 " ] ||
+  problems+="B: s1 served old data for a write it missed, or lost other data: $BLOCKS (EIO at extents: ${EIO_AT:-none}); "
 
 # Leaks: nbdkit frees every copy it placed as it exits.
 stop_nbdkit
-used=$(server_used "$S1")
+used=$(server_used "$MS_ADDR_s1")
 echo "s1 holds $used bytes after nbdkit exited"
 [ "$used" = 0 ] ||
   problems+="s1 still holds $used bytes nobody knows of (an ALLOC whose reply was lost); "

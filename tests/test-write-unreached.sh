@@ -25,40 +25,24 @@ source "${srcdir:-.}/faultproxy.sh"
 requires nbdkit
 requires nbdcopy libnbd-bin
 
-MiB=$((1024 * 1024))
 for i in 1 2; do start_memserver "s$i"; done
 start_proxy s1 s2
-SERVERS=$PROXY_SERVERS
 STATS=$TMP/stats
 start_nbdkit size=8M replicas=2 timeout-ms=1000 heartbeat-ms=200 \
   rejoin-grace-ms=600000 outage-wait-ms=0 stats-file="$STATS"
 
-stat_of () { awk -v k="$1" '$1 == k { print $2 }' "$STATS" 2>/dev/null; }
-wait_until () {          # TENTHS WHAT COMMAND...
-  local n=$1 what=$2; shift 2
-  for _ in $(seq "$n"); do "$@" && return 0; sleep 0.1; done
-  [ -f "$STATS" ] && cat "$STATS"
-  fail "timed out waiting for $what"
-}
-servers_up () { [ "$(stat_of servers_up)" = "$1" ]; }
-healthy () {
-  servers_up 2 && [ "$(stat_of extents_mapped)" = 8 ] &&
-    [ "$(stat_of extents_healthy)" = 8 ]
-}
+healthy () { stats_are servers_up -eq 2 extents_mapped -eq 8 extents_healthy -eq 8; }
 
 head -c $((8 * MiB)) /dev/urandom >"$TMP/data"
 head -c $((8 * MiB)) /dev/urandom >"$TMP/new"
 nbdcopy "$TMP/data" "$NBD_URI"
-wait_until 100 "8 healthy extents" healthy
+wait_until --polls 100 "8 healthy extents" healthy
 
 problems=
 # failed_write ROUND BLOCK: write 4 KiB block BLOCK of $TMP/new; it
 # must fail with EIO.
 failed_write () {
-  local rc=0
-  "$TESTS_BIN/nbd_blocks" "$NBD_URI" 4096 "$TMP/new" write "$2" 1 2>"$TMP/write$1.err" || rc=$?
-  cat "$TMP/write$1.err"
-  [ "$rc" = 3 ] || fail "round $1: the write with every copy out of reach did not fail with EIO (exit $rc)"
+  write_fails_eio "round $1: the write with every copy out of reach" 4096 "$TMP/new" "$2" 1
 }
 # check ROUND BLOCK: the whole disk, 4 KiB at a time (nbd_blocks: an
 # EIO is counted, it does not end the read); 4 KiB block BLOCK may be
@@ -85,25 +69,25 @@ check () {
 
 # 1. Cut, seen down: the write goes nowhere.
 proxy '*' cut
-wait_until 100 "both servers to be seen down" servers_up 0
+wait_until --polls 100 "both servers to be seen down" stats_are servers_up -eq 0
 failed_write 1 $(( (1 * MiB + 64 * 1024) / 4096 ))
 proxy '*' pass
-wait_until 100 "both servers up again" servers_up 2
+wait_until --polls 100 "both servers up again" stats_are servers_up -eq 2
 check 1 $(( (1 * MiB + 64 * 1024) / 4096 ))
 # Only the data read back proves the copies whole; healthy they must
 # be too, after a write that reached none of them.
 healthy_again () {
-  for _ in $(seq 100); do healthy && return 0; sleep 0.1; done
-  problems+="round $1: not healthy again: $(tr '\n' ' ' <"$STATS"); "
+  poll_until --polls 100 healthy ||
+    problems+="round $1: not healthy again: $(tr '\n' ' ' <"$STATS"); "
 }
 healthy_again 1
 
 # 2. Blackholed, not noticed: the write is sent to both and times out.
 proxy '*' blackhole
 failed_write 2 $(( (3 * MiB + 512 * 1024) / 4096 ))
-wait_until 100 "both servers to be seen down" servers_up 0
+wait_until --polls 100 "both servers to be seen down" stats_are servers_up -eq 0
 proxy '*' pass
-wait_until 100 "both servers up again" servers_up 2
+wait_until --polls 100 "both servers up again" stats_are servers_up -eq 2
 check 2 $(( (3 * MiB + 512 * 1024) / 4096 ))
 healthy_again 2
 [ -z "$problems" ] || fail "$problems"

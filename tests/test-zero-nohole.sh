@@ -20,14 +20,13 @@ source "${srcdir:-.}/functions.sh"
 requires nbdkit
 requires nbdcopy libnbd-bin
 requires fallocate util-linux
-MB=$((1024 * 1024))
 NBD_ZERO=$TESTS_BIN/nbd_zero
 
 for i in 1 2 3; do start_memserver "s$i"; done
 
 # The expected disk: 8 MiB of data, then zeros.
-head -c $((8 * MB)) /dev/urandom >"$TMP/data"
-truncate -s $((32 * MB)) "$TMP/data"
+head -c $((8 * MiB)) /dev/urandom >"$TMP/data"
+truncate -s $((32 * MiB)) "$TMP/data"
 cp "$TMP/data" "$TMP/want"
 zero_want () {        # OFFSET LENGTH: the expected copy reads zeros there
   head -c "$2" /dev/zero | dd of="$TMP/want" bs=64K seek="$1" oflag=seek_bytes \
@@ -55,41 +54,41 @@ check_disk () {       # WHAT
 for enc in off on; do
   cp "$TMP/data" "$TMP/want"
   start_nbdkit size=32M replicas=2 encrypt=$enc
-  "$TESTS_BIN/nbd_blocks" "$NBD_URI" $MB "$TMP/data" write 0 8
+  "$TESTS_BIN/nbd_blocks" "$NBD_URI" $MiB "$TMP/data" write 0 8
   used0=$(pool_used)
-  [ "$used0" = $((16 * MB)) ] || fail "encrypt=$enc: 8 extents x 2 copies hold $used0 bytes"
-  expect_status 0 $((8 * MB)) data "encrypt=$enc: written"
-  expect_status $((8 * MB)) $((24 * MB)) hole,zero "encrypt=$enc: never written"
+  [ "$used0" = $((16 * MiB)) ] || fail "encrypt=$enc: 8 extents x 2 copies hold $used0 bytes"
+  expect_status 0 $((8 * MiB)) data "encrypt=$enc: written"
+  expect_status $((8 * MiB)) $((24 * MiB)) hole,zero "encrypt=$enc: never written"
 
   # NO_HOLE on whole extents 2 and 3: zeros, still allocated.
-  "$NBD_ZERO" "$NBD_URI" zero-nohole $((2 * MB)) $((2 * MB))
-  zero_want $((2 * MB)) $((2 * MB))
+  "$NBD_ZERO" "$NBD_URI" zero-nohole $((2 * MiB)) $((2 * MiB))
+  zero_want $((2 * MiB)) $((2 * MiB))
   expect_used "$used0" "encrypt=$enc: NO_HOLE zero of 2 whole extents"
-  expect_status $((2 * MB)) $((2 * MB)) data "encrypt=$enc: NO_HOLE zero"
+  expect_status $((2 * MiB)) $((2 * MiB)) data "encrypt=$enc: NO_HOLE zero"
   check_disk "encrypt=$enc: after a NO_HOLE zero"
 
   # Unaligned, across extents 6 and 7, NO_HOLE: nothing freed either.
-  "$NBD_ZERO" "$NBD_URI" zero-nohole $((6 * MB + 1000)) $((MB + MB / 2))
-  zero_want $((6 * MB + 1000)) $((MB + MB / 2))
+  "$NBD_ZERO" "$NBD_URI" zero-nohole $((6 * MiB + 1000)) $((MiB + MiB / 2))
+  zero_want $((6 * MiB + 1000)) $((MiB + MiB / 2))
   expect_used "$used0" "encrypt=$enc: unaligned NO_HOLE zero"
 
   # Unmapped extents 10 and 11, NO_HOLE: mapped now, reading zeros.
-  "$NBD_ZERO" "$NBD_URI" zero-nohole $((10 * MB)) $((2 * MB))
-  expect_used $((used0 + 4 * MB)) "encrypt=$enc: NO_HOLE zero of 2 unmapped extents"
-  expect_status $((10 * MB)) $((2 * MB)) data "encrypt=$enc: NO_HOLE zero of unmapped extents"
+  "$NBD_ZERO" "$NBD_URI" zero-nohole $((10 * MiB)) $((2 * MiB))
+  expect_used $((used0 + 4 * MiB)) "encrypt=$enc: NO_HOLE zero of 2 unmapped extents"
+  expect_status $((10 * MiB)) $((2 * MiB)) data "encrypt=$enc: NO_HOLE zero of unmapped extents"
 
   # Without NO_HOLE (MAY_TRIM): extents 4 and 5 are freed.
   used1=$(pool_used)
-  "$NBD_ZERO" "$NBD_URI" zero $((4 * MB)) $((2 * MB))
-  zero_want $((4 * MB)) $((2 * MB))
-  expect_used $((used1 - 4 * MB)) "encrypt=$enc: zero of 2 whole extents with MAY_TRIM"
-  expect_status $((4 * MB)) $((2 * MB)) hole,zero "encrypt=$enc: zero with MAY_TRIM"
+  "$NBD_ZERO" "$NBD_URI" zero $((4 * MiB)) $((2 * MiB))
+  zero_want $((4 * MiB)) $((2 * MiB))
+  expect_used $((used1 - 4 * MiB)) "encrypt=$enc: zero of 2 whole extents with MAY_TRIM"
+  expect_status $((4 * MiB)) $((2 * MiB)) hole,zero "encrypt=$enc: zero with MAY_TRIM"
   check_disk "encrypt=$enc: at the end"
   # The mapped extents still take writes.
-  "$TESTS_BIN/nbd_blocks" "$NBD_URI" $MB "$TMP/data" write 2 2
+  "$TESTS_BIN/nbd_blocks" "$NBD_URI" $MiB "$TMP/data" write 2 2
   dd if="$TMP/data" of="$TMP/want" bs=1M skip=2 seek=2 count=2 conv=notrunc status=none
   check_disk "encrypt=$enc: extents 2 and 3 rewritten"
-  echo "encrypt=$enc: NO_HOLE kept $((used0 / MB)) MiB on the memservers;" \
+  echo "encrypt=$enc: NO_HOLE kept $((used0 / MiB)) MiB on the memservers;" \
     "without it 2 extents were freed"
   stop_nbdkit
   expect_used 0 "encrypt=$enc: after nbdkit stopped"
@@ -97,31 +96,28 @@ done
 
 # rampool-fuse: fallocate --zero-range keeps, --punch-hole frees.
 fuse_setup
-EXPECT_SIZE=$((32 * MB))
+EXPECT_SIZE=$((32 * MiB))
 start_fuse size=32M replicas=2
 DISK=$MNT/disk
 cp "$TMP/data" "$TMP/want"
 dd if="$TMP/data" of="$DISK" bs=1M count=8 conv=notrunc oflag=direct status=none
 used0=$(pool_used)
-[ "$used0" = $((16 * MB)) ] || fail "fuse: 8 extents x 2 copies hold $used0 bytes"
-fallocate --zero-range -o $((2 * MB)) -l $((2 * MB)) "$DISK"
-zero_want $((2 * MB)) $((2 * MB))
+[ "$used0" = $((16 * MiB)) ] || fail "fuse: 8 extents x 2 copies hold $used0 bytes"
+fallocate --zero-range -o $((2 * MiB)) -l $((2 * MiB)) "$DISK"
+zero_want $((2 * MiB)) $((2 * MiB))
 expect_used "$used0" "fuse: fallocate --zero-range of 2 whole extents"
-fallocate --zero-range -o $((6 * MB + 1000)) -l $((MB + MB / 2)) "$DISK"
-zero_want $((6 * MB + 1000)) $((MB + MB / 2))
+fallocate --zero-range -o $((6 * MiB + 1000)) -l $((MiB + MiB / 2)) "$DISK"
+zero_want $((6 * MiB + 1000)) $((MiB + MiB / 2))
 expect_used "$used0" "fuse: unaligned fallocate --zero-range"
-fallocate --zero-range -o $((10 * MB)) -l $((2 * MB)) "$DISK"
-expect_used $((used0 + 4 * MB)) "fuse: fallocate --zero-range of 2 unmapped extents"
+fallocate --zero-range -o $((10 * MiB)) -l $((2 * MiB)) "$DISK"
+expect_used $((used0 + 4 * MiB)) "fuse: fallocate --zero-range of 2 unmapped extents"
 [ "$(du -k "$DISK" | cut -f1)" -eq $((10 * 1024)) ] || fail "fuse: du after --zero-range: $(du -k "$DISK")"
 used1=$(pool_used)
-fallocate --punch-hole -o $((4 * MB)) -l $((2 * MB)) "$DISK"
-zero_want $((4 * MB)) $((2 * MB))
-expect_used $((used1 - 4 * MB)) "fuse: fallocate --punch-hole of 2 whole extents"
+fallocate --punch-hole -o $((4 * MiB)) -l $((2 * MiB)) "$DISK"
+zero_want $((4 * MiB)) $((2 * MiB))
+expect_used $((used1 - 4 * MiB)) "fuse: fallocate --punch-hole of 2 whole extents"
 [ "$(du -k "$DISK" | cut -f1)" -eq $((8 * 1024)) ] || fail "fuse: du after --punch-hole: $(du -k "$DISK")"
 cmp "$TMP/want" "$DISK" || fail "fuse: the disk differs from the expected copy"
-fusermount3 -u "$MNT"
-wait "$FUSE_PID" || fail "rampool-fuse exited with $? after fusermount3 -u"
-FUSE_PID=
-is_mounted && fail "still mounted after fusermount3 -u"
+stop_fuse unmount
 expect_used 0 "fuse: after unmount"
 echo "PASS"

@@ -85,6 +85,7 @@
 #include <sys/wait.h>
 
 #include "rampool/client.h"
+#include "shadow.h"
 
 #define NSERVERS 5
 #define MAX_THREADS 16
@@ -178,16 +179,6 @@ failure (const char *fmt, ...)
   pthread_mutex_lock (&io_lock);
   pthread_cond_broadcast (&io_cond);
   pthread_mutex_unlock (&io_lock);
-}
-
-static uint64_t
-rnd (uint64_t *s)
-{
-  uint64_t x = *s;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  return *s = x;
 }
 
 /* A number in [lo, hi]. */
@@ -422,19 +413,6 @@ check (const struct worker *w, const uint8_t *got, uint64_t off, uint64_t len,
            shadow[off + i]);
 }
 
-/* rampool's trim: whole extents inside the range become zeros. */
-static void
-shadow_trim (uint64_t off, uint64_t len)
-{
-  uint64_t first = (off + extent_size - 1) / extent_size * extent_size;
-  uint64_t end = (off + len) / extent_size * extent_size;
-
-  if (off + len == disk_size)
-    end = off + len;
-  if (first < end)
-    memset (shadow + first, 0, end - first);
-}
-
 static void
 fill_random (uint8_t *buf, uint64_t len, uint64_t *rng)
 {
@@ -540,7 +518,7 @@ worker (void *arg)
       if (rp_pool_trim (pool, len, off) == -1)
         io_error (w, "trim", off, len);
       else
-        shadow_trim (off, len);
+        shadow_trim (shadow, disk_size, extent_size, off, len);
       w->trims++;
     }
   }

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "rampool/client.h"
+#include "shadow.h"
 
 static struct rp_pool *pool;
 static uint8_t *shadow;
@@ -31,16 +32,6 @@ static uint64_t disk_size, slice_size, extent_size;
 static unsigned nthreads = 4, nops = 4000;
 static long kill_pid, kill_at = -1;
 static int failures;
-
-static uint64_t
-rnd (uint64_t *s)
-{
-  uint64_t x = *s;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  return *s = x;
-}
 
 static void
 fail (const char *what, uint64_t off, uint64_t len)
@@ -62,18 +53,6 @@ check (const uint8_t *got, uint64_t off, uint64_t len)
              got[i], shadow[off + i]);
     __atomic_add_fetch (&failures, 1, __ATOMIC_RELAXED);
   }
-}
-
-/* rampool's trim: whole extents inside the range become zeros. */
-static void
-shadow_trim (uint64_t off, uint64_t len)
-{
-  uint64_t first = (off + extent_size - 1) / extent_size * extent_size;
-  uint64_t end = (off + len) / extent_size * extent_size;
-  if (off + len == disk_size)
-    end = off + len;
-  if (first < end)
-    memset (shadow + first, 0, end - first);
 }
 
 static void *
@@ -121,7 +100,7 @@ worker (void *arg)
       if (rp_pool_trim (pool, len, off) == -1)
         fail ("trim", off, len);
       else
-        shadow_trim (off, len);
+        shadow_trim (shadow, disk_size, extent_size, off, len);
     }
   }
   free (buf);

@@ -32,9 +32,9 @@ struct rp_config {
   unsigned inflight;          /* request slots per connection (64) */
   unsigned timeout_ms;        /* per-request deadline (default 5000) */
   unsigned heartbeat_ms;      /* PING / reconnect period (default 1000) */
-  uint64_t recovery_rate;     /* bytes per second re-replication may copy
-                                 (default 64 MiB/s: most of a 1 GbE link
-                                 stays with foreground I/O) */
+  uint64_t recovery_rate;     /* most bytes per second re-replication
+                                 may copy; 0 (default): no ceiling, it
+                                 yields to foreground I/O (recovery.c) */
   unsigned rejoin_grace_ms;   /* keep a down server's replicas this long
                                  before re-creating them elsewhere
                                  (default 5000: a blip costs no copy) */

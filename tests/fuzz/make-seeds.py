@@ -12,6 +12,10 @@ every branch of the session instead of finding the magic first.
 
 corpus/config/: inputs for fuzz_config.c -- KEY=VALUE lines.
 
+corpus/replies/: inputs for fuzz_replies.c -- what a server sends, each
+frame after a byte naming the op the client had asked (LIST: its limit
+in the high bits).
+
 The frames target makes randomness zero (see fuzz_frames.c), so the
 server nonce is 32 zero bytes and the first extent of a run has handle
 0x1000001; the AUTH proofs below are computed for that nonce and the
@@ -241,10 +245,49 @@ def configs():
     }
 
 
+def reply(op, payload=b"", error=0, id=1, free=1 << 30, sel=None):
+    s = op if sel is None else sel
+    return bytes([s]) + struct.pack("<IIQQII", 0x72505252, error, id, free,
+                                    len(payload), 0) + payload
+
+
+def notice(kind, handles=(), deadline=10000, count=None, length=None):
+    n = len(handles) if count is None else count
+    ln = 8 * len(handles) if length is None else length
+    return bytes([0]) + struct.pack("<IIQIIQ", 0x6e505252, kind, deadline, n,
+                                    ln, 0) + b"".join(
+                                        struct.pack("<Q", h) for h in handles)
+
+
+def replies():
+    hello_p = struct.pack("<II16sQQII", 3, 0, b"I" * 16, 1 << 30, 1 << 29,
+                          4 << 20, 30000) + b"\0" * 8 + b"N" * 32 + \
+        b"P" * 32 + struct.pack("<Q", 7)
+    hello_p = hello_p[:120].ljust(120, b"\0")
+    stat_p = struct.pack("<QQQIIIIQ16sQII", 1 << 30, 1 << 20, 1 << 19, 2, 1,
+                         3, 1, 5000, b"I" * 16, 1 << 29, 2, 0)
+    list_p = struct.pack("<QII", 2 ** 64 - 1, 3, 0) + b"".join(
+        struct.pack("<Q", h) for h in (0x1000001, 0x1000002, 0x1000003))
+    return {
+        "hello": reply(1, hello_p),
+        "stat": reply(6, stat_p),
+        "auth": reply(9, struct.pack("<QQ", 42, 0)),
+        "alloc-read": reply(2, struct.pack("<QII", 0x1000001, 7, 3)) +
+                      reply(4, bytes(range(256)) * 4),
+        "list": reply(10, list_p, sel=10 | (1 << 4)),
+        "errors": reply(3, error=2) + reply(4, error=5) + reply(7),
+        "reclaim": notice(1, (0x1000001, 0x1000002)) + reply(7),
+        "drain": notice(2, deadline=600000) + reply(6, stat_p),
+        "notice-bad": notice(1, (1,), count=2) + notice(3) +
+                      notice(2, deadline=86400001),
+    }
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else \
         os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
-    for sub, seeds in (("frames", frames()), ("config", configs())):
+    for sub, seeds in (("frames", frames()), ("config", configs()),
+                       ("replies", replies())):
         d = os.path.join(out, sub)
         os.makedirs(d, exist_ok=True)
         for name, body in seeds.items():
