@@ -211,9 +211,14 @@ rp_config_copy (struct rp_config *dst, const struct rp_config *src)
       goto out_nomem;
   for (size_t i = 0; i < CONFIG_NKEYS; i++) {
     const struct config_key *k = &config_keys[i];
-    const char *from = *(char **) ((char *) src + k->offset);
-    char **to = config_field (dst, k);
-    if (k->kind == CONFIG_PATH && from && (*to = strdup (from)) == NULL)
+    const char *from;
+    char **to;
+
+    if (k->kind != CONFIG_PATH)
+      continue;                 /* only PATH fields hold a char * */
+    from = *(char *const *) ((const char *) src + k->offset);
+    to = config_field (dst, k);
+    if (from && (*to = strdup (from)) == NULL)
       goto out_nomem;
   }
   return 0;
