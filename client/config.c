@@ -57,6 +57,7 @@ struct config_key {
 #define CONFIG_ALL (RP_FRONT_PLUGIN | RP_FRONT_FUSE)
 #define KiB UINT64_C (1024)
 #define MiB (1024 * KiB)
+#define GiB (1024 * MiB)
 
 /* The defaults, with why each was chosen:
  *  - extent-size 1 MiB: small enough that swap's scattered trims free
@@ -70,11 +71,16 @@ struct config_key {
  *  - outage-wait-ms 30 s: long enough to ride out a donor's stall or a
  *    reconnect, short enough that a truly lost page ends in an error
  *    someone sees; the kernel's NBD request timeout must be longer
- *    (rampool attach: 120 s).
+ *    (rampool attach: 120 s);
+ *  - rdma-buffer 8 MiB: two of the largest READs or WRITEs (4 MiB, a
+ *    chunk) in flight per connection, or 2048 swap pages; at least one
+ *    chunk, or a 4 MiB request could never be posted; at most 1 GiB,
+ *    all of it locked (transport_rdma.c).
  */
 static const struct config_key config_keys[] = {
-  { "servers", "[tcp://]HOST:PORT,...", CONFIG_SERVERS, CONFIG_FIELD (nservers),
-    0, 0, 0, true, CONFIG_ALL, "memservers of the pool" },
+  { "servers", "[tcp://|rdma://]HOST:PORT,...", CONFIG_SERVERS,
+    CONFIG_FIELD (nservers), 0, 0, 0, true, CONFIG_ALL,
+    "memservers of the pool" },
   { "size", "SIZE", CONFIG_SIZE, CONFIG_FIELD (size_bytes),
     1, INT64_MAX, 0, true, CONFIG_ALL, "virtual disk size, e.g. 64G" },
   { "replicas", "N", CONFIG_UINT, CONFIG_FIELD (replicas),
@@ -86,7 +92,7 @@ static const struct config_key config_keys[] = {
     1, RP_MAX_SERVERS, 2, false, CONFIG_ALL,
     "servers sampled per placement (power of d choices)" },
   { "connections", "N", CONFIG_UINT, CONFIG_FIELD (connections),
-    1, 16, 2, false, CONFIG_ALL, "TCP connections per server" },
+    1, 16, 2, false, CONFIG_ALL, "connections per server" },
   { "inflight", "N", CONFIG_UINT, CONFIG_FIELD (inflight),
     1, 1024, 64, false, CONFIG_ALL, "requests in flight per connection" },
   { "timeout-ms", "MS", CONFIG_UINT, CONFIG_FIELD (timeout_ms),
@@ -104,6 +110,10 @@ static const struct config_key config_keys[] = {
     0, UINT64_MAX, 0, false, CONFIG_ALL,
     "most bytes per second re-replication may copy; 0: no ceiling, it"
     " yields to foreground I/O instead" },
+  { "rdma-buffer", "SIZE", CONFIG_SIZE, CONFIG_FIELD (rdma_buffer),
+    RP_MAX_PAYLOAD, GiB, 8 * MiB, false, CONFIG_ALL,
+    "registered (locked) memory per RDMA connection for READ and WRITE"
+    " data" },
   { "servers-file", "PATH", CONFIG_PATH, CONFIG_FIELD (servers_file),
     0, 0, 0, false, CONFIG_ALL,
     "the servers, one per line, instead of servers=; re-read when it"
@@ -242,11 +252,10 @@ config_set_servers (struct rp_config *cfg, const char *value,
   for (tok = strtok_r (copy, ",", &save); tok;
        tok = strtok_r (NULL, ",", &save)) {
     char host[256], port[16];
-    const char *hostport;
+    const char *hostport, *why;
     uint64_t p;
-    if (transport_find (tok, &hostport) == NULL) {
-      ret = config_error (err, errlen, "servers: '%s': unknown transport"
-                          " (tcp://HOST:PORT, or HOST:PORT for tcp)", tok);
+    if (transport_find (tok, &hostport, &why) == NULL) {
+      ret = config_error (err, errlen, "servers: '%s': %s", tok, why);
       break;
     }
     if (rp_split_hostport (hostport, host, sizeof host, port,
@@ -307,13 +316,16 @@ config_set_value (struct rp_config *cfg, const struct config_key *k,
   case CONFIG_SERVERS:
     return config_set_servers (cfg, value, err, errlen);
   case CONFIG_SIZE:
-    if (rp_parse_size (value, &v) == -1 || v < k->min)
+    if (rp_parse_size (value, &v) == -1 || v == 0)
       return config_error (err, errlen, "%s: '%s' is not a size"
                            " (e.g. 64G, 512M)", k->name, value);
-    /* The NBD protocol and nbdkit take at most 2^63-1. */
+    if (v < k->min)
+      return config_error (err, errlen, "%s: '%s' is less than %s", k->name,
+                           value, config_size_text (k->min, lo, sizeof lo));
+    /* size=: the NBD protocol and nbdkit take at most 2^63-1. */
     if (v > k->max)
-      return config_error (err, errlen, "%s: '%s' is too large", k->name,
-                           value);
+      return config_error (err, errlen, "%s: '%s' is more than %s", k->name,
+                           value, config_size_text (k->max, hi, sizeof hi));
     break;
   case CONFIG_POW2:
     if (rp_parse_size (value, &v) == -1 || !rp_is_power_of_2 (v) ||

@@ -228,16 +228,19 @@ conn_end (struct conn *c, const char *why)
 
 int
 conn_connect (struct conn *c, const char *host, const char *port,
-              unsigned timeout_ms)
+              unsigned timeout_ms, const struct transport_hello *hello,
+              char *err, size_t errlen)
 {
   struct transport t = { .ops = c->t.ops };
+  struct transport_hello h = *hello;
 
   /* Connect on the side, then install the new transport and bump the
    * generation in one step under both locks: a sender that took its
    * slot on the old connection checks the generation under send_lock,
    * so it can never put its frame on the new connection ahead of HELLO.
    */
-  if (t.ops->connect (&t, host, port, timeout_ms) == -1)
+  h.nslots = c->nslots;
+  if (t.ops->connect (&t, host, port, timeout_ms, &h, err, errlen) == -1)
     return -1;
   pthread_mutex_lock (&c->send_lock);
   pthread_mutex_lock (&c->lock);
@@ -248,12 +251,14 @@ conn_connect (struct conn *c, const char *host, const char *port,
   pthread_mutex_unlock (&c->lock);
   pthread_mutex_unlock (&c->send_lock);
   if (c->t.ops->start (&c->t, c) == -1) {
-    int err = errno;
+    int saved = errno;
+    snprintf (err, errlen, "cannot start the receive side: %s",
+              strerror (saved));
     pthread_mutex_lock (&c->lock);
     c->is_dead = true;
     pthread_mutex_unlock (&c->lock);
     c->t.ops->close (&c->t);
-    errno = err;
+    errno = saved;
     return -1;
   }
   c->is_started = true;

@@ -107,9 +107,13 @@ int conn_wait_all (struct conn_wait *w, struct conn_call *calls,
 int conn_init (struct conn *c, const char *name,
                const struct transport_ops *ops, unsigned nslots);
 void conn_destroy (struct conn *c);
-/* Connect and start receiving.  0 or -1 with errno. */
+/* Connect and start receiving; hello as transport.h says (its nslots
+ * is c's, whatever the caller put there).  0, or -1 with errno and a
+ * message in err.
+ */
 int conn_connect (struct conn *c, const char *host, const char *port,
-                  unsigned timeout_ms);
+                  unsigned timeout_ms, const struct transport_hello *hello,
+                  char *err, size_t errlen);
 /* Submit call on c (waits for a free slot).  Returns 0 once submitted
  * (the result arrives through call->wait), or -1 with errno = ENOTCONN
  * if c is dead (nothing submitted, call->wait untouched).

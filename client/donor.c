@@ -147,7 +147,7 @@ donor_init (struct donor *s, struct rp_pool *p, unsigned index,
   s->index = index;
   snprintf (s->addr, sizeof s->addr, "%s", addr);
   /* config.c has checked the address and its scheme. */
-  s->transport = transport_find (s->addr, &hostport);
+  s->transport = transport_find (s->addr, &hostport, NULL);
   if (s->transport == NULL ||
       rp_split_hostport (hostport, s->host, sizeof s->host, s->port,
                          sizeof s->port) == -1) {
@@ -521,16 +521,20 @@ donor_connect (struct rp_pool *p, struct donor *s,
                      char *err, size_t errlen)
 {
   struct rp_hello_info hi;
+  struct transport_hello th = { .buffer_bytes = p->cfg.rdma_buffer };
+  char why[160];
 
   donor_disconnect (s);
   s->fence++;  /* fences off every connection of the previous round */
+  memcpy (th.owner, p->owner, 16);
+  th.fence = s->fence;
   /* A server still draining says so again when we join (DRAIN). */
   atomic_store (&s->is_draining, false);
   for (unsigned i = 0; i < s->nconns; i++) {
     struct rp_hello_info hc;
-    if (conn_connect (&s->conns[i], s->host, s->port,
-                         p->cfg.timeout_ms) == -1) {
-      snprintf (err, errlen, "connect: %s", strerror (errno));
+    if (conn_connect (&s->conns[i], s->host, s->port, p->cfg.timeout_ms, &th,
+                      why, sizeof why) == -1) {
+      snprintf (err, errlen, "connect: %s", why);
       goto out_disconnect;
     }
     if (donor_hello (&s->conns[i], p->owner, p->key, s->fence,
@@ -652,11 +656,16 @@ donor_query_open (const char *addr, const char *key_file,
   uint8_t owner[16];
   char host[128], port[16];
   const char *hostport;
-  const struct transport_ops *ops = transport_find (addr, &hostport);
+  const char *why = NULL;
+  const struct transport_ops *ops = transport_find (addr, &hostport, &why);
+  /* A query reads and writes no extent: no one-sided buffer. */
+  struct transport_hello th = { .fence = 1, .buffer_bytes = 0 };
+  char cwhy[140];                /* fits after "connect: " in a status's
+                                    error (struct rp_server_info) */
 
   if (ops == NULL || rp_split_hostport (hostport, host, sizeof host, port,
                                         sizeof port) == -1) {
-    snprintf (err, errlen, ops ? "not HOST:PORT" : "unknown transport scheme");
+    snprintf (err, errlen, "%s", ops ? "not HOST:PORT" : why);
     return -1;
   }
   if (donor_load_key (key_file, &key, err, errlen) == -1)
@@ -670,11 +679,14 @@ donor_query_open (const char *addr, const char *key_file,
     snprintf (err, errlen, "getrandom: %s", strerror (errno));
     goto out_destroy;
   }
-  if (conn_connect (c, host, port, timeout_ms) == -1) {
-    snprintf (err, errlen, "connect: %s", strerror (errno));
+  memcpy (th.owner, owner, 16);
+  if (conn_connect (c, host, port, timeout_ms, &th, cwhy,
+                    sizeof cwhy) == -1) {
+    snprintf (err, errlen, "connect: %s", cwhy);
     goto out_destroy;
   }
-  if (donor_hello (c, owner, key, 1, timeout_ms, &hi, err, errlen) == -1)
+  if (donor_hello (c, owner, key, th.fence, timeout_ms, &hi, err,
+                   errlen) == -1)
     goto out_destroy;
   conn_set_ready (c);
   rp_key_free (key);

@@ -12,8 +12,13 @@
  *
  * The contract, for a transport's implementer:
  *  - connect: reach HOST:PORT within timeout_ms and make the private
- *    state (t->priv).  Nothing is sent yet.  Monitor side: it may
- *    allocate, sleep and block.
+ *    state (t->priv), with what *hello says of the connection: the
+ *    session it will join (RDMA names it in its connect request, so
+ *    the server can put the queue pair in that session's protection
+ *    domain), the request slots and the memory one-sided data may
+ *    use.  Nothing is sent yet.  Monitor side: it may allocate,
+ *    register memory, sleep and block.  Failure: -1 with errno and a
+ *    message in err (what failed and, where we know, what to do).
  *  - start: begin receiving for connection c.  From now on the
  *    transport's receive side (its own thread for TCP; a completion
  *    queue poller for RDMA) reports every reply with conn_reply_call
@@ -27,7 +32,10 @@
  *    WRITE's payload is read from call->payload; both are engine
  *    memory, not registered with any device, so a transport that needs
  *    registered memory (RDMA) copies through bounce buffers it made at
- *    connect, one per request slot (conn's nslots), which bounds them.
+ *    connect (hello->buffer_bytes of them, bounded whatever the
+ *    traffic), and may wait there for room or for the server's credits
+ *    -- never longer than the connection's timeout, and never once
+ *    shutdown has run.
  *    A transport that moves data one-sided finds the extent's place in
  *    the server's memory in call->rkey and call->raddr_64k, which the
  *    engine copies from the replica, which got them from the server's
@@ -50,9 +58,27 @@
 #define RP_TRANSPORT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct conn;
 struct conn_call;
+
+/* What connect knows of a connection besides its address.  TCP needs
+ * none of it.
+ */
+struct transport_hello {
+  uint8_t owner[16];           /* the session's owner id, as HELLO will
+                                  carry it */
+  uint64_t fence;              /* the connection generation, as HELLO
+                                  will carry it */
+  unsigned nslots;             /* the connection's request slots: at
+                                  most this many requests at once (set
+                                  by conn_connect) */
+  uint64_t buffer_bytes;       /* registered memory for one-sided data,
+                                  bytes (rdma-buffer=); 0: the
+                                  connection carries no READ or WRITE
+                                  (a status query) */
+};
 
 struct transport {
   const struct transport_ops *ops;
@@ -62,7 +88,8 @@ struct transport {
 struct transport_ops {
   const char *scheme;          /* in servers=: "tcp" for tcp://HOST:PORT */
   int (*connect) (struct transport *t, const char *host, const char *port,
-                  unsigned timeout_ms);
+                  unsigned timeout_ms, const struct transport_hello *hello,
+                  char *err, size_t errlen);
   int (*start) (struct transport *t, struct conn *c);
   int (*send) (struct transport *t, const struct conn_call *call);
   void (*shutdown) (struct transport *t);
@@ -70,12 +97,18 @@ struct transport_ops {
 };
 
 extern const struct transport_ops transport_tcp;
+#ifdef HAVE_RDMA
+extern const struct transport_ops transport_rdma;
+#endif
 
 /* The transport for a server address "[SCHEME://]HOST:PORT" (no
  * scheme: tcp); *hostport is set to the part after the scheme.  NULL
- * if the scheme is unknown.
+ * if the scheme is unknown, with why (static text: which schemes this
+ * build knows, or how to get the one asked for) in *why if why is not
+ * NULL.
  */
 const struct transport_ops *transport_find (const char *addr,
-                                            const char **hostport);
+                                            const char **hostport,
+                                            const char **why);
 
 #endif /* RP_TRANSPORT_H */

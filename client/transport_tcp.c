@@ -75,7 +75,8 @@ tcp_connect_one (const struct addrinfo *ai, unsigned timeout_ms)
 
 static int
 tcp_connect (struct transport *t, const char *host, const char *port,
-             unsigned timeout_ms)
+             unsigned timeout_ms, const struct transport_hello *hello,
+             char *err, size_t errlen)
 {
   struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
                             .ai_flags = AI_NUMERICSERV };
@@ -86,6 +87,7 @@ tcp_connect (struct transport *t, const char *host, const char *port,
   r = getaddrinfo (host, port, &hints, &res);
   if (r != 0) {
     errno = r == EAI_SYSTEM ? errno : EHOSTUNREACH;
+    snprintf (err, errlen, "%s", strerror (errno));
     return -1;
   }
   for (ai = res; ai && fd == -1; ai = ai->ai_next)
@@ -93,12 +95,14 @@ tcp_connect (struct transport *t, const char *host, const char *port,
   r = errno;
   freeaddrinfo (res);
   if (fd == -1) {
+    snprintf (err, errlen, "%s", strerror (r));
     errno = r;
     return -1;
   }
   tcp = calloc (1, sizeof *tcp);
   if (tcp == NULL) {
     close (fd);
+    snprintf (err, errlen, "%s", strerror (ENOMEM));
     errno = ENOMEM;
     return -1;
   }

@@ -28,7 +28,7 @@ struct rp_config {
                                  default 1 MiB (see rp_config_init) */
   unsigned replicas;          /* copies of each extent (default 2) */
   unsigned placement_choices; /* d in power-of-d placement (default 2) */
-  unsigned connections;       /* TCP connections per server (default 2) */
+  unsigned connections;       /* connections per server (default 2) */
   unsigned inflight;          /* request slots per connection (64) */
   unsigned timeout_ms;        /* per-request deadline (default 5000) */
   unsigned heartbeat_ms;      /* PING / reconnect period (default 1000) */
@@ -43,6 +43,9 @@ struct rp_config {
                                  data may come back) waits this long
                                  for one to return before EIO
                                  (default 30000; 0 = fail at once) */
+  uint64_t rdma_buffer;       /* bytes of registered memory for READ and
+                                 WRITE data per RDMA connection, locked
+                                 (default 8 MiB, at least 4 MiB) */
   char *servers_file;         /* servers-file=PATH: the servers, one
                                  per line, instead of servers=; re-read
                                  when it changes (owned) */

@@ -72,8 +72,9 @@ fuzz_check_error (int r, int err, const char *msg, size_t errlen,
     fuzz_fail ("%s failed without a message", what);
 }
 
-/* The server list: at most RP_MAX_SERVERS, each HOST:PORT, no two
- * alike.  Quadratic, so checked only when the list changed.
+/* The server list: at most RP_MAX_SERVERS, each [SCHEME://]HOST:PORT
+ * of a known scheme, no two alike.  Quadratic, so checked only when
+ * the list changed.
  */
 static void
 fuzz_check_servers (const struct rp_config *cfg)
@@ -82,14 +83,14 @@ fuzz_check_servers (const struct rp_config *cfg)
     fuzz_fail ("%u servers", cfg->nservers);
   for (unsigned i = 0; i < RP_MAX_SERVERS; i++) {
     char host[256], port[16];
+    const char *hostport;
     uint64_t p;
 
     if ((i < cfg->nservers) != (cfg->servers[i] != NULL))
       fuzz_fail ("servers[%u] is %s", i, cfg->servers[i] ? "set" : "NULL");
     if (i >= cfg->nservers)
       continue;
-    const char *hostport;
-    if (transport_find (cfg->servers[i], &hostport) == NULL ||
+    if (transport_find (cfg->servers[i], &hostport, NULL) == NULL ||
         rp_split_hostport (hostport, host, sizeof host,
                            port, sizeof port) == -1 ||
         rp_parse_uint (port, 1, 65535, &p) == -1)
@@ -128,6 +129,8 @@ fuzz_check_config (const struct rp_config *cfg, unsigned nservers_before)
   if (cfg->rejoin_grace_ms > 86400000 || cfg->outage_wait_ms > 86400000)
     fuzz_fail ("rejoin-grace-ms %u / outage-wait-ms %u", cfg->rejoin_grace_ms,
                cfg->outage_wait_ms);
+  if (cfg->rdma_buffer < RP_MAX_PAYLOAD || cfg->rdma_buffer > (1u << 30))
+    fuzz_fail ("rdma-buffer %" PRIu64, cfg->rdma_buffer);
   if ((cfg->key_file && cfg->key_file[0] == '\0') ||
       (cfg->stats_file && cfg->stats_file[0] == '\0'))
     fuzz_fail ("an empty path accepted");
