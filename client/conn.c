@@ -16,45 +16,66 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 
 #include "conn.h"
 #include "util.h"
 
+#define CONN_WAIT_SLEEPING 0x80000000u
+#define CONN_WAIT_COUNT 0x7fffffffu
+
 void
 conn_wait_init (struct conn_wait *w)
 {
-  pthread_condattr_t attr;
-
-  pthread_mutex_init (&w->lock, NULL);
-  pthread_condattr_init (&attr);
-  pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
-  pthread_cond_init (&w->cond, &attr);
-  pthread_condattr_destroy (&attr);
-  w->pending = 0;
+  w->state = 0;
 }
 
 void
 conn_wait_destroy (struct conn_wait *w)
 {
-  pthread_mutex_destroy (&w->lock);
-  pthread_cond_destroy (&w->cond);
+}
+
+/* Wake whoever sleeps on w.  w may be gone by now (its waiter saw the
+ * count reach 0 and returned): a private futex wake touches no memory,
+ * and at worst wakes a later sleeper on the same address early, which
+ * every futex user tolerates (the waits below loop, as glibc's do).
+ */
+static void
+conn_futex_wake (uint32_t *word)
+{
+  syscall (SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+/* Sleep while *word is val, until woken or the CLOCK_MONOTONIC time
+ * *ts (NULL: no limit).  0, or -1 with errno (ETIMEDOUT, EAGAIN: *word
+ * changed, EINTR).
+ */
+static int
+conn_futex_wait (uint32_t *word, uint32_t val, const struct timespec *ts)
+{
+  return syscall (SYS_futex, word, FUTEX_WAIT_BITSET_PRIVATE, val, ts, NULL,
+                  FUTEX_BITSET_MATCH_ANY);
 }
 
 static void
 conn_complete (struct conn_call *call, int err, bool is_answered)
 {
   struct conn_wait *w = call->wait;
+  uint32_t old;
 
-  pthread_mutex_lock (&w->lock);
   call->err = err;
   call->is_answered = is_answered;
-  call->is_done = true;
-  if (--w->pending == 0)
-    pthread_cond_broadcast (&w->cond);
-  pthread_mutex_unlock (&w->lock);
+  __atomic_store_n (&call->is_done, true, __ATOMIC_RELEASE);
+  /* After this the waiter may return: touch neither call nor w. */
+  old = __atomic_fetch_sub (&w->state, 1, __ATOMIC_ACQ_REL);
+  if ((old & CONN_WAIT_COUNT) == 1 && (old & CONN_WAIT_SLEEPING))
+    conn_futex_wake (&w->state);
 }
 
 int
@@ -66,31 +87,32 @@ conn_wait_all (struct conn_wait *w, struct conn_call *calls, unsigned ncalls,
     .tv_nsec = (deadline_ms % 1000) * 1000000,
   };
   bool timed_out = false;
+  uint32_t s;
 
-  pthread_mutex_lock (&w->lock);
-  while (w->pending > 0) {
-    if (pthread_cond_timedwait (&w->cond, &w->lock, &ts) != ETIMEDOUT)
+  while ((s = __atomic_load_n (&w->state, __ATOMIC_ACQUIRE)) &
+         CONN_WAIT_COUNT) {
+    if (!(s & CONN_WAIT_SLEEPING)) {
+      /* Say we sleep before we do: the last completion then wakes us. */
+      if (!__atomic_compare_exchange_n (&w->state, &s, s | CONN_WAIT_SLEEPING,
+                                        false, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+        continue;
+      s |= CONN_WAIT_SLEEPING;
+    }
+    if (conn_futex_wait (&w->state, s, timed_out ? NULL : &ts) == 0 ||
+        errno != ETIMEDOUT)
       continue;
-    if (w->pending == 0)
-      break;
     /* Past the deadline: kill the connections still holding our calls.
      * Their readers fail the calls promptly; then we are done.
      */
     timed_out = true;
-    pthread_mutex_unlock (&w->lock);
-    for (unsigned i = 0; i < ncalls; i++) {
-      bool done;
-      pthread_mutex_lock (&w->lock);
-      done = calls[i].is_done;
-      pthread_mutex_unlock (&w->lock);
-      if (!done && calls[i].conn)
+    for (unsigned i = 0; i < ncalls; i++)
+      if (!__atomic_load_n (&calls[i].is_done, __ATOMIC_ACQUIRE) &&
+          calls[i].conn)
         conn_kill (calls[i].conn, "request timed out (timeout-ms)");
-    }
-    pthread_mutex_lock (&w->lock);
-    while (w->pending > 0)
-      pthread_cond_wait (&w->cond, &w->lock);
   }
-  pthread_mutex_unlock (&w->lock);
+  /* Every call is complete: nobody else touches w now. */
+  w->state = 0;
   if (timed_out) {
     errno = ETIMEDOUT;
     return -1;
@@ -291,9 +313,7 @@ conn_submit (struct conn *c, struct conn_call *call)
   c->nbusy++;
   gen = c->conn_gen;
   call->req.id = ((uint64_t) c->slots[idx].gen << 32) | idx;
-  pthread_mutex_lock (&call->wait->lock);
-  call->wait->pending++;
-  pthread_mutex_unlock (&call->wait->lock);
+  __atomic_fetch_add (&call->wait->state, 1, __ATOMIC_RELAXED);
   pthread_mutex_unlock (&c->lock);
 
   pthread_mutex_lock (&c->send_lock);

@@ -26,10 +26,14 @@
 #include "codec.h"
 #include "transport.h"
 
+/* A futex word, not a mutex and condition variable: the calls
+ * submitted and not completed (CONN_WAIT_COUNT bits), and
+ * CONN_WAIT_SLEEPING once the waiter is asleep on it or about to be.
+ * Completing a call is one atomic decrement; only the last completion,
+ * and only if the waiter sleeps, makes a system call (the wake).
+ */
 struct conn_wait {
-  pthread_mutex_t lock;
-  pthread_cond_t cond;         /* CLOCK_MONOTONIC */
-  unsigned pending;            /* calls submitted, not completed */
+  uint32_t state;              /* atomic */
 };
 
 struct conn;
@@ -53,7 +57,7 @@ struct conn_call {
                                   not from a lost connection or timeout:
                                   the server itself said so */
   uint32_t rlen;               /* reply payload bytes received */
-  bool is_done;                /* guarded by wait->lock */
+  bool is_done;                /* atomic: set as the call completes */
 };
 
 struct conn_slot {

@@ -1,8 +1,14 @@
 /* TCP transport (transport.h): blocking stream sockets, TCP_NODELAY (a
  * 4 KiB swap page must not wait for Nagle), one sendmsg for header and
- * payload (MSG_NOSIGNAL), and a receive thread per connection that
- * reads each reply header, asks conn.c which call it answers, and reads
- * the payload straight into that call's buffer.
+ * payload (MSG_NOSIGNAL), and a receive thread per connection.
+ *
+ * The receive thread reads into a buffer of its own as much as the
+ * socket holds, so one recv brings every reply the server wrote in one
+ * go (a burst of 4 KiB READ replies, 32-byte WRITE replies), not one
+ * recv for each header and one for each payload.  For each reply it
+ * asks conn.c which call it answers and copies the payload from the
+ * buffer into that call's buffer; the part of a large payload that is
+ * not in the buffer yet is read straight into the call's buffer.
  */
 #include <config.h>
 
@@ -24,13 +30,26 @@
 #include "conn.h"
 #include "util.h"
 
+/* The receive buffer: many replies per recv.  A payload that still
+ * misses more than TCP_DIRECT bytes once the buffer is used up is read
+ * straight into the call's buffer instead.
+ */
+#define TCP_RBUF (64u * 1024)
+#define TCP_DIRECT (TCP_RBUF / 4)
+
+_Static_assert (TCP_RBUF >= sizeof (struct rp_notice_hdr) +
+                RP_NOTICE_MAX_HANDLES * 8, "a whole notice fits");
+
 /* A TCP connection's private state (transport.priv). */
 struct tcp {
   int fd;                      /* the socket */
   struct conn *conn;           /* whose replies the reader delivers */
   pthread_t reader;
   bool has_reader;             /* started: close joins it */
-  uint8_t notice[RP_NOTICE_MAX_HANDLES * 8]; /* a notice's handles */
+  uint8_t *rbuf;               /* TCP_RBUF bytes received, owned (the
+                                  reader's) */
+  size_t rpos;                 /* next byte not consumed */
+  size_t rlen;                 /* bytes received at rbuf */
 };
 
 static int
@@ -100,7 +119,8 @@ tcp_connect (struct transport *t, const char *host, const char *port,
     return -1;
   }
   tcp = calloc (1, sizeof *tcp);
-  if (tcp == NULL) {
+  if (tcp == NULL || (tcp->rbuf = malloc (TCP_RBUF)) == NULL) {
+    free (tcp);
     close (fd);
     snprintf (err, errlen, "%s", strerror (ENOMEM));
     errno = ENOMEM;
@@ -111,6 +131,58 @@ tcp_connect (struct transport *t, const char *host, const char *port,
   return 0;
 }
 
+/* Have at least n (<= TCP_RBUF) unconsumed bytes in the buffer,
+ * receiving as many as fit.  0, or -1 with errno.
+ */
+static int
+tcp_fill (struct tcp *tcp, size_t n)
+{
+  if (tcp->rpos == tcp->rlen)
+    tcp->rpos = tcp->rlen = 0;
+  else if (TCP_RBUF - tcp->rpos < n) {
+    memmove (tcp->rbuf, tcp->rbuf + tcp->rpos, tcp->rlen - tcp->rpos);
+    tcp->rlen -= tcp->rpos;
+    tcp->rpos = 0;
+  }
+  while (tcp->rlen - tcp->rpos < n) {
+    ssize_t r = recv (tcp->fd, tcp->rbuf + tcp->rlen, TCP_RBUF - tcp->rlen, 0);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    if (r == 0) {
+      errno = ECONNRESET;
+      return -1;
+    }
+    tcp->rlen += r;
+  }
+  return 0;
+}
+
+/* The next len bytes of the stream into dst: from the buffer, then
+ * from the socket.  0, or -1 with errno.
+ */
+static int
+tcp_take (struct tcp *tcp, uint8_t *dst, size_t len)
+{
+  for (;;) {
+    size_t n = tcp->rlen - tcp->rpos;
+    if (n > len)
+      n = len;
+    memcpy (dst, tcp->rbuf + tcp->rpos, n);
+    tcp->rpos += n;
+    dst += n;
+    len -= n;
+    if (len == 0)
+      return 0;
+    if (len > TCP_DIRECT)
+      return rp_read_full (tcp->fd, dst, len);
+    if (tcp_fill (tcp, len) == -1)
+      return -1;
+  }
+}
+
 /* The receive thread: replies until the connection fails, then
  * conn_end.
  */
@@ -119,36 +191,39 @@ tcp_reader (void *arg)
 {
   struct tcp *tcp = arg;
   struct conn *c = tcp->conn;
-  uint8_t hdr[sizeof (struct rp_reply_hdr)];
   const char *why = NULL;
   char whybuf[128];
 
   for (;;) {
     struct rp_reply r;
     struct conn_call *call;
+    const uint8_t *hdr;
 
-    if (rp_read_full (tcp->fd, hdr, sizeof hdr) == -1) {
+    if (tcp_fill (tcp, sizeof (struct rp_reply_hdr)) == -1) {
       snprintf (whybuf, sizeof whybuf, "connection lost: %s",
                 strerror (errno));
       why = whybuf;
       break;
     }
+    hdr = tcp->rbuf + tcp->rpos;
     if (rp_frame_is_notice (hdr)) {
       struct rp_notice n;
       if (rp_notice_decode (hdr, &n, &why) == -1)
         break;
-      if (n.length &&
-          rp_read_full (tcp->fd, tcp->notice, n.length) == -1) {
+      if (tcp_fill (tcp, sizeof (struct rp_notice_hdr) + n.length) == -1) {
         why = "connection lost in a notice";
         break;
       }
-      conn_notice (c, &n, tcp->notice);
+      hdr = tcp->rbuf + tcp->rpos;
+      tcp->rpos += sizeof (struct rp_notice_hdr) + n.length;
+      conn_notice (c, &n, hdr + sizeof (struct rp_notice_hdr));
       continue;
     }
     if (rp_reply_decode (hdr, &r, &why) == -1 ||
         (call = conn_reply_call (c, &r, &why)) == NULL)
       break;
-    if (r.length && rp_read_full (tcp->fd, call->rbuf, r.length) == -1) {
+    tcp->rpos += sizeof (struct rp_reply_hdr);
+    if (r.length && tcp_take (tcp, call->rbuf, r.length) == -1) {
       why = "connection lost in a reply payload";
       break;
     }
@@ -249,6 +324,7 @@ tcp_close (struct transport *t)
   }
   setsockopt (tcp->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   close (tcp->fd);
+  free (tcp->rbuf);
   free (tcp);
   t->priv = NULL;
 }

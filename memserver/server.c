@@ -143,6 +143,8 @@ struct conn {
   uint64_t turn;             /* srv->turn the two counters below are of */
   unsigned turn_frames;      /* frames executed in that turn */
   uint64_t turn_bytes;       /* region bytes touched in that turn */
+  struct write_req *spare_writes; /* finished ones, for reuse */
+  unsigned nspare_writes;    /* length of that list */
 };
 
 struct conn_queue {
@@ -150,12 +152,25 @@ struct conn_queue {
   unsigned len;
 };
 
+/* Replies handed to libuv because the socket did not take them at
+ * once.  Recycled through conn->spare_writes, buffer and all, so a
+ * connection whose peer reads slowly allocates nothing per write
+ * either.
+ */
 struct write_req {
   uv_write_t req;
   struct conn *conn;
-  uint8_t *buf;              /* owned, freed when written */
-  size_t len;
+  uint8_t *buf;              /* owned: the session's output buffer as
+                                it was handed over */
+  size_t cap;                /* bytes at buf */
+  size_t len;                /* bytes handed to libuv */
+  struct write_req *next;    /* conn->spare_writes */
 };
+
+/* Spare write requests a connection keeps (each with its buffer, if
+ * that is at most SESSION_OBUF_KEEP).
+ */
+#define CONN_SPARE_WRITES 2
 
 struct server {
   uv_loop_t *loop;
@@ -282,6 +297,25 @@ conn_close_why (struct conn *c, enum log_kind kind, const char *why)
 
 /* --- writes --- */
 
+/* Keep w (and its buffer, unless large) for the next write, or free it. */
+static void
+conn_recycle_write (struct conn *c, struct write_req *w)
+{
+  if (w->cap > SESSION_OBUF_KEEP) {
+    free (w->buf);
+    w->buf = NULL;
+    w->cap = 0;
+  }
+  if (c->s.is_closing || c->nspare_writes >= CONN_SPARE_WRITES) {
+    free (w->buf);
+    free (w);
+    return;
+  }
+  w->next = c->spare_writes;
+  c->spare_writes = w;
+  c->nspare_writes++;
+}
+
 static void
 conn_after_write (uv_write_t *req, int status)
 {
@@ -292,8 +326,7 @@ conn_after_write (uv_write_t *req, int status)
   c->queued_bytes -= w->len;
   srv->reply_bytes -= w->len;
   c->progress_ms = uv_now (srv->loop);
-  free (w->buf);
-  free (w);
+  conn_recycle_write (c, w);
   if (status < 0 && status != UV_ECANCELED && !c->s.is_closing) {
     log_peer (LOG_KIND_CONN, LOG_LEVEL_INFO, "conn", "%s: write: %s", c->s.peer,
               uv_strerror (status));
@@ -304,23 +337,56 @@ conn_after_write (uv_write_t *req, int status)
   server_wake_waiters (srv);
 }
 
+/* Send the session's replies.  Straight into the socket when libuv
+ * has nothing queued for it and the kernel takes them all (the usual
+ * case): no write request, no callback, and no epoll_ctl (libuv
+ * re-arms the descriptor after every queued write).  What the kernel
+ * does not take goes to libuv's queue in a recycled write request,
+ * which takes the output buffer along; the session gets the request's
+ * old buffer in exchange.
+ */
 static void
 conn_flush (struct conn *c)
 {
   struct server *srv = c->srv;
   struct write_req *w;
+  size_t len, cap, sent = 0;
   uv_buf_t b;
+  int n;
 
   if (c->s.olen == 0 || c->s.is_closing)
     return;
-  w = malloc (sizeof *w);
-  if (w == NULL) {
+  b = uv_buf_init ((char *) c->s.obuf, c->s.olen);
+  /* UV_EAGAIN, writing nothing, while libuv's queue is not empty, so
+   * replies never overtake one another.
+   */
+  n = uv_try_write ((uv_stream_t *) &c->tcp, &b, 1);
+  if (n == (int) c->s.olen) {
+    session_output_sent (&c->s);
+    return;
+  }
+  if (n < 0 && n != UV_EAGAIN) {
+    log_peer (LOG_KIND_CONN, LOG_LEVEL_INFO, "conn", "%s: write: %s",
+              c->s.peer, uv_strerror (n));
+    conn_close (c);
+    return;
+  }
+  if (n > 0)
+    sent = n;
+  w = c->spare_writes;
+  if (w) {
+    c->spare_writes = w->next;
+    c->nspare_writes--;
+  }
+  else if ((w = calloc (1, sizeof *w)) == NULL) {
     conn_close_why (c, LOG_KIND_MEMORY, "out of memory for a write");
     return;
   }
   w->conn = c;
-  w->buf = session_take_output (&c->s, &w->len);
-  b = uv_buf_init ((char *) w->buf, w->len);
+  w->buf = session_swap_output (&c->s, w->buf, w->cap, &len, &cap);
+  w->cap = cap;
+  w->len = len - sent;
+  b = uv_buf_init ((char *) w->buf + sent, w->len);
   if (c->queued_bytes == 0)
     c->progress_ms = uv_now (srv->loop);  /* the stall clock starts */
   c->queued_bytes += w->len;
@@ -501,6 +567,12 @@ conn_free_cb (uv_handle_t *h)
   session_fini (&c->s);
   if (c->rbuf != c->small)
     free (c->rbuf);
+  while (c->spare_writes) {
+    struct write_req *w = c->spare_writes;
+    c->spare_writes = w->next;
+    free (w->buf);
+    free (w);
+  }
   free (c);
 }
 

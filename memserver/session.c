@@ -90,6 +90,31 @@ session_take_output (struct session *s, size_t *len)
   return p;
 }
 
+uint8_t *
+session_swap_output (struct session *s, uint8_t *buf, size_t cap,
+                     size_t *len, size_t *oldcap)
+{
+  uint8_t *p = s->obuf;
+
+  *len = s->olen;
+  *oldcap = s->ocap;
+  s->obuf = buf;
+  s->ocap = buf ? cap : 0;
+  s->olen = 0;
+  return p;
+}
+
+void
+session_output_sent (struct session *s)
+{
+  s->olen = 0;
+  if (s->ocap > SESSION_OBUF_KEEP) {
+    free (s->obuf);
+    s->obuf = NULL;
+    s->ocap = 0;
+  }
+}
+
 bool
 session_is_awaiting_auth (const struct session *s)
 {

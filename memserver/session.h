@@ -192,6 +192,24 @@ size_t session_process (struct session *s, const uint8_t *buf, size_t len,
  */
 uint8_t *session_take_output (struct session *s, size_t *len);
 
+/* The same without an allocation on either side: the caller gets the
+ * replies (*len bytes in a buffer of *cap) and gives the session buf
+ * (cap bytes, or NULL and 0) as its new, empty output buffer.  For a
+ * transport that recycles the buffers it has finished writing.
+ */
+uint8_t *session_swap_output (struct session *s, uint8_t *buf, size_t cap,
+                              size_t *len, size_t *oldcap);
+
+/* The transport sent every reply in obuf itself: empty it, keeping the
+ * buffer for the next ones unless it grew past SESSION_OBUF_KEEP.
+ */
+void session_output_sent (struct session *s);
+
+/* An output buffer larger than this is not kept between turns (a burst
+ * of large READs must not leave megabytes idle on every connection).
+ */
+#define SESSION_OBUF_KEEP (256u * 1024)
+
 /* Send a notice (protocol.h) to s's owner on this connection: kind,
  * its deadline and, for RECLAIM, n <= RP_NOTICE_MAX_HANDLES handles.
  * 0, or -1 (no memory: the connection is closed).  The transport sends
