@@ -120,6 +120,10 @@ static const struct config_key config_keys[] = {
     " changes: servers added join, servers removed are moved off" },
   { "stats-file", "PATH", CONFIG_PATH, CONFIG_FIELD (stats_file),
     0, 0, 0, false, CONFIG_ALL, "pool health written here every heartbeat" },
+  { "metrics-file", "PATH", CONFIG_PATH, CONFIG_FIELD (metrics_file),
+    0, 0, 0, false, CONFIG_ALL,
+    "Prometheus metrics (textfile collector format) written here every"
+    " heartbeat" },
   { "key-file", "PATH", CONFIG_PATH, CONFIG_FIELD (key_file),
     0, 0, 0, false, CONFIG_ALL,
     "cluster key (rampool keygen); required by servers that have one" },

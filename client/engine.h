@@ -28,6 +28,7 @@
 #include "conn.h"
 #include "crypt.h"
 #include "extent_map.h"
+#include "latency.h"
 
 #define DONOR_ORPHANS 1024
 #define DONOR_RECLAIM 4096   /* handles asked back, queued for recovery */
@@ -162,6 +163,7 @@ struct rp_pool {
     RP_POOL_COUNTERS (POOL_COUNTER_FIELD)
 #undef POOL_COUNTER_FIELD
   } count;
+  struct latency latency;      /* per public call: latency.h */
   /* Bumped (and broadcast) whenever a server comes up: requests waiting
    * out an outage (outage-wait-ms) sleep on it.
    */

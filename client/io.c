@@ -45,6 +45,7 @@
 #include "backup.h"
 #include "donor.h"
 #include "replica.h"
+#include "latency.h"
 #include "logging.h"
 #include "util.h"
 
@@ -856,14 +857,22 @@ io_split (struct rp_pool *p, uint8_t *buf, size_t count, uint64_t offset,
 int
 rp_pool_pread (struct rp_pool *p, void *buf, size_t count, uint64_t offset)
 {
-  return io_split (p, buf, count, offset, RP_OP_READ, false);
+  uint64_t t0 = rp_now_ns ();
+  int r = io_split (p, buf, count, offset, RP_OP_READ, false);
+
+  latency_observe (&p->latency, LATENCY_READ, count, t0, r == 0);
+  return r;
 }
 
 int
 rp_pool_pwrite (struct rp_pool *p, const void *buf, size_t count,
                 uint64_t offset)
 {
-  return io_split (p, (uint8_t *) buf, count, offset, RP_OP_WRITE, false);
+  uint64_t t0 = rp_now_ns ();
+  int r = io_split (p, (uint8_t *) buf, count, offset, RP_OP_WRITE, false);
+
+  latency_observe (&p->latency, LATENCY_WRITE, count, t0, r == 0);
+  return r;
 }
 
 /* Free extent idx on every server that holds it (write lock held). */
@@ -947,14 +956,22 @@ io_discard (struct rp_pool *p, size_t count, uint64_t offset, bool is_zero,
 int
 rp_pool_trim (struct rp_pool *p, size_t count, uint64_t offset)
 {
-  return io_discard (p, count, offset, false, false);
+  uint64_t t0 = rp_now_ns ();
+  int r = io_discard (p, count, offset, false, false);
+
+  latency_observe (&p->latency, LATENCY_TRIM, count, t0, r == 0);
+  return r;
 }
 
 int
 rp_pool_zero (struct rp_pool *p, size_t count, uint64_t offset,
               bool may_trim)
 {
-  return io_discard (p, count, offset, true, !may_trim);
+  uint64_t t0 = rp_now_ns ();
+  int r = io_discard (p, count, offset, true, !may_trim);
+
+  latency_observe (&p->latency, LATENCY_ZERO, count, t0, r == 0);
+  return r;
 }
 
 int

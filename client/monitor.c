@@ -3,7 +3,8 @@
  * I/O going to it), starts a reconnect of every down server on a
  * thread of that server's own (a server that swallows packets holds up
  * only itself), runs a recovery pass, and writes the stats file.  With
- * servers-file= it first looks whether the file changed (membership.c).
+ * servers-file= it first looks whether the file changed (membership.c),
+ * and with metrics-file= it writes the metrics too (metrics.c).
  *
  * Not here: what a reconnect decides (donor.c), what recovery does
  * (recovery.c), the figures (stats.c).
@@ -21,6 +22,7 @@
 #include "donor.h"
 #include "logging.h"
 #include "membership.h"
+#include "metrics.h"
 #include "monitor.h"
 #include "recovery.h"
 #include "stats.h"
@@ -201,6 +203,8 @@ monitor_thread (void *arg)
     is_more = recovery_pass (p, next);
     if (p->cfg.stats_file)
       monitor_write_stats_file (p);
+    if (p->cfg.metrics_file)
+      metrics_write_file (p);
     pthread_mutex_lock (&p->lock);
   }
   pthread_mutex_unlock (&p->lock);

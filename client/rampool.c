@@ -1,6 +1,7 @@
 /* rampool: the operator's command line tool.
  *
  *   rampool status SERVER...        per-server capacity, use, clients
+ *                                   (--watch, --json: watch.c)
  *   rampool drain SERVER            empty a memserver and stop it, with
  *                                   progress
  *   rampool attach / detach         pool -> nbdkit -> nbd -> swap (attach.c)
@@ -18,6 +19,7 @@
 #include <stdbool.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +32,7 @@
 #include "attach.h"
 #include "auth.h"
 #include "util.h"
+#include "watch.h"
 
 static void
 usage (FILE *fp)
@@ -42,6 +45,12 @@ usage (FILE *fp)
 "      --raw: one line per server: ADDR STATE CAPACITY USED EXTENTS CLIENTS\n"
 "      --pool-stats=F: also show the plugin's stats-file= F (extent health,\n"
 "      recovery progress, servers as the plugin sees them)\n"
+"  rampool status --watch [--json] [--count=N] [--interval-ms=MS]\n"
+"                 [--pool-stats=F | --metrics-file=F] [--key-file=F]\n"
+"                 SERVER...\n"
+"      a live table, refreshed every second: servers, use, the disk's IOPS,\n"
+"      MiB/s, extents by state and recovery with an ETA (from the plugin's\n"
+"      stats-file= or metrics-file= F); --json: one JSON object per refresh\n"
 "  rampool drain [--key-file=F] [--deadline=S] [--timeout-ms=MS] [--no-wait]\n"
 "                SERVER\n"
 "      empty SERVER and stop it: no new extents there, its clients move what\n"
@@ -50,7 +59,8 @@ usage (FILE *fp)
 "      may take (default: the server's --drain-timeout-ms)\n"
 "  rampool verify [--mib=N] [--offset-mib=N] URI\n"
 "      write N MiB (default 256) of a pattern through the NBD export URI,\n"
-"      read it back, compare every byte; print MiB/s\n"
+"      read it back, compare every byte; print MiB/s (on a terminal, with\n"
+"      a progress bar)\n"
 "  rampool attach [--device=/dev/nbdN] [--connections=N] [--no-swap]\n"
 "                 [--discard] [--priority=P] [--timeout=S] [--plugin=PATH]\n"
 "                 KEY=VALUE...\n"
@@ -104,19 +114,6 @@ status_pool_stats (const char *path)
   return 0;
 }
 
-/* A server's state (enum rp_state) as status shows it. */
-static const char *
-status_state (uint32_t state)
-{
-  switch (state) {
-  case RP_STATE_SERVING: return "up";
-  case RP_STATE_SHRINKING: return "shrinking";
-  case RP_STATE_DRAINING: return "draining";
-  case RP_STATE_DRAINED: return "drained";
-  default: return "up?";
-  }
-}
-
 static int
 cmd_status (int argc, char **argv)
 {
@@ -126,6 +123,11 @@ cmd_status (int argc, char **argv)
   const char *key_file = NULL, *pool_stats = NULL;
   int i = 1;
 
+  /* The live view and JSON are watch.c's. */
+  for (int k = 1; k < argc && strncmp (argv[k], "--", 2) == 0; k++)
+    if (strcmp (argv[k], "--watch") == 0 || strcmp (argv[k], "--json") == 0 ||
+        strncmp (argv[k], "--metrics-file=", 15) == 0)
+      return watch_main (argc, argv);
   for (; i < argc && strncmp (argv[i], "--", 2) == 0; i++) {
     uint64_t v;
     if (strcmp (argv[i], "--raw") == 0) {
@@ -182,13 +184,13 @@ cmd_status (int argc, char **argv)
         printf ("%s up %" PRIu64 " %" PRIu64 " %" PRIu32 " %" PRIu32
                 " %s %" PRIu64 "\n", a, info.capacity_bytes,
                 info.used_bytes, info.extents, info.owners,
-                status_state (info.state), info.limit_bytes);
+                watch_state_name (info.state), info.limit_bytes);
         continue;
       }
       /* Our own query connection is not a client worth counting. */
       printf (
         "%-24s %-9s %10s %10s %10s %8" PRIu32 " %7" PRIu32 " %8" PRIu32 "\n", a,
-        status_state (info.state),
+        watch_state_name (info.state),
         rp_human_size (info.limit_bytes, c, sizeof c),
         rp_human_size (info.used_bytes, u, sizeof u),
         rp_human_size (info.limit_bytes > info.used_bytes
@@ -375,12 +377,34 @@ verify_fill (uint8_t *buf, size_t len, uint64_t off, uint64_t seed)
 #define VERIFY_BLOCK (1024 * 1024)
 #define VERIFY_INFLIGHT 16
 
+/* On a terminal, a bar redrawn in place as MiB complete (at most once
+ * per percent); elsewhere nothing: each pass ends with a plain line.
+ */
+static void
+verify_progress (const char *what, uint64_t done, uint64_t total)
+{
+  static unsigned last_pct = UINT_MAX;
+  unsigned pct = total ? (unsigned) (done * 100 / total) : 100;
+  char bar[21];
+
+  if (pct == last_pct && done != total)
+    return;
+  last_pct = pct;
+  for (unsigned k = 0; k < 20; k++)
+    bar[k] = k < pct / 5 ? '#' : '.';
+  bar[20] = '\0';
+  printf ("\r%-6s [%s] %3u%% %" PRIu64 " of %" PRIu64 " MiB\033[K", what, bar,
+          pct, done, total);
+  fflush (stdout);
+}
+
 static int
 cmd_verify (int argc, char **argv)
 {
   uint64_t mib = 256, base_mib = 0, seed, bad = 0;
   struct nbd_handle *nbd;
   uint8_t *bufs[VERIFY_INFLIGHT];
+  bool is_tty = isatty (STDOUT_FILENO);
   int64_t size;
   const char *uri;
   int i = 1;
@@ -446,6 +470,8 @@ cmd_verify (int argc, char **argv)
             continue;
           cookies[k] = 0;
           done++;
+          if (is_tty)
+            verify_progress (pass ? "read" : "write", done, mib);
           if (pass == 1) {
             uint8_t expect[VERIFY_BLOCK];
             verify_fill (expect, VERIFY_BLOCK, offs[k], seed);
@@ -478,6 +504,8 @@ cmd_verify (int argc, char **argv)
       }
     }
     double s = (rp_now_ns () - t0) / 1e9;
+    if (is_tty)
+      printf ("\r\033[K");  /* the bar gives way to the pass's line */
     printf ("%s %" PRIu64 " MiB in %.2f s: %.0f MiB/s\n",
             pass ? "read+verified" : "wrote", mib, s, mib / s);
   }

@@ -57,6 +57,9 @@ usage (FILE *fp)
 "      --port-file FILE     write the listening port to FILE when ready\n"
 "      --rdma-port-file FILE  the same for the RDMA listening port\n"
 "      --pidfile FILE       write the pid to FILE when ready\n"
+"      --metrics-listen ADDR:PORT  serve Prometheus metrics at\n"
+"                           http://ADDR:PORT/metrics (no authentication)\n"
+"      --metrics-port-file FILE  write the metrics port to FILE\n"
 "  -c, --config FILE        read KEY = VALUE lines (same names as the long\n"
 "                           options, without dashes) before the command line\n"
 "  -v, --verbose            log every connection (debug level)\n"
@@ -71,7 +74,7 @@ enum {
   OPT_PORT_FILE, OPT_PIDFILE, OPT_MAX_CLIENT_CONNS, OPT_MAX_CLIENT_SIZE,
   OPT_MAX_REPLY_BUFFER, OPT_LISTEN_RDMA, OPT_RDMA_PORT_FILE, OPT_MAX_SIZE,
   OPT_HEADROOM, OPT_RECLAIM_DEADLINE_MS, OPT_RECLAIM_SOLE,
-  OPT_DRAIN_TIMEOUT_MS,
+  OPT_DRAIN_TIMEOUT_MS, OPT_METRICS_LISTEN, OPT_METRICS_PORT_FILE,
 };
 
 static const struct option long_options[] = {
@@ -94,6 +97,8 @@ static const struct option long_options[] = {
   { "reclaim-sole", no_argument, NULL, OPT_RECLAIM_SOLE },
   { "drain-timeout-ms", required_argument, NULL, OPT_DRAIN_TIMEOUT_MS },
   { "pidfile", required_argument, NULL, OPT_PIDFILE },
+  { "metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN },
+  { "metrics-port-file", required_argument, NULL, OPT_METRICS_PORT_FILE },
   { "config", required_argument, NULL, 'c' },
   { "verbose", no_argument, NULL, 'v' },
   { "quiet", no_argument, NULL, 'q' },
@@ -225,6 +230,14 @@ apply (struct settings *st, int opt, const char *value, const char *where)
   case OPT_PIDFILE:
     free (st->pidfile);
     st->pidfile = strdup (value);
+    return 0;
+  case OPT_METRICS_LISTEN:
+    free (st->metrics_listen);
+    st->metrics_listen = strdup (value);
+    return 0;
+  case OPT_METRICS_PORT_FILE:
+    free (st->metrics_port_file);
+    st->metrics_port_file = strdup (value);
     return 0;
   case 'v':
     st->level = LOG_LEVEL_DEBUG;
@@ -436,5 +449,7 @@ main (int argc, char **argv)
   free (st.port_file);
   free (st.rdma_port_file);
   free (st.pidfile);
+  free (st.metrics_listen);
+  free (st.metrics_port_file);
   return status;
 }

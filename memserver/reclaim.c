@@ -70,6 +70,7 @@ struct reclaim {
   bool is_stopping;              /* stop called */
   uint64_t drained_ms;           /* when the drain found it empty */
   uint64_t drain_deadline_ms;    /* rp_now_ms; 0 = not draining */
+  uint64_t drain_start_bytes;    /* used when the drain began */
   uint64_t drain_log_ms;         /* last progress line */
   uint32_t drain_gen;            /* owners marked with it got a DRAIN */
   uint32_t cursor;               /* where the next scan starts */
@@ -284,6 +285,7 @@ reclaim_ask (struct reclaim *r, uint64_t need, uint64_t now)
     r->pending[r->npending++] = cand[take] - st->extents + 1;
     got += cand[take]->size;
   }
+  r->core->stats.reclaim_asked += take;
   /* One notice per owner (more past RP_NOTICE_MAX_HANDLES). */
   qsort (cand, take, sizeof cand[0], reclaim_cmp_owner);
   for (unsigned i = 0; i < take;) {
@@ -325,6 +327,7 @@ reclaim_expire (struct reclaim *r, uint64_t now)
                " deadline; the client re-creates that copy from another",
                e->handle, e->owner->session, e->size);
       store_free (st, e);
+      r->core->stats.reclaim_dropped++;
     }
     else
       e->reclaim_ms = 0;  /* kept: held or sole (logged by the owner) */
@@ -359,6 +362,7 @@ reclaim_drain (struct session_core *core, uint64_t deadline_ms)
                                 : r->st->drain_timeout_ms);
   r->drain_gen++;
   r->drain_log_ms = now;
+  r->drain_start_bytes = core->store.region.used;
   core->state = RP_STATE_DRAINING;
   log_msg (LOG_LEVEL_INFO, "reclaim", "draining: %" PRIu32 " extent(s), %s,"
            " of %" PRIu32 " client(s) to move within %" PRIu64 " ms",
@@ -466,6 +470,27 @@ void
 reclaim_drain_now (struct reclaim *r)
 {
   reclaim_drain (r->core, 0);
+}
+
+void
+reclaim_get_progress (const struct reclaim *r, uint64_t now_ms,
+                      struct reclaim_progress *out)
+{
+  const struct store *st = &r->core->store;
+
+  memset (out, 0, sizeof *out);
+  for (unsigned i = 0; i < r->npending; i++) {
+    const struct extent *e = &st->extents[r->pending[i] - 1];
+    if (e->handle && e->reclaim_ms) {
+      out->pending_extents++;
+      out->pending_bytes += e->size;
+    }
+  }
+  if (r->drain_deadline_ms) {
+    out->drain_start_bytes = r->drain_start_bytes;
+    out->drain_left_ms = r->drain_deadline_ms > now_ms
+                         ? r->drain_deadline_ms - now_ms : 0;
+  }
 }
 
 struct reclaim *

@@ -32,4 +32,14 @@ void reclaim_tick (struct reclaim *r, uint64_t now_ms);
 /* Start draining with the default deadline (SIGUSR2). */
 void reclaim_drain_now (struct reclaim *r);
 
+/* Where giving back stands, for the metrics (metrics.c). */
+struct reclaim_progress {
+  uint32_t pending_extents;      /* asked back, not yet gone */
+  uint64_t pending_bytes;
+  uint64_t drain_start_bytes;    /* used when the drain began; 0: none */
+  uint64_t drain_left_ms;        /* to the drain's deadline; 0: none */
+};
+void reclaim_get_progress (const struct reclaim *r, uint64_t now_ms,
+                           struct reclaim_progress *out);
+
 #endif /* MS_RECLAIM_H */

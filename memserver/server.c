@@ -61,6 +61,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include "metrics.h"
 #include "rampool/protocol.h"
 #include "rdma_listener.h"
 #include "reclaim.h"
@@ -202,6 +203,7 @@ struct server {
                                 connections, for shutdown) */
   struct rdma_listener *rdma; /* --listen-rdma, or NULL (rdma_listener.c) */
   struct reclaim *reclaim;   /* giving memory back (reclaim.c) */
+  struct metrics *metrics;   /* --metrics-listen (metrics.c), or NULL */
   uv_signal_t sigusr2;       /* drain */
   int exit_status;           /* what server_run returns: 0, or 1 when a
                                 drain ended with extents left */
@@ -1024,6 +1026,11 @@ server_run (const struct settings *st)
     store_close (&srv.core.store);
     return 1;
   }
+  if (metrics_start (srv.loop, &srv.core, &srv.metrics) == -1) {
+    reclaim_free (srv.reclaim);
+    store_close (&srv.core.store);
+    return 1;
+  }
   port = st->listen ? server_listen (&srv) : 0;
   if (port < 0) {
     status = 1;
@@ -1095,6 +1102,7 @@ server_run (const struct settings *st)
   if (st->rdma_port_file)
     unlink (st->rdma_port_file);
  out_close_store:
+  metrics_free (srv.metrics);
   uv_run (srv.loop, UV_RUN_DEFAULT);
   uv_loop_close (srv.loop);
   /* Extents' registrations go before the RDMA devices they are on. */

@@ -62,6 +62,10 @@ struct settings {
   char *rdma_port_file;    /* the same for the RDMA port (port 0 picks
                               one there too) */
   char *pidfile;           /* write our pid here once listening */
+  char *metrics_listen;    /* --metrics-listen "ADDR:PORT": serve GET
+                              /metrics (Prometheus) there; NULL = none */
+  char *metrics_port_file; /* write the metrics port here (port 0 picks
+                              one) */
   enum log_level level;    /* --verbose / --quiet */
   char *key_file;          /* cluster key; NULL = no authentication */
   uint8_t *key;            /* loaded from key_file (locked memory) */

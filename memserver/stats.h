@@ -1,7 +1,8 @@
 /* The memserver's counters, defined once: the struct, the per-op
- * arrays and the "stats" log lines (at shutdown and on SIGUSR1) are
- * made from these lists, and the metrics writer will be.  Single-
- * threaded: bumped from the event loop only.
+ * arrays, the "stats" log lines (at shutdown and on SIGUSR1) and the
+ * Prometheus metrics (metrics.c) are made from these lists.  Single-
+ * threaded: bumped from the event loop only (metrics.c copies them
+ * there too).
  *
  * X (name, help): counters only grow.
  */
@@ -24,7 +25,10 @@
                           " reconnect") \
   X (leases_expired,      "client sessions freed after their lease") \
   X (read_bytes,          "bytes sent in READ replies") \
-  X (write_bytes,         "bytes received in WRITE requests")
+  X (write_bytes,         "bytes received in WRITE requests") \
+  X (reclaim_asked,       "extents asked back in RECLAIM notices") \
+  X (reclaim_dropped,     "extents dropped: not moved by their reclaim" \
+                          " deadline")
 
 struct ms_stats {
 #define MS_STATS_FIELD(name, help) uint64_t name;

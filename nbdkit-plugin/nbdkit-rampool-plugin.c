@@ -51,17 +51,23 @@ static struct rp_config rampool_cfg;
 /* The pool, opened in after_fork, closed in unload. */
 static struct rp_pool *rampool_pool;
 
-/* Pool state changes (server down/up, restarts, lost extents) are rare
- * and matter to operators, so they are printed even without -v; nbdkit
- * has no info level, hence nbdkit_error with the real level in front.
+/* nbdkit has two levels: errors, always shown, and debug lines, shown
+ * with -v.  Errors and warnings (a server down, a restart, lost
+ * extents) matter to operators and go out as nbdkit errors with their
+ * real level in front; informational lines (the pool open, a server
+ * back) are debug lines, so that an operator grepping for errors finds
+ * only what went wrong; librampool's own debug lines need -D
+ * rampool.verbose=1 as well.
  */
 static void
 rampool_log (int level, const char *msg)
 {
-  static const char *const names[] = { "error", "warning", "info" };
+  static const char *const names[] = { "error", "warning" };
 
-  if (level <= 2)
+  if (level <= 1)
     nbdkit_error ("rampool: %s: %s", names[level], msg);
+  else if (level == 2)
+    nbdkit_debug ("rampool: info: %s", msg);
   else if (rampool_debug_verbose)
     nbdkit_debug ("rampool: %s", msg);
 }

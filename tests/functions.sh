@@ -114,6 +114,11 @@ pool_used () {
   echo $total
 }
 
+# nbdkit's flags in the tests: -v, for the plugin's info lines (its
+# "pool open", "server ... back" and others are nbdkit debug lines),
+# without nbdkit's own line per request.
+NBDKIT_VERBOSE=(-v -D nbdkit.backend.datapath=0)
+
 # Start nbdkit with the plugin in the background on a Unix socket;
 # sets NBD_SOCK, NBD_URI, NBDKIT_PID.  Waits for the socket.
 start_nbdkit () {
@@ -121,7 +126,8 @@ start_nbdkit () {
   rm -f "$NBD_SOCK" "$TMP/nbdkit.pid"
   local opened
   opened=$(grep -c "rampool: info: pool open" "$TMP/nbdkit.log" 2>/dev/null || true)
-  nbdkit -f -U "$NBD_SOCK" -P "$TMP/nbdkit.pid" ${NBDKIT_FLAGS:-} "$PLUGIN" \
+  nbdkit -f -U "$NBD_SOCK" -P "$TMP/nbdkit.pid" "${NBDKIT_VERBOSE[@]}" \
+    ${NBDKIT_FLAGS:-} "$PLUGIN" \
     servers="$SERVERS" "$@" >>"$TMP/nbdkit.log" 2>&1 &
   NBDKIT_PID=$!
   _pids+=("$NBDKIT_PID")

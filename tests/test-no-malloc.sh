@@ -6,6 +6,8 @@
 # verified I/O must add no line.  With encrypt=on, each nbdkit worker
 # thread allocates one bounce buffer on its first encrypted I/O (freed
 # when the thread ends): no other allocation, at most one per thread.
+# The metrics file (metrics-file=) is written by the monitor thread
+# meanwhile, without an allocation either.
 source "${srcdir:-.}/functions.sh"
 requires nbdkit
 SHIM=$abs_top_builddir/tests/.libs/malloc_count.so
@@ -16,8 +18,9 @@ lines () { wc -l <"$TMP/malloc.log"; }
 
 for enc in off on; do
   : >"$TMP/malloc.log"
+  rm -f "$TMP/m.prom"
   LD_PRELOAD=$SHIM RP_MALLOC_LOG=$TMP/malloc.log start_nbdkit size=128M \
-    replicas=2 encrypt=$enc
+    replicas=2 encrypt=$enc metrics-file="$TMP/m.prom" heartbeat-ms=100
   start=$(lines)
   # Round 1: random I/O of every kind, checked against a shadow.
   "$TESTS_BIN/test_parallel_io" --ops 3000 "$NBD_URI" >"$TMP/io.log" 2>&1 ||
@@ -40,6 +43,8 @@ for enc in off on; do
     [ $((r1 - start)) -le 16 ] && [ $((r2 - r1)) -le 16 ] ||
       { echo "$new"; fail "more than one bounce buffer per worker thread"; }
   fi
+  grep -q '^rampool_client_requests_total{disk="m",op="read"} [1-9]' "$TMP/m.prom" ||
+    fail "no metrics file written during the I/O"
   stop_nbdkit
 done
 echo "PASS"

@@ -101,7 +101,8 @@ start_nbdkit_ns () {
   NBD_SOCK=$TMP/nbd.sock
   rm -f "$NBD_SOCK" "$TMP/nbdkit.pid"
   ip netns exec "$NS_C" nbdkit -f -U "$NBD_SOCK" -P "$TMP/nbdkit.pid" \
-    "$PLUGIN" servers="$SERVERS" "$@" >>"$TMP/nbdkit.log" 2>&1 &
+    "${NBDKIT_VERBOSE[@]}" "$PLUGIN" servers="$SERVERS" "$@" \
+    >>"$TMP/nbdkit.log" 2>&1 &
   NBDKIT_PID=$!
   _pids+=("$NBDKIT_PID")
   wait_for_file "$TMP/nbdkit.pid" "nbdkit" 400

@@ -51,6 +51,10 @@ struct rp_config {
                                  when it changes (owned) */
   char *stats_file;           /* if set, pool health written here
                                  every heartbeat (owned) */
+  char *metrics_file;         /* if set, the pool's figures in the
+                                 Prometheus text format (node_exporter's
+                                 textfile collector) written here every
+                                 heartbeat (owned) */
   char *key_file;             /* cluster key file; NULL = no
                                  authentication (owned) */
   bool is_encrypted;          /* encrypt=on: pages leave the host only
