@@ -743,6 +743,8 @@ rdma_on_cm_event (uv_poll_t *h, int status, int events)
     case RDMA_CM_EVENT_UNREACHABLE:
     case RDMA_CM_EVENT_REJECTED:
     case RDMA_CM_EVENT_DEVICE_REMOVAL:
+      if (c && ev->event == RDMA_CM_EVENT_DISCONNECTED && !c->s.is_closing)
+        session_log_peer_closed (&c->s);
       if (c)
         rdma_conn_close (c, ev->event == RDMA_CM_EVENT_DISCONNECTED
                          ? NULL : rdma_event_str (ev->event));

@@ -541,15 +541,8 @@ conn_read_cb (uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     else if (nread != UV_EOF)
       log_peer (LOG_KIND_CONN, LOG_LEVEL_INFO, "conn", "%s: read: %s",
                 c->s.peer, uv_strerror ((int) nread));
-    else if (session_is_awaiting_auth (&c->s))
-      log_peer (LOG_KIND_AUTH, LOG_LEVEL_WARN, "auth",
-                "%s: client left before"
-                " authenticating (it did not accept our proof: different"
-                " cluster key, or no key-file on the client?)",
-                c->s.peer);
     else
-      log_peer (LOG_KIND_CONN, LOG_LEVEL_DEBUG, "conn", "%s: closed by peer",
-                c->s.peer);
+      session_log_peer_closed (&c->s);
     conn_close (c);
     return;
   }

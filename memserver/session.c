@@ -122,6 +122,19 @@ session_is_awaiting_auth (const struct session *s)
     !s->is_rejected;
 }
 
+void
+session_log_peer_closed (const struct session *s)
+{
+  if (session_is_awaiting_auth (s))
+    log_peer (LOG_KIND_AUTH, LOG_LEVEL_WARN, "auth",
+              "%s: client left before"
+              " authenticating (it did not accept our proof: different"
+              " cluster key, or no key-file on the client?)", s->peer);
+  else
+    log_peer (LOG_KIND_CONN, LOG_LEVEL_DEBUG, "conn", "%s: closed by peer",
+              s->peer);
+}
+
 /* Ask the transport to close the connection, logging why once
  * (rate limited server-wide: peers sending garbage in a loop, on one
  * connection or thousands, must not flood the log).

@@ -223,4 +223,11 @@ int session_notice (struct session *s, uint32_t kind, uint64_t deadline_ms,
  */
 bool session_is_awaiting_auth (const struct session *s);
 
+/* The peer closed the connection: log it, as a warning naming the
+ * likely cause if it left while we waited for its AUTH (a client with
+ * another cluster key, or none, refuses our proof and leaves), else at
+ * debug level.  For every transport.
+ */
+void session_log_peer_closed (const struct session *s);
+
 #endif /* MS_SESSION_H */

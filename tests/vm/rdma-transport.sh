@@ -13,6 +13,9 @@
 # with verify=crc32c; test_pool_io (4 threads); kill -9 of a memserver
 # under fio (replicas=2), then the memserver back as a new incarnation
 # and recovery; every memserver holds 0 bytes after each nbdkit.  With
+# a cluster key on two more memservers: a wrong key is refused at the
+# handshake (logged on both sides, nothing allocated), and the right
+# key with encrypt=on carries checked I/O.  With
 # --file PATH/memserver of a memserver that grants no RDMA READ (the bug
 # of a3cb6b5), also checks that the plugin refuses it at connect with a
 # clear error instead of hanging on the first READ.
@@ -89,6 +92,39 @@ step "test_pool_io --ops 500, replicas=2, over RDMA"
 "$TESTS_BIN/test_pool_io" --ops 500 servers="$RSERVERS" replicas=2 >"$TMP/pool.log" 2>&1 ||
   { cat "$TMP/pool.log"; fail "test_pool_io"; }
 tail -n 2 "$TMP/pool.log"
+
+step "cluster key and encrypt=on over RDMA: the right key works, a wrong one is refused before any extent exists"
+SERVERS_BEFORE=$SERVERS
+"$RAMPOOL" keygen "$TMP/k1" >/dev/null
+"$RAMPOOL" keygen "$TMP/k2" >/dev/null
+MS_SIZE=64M MS_LISTEN=$RPVM_ADDR1:0 start_memserver k1 --key-file "$TMP/k1" \
+  --listen-rdma $RPVM_ADDR1:$((RPORT + 2))
+MS_SIZE=64M MS_LISTEN=$RPVM_ADDR2:0 start_memserver k2 --key-file "$TMP/k1" \
+  --listen-rdma $RPVM_ADDR2:$((RPORT + 2))
+KSERVERS=rdma://$RPVM_ADDR1:$((RPORT + 2)),rdma://$RPVM_ADDR2:$((RPORT + 2))
+rc=0
+timeout 120 nbdkit -f -U "$TMP/k.sock" "$PLUGIN" servers="$KSERVERS" size=32M \
+  replicas=2 key-file="$TMP/k2" >"$TMP/wrongkey.log" 2>&1 || rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "nbdkit started (status $rc) with the wrong key over RDMA"
+grep -q "does not hold our cluster key" "$TMP/wrongkey.log" ||
+  { cat "$TMP/wrongkey.log"; fail "no clear error for the wrong key over RDMA"; }
+# The memserver sees the disconnect when its event loop gets to it.
+wait_until 20 "memserver k1 logs the refused client" \
+  grep -q "client left before authenticating" "$TMP/k1.log"
+"$RAMPOOL" status --raw --key-file="$TMP/k1" "$KSERVERS" >"$TMP/kst.log" 2>&1 ||
+  { cat "$TMP/kst.log"; fail "status with the key over RDMA"; }
+cat "$TMP/kst.log"
+# Both up, and the refused client got nothing: 0 bytes used on each.
+[ "$(awk '$2 == "up" && $4 == 0' "$TMP/kst.log" | wc -l)" = 2 ] ||
+  fail "after the wrong key: not both keyed servers up with 0 bytes used"
+nbdkit -U - "$PLUGIN" servers="$KSERVERS" size=32M replicas=2 key-file="$TMP/k1" \
+  encrypt=on --run "'$TESTS_BIN/test_parallel_io' --ops 500 \"\$uri\"" \
+  >"$TMP/enc.log" 2>&1 || { tail -n 30 "$TMP/enc.log"; fail "encrypt=on I/O over RDMA"; }
+tail -n 1 "$TMP/enc.log" | grep -q PASS || { tail -n 5 "$TMP/enc.log"; fail "no PASS from encrypt=on I/O"; }
+tail -n 1 "$TMP/enc.log"
+kill_memserver k1 TERM
+kill_memserver k2 TERM
+SERVERS=$SERVERS_BEFORE   # k1 and k2 take part in no later step
 
 step "kill -9 one memserver under I/O (replicas=2)"
 SERVERS=$RSERVERS
