@@ -23,7 +23,7 @@
 # Environment (defaults in brackets): BENCH_VM_BACKENDS [virtio nbd-server
 # rampool-r1 rampool-r2], BENCH_VM_ROUNDS [1], BENCH_VM_HOG_MB [256],
 # BENCH_VM_LIMIT_MB [96], BENCH_VM_MEM [512] (guest MiB), BENCH_VM_SMP [2],
-# BENCH_VM_SIZE [1G] (swap device size, every backend), BENCH_VM_CONNS [2],
+# BENCH_VM_SIZE [1G] (swap device size, every backend), BENCH_VM_CONNS [1],
 # BENCH_VM_THREADS [4] (nbdkit -t in the guest), BENCH_VM_SERVER_SIZE [512M]
 # (each memserver), BENCH_VM_VIRTIO_CACHE [none], BENCH_VM_TIMEOUT [1200]
 # (seconds per guest run), BENCH_VM_CACHE [bench/vm/work] (guest build and
@@ -45,7 +45,7 @@ LIMIT_MB=${BENCH_VM_LIMIT_MB:-96}
 MEM=${BENCH_VM_MEM:-512}
 SMP=${BENCH_VM_SMP:-2}
 SIZE=${BENCH_VM_SIZE:-1G}
-CONNS=${BENCH_VM_CONNS:-2}
+CONNS=${BENCH_VM_CONNS:-1}
 THREADS=${BENCH_VM_THREADS:-4}
 SERVER_SIZE=${BENCH_VM_SERVER_SIZE:-512M}
 VIRTIO_CACHE=${BENCH_VM_VIRTIO_CACHE:-none}

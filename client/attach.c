@@ -144,8 +144,11 @@ attach_parse (int argc, char **argv, struct attach_opts *o)
      * dead and resends the request on another one, until none is
      * left.  It must outlast what the plugin may spend on one request:
      * timeout-ms per copy tried, plus outage-wait-ms (30 s by default).
+     * One connection: with several, the kernel may never read the
+     * replies on all but one of them (docs/operations.md, 3.3), and
+     * the first request sent there waits the whole timeout.
      */
-    .nbd_timeout = "120", .conns = "4", .is_swap = true,
+    .nbd_timeout = "120", .conns = "1", .is_swap = true,
   };
   for (; i < argc && strncmp (argv[i], "--", 2) == 0; i++) {
     uint64_t v;

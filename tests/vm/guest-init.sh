@@ -18,7 +18,8 @@
 #   rp_replicas  default 2
 #   rp_extra     extra plugin key=value words, separated by '+'
 #   rp_ip        guest address/prefix on eth0, default 10.0.2.15/24
-#   rp_conns     nbd-client -C value, default 2
+#   rp_conns     nbd-client -C value, default 1 (more can stall the first
+#                request for the whole -t: docs/operations.md, 3.3)
 #   rp_threads   nbdkit -t value, default 4
 #   rp_nbd_timeout  nbd-client -t value, default 60
 #   rp_limit_mb  cgroup memory.max in MiB, default 96 (0: no limit, global
@@ -93,7 +94,7 @@ backend=${rp_backend:-rampool}
 size=${rp_size:-1G}
 replicas=${rp_replicas:-2}
 ipaddr=${rp_ip:-10.0.2.15/24}
-conns=${rp_conns:-2}
+conns=${rp_conns:-1}
 threads=${rp_threads:-4}
 nbd_timeout=${rp_nbd_timeout:-60}
 limit_mb=${rp_limit_mb:-96}
