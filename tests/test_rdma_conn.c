@@ -22,7 +22,10 @@
  *     killed all complete, those not answered with EIO, and nothing
  *     hangs;
  *  6. the session outlives its connections: a third one FREEs the
- *     extent the second allocated.
+ *     extent the second allocated;
+ *  7. fencing: a one-sided WRITE posted on a connection right after a
+ *     newer one (a higher fence) was answered must not land: it fails
+ *     or is refused, and the newer connection reads the old data.
  * Prints PASS, or FAIL and why (exit 1).
  */
 #include <config.h>
@@ -32,6 +35,7 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -347,6 +351,42 @@ main (int argc, char **argv)
   conn_destroy (&c);
   printf ("test_rdma_conn: the session's extent freed from a new"
           " connection\n");
+
+  /* 7. Fencing.  c (fence 4) writes and reads back; c2 (fence 5) says
+   * HELLO, after which the server has put c's queue pair in the error
+   * state; then a WRITE on c, which still believes itself alive.
+   */
+  open_conn (&c, 4, 4u << 20);
+  e = alloc_extent (&c);
+  fill (big, sizeof big, 7);
+  make_call (&calls[0], &e, RP_OP_WRITE, 0, EXTENT, big, &w);
+  submit (&c, &calls[0]);
+  wait_ok (&w, calls, 1, "WRITE before the fence");
+  open_conn (&c2, 5, 4u << 20);
+  fill (back, sizeof back, 8);
+  make_call (&calls[0], &e, RP_OP_WRITE, 0, EXTENT, back, &w);
+  bool is_refused = conn_submit (&c, &calls[0]) == -1;
+  /* A write to a queue pair in the error state is never acknowledged:
+   * the completion error comes after the transport's retries.
+   */
+  if (!is_refused &&
+      conn_wait_all (&w, calls, 1, rp_now_ms () + 6 * TIMEOUT_MS) == -1)
+    die ("a WRITE on a fenced connection neither completed nor failed");
+  if (!is_refused && calls[0].err == 0)
+    die ("a WRITE on a fenced connection succeeded");
+  memset (back, 0xee, sizeof back);
+  make_call (&calls[0], &e, RP_OP_READ, 0, EXTENT, back, &w);
+  submit (&c2, &calls[0]);
+  wait_ok (&w, calls, 1, "READ on the newer connection");
+  if (memcmp (big, back, EXTENT) != 0)
+    die ("a WRITE on a fenced connection landed");
+  make_call (&calls[0], &e, RP_OP_FREE, 0, 0, NULL, &w);
+  submit (&c2, &calls[0]);
+  wait_ok (&w, calls, 1, "FREE after the fence");
+  printf ("test_rdma_conn: a WRITE on a fenced connection %s and did not"
+          " land\n", is_refused ? "was refused" : "failed");
+  conn_destroy (&c);
+  conn_destroy (&c2);
   conn_wait_destroy (&w);
   printf ("test_rdma_conn: PASS\n");
   return 0;
