@@ -24,6 +24,10 @@ export RP_VM_CACHE=$abs_top_builddir/tests/vm/work
 export RP_VM_MEMSERVER=$MEMSERVER
 export RP_VM_PLUGIN=$PLUGIN
 export RP_VM_RAMPOOL=$RAMPOOL
+# A guest run takes 90-220 s on an idle 2-core host; one took 410 s on a
+# loaded one.  Three runs of 900 s at most stay inside run-limited.sh's
+# 3000 s.
+export RP_VM_TIMEOUT=${RP_VM_TIMEOUT:-900}
 mkdir -p "$RP_VM_CACHE"
 # One QEMU guest at a time: make -j2 check would otherwise boot this and
 # test-vm-rdma.sh's guest together (and both build into the same cache).
