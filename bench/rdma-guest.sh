@@ -11,7 +11,7 @@
 #   bench/rdma-guest.sh [--no-build]
 #
 # Environment (defaults in brackets): BENCH_RUNTIME [5] seconds per job,
-# BENCH_SIZE [64M], BENCH_REPLICAS ["1 2"], BENCH_IDLE [3] (seconds of
+# BENCH_SIZE [64M], BENCH_REPLICAS ["1 2"], BENCH_IDLE [5] (seconds of
 # idle sampling per pool), BENCH_TRANSPORTS ["tcp rdma"] (run order),
 # BENCH_OUT [./bench-results] (results go to $BENCH_OUT/rdma-<UTC time>/),
 # BENCH_VM_CACHE [bench/vm/work] (the guest build), BENCH_VM_LOCK
@@ -35,7 +35,7 @@ esac
 runtime=${BENCH_RUNTIME:-5}
 size=${BENCH_SIZE:-64M}
 replicas=${BENCH_REPLICAS:-1 2}
-idle=${BENCH_IDLE:-3}
+idle=${BENCH_IDLE:-5}
 transports=${BENCH_TRANSPORTS:-tcp rdma}
 cache=${BENCH_VM_CACHE:-$top/bench/vm/work}
 mkdir -p "$cache"
@@ -86,7 +86,7 @@ done
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "host: $(uname -srm), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "commit: $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "commit: $(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)"
   echo "qemu: $(qemu-system-x86_64 --version | head -n1)"
   echo "settings: runtime=${runtime}s size=$size replicas=\"$replicas\" idle=${idle}s" \
        "transports=\"$transports\" guest ${RP_VM_MEM_MB} MiB"
@@ -118,33 +118,35 @@ awk '
   {
     k = $2 " " $3
     if (!(k in seen)) { seen[k] = 1; keys[++nk] = k }
-    for (i = 4; i <= 12; i++) v[$1, k, i] = $i
+    for (i = 4; i <= 13; i++) v[$1, k, i] = $i
     have[$1, k] = 1
     rows[++nr] = $0
   }
   function ratio(a, b) { return (b > 0) ? sprintf("%.2f", a / b) : "-" }
   END {
-    printf "%-5s %-2s %-18s %8s %7s %8s %8s %9s %9s %9s %9s %9s\n",
+    printf "%-5s %-2s %-18s %6s %6s %8s %8s %9s %9s %9s %9s %10s %9s\n",
       "tr", "r", "workload", "IOPS", "ops", "p50 us", "p99 us",
-      "ms us/op", "nbd us/op", "sirq us/op", "all us/op", "ms idle"
+      "ms us/op", "ms net", "nbd us/op", "sirq us/op", "all us/op", "ms idle"
     for (i = 1; i <= nr; i++) {
       split(rows[i], f, " ")
-      printf "%-5s %-2s %-18s %8s %7s %8s %8s %9s %9s %9s %9s %9s\n",
-        f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12] " us/s"
+      printf "%-5s %-2s %-18s %6s %6s %8s %8s %9s %9s %9s %9s %10s %9s\n",
+        f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[13], f[9], f[10], f[11], f[12] " us/s"
     }
     print ""
     print "RDMA/TCP (IOPS: above 1 = RDMA faster; latency and CPU: below 1 = RDMA lower)"
-    printf "%-2s %-18s %6s %6s %6s %10s %10s %7s %10s %10s %7s\n",
-      "r", "workload", "IOPS", "p50", "p99", "ms tcp", "ms rdma", "ms", "nbd tcp", "nbd rdma", "nbd"
+    printf "%-2s %-18s %6s %6s %6s %9s %9s %6s %9s %9s %9s %9s %6s\n",
+      "r", "workload", "IOPS", "p50", "p99", "ms tcp", "ms rdma", "ms",
+      "net tcp", "net rdma", "nbd tcp", "nbd rdma", "nbd"
     for (j = 1; j <= nk; j++) {
       k = keys[j]
       if (!have["tcp", k] || !have["rdma", k]) continue
-      printf "%-2s %-18s %6s %6s %6s %10s %10s %7s %10s %10s %7s\n",
+      printf "%-2s %-18s %6s %6s %6s %9s %9s %6s %9s %9s %9s %9s %6s\n",
         substr(k, 1, index(k, " ") - 1), substr(k, index(k, " ") + 1),
         ratio(v["rdma", k, 4], v["tcp", k, 4]),
         ratio(v["rdma", k, 6], v["tcp", k, 6]),
         ratio(v["rdma", k, 7], v["tcp", k, 7]),
         v["tcp", k, 8], v["rdma", k, 8], ratio(v["rdma", k, 8], v["tcp", k, 8]),
+        v["tcp", k, 13], v["rdma", k, 13],
         v["tcp", k, 9], v["rdma", k, 9], ratio(v["rdma", k, 9], v["tcp", k, 9])
     }
   }' "$outdir/rows.txt" | tee "$outdir/table.txt"
@@ -156,7 +158,9 @@ runs over the guest's loopback.  Only the ratios and the CPU per
 operation say anything.  ms = memserver process CPU (utime+stime, all
 memservers), nbd = nbdkit's, sirq = the guest's softirq time, all = the
 guest's busy time (everything, fio included), each per operation; "ms
-idle" = the memservers' CPU with the pool open and no I/O (heartbeats).
+idle" = the memservers' CPU with the pool open and no I/O (heartbeats),
+"ms net" = ms less that idle rate over the job's time (CPU is counted
+in 10 ms ticks: a few ticks per job are noise at these operation counts).
 Over Soft-RoCE the RDMA work (the responder writing and reading the
 memserver's registered memory) runs in the guest kernel's rxe tasklets
 (softirq), charged to no memserver: memserver CPU near 0 shows that

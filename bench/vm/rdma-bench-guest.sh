@@ -13,7 +13,7 @@
 # (softirq, all busy time), divided by the operations fio completed.
 #
 # Settings (environment, from run-rdma.sh -e): BENCH_RUNTIME [5] seconds
-# per job, BENCH_SIZE [64M] disk, BENCH_REPLICAS ["1 2"], BENCH_IDLE [3]
+# per job, BENCH_SIZE [64M] disk, BENCH_REPLICAS ["1 2"], BENCH_IDLE [5]
 # seconds of idle sampling, BENCH_TRANSPORTS ["tcp rdma"] in run order.
 # Output: one "ROW ..." line per job on stdout and in $RPVM_OUT/rows.txt.
 source "${srcdir:-.}/functions.sh"
@@ -22,7 +22,7 @@ source "${srcdir:-.}/functions.sh"
 runtime=${BENCH_RUNTIME:-5}
 size=${BENCH_SIZE:-64M}
 replicas_list=${BENCH_REPLICAS:-1 2}
-idle=${BENCH_IDLE:-3}
+idle=${BENCH_IDLE:-5}
 transports=${BENCH_TRANSPORTS:-tcp rdma}
 out=${RPVM_OUT:-$TMP}
 rows=$out/rows.txt
@@ -59,6 +59,14 @@ per_op () {
   awk -v d="$1" -v n="$ops" -v hz=$HZ 'BEGIN { printf "%.1f", d * 1e6 / hz / n }'
 }
 
+# ms_net: the memservers' CPU per operation less their idle rate
+# (heartbeats, measured before the jobs) over the job's wall time.
+ms_net () {
+  awk -v d=$((m1 - m0)) -v i="$idle_ticks" -v s="$idle" -v w0="$w0" \
+      -v w1="$w1" -v n="$ops" -v hz=$HZ \
+    'BEGIN { x = (d - i / s * (w1 - w0)) * 1e6 / hz / n; printf "%.1f", x }'
+}
+
 # Field from fio's JSON (pretty-printed, one key per line): the data
 # direction that did the I/O; prints "IOPS OPS P50_US P99_US" (fio's
 # lat, submission to completion, as bench/README.md explains).
@@ -87,7 +95,7 @@ RSERVERS=rdma://$RPVM_ADDR1:$RPORT,rdma://$RPVM_ADDR2:$RPORT
 echo "tcp:  $TSERVERS"
 echo "rdma: $RSERVERS"
 uname -r
-echo "ROW transport replicas workload iops ops p50_us p99_us ms_us_op nbdkit_us_op softirq_us_op guest_us_op ms_idle_us_s" |
+echo "ROW transport replicas workload iops ops p50_us p99_us ms_us_op nbdkit_us_op softirq_us_op guest_us_op ms_idle_us_s ms_net_us_op" |
   tee -a "$rows"
 
 workloads=("randread-4k-qd1 randread 1" "randread-4k-qd16 randread 16" "randwrite-4k-qd16 randwrite 16")
@@ -104,20 +112,23 @@ for r in $replicas_list; do
     m0=$(ms_ticks)
     sleep "$idle"
     m1=$(ms_ticks)
-    ms_idle=$(awk -v d=$((m1 - m0)) -v s="$idle" -v hz=$HZ 'BEGIN { printf "%.0f", d * 1e6 / hz / s }')
+    idle_ticks=$((m1 - m0))
+    ms_idle=$(awk -v d=$idle_ticks -v s="$idle" -v hz=$HZ 'BEGIN { printf "%.0f", d * 1e6 / hz / s }')
     for w in "${workloads[@]}"; do
       read -r name rw qd <<<"$w"
       m0=$(ms_ticks); n0=$(proc_ticks "$NBDKIT_PID"); read -r s0 g0 <<<"$(guest_ticks)"
+      w0=$EPOCHREALTIME
       fio --name="$name" --ioengine=nbd --uri="$NBD_URI" --rw="$rw" --bs=4k \
           --iodepth="$qd" --size="$size" --time_based --runtime="$runtime" \
           --lat_percentiles=1 --percentile_list=50:99 --output-format=json \
           --output="$TMP/$t-$r-$name.json" >/dev/null ||
         { cat "$TMP/$t-$r-$name.json"; fail "fio $name over $t"; }
+      w1=$EPOCHREALTIME
       m1=$(ms_ticks); n1=$(proc_ticks "$NBDKIT_PID"); read -r s1 g1 <<<"$(guest_ticks)"
       cp "$TMP/$t-$r-$name.json" "$out/" 2>/dev/null || true
       read -r iops ops p50 p99 <<<"$(fio_summary "$TMP/$t-$r-$name.json")"
       [ "$ops" -gt 0 ] || fail "fio $name over $t: no operations"
-      echo "ROW $t $r $name $iops $ops $p50 $p99 $(per_op $((m1 - m0))) $(per_op $((n1 - n0))) $(per_op $((s1 - s0))) $(per_op $((g1 - g0))) $ms_idle" |
+      echo "ROW $t $r $name $iops $ops $p50 $p99 $(per_op $((m1 - m0))) $(per_op $((n1 - n0))) $(per_op $((s1 - s0))) $(per_op $((g1 - g0))) $ms_idle $(ms_net)" |
         tee -a "$rows"
     done
     stop_nbdkit
