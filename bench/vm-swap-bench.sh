@@ -36,6 +36,11 @@
 # Exit status 0 when every run passed.
 set -uo pipefail
 
+# `... | has PATTERN`: grep that reads all of its input.  `grep -q`
+# exits at the first match, so under pipefail the writer's SIGPIPE
+# would fail a pipeline whose pattern did match.
+has () { grep "$@" >/dev/null; }
+
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TOP=$(cd "$HERE/.." && pwd)
 BACKENDS=${BENCH_VM_BACKENDS:-virtio nbd-server rampool-r1 rampool-r2}
@@ -150,7 +155,7 @@ wait_for() { # wait_for WHAT PID CMD...: poll CMD (60 s) while PID lives
     done
     log "$what not ready after 60 s"; return 1
 }
-listening() { "${NSX[@]}" ss -Htln "sport = :$1" | grep -q .; }
+listening() { "${NSX[@]}" ss -Htln "sport = :$1" | has .; }
 
 # ---------------------------------------------------------------- one run
 # run_one BACKEND ROUND: sets R_* (result) and appends to results.csv

@@ -7,6 +7,11 @@
 
 set -euo pipefail
 
+# `... | has PATTERN`: grep that reads all of its input.  `grep -q`
+# exits at the first match, so under pipefail the writer's SIGPIPE
+# would fail a pipeline whose pattern did match.
+has () { grep "$@" >/dev/null; }
+
 : "${abs_top_builddir:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 MEMSERVER=$abs_top_builddir/memserver/memserver
 PLUGIN=$abs_top_builddir/nbdkit-plugin/.libs/nbdkit-rampool-plugin.so

@@ -57,7 +57,7 @@ key1=$(cat "$TMP/k1")
 key2=$(cat "$TMP/k2")
 if grep -r -q -e "$key1" -e "$key2" "$TMP"/*.log; then fail "a key appears in a log"; fi
 for p in "${_pids[@]}"; do
-  if tr '\0' ' ' </proc/$p/cmdline 2>/dev/null | grep -q -e "$key1" -e "$key2"; then
+  if tr '\0' ' ' </proc/$p/cmdline 2>/dev/null | has -e "$key1" -e "$key2"; then
     fail "a key appears on a command line"
   fi
 done

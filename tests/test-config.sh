@@ -71,6 +71,6 @@ printf '# donor\nlisten = 127.0.0.1:0\nsize = 64M\nno-mlock = true\n' >"$TMP/goo
 _pids+=($!)
 wait_for_file "$TMP/g.port" "memserver from config"
 [ "$(server_used 127.0.0.1:$(cat "$TMP/g.port"))" = 0 ] || fail "config memserver not serving"
-"$RAMPOOL" status --raw 127.0.0.1:$(cat "$TMP/g.port") | grep -q " up 33554432 " ||
+"$RAMPOOL" status --raw 127.0.0.1:$(cat "$TMP/g.port") | has " up 33554432 " ||
   fail "--size on the command line did not override the config file"
 echo "PASS"

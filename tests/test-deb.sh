@@ -14,6 +14,11 @@
 #  5. purged: no file of theirs left, nothing of theirs running.
 # Every process it starts is stopped by PID.
 set -euo pipefail
+
+# `... | has PATTERN`: grep that reads all of its input.  `grep -q`
+# exits at the first match, so under pipefail the writer's SIGPIPE
+# would fail a pipeline whose pattern did match.
+has () { grep "$@" >/dev/null; }
 top=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/rampool-deb.XXXXXX)
 pids=()
@@ -40,7 +45,7 @@ for c in dpkg-buildpackage lintian; do
   command -v $c >/dev/null || fail "$c not found (scripts/setup-deps)"
 done
 for p in "${packages[@]}"; do
-  ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+  ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | has "ok installed" ||
     fail "$p is installed already: this test would remove it"
 done
 
@@ -99,7 +104,7 @@ grep -q "^pool: 2 of 2 servers up, 0 B used" "$work/status.log" ||
   { cat "$work/status.log"; fail "the pool was not emptied when nbdkit stopped"; }
 python3 -c 'import sys, urllib.request
 print(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1]).read().decode())' \
-  "$(cat "$work/s1.mport")" | grep -q "^rampool_memserver_write_bytes_total 16777216" ||
+  "$(cat "$work/s1.mport")" | has "^rampool_memserver_write_bytes_total 16777216" ||
   fail "the installed memserver's metrics"
 cc -o "$work/kvcache" "$top/examples/kvcache.c" $(pkg-config --cflags --libs rampool) ||
   fail "kvcache against the installed librampool-dev"
@@ -116,7 +121,7 @@ DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq "${packages[@]}" \
 left=$(for f in $files; do [ -f "$f" ] && echo "$f"; done || true)
 [ -z "$left" ] || fail "files left after purge: $left"
 [ ! -e /etc/rampool/memserver.conf ] || fail "/etc/rampool/memserver.conf left"
-! pgrep -x memserver -a | grep -q "^[0-9]* /usr/sbin/memserver" ||
+! pgrep -x memserver -a | has "^[0-9]* /usr/sbin/memserver" ||
   fail "an installed memserver still runs"
 ! nbdkit rampool --version >/dev/null 2>&1 || fail "nbdkit still finds the plugin"
 echo "PASS: packages built, lintian clean, installed, smoke-tested, purged"

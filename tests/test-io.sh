@@ -15,7 +15,7 @@ for args in "replicas=2" "replicas=1" "replicas=3 extent-size=64K connections=1 
   nbdkit -U - "$PLUGIN" servers="$SERVERS" size=128M $args \
     --run "'$TESTS_BIN/test_parallel_io' --ops 4000 --reopen \"\$uri\"" \
     >>"$TMP/nbdkit.log" 2>&1 || { tail -5 "$TMP/nbdkit.log"; fail "parallel I/O with $args"; }
-  tail -1 "$TMP/nbdkit.log" | grep -q "PASS" || fail "no PASS line with $args"
+  tail -1 "$TMP/nbdkit.log" | has "PASS" || fail "no PASS line with $args"
   # nbdkit exited cleanly: it freed its extents on every server.
   used=$(pool_used)
   [ "$used" -eq 0 ] || fail "$used bytes still allocated after nbdkit exit ($args)"

@@ -23,7 +23,7 @@ flags=$(pkg-config --cflags --libs rampool) || fail "pkg-config rampool"
 libdir=${pc%/pkgconfig/rampool.pc}
 lib=$libdir/librampool.so.1
 [ -f "$lib" ] || fail "no $lib"
-readelf -d "$lib" | grep -q "SONAME.*\[librampool\.so\.1\]" ||
+readelf -d "$lib" | has "SONAME.*\[librampool\.so\.1\]" ||
   fail "soname: $(readelf -d "$lib" | grep SONAME)"
 extra=$(nm -D --defined-only "$lib" | awk '$2 == "T" { print $3 }' |
   grep -Ev '^rp_(config_|pool_|server_(query|drain)$|set_log$)' || true)
@@ -31,7 +31,7 @@ extra=$(nm -D --defined-only "$lib" | awk '$2 == "T" { print $3 }' |
 
 # A library built with the sanitizers needs their runtime first.
 san=
-ldd "$lib" | grep -q libasan && san="-fsanitize=address,undefined"
+ldd "$lib" | has libasan && san="-fsanitize=address,undefined"
 ${CC:-cc} $san -Wall -Werror -o "$TMP/kvcache" \
   "${srcdir:-.}/../examples/kvcache.c" $flags ||
   fail "kvcache does not build against the installed library"

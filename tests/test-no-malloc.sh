@@ -37,7 +37,7 @@ for enc in off on; do
   else
     # The bounce buffer: RP_MAX_PAYLOAD (4 MiB) and the undo state of
     # its 1024 blocks (24 bytes each, io.c), from a static function.
-    if echo "$new" | grep -q -v "^malloc $((4194304 + 1024 * 24)) "; then
+    if echo "$new" | has -v "^malloc $((4194304 + 1024 * 24)) "; then
       echo "$new"; fail "an allocation other than the per-thread bounce buffer"
     fi
     [ $((r1 - start)) -le 16 ] && [ $((r2 - r1)) -le 16 ] ||

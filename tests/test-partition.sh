@@ -243,7 +243,7 @@ recovered=$(stat_of recovered)
 # closed connections' unsent requests) is retransmitted once the link
 # is back.  Wait until none is left, so that the check below sees its
 # effect, whatever it is.
-old_data_to_s2 () { ss_s2 | awk '$1 != "ESTAB" && $3 > 0' | grep -q .; }
+old_data_to_s2 () { ss_s2 | awk '$1 != "ESTAB" && $3 > 0' | has .; }
 wait_until 40 "the old connections to s2 to drain" eval '! old_data_to_s2'
 say "old connections to s2 drained after $(( $(now_ms) - t )) ms"
 sleep 0.3

@@ -49,7 +49,7 @@ awk 'length > 80 { print "too wide: " $0; bad = 1 } END { exit bad }' "$TMP/scre
 kill_memserver s3
 s3_down () {
   screen
-  row "$MS_ADDR_s3" | grep -q "DOWN .* down$"
+  row "$MS_ADDR_s3" | has "DOWN .* down$"
 }
 wait_until 20 "the live view to show s3 DOWN, and down for the disk" s3_down
 cat "$TMP/screen"
