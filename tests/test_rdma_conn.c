@@ -25,14 +25,24 @@
  *     extent the second allocated;
  *  7. fencing: a one-sided WRITE posted on a connection right after a
  *     newer one (a higher fence) was answered must not land: it fails
- *     or is refused, and the newer connection reads the old data.
+ *     or is refused, and the newer connection reads the old data;
+ *  8. fencing enforced by the server alone: as 7, but the old
+ *     connection's receive side is held (parked in a reply callback)
+ *     from before the newer HELLO until its WRITE has left this host's
+ *     device (the devices' sent_pkts counters), so the client cannot
+ *     know of the fence and posts the WRITE on a queue pair it still
+ *     holds ready: only the memserver's queue pair in the error state
+ *     stops it.  The WRITE fails and the newer connection reads the
+ *     old data.
  * Prints PASS, or FAIL and why (exit 1).
  */
 #include <config.h>
 
+#include <dirent.h>
 #include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -131,6 +141,71 @@ alloc_extent (struct conn *c)
   if (e.rkey == 0)
     die ("ALLOC over RDMA gave no rkey");
   return e;
+}
+
+/* Step 8's gate: while armed, the first reply a connection with
+ * on_free_bytes = gate_hold receives parks its receive side (which
+ * delivers the reply, and also every completion and connection-manager
+ * event of that connection) until the gate opens.
+ */
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static bool gate_armed, gate_parked;
+
+static void
+gate_hold (struct conn *c, uint64_t free_bytes)
+{
+  (void) c;
+  (void) free_bytes;
+  pthread_mutex_lock (&gate_lock);
+  if (gate_armed) {
+    gate_parked = true;
+    pthread_cond_broadcast (&gate_cond);
+    while (gate_armed)
+      pthread_cond_wait (&gate_cond, &gate_lock);
+  }
+  pthread_mutex_unlock (&gate_lock);
+}
+
+static void
+gate_open (void)
+{
+  pthread_mutex_lock (&gate_lock);
+  gate_armed = false;
+  pthread_cond_broadcast (&gate_cond);
+  pthread_mutex_unlock (&gate_lock);
+}
+
+/* Packets sent by every RDMA device of this host (the sum of their
+ * ports' hw_counters/sent_pkts), or -1 if no device has that counter.
+ */
+static int64_t
+sent_pkts (void)
+{
+  const char *top = "/sys/class/infiniband";
+  DIR *d = opendir (top);
+  struct dirent *de;
+  int64_t sum = -1;
+
+  if (d == NULL)
+    return -1;
+  while ((de = readdir (d)) != NULL) {
+    char path[512];
+    unsigned long long v;
+    FILE *fp;
+
+    if (de->d_name[0] == '.')
+      continue;
+    snprintf (path, sizeof path, "%s/%s/ports/1/hw_counters/sent_pkts", top,
+              de->d_name);
+    if ((fp = fopen (path, "r")) == NULL)
+      continue;
+    if (fscanf (fp, "%llu", &v) == 1)
+      sum = (sum < 0 ? 0 : sum) + (int64_t) v;
+    fclose (fp);
+  }
+  closedir (d);
+  return sum;
 }
 
 /* A call of op on extent e, [off, off+len), data buf. */
@@ -387,6 +462,95 @@ main (int argc, char **argv)
           " land\n", is_refused ? "was refused" : "failed");
   conn_destroy (&c);
   conn_destroy (&c2);
+
+  /* 8. Fencing with the client kept in the dark: c's receive side is
+   * parked (gate_hold, on its PING's reply) before c2 says HELLO, so
+   * neither the server's disconnect nor any completion reaches c.  Its
+   * WRITE is then posted on a queue pair that is still ready here and
+   * goes out on the wire; the server's queue pair, in the error state
+   * since c2's HELLO, must drop it.
+   */
+  {
+    struct conn_call ping;
+    struct conn_wait pw;
+    struct timespec ts;
+    int64_t before, now = -1;
+    uint64_t deadline;
+    char why[128] = "";
+
+    open_conn (&c, 6, 4u << 20);
+    c.on_free_bytes = gate_hold;
+    e = alloc_extent (&c);
+    fill (big, sizeof big, 9);
+    make_call (&calls[0], &e, RP_OP_WRITE, 0, EXTENT, big, &w);
+    submit (&c, &calls[0]);
+    wait_ok (&w, calls, 1, "WRITE before the held fence");
+    conn_wait_init (&pw);
+    memset (&ping, 0, sizeof ping);
+    ping.req.op = RP_OP_PING;
+    ping.wait = &pw;
+    pthread_mutex_lock (&gate_lock);
+    gate_armed = true;
+    pthread_mutex_unlock (&gate_lock);
+    submit (&c, &ping);
+    clock_gettime (CLOCK_REALTIME, &ts);
+    ts.tv_sec += TIMEOUT_MS / 1000;
+    pthread_mutex_lock (&gate_lock);
+    while (!gate_parked)
+      if (pthread_cond_timedwait (&gate_cond, &gate_lock, &ts) == ETIMEDOUT)
+        die ("the PING's reply never reached the receive side");
+    pthread_mutex_unlock (&gate_lock);
+
+    open_conn (&c2, 7, 4u << 20);
+    before = sent_pkts ();
+    fill (back, sizeof back, 10);
+    make_call (&calls[0], &e, RP_OP_WRITE, 0, EXTENT, back, &w);
+    if (conn_submit (&c, &calls[0]) == -1)
+      die ("the held connection refused the WRITE (%s): the client learnt"
+           " of the fence, which this step must not let it", strerror (errno));
+    /* The WRITE's packets leave this host (one per path MTU, at most
+     * 4 KiB): then the server has had its chance to take them.
+     */
+    deadline = rp_now_ms () + 3 * TIMEOUT_MS;
+    if (before >= 0) {
+      while ((now = sent_pkts ()) < before + EXTENT / 4096 &&
+             rp_now_ms () < deadline) {
+        struct timespec nap = { 0, 10 * 1000 * 1000 };
+        nanosleep (&nap, NULL);
+      }
+      if (now < before + EXTENT / 4096)
+        die ("the held WRITE did not leave the device: sent_pkts %" PRId64
+             " -> %" PRId64, before, now);
+    }
+    gate_open ();
+    if (conn_wait_all (&w, calls, 1, rp_now_ms () + 6 * TIMEOUT_MS) == -1)
+      die ("the held WRITE neither completed nor failed");
+    if (calls[0].err == 0)
+      die ("a WRITE the server should have dropped succeeded");
+    if (conn_wait_all (&pw, &ping, 1, rp_now_ms () + TIMEOUT_MS) == -1)
+      die ("the held PING never completed");
+    conn_dead_why (&c, why, sizeof why);
+    memset (back, 0xee, sizeof back);
+    make_call (&calls[0], &e, RP_OP_READ, 0, EXTENT, back, &w);
+    submit (&c2, &calls[0]);
+    wait_ok (&w, calls, 1, "READ on the newer connection (held fence)");
+    if (memcmp (big, back, EXTENT) != 0)
+      die ("a WRITE posted on a fenced queue pair landed on the server");
+    make_call (&calls[0], &e, RP_OP_FREE, 0, 0, NULL, &w);
+    submit (&c2, &calls[0]);
+    wait_ok (&w, calls, 1, "FREE after the held fence");
+    if (before >= 0)
+      printf ("test_rdma_conn: a WRITE posted after the fence, unknown to"
+              " the client, left the device (sent_pkts +%" PRId64 "), failed"
+              " (%s) and did not land\n", now - before, why);
+    else
+      printf ("test_rdma_conn: a WRITE posted after the fence, unknown to"
+              " the client, failed (%s) and did not land (no sent_pkts"
+              " counter to show it left the device)\n", why);
+    conn_destroy (&c);
+    conn_destroy (&c2);
+    conn_wait_destroy (&pw);
+  }
   conn_wait_destroy (&w);
   printf ("test_rdma_conn: PASS\n");
   return 0;

@@ -7,7 +7,9 @@
 #
 # Steps: test_rdma_conn (the transport below the engine: ordering,
 # credits, the bounce pool, ENOENT after FREE, a kill with calls in
-# flight; packed with --file until build-guest.sh packs it); rampool
+# flight, and fencing: also with the client kept from learning of it,
+# so that only the memserver stops the write; packed with --file until
+# build-guest.sh packs it); rampool
 # status over RDMA, and a clear error for a port nobody listens on;
 # test_parallel_io through nbdkit (1000 ops, every byte checked); fio
 # with verify=crc32c; test_pool_io (4 threads); kill -9 of a memserver
@@ -133,7 +135,11 @@ fio --name=w --ioengine=nbd --uri="$NBD_URI" --rw=randwrite --bs=64k --iodepth=8
     --size=32M --verify=crc32c --verify_fatal=1 --do_verify=1 --randrepeat=1 \
     --verify_state_save=0 --output="$TMP/fio-kill.log" >/dev/null &
 fpid=$!
-sleep 3
+# Kill once fio's writes are landing on s2 (its extents are allocated as
+# they are first written), while fio still runs.
+s2_has_data () { [ "$(server_used "$MS_ADDR_s2")" -ge $((4 << 20)) ]; }
+wait_until 120 "fio's first writes on memserver s2" s2_has_data
+kill -0 $fpid 2>/dev/null || fail "fio finished before memserver s2 could be killed mid-run"
 kill_memserver s2
 wait $fpid || { cat "$TMP/fio-kill.log"; tail -n 30 "$TMP/nbdkit.log"; fail "fio with a memserver killed"; }
 grep -q "err= 0" "$TMP/fio-kill.log" || { cat "$TMP/fio-kill.log"; fail "fio errors with a memserver killed"; }
