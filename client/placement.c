@@ -1,8 +1,57 @@
-/* See placement.h. */
+/* See placement.h.  Draws are weighted in MiB of capacity; fractions
+ * are compared exactly, in bytes, by 64x64 -> 128-bit products built
+ * from 32-bit halves (rampool builds on 32-bit Debian architectures
+ * too, which have no __int128).
+ */
 #include <config.h>
 
 #include "placement.h"
 #include "rampool/client.h"
+
+/* A candidate's weight in the draw: its capacity in MiB, at least 1.
+ * The sum of RP_MAX_SERVERS of them is below 2^51, whatever the
+ * servers report.
+ */
+static uint64_t
+placement_weight_mib (const struct placement_candidate *c)
+{
+  uint64_t mib = c->capacity_bytes >> 20;
+
+  return mib > 0 ? mib : 1;
+}
+
+/* a * b as the 128-bit number hi:lo. */
+static void
+placement_mul (uint64_t a, uint64_t b, uint64_t *hi, uint64_t *lo)
+{
+  uint64_t a_lo = (uint32_t) a, a_hi = a >> 32;
+  uint64_t b_lo = (uint32_t) b, b_hi = b >> 32;
+  uint64_t ll = a_lo * b_lo, lh = a_lo * b_hi;
+  uint64_t hl = a_hi * b_lo, hh = a_hi * b_hi;
+  /* Three numbers below 2^32: no carry lost. */
+  uint64_t mid = (ll >> 32) + (uint32_t) lh + (uint32_t) hl;
+
+  *lo = (mid << 32) | (uint32_t) ll;
+  *hi = hh + (lh >> 32) + (hl >> 32) + (mid >> 32);
+}
+
+/* Whether b is better than a: more free bytes, or, by fraction, a
+ * larger free / capacity, by cross-multiplication:
+ * free_b * cap_a > free_a * cap_b.  Strict, so that a tie keeps the
+ * earlier of the random sample.
+ */
+static bool
+placement_beats (const struct placement_candidate *b,
+                 const struct placement_candidate *a, bool is_by_fraction)
+{
+  uint64_t b_hi, b_lo, a_hi, a_lo;
+
+  if (!is_by_fraction)
+    return b->free_bytes > a->free_bytes;
+  placement_mul (b->free_bytes, a->capacity_bytes, &b_hi, &b_lo);
+  placement_mul (a->free_bytes, b->capacity_bytes, &a_hi, &a_lo);
+  return b_hi > a_hi || (b_hi == a_hi && b_lo > a_lo);
+}
 
 uint64_t
 placement_rand (uint64_t *rng)
@@ -21,27 +70,63 @@ placement_choose (const struct placement_candidate *c, unsigned n,
                   unsigned d, uint64_t *rng)
 {
   unsigned idx[RP_MAX_SERVERS];
+  uint64_t weight_mib[RP_MAX_SERVERS];  /* of idx[k], in step with it */
+  uint64_t left_mib = 0;  /* sum of weight_mib[i..m) of those not drawn */
   unsigned m = 0, best = 0;
   bool avoid_previous = false;
+  bool is_weighted = true;
 
   /* Avoid the previous extent's servers only if someone else is left. */
   for (unsigned i = 0; i < n; i++)
     if (c[i].is_eligible && !c[i].is_preferred_out)
       avoid_previous = true;
   for (unsigned i = 0; i < n && m < RP_MAX_SERVERS; i++)
-    if (c[i].is_eligible && !(avoid_previous && c[i].is_preferred_out))
+    if (c[i].is_eligible && !(avoid_previous && c[i].is_preferred_out)) {
+      /* An unknown capacity makes the whole choice unweighted: such a
+       * server has no free fraction to compare, and any weight we
+       * gave it would be a guess that decides how often it is drawn
+       * (1 MiB: almost never, yet always winning when drawn, its
+       * fraction being huge).  Bytes against bytes is at least the
+       * rule rampool had before.  A server is only eligible once its
+       * HELLO has told its capacity, so this is for callers that do
+       * not know capacities.
+       */
+      if (c[i].capacity_bytes == 0)
+        is_weighted = false;
+      weight_mib[m] = placement_weight_mib (&c[i]);
+      left_mib += weight_mib[m];
       idx[m++] = i;
+    }
   if (m == 0)
     return -1;
   if (d > m)
     d = m;
-  /* Partial Fisher-Yates: the first d of idx become a random sample. */
+  /* Partial Fisher-Yates: the first d of idx become a random sample,
+   * in the order drawn.  Weighted, each draw takes one of those left
+   * with probability its capacity over theirs (without replacement:
+   * the d are distinct).
+   */
   for (unsigned i = 0; i < d; i++) {
-    unsigned j = i + placement_rand (rng) % (m - i);
+    unsigned j;
+    if (is_weighted) {
+      /* r < left_mib, the sum of weight_mib[i..m): the scan stops
+       * before m.  The modulo's bias is below left_mib / 2^64: 2^-34
+       * for a pool of a PiB.
+       */
+      uint64_t r = placement_rand (rng) % left_mib;
+      for (j = i; r >= weight_mib[j]; j++)
+        r -= weight_mib[j];
+      left_mib -= weight_mib[j];
+      uint64_t w = weight_mib[i];
+      weight_mib[i] = weight_mib[j];
+      weight_mib[j] = w;
+    }
+    else
+      j = i + placement_rand (rng) % (m - i);
     unsigned t = idx[i];
     idx[i] = idx[j];
     idx[j] = t;
-    if (i == 0 || c[idx[i]].free_bytes > c[idx[best]].free_bytes)
+    if (i == 0 || placement_beats (&c[idx[i]], &c[idx[best]], is_weighted))
       best = i;
   }
   return idx[best];

@@ -71,6 +71,15 @@ replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
           if (prev_servers[j] == i)
             cand[i].is_preferred_out = true;
         cand[i].free_bytes = atomic_load (&s->free_bytes);
+        /* The donation in all, from the server's HELLO (donor_connect;
+         * fixed for the server process's life: --size auto moves only
+         * what it gives now, which free_bytes follows).  A reconnect
+         * writes it only after taking the server down, but a thread
+         * that saw the server up just before may read it meanwhile:
+         * hence the atomic load (a stale figure only skews one draw).
+         */
+        cand[i].capacity_bytes =
+          __atomic_load_n (&s->capacity_bytes, __ATOMIC_RELAXED);
       }
       choice = placement_choose (cand, p->nservers, p->cfg.placement_choices,
                                  &replica_rng);
@@ -125,9 +134,12 @@ replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
       r->is_stale = 0;
       r->leaving = 0;
       __atomic_store_n (&e->nrep, e->nrep + 1, __ATOMIC_RELEASE);
-      uint64_t fb = atomic_load (&s->free_bytes);
-      atomic_store (&s->free_bytes,
-                    fb >= p->cfg.extent_size ? fb - p->cfg.extent_size : 0);
+      /* s->free_bytes already counts this extent: the server reports
+       * its free bytes after the ALLOC in the reply's header, and
+       * conn_reply_done stores them (on_free_bytes) before the call
+       * completes.  Subtracting the extent again here, as this code
+       * once did, made the server look an extent fuller than it is.
+       */
     }
   }
   if (e->nrep == 0) {
