@@ -46,7 +46,10 @@ struct config_key {
   enum config_kind kind;
   size_t offset, width;        /* the field in struct rp_config */
   uint64_t min, max;           /* range (CONFIG_UINT, POW2, RATE) */
-  uint64_t dflt;               /* default (numbers, bools) */
+  uint64_t dflt;               /* default (numbers, bools); a
+                                  CONFIG_UINT default below min is no
+                                  value one could give: it means "worked
+                                  out at open", and the help says how */
   bool is_required;
   unsigned fronts;             /* RP_FRONT_* where it applies */
   const char *help;            /* one line */
@@ -55,6 +58,8 @@ struct config_key {
 #define CONFIG_FIELD(f) \
   offsetof (struct rp_config, f), sizeof (((struct rp_config *) 0)->f)
 #define CONFIG_ALL (RP_FRONT_PLUGIN | RP_FRONT_FUSE)
+#define CONFIG_STR(x) CONFIG_STR_ (x)
+#define CONFIG_STR_(x) #x
 #define KiB UINT64_C (1024)
 #define MiB (1024 * KiB)
 #define GiB (1024 * MiB)
@@ -75,7 +80,15 @@ struct config_key {
  *  - rdma-buffer 8 MiB: two of the largest READs or WRITEs (4 MiB, a
  *    chunk) in flight per connection, or 2048 swap pages; at least one
  *    chunk, or a 4 MiB request could never be posted; at most 1 GiB,
- *    all of it locked (transport_rdma.c).
+ *    all of it locked (transport_rdma.c);
+ *  - max-servers 256, or the servers listed at open if more: a slot of
+ *    the table costs under 1 KiB until a server takes it (engine.h,
+ *    struct donor), so a servers-file= pool can grow to the "hundreds
+ *    of donors" it was made for without a restart, while a pool that
+ *    lists more at open is never refused for want of the key.  At most
+ *    RP_MAX_SERVERS (4096): what the monitor does every heartbeat
+ *    (PING every server, the stats and metrics files) is linear in the
+ *    servers, and a copy names its server in 16 bits (extent_map.h).
  */
 static const struct config_key config_keys[] = {
   { "servers", "[tcp://|rdma://]HOST:PORT,...", CONFIG_SERVERS,
@@ -114,6 +127,12 @@ static const struct config_key config_keys[] = {
     RP_MAX_PAYLOAD, GiB, 8 * MiB, false, CONFIG_ALL,
     "registered (locked) memory per RDMA connection for READ and WRITE"
     " data" },
+  { "max-servers", "N", CONFIG_UINT, CONFIG_FIELD (max_servers),
+    1, RP_MAX_SERVERS, 0, false, CONFIG_ALL,
+    "most servers the pool can ever have, removed ones included: the"
+    " table is made at open, and servers-file= adds up to it; 1-"
+    CONFIG_STR (RP_MAX_SERVERS) " (default " CONFIG_STR (RP_MAX_SERVERS_DEFAULT)
+    ", or the servers listed at open if more)" },
   { "servers-file", "PATH", CONFIG_PATH, CONFIG_FIELD (servers_file),
     0, 0, 0, false, CONFIG_ALL,
     "the servers, one per line, instead of servers=; re-read when it"
@@ -184,11 +203,11 @@ rp_config_init (struct rp_config *cfg)
 static void
 config_free_servers (struct rp_config *cfg)
 {
-  for (unsigned i = 0; i < cfg->nservers; i++) {
+  for (unsigned i = 0; i < cfg->nservers; i++)
     free (cfg->servers[i]);
-    cfg->servers[i] = NULL;
-  }
-  cfg->nservers = 0;
+  free (cfg->servers);
+  cfg->servers = NULL;
+  cfg->nservers = cfg->servers_cap = 0;
 }
 
 void
@@ -205,13 +224,21 @@ int
 rp_config_copy (struct rp_config *dst, const struct rp_config *src)
 {
   *dst = *src;
-  for (unsigned i = 0; i < src->nservers; i++)
-    dst->servers[i] = NULL;
+  dst->servers = NULL;
+  dst->nservers = dst->servers_cap = 0;
   for (size_t i = 0; i < CONFIG_NKEYS; i++)
     if (config_keys[i].kind == CONFIG_PATH)
       *(char **) config_field (dst, &config_keys[i]) = NULL;
-  for (unsigned i = 0; i < src->nservers; i++)
-    if ((dst->servers[i] = strdup (src->servers[i])) == NULL)
+  if (src->nservers) {
+    dst->servers = calloc (src->nservers, sizeof *dst->servers);
+    if (dst->servers == NULL)
+      goto out_nomem;
+    dst->servers_cap = src->nservers;
+  }
+  /* Counted one by one, so that a failure frees those copied. */
+  for (; dst->nservers < src->nservers; dst->nservers++)
+    if ((dst->servers[dst->nservers] =
+         strdup (src->servers[dst->nservers])) == NULL)
       goto out_nomem;
   for (size_t i = 0; i < CONFIG_NKEYS; i++) {
     const struct config_key *k = &config_keys[i];
@@ -275,9 +302,23 @@ config_set_servers (struct rp_config *cfg, const char *value,
         goto out;
       }
     if (cfg->nservers == RP_MAX_SERVERS) {
-      ret = config_error (err, errlen, "servers: more than %d servers",
+      ret = config_error (err, errlen, "servers: more than %d servers, the"
+                          " most a pool can have (max-servers= at most)",
                           RP_MAX_SERVERS);
       break;
+    }
+    if (cfg->nservers == cfg->servers_cap) {
+      unsigned cap = cfg->servers_cap ? 2 * cfg->servers_cap : 8;
+      char **grown;
+      if (cap > RP_MAX_SERVERS)
+        cap = RP_MAX_SERVERS;
+      grown = realloc (cfg->servers, cap * sizeof *grown);
+      if (grown == NULL) {
+        ret = config_error (err, errlen, "servers: out of memory");
+        break;
+      }
+      cfg->servers = grown;
+      cfg->servers_cap = cap;
     }
     cfg->servers[cfg->nservers] = strdup (tok);
     if (cfg->servers[cfg->nservers] == NULL) {
@@ -466,6 +507,10 @@ rp_config_check (const struct rp_config *cfg, char *err, size_t errlen)
       return config_error (err, errlen, "replicas: %u copies need at least"
                            " %u servers, but servers-file %s lists %u",
                            cfg->replicas, cfg->replicas, cfg->servers_file, n);
+    if (cfg->max_servers && n > cfg->max_servers)
+      return config_error (err, errlen, "max-servers: servers-file %s lists"
+                           " %u servers, more than max-servers=%u",
+                           cfg->servers_file, n, cfg->max_servers);
   }
   else if (cfg->nservers == 0)
     return config_error (err, errlen, "servers: required: the memservers of"
@@ -478,6 +523,11 @@ rp_config_check (const struct rp_config *cfg, char *err, size_t errlen)
     return config_error (err, errlen, "replicas: %u copies need at least %u"
                          " servers, but servers= lists %u", cfg->replicas,
                          cfg->replicas, cfg->nservers);
+  if (!cfg->servers_file && cfg->max_servers &&
+      cfg->nservers > cfg->max_servers)
+    return config_error (err, errlen, "max-servers: servers= lists %u"
+                         " servers, more than max-servers=%u",
+                         cfg->nservers, cfg->max_servers);
   if (cfg->is_encrypted && cfg->size_bytes % 4096)
     return config_error (err, errlen, "size: with encrypt=on the size must be"
                          " a multiple of 4096 (the encryption block)");
@@ -506,6 +556,8 @@ config_help_line (const struct config_key *k, char *buf, size_t len,
                 config_size_text (k->dflt, num, sizeof num));
       break;
     case CONFIG_UINT:
+      if (k->dflt < k->min)
+        break;                  /* worked out at open: its help says how */
       snprintf (range, sizeof range, ", %" PRIu64 "-%" PRIu64, k->min, k->max);
       snprintf (dflt, sizeof dflt, " (default %" PRIu64 ")", k->dflt);
       break;

@@ -156,9 +156,14 @@ donor_init (struct donor *s, struct rp_pool *p, unsigned index,
   }
   pthread_mutex_init (&s->orphan_lock, NULL);
   pthread_mutex_init (&s->reclaim_lock, NULL);
+  /* Written before they are read: malloc leaves their pages untouched
+   * until a server asks for extents back or one is lost.
+   */
+  s->reclaim = malloc (DONOR_RECLAIM * sizeof *s->reclaim);
+  s->orphans = malloc (DONOR_ORPHANS * sizeof *s->orphans);
   s->nconns = p->cfg.connections;
   s->conns = calloc (s->nconns, sizeof *s->conns);
-  if (s->conns == NULL)
+  if (s->conns == NULL || s->reclaim == NULL || s->orphans == NULL)
     goto out_nomem;
   for (unsigned k = 0; k < s->nconns; k++) {
     char name[200];
@@ -166,8 +171,6 @@ donor_init (struct donor *s, struct rp_pool *p, unsigned index,
     if (conn_init (&s->conns[k], name, s->transport, p->cfg.inflight) == -1) {
       while (k-- > 0)
         conn_destroy (&s->conns[k]);
-      free (s->conns);
-      s->conns = NULL;
       goto out_nomem;
     }
     s->conns[k].opaque = s;
@@ -177,6 +180,11 @@ donor_init (struct donor *s, struct rp_pool *p, unsigned index,
   }
   return 0;
  out_nomem:
+  free (s->conns);
+  free (s->reclaim);
+  free (s->orphans);
+  s->conns = NULL;
+  s->reclaim = s->orphans = NULL;
   s->nconns = 0;
   pthread_mutex_destroy (&s->orphan_lock);
   pthread_mutex_destroy (&s->reclaim_lock);
@@ -192,7 +200,10 @@ donor_fini (struct donor *s)
     conn_destroy (&s->conns[k]);
   }
   free (s->conns);
+  free (s->reclaim);
+  free (s->orphans);
   s->conns = NULL;
+  s->reclaim = s->orphans = NULL;
   s->nconns = 0;
   pthread_mutex_destroy (&s->orphan_lock);
   pthread_mutex_destroy (&s->reclaim_lock);

@@ -34,6 +34,7 @@
 #define DONOR_RECLAIM 4096   /* handles asked back, queued for recovery */
 
 struct rp_pool;
+struct placement_candidate;
 
 /* Recovery's workers (recovery.c): the monitor thread and
  * RECOVERY_WORKERS - 1 threads of their own scan the map together in
@@ -89,10 +90,11 @@ struct donor {
   atomic_bool is_retired;      /* removed and holds nothing of ours:
                                   disconnected, not reconnected */
   /* Handles the server asked back (RECLAIM notices) not yet taken by
-   * recovery; guarded by reclaim_lock.
+   * recovery; guarded by reclaim_lock.  DONOR_RECLAIM entries, made by
+   * donor_init (a slot no server took costs only the struct).
    */
   pthread_mutex_t reclaim_lock;
-  uint64_t reclaim[DONOR_RECLAIM];
+  uint64_t *reclaim;
   unsigned nreclaim;
   bool is_reclaim_full_logged;
   /* Past this time a copy asked back that found no room elsewhere is
@@ -128,19 +130,40 @@ struct donor {
   bool has_reconnector;        /* a thread to join */
   /* Handles freed while the server was unreachable; FREE'd when it is
    * back with the same incarnation.  Guarded by orphan_lock.
+   * DONOR_ORPHANS entries, made by donor_init.
    */
   pthread_mutex_t orphan_lock;
-  uint64_t orphans[DONOR_ORPHANS];
+  uint64_t *orphans;
   unsigned norphans;
   bool orphans_overflowed;
 };
 
 struct rp_pool {
   struct rp_config cfg;        /* deep copy, owned */
-  struct donor servers[RP_MAX_SERVERS];
+  /* The server table: max_servers slots (max-servers=, or its default),
+   * made at open and never moved or grown, so the I/O path reads it
+   * without a lock and allocates nothing.  A slot costs sizeof (struct
+   * donor) until a server takes it (donor_init).
+   */
+  struct donor *servers;
+  unsigned max_servers;
   atomic_uint nservers;        /* slots in use; only grows (servers-file
                                   adds, membership.c), a slot whole
                                   before it is counted */
+  /* Scratch sized by the table, made at open so that nothing sized by
+   * the number of servers lives on a thread's stack (the monitor's and
+   * recovery's are 256-512 KiB) or is allocated later:
+   *  - place_cand: placement's candidates (replica.c), one per slot,
+   *    under place_lock: many threads place at once;
+   *  - ping_calls: the monitor's PING round (monitor.c), one per slot,
+   *    monitor thread only;
+   *  - server_state: each server's state as the metrics file last
+   *    wrote it (metrics.c), monitor thread only.
+   */
+  pthread_mutex_t place_lock;
+  struct placement_candidate *place_cand;
+  struct conn_call *ping_calls;
+  uint8_t *server_state;
   struct stat servers_file_st; /* servers-file= as last read */
   struct extent_map map;
   uint8_t owner[16];           /* our session id on every server */

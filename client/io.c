@@ -221,7 +221,7 @@ io_should_retry (struct rp_pool *p, const struct extent *e,
 }
 
 static int io_pick_replica (struct rp_pool *p, const struct extent *e,
-                            uint64_t tried);
+                            unsigned tried);
 
 /* encrypt=on: decrypt [off, off+len) of extent idx (whole blocks) as
  * read from server s, lock held.  A block failing authentication makes
@@ -292,17 +292,18 @@ io_mark_unverified (struct rp_pool *p, uint64_t idx, struct extent *e,
 }
 
 /* Read [off, off+len) of extent idx into buf and, with encrypt=on,
- * decrypt it, from one good replica after another, skipping the servers
- * in `tried` (a bitmask; those already tried count as fail-overs).  The
- * caller holds the stripe lock.  *unverified (bitmask of replica slots)
- * collects copies that failed authentication: they are marked stale
- * when another copy verifies, and left alone when none does (then the
- * block itself is unreadable, not the copies: marking them all would
- * lose the rest of the extent).  0, or -1 when no replica served it.
+ * decrypt it, from one good replica after another, skipping the
+ * replica slots in `tried` (a bitmask; those already tried count as
+ * fail-overs).  The caller holds the stripe lock.  *unverified
+ * (bitmask of replica slots) collects copies that failed
+ * authentication: they are marked stale when another copy verifies,
+ * and left alone when none does (then the block itself is unreadable,
+ * not the copies: marking them all would lose the rest of the
+ * extent).  0, or -1 when no replica served it.
  */
 static int
 io_read_replicas (struct rp_pool *p, uint64_t idx, struct extent *e,
-                  uint32_t off, uint32_t len, uint8_t *buf, uint64_t tried,
+                  uint32_t off, uint32_t len, uint8_t *buf, unsigned tried,
                   unsigned *unverified)
 {
   int r;
@@ -313,7 +314,7 @@ io_read_replicas (struct rp_pool *p, uint64_t idx, struct extent *e,
 
     if (tried)
       atomic_fetch_add (&p->count.read_failovers, 1);
-    tried |= UINT64_C (1) << s->index;
+    tried |= 1u << r;
     replica_call (&call, &e->rep[r], RP_OP_READ);
     call.req.offset = off;
     call.req.count = len;
@@ -616,17 +617,18 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
 }
 
 /* Pick the good replica with the fewest requests outstanding, skipping
- * servers in `tried` (bitmask).  -1 if none.
+ * the replica slots in `tried` (bitmask; the stripe lock held since
+ * they were tried keeps the slots in place).  -1 if none.
  */
 static int
-io_pick_replica (struct rp_pool *p, const struct extent *e, uint64_t tried)
+io_pick_replica (struct rp_pool *p, const struct extent *e, unsigned tried)
 {
   int best = -1;
   unsigned best_load = 0;
 
   for (unsigned r = 0; r < e->nrep; r++) {
     const struct replica *rep = &e->rep[r];
-    if ((tried >> rep->server) & 1 || !replica_is_good (p, rep))
+    if ((tried >> r) & 1 || !replica_is_good (p, rep))
       continue;
     unsigned load = atomic_load (&p->servers[rep->server].inflight);
     if (best == -1 || load < best_load) {
@@ -697,7 +699,7 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
   for (unsigned i = 0; i < nch; i++) {
     struct io_chunk *c = &ch[i];
     struct extent *e = &p->map.e[c->idx];
-    uint64_t tried = 0;
+    unsigned tried = 0;
     unsigned unverified = 0;
     bool is_ok = false;
 
@@ -712,7 +714,8 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
       struct replica *rep = replica_find (e, s->index,
                                                 call->req.handle);
       atomic_fetch_sub (&s->inflight, 1);
-      tried |= UINT64_C (1) << s->index;
+      if (rep)
+        tried |= 1u << (rep - e->rep);
       if (rep == NULL)
         ;  /* cannot happen: the read lock kept the entry */
       else if (call->err)
@@ -723,7 +726,7 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
         unverified |= 1u << (rep - e->rep);
     }
     if (p->crypt.key && c->user_buf == NULL)
-      tried = UINT64_MAX;  /* not widened: no bounce buffer */
+      tried = ~0u;  /* not widened: no bounce buffer */
     /* Fail over, one replica at a time, until one answers. */
     if (!is_ok)
       is_ok = io_read_replicas (p, c->idx, e, c->off, c->len, c->buf,

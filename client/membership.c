@@ -5,7 +5,8 @@
  *  - a server it gained gets the next free slot (servers are never
  *    moved: copies name them by index), or its old slot back if it was
  *    removed before, and is connected by the monitor like any down
- *    server;
+ *    server; with every slot of the table taken (max-servers=, fixed
+ *    at open) it is refused, and that is logged;
  *  - a server it lost is marked removed: placement skips it and
  *    recovery moves its copies elsewhere, copy before release, as for
  *    a drain (recovery.c); once it holds nothing of ours it is retired:
@@ -80,10 +81,16 @@ membership_is_listed (const struct rp_config *list, const char *addr)
   return false;
 }
 
-/* Add the servers list names that are not members. */
+/* Add the servers list names that are not members, while the table
+ * (max-servers= slots, made at open) has room; one line for those
+ * refused.
+ */
 static void
 membership_add (struct rp_pool *p, const struct rp_config *list)
 {
+  const char *first_refused = NULL;
+  unsigned refused = 0;
+
   for (unsigned k = 0; k < list->nservers; k++) {
     const char *addr = list->servers[k];
     int i = membership_find (p, addr);
@@ -98,10 +105,9 @@ membership_add (struct rp_pool *p, const struct rp_config *list)
       continue;
     }
     unsigned n = p->nservers;
-    if (n == RP_MAX_SERVERS) {
-      logging_msg (LOGGING_ERROR, "servers-file: server %s not added: a pool"
-                   " has at most %d servers, removed ones included",
-                   addr, RP_MAX_SERVERS);
+    if (n == p->max_servers) {
+      if (refused++ == 0)
+        first_refused = addr;
       continue;
     }
     if (donor_init (&p->servers[n], p, n, addr) == -1) {
@@ -115,6 +121,13 @@ membership_add (struct rp_pool *p, const struct rp_config *list)
     atomic_store (&p->nservers, n + 1);
     logging_msg (LOGGING_INFO, "servers-file: server %s added", addr);
   }
+  if (refused)
+    logging_msg (LOGGING_ERROR, "servers-file: %u server(s) not added (%s%s):"
+                 " the pool's table is full, max-servers=%u slots, removed"
+                 " servers included; open the pool with a larger"
+                 " max-servers= (at most %d)", refused, first_refused,
+                 refused > 1 ? " and more" : "", p->max_servers,
+                 RP_MAX_SERVERS);
 }
 
 /* Mark removed the members list does not name, unless that leaves
@@ -207,6 +220,7 @@ membership_check (struct rp_pool *p)
     }
     for (unsigned i = 0; i < list.nservers; i++)
       free (list.servers[i]);
+    free (list.servers);
   }
   membership_retire (p);
 }

@@ -120,18 +120,30 @@ metrics_server_state (struct donor *s)
   return atomic_load (&s->is_up) ? 0 : 1;
 }
 
+/* Server i's address as a label value, into addr[0..len). */
+static const char *
+metrics_server_addr (struct rp_pool *p, unsigned i, char *addr, size_t len)
+{
+  metrics_escape (p->servers[i].addr, addr, len);
+  return addr;
+}
+
+/* The servers' series.  Their states are taken once, into the pool's
+ * server_state (a byte per slot: nothing sized by the servers on this
+ * stack), so that the counts by state and each server's state agree;
+ * an address is escaped again for each series that names it.
+ */
 static void
 metrics_servers (struct metrics_out *o, struct rp_pool *p)
 {
   unsigned n = atomic_load (&p->nservers);
   uint64_t by_state[METRICS_NSTATES] = { 0 };
-  unsigned state[RP_MAX_SERVERS];
-  char addr[RP_MAX_SERVERS][200];
+  uint8_t *state = p->server_state;
+  char addr[200];
 
   for (unsigned i = 0; i < n; i++) {
     state[i] = metrics_server_state (&p->servers[i]);
     by_state[state[i]]++;
-    metrics_escape (p->servers[i].addr, addr[i], sizeof addr[i]);
   }
   metrics_head (o, "rampool_client_servers", "gauge",
                 "Memservers of the pool by state, as this client sees them"
@@ -144,27 +156,31 @@ metrics_servers (struct metrics_out *o, struct rp_pool *p)
                 "1 when the memserver is connected and its handshake done.");
   for (unsigned i = 0; i < n; i++)
     metrics_printf (o, "rampool_client_server_up{disk=\"%s\",server=\"%s\"}"
-                    " %d\n", o->disk, addr[i],
+                    " %d\n", o->disk,
+                    metrics_server_addr (p, i, addr, sizeof addr),
                     atomic_load (&p->servers[i].is_up) ? 1 : 0);
   metrics_head (o, "rampool_client_server_state", "gauge",
                 "1 for the memserver's state now, 0 for the others.");
   for (unsigned i = 0; i < n; i++)
     for (unsigned k = 0; k < METRICS_NSTATES; k++)
       metrics_printf (o, "rampool_client_server_state{disk=\"%s\","
-                      "server=\"%s\",state=\"%s\"} %d\n", o->disk, addr[i],
+                      "server=\"%s\",state=\"%s\"} %d\n", o->disk,
+                      metrics_server_addr (p, i, addr, sizeof addr),
                       metrics_server_states[k], state[i] == k);
   metrics_head (o, "rampool_client_server_epoch", "gauge",
                 "Times what the memserver held for this client was found"
                 " gone (restarts, expired sessions) since the pool opened.");
   for (unsigned i = 0; i < n; i++)
     metrics_printf (o, "rampool_client_server_epoch{disk=\"%s\",server=\"%s\"}"
-                    " %u\n", o->disk, addr[i],
+                    " %u\n", o->disk,
+                    metrics_server_addr (p, i, addr, sizeof addr),
                     atomic_load (&p->servers[i].epoch));
   metrics_head (o, "rampool_client_server_free_bytes", "gauge",
                 "Bytes the memserver could still give, as it last said.");
   for (unsigned i = 0; i < n; i++)
     metrics_printf (o, "rampool_client_server_free_bytes{disk=\"%s\","
-                    "server=\"%s\"} %" PRIu64 "\n", o->disk, addr[i],
+                    "server=\"%s\"} %" PRIu64 "\n", o->disk,
+                    metrics_server_addr (p, i, addr, sizeof addr),
                     (uint64_t) atomic_load (&p->servers[i].free_bytes));
 }
 

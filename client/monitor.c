@@ -32,12 +32,13 @@
  * deadline: a PING that misses it kills its connection, which takes
  * that server down.  This is how a hung server is found even when no
  * I/O goes to it, and one hung server costs the round one timeout,
- * not one per server.
+ * not one per server.  The calls are the pool's (ping_calls, a slot
+ * each, made at open), not this thread's stack.
  */
 static void
 monitor_ping_all (struct rp_pool *p)
 {
-  struct conn_call calls[RP_MAX_SERVERS];
+  struct conn_call *calls = p->ping_calls;
   struct conn_wait w;
   unsigned n = 0;
 

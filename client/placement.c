@@ -9,7 +9,7 @@
 #include "rampool/client.h"
 
 /* A candidate's weight in the draw: its capacity in MiB, at least 1.
- * The sum of RP_MAX_SERVERS of them is below 2^51, whatever the
+ * The sum of RP_MAX_SERVERS (2^12) of them is below 2^56, whatever the
  * servers report.
  */
 static uint64_t
@@ -65,23 +65,38 @@ placement_rand (uint64_t *rng)
   return x;
 }
 
+/* Whether c may be drawn: eligible, and not one of the previous
+ * extent's servers when others are left.
+ */
+static bool
+placement_is_in (const struct placement_candidate *c, bool avoid_previous)
+{
+  return c->is_eligible && !(avoid_previous && c->is_preferred_out);
+}
+
 int
 placement_choose (const struct placement_candidate *c, unsigned n,
                   unsigned d, uint64_t *rng)
 {
-  unsigned idx[RP_MAX_SERVERS];
-  uint64_t weight_mib[RP_MAX_SERVERS];  /* of idx[k], in step with it */
-  uint64_t left_mib = 0;  /* sum of weight_mib[i..m) of those not drawn */
-  unsigned m = 0, best = 0;
+  /* Those drawn so far, a bit each: the only state sized by the
+   * candidates, 512 bytes of stack for the most a pool can have.  The
+   * draws scan c itself instead of a compacted copy of those in.
+   */
+  uint64_t drawn[(RP_MAX_SERVERS + 63) / 64] = { 0 };
+  uint64_t left_mib = 0;  /* sum of the weights of those in, not drawn */
+  unsigned m = 0;         /* those in */
+  int best = -1;
   bool avoid_previous = false;
   bool is_weighted = true;
 
+  if (n > RP_MAX_SERVERS)
+    n = RP_MAX_SERVERS;
   /* Avoid the previous extent's servers only if someone else is left. */
   for (unsigned i = 0; i < n; i++)
     if (c[i].is_eligible && !c[i].is_preferred_out)
       avoid_previous = true;
-  for (unsigned i = 0; i < n && m < RP_MAX_SERVERS; i++)
-    if (c[i].is_eligible && !(avoid_previous && c[i].is_preferred_out)) {
+  for (unsigned i = 0; i < n; i++)
+    if (placement_is_in (&c[i], avoid_previous)) {
       /* An unknown capacity makes the whole choice unweighted: such a
        * server has no free fraction to compare, and any weight we
        * gave it would be a guess that decides how often it is drawn
@@ -93,41 +108,41 @@ placement_choose (const struct placement_candidate *c, unsigned n,
        */
       if (c[i].capacity_bytes == 0)
         is_weighted = false;
-      weight_mib[m] = placement_weight_mib (&c[i]);
-      left_mib += weight_mib[m];
-      idx[m++] = i;
+      left_mib += placement_weight_mib (&c[i]);
+      m++;
     }
   if (m == 0)
     return -1;
   if (d > m)
     d = m;
-  /* Partial Fisher-Yates: the first d of idx become a random sample,
-   * in the order drawn.  Weighted, each draw takes one of those left
-   * with probability its capacity over theirs (without replacement:
-   * the d are distinct).
+  /* d draws without replacement, in order.  Weighted, each takes one
+   * of those left with probability its capacity over theirs; else
+   * each of those left alike (weight 1).
    */
-  for (unsigned i = 0; i < d; i++) {
+  for (unsigned k = 0; k < d; k++) {
+    /* r < the sum of the weights of those left: the scan stops at one
+     * of them.  The modulo's bias is below left_mib / 2^64: 2^-34 for
+     * a pool of a PiB.
+     */
+    uint64_t r = placement_rand (rng) % (is_weighted ? left_mib : m - k);
     unsigned j;
-    if (is_weighted) {
-      /* r < left_mib, the sum of weight_mib[i..m): the scan stops
-       * before m.  The modulo's bias is below left_mib / 2^64: 2^-34
-       * for a pool of a PiB.
-       */
-      uint64_t r = placement_rand (rng) % left_mib;
-      for (j = i; r >= weight_mib[j]; j++)
-        r -= weight_mib[j];
-      left_mib -= weight_mib[j];
-      uint64_t w = weight_mib[i];
-      weight_mib[i] = weight_mib[j];
-      weight_mib[j] = w;
+    for (j = 0; j < n; j++) {
+      uint64_t w;
+      if (!placement_is_in (&c[j], avoid_previous) ||
+          (drawn[j / 64] >> (j % 64)) & 1)
+        continue;
+      w = is_weighted ? placement_weight_mib (&c[j]) : 1;
+      if (r < w)
+        break;
+      r -= w;
     }
-    else
-      j = i + placement_rand (rng) % (m - i);
-    unsigned t = idx[i];
-    idx[i] = idx[j];
-    idx[j] = t;
-    if (i == 0 || placement_beats (&c[idx[i]], &c[idx[best]], is_weighted))
-      best = i;
+    if (j == n)
+      break;                    /* cannot be: r is below their sum */
+    drawn[j / 64] |= UINT64_C (1) << (j % 64);
+    if (is_weighted)
+      left_mib -= placement_weight_mib (&c[j]);
+    if (best < 0 || placement_beats (&c[j], &c[best], is_weighted))
+      best = j;
   }
-  return idx[best];
+  return best;
 }

@@ -40,8 +40,10 @@ struct placement_candidate {
 };
 
 /* Returns the chosen index in [0, n), or -1 if no server is eligible.
- * *rng is the caller's xorshift state (non-zero).  Allocates nothing
- * (it runs on the I/O path): O(n * d).
+ * *rng is the caller's xorshift state (non-zero).  n is at most
+ * RP_MAX_SERVERS (candidates beyond are not considered).  Allocates
+ * nothing (it runs on the I/O path), and its stack does not grow with
+ * n (a bit per candidate, 512 bytes): O(n * d) time.
  */
 int placement_choose (const struct placement_candidate *c, unsigned n,
                       unsigned d, uint64_t *rng);

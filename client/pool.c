@@ -3,10 +3,11 @@
  *
  * Open, in order: a deep copy of the configuration, the extent map,
  * the owner (session) id, the cluster key, the recovery buffer, the
- * backup file, the encryption tables, the donors; then every server is
- * connected at once (monitor_connect_all) and, with enough of them up
- * for `replicas`, the monitor thread starts.  Close runs it backwards,
- * freeing every extent on the servers first.
+ * backup file, the encryption tables, the server table (max-servers=
+ * slots, engine.h) with the scratch sized by it, the donors; then
+ * every server is connected at once (monitor_connect_all) and, with
+ * enough of them up for `replicas`, the monitor thread starts.  Close
+ * runs it backwards, freeing every extent on the servers first.
  *
  * Server states: up (every connection connected and HELLO'd) or down.
  * Any connection failure takes the whole server down, and the monitor
@@ -32,6 +33,7 @@
 #include "logging.h"
 #include "membership.h"
 #include "monitor.h"
+#include "placement.h"
 #include "recovery.h"
 #include "util.h"
 
@@ -74,6 +76,7 @@ pool_init_locks (struct rp_pool *p)
   pthread_mutex_init (&p->up_lock, NULL);
   pthread_cond_init (&p->up_cond, &attr);
   pthread_condattr_destroy (&attr);
+  pthread_mutex_init (&p->place_lock, NULL);
 }
 
 static void
@@ -83,6 +86,39 @@ pool_destroy_locks (struct rp_pool *p)
   pthread_cond_destroy (&p->cond);
   pthread_mutex_destroy (&p->up_lock);
   pthread_cond_destroy (&p->up_cond);
+  pthread_mutex_destroy (&p->place_lock);
+}
+
+/* The server table and the scratch sized by it (engine.h), for the
+ * servers p->cfg lists now (servers-file= read).  0, or -1 with the
+ * message in err.
+ */
+static int
+pool_alloc_table (struct rp_pool *p, char *err, size_t errlen)
+{
+  unsigned n = p->cfg.max_servers;
+
+  if (n == 0)
+    n = p->cfg.nservers > RP_MAX_SERVERS_DEFAULT ? p->cfg.nservers
+                                                 : RP_MAX_SERVERS_DEFAULT;
+  /* rp_config_check saw the list; a servers-file= may have grown since. */
+  if (p->cfg.nservers > n) {
+    snprintf (err, errlen, "max-servers: %u servers listed, more than"
+              " max-servers=%u", p->cfg.nservers, n);
+    return -1;
+  }
+  p->servers = calloc (n, sizeof *p->servers);
+  p->place_cand = calloc (n, sizeof *p->place_cand);
+  p->ping_calls = calloc (n, sizeof *p->ping_calls);
+  p->server_state = calloc (n, sizeof *p->server_state);
+  if (p->servers == NULL || p->place_cand == NULL || p->ping_calls == NULL ||
+      p->server_state == NULL) {
+    snprintf (err, errlen, "out of memory for a table of %u servers"
+              " (max-servers=)", n);
+    return -1;
+  }
+  p->max_servers = n;
+  return 0;
 }
 
 struct rp_pool *
@@ -129,7 +165,8 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
     goto out_close_backup;
   }
   pool_init_locks (p);
-  if (membership_load (p, err, errlen) == -1)
+  if (membership_load (p, err, errlen) == -1 ||
+      pool_alloc_table (p, err, errlen) == -1)
     goto out_close;
   for (unsigned i = 0; i < p->cfg.nservers; i++) {
     if (donor_init (&p->servers[i], p, i, p->cfg.servers[i]) == -1) {
@@ -150,10 +187,10 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
     goto out_close;
   }
   logging_msg (LOGGING_INFO,
-               "pool open: %u of %u servers up, size %" PRIu64
+               "pool open: %u of %u servers up (table of %u), size %" PRIu64
                ", extent-size %" PRIu32 ", replicas %u",
-               up, p->nservers, cfg->size_bytes, cfg->extent_size,
-               cfg->replicas);
+               up, p->nservers, p->max_servers, cfg->size_bytes,
+               cfg->extent_size, cfg->replicas);
   return p;
 
  out_close:
@@ -209,6 +246,10 @@ rp_pool_close (struct rp_pool *p)
     pool_free_all (p);
   for (unsigned i = 0; i < p->nservers; i++)
     donor_fini (&p->servers[i]);
+  free (p->servers);
+  free (p->place_cand);
+  free (p->ping_calls);
+  free (p->server_state);
   pool_destroy_locks (p);
   crypt_destroy (&p->crypt);
   backup_close (p);

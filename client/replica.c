@@ -16,13 +16,80 @@
 /* Each thread's placement RNG (xorshift; seeded on first use). */
 static __thread uint64_t replica_rng;
 
+/* Servers one replica_place may send an ALLOC to before it gives up
+ * on the copies still missing: every server of a pool of 64 (what the
+ * table held before it was sized at open), and far more than the
+ * copies wanted (a server that fails an ALLOC is down or full, so the
+ * next draw skips it anyway).
+ */
+#define REPLICA_MAX_TRIES 64
+
+/* Draw the server for one more copy of e (placement.h): up, not
+ * leaving, room for an extent, no copy of e there, not in
+ * tried[0..ntried); the previous extent's servers prev[0..nprev)
+ * avoided while others remain.  -1 if none.
+ *
+ * The candidates are the pool's one array, p->place_cand, one per
+ * slot of the table, filled here under place_lock: a snapshot of every
+ * server, so that the draw sees figures that add up however they
+ * change meanwhile.  Nothing sized by the servers lives on the stack
+ * (I/O threads are nbdkit's, recovery's have 256 KiB) and nothing is
+ * allocated.  Threads that place at once wait for one another here,
+ * for O(servers x d) loads and no round trip: placement happens once
+ * per new extent, not per request.  (Drawing straight from the table
+ * instead would read the atomics again at every draw, and a server
+ * going down between two reads would make the weights not add up.)
+ */
+static int
+replica_choose (struct rp_pool *p, const struct extent *e,
+                const uint16_t *tried, unsigned ntried,
+                const uint16_t *prev, unsigned nprev)
+{
+  struct placement_candidate *cand = p->place_cand;
+  unsigned n = atomic_load (&p->nservers);
+  int choice;
+
+  pthread_mutex_lock (&p->place_lock);
+  for (unsigned i = 0; i < n; i++) {
+    struct donor *s = &p->servers[i];
+    uint64_t free_bytes = atomic_load (&s->free_bytes);
+    cand[i].is_eligible = replica_may_place_on (s) &&
+                          free_bytes >= p->cfg.extent_size;
+    cand[i].is_preferred_out = false;
+    cand[i].free_bytes = free_bytes;
+    /* The donation in all, from the server's HELLO (donor_connect;
+     * fixed for the server process's life: --size auto moves only
+     * what it gives now, which free_bytes follows).  A reconnect
+     * writes it only after taking the server down, but a thread that
+     * saw the server up just before may read it meanwhile: hence the
+     * atomic load (a stale figure only skews one draw).
+     */
+    cand[i].capacity_bytes =
+      __atomic_load_n (&s->capacity_bytes, __ATOMIC_RELAXED);
+  }
+  /* The few servers ruled out or avoided, by index (the table only
+   * grows: every index seen before is below n).
+   */
+  for (unsigned k = 0; k < ntried; k++)
+    cand[tried[k]].is_eligible = false;
+  for (unsigned r = 0; r < e->nrep && r < EXTENT_SLOTS; r++)
+    if (e->rep[r].server < n)
+      cand[e->rep[r].server].is_eligible = false;
+  for (unsigned k = 0; k < nprev; k++)
+    if (prev[k] < n)
+      cand[prev[k]].is_preferred_out = true;
+  choice = placement_choose (cand, n, p->cfg.placement_choices, &replica_rng);
+  pthread_mutex_unlock (&p->place_lock);
+  return choice;
+}
+
 int
 replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
 {
-  struct placement_candidate cand[RP_MAX_SERVERS];
-  bool tried[RP_MAX_SERVERS] = { false };
+  uint16_t tried[REPLICA_MAX_TRIES];
+  unsigned ntried = 0;
   const struct extent *prev = idx > 0 ? &p->map.e[idx - 1] : NULL;
-  uint8_t prev_servers[EXTENT_SLOTS];
+  uint16_t prev_servers[EXTENT_SLOTS];  /* server indexes, as in a replica */
   unsigned nprev = 0;
   int last_err = ENOSPC;
 
@@ -58,34 +125,12 @@ replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
     unsigned n = 0;
 
     conn_wait_init (&w);
-    while (e->nrep + n < want) {
+    while (e->nrep + n < want && ntried < REPLICA_MAX_TRIES) {
       struct donor *s;
-      int choice;
-      for (unsigned i = 0; i < p->nservers; i++) {
-        s = &p->servers[i];
-        cand[i].is_eligible = !tried[i] && replica_may_place_on (s) &&
-          atomic_load (&s->free_bytes) >= p->cfg.extent_size &&
-          !extent_map_has_server (e, i);
-        cand[i].is_preferred_out = false;
-        for (unsigned j = 0; j < nprev; j++)
-          if (prev_servers[j] == i)
-            cand[i].is_preferred_out = true;
-        cand[i].free_bytes = atomic_load (&s->free_bytes);
-        /* The donation in all, from the server's HELLO (donor_connect;
-         * fixed for the server process's life: --size auto moves only
-         * what it gives now, which free_bytes follows).  A reconnect
-         * writes it only after taking the server down, but a thread
-         * that saw the server up just before may read it meanwhile:
-         * hence the atomic load (a stale figure only skews one draw).
-         */
-        cand[i].capacity_bytes =
-          __atomic_load_n (&s->capacity_bytes, __ATOMIC_RELAXED);
-      }
-      choice = placement_choose (cand, p->nservers, p->cfg.placement_choices,
-                                 &replica_rng);
+      int choice = replica_choose (p, e, tried, ntried, prev_servers, nprev);
       if (choice < 0)
         break;
-      tried[choice] = true;
+      tried[ntried++] = choice;
       s = &p->servers[choice];
       memset (&calls[n], 0, sizeof calls[n]);
       calls[n].req.op = RP_OP_ALLOC;

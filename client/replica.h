@@ -147,7 +147,8 @@ replica_call (struct conn_call *call, const struct replica *r, uint16_t op)
 /* Give extent idx up to `replicas` copies, placing each new one on a
  * server chosen by power-of-d choices (placement.h: up, room, none of
  * e's servers, preferably not the previous extent's) and ALLOCating it
- * there.  New copies are appended to e, not stale (a fresh extent reads
+ * there, on at most 64 servers in all before it gives up on the copies
+ * still missing.  New copies are appended to e, not stale (a fresh extent reads
  * as zeros, as an unmapped one does).  Write lock held.  0 if e has at
  * least one copy afterwards, else -1 with errno = ENOSPC.
  */

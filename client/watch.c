@@ -30,8 +30,6 @@
 #include "util.h"
 #include "watch.h"
 
-#define WATCH_MAX_SERVERS RP_MAX_SERVERS
-
 /* The disk's view, from the plugin's file. */
 struct watch_disk {
   bool is_read;                /* the file was there and read */
@@ -41,15 +39,14 @@ struct watch_disk {
                                         parts (stats file) */
   uint64_t read_bytes, write_bytes;  /* metrics file only */
   bool has_bytes;
-  unsigned nservers;
-  char server[WATCH_MAX_SERVERS][160];
-  char server_state[WATCH_MAX_SERVERS][32];
 };
 
 struct watch_server {
   char addr[160];
   bool is_up;
   struct rp_server_info info;
+  char disk_state[32];         /* as the disk's file says, "" if it does
+                                  not name this server */
 };
 
 struct watch {
@@ -58,8 +55,8 @@ struct watch {
   bool is_metrics;             /* disk_path is a metrics-file= */
   bool is_json, is_tty;
   unsigned timeout_ms;
-  struct watch_server servers[WATCH_MAX_SERVERS];
-  unsigned nservers;
+  struct watch_server *servers;  /* those named, as many as named */
+  unsigned nservers, servers_cap;
   struct watch_disk disk, prev;
   uint64_t now_ms, prev_ms;
   double recovery_rate;        /* copies per second, smoothed */
@@ -73,33 +70,28 @@ watch_on_signal (int sig)
   watch_is_stopping = 1;
 }
 
-/* Find the server's slot in the disk's view, or -1. */
-static int
-watch_disk_server (struct watch_disk *d, const char *addr, bool is_add)
+/* The disk's file names server addr in state: kept for the server of
+ * that address among those named, if any (the view shows no other).
+ */
+static void
+watch_disk_state (struct watch *w, const char *addr, const char *state)
 {
-  for (unsigned i = 0; i < d->nservers; i++)
-    if (strcmp (d->server[i], addr) == 0)
-      return i;
-  if (!is_add || d->nservers == WATCH_MAX_SERVERS)
-    return -1;
-  snprintf (d->server[d->nservers], sizeof d->server[0], "%s", addr);
-  d->server_state[d->nservers][0] = '\0';
-  return d->nservers++;
+  for (unsigned i = 0; i < w->nservers; i++)
+    if (strcmp (w->servers[i].addr, addr) == 0)
+      snprintf (w->servers[i].disk_state, sizeof w->servers[i].disk_state,
+                "%s", state);
 }
 
 /* One "name value" line of the stats file. */
 static void
-watch_stats_line (struct watch_disk *d, const char *line)
+watch_stats_line (struct watch *w, struct watch_disk *d, const char *line)
 {
   char name[64], addr[160], state[16], extra[16] = "";
   uint64_t v;
 
   if (sscanf (line, "server %159s %15s epoch %*u %15s", addr, state,
               extra) >= 2) {
-    int i = watch_disk_server (d, addr, true);
-    if (i >= 0)
-      snprintf (d->server_state[i], sizeof d->server_state[i], "%s",
-                extra[0] ? extra : state);
+    watch_disk_state (w, addr, extra[0] ? extra : state);
     return;
   }
   if (sscanf (line, "%63s %" SCNu64, name, &v) != 2)
@@ -140,7 +132,7 @@ watch_label (const char *labels, const char *label, char *out, size_t len)
 
 /* One line of the metrics file (metrics.c's names). */
 static void
-watch_metrics_line (struct watch_disk *d, const char *line)
+watch_metrics_line (struct watch *w, struct watch_disk *d, const char *line)
 {
   char name[96], state[32], op[16], addr[160];
   const char *brace, *space;
@@ -197,11 +189,8 @@ watch_metrics_line (struct watch_disk *d, const char *line)
   }
   else if (strcmp (name, "rampool_client_server_state") == 0 && u == 1 &&
            watch_label (labels, "server", addr, sizeof addr) &&
-           watch_label (labels, "state", state, sizeof state)) {
-    int i = watch_disk_server (d, addr, true);
-    if (i >= 0)
-      snprintf (d->server_state[i], sizeof d->server_state[i], "%s", state);
-  }
+           watch_label (labels, "state", state, sizeof state))
+    watch_disk_state (w, addr, state);
 }
 
 static void
@@ -212,14 +201,16 @@ watch_read_disk (struct watch *w)
   FILE *fp;
 
   memset (d, 0, sizeof *d);
+  for (unsigned i = 0; i < w->nservers; i++)
+    w->servers[i].disk_state[0] = '\0';
   if (w->disk_path == NULL || (fp = fopen (w->disk_path, "r")) == NULL)
     return;
   while (fgets (line, sizeof line, fp)) {
     line[strcspn (line, "\n")] = '\0';
     if (w->is_metrics)
-      watch_metrics_line (d, line);
+      watch_metrics_line (w, d, line);
     else
-      watch_stats_line (d, line);
+      watch_stats_line (w, d, line);
   }
   fclose (fp);
   d->is_read = true;
@@ -274,12 +265,9 @@ watch_recovery (struct watch *w, uint64_t *left, double *eta_s)
 }
 
 static const char *
-watch_plugin_state (struct watch *w, const char *addr)
+watch_plugin_state (const struct watch_server *s)
 {
-  int i = watch_disk_server (&w->disk, addr, false);
-
-  return i >= 0 && w->disk.server_state[i][0] ? w->disk.server_state[i]
-                                              : "-";
+  return s->disk_state[0] ? s->disk_state : "-";
 }
 
 /* One frame of the table (80 columns). */
@@ -303,7 +291,7 @@ watch_print_table (struct watch *w)
     if (!s->is_up) {
       printf ("%-21.21s %-9s %-38.38s%s%s\n", s->addr, "DOWN", in->error,
               w->disk_path ? "  " : "",
-              w->disk_path ? watch_plugin_state (w, s->addr) : "");
+              w->disk_path ? watch_plugin_state (s) : "");
       continue;
     }
     up++;
@@ -316,7 +304,7 @@ watch_print_table (struct watch *w)
                            ? in->limit_bytes - in->used_bytes : 0,
                            f, sizeof f),
             in->extents, in->owners, w->disk_path ? "  " : "",
-            w->disk_path ? watch_plugin_state (w, s->addr) : "");
+            w->disk_path ? watch_plugin_state (s) : "");
   }
   printf ("pool: %u of %u servers up, %s used of %s\n", up, w->nservers,
           rp_human_size (used, u, sizeof u),
@@ -395,7 +383,7 @@ watch_print_json (struct watch *w)
               in->limit_bytes, in->used_bytes, in->extents, in->owners);
     if (w->disk.is_read) {
       printf (",\"disk_state\":");
-      watch_json_string (watch_plugin_state (w, s->addr));
+      watch_json_string (watch_plugin_state (s));
     }
     putchar ('}');
   }
@@ -477,10 +465,25 @@ watch_main (int argc, char **argv)
   }
   for (; i < argc; i++) {
     char *list = strdup (argv[i]), *save = NULL;
+    if (list == NULL) {
+      fprintf (stderr, "rampool status: out of memory\n");
+      return 1;
+    }
     for (char *a = strtok_r (list, ",", &save); a;
          a = strtok_r (NULL, ",", &save)) {
-      if (w->nservers == WATCH_MAX_SERVERS)
-        return watch_usage_error ("more than 64 servers at", a);
+      if (w->nservers == w->servers_cap) {
+        unsigned cap = w->servers_cap ? 2 * w->servers_cap : 16;
+        struct watch_server *grown =
+          realloc (w->servers, cap * sizeof *grown);
+        if (grown == NULL) {
+          fprintf (stderr, "rampool status: out of memory\n");
+          return 1;
+        }
+        memset (grown + w->servers_cap, 0,
+                (cap - w->servers_cap) * sizeof *grown);
+        w->servers = grown;
+        w->servers_cap = cap;
+      }
       snprintf (w->servers[w->nservers++].addr, sizeof w->servers[0].addr,
                 "%s", a);
     }
@@ -525,6 +528,7 @@ watch_main (int argc, char **argv)
       nanosleep (&ts, NULL);
     }
   }
+  free (w->servers);
   free (w);
   return status;
 }

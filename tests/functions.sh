@@ -76,6 +76,20 @@ wait_for_file () {
 # MS_PID_<NAME>, appends HOST:PORT to SERVERS.
 SERVERS=
 start_memserver () {
+  _memserver_launch "$@"
+  _memserver_ready "$1"
+}
+
+# start_memservers PREFIX N [ARGS...]: start_memserver PREFIX1 ...
+# PREFIXN, all launched at once, then each waited for: a pool of
+# hundreds starts in seconds, not one readiness poll after another.
+start_memservers () {
+  local prefix=$1 n=$2 i; shift 2
+  for i in $(seq "$n"); do _memserver_launch "$prefix$i" "$@"; done
+  for i in $(seq "$n"); do _memserver_ready "$prefix$i"; done
+}
+
+_memserver_launch () {
   local name=$1; shift
   local listen=${MS_LISTEN:-127.0.0.1:0}
   rm -f "$TMP/$name.port"
@@ -83,11 +97,15 @@ start_memserver () {
     --no-mlock --port-file "$TMP/$name.port" "$@" >>"$TMP/$name.log" 2>&1 &
   local pid=$!
   _pids+=("$pid")
-  wait_for_file "$TMP/$name.port" "memserver $name"
   printf -v "MS_PID_$name" %s "$pid"
-  printf -v "MS_PORT_$name" %s "$(cat "$TMP/$name.port")"
   printf -v "MS_HOST_$name" %s "${listen%:*}"
-  local addr=${listen%:*}:$(cat "$TMP/$name.port")
+}
+
+_memserver_ready () {
+  local name=$1 host_var=MS_HOST_$1
+  wait_for_file "$TMP/$name.port" "memserver $name"
+  printf -v "MS_PORT_$name" %s "$(cat "$TMP/$name.port")"
+  local addr=${!host_var}:$(cat "$TMP/$name.port")
   printf -v "MS_ADDR_$name" %s "$addr"
   case ",$SERVERS," in *",$addr,"*) ;; *) SERVERS+="${SERVERS:+,}$addr" ;; esac
 }

@@ -33,6 +33,9 @@ expect_plugin_error "is listed twice" servers="${SERVERS%%,*},${SERVERS%%,*}" si
 expect_plugin_error "bogus: unknown key" servers="$SERVERS" size=1G bogus=1
 expect_plugin_error "timeout-ms: '5' is not a whole number from 10" servers="$SERVERS" size=1G timeout-ms=5
 expect_plugin_error "outage-wait-ms: '-1' is not a whole number from 0" servers="$SERVERS" size=1G outage-wait-ms=-1
+expect_plugin_error "max-servers: '0' is not a whole number from 1 to 4096" servers="$SERVERS" size=1G max-servers=0
+expect_plugin_error "max-servers: '4097' is not a whole number from 1 to 4096" servers="$SERVERS" size=1G max-servers=4097
+expect_plugin_error "max-servers: servers= lists 2 servers, more than max-servers=1" servers="$SERVERS" size=1G replicas=1 max-servers=1
 # servers-file=: the file and line named.
 expect_plugin_error "servers-file: $TMP/none: No such file" servers-file="$TMP/none" size=1G
 printf '%s\n' "${SERVERS%%,*}" "# a comment" "nohost" >"$TMP/list"
@@ -42,6 +45,8 @@ expect_plugin_error "servers-file: $TMP/list line 1: one server per line" server
 printf '%s\n' "${SERVERS%%,*}" >"$TMP/list"
 expect_plugin_error "replicas: 2 copies need at least 2 servers, but servers-file $TMP/list lists 1" servers-file="$TMP/list" size=1G
 expect_plugin_error "give servers= or servers-file=, not both" servers-file="$TMP/list" servers="$SERVERS" size=1G
+printf '%s\n' ${SERVERS//,/ } >"$TMP/list"
+expect_plugin_error "max-servers: servers-file $TMP/list lists 2 servers, more than max-servers=1" servers-file="$TMP/list" size=1G replicas=1 max-servers=1
 # Servers that do not answer: the error names each one.
 expect_plugin_error "127.0.0.1:1: connect: Connection refused" servers="127.0.0.1:1,$SERVERS" size=1G replicas=3
 expect_plugin_error "only 0 of 1 servers answered" servers=127.0.0.1:1 size=1G replicas=1

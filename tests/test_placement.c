@@ -13,7 +13,9 @@
  *
  * Either way: only eligible servers are chosen; the previous extent's
  * servers are avoided while others remain (striping); no candidates =
- * -1.
+ * -1.  At the largest table (RP_MAX_SERVERS candidates) every index is
+ * reachable, the draws are still without replacement, and candidates
+ * beyond it are not considered.
  */
 #include <config.h>
 
@@ -23,6 +25,7 @@
 #include <string.h>
 
 #include "placement.h"
+#include "rampool/client.h"
 
 #define GIB (UINT64_C (1) << 30)
 #define DRAWS 100000
@@ -271,6 +274,47 @@ test_unknown_capacity (uint64_t *rng)
     assert (placement_choose (c, 3, 3, rng) == 0);
 }
 
+/* A table of RP_MAX_SERVERS candidates (and one more). */
+static void
+test_large (uint64_t *rng)
+{
+  static struct placement_candidate c[RP_MAX_SERVERS + 1];
+  static unsigned hits[RP_MAX_SERVERS + 1];
+  const unsigned n = RP_MAX_SERVERS;
+
+  for (unsigned i = 0; i <= n; i++)
+    c[i] = (struct placement_candidate) { .is_eligible = true,
+                                          .capacity_bytes = 8 * GIB,
+                                          .free_bytes = 4 * GIB };
+  /* d = n: every one drawn once, the best fraction of all wins, at
+   * either end of the table.
+   */
+  c[n - 1].free_bytes = 5 * GIB;
+  assert (placement_choose (c, n, n, rng) == (int) n - 1);
+  c[n - 1].free_bytes = 4 * GIB;
+  c[0].free_bytes = 5 * GIB;
+  assert (placement_choose (c, n, n, rng) == 0);
+  c[0].free_bytes = 4 * GIB;
+  /* Only the last eligible (the last bit of the drawn set): chosen.
+   * The candidate past the largest table is not considered.
+   */
+  for (unsigned i = 0; i < n - 1; i++)
+    c[i].is_eligible = false;
+  for (int k = 0; k < 100; k++)
+    assert (placement_choose (c, n + 1, 2, rng) == (int) n - 1);
+  c[n - 1].is_eligible = false;
+  assert (placement_choose (c, n + 1, 2, rng) == -1);
+  /* d=1, all alike: spread evenly over the whole table.  8192 draws
+   * into 64 runs of 64 servers: 128 each, sd 11.
+   */
+  for (unsigned i = 0; i < n; i++)
+    c[i].is_eligible = true;
+  for (int k = 0; k < 8192; k++)
+    hits[placement_choose (c, n, 1, rng) / 64]++;
+  for (unsigned i = 0; i < n / 64; i++)
+    assert (hits[i] > 64 && hits[i] < 192);
+}
+
 int
 main (void)
 {
@@ -283,6 +327,7 @@ main (void)
 
   test_weighted (&rng);
   test_unknown_capacity (&rng);
+  test_large (&rng);
 
   /* The rest leaves capacity_bytes 0 (unknown): the old rule. */
 

@@ -17,12 +17,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RP_MAX_SERVERS 64
+/* The most servers a pool can have (max-servers= at most), and the
+ * table's size when max-servers= is not given: this many slots, or one
+ * per server listed at open if there are more.
+ */
+#define RP_MAX_SERVERS 4096
+#define RP_MAX_SERVERS_DEFAULT 256
 #define RP_MAX_REPLICAS 4
 
 struct rp_config {
-  char *servers[RP_MAX_SERVERS]; /* "HOST:PORT", owned (strdup'd) */
+  char **servers;             /* nservers of "[SCHEME://]HOST:PORT", the
+                                 array and each string owned (grown by
+                                 rp_config_set, at most RP_MAX_SERVERS) */
   unsigned nservers;
+  unsigned servers_cap;       /* entries allocated at servers */
+  unsigned max_servers;       /* max-servers=: slots of the pool's server
+                                 table, made at open: the most servers
+                                 it can ever have, removed ones included
+                                 (servers-file= adds up to it); 0
+                                 (default): RP_MAX_SERVERS_DEFAULT, or
+                                 the servers listed at open if more */
   uint64_t size_bytes;        /* virtual disk size; required */
   uint32_t extent_size;       /* bytes, power of two, 64 KiB..1 GiB;
                                  default 1 MiB (see rp_config_init) */
@@ -92,7 +106,7 @@ int rp_config_set_for (struct rp_config *cfg, unsigned front, const char *key,
                        const char *value, char *err, size_t errlen);
 
 /* Check cross-key constraints once every key is set (e.g. fewer servers
- * than replicas).  -1 with a message in err.
+ * than replicas, or more than max-servers=).  -1 with a message in err.
  */
 int rp_config_check (const struct rp_config *cfg, char *err, size_t errlen);
 

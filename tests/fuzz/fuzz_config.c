@@ -72,24 +72,27 @@ fuzz_check_error (int r, int err, const char *msg, size_t errlen,
     fuzz_fail ("%s failed without a message", what);
 }
 
-/* The server list: at most RP_MAX_SERVERS, each [SCHEME://]HOST:PORT
- * of a known scheme, no two alike.  Quadratic, so checked only when
- * the list changed.
+/* The server list: at most RP_MAX_SERVERS, in an array of servers_cap
+ * (NULL when empty), each [SCHEME://]HOST:PORT of a known scheme, no
+ * two alike.  Quadratic, so checked only when the list changed.
  */
 static void
 fuzz_check_servers (const struct rp_config *cfg)
 {
-  if (cfg->nservers > RP_MAX_SERVERS)
-    fuzz_fail ("%u servers", cfg->nservers);
-  for (unsigned i = 0; i < RP_MAX_SERVERS; i++) {
+  if (cfg->nservers > RP_MAX_SERVERS || cfg->nservers > cfg->servers_cap ||
+      cfg->servers_cap > RP_MAX_SERVERS)
+    fuzz_fail ("%u servers in an array of %u", cfg->nservers,
+               cfg->servers_cap);
+  if ((cfg->servers_cap > 0) != (cfg->servers != NULL))
+    fuzz_fail ("an array of %u servers at %p", cfg->servers_cap,
+               (void *) cfg->servers);
+  for (unsigned i = 0; i < cfg->nservers; i++) {
     char host[256], port[16];
     const char *hostport;
     uint64_t p;
 
-    if ((i < cfg->nservers) != (cfg->servers[i] != NULL))
-      fuzz_fail ("servers[%u] is %s", i, cfg->servers[i] ? "set" : "NULL");
-    if (i >= cfg->nservers)
-      continue;
+    if (cfg->servers[i] == NULL)
+      fuzz_fail ("servers[%u] is NULL", i);
     if (transport_find (cfg->servers[i], &hostport, NULL) == NULL ||
         rp_split_hostport (hostport, host, sizeof host,
                            port, sizeof port) == -1 ||
@@ -118,6 +121,8 @@ fuzz_check_config (const struct rp_config *cfg, unsigned nservers_before)
     fuzz_fail ("replicas %u", cfg->replicas);
   if (cfg->placement_choices < 1 || cfg->placement_choices > RP_MAX_SERVERS)
     fuzz_fail ("placement-choices %u", cfg->placement_choices);
+  if (cfg->max_servers > RP_MAX_SERVERS)  /* 0: not given */
+    fuzz_fail ("max-servers %u", cfg->max_servers);
   if (cfg->connections < 1 || cfg->connections > 16)
     fuzz_fail ("connections %u", cfg->connections);
   if (cfg->inflight < 1 || cfg->inflight > 1024)
@@ -191,6 +196,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     fuzz_check_error (r, errno, err, 256, "rp_config_check");
   else if (cfg.nservers == 0 || cfg.size_bytes == 0 ||
            cfg.nservers < cfg.replicas ||
+           (cfg.max_servers && cfg.nservers > cfg.max_servers) ||
            (cfg.is_encrypted && cfg.size_bytes % 4096) ||
            cfg.size_bytes / cfg.extent_size > (UINT64_C (1) << 32))
     fuzz_fail ("rp_config_check accepted %u servers, size %" PRIu64

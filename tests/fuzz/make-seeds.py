@@ -228,7 +228,7 @@ def configs():
                     "placement-choices=3\nconnections=16\ninflight=1024\n"
                     "timeout-ms=600000\nheartbeat-ms=10\nrejoin-grace-ms=0\n"
                     "stats-file=/run/rampool.stats\nkey-file=/etc/rampool.key\n"
-                    "encrypt=on\n",
+                    "encrypt=on\nmax-servers=4096\n",
         "encrypt-odd-size": "servers=a:1,b:2\nsize=4097\nencrypt=true\n",
         "too-many-extents": "servers=a:1\nsize=9223372036854775807\n"
                             "extent-size=64KiB\nreplicas=1\n",
@@ -240,6 +240,10 @@ def configs():
         "replicas-vs-servers": "servers=a:1,b:2\nsize=1G\nreplicas=3\n",
         "many-servers": "servers=" + ",".join("h%d:%d" % (i, 1000 + i)
                                              for i in range(70)) + "\nsize=1G\n",
+        "max-servers": "max-servers=64\nservers=" +
+                       ",".join("h%d:%d" % (i, 1000 + i)
+                                for i in range(65)) + "\nsize=1G\n"
+                       "max-servers=0\nmax-servers=4097\n",
         "sizes": "size=1k\nsize=1KiB\nsize=1mB\nsize=16G\nsize=1t\n"
                  "size=18446744073709551615\nsize=16777216T\nservers=x:9\n",
     }
