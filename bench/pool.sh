@@ -13,6 +13,7 @@
 #                                $work/sock, ready (socket and pid file);
 #                                sets nbdkit_pid and $uri
 #   pool_stop_nbdkit             SIGTERM, and wait for it to exit
+#   pool_stop_memservers         the same for the memservers
 
 pool_pids=()
 pool_signal=TERM
@@ -36,6 +37,8 @@ pool_die () { echo "$0: $*" >&2; exit 1; }
 pool_start_memservers () {
   local n=$1 size=$2 i
   servers= ms_pids=()
+  # A second pool in one run must not read the first one's ports.
+  for i in $(seq "$n"); do rm -f "$work/p$i"; done
   for i in $(seq "$n"); do
     "$top/memserver/memserver" --listen 127.0.0.1:0 --size "$size" --no-mlock --quiet \
       --port-file "$work/p$i" 2>>"$work/ms$i.log" &
@@ -58,6 +61,19 @@ pool_start_nbdkit () {
   for _ in $(seq 200); do [ -S "$work/sock" ] && [ -s "$work/pid" ] && break; sleep 0.05; done
   [ -S "$work/sock" ] || pool_die "nbdkit did not start (see $work/nbdkit.log)"
   uri="nbd+unix:///?socket=$work/sock"
+}
+
+# pool_stop_memservers: SIGTERM every memserver of the last
+# pool_start_memservers, wait for them, and forget their PIDs.
+pool_stop_memservers () {
+  local p q keep=()
+  for p in "${ms_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${ms_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  for p in "${pool_pids[@]}"; do
+    for q in "${ms_pids[@]}"; do [ "$p" = "$q" ] && continue 2; done
+    keep+=("$p")
+  done
+  pool_pids=("${keep[@]}")
 }
 
 pool_stop_nbdkit () {

@@ -66,7 +66,7 @@ kill_and_time
 idle_secs=$secs
 idle_rec=$(stat_of recovered)
 pool_stop_nbdkit
-for p in "${ms_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+pool_stop_memservers
 
 # ---- 2. busy
 start_pool
