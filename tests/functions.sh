@@ -239,6 +239,29 @@ poll_until () {
   done
 }
 
+# retry N COMMAND...: run COMMAND until it succeeds, at most N times,
+# 0.3 s apart (the two-guest scripts, waiting for the other guest).
+retry () {
+  local n=$1 i; shift
+  for i in $(seq "$n"); do "$@" && return 0; sleep 0.3; done
+  return 1
+}
+
+# pair_servers (the two-guest scripts' compute side; the script
+# defines step): SERVERS, the donor's memservers at TCP1 and TCP2 (what
+# pool_used asks), and RSERVERS, the same at RDMA1 and RDMA2 over RDMA
+# (what nbdkit uses); waits until each answers over RDMA.
+pair_servers () {
+  local a
+  SERVERS=$RPVM_PEER:$TCP1,$RPVM_PEER:$TCP2
+  RSERVERS=rdma://$RPVM_PEER:$RDMA1,rdma://$RPVM_PEER:$RDMA2
+  step "the donor's memservers answer over RDMA"
+  for a in ${RSERVERS//,/ }; do
+    retry 100 sh -c "'$RAMPOOL' status --raw $a 2>/dev/null | grep -q ' up '" ||
+      fail "memserver $a does not answer"
+  done
+}
+
 # wait_until [--polls] LIMIT WHAT COMMAND...: poll_until, and when it
 # gives up, show $STATS (if there is one) and fail.
 wait_until () {

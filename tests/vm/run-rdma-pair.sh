@@ -22,12 +22,19 @@
 #         udp     -netdev socket,udp= on 127.0.0.1
 #
 # Environment: as run-rdma.sh; defaults here RP_VM_SMP [1] and
-# RP_VM_MEM_MB [768] per guest (two guests share the host's 2 cores).
+# RP_VM_MEM_MB [768] per guest (two guests share the host's 2 cores),
+# RP_VM_SCRIPT_TIMEOUT [600] and RP_VM_TIMEOUT [720] (rdma-pair-swap.sh
+# took 150-290 s of script time on a shared host);
+# RP_VM_DONOR_MEM_MB and RP_VM_COMPUTE_MEM_MB [both RP_VM_MEM_MB] size
+# one guest alone (e.g. a donor with room for larger memservers).
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${RP_VM_CACHE:-$HERE/work}
 export RP_VM_SMP=${RP_VM_SMP:-1} RP_VM_MEM_MB=${RP_VM_MEM_MB:-768}
+export RP_VM_SCRIPT_TIMEOUT=${RP_VM_SCRIPT_TIMEOUT:-600} RP_VM_TIMEOUT=${RP_VM_TIMEOUT:-720}
+DONOR_MEM_MB=${RP_VM_DONOR_MEM_MB:-$RP_VM_MEM_MB}
+COMPUTE_MEM_MB=${RP_VM_COMPUTE_MEM_MB:-$RP_VM_MEM_MB}
 NET=dgram
 BUILD=1
 while [ $# -gt 0 ]; do
@@ -80,8 +87,8 @@ udp)
 *) echo "run-rdma-pair: --net must be dgram, stream, tcp or udp" >&2; exit 1 ;;
 esac
 
-log "donor guest (10.78.0.1), --net $NET"
-"$HERE/run-rdma.sh" --no-build --name donor -e RPVM_ROLE=donor \
+log "donor guest (10.78.0.1, $DONOR_MEM_MB MiB), --net $NET"
+RP_VM_MEM_MB=$DONOR_MEM_MB "$HERE/run-rdma.sh" --no-build --name donor -e RPVM_ROLE=donor \
     --netdev "$ND_DONOR" --ip 10.78.0.1/24 --peer 10.78.0.2 --mac 52:54:00:4e:00:01 \
     "$@" >"$D/donor.out" 2>&1 &
 PIDS+=($!)
@@ -95,8 +102,8 @@ stream|tcp)
         sleep 0.1
     done ;;
 esac
-log "compute guest (10.78.0.2)"
-"$HERE/run-rdma.sh" --no-build --name compute -e RPVM_ROLE=compute \
+log "compute guest (10.78.0.2, $COMPUTE_MEM_MB MiB)"
+RP_VM_MEM_MB=$COMPUTE_MEM_MB "$HERE/run-rdma.sh" --no-build --name compute -e RPVM_ROLE=compute \
     --netdev "$ND_COMPUTE" --ip 10.78.0.2/24 --peer 10.78.0.1 --mac 52:54:00:4e:00:02 \
     "$@" >"$D/compute.out" 2>&1 &
 PIDS+=($!)
