@@ -177,6 +177,9 @@ struct rp_pool {
                                   memory pressure, a server lost) */
   pthread_t monitor;
   bool has_monitor;
+  unsigned reconnect_from;     /* where the monitor's next look for down
+                                  servers starts (monitor.c; monitor
+                                  thread only) */
   pthread_mutex_t lock;        /* is_stopping, cond */
   pthread_cond_t cond;         /* CLOCK_MONOTONIC; wakes the monitor */
   bool is_stopping;

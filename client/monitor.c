@@ -1,8 +1,9 @@
 /* The monitor: the pool's one background thread.  Every heartbeat it
  * PINGs every up server at once (a hung server is found even with no
- * I/O going to it), starts a reconnect of every down server on a
+ * I/O going to it), starts a reconnect of down servers, each on a
  * thread of that server's own (a server that swallows packets holds up
- * only itself), runs a recovery pass, and writes the stats file.  With
+ * only itself), at most MONITOR_CONNECTORS at once, runs a recovery
+ * pass, and writes the stats file.  With
  * servers-file= it first looks whether the file changed (membership.c),
  * and with metrics-file= it writes the metrics too (metrics.c).
  *
@@ -27,6 +28,14 @@
 #include "recovery.h"
 #include "stats.h"
 #include "util.h"
+
+/* Servers connected at once, at open and when down ones are retried:
+ * a pool of hundreds of donors must not start hundreds of threads (256
+ * KiB of stack each, locked with mlock=on) when it opens or when a rack
+ * goes away.  A server that swallows packets still holds up only the
+ * thread it is on.
+ */
+#define MONITOR_CONNECTORS 32
 
 /* PING every up server at once and wait for all the replies with one
  * deadline: a PING that misses it kills its connection, which takes
@@ -77,31 +86,43 @@ monitor_reconnect_thread (void *arg)
   return NULL;
 }
 
-/* Start a reconnect of every down server that has none running, each
- * on its own thread: a blackholed server (connect and HELLO time out)
- * holds up only itself.  Joins the threads that have finished.
- * Monitor thread only.
+/* Start a reconnect of down servers that have none running, each on
+ * its own thread, MONITOR_CONNECTORS at most at once: a blackholed
+ * server (connect and HELLO time out) holds up only itself.  The look
+ * starts where the last one stopped starting threads, so servers that
+ * stay unreachable cannot keep the others waiting.  Joins the threads
+ * that have finished.  Monitor thread only.
  */
 static void
 monitor_reconnect_down (struct rp_pool *p)
 {
-  for (unsigned i = 0; i < p->nservers; i++) {
+  unsigned n = p->nservers, running = 0;
+
+  for (unsigned i = 0; i < n; i++) {
     struct donor *s = &p->servers[i];
     if (atomic_load (&s->is_reconnecting))
-      continue;
-    if (s->has_reconnector) {
+      running++;
+    else if (s->has_reconnector) {
       pthread_join (s->reconnector, NULL);
       s->has_reconnector = false;
     }
-    if (atomic_load (&s->is_up) || atomic_load (&s->is_retired))
+  }
+  for (unsigned k = 0; k < n && running < MONITOR_CONNECTORS; k++) {
+    unsigned i = (p->reconnect_from + k) % n;
+    struct donor *s = &p->servers[i];
+    if (s->has_reconnector || atomic_load (&s->is_up) ||
+        atomic_load (&s->is_retired))
       continue;
     pthread_attr_t attr;
     pthread_attr_init (&attr);
     pthread_attr_setstacksize (&attr, 256 * 1024);  /* see conn.c */
     atomic_store (&s->is_reconnecting, true);
     if (pthread_create (&s->reconnector, &attr, monitor_reconnect_thread, s) ==
-        0)
+        0) {
       s->has_reconnector = true;
+      running++;
+      p->reconnect_from = i + 1;
+    }
     else
       atomic_store (&s->is_reconnecting, false);  /* next heartbeat */
     pthread_attr_destroy (&attr);
@@ -245,23 +266,45 @@ monitor_stop (struct rp_pool *p)
   monitor_join_connects (p);
 }
 
+/* monitor_connect_all's threads: servers taken in turn from `next`. */
+struct monitor_connect_all {
+  struct rp_pool *p;
+  atomic_uint next;
+};
+
+static void *
+monitor_connect_worker (void *arg)
+{
+  struct monitor_connect_all *ca = arg;
+  unsigned i;
+
+  while ((i = atomic_fetch_add (&ca->next, 1)) < ca->p->nservers)
+    monitor_connect_thread (&ca->p->servers[i]);
+  return NULL;
+}
+
 unsigned
 monitor_connect_all (struct rp_pool *p)
 {
-  unsigned up = 0;
+  struct monitor_connect_all ca = { .p = p };
+  pthread_t th[MONITOR_CONNECTORS];
+  unsigned nth = 0, up = 0;
 
-  for (unsigned i = 0; i < p->nservers; i++) {
-    struct donor *s = &p->servers[i];
+  /* Up to MONITOR_CONNECTORS - 1 threads and this one, each taking the
+   * next server not yet taken: a blackholed server holds up its thread
+   * only, the others go on with the rest.
+   */
+  for (unsigned i = 1; i < MONITOR_CONNECTORS && i < p->nservers; i++) {
     pthread_attr_t attr;
     pthread_attr_init (&attr);
     pthread_attr_setstacksize (&attr, 256 * 1024);
-    s->has_reconnector =
-      pthread_create (&s->reconnector, &attr, monitor_connect_thread, s) == 0;
+    if (pthread_create (&th[nth], &attr, monitor_connect_worker, &ca) == 0)
+      nth++;
     pthread_attr_destroy (&attr);
-    if (!s->has_reconnector)
-      monitor_connect_thread (s);
   }
-  monitor_join_connects (p);
+  monitor_connect_worker (&ca);
+  for (unsigned i = 0; i < nth; i++)
+    pthread_join (th[i], NULL);
   for (unsigned i = 0; i < p->nservers; i++)
     if (atomic_load (&p->servers[i].is_up))
       up++;
