@@ -113,34 +113,27 @@ monitor_reconnect_down (struct rp_pool *p)
     if (s->has_reconnector || atomic_load (&s->is_up) ||
         atomic_load (&s->is_retired))
       continue;
-    pthread_attr_t attr;
-    pthread_attr_init (&attr);
-    pthread_attr_setstacksize (&attr, 256 * 1024);  /* see conn.c */
     atomic_store (&s->is_reconnecting, true);
-    if (pthread_create (&s->reconnector, &attr, monitor_reconnect_thread, s) ==
-        0) {
+    if (rp_thread_start (&s->reconnector, 256 * 1024,
+                         monitor_reconnect_thread, s) == 0) {
       s->has_reconnector = true;
       running++;
       p->reconnect_from = i + 1;
     }
     else
       atomic_store (&s->is_reconnecting, false);  /* next heartbeat */
-    pthread_attr_destroy (&attr);
   }
 }
 
 /* A server's first connect, at pool open: the reason of a failure is
  * left in last_connect_err for rp_pool_open to report.
  */
-static void *
-monitor_connect_thread (void *arg)
+static void
+monitor_connect_one (struct donor *s)
 {
-  struct donor *s = arg;
-
   if (donor_connect (s->pool, s, s->last_connect_err,
-                           sizeof s->last_connect_err) == 0)
+                     sizeof s->last_connect_err) == 0)
     s->last_connect_err[0] = '\0';
-  return NULL;
 }
 
 /* Join every reconnect thread (close).  Each ends within about
@@ -237,13 +230,8 @@ monitor_thread (void *arg)
 int
 monitor_start (struct rp_pool *p)
 {
-  pthread_attr_t attr;
-  int err;
+  int err = rp_thread_start (&p->monitor, 512 * 1024, monitor_thread, p);
 
-  pthread_attr_init (&attr);
-  pthread_attr_setstacksize (&attr, 512 * 1024);  /* see conn.c */
-  err = pthread_create (&p->monitor, &attr, monitor_thread, p);
-  pthread_attr_destroy (&attr);
   if (err) {
     errno = err;
     return -1;
@@ -279,7 +267,7 @@ monitor_connect_worker (void *arg)
   unsigned i;
 
   while ((i = atomic_fetch_add (&ca->next, 1)) < ca->p->nservers)
-    monitor_connect_thread (&ca->p->servers[i]);
+    monitor_connect_one (&ca->p->servers[i]);
   return NULL;
 }
 
@@ -294,14 +282,10 @@ monitor_connect_all (struct rp_pool *p)
    * next server not yet taken: a blackholed server holds up its thread
    * only, the others go on with the rest.
    */
-  for (unsigned i = 1; i < MONITOR_CONNECTORS && i < p->nservers; i++) {
-    pthread_attr_t attr;
-    pthread_attr_init (&attr);
-    pthread_attr_setstacksize (&attr, 256 * 1024);
-    if (pthread_create (&th[nth], &attr, monitor_connect_worker, &ca) == 0)
+  for (unsigned i = 1; i < MONITOR_CONNECTORS && i < p->nservers; i++)
+    if (rp_thread_start (&th[nth], 256 * 1024, monitor_connect_worker, &ca) ==
+        0)
       nth++;
-    pthread_attr_destroy (&attr);
-  }
   monitor_connect_worker (&ca);
   for (unsigned i = 0; i < nth; i++)
     pthread_join (th[i], NULL);

@@ -773,15 +773,11 @@ recovery_start (struct rp_pool *p)
   rs->workers[0].buf = p->recovery_buf;
   for (unsigned i = 1; i < RECOVERY_WORKERS; i++) {
     struct recovery_worker *w = &rs->workers[i];
-    pthread_attr_t attr;
     w->pool = p;
     w->buf = malloc (len);
     if (w->buf == NULL)
       return -1;
-    pthread_attr_init (&attr);
-    pthread_attr_setstacksize (&attr, 256 * 1024);  /* see conn.c */
-    int err = pthread_create (&w->thread, &attr, recovery_worker, w);
-    pthread_attr_destroy (&attr);
+    int err = rp_thread_start (&w->thread, 256 * 1024, recovery_worker, w);
     if (err) {
       errno = err;
       return -1;

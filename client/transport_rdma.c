@@ -1241,15 +1241,10 @@ static int
 rdmat_start (struct transport *t, struct conn *c)
 {
   struct rdmat *rd = t->priv;
-  pthread_attr_t attr;
   int err;
 
   rd->conn = c;
-  /* A small stack, as TCP's reader: with mlock=on it is locked. */
-  pthread_attr_init (&attr);
-  pthread_attr_setstacksize (&attr, 256 * 1024);
-  err = pthread_create (&rd->receiver, &attr, rdmat_receiver, rd);
-  pthread_attr_destroy (&attr);
+  err = rp_thread_start (&rd->receiver, 256 * 1024, rdmat_receiver, rd);
   if (err) {
     errno = err;
     return -1;

@@ -85,11 +85,11 @@ static unsigned tcp_pollers_next;   /* round robin */
 /* A TCP connection's private state (transport.priv). */
 struct tcp {
   int fd;                      /* the socket */
-  struct conn *conn;           /* whose replies the poller delivers */
+  struct conn *conn;           /* whose replies the receive side delivers */
   struct tcp_poller *poller;   /* set by start, or: */
   pthread_t reader;            /* a receive thread of its own */
   bool has_reader;
-  /* The receive side, the poller's alone until it has ended: */
+  /* The receive side's alone (reader or poller) until it has ended: */
   uint8_t *rbuf;               /* TCP_RBUF bytes received, owned */
   size_t rpos;                 /* next byte not consumed */
   size_t rlen;                 /* bytes received at rbuf */
@@ -286,12 +286,7 @@ tcp_on_readable (struct tcp *tcp, char *whybuf, size_t whylen)
       return why;
     tcp->pdst += r;
     tcp->pleft -= r;
-    if (tcp->pleft == 0) {
-      struct conn_call *call = tcp->pcall;
-      tcp->pcall = NULL;
-      conn_reply_done (tcp->conn, &tcp->preply, call);
-    }
-    return NULL;
+    return tcp_consume (tcp);  /* completes the call once it is whole */
   }
   if (tcp->rpos == tcp->rlen)
     tcp->rpos = tcp->rlen = 0;
@@ -380,7 +375,6 @@ tcp_pollers_start (void)
   for (i = 0; i < TCP_POLLERS; i++) {
     struct tcp_poller *pl = &tcp_pollers[i];
     struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
-    pthread_attr_t attr;
 
     pl->epfd = epoll_create1 (EPOLL_CLOEXEC);
     if (pl->epfd == -1) {
@@ -396,13 +390,7 @@ tcp_pollers_start (void)
       close (pl->epfd);
       break;
     }
-    /* A small stack: a poller needs a few KiB, and with mlock=on
-     * (swap) every thread's stack is locked.
-     */
-    pthread_attr_init (&attr);
-    pthread_attr_setstacksize (&attr, 256 * 1024);
-    err = pthread_create (&pl->thread, &attr, tcp_poller_run, pl);
-    pthread_attr_destroy (&attr);
+    err = rp_thread_start (&pl->thread, 256 * 1024, tcp_poller_run, pl);
     if (err) {
       close (pl->stop_fd);
       close (pl->epfd);
@@ -461,14 +449,7 @@ tcp_start (struct transport *t, struct conn *c)
   pthread_once (&tcp_readers_once_ctl, tcp_readers_once);
   pthread_mutex_lock (&tcp_pollers_lock);
   if (tcp_readers < tcp_readers_max) {
-    /* A small stack: the reader needs a few KiB, and with mlock=on
-     * (swap) every thread's stack is locked.
-     */
-    pthread_attr_t attr;
-    pthread_attr_init (&attr);
-    pthread_attr_setstacksize (&attr, 256 * 1024);
-    err = pthread_create (&tcp->reader, &attr, tcp_reader, tcp);
-    pthread_attr_destroy (&attr);
+    err = rp_thread_start (&tcp->reader, 256 * 1024, tcp_reader, tcp);
     if (err == 0) {
       tcp->has_reader = true;
       tcp_readers++;

@@ -210,3 +210,19 @@ rp_read_full (int fd, void *buf, size_t len)
   }
   return 0;
 }
+
+int
+rp_thread_start (pthread_t *t, size_t stack_bytes, void *(*fn) (void *),
+                 void *arg)
+{
+  pthread_attr_t attr;
+  int err = pthread_attr_init (&attr);
+
+  if (err)
+    return err;
+  err = pthread_attr_setstacksize (&attr, stack_bytes);
+  if (err == 0)
+    err = pthread_create (t, &attr, fn, arg);
+  pthread_attr_destroy (&attr);
+  return err;
+}

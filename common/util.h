@@ -1,10 +1,11 @@
 /* Small helpers both sides need: parsing sizes and addresses from
- * config, time, randomness, full reads/writes.  No allocation except
+ * config, time, randomness, full reads/writes, threads.  No allocation except
  * where a prototype says so.
  */
 #ifndef RP_UTIL_H
 #define RP_UTIL_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -42,5 +43,13 @@ char *rp_human_size (uint64_t bytes, char *out, size_t outlen);
  */
 int rp_write_full (int fd, const void *buf, size_t len);
 int rp_read_full (int fd, void *buf, size_t len);
+
+/* Start fn (arg) on a thread with a stack of stack_bytes.  rampool's
+ * threads need a few KiB of stack, and with mlock=on (swap) every
+ * thread's stack is locked: glibc's default of 8 MiB a thread would
+ * pin tens of MiB for nothing.  0, or pthread_create's error number.
+ */
+int rp_thread_start (pthread_t *t, size_t stack_bytes,
+                     void *(*fn) (void *), void *arg);
 
 #endif /* RP_UTIL_H */

@@ -131,6 +131,19 @@ stripe_make (const struct rp_ec *ec, uint64_t *rng, size_t len, uint8_t **frag)
   buffers_free (ref, 0);
 }
 
+/* The n fragments of stripe as a decoder sees them with those in
+ * erased (a bit each) missing: frags[i] NULL and present[i] false.
+ */
+static void
+erase (unsigned n, uint8_t **stripe, uint32_t erased, const uint8_t **frags,
+       bool *present)
+{
+  for (unsigned i = 0; i < n; i++) {
+    present[i] = !(erased & (UINT32_C (1) << i));
+    frags[i] = present[i] ? stripe[i] : NULL;
+  }
+}
+
 /* Decode stripe orig with the fragments of erased missing; check it. */
 static void
 decode_one (struct rp_ec_decoder *d, size_t len, uint8_t **orig,
@@ -142,10 +155,7 @@ decode_one (struct rp_ec_decoder *d, size_t len, uint8_t **orig,
   bool present[RP_EC_MAX_FRAGS];
   const char *why = NULL;
 
-  for (unsigned i = 0; i < n; i++) {
-    present[i] = !(erased & (UINT32_C (1) << i));
-    frags[i] = present[i] ? orig[i] : NULL;
-  }
+  erase (n, orig, erased, frags, present);
   for (unsigned i = 0; i < k; i++)
     memset (out[i], POISON, len);
   assert (rp_ec_decode (d, len, frags, present, out, &why) == 0);
@@ -203,10 +213,7 @@ test_code (unsigned k, unsigned m, size_t len, size_t offset, uint64_t *rng)
       bool present[RP_EC_MAX_FRAGS];
       const char *why = NULL;
 
-      for (unsigned i = 0; i < n; i++) {
-        present[i] = !(erased & (UINT32_C (1) << i));
-        frags[i] = present[i] ? a[i] : NULL;
-      }
+      erase (n, a, erased, frags, present);
       for (unsigned i = 0; i < k; i++)
         memset (out[i], POISON, len);
       errno = 0;

@@ -251,6 +251,32 @@ wait_ok (struct conn_wait *w, struct conn_call *calls, unsigned n,
            strerror (calls[i].err));
 }
 
+/* After a fence (steps 7 and 8): the newer connection c reads extent
+ * e whole into back, which must equal expect (else die with landed),
+ * then FREEs it.
+ */
+static void
+expect_then_free (struct conn *c, const struct extent *e,
+                  const uint8_t *expect, uint8_t *back,
+                  struct conn_call *call, struct conn_wait *w,
+                  const char *fence, const char *landed)
+{
+  char what[96];
+
+  memset (back, 0xee, EXTENT);
+  make_call (call, e, RP_OP_READ, 0, EXTENT, back, w);
+  submit (c, call);
+  snprintf (what, sizeof what, "READ on the newer connection after %s",
+            fence);
+  wait_ok (w, call, 1, what);
+  if (memcmp (expect, back, EXTENT) != 0)
+    die ("%s", landed);
+  make_call (call, e, RP_OP_FREE, 0, 0, NULL, w);
+  submit (c, call);
+  snprintf (what, sizeof what, "FREE after %s", fence);
+  wait_ok (w, call, 1, what);
+}
+
 static void
 fill (uint8_t *p, size_t len, unsigned seed)
 {
@@ -449,15 +475,8 @@ main (int argc, char **argv)
     die ("a WRITE on a fenced connection neither completed nor failed");
   if (!is_refused && calls[0].err == 0)
     die ("a WRITE on a fenced connection succeeded");
-  memset (back, 0xee, sizeof back);
-  make_call (&calls[0], &e, RP_OP_READ, 0, EXTENT, back, &w);
-  submit (&c2, &calls[0]);
-  wait_ok (&w, calls, 1, "READ on the newer connection");
-  if (memcmp (big, back, EXTENT) != 0)
-    die ("a WRITE on a fenced connection landed");
-  make_call (&calls[0], &e, RP_OP_FREE, 0, 0, NULL, &w);
-  submit (&c2, &calls[0]);
-  wait_ok (&w, calls, 1, "FREE after the fence");
+  expect_then_free (&c2, &e, big, back, &calls[0], &w, "the fence",
+                    "a WRITE on a fenced connection landed");
   printf ("test_rdma_conn: a WRITE on a fenced connection %s and did not"
           " land\n", is_refused ? "was refused" : "failed");
   conn_destroy (&c);
@@ -530,15 +549,9 @@ main (int argc, char **argv)
     if (conn_wait_all (&pw, &ping, 1, rp_now_ms () + TIMEOUT_MS) == -1)
       die ("the held PING never completed");
     conn_dead_why (&c, why, sizeof why);
-    memset (back, 0xee, sizeof back);
-    make_call (&calls[0], &e, RP_OP_READ, 0, EXTENT, back, &w);
-    submit (&c2, &calls[0]);
-    wait_ok (&w, calls, 1, "READ on the newer connection (held fence)");
-    if (memcmp (big, back, EXTENT) != 0)
-      die ("a WRITE posted on a fenced queue pair landed on the server");
-    make_call (&calls[0], &e, RP_OP_FREE, 0, 0, NULL, &w);
-    submit (&c2, &calls[0]);
-    wait_ok (&w, calls, 1, "FREE after the held fence");
+    expect_then_free (&c2, &e, big, back, &calls[0], &w, "the held fence",
+                      "a WRITE posted on a fenced queue pair landed on"
+                      " the server");
     if (before >= 0)
       printf ("test_rdma_conn: a WRITE posted after the fence, unknown to"
               " the client, left the device (sent_pkts +%" PRId64 "), failed"
