@@ -38,6 +38,7 @@ enum config_kind {
   CONFIG_UINT,      /* a whole number in [min, max] */
   CONFIG_BOOL,      /* on|off (also true|false, 1|0) */
   CONFIG_PATH,      /* a non-empty path, strdup'd */
+  CONFIG_REDUNDANCY,/* replicas | ec:K+M: ec_k and ec_m */
 };
 
 struct config_key {
@@ -98,6 +99,11 @@ static const struct config_key config_keys[] = {
     1, INT64_MAX, 0, true, CONFIG_ALL, "virtual disk size, e.g. 64G" },
   { "replicas", "N", CONFIG_UINT, CONFIG_FIELD (replicas),
     1, RP_MAX_REPLICAS, 2, false, CONFIG_ALL, "copies of each extent" },
+  { "redundancy", "replicas|ec:K+M", CONFIG_REDUNDANCY, CONFIG_FIELD (ec_k),
+    0, 0, 0, false, CONFIG_ALL,
+    "replicas (default, replicas= copies) or erasure coding: K data and"
+    " M parity fragments per 4 KiB block on K+M servers, (K+M)/K times"
+    " the memory, survives M lost servers; K 2, 4, 8 or 16, M 1-4" },
   { "extent-size", "SIZE", CONFIG_POW2, CONFIG_FIELD (extent_size),
     RP_MIN_EXTENT_SIZE, RP_MAX_EXTENT_SIZE, MiB, false, CONFIG_ALL,
     "unit of placement, a power of two" },
@@ -196,7 +202,8 @@ rp_config_init (struct rp_config *cfg)
   memset (cfg, 0, sizeof *cfg);
   for (size_t i = 0; i < CONFIG_NKEYS; i++)
     if (config_keys[i].kind != CONFIG_SERVERS &&
-        config_keys[i].kind != CONFIG_PATH)
+        config_keys[i].kind != CONFIG_PATH &&
+        config_keys[i].kind != CONFIG_REDUNDANCY)
       config_store (cfg, &config_keys[i], config_keys[i].dflt);
 }
 
@@ -404,6 +411,30 @@ config_set_value (struct rp_config *cfg, const struct config_key *k,
       return config_error (err, errlen, "%s: '%s' is not on or off", k->name,
                            value);
     break;
+  case CONFIG_REDUNDANCY: {
+    unsigned ek, em;
+    int used = 0;
+    if (strcmp (value, "replicas") == 0) {
+      cfg->ec_k = cfg->ec_m = 0;
+      return 0;
+    }
+    if (sscanf (value, "ec:%u+%u%n", &ek, &em, &used) != 2 ||
+        (size_t) used != strlen (value) || value[3] < '0' || value[3] > '9')
+      return config_error (err, errlen, "%s: '%s' is not replicas or"
+                           " ec:K+M (e.g. ec:4+2)", k->name, value);
+    if (ek < 2 || ek > 16 || !rp_is_power_of_2 (ek))
+      return config_error (err, errlen, "%s: '%s': K must be 2, 4, 8 or 16"
+                           " (a 4 KiB block is cut into K equal fragments,"
+                           " and servers take power-of-two extents)",
+                           k->name, value);
+    if (em < 1 || em > 4)
+      return config_error (err, errlen, "%s: '%s': M (parity fragments,"
+                           " the servers a stripe may lose) must be 1 to 4",
+                           k->name, value);
+    cfg->ec_k = ek;
+    cfg->ec_m = em;
+    return 0;
+  }
   case CONFIG_PATH: {
     char **f = config_field (cfg, k), *copy;
     if (*value == '\0')
@@ -433,7 +464,11 @@ rp_config_set_for (struct rp_config *cfg, unsigned front, const char *key,
                          k->fronts & RP_FRONT_PLUGIN
                          ? "the nbdkit plugin (nbdkit rampool, rampool attach)"
                          : "rampool-fuse");
-  return config_set_value (cfg, k, value, err, errlen);
+  if (config_set_value (cfg, k, value, err, errlen) == -1)
+    return -1;
+  if (strcmp (k->name, "replicas") == 0)
+    cfg->is_replicas_given = true;
+  return 0;
 }
 
 int
@@ -503,7 +538,12 @@ rp_config_check (const struct rp_config *cfg, char *err, size_t errlen)
       return -1;
     n = listed.nservers;
     config_free_servers (&listed);
-    if (n < cfg->replicas)
+    if (cfg->ec_k && n < cfg->ec_k + cfg->ec_m)
+      return config_error (err, errlen, "redundancy: ec:%u+%u puts each"
+                           " stripe on %u distinct servers, but servers-file"
+                           " %s lists %u", cfg->ec_k, cfg->ec_m,
+                           cfg->ec_k + cfg->ec_m, cfg->servers_file, n);
+    if (!cfg->ec_k && n < cfg->replicas)
       return config_error (err, errlen, "replicas: %u copies need at least"
                            " %u servers, but servers-file %s lists %u",
                            cfg->replicas, cfg->replicas, cfg->servers_file, n);
@@ -519,7 +559,33 @@ rp_config_check (const struct rp_config *cfg, char *err, size_t errlen)
   if (cfg->size_bytes == 0)
     return config_error (err, errlen, "size: required: the virtual disk size,"
                          " e.g. size=64G");
-  if (!cfg->servers_file && cfg->nservers < cfg->replicas)
+  if (cfg->ec_k) {
+    if (cfg->is_replicas_given)
+      return config_error (err, errlen, "redundancy: ec:%u+%u and replicas="
+                           " exclude each other: give one", cfg->ec_k,
+                           cfg->ec_m);
+    if (!cfg->servers_file && cfg->nservers < cfg->ec_k + cfg->ec_m)
+      return config_error (err, errlen, "redundancy: ec:%u+%u puts each"
+                           " stripe on %u distinct servers, but servers="
+                           " lists %u", cfg->ec_k, cfg->ec_m,
+                           cfg->ec_k + cfg->ec_m, cfg->nservers);
+    if (cfg->extent_size / cfg->ec_k < RP_MIN_EXTENT_SIZE)
+      return config_error (err, errlen, "extent-size: with redundancy=ec:%u+%u"
+                           " a fragment is extent-size/%u = %" PRIu32
+                           " bytes, less than the %u a server takes; use"
+                           " extent-size=%uK or more", cfg->ec_k, cfg->ec_m,
+                           cfg->ec_k, cfg->extent_size / cfg->ec_k,
+                           RP_MIN_EXTENT_SIZE, RP_MIN_EXTENT_SIZE / 1024 *
+                           cfg->ec_k);
+    if (cfg->size_bytes % 4096)
+      return config_error (err, errlen, "size: with redundancy=ec the size"
+                           " must be a multiple of 4096 (the coding block)");
+    if (cfg->backup_file)
+      return config_error (err, errlen, "backup: not available with"
+                           " redundancy=ec yet (a stripe already survives"
+                           " %u lost servers)", cfg->ec_m);
+  }
+  else if (!cfg->servers_file && cfg->nservers < cfg->replicas)
     return config_error (err, errlen, "replicas: %u copies need at least %u"
                          " servers, but servers= lists %u", cfg->replicas,
                          cfg->replicas, cfg->nservers);
@@ -565,6 +631,9 @@ config_help_line (const struct config_key *k, char *buf, size_t len,
       snprintf (dflt, sizeof dflt, " (default %s)", k->dflt ? "on" : "off");
       break;
     case CONFIG_SERVERS: case CONFIG_PATH:
+      break;
+    case CONFIG_REDUNDANCY:
+      snprintf (dflt, sizeof dflt, " (default replicas)");
       break;
     }
   char text[256];

@@ -459,12 +459,15 @@ donor_reconcile (struct rp_pool *p, struct donor *s)
   if (donor_list_handles (p, s, &listed, &nlisted) == -1)
     return -1;
   for (uint64_t idx = 0; idx < p->map.n; idx++) {
-    struct extent *e = &p->map.e[idx];
-    if (__atomic_load_n (&e->nrep, __ATOMIC_ACQUIRE) == 0)
+    struct replica *rep;
+    unsigned nrep;
+    if (extent_map_copies (&p->map, idx, &nrep), nrep == 0)
       continue;
     pthread_rwlock_rdlock (extent_map_lock (&p->map, idx));
-    for (unsigned r = 0; r < e->nrep; r++) {
-      if (e->rep[r].server != s->index || e->rep[r].epoch != epoch)
+    rep = extent_map_copies (&p->map, idx, &nrep);
+    for (unsigned r = 0; r < nrep; r++) {
+      if (rep[r].handle == 0 || rep[r].server != s->index ||
+          rep[r].epoch != epoch)
         continue;
       if (nknown == cap) {
         cap = cap ? cap * 2 : 1024;
@@ -477,7 +480,7 @@ donor_reconcile (struct rp_pool *p, struct donor *s)
         }
         known = q;
       }
-      known[nknown++] = e->rep[r].handle;
+      known[nknown++] = rep[r].handle;
     }
     pthread_rwlock_unlock (extent_map_lock (&p->map, idx));
   }

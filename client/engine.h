@@ -34,6 +34,7 @@
 #define DONOR_RECLAIM 4096   /* handles asked back, queued for recovery */
 
 struct rp_pool;
+struct ecio;
 struct placement_candidate;
 
 /* Recovery's workers (recovery.c): the monitor thread and
@@ -166,6 +167,7 @@ struct rp_pool {
   uint8_t *server_state;
   struct stat servers_file_st; /* servers-file= as last read */
   struct extent_map map;
+  struct ecio *ec;             /* redundancy=ec (ecio.c), else NULL */
   uint8_t owner[16];           /* our session id on every server */
   uint8_t *key;                /* cluster key (locked), NULL = none */
   struct crypt crypt;          /* encrypt=on; crypt.key NULL when off */

@@ -10,7 +10,7 @@
 
 int
 extent_map_init (struct extent_map *m, uint64_t size_bytes,
-                 uint32_t extent_size)
+                 uint32_t extent_size, unsigned nfrag)
 {
   memset (m, 0, sizeof *m);
   m->shift = __builtin_ctz (extent_size);
@@ -24,6 +24,18 @@ extent_map_init (struct extent_map *m, uint64_t size_bytes,
     m->e = NULL;
     return -1;
   }
+  if (nfrag) {
+    m->frags = mmap (NULL, m->n * nfrag * sizeof *m->frags,
+                     PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    if (m->frags == MAP_FAILED) {
+      m->frags = NULL;
+      munmap (m->e, m->n * sizeof *m->e);
+      m->e = NULL;
+      return -1;
+    }
+    m->nfrag = nfrag;
+  }
   for (unsigned i = 0; i < EXTENT_MAP_STRIPES; i++)
     pthread_rwlock_init (&m->locks[i], NULL);
   return 0;
@@ -34,6 +46,10 @@ extent_map_destroy (struct extent_map *m)
 {
   if (m->e)
     munmap (m->e, m->n * sizeof *m->e);
+  if (m->frags)
+    munmap (m->frags, m->n * m->nfrag * sizeof *m->frags);
+  m->frags = NULL;
+  m->nfrag = 0;
   for (unsigned i = 0; i < EXTENT_MAP_STRIPES; i++)
     pthread_rwlock_destroy (&m->locks[i]);
   m->e = NULL;

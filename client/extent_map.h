@@ -53,7 +53,10 @@ struct extent {
   struct replica rep[EXTENT_SLOTS];
   uint8_t nrep;                /* replicas with handle != 0 */
   uint8_t is_lost_logged;      /* "extent lost" logged once */
-  uint8_t pad[2];
+  uint8_t is_coded;            /* redundancy=ec: the extent is mapped,
+                                  its fragments in extent_map_frags
+                                  (rep[] and nrep stay empty) */
+  uint8_t pad;
   uint32_t wgen;               /* bumped by every write, zero and map
                                   (write lock): a write that reached no
                                   copy undoes its stale marks only if no
@@ -64,12 +67,20 @@ _Static_assert (sizeof (struct extent) == 128, "extent size");
 struct extent_map {
   struct extent *e;         /* n entries, owned */
   uint64_t n;
+  /* redundancy=ec: nfrag (K+M) fragments per extent, n * nfrag, owned;
+   * fragment f of extent idx at frags[idx * nfrag + f] (a fixed slot:
+   * which fragment a copy is matters; handle 0 = none).  Guarded by
+   * the extent's stripe lock as rep[] is.  NULL and 0 with replicas.
+   */
+  struct replica *frags;
+  unsigned nfrag;
   unsigned shift;              /* log2 (extent size) */
   pthread_rwlock_t locks[EXTENT_MAP_STRIPES];
 };
 
+/* nfrag: 0 for replicas, K+M for erasure coding. */
 int extent_map_init (struct extent_map *m, uint64_t size_bytes,
-                     uint32_t extent_size);
+                     uint32_t extent_size, unsigned nfrag);
 void extent_map_destroy (struct extent_map *m);
 
 static inline uint64_t
@@ -82,6 +93,33 @@ static inline pthread_rwlock_t *
 extent_map_lock (struct extent_map *m, uint64_t idx)
 {
   return &m->locks[idx % EXTENT_MAP_STRIPES];
+}
+
+/* redundancy=ec: the nfrag fragment slots of extent idx. */
+static inline struct replica *
+extent_map_frags (struct extent_map *m, uint64_t idx)
+{
+  return &m->frags[idx * m->nfrag];
+}
+
+/* Every copy of extent idx, whatever the redundancy: its replicas
+ * (*n of them), or its fragment slots (some may have handle 0).  For
+ * scans that look at copies by server (reconcile, reclaim, removal,
+ * close); the caller holds the stripe lock or reads with atomics.
+ */
+static inline struct replica *
+extent_map_copies (struct extent_map *m, uint64_t idx, unsigned *n)
+{
+  struct extent *e = &m->e[idx];
+
+  if (m->nfrag) {
+    *n = __atomic_load_n (&e->is_coded, __ATOMIC_ACQUIRE) ? m->nfrag : 0;
+    return extent_map_frags (m, idx);
+  }
+  *n = __atomic_load_n (&e->nrep, __ATOMIC_ACQUIRE);
+  if (*n > EXTENT_SLOTS)
+    *n = EXTENT_SLOTS;
+  return e->rep;
 }
 
 /* Remove replica slot r from e, keeping the array packed. */

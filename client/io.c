@@ -44,6 +44,7 @@
 #include "crypt.h"
 #include "backup.h"
 #include "donor.h"
+#include "ecio.h"
 #include "replica.h"
 #include "latency.h"
 #include "logging.h"
@@ -857,11 +858,25 @@ io_split (struct rp_pool *p, uint8_t *buf, size_t count, uint64_t offset,
   return ret;
 }
 
+/* io_split, or the erasure-coded path. */
+static int
+io_do (struct rp_pool *p, uint8_t *buf, size_t count, uint64_t offset,
+       uint16_t op, bool keep_mapped)
+{
+  if (p->ec == NULL)
+    return io_split (p, buf, count, offset, op, keep_mapped);
+  if (io_check_range (p, count, offset) == -1)
+    return -1;
+  if (op == RP_OP_READ)
+    return ecio_pread (p, buf, count, offset);
+  return ecio_pwrite (p, buf, count, offset, op, keep_mapped);
+}
+
 int
 rp_pool_pread (struct rp_pool *p, void *buf, size_t count, uint64_t offset)
 {
   uint64_t t0 = rp_now_ns ();
-  int r = io_split (p, buf, count, offset, RP_OP_READ, false);
+  int r = io_do (p, buf, count, offset, RP_OP_READ, false);
 
   latency_observe (&p->latency, LATENCY_READ, count, t0, r == 0);
   return r;
@@ -872,7 +887,7 @@ rp_pool_pwrite (struct rp_pool *p, const void *buf, size_t count,
                 uint64_t offset)
 {
   uint64_t t0 = rp_now_ns ();
-  int r = io_split (p, (uint8_t *) buf, count, offset, RP_OP_WRITE, false);
+  int r = io_do (p, (uint8_t *) buf, count, offset, RP_OP_WRITE, false);
 
   latency_observe (&p->latency, LATENCY_WRITE, count, t0, r == 0);
   return r;
@@ -937,18 +952,20 @@ io_discard (struct rp_pool *p, size_t count, uint64_t offset, bool is_zero,
       (len == es || offset + len == p->cfg.size_bytes);
 
     if (no_hole) {
-      if (io_split (p, NULL, len, offset, RP_OP_ZERO, true) == -1)
+      if (io_do (p, NULL, len, offset, RP_OP_ZERO, true) == -1)
         return -1;
     }
     else if (whole) {
       pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
       pthread_rwlock_wrlock (lk);
-      if (p->map.e[idx].nrep)
+      if (p->ec)
+        ecio_free_extent (p, idx);
+      else if (p->map.e[idx].nrep)
         io_free_extent (p, idx, &p->map.e[idx]);
       pthread_rwlock_unlock (lk);
     }
     else if (is_zero &&
-             io_split (p, NULL, len, offset, RP_OP_ZERO, false) == -1)
+             io_do (p, NULL, len, offset, RP_OP_ZERO, false) == -1)
       return -1;
     offset += len;
     count -= len;
@@ -984,7 +1001,8 @@ rp_pool_is_mapped (struct rp_pool *p, uint64_t offset)
 
   if (offset >= p->cfg.size_bytes)
     return 0;
-  return __atomic_load_n (&p->map.e[idx].nrep, __ATOMIC_ACQUIRE) > 0;
+  return __atomic_load_n (&p->map.e[idx].nrep, __ATOMIC_ACQUIRE) > 0 ||
+         __atomic_load_n (&p->map.e[idx].is_coded, __ATOMIC_ACQUIRE) != 0;
 }
 
 uint32_t

@@ -175,11 +175,11 @@ membership_copies_on (struct rp_pool *p, unsigned i)
   uint64_t n = 0;
 
   for (uint64_t idx = 0; idx < p->map.n; idx++) {
-    const struct extent *e = &p->map.e[idx];
-    unsigned nrep = __atomic_load_n (&e->nrep, __ATOMIC_ACQUIRE);
-    for (unsigned r = 0; r < nrep && r < EXTENT_SLOTS; r++)
-      if (__atomic_load_n (&e->rep[r].server, __ATOMIC_RELAXED) == i &&
-          __atomic_load_n (&e->rep[r].handle, __ATOMIC_RELAXED))
+    unsigned nrep;
+    const struct replica *rep = extent_map_copies (&p->map, idx, &nrep);
+    for (unsigned r = 0; r < nrep; r++)
+      if (__atomic_load_n (&rep[r].server, __ATOMIC_RELAXED) == i &&
+          __atomic_load_n (&rep[r].handle, __ATOMIC_RELAXED))
         n++;
   }
   return n;

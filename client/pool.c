@@ -30,11 +30,13 @@
 #include "auth.h"
 #include "backup.h"
 #include "donor.h"
+#include "ecio.h"
 #include "logging.h"
 #include "membership.h"
 #include "monitor.h"
 #include "placement.h"
 #include "recovery.h"
+#include "replica.h"
 #include "util.h"
 
 /* Report the servers that did not answer, and fail the open if fewer
@@ -135,7 +137,8 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
     goto out_free;
   }
   p->backup_fd = -1;
-  if (extent_map_init (&p->map, cfg->size_bytes, cfg->extent_size) == -1) {
+  if (extent_map_init (&p->map, cfg->size_bytes, cfg->extent_size,
+                       cfg->ec_k + cfg->ec_m) == -1) {
     snprintf (err, errlen, "extent map for size=%" PRIu64 ": %s",
               cfg->size_bytes, strerror (errno));
     goto out_free;
@@ -165,6 +168,8 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
     goto out_close_backup;
   }
   pool_init_locks (p);
+  if (ecio_open (p, err, errlen) == -1)
+    goto out_close;
   if (membership_load (p, err, errlen) == -1 ||
       pool_alloc_table (p, err, errlen) == -1)
     goto out_close;
@@ -186,11 +191,17 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
     snprintf (err, errlen, "creating the monitor thread: %s", strerror (errno));
     goto out_close;
   }
+  char redundancy[48];
+  if (cfg->ec_k)
+    snprintf (redundancy, sizeof redundancy, "erasure coding %u+%u",
+              cfg->ec_k, cfg->ec_m);
+  else
+    snprintf (redundancy, sizeof redundancy, "replicas %u", cfg->replicas);
   logging_msg (LOGGING_INFO,
                "pool open: %u of %u servers up (table of %u), size %" PRIu64
-               ", extent-size %" PRIu32 ", replicas %u",
+               ", extent-size %" PRIu32 ", %s",
                up, p->nservers, p->max_servers, cfg->size_bytes,
-               cfg->extent_size, cfg->replicas);
+               cfg->extent_size, redundancy);
   return p;
 
  out_close:
@@ -216,18 +227,21 @@ static void
 pool_free_all (struct rp_pool *p)
 {
   for (uint64_t idx = 0; idx < p->map.n; idx++) {
-    struct extent *e = &p->map.e[idx];
-    if (e->nrep == 0)
+    unsigned nrep;
+    struct replica *rep = extent_map_copies (&p->map, idx, &nrep);
+    if (nrep == 0)
       continue;
-    for (unsigned r = 0; r < e->nrep; r++) {
-      struct donor *s = &p->servers[e->rep[r].server];
-      if (atomic_load (&s->is_up) && atomic_load (&s->epoch) == e->rep[r].epoch)
-        donor_add_orphan (s, e->rep[r].handle);
+    for (unsigned r = 0; r < nrep; r++) {
+      struct donor *s = &p->servers[rep[r].server];
+      if (rep[r].handle && atomic_load (&s->is_up) &&
+          atomic_load (&s->epoch) == rep[r].epoch)
+        donor_add_orphan (s, rep[r].handle);
     }
-    memset (e, 0, sizeof *e);
+    memset (rep, 0, nrep * sizeof *rep);
+    memset (&p->map.e[idx], 0, sizeof p->map.e[idx]);
     /* Flush a server's list when it is full. */
     for (unsigned i = 0; i < p->nservers; i++)
-      if (p->servers[i].norphans >= DONOR_ORPHANS - EXTENT_SLOTS)
+      if (p->servers[i].norphans >= DONOR_ORPHANS - REPLICA_ALLOC_MAX)
         donor_free_orphans (p, &p->servers[i]);
   }
   for (unsigned i = 0; i < p->nservers; i++)
@@ -252,6 +266,7 @@ rp_pool_close (struct rp_pool *p)
   free (p->server_state);
   pool_destroy_locks (p);
   crypt_destroy (&p->crypt);
+  ecio_close (p);
   backup_close (p);
   free (p->recovery_buf);
   rp_key_free (p->key);

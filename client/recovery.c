@@ -53,6 +53,7 @@
 
 #include "backup.h"
 #include "donor.h"
+#include "ecio.h"
 #include "recovery.h"
 #include "replica.h"
 #include "logging.h"
@@ -624,16 +625,22 @@ recovery_take_reclaims (struct rp_pool *p)
     qsort (h, n, sizeof h[0], recovery_cmp_u64);
     for (uint64_t idx = 0; idx < p->map.n && found < n; idx++) {
       struct extent *e = &p->map.e[idx];
-      unsigned nrep = __atomic_load_n (&e->nrep, __ATOMIC_ACQUIRE);
-      for (unsigned r = 0; r < nrep && r < EXTENT_SLOTS; r++) {
-        uint64_t handle = __atomic_load_n (&e->rep[r].handle,
+      unsigned nrep;
+      struct replica *copies = extent_map_copies (&p->map, idx, &nrep);
+      for (unsigned r = 0; r < nrep; r++) {
+        uint64_t handle = __atomic_load_n (&copies[r].handle,
                                            __ATOMIC_RELAXED);
-        if (__atomic_load_n (&e->rep[r].server, __ATOMIC_RELAXED) != i ||
+        if (__atomic_load_n (&copies[r].server, __ATOMIC_RELAXED) != i ||
+            handle == 0 ||
             bsearch (&handle, h, n, sizeof h[0], recovery_cmp_u64) == NULL)
           continue;
         pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
         pthread_rwlock_wrlock (lk);
-        struct replica *rep = replica_find (e, i, handle);
+        /* A fragment keeps its slot; a replica may have moved in rep[]. */
+        struct replica *rep = p->map.nfrag
+          ? (copies[r].server == i && copies[r].handle == handle
+             ? &copies[r] : NULL)
+          : replica_find (e, i, handle);
         if (rep && rep->leaving == 0)
           rep->leaving = 1;
         pthread_rwlock_unlock (lk);
@@ -671,6 +678,14 @@ recovery_pace (struct rp_pool *p, uint64_t copy_ns, uint64_t *fg)
   *fg = recovery_foreground (p);
 }
 
+/* Bytes of each worker's buffer (recovery_start). */
+static size_t
+recovery_buf_len (const struct rp_pool *p)
+{
+  return p->cfg.extent_size < RP_MAX_PAYLOAD ? p->cfg.extent_size
+                                             : RP_MAX_PAYLOAD;
+}
+
 /* Does extent e need recovery's attention?  Unlocked pre-check; the
  * decision is made again under the lock.
  */
@@ -679,6 +694,9 @@ recovery_needs (struct rp_pool *p, const struct extent *e)
 {
   unsigned good = 0, leaving = 0;
   unsigned n = __atomic_load_n (&e->nrep, __ATOMIC_ACQUIRE);
+
+  if (p->ec)
+    return ecio_needs (p, e - p->map.e);
 
   if (n == 0)
     return false;
@@ -714,7 +732,8 @@ recovery_scan (struct rp_pool *p, uint8_t *buf)
     pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
     uint64_t t0 = rp_now_ns ();
     pthread_rwlock_wrlock (lk);
-    int64_t copied = e->nrep ? recovery_extent (p, idx, e, buf) : 0;
+    int64_t copied = p->ec ? ecio_rebuild (p, idx, buf, recovery_buf_len (p))
+      : e->nrep ? recovery_extent (p, idx, e, buf) : 0;
     pthread_rwlock_unlock (lk);
     if (copied > 0) {
       atomic_fetch_add (&rs->repaired, 1);
@@ -758,8 +777,7 @@ int
 recovery_start (struct rp_pool *p)
 {
   struct recovery_state *rs = &p->rec;
-  size_t len = p->cfg.extent_size < RP_MAX_PAYLOAD
-    ? p->cfg.extent_size : RP_MAX_PAYLOAD;
+  size_t len = recovery_buf_len (p);
 
   pthread_mutex_init (&rs->lock, NULL);
   pthread_cond_init (&rs->go, NULL);

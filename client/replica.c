@@ -24,8 +24,9 @@ static __thread uint64_t replica_rng;
  */
 #define REPLICA_MAX_TRIES 64
 
-/* Draw the server for one more copy of e (placement.h): up, not
- * leaving, room for an extent, no copy of e there, not in
+/* Draw the server for one more copy (placement.h): up, not leaving,
+ * room for `bytes`, no copy in have[0..nhave) (handle 0: none) nor
+ * out[0..nout) there, not in
  * tried[0..ntried); the previous extent's servers prev[0..nprev)
  * avoided while others remain.  -1 if none.
  *
@@ -41,7 +42,9 @@ static __thread uint64_t replica_rng;
  * going down between two reads would make the weights not add up.)
  */
 static int
-replica_choose (struct rp_pool *p, const struct extent *e,
+replica_choose (struct rp_pool *p, uint32_t bytes,
+                const struct replica *have, unsigned nhave,
+                const struct replica *out, unsigned nout,
                 const uint16_t *tried, unsigned ntried,
                 const uint16_t *prev, unsigned nprev)
 {
@@ -53,8 +56,7 @@ replica_choose (struct rp_pool *p, const struct extent *e,
   for (unsigned i = 0; i < n; i++) {
     struct donor *s = &p->servers[i];
     uint64_t free_bytes = atomic_load (&s->free_bytes);
-    cand[i].is_eligible = replica_may_place_on (s) &&
-                          free_bytes >= p->cfg.extent_size;
+    cand[i].is_eligible = replica_may_place_on (s) && free_bytes >= bytes;
     cand[i].is_preferred_out = false;
     cand[i].free_bytes = free_bytes;
     /* The donation in all, from the server's HELLO (donor_connect;
@@ -72,9 +74,12 @@ replica_choose (struct rp_pool *p, const struct extent *e,
    */
   for (unsigned k = 0; k < ntried; k++)
     cand[tried[k]].is_eligible = false;
-  for (unsigned r = 0; r < e->nrep && r < EXTENT_SLOTS; r++)
-    if (e->rep[r].server < n)
-      cand[e->rep[r].server].is_eligible = false;
+  for (unsigned r = 0; r < nhave; r++)
+    if (have[r].handle && have[r].server < n)
+      cand[have[r].server].is_eligible = false;
+  for (unsigned r = 0; r < nout; r++)
+    if (out[r].server < n)
+      cand[out[r].server].is_eligible = false;
   for (unsigned k = 0; k < nprev; k++)
     if (prev[k] < n)
       cand[prev[k]].is_preferred_out = true;
@@ -83,67 +88,63 @@ replica_choose (struct rp_pool *p, const struct extent *e,
   return choice;
 }
 
-int
-replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
+/* Seed this thread's placement RNG on first use. */
+static void
+replica_seed (void)
+{
+  if (replica_rng != 0)
+    return;
+  /* Placement only needs spread, not secrecy: the clock will do if
+   * getrandom fails.
+   */
+  if (rp_random_bytes (&replica_rng, sizeof replica_rng) == -1)
+    replica_rng = rp_now_ns () ^ (uintptr_t) &replica_rng;
+  replica_rng |= 1;
+}
+
+unsigned
+replica_alloc (struct rp_pool *p, uint64_t idx, uint32_t bytes,
+               uint16_t flags, const struct replica *have, unsigned nhave,
+               const uint16_t *prev, unsigned nprev, unsigned want,
+               struct replica *out, int *last_err)
 {
   uint16_t tried[REPLICA_MAX_TRIES];
-  unsigned ntried = 0;
-  const struct extent *prev = idx > 0 ? &p->map.e[idx - 1] : NULL;
-  uint16_t prev_servers[EXTENT_SLOTS];  /* server indexes, as in a replica */
-  unsigned nprev = 0;
-  int last_err = ENOSPC;
+  unsigned ntried = 0, placed = 0;
 
-  if (replica_rng == 0) {
-    /* Placement only needs spread, not secrecy: the clock will do if
-     * getrandom fails.
-     */
-    if (rp_random_bytes (&replica_rng, sizeof replica_rng) == -1)
-      replica_rng = rp_now_ns () ^ (uintptr_t) &replica_rng;
-    replica_rng |= 1;
-  }
-  /* The previous extent's servers, read without its lock: only a hint
-   * for striping, never used to touch that extent.
-   */
-  if (prev)
-    for (unsigned i = 0; i < RP_MAX_REPLICAS &&
-         i < __atomic_load_n (&prev->nrep, __ATOMIC_RELAXED);
-         i++)
-      prev_servers[nprev++] =
-        __atomic_load_n (&prev->rep[i].server, __ATOMIC_RELAXED);
-
-  /* Leaving copies stay until their replacements are filled. */
-  unsigned want = replica_slots_wanted (p, e);
+  replica_seed ();
+  *last_err = ENOSPC;
+  if (want > REPLICA_ALLOC_MAX)
+    want = REPLICA_ALLOC_MAX;
   /* The copies still wanted are ALLOCated in parallel, one round after
    * another while some fail (a first write waits for one round trip,
-   * not one per replica).
+   * not one per copy).
    */
-  while (e->nrep < want) {
-    struct conn_call calls[EXTENT_SLOTS];
-    struct rp_alloc_reply replies[EXTENT_SLOTS];
-    int chosen[EXTENT_SLOTS];
+  while (placed < want) {
+    struct conn_call calls[REPLICA_ALLOC_MAX];
+    struct rp_alloc_reply replies[REPLICA_ALLOC_MAX];
+    int chosen[REPLICA_ALLOC_MAX];
     struct conn_wait w;
     unsigned n = 0;
 
     conn_wait_init (&w);
-    while (e->nrep + n < want && ntried < REPLICA_MAX_TRIES) {
+    while (placed + n < want && ntried < REPLICA_MAX_TRIES) {
       struct donor *s;
-      int choice = replica_choose (p, e, tried, ntried, prev_servers, nprev);
+      /* chosen[] of this round are not in out[] yet: tried[] has them. */
+      int choice = replica_choose (p, bytes, have, nhave, out, placed,
+                                   tried, ntried, prev, nprev);
       if (choice < 0)
         break;
       tried[ntried++] = choice;
       s = &p->servers[choice];
       memset (&calls[n], 0, sizeof calls[n]);
       calls[n].req.op = RP_OP_ALLOC;
-      /* With replicas=1 this is the client's only copy: the server's
-       * reclaim must not drop it (protocol.h).
-       */
-      calls[n].req.flags = p->cfg.replicas == 1 ? RP_FLAG_SOLE : 0;
-      calls[n].req.offset = p->cfg.extent_size;
+      calls[n].req.flags = flags;
+      calls[n].req.offset = bytes;
       calls[n].rbuf = &replies[n];
       calls[n].rcap = sizeof replies[n];
       calls[n].wait = &w;
       if (conn_submit (donor_conn (s, idx), &calls[n]) == -1) {
-        last_err = errno;
+        *last_err = errno;
         continue;
       }
       chosen[n++] = choice;
@@ -157,20 +158,20 @@ replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
     for (unsigned k = 0; k < n; k++) {
       struct donor *s = &p->servers[chosen[k]];
       if (!calls[k].is_done || calls[k].err || !calls[k].is_answered) {
-        last_err = calls[k].err ? calls[k].err : ETIMEDOUT;
+        *last_err = calls[k].err ? calls[k].err : ETIMEDOUT;
         if (!calls[k].is_answered) {
           /* The server may have allocated the extent and lost only the
            * reply: the next reconnect lists our extents there and frees
-           * the one we do not know (pool_reconcile).
+           * the one we do not know (donor_reconcile).
            */
           atomic_store (&s->has_alloc_in_doubt, true);
-          donor_down (s, strerror (last_err));
+          donor_down (s, strerror (*last_err));
         }
-        else if (last_err == ENOSPC || last_err == ENOMEM)
+        else if (*last_err == ENOSPC || *last_err == ENOMEM)
           atomic_store (&s->free_bytes, 0);  /* until a reply says more */
         continue;
       }
-      struct replica *r = &e->rep[e->nrep];
+      struct replica *r = &out[placed++];
       r->handle = le64toh (replies[k].handle);
       r->rkey = le32toh (replies[k].rkey);
       r->raddr_64k = le32toh (replies[k].offset_64k);
@@ -178,7 +179,6 @@ replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
       r->epoch = atomic_load (&s->epoch);
       r->is_stale = 0;
       r->leaving = 0;
-      __atomic_store_n (&e->nrep, e->nrep + 1, __ATOMIC_RELEASE);
       /* s->free_bytes already counts this extent: the server reports
        * its free bytes after the ALLOC in the reply's header, and
        * conn_reply_done stores them (on_free_bytes) before the call
@@ -187,6 +187,39 @@ replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
        */
     }
   }
+  return placed;
+}
+
+int
+replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
+{
+  const struct extent *prev = idx > 0 ? &p->map.e[idx - 1] : NULL;
+  uint16_t prev_servers[EXTENT_SLOTS];  /* server indexes, as in a replica */
+  unsigned nprev = 0, placed;
+  int last_err;
+
+  /* The previous extent's servers, read without its lock: only a hint
+   * for striping, never used to touch that extent.
+   */
+  if (prev)
+    for (unsigned i = 0; i < RP_MAX_REPLICAS &&
+         i < __atomic_load_n (&prev->nrep, __ATOMIC_RELAXED);
+         i++)
+      prev_servers[nprev++] =
+        __atomic_load_n (&prev->rep[i].server, __ATOMIC_RELAXED);
+
+  /* Leaving copies stay until their replacements are filled. */
+  unsigned want = replica_slots_wanted (p, e);
+  if (e->nrep >= want)
+    return 0;
+  /* With replicas=1 this is the client's only copy: the server's
+   * reclaim must not drop it (protocol.h).
+   */
+  placed = replica_alloc (p, idx, p->cfg.extent_size,
+                          p->cfg.replicas == 1 ? RP_FLAG_SOLE : 0,
+                          e->rep, e->nrep, prev_servers, nprev,
+                          want - e->nrep, &e->rep[e->nrep], &last_err);
+  __atomic_store_n (&e->nrep, e->nrep + placed, __ATOMIC_RELEASE);
   if (e->nrep == 0) {
     logging_msg (LOGGING_ERROR,
                  "extent %" PRIu64 ": no server could take it (%s):"

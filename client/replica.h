@@ -154,6 +154,25 @@ replica_call (struct conn_call *call, const struct replica *r, uint16_t op)
  */
 int replica_place (struct rp_pool *p, uint64_t idx, struct extent *e);
 
+/* The most copies one replica_alloc makes: K+M fragments of the
+ * largest erasure code (ec.h, RP_EC_MAX_FRAGS).
+ */
+#define REPLICA_ALLOC_MAX 20
+
+/* ALLOC up to `want` (at most REPLICA_ALLOC_MAX) new copies of `bytes`
+ * each for extent idx, with ALLOC flags `flags`, on servers chosen as
+ * replica_place does (power-of-d, the previous extent's servers
+ * prev[0..nprev) avoided while others remain), none holding a copy in
+ * have[0..nhave) (handle 0: no copy) or one placed here.  The copies
+ * made are written to out[0..), not stale; returns how many (fewer
+ * than want when the pool ran out of servers that take them, with the
+ * last error in *last_err).  Any lock the caller needs is the caller's.
+ */
+unsigned replica_alloc (struct rp_pool *p, uint64_t idx, uint32_t bytes,
+                        uint16_t flags, const struct replica *have,
+                        unsigned nhave, const uint16_t *prev, unsigned nprev,
+                        unsigned want, struct replica *out, int *last_err);
+
 /* The copy of e on `server` with `handle`, or NULL if the entry changed
  * meanwhile.
  */

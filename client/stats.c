@@ -7,6 +7,7 @@
 
 #include <string.h>
 
+#include "ecio.h"
 #include "replica.h"
 #include "stats.h"
 
@@ -21,6 +22,20 @@ stats_get (struct rp_pool *p, struct rp_pool_stats *st)
       st->servers_up++;
   }
   st->extents = p->map.n;
+  for (uint64_t idx = 0; p->ec && idx < p->map.n; idx++) {
+    pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
+    if (!__atomic_load_n (&p->map.e[idx].is_coded, __ATOMIC_RELAXED))
+      continue;
+    pthread_rwlock_rdlock (lk);
+    switch (ecio_state (p, idx)) {
+    case ECIO_HEALTHY: st->extents_mapped++; st->extents_healthy++; break;
+    case ECIO_DEGRADED: st->extents_mapped++; st->extents_degraded++; break;
+    case ECIO_UNREACHABLE:
+      st->extents_mapped++; st->extents_unreachable++; break;
+    case ECIO_LOST: st->extents_mapped++; st->extents_lost++; break;
+    }
+    pthread_rwlock_unlock (lk);
+  }
   for (uint64_t idx = 0; idx < p->map.n; idx++) {
     pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
     struct extent *e = &p->map.e[idx];

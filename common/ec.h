@@ -8,7 +8,8 @@
  * What it does not do: I/O, or anything about extents, servers or
  * where fragments live; and it allocates nothing.  Every matrix and
  * table is an array in the structs below, sized for the largest code,
- * so the I/O path never allocates.  Nothing in the engine uses it yet.
+ * so the I/O path never allocates.  The engine uses it through
+ * client/ecio.c (redundancy=ec:K+M).
  *
  * Threads: a struct rp_ec is read-only after rp_ec_init; any number of
  * threads may encode with it at once.  Decoding needs scratch (the

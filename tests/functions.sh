@@ -167,6 +167,22 @@ start_nbdkit () {
 
 now_ms () { date +%s%3N; }
 
+# checked_io_start LOG: checked parallel I/O (test_parallel_io, every
+# byte against a shadow copy) on $NBD_URI in the background, output to
+# LOG, until checked_io_stop LOG; sets IO_PID.
+checked_io_start () {
+  rm -f "$TMP/stop"
+  "$TESTS_BIN/test_parallel_io" --ops 2000000 --until-file "$TMP/stop" \
+    "$NBD_URI" >"$1" 2>&1 &
+  IO_PID=$!
+  _pids+=("$IO_PID")
+}
+checked_io_stop () {
+  touch "$TMP/stop"
+  wait "$IO_PID" || { tail -n 20 "$1"; fail "I/O saw errors or mismatches ($1)"; }
+  has PASS "$1" || fail "no PASS from the I/O checker ($1)"
+}
+
 MiB=$((1024 * 1024))
 
 # The plugin's stats-file=: set STATS to its path (and pass

@@ -16,7 +16,7 @@ main (void)
 {
   struct extent_map m;
 
-  assert (extent_map_init (&m, 10 * 1024 * 1024 + 1, 1024 * 1024) == 0);
+  assert (extent_map_init (&m, 10 * 1024 * 1024 + 1, 1024 * 1024, 0) == 0);
   assert (m.n == 11);            /* a partial last extent counts */
   assert (m.shift == 20);
   assert (extent_map_index (&m, 0) == 0);
@@ -46,7 +46,7 @@ main (void)
   extent_map_destroy (&m);
 
   /* A 1 TiB disk at 1 MiB: the map is reserved, not touched. */
-  assert (extent_map_init (&m, UINT64_C (1) << 40, 1024 * 1024) == 0);
+  assert (extent_map_init (&m, UINT64_C (1) << 40, 1024 * 1024, 0) == 0);
   assert (m.n == UINT64_C (1) << 20);
   extent_map_destroy (&m);
   printf ("test_extent_map: PASS\n");

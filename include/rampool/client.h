@@ -41,6 +41,12 @@ struct rp_config {
   uint32_t extent_size;       /* bytes, power of two, 64 KiB..1 GiB;
                                  default 1 MiB (see rp_config_init) */
   unsigned replicas;          /* copies of each extent (default 2) */
+  bool is_replicas_given;     /* replicas= was set (redundancy=ec
+                                 excludes it) */
+  unsigned ec_k, ec_m;        /* redundancy=ec:K+M: each extent is coded
+                                 into K data and M parity fragments on
+                                 K+M servers instead of replicated;
+                                 0 (default): replication */
   unsigned placement_choices; /* d in power-of-d placement (default 2) */
   unsigned connections;       /* connections per server (default 2) */
   unsigned inflight;          /* request slots per connection (64) */

@@ -1,0 +1,1057 @@
+/* Erasure-coded extents: see ecio.h. */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crypt.h"
+#include "donor.h"
+#include "ec.h"
+#include "ecio.h"
+#include "latency.h"
+#include "logging.h"
+#include "replica.h"
+#include "util.h"
+
+_Static_assert (RP_EC_MAX_FRAGS <= REPLICA_ALLOC_MAX,
+                "replica_alloc places a whole stripe");
+_Static_assert (RP_EC_MAX_FRAGS <= 32, "fragment sets are 32-bit masks");
+
+#define ECIO_BLOCK 4096u
+/* User bytes one chunk (one round of fragment requests) covers at
+ * most: a 1 MiB write is 4 rounds.  Bounds the per-thread scratch.
+ */
+#define ECIO_CHUNK (256u * 1024)
+#define ECIO_CHUNK_BLOCKS (ECIO_CHUNK / ECIO_BLOCK)
+/* Scratch for the fragments of one chunk: (K+M)/K x ECIO_CHUNK, at
+ * most 3x (K 2, M 4).
+ */
+#define ECIO_FRAG_SCRATCH (3 * ECIO_CHUNK)
+
+struct ecio {
+  struct rp_ec code;
+  unsigned k, m, n;            /* n = K+M fragments per stripe */
+  uint32_t frag;               /* bytes of one block's fragment: 4096/K */
+  uint32_t frag_extent;        /* a fragment extent: extent-size/K */
+};
+
+/* A thread's scratch (allocated on its first coded I/O, then reused;
+ * freed when the thread ends): the chunk's blocks, the undo state of
+ * their encryption, its fragments, and a decoder.
+ */
+struct ecio_scratch {
+  uint8_t data[ECIO_CHUNK];
+  struct crypt_undo undo[ECIO_CHUNK_BLOCKS];
+  uint8_t frag[ECIO_FRAG_SCRATCH];
+  struct rp_ec_decoder dec;
+};
+static __thread struct ecio_scratch *ecio_tls;
+static pthread_key_t ecio_key;
+static pthread_once_t ecio_once = PTHREAD_ONCE_INIT;
+
+static void
+ecio_key_init (void)
+{
+  pthread_key_create (&ecio_key, free);
+}
+
+static struct ecio_scratch *
+ecio_scratch (struct ecio *ec)
+{
+  if (ecio_tls == NULL) {
+    pthread_once (&ecio_once, ecio_key_init);
+    ecio_tls = malloc (sizeof *ecio_tls);
+    if (ecio_tls == NULL)
+      return NULL;
+    pthread_setspecific (ecio_key, ecio_tls);
+    rp_ec_decoder_init (&ecio_tls->dec, &ec->code);
+  }
+  if (ecio_tls->dec.ec != &ec->code)  /* another pool's code */
+    rp_ec_decoder_init (&ecio_tls->dec, &ec->code);
+  return ecio_tls;
+}
+
+int
+ecio_open (struct rp_pool *p, char *err, size_t errlen)
+{
+  struct ecio *ec;
+
+  if (p->cfg.ec_k == 0)
+    return 0;
+  ec = calloc (1, sizeof *ec);
+  if (ec == NULL) {
+    snprintf (err, errlen, "redundancy: out of memory");
+    return -1;
+  }
+  if (rp_ec_init (&ec->code, p->cfg.ec_k, p->cfg.ec_m, err, errlen) == -1) {
+    free (ec);
+    return -1;
+  }
+  ec->k = p->cfg.ec_k;
+  ec->m = p->cfg.ec_m;
+  ec->n = ec->k + ec->m;
+  ec->frag = ECIO_BLOCK / ec->k;
+  ec->frag_extent = p->cfg.extent_size / ec->k;
+  p->ec = ec;
+  return 0;
+}
+
+void
+ecio_close (struct rp_pool *p)
+{
+  if (p->ec)
+    rp_ec_destroy (&p->ec->code);
+  free (p->ec);
+  p->ec = NULL;
+}
+
+static bool
+ecio_is_data (const struct ecio *ec, unsigned f)
+{
+  return f < ec->k;
+}
+
+/* Can fragment slot r come back: a copy on a server that is down with
+ * its incarnation, having missed no write?
+ */
+static bool
+ecio_may_return (struct rp_pool *p, const struct replica *r)
+{
+  return replica_may_return (p, r);
+}
+
+/* Good fragments of extent idx, as a mask; *back: those that may
+ * return (lock held).
+ */
+static uint32_t
+ecio_good (struct rp_pool *p, const struct replica *fr, uint32_t *back)
+{
+  uint32_t good = 0, ret = 0;
+
+  for (unsigned f = 0; f < p->ec->n; f++) {
+    if (replica_is_good (p, &fr[f]))
+      good |= 1u << f;
+    else if (ecio_may_return (p, &fr[f]))
+      ret |= 1u << f;
+  }
+  if (back)
+    *back = ret;
+  return good;
+}
+
+static unsigned
+ecio_popcount (uint32_t x)
+{
+  return __builtin_popcount (x);
+}
+
+int
+ecio_state (struct rp_pool *p, uint64_t idx)
+{
+  struct extent *e = &p->map.e[idx];
+  uint32_t back, good;
+
+  if (!e->is_coded)
+    return -1;
+  good = ecio_good (p, extent_map_frags (&p->map, idx), &back);
+  if (ecio_popcount (good) == p->ec->n)
+    return ECIO_HEALTHY;
+  if (ecio_popcount (good) >= p->ec->k)
+    return ECIO_DEGRADED;
+  if (ecio_popcount (good | back) >= p->ec->k)
+    return ECIO_UNREACHABLE;
+  return ECIO_LOST;
+}
+
+/* Requests wait out outages as io.c's do (never with outage-wait-ms=0;
+ * backup= is refused with ec).
+ */
+static bool
+ecio_waits (const struct rp_pool *p)
+{
+  return p->cfg.outage_wait_ms > 0;
+}
+
+static void
+ecio_log_lost (struct rp_pool *p, uint64_t idx, const char *what)
+{
+  struct extent *e = &p->map.e[idx];
+
+  if (!__atomic_exchange_n (&e->is_lost_logged, 1, __ATOMIC_RELAXED))
+    logging_msg (LOGGING_ERROR,
+                 "extent %" PRIu64 " (bytes %" PRIu64 "-%" PRIu64
+                 "): fewer than %u of its %u fragments are left; %s",
+                 idx, idx << p->map.shift, ((idx + 1) << p->map.shift) - 1,
+                 p->ec->k, p->ec->n, what);
+}
+
+/* Fragment r of extent idx is not what the map says: stale, repaired
+ * by the rebuild.  One log line per fragment.
+ */
+static void
+ecio_frag_is_bad (struct rp_pool *p, uint64_t idx, unsigned f,
+                  struct replica *r, const char *why)
+{
+  if (replica_is_stale (r))
+    return;
+  replica_mark_stale (r);
+  logging_msg (LOGGING_WARN,
+               "extent %" PRIu64 ": fragment %u on server %s %s;"
+               " marked stale, it is rebuilt", idx, f,
+               p->servers[r->server].addr, why);
+}
+
+/* A call to fragment f failed: an answer condemns the fragment, a lost
+ * connection takes its server down (the fragment may come back).
+ */
+static void
+ecio_call_failed (struct rp_pool *p, uint64_t idx, unsigned f,
+                  struct replica *r, const struct conn_call *call)
+{
+  char why[128];
+
+  if (call->is_answered)
+    ecio_frag_is_bad (p, idx, f, r, call->err == ENOENT
+                      ? "no longer exists there" : strerror (call->err));
+  else if (call->conn && conn_dead_why (call->conn, why, sizeof why))
+    donor_down (&p->servers[r->server], why);
+}
+
+/* Pick up to want fragments from the mask avail: data fragments first
+ * (no decoding when all K are among them), then the least loaded.
+ */
+static uint32_t
+ecio_pick (struct rp_pool *p, const struct replica *fr, uint32_t avail,
+           unsigned want)
+{
+  struct ecio *ec = p->ec;
+  uint32_t pick = 0;
+
+  for (unsigned f = 0; f < ec->k && want; f++)
+    if ((avail >> f) & 1) {
+      pick |= 1u << f;
+      want--;
+    }
+  while (want) {
+    int best = -1;
+    unsigned best_load = 0;
+    for (unsigned f = ec->k; f < ec->n; f++) {
+      if (!((avail >> f) & 1) || ((pick >> f) & 1))
+        continue;
+      unsigned load = atomic_load (&p->servers[fr[f].server].inflight);
+      if (best < 0 || load < best_load) {
+        best = f;
+        best_load = load;
+      }
+    }
+    if (best < 0)
+      break;
+    pick |= 1u << best;
+    want--;
+  }
+  return pick;
+}
+
+/* Send op (RP_OP_READ into fb[f], RP_OP_WRITE from fb[f]) for piece
+ * [b0, b0+nb) of every fragment f in mask, to the copies dst[f], and
+ * wait for all.  The calls made are calls[0..*ncalls), the fragment of
+ * each in which[]; returns the mask of those sent (a fragment whose
+ * connection is dead is not: its server is taken down).
+ */
+static uint32_t
+ecio_roundtrip (struct rp_pool *p, uint64_t idx, const struct replica *dst,
+                uint32_t mask, uint16_t op, uint32_t b0, uint32_t nb,
+                uint8_t *const *fb, struct conn_call *calls, unsigned *which,
+                unsigned *ncalls)
+{
+  struct ecio *ec = p->ec;
+  uint32_t sent = 0;
+  struct conn_wait w;
+
+  *ncalls = 0;
+  conn_wait_init (&w);
+  for (unsigned f = 0; f < ec->n; f++) {
+    if (!((mask >> f) & 1))
+      continue;
+    struct donor *s = &p->servers[dst[f].server];
+    struct conn_call *call = &calls[*ncalls];
+    replica_call (call, &dst[f], op);
+    call->req.offset = (uint64_t) b0 * ec->frag;
+    if (op == RP_OP_READ) {
+      call->req.count = nb * ec->frag;
+      call->rbuf = fb[f];
+    }
+    else {
+      call->req.length = nb * ec->frag;
+      call->payload = fb[f];
+    }
+    call->wait = &w;
+    if (conn_submit (donor_conn (s, idx), call) == -1) {
+      donor_down (s, "connection lost");
+      continue;
+    }
+    atomic_fetch_add (&s->inflight, 1);
+    which[(*ncalls)++] = f;
+    sent |= 1u << f;
+  }
+  conn_wait_all (&w, calls, *ncalls, rp_now_ms () + p->cfg.timeout_ms);
+  conn_wait_destroy (&w);
+  for (unsigned i = 0; i < *ncalls; i++)
+    atomic_fetch_sub (&p->servers[dst[which[i]].server].inflight, 1);
+  return sent;
+}
+
+/* Read the fragments in `want` of blocks [b0, b0+nb) of extent idx,
+ * fragment f into fb[f]; those that arrived are added to *got.
+ * Failures are judged (ecio_call_failed).
+ */
+static void
+ecio_read_frags (struct rp_pool *p, uint64_t idx, struct replica *fr,
+                 uint32_t want, uint32_t b0, uint32_t nb, uint8_t *const *fb,
+                 uint32_t *got)
+{
+  struct conn_call calls[RP_EC_MAX_FRAGS];
+  unsigned which[RP_EC_MAX_FRAGS], ncalls;
+
+  ecio_roundtrip (p, idx, fr, want, RP_OP_READ, b0, nb, fb, calls, which,
+                  &ncalls);
+  for (unsigned i = 0; i < ncalls; i++) {
+    unsigned f = which[i];
+    if (calls[i].err == 0)
+      *got |= 1u << f;
+    else
+      ecio_call_failed (p, idx, f, &fr[f], &calls[i]);
+  }
+}
+
+/* Put blocks [0, nb) together into out from the fragments in `use`
+ * (at least K of them; fb[f] holds fragment f of each block, one after
+ * another).  0, or -1 with errno = EIO.
+ */
+static int
+ecio_decode (struct ecio *ec, struct rp_ec_decoder *d, uint32_t use,
+             uint8_t *const *fb, uint32_t nb, uint8_t *out)
+{
+  const uint8_t *frags[RP_EC_MAX_FRAGS];
+  uint8_t *outp[RP_EC_MAX_K];
+  bool present[RP_EC_MAX_FRAGS];
+  bool need_decode = false;
+  const char *why;
+
+  for (unsigned f = 0; f < ec->n; f++) {
+    present[f] = (use >> f) & 1;
+    if (ecio_is_data (ec, f) && !present[f])
+      need_decode = true;
+  }
+  for (uint32_t b = 0; b < nb; b++) {
+    uint8_t *blk = out + (size_t) b * ECIO_BLOCK;
+    for (unsigned f = 0; f < ec->n; f++)
+      frags[f] = present[f] ? fb[f] + (size_t) b * ec->frag : NULL;
+    for (unsigned f = 0; f < ec->k; f++) {
+      outp[f] = blk + (size_t) f * ec->frag;
+      if (present[f] && frags[f] != outp[f])
+        memcpy (outp[f], frags[f], ec->frag);
+    }
+    if (need_decode &&
+        rp_ec_decode (d, ec->frag, frags, present, outp, &why) == -1)
+      return -1;
+  }
+  return 0;
+}
+
+/* Where each fragment of an nb-block read or write lives: with one
+ * block (and may_share), the data fragments are the block itself (no
+ * copy); otherwise every fragment has its nb pieces one after another
+ * in scratch.
+ */
+static void
+ecio_layout (struct ecio *ec, struct ecio_scratch *sc, uint8_t *data,
+             uint32_t nb, bool may_share, uint8_t **fb)
+{
+  for (unsigned f = 0; f < ec->n; f++)
+    fb[f] = may_share && nb == 1 && ecio_is_data (ec, f)
+      ? data + (size_t) f * ec->frag
+      : sc->frag + (size_t) f * nb * ec->frag;
+}
+
+static int ecio_decrypt (struct rp_pool *p, uint64_t idx, uint32_t b0,
+                         uint32_t nb, uint8_t *data);
+
+/* Read blocks [b0, b0+nb) of extent idx (nb <= ECIO_CHUNK_BLOCKS) into
+ * out, decoded and decrypted; stripe lock held (either mode), the
+ * extent coded.  0, or -1 with errno EIO, or EAGAIN when fragments
+ * that may come back would make K.
+ */
+static int
+ecio_read_blocks (struct rp_pool *p, uint64_t idx, uint32_t b0, uint32_t nb,
+                  uint8_t *out, struct ecio_scratch *sc)
+{
+  struct ecio *ec = p->ec;
+  struct replica *fr = extent_map_frags (&p->map, idx);
+  uint8_t *fb[RP_EC_MAX_FRAGS];
+  uint32_t got = 0, tried = 0, back;
+
+  /* encrypt=on decrypts out in place: the fragments must stay apart
+   * from it, to decode again from another set if a block fails.
+   */
+  ecio_layout (ec, sc, out, nb, p->crypt.key == NULL, fb);
+  for (;;) {
+    uint32_t good = ecio_good (p, fr, &back) & ~tried;
+    unsigned need = ec->k - ecio_popcount (got);
+    if (ecio_popcount (good) < need) {
+      errno = ecio_waits (p) &&
+        ecio_popcount (got | good | back) >= ec->k ? EAGAIN : EIO;
+      return -1;
+    }
+    uint32_t want = ecio_pick (p, fr, good, need);
+    if (tried)
+      atomic_fetch_add (&p->count.read_failovers, 1);
+    tried |= want;
+    ecio_read_frags (p, idx, fr, want, b0, nb, fb, &got);
+    if (ecio_popcount (got) >= ec->k)
+      break;
+  }
+  if (ecio_decode (ec, &sc->dec, got, fb, nb, out) == -1) {
+    errno = EIO;
+    return -1;
+  }
+  if (p->crypt.key == NULL)
+    return 0;
+  /* encrypt=on: decrypt a copy, so that a block failing authentication
+   * leaves the fragments in place to try other sets.
+   */
+  if (ecio_decrypt (p, idx, b0, nb, out) == 0)
+    return 0;
+  /* Some fragment is bad.  Read every good fragment, then decode
+   * without each in turn; the one whose absence verifies is bad.
+   */
+  ecio_read_frags (p, idx, fr, ecio_good (p, fr, NULL) & ~got, b0, nb, fb,
+                   &got);
+  for (unsigned x = 0; x < ec->n; x++) {
+    uint32_t use = got & ~(1u << x);
+    if (!((got >> x) & 1) || ecio_popcount (use) < ec->k)
+      continue;
+    if (ecio_decode (ec, &sc->dec, use, fb, nb, out) == 0 &&
+        ecio_decrypt (p, idx, b0, nb, out) == 0) {
+      ecio_frag_is_bad (p, idx, x, &fr[x], "failed authentication");
+      return 0;
+    }
+  }
+  logging_msg (LOGGING_WARN,
+               "extent %" PRIu64 ": blocks %" PRIu32 "-%" PRIu32 " fail"
+               " authentication whichever fragment is left out",
+               idx, b0, b0 + nb - 1);
+  errno = EIO;
+  return -1;
+}
+
+/* encrypt=on: decrypt nb blocks in place.  0 or -1. */
+static int
+ecio_decrypt (struct rp_pool *p, uint64_t idx, uint32_t b0, uint32_t nb,
+              uint8_t *data)
+{
+  uint64_t first = ((idx << p->map.shift) / ECIO_BLOCK) + b0, bad;
+
+  if (p->crypt.key == NULL)
+    return 0;
+  return crypt_decrypt (&p->crypt, first, data, nb, &bad);
+}
+
+/* Read [off, off+len) of extent idx into buf (one chunk). */
+static int
+ecio_read_chunk (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
+                 uint8_t *buf, struct ecio_scratch *sc)
+{
+  pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
+  uint32_t b0 = off / ECIO_BLOCK;
+  uint32_t nb = (off + len + ECIO_BLOCK - 1) / ECIO_BLOCK - b0;
+  uint32_t skip = off - b0 * ECIO_BLOCK;
+  bool direct = skip == 0 && len == nb * ECIO_BLOCK && p->crypt.key == NULL;
+  int r;
+
+  pthread_rwlock_rdlock (lk);
+  if (!p->map.e[idx].is_coded) {
+    pthread_rwlock_unlock (lk);
+    memset (buf, 0, len);
+    return 0;
+  }
+  /* Whole blocks without encryption land in the caller's buffer;
+   * anything else goes through the scratch.
+   */
+  r = ecio_read_blocks (p, idx, b0, nb, direct ? buf : sc->data, sc);
+  if (r == 0 && !direct)
+    memcpy (buf, sc->data + skip, len);
+  if (r == -1 && errno == EIO)
+    ecio_log_lost (p, idx, "reads of it fail with EIO");
+  pthread_rwlock_unlock (lk);
+  return r;
+}
+
+/* Place a new stripe for extent idx: K+M fragment extents on distinct
+ * servers (write lock held).  At least K must be placed (the others
+ * are rebuilt later), else it fails with ENOSPC and frees what it got.
+ */
+static int
+ecio_place (struct rp_pool *p, uint64_t idx)
+{
+  struct ecio *ec = p->ec;
+  struct replica *fr = extent_map_frags (&p->map, idx);
+  struct replica got[RP_EC_MAX_FRAGS];
+  uint16_t prev[RP_EC_MAX_FRAGS];
+  unsigned nprev = 0, placed;
+  int last_err;
+
+  /* The previous extent's servers: a hint for striping, read without
+   * its lock.
+   */
+  if (idx > 0 && __atomic_load_n (&p->map.e[idx - 1].is_coded,
+                                  __ATOMIC_RELAXED)) {
+    const struct replica *pf = extent_map_frags (&p->map, idx - 1);
+    for (unsigned f = 0; f < ec->n; f++)
+      prev[nprev++] = __atomic_load_n (&pf[f].server, __ATOMIC_RELAXED);
+  }
+  memset (got, 0, sizeof got);
+  placed = replica_alloc (p, idx, ec->frag_extent, 0, NULL, 0, prev, nprev,
+                          ec->n, got, &last_err);
+  if (placed < ec->k) {
+    for (unsigned i = 0; i < placed; i++) {
+      struct conn_call call;
+      replica_call (&call, &got[i], RP_OP_FREE);
+      if (conn_roundtrip (donor_conn (&p->servers[got[i].server], idx), &call,
+                          p->cfg.timeout_ms) == -1 && !call.is_answered)
+        donor_add_orphan (&p->servers[got[i].server], got[i].handle);
+    }
+    logging_msg (LOGGING_ERROR,
+                 "extent %" PRIu64 ": only %u of the %u servers a stripe"
+                 " needs could take a fragment (%s): the pool is full or"
+                 " down", idx, placed, ec->k, strerror (last_err));
+    errno = ENOSPC;
+    return -1;
+  }
+  memcpy (fr, got, ec->n * sizeof *fr);
+  p->map.e[idx].is_lost_logged = 0;
+  __atomic_store_n (&p->map.e[idx].is_coded, 1, __ATOMIC_RELEASE);
+  if (placed < ec->n)
+    logging_msg (LOGGING_DEBUG, "extent %" PRIu64 ": placed %u of %u"
+                 " fragments", idx, placed, ec->n);
+  return 0;
+}
+
+/* Encode blocks data[0..nb) into the fragments fb (ecio_layout). */
+static void
+ecio_encode (struct ecio *ec, const uint8_t *data, uint32_t nb,
+             uint8_t *const *fb)
+{
+  const uint8_t *dp[RP_EC_MAX_K];
+  uint8_t *pp[RP_EC_MAX_M];
+
+  for (uint32_t b = 0; b < nb; b++) {
+    const uint8_t *blk = data + (size_t) b * ECIO_BLOCK;
+    for (unsigned f = 0; f < ec->k; f++) {
+      dp[f] = blk + (size_t) f * ec->frag;
+      if (nb > 1)
+        memcpy (fb[f] + (size_t) b * ec->frag, dp[f], ec->frag);
+    }
+    for (unsigned j = 0; j < ec->m; j++)
+      pp[j] = fb[ec->k + j] + (size_t) b * ec->frag;
+    rp_ec_encode (&ec->code, ec->frag, dp, pp);
+  }
+}
+
+/* WRITE (buf) or zeros (buf NULL) over [off, off+len) of extent idx,
+ * one chunk, write lock held.  0 or -1 with errno (EAGAIN: retry when
+ * a server comes up).
+ */
+static int
+ecio_write_locked (struct rp_pool *p, uint64_t idx, uint32_t off,
+                   uint32_t len, const uint8_t *buf, bool keep_mapped,
+                   struct ecio_scratch *sc)
+{
+  struct ecio *ec = p->ec;
+  struct extent *e = &p->map.e[idx];
+  struct replica *fr = extent_map_frags (&p->map, idx);
+  uint32_t b0 = off / ECIO_BLOCK;
+  uint32_t nb = (off + len + ECIO_BLOCK - 1) / ECIO_BLOCK - b0;
+  uint32_t skip = off - b0 * ECIO_BLOCK, end = skip + len;
+  uint64_t first = ((idx << p->map.shift) / ECIO_BLOCK) + b0;
+  struct conn_call calls[RP_EC_MAX_FRAGS];
+  unsigned which[RP_EC_MAX_FRAGS], ncalls;
+  uint32_t skipped = 0, good, back, sent, ok = 0, lost_answer = 0;
+  uint8_t *fb[RP_EC_MAX_FRAGS];
+  bool is_fresh = false, has_undo = false;
+  uint32_t wgen;
+
+  if (!e->is_coded) {
+    if (buf == NULL && !keep_mapped)
+      return 0;                /* zeros over zeros */
+    if (ecio_place (p, idx) == -1)
+      return -1;
+    is_fresh = true;
+  }
+  good = ecio_good (p, fr, &back);
+  if (ecio_popcount (good) < ec->k) {
+    if (ecio_waits (p) && ecio_popcount (good | back) >= ec->k) {
+      errno = EAGAIN;
+      return -1;
+    }
+    ecio_log_lost (p, idx, "writes to it fail with EIO");
+    errno = EIO;
+    return -1;
+  }
+  /* The blocks, whole: partial ones read back first (a fresh stripe
+   * reads as zeros).
+   */
+  if (is_fresh && (skip || end % ECIO_BLOCK))
+    memset (sc->data, 0, (size_t) nb * ECIO_BLOCK);
+  else {
+    if (skip && ecio_read_blocks (p, idx, b0, 1, sc->data, sc) == -1)
+      return -1;
+    if (end % ECIO_BLOCK && (nb > 1 || skip == 0) &&
+        ecio_read_blocks (p, idx, b0 + nb - 1, 1,
+                          sc->data + (size_t) (nb - 1) * ECIO_BLOCK, sc) == -1)
+      return -1;
+  }
+  if (buf)
+    memcpy (sc->data + skip, buf, len);
+  else
+    memset (sc->data + skip, 0, len);
+  if (p->crypt.key) {
+    crypt_save (&p->crypt, first, nb, sc->undo);
+    if (crypt_encrypt (&p->crypt, first, sc->data, nb) == -1) {
+      int err = errno;
+      crypt_undo (&p->crypt, first, nb, sc->undo);
+      errno = err;
+      return -1;
+    }
+    has_undo = true;
+  }
+  ecio_layout (ec, sc, sc->data, nb, true, fb);
+  ecio_encode (ec, sc->data, nb, fb);
+
+  /* Send every good fragment its part; those out of reach miss this
+   * write and are marked stale before any is sent.
+   */
+  wgen = ++e->wgen;
+  for (unsigned f = 0; f < ec->n; f++)
+    if (!((good >> f) & 1) && fr[f].handle && !replica_is_stale (&fr[f])) {
+      replica_mark_stale (&fr[f]);
+      skipped |= 1u << f;
+    }
+  sent = ecio_roundtrip (p, idx, fr, good, RP_OP_WRITE, b0, nb, fb, calls,
+                         which, &ncalls);
+  for (unsigned f = 0; f < ec->n; f++)
+    if (((good & ~sent) >> f) & 1) {
+      replica_mark_stale (&fr[f]);
+      skipped |= 1u << f;
+    }
+  for (unsigned i = 0; i < ncalls; i++) {
+    unsigned f = which[i];
+    if (calls[i].err == 0)
+      ok++;
+    else {
+      if (!calls[i].is_answered)
+        lost_answer |= 1u << f;
+      ecio_call_failed (p, idx, f, &fr[f], &calls[i]);
+    }
+  }
+  if (ok >= ec->k) {
+    /* Coded and readable: a fragment that failed may not hold it. */
+    for (unsigned i = 0; i < ncalls; i++)
+      if (calls[i].err)
+        replica_mark_stale (&fr[which[i]]);
+    return 0;
+  }
+  /* Fewer than K took it: the blocks are undefined (NBD) but the rest
+   * of the extent is whole on every fragment that was good.  If
+   * servers only went out of reach, retry the whole write when one is
+   * back (full blocks: the retry makes every fragment agree again);
+   * otherwise give up and condemn the fragments that failed, so that
+   * no decode mixes old and new pieces.
+   */
+  if (has_undo)
+    crypt_undo (&p->crypt, first, nb, sc->undo);
+  if (lost_answer && ecio_waits (p)) {
+    if (e->wgen == wgen)
+      for (unsigned f = 0; f < ec->n; f++)
+        if ((skipped >> f) & 1)
+          fr[f].is_stale = 0;
+    errno = EAGAIN;
+    return -1;
+  }
+  for (unsigned i = 0; i < ncalls; i++)
+    if (calls[i].err)
+      replica_mark_stale (&fr[which[i]]);
+  ecio_log_lost (p, idx, "a write reached too few fragments");
+  errno = EIO;
+  return -1;
+}
+
+/* Run one chunk, again each time a server comes up while it fails
+ * with EAGAIN, for at most outage-wait-ms.
+ */
+static int
+ecio_chunk (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
+            uint8_t *rbuf, const uint8_t *wbuf, bool is_read, bool keep_mapped,
+            struct ecio_scratch *sc)
+{
+  uint64_t deadline = 0;
+
+  for (;;) {
+    uint64_t gen = donor_up_gen (p), now;
+    int r;
+    if (is_read)
+      r = ecio_read_chunk (p, idx, off, len, rbuf, sc);
+    else {
+      pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
+      pthread_rwlock_wrlock (lk);
+      r = ecio_write_locked (p, idx, off, len, wbuf, keep_mapped, sc);
+      pthread_rwlock_unlock (lk);
+    }
+    if (r == 0 || errno != EAGAIN)
+      return r;
+    now = rp_now_ms ();
+    if (deadline == 0) {
+      deadline = now + p->cfg.outage_wait_ms;
+      atomic_fetch_add (&p->count.outage_waits, 1);
+      logging_msg (LOGGING_DEBUG, "extent %" PRIu64 ": fewer than %u"
+                   " fragments reachable; waiting up to %u ms"
+                   " (outage-wait-ms)", idx, p->ec->k, p->cfg.outage_wait_ms);
+    }
+    if (now >= deadline) {
+      ecio_log_lost (p, idx, "requests fail with EIO");
+      errno = EIO;
+      return -1;
+    }
+    donor_wait_up (p, gen, deadline);
+  }
+}
+
+/* Split [offset, offset+count) into chunks (inside one extent, at most
+ * ECIO_CHUNK) and run each.
+ */
+static int
+ecio_split (struct rp_pool *p, uint8_t *rbuf, const uint8_t *wbuf,
+            size_t count, uint64_t offset, bool is_read, bool keep_mapped)
+{
+  struct ecio_scratch *sc = ecio_scratch (p->ec);
+  uint64_t es = p->cfg.extent_size;
+  int ret = 0, err = 0;
+
+  if (sc == NULL) {
+    errno = ENOMEM;
+    return -1;
+  }
+  while (count > 0) {
+    uint64_t in = es - (offset & (es - 1));
+    uint32_t len = in < count ? in : count;
+    if (len > ECIO_CHUNK - (offset & (ECIO_BLOCK - 1)))
+      len = ECIO_CHUNK - (offset & (ECIO_BLOCK - 1));
+    if (ecio_chunk (p, extent_map_index (&p->map, offset),
+                    offset & (es - 1), len, rbuf, wbuf, is_read, keep_mapped,
+                    sc) == -1 && ret == 0) {
+      ret = -1;
+      err = errno;
+    }
+    atomic_fetch_add (is_read ? &p->count.reads : &p->count.writes, 1);
+    if (rbuf)
+      rbuf += len;
+    if (wbuf)
+      wbuf += len;
+    offset += len;
+    count -= len;
+  }
+  if (ret)
+    errno = err;
+  return ret;
+}
+
+int
+ecio_pread (struct rp_pool *p, uint8_t *buf, size_t count, uint64_t offset)
+{
+  return ecio_split (p, buf, NULL, count, offset, true, false);
+}
+
+int
+ecio_pwrite (struct rp_pool *p, const uint8_t *buf, size_t count,
+             uint64_t offset, uint16_t op, bool keep_mapped)
+{
+  return ecio_split (p, NULL, op == RP_OP_WRITE ? buf : NULL, count, offset,
+                     false, keep_mapped);
+}
+
+/* Let fragment r go: FREE it on its server, or remember it there if
+ * the server is out of reach with the same incarnation.
+ */
+static void
+ecio_release (struct rp_pool *p, uint64_t idx, const struct replica *r,
+              struct conn_call *call, struct conn_wait *w, unsigned *ncalls)
+{
+  struct donor *s = &p->servers[r->server];
+
+  if (r->handle == 0 || atomic_load (&s->epoch) != r->epoch)
+    return;  /* nothing there, or gone with a restart */
+  replica_call (call, r, RP_OP_FREE);
+  call->wait = w;
+  if (!atomic_load (&s->is_up) || conn_submit (donor_conn (s, idx), call) == -1)
+    donor_add_orphan (s, r->handle);
+  else
+    (*ncalls)++;
+}
+
+void
+ecio_free_extent (struct rp_pool *p, uint64_t idx)
+{
+  struct ecio *ec = p->ec;
+  struct replica *fr = extent_map_frags (&p->map, idx);
+  struct conn_call calls[RP_EC_MAX_FRAGS];
+  unsigned ncalls = 0;
+  struct conn_wait w;
+
+  if (!p->map.e[idx].is_coded)
+    return;
+  conn_wait_init (&w);
+  for (unsigned f = 0; f < ec->n; f++)
+    ecio_release (p, idx, &fr[f], &calls[ncalls], &w, &ncalls);
+  conn_wait_all (&w, calls, ncalls, rp_now_ms () + p->cfg.timeout_ms);
+  conn_wait_destroy (&w);
+  for (unsigned k = 0; k < ncalls; k++)
+    if (calls[k].err == EIO || calls[k].err == ETIMEDOUT)
+      donor_add_orphan (calls[k].conn->opaque, calls[k].req.handle);
+  memset (fr, 0, ec->n * sizeof *fr);
+  __atomic_store_n (&p->map.e[idx].is_coded, 0, __ATOMIC_RELEASE);
+  p->map.e[idx].is_lost_logged = 0;
+  if (p->crypt.key) {
+    uint64_t per = (uint64_t) p->cfg.extent_size / ECIO_BLOCK;
+    crypt_mark_zero (&p->crypt, idx * per, per);
+  }
+}
+
+/* The rebuild. */
+
+/* May fragment r stay where it is, though not good now: its server is
+ * down for less than rejoin-grace-ms with the same incarnation (a blip
+ * costs no rebuild)?
+ */
+static bool
+ecio_is_keepable (struct rp_pool *p, const struct replica *r)
+{
+  struct donor *s = &p->servers[r->server];
+
+  if (r->handle == 0 || replica_is_stale (r) ||
+      atomic_load (&s->epoch) != r->epoch)
+    return false;
+  return atomic_load (&s->is_up) ||
+    rp_now_ms () - atomic_load (&s->down_since_ms) < p->cfg.rejoin_grace_ms;
+}
+
+/* Fragments of extent idx to rebuild: missing, stale, lost, or on
+ * their way out (RECLAIM, drain, removal).
+ */
+static uint32_t
+ecio_targets (struct rp_pool *p, const struct replica *fr)
+{
+  uint32_t t = 0;
+
+  for (unsigned f = 0; f < p->ec->n; f++) {
+    bool good = replica_is_good (p, &fr[f]);
+    if ((!good && !ecio_is_keepable (p, &fr[f])) ||
+        (good && replica_is_leaving (p, &fr[f])))
+      t |= 1u << f;
+  }
+  return t;
+}
+
+bool
+ecio_needs (struct rp_pool *p, uint64_t idx)
+{
+  if (!__atomic_load_n (&p->map.e[idx].is_coded, __ATOMIC_ACQUIRE))
+    return false;
+  return ecio_targets (p, extent_map_frags (&p->map, idx)) != 0;
+}
+
+/* Write piece [b0, b0+nb) of the fragments in `to` (new[f] the copy to
+ * write for fragment f).  0, or -1 if any failed.
+ */
+static int
+ecio_write_frags (struct rp_pool *p, uint64_t idx, const struct replica *dst,
+                  uint32_t to, uint32_t b0, uint32_t nb, uint8_t *const *fb)
+{
+  struct conn_call calls[RP_EC_MAX_FRAGS];
+  unsigned which[RP_EC_MAX_FRAGS], ncalls;
+  int ret = 0;
+
+  if (ecio_roundtrip (p, idx, dst, to, RP_OP_WRITE, b0, nb, fb, calls, which,
+                      &ncalls) != to)
+    ret = -1;
+  for (unsigned i = 0; i < ncalls; i++)
+    if (calls[i].err) {
+      ret = -1;
+      if (!calls[i].is_answered)
+        donor_down (calls[i].conn->opaque, strerror (calls[i].err));
+    }
+  return ret;
+}
+
+int64_t
+ecio_rebuild (struct rp_pool *p, uint64_t idx, uint8_t *buf, size_t len)
+{
+  struct ecio *ec = p->ec;
+  struct replica *fr = extent_map_frags (&p->map, idx);
+  struct replica dst[RP_EC_MAX_FRAGS], fresh[RP_EC_MAX_FRAGS];
+  struct rp_ec_decoder dec;
+  uint8_t *fb[RP_EC_MAX_FRAGS], *plain;
+  uint32_t targets, sources, move = 0, to = 0, blocks, step;
+  uint64_t first = (idx << p->map.shift) / ECIO_BLOCK;
+  int64_t written = 0;
+  unsigned nfresh = 0;
+  int last_err;
+
+  if (!p->map.e[idx].is_coded)
+    return 0;
+  targets = ecio_targets (p, fr);
+  if (targets == 0)
+    return 0;
+  /* Sources: good fragments not being rewritten in place (a good one
+   * that is leaving is both: its data is still right).
+   */
+  sources = ecio_good (p, fr, NULL);
+  if (ecio_popcount (sources) < ec->k) {
+    if (ecio_state (p, idx) == ECIO_LOST)
+      ecio_log_lost (p, idx, "reads of it fail with EIO");
+    return 0;
+  }
+  /* In place: stale fragments on servers that are up with the epoch
+   * (same handle, rewritten).  Moved: all others, to new servers.
+   */
+  memcpy (dst, fr, ec->n * sizeof *dst);
+  for (unsigned f = 0; f < ec->n; f++) {
+    if (!((targets >> f) & 1))
+      continue;
+    const struct replica *r = &fr[f];
+    struct donor *s = &p->servers[r->server];
+    if (r->handle && replica_is_stale (r) && atomic_load (&s->is_up) &&
+        atomic_load (&s->epoch) == r->epoch && !replica_is_leaving (p, r))
+      to |= 1u << f;
+    else
+      move |= 1u << f;
+  }
+  if (move) {
+    memset (fresh, 0, sizeof fresh);
+    nfresh = replica_alloc (p, idx, ec->frag_extent, 0, fr, ec->n, NULL, 0,
+                            ecio_popcount (move), fresh, &last_err);
+    unsigned k = 0;
+    for (unsigned f = 0; f < ec->n && k < nfresh; f++)
+      if ((move >> f) & 1) {
+        dst[f] = fresh[k++];
+        to |= 1u << f;
+      }
+    if (nfresh < ecio_popcount (move))
+      logging_msg (LOGGING_DEBUG, "extent %" PRIu64 ": no server for %u"
+                   " fragment(s) yet (%s)", idx,
+                   ecio_popcount (move) - nfresh, strerror (last_err));
+  }
+  if (to == 0)
+    return 0;
+  /* Pick K sources, data first; rebuild in pieces that fit buf: every
+   * fragment's piece plus the blocks themselves.
+   */
+  sources = ecio_pick (p, fr, sources, ec->k);
+  rp_ec_decoder_init (&dec, &ec->code);
+  blocks = p->cfg.extent_size / ECIO_BLOCK;
+  step = len / ((size_t) ec->n * ec->frag + ECIO_BLOCK);
+  if (step > blocks)
+    step = blocks;
+  for (uint32_t b0 = 0; b0 < blocks; b0 += step) {
+    uint32_t nb = blocks - b0 < step ? blocks - b0 : step, got = 0;
+    for (unsigned f = 0; f < ec->n; f++)
+      fb[f] = buf + (size_t) f * nb * ec->frag;
+    plain = buf + (size_t) ec->n * nb * ec->frag;
+    ecio_read_frags (p, idx, fr, sources, b0, nb, fb, &got);
+    if (got != sources ||
+        ecio_decode (ec, &dec, sources, fb, nb, plain) == -1)
+      goto fail;
+    /* encrypt=on: only verified data is spread.  A block that fails
+     * means a bad source: find it as a read does (ecio_read_blocks),
+     * from every good fragment with each left out in turn.
+     */
+    uint64_t bad;
+    if (p->crypt.key &&
+        crypt_verify (&p->crypt, first + b0, plain, nb, &bad) == -1) {
+      uint32_t all = got, use = 0;
+      ecio_read_frags (p, idx, fr, ecio_good (p, fr, NULL) & ~got, b0, nb, fb,
+                       &all);
+      for (unsigned x = 0; x < ec->n && use == 0; x++) {
+        uint32_t u = all & ~(1u << x);
+        if (((all >> x) & 1) && ecio_popcount (u) >= ec->k &&
+            ecio_decode (ec, &dec, u, fb, nb, plain) == 0 &&
+            crypt_verify (&p->crypt, first + b0, plain, nb, &bad) == 0) {
+          use = u;
+          ecio_frag_is_bad (p, idx, x, &fr[x], "failed authentication");
+        }
+      }
+      if (use == 0) {
+        logging_msg (LOGGING_WARN, "extent %" PRIu64 ": block %" PRIu64
+                     " fails authentication from every set of fragments;"
+                     " not rebuilding it this pass", idx, bad);
+        goto fail;
+      }
+      /* Later pieces decode from good sources too. */
+      sources = ecio_pick (p, fr, use, ec->k);
+    }
+    for (uint32_t b = 0; b < nb; b++) {
+      const uint8_t *dp[RP_EC_MAX_K];
+      for (unsigned f = 0; f < ec->k; f++) {
+        dp[f] = plain + (size_t) b * ECIO_BLOCK + (size_t) f * ec->frag;
+        if ((to >> f) & 1)
+          memcpy (fb[f] + (size_t) b * ec->frag, dp[f], ec->frag);
+      }
+      for (unsigned j = 0; j < ec->m; j++)
+        if ((to >> (ec->k + j)) & 1)
+          rp_ec_encode_parity (&ec->code, ec->frag, dp, j,
+                               fb[ec->k + j] + (size_t) b * ec->frag);
+    }
+    if (ecio_write_frags (p, idx, dst, to, b0, nb, fb) == -1)
+      goto fail;
+    written += (int64_t) nb * ec->frag * ecio_popcount (to);
+  }
+  /* Every piece is in: the new fragments replace the old. */
+  {
+    struct conn_call calls[RP_EC_MAX_FRAGS];
+    unsigned ncalls = 0;
+    struct conn_wait w;
+    conn_wait_init (&w);
+    for (unsigned f = 0; f < ec->n; f++) {
+      if (!((to >> f) & 1))
+        continue;
+      if ((move >> f) & 1)
+        ecio_release (p, idx, &fr[f], &calls[ncalls], &w, &ncalls);
+      fr[f] = dst[f];
+      fr[f].is_stale = 0;
+      fr[f].leaving = 0;
+    }
+    conn_wait_all (&w, calls, ncalls, rp_now_ms () + p->cfg.timeout_ms);
+    conn_wait_destroy (&w);
+  }
+  p->map.e[idx].is_lost_logged = 0;
+  atomic_fetch_add (&p->count.recovered, ecio_popcount (to));
+  return written;
+
+ fail:
+  /* Nothing replaced: give the new fragment extents back. */
+  {
+    struct conn_call calls[RP_EC_MAX_FRAGS];
+    unsigned ncalls = 0;
+    struct conn_wait w;
+    conn_wait_init (&w);
+    for (unsigned f = 0; f < ec->n; f++)
+      if (((move & to) >> f) & 1)
+        ecio_release (p, idx, &dst[f], &calls[ncalls], &w, &ncalls);
+    conn_wait_all (&w, calls, ncalls, rp_now_ms () + p->cfg.timeout_ms);
+    conn_wait_destroy (&w);
+  }
+  return 0;
+}
