@@ -104,6 +104,11 @@ static const struct config_key config_keys[] = {
     "replicas (default, replicas= copies) or erasure coding: K data and"
     " M parity fragments per 4 KiB block on K+M servers, (K+M)/K times"
     " the memory, survives M lost servers; K 2, 4, 8 or 16, M 1-4" },
+  { "ec-read-extra", "N", CONFIG_UINT, CONFIG_FIELD (ec_read_extra),
+    0, 4, 1, false, CONFIG_ALL,
+    "with redundancy=ec, reads of up to 32 KiB ask N fragments more than"
+    " K and decode from the first K to arrive, so one slow server does"
+    " not hold them (late binding); at most M" },
   { "extent-size", "SIZE", CONFIG_POW2, CONFIG_FIELD (extent_size),
     RP_MIN_EXTENT_SIZE, RP_MAX_EXTENT_SIZE, MiB, false, CONFIG_ALL,
     "unit of placement, a power of two" },
@@ -577,6 +582,11 @@ rp_config_check (const struct rp_config *cfg, char *err, size_t errlen)
                            cfg->ec_k, cfg->extent_size / cfg->ec_k,
                            RP_MIN_EXTENT_SIZE, RP_MIN_EXTENT_SIZE / 1024 *
                            cfg->ec_k);
+    if (cfg->ec_read_extra > cfg->ec_m)
+      return config_error (err, errlen, "ec-read-extra: %u is more than the"
+                           " %u parity fragments of ec:%u+%u",
+                           cfg->ec_read_extra, cfg->ec_m, cfg->ec_k,
+                           cfg->ec_m);
     if (cfg->size_bytes % 4096)
       return config_error (err, errlen, "size: with redundancy=ec the size"
                            " must be a multiple of 4096 (the coding block)");

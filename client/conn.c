@@ -28,7 +28,8 @@
 #include "util.h"
 
 #define CONN_WAIT_SLEEPING 0x80000000u
-#define CONN_WAIT_COUNT 0x7fffffffu
+#define CONN_WAIT_ANY 0x40000000u      /* wake at every completion */
+#define CONN_WAIT_COUNT 0x3fffffffu
 
 void
 conn_wait_init (struct conn_wait *w)
@@ -74,7 +75,8 @@ conn_complete (struct conn_call *call, int err, bool is_answered)
   __atomic_store_n (&call->is_done, true, __ATOMIC_RELEASE);
   /* After this the waiter may return: touch neither call nor w. */
   old = __atomic_fetch_sub (&w->state, 1, __ATOMIC_ACQ_REL);
-  if ((old & CONN_WAIT_COUNT) == 1 && (old & CONN_WAIT_SLEEPING))
+  if ((old & CONN_WAIT_SLEEPING) &&
+      ((old & CONN_WAIT_COUNT) == 1 || (old & CONN_WAIT_ANY)))
     conn_futex_wake (&w->state);
 }
 
@@ -118,6 +120,39 @@ conn_wait_all (struct conn_wait *w, struct conn_call *calls, unsigned ncalls,
     return -1;
   }
   return 0;
+}
+
+int
+conn_wait_fewer (struct conn_wait *w, uint32_t pending, uint64_t deadline_ms)
+{
+  const uint32_t bits = CONN_WAIT_SLEEPING | CONN_WAIT_ANY;
+  struct timespec ts = {
+    .tv_sec = deadline_ms / 1000,
+    .tv_nsec = (deadline_ms % 1000) * 1000000,
+  };
+  int ret = 0;
+  uint32_t s;
+
+  while (((s = __atomic_load_n (&w->state, __ATOMIC_ACQUIRE)) &
+          CONN_WAIT_COUNT) >= pending) {
+    if ((s & bits) != bits) {
+      if (!__atomic_compare_exchange_n (&w->state, &s, s | bits, false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        continue;
+      s |= bits;
+    }
+    if (conn_futex_wait (&w->state, s, &ts) == -1 && errno == ETIMEDOUT) {
+      ret = -1;
+      break;
+    }
+  }
+  /* The calls still pending may outlive this wait: their completions
+   * must not wake anyone.
+   */
+  __atomic_fetch_and (&w->state, ~bits, __ATOMIC_ACQ_REL);
+  if (ret)
+    errno = ETIMEDOUT;
+  return ret;
 }
 
 int

@@ -28,7 +28,8 @@
 
 /* A futex word, not a mutex and condition variable: the calls
  * submitted and not completed (CONN_WAIT_COUNT bits), and
- * CONN_WAIT_SLEEPING once the waiter is asleep on it or about to be.
+ * CONN_WAIT_SLEEPING once the waiter is asleep on it or about to be
+ * (with CONN_WAIT_ANY, conn_wait_fewer's: woken at every completion).
  * Completing a call is one atomic decrement; only the last completion,
  * and only if the waiter sleeps, makes a system call (the wake).
  */
@@ -104,6 +105,16 @@ void conn_wait_destroy (struct conn_wait *w);
  */
 int conn_wait_all (struct conn_wait *w, struct conn_call *calls,
                    unsigned ncalls, uint64_t deadline_ms);
+
+/* Wait until fewer than `pending` of w's calls are outstanding, or
+ * deadline_ms passes (then -1 with errno = ETIMEDOUT; nothing is
+ * killed).  Unlike conn_wait_all it may return with calls in flight:
+ * for a caller that needs the first few of many answers (late-binding
+ * reads, ecio.c), which must keep the calls, their buffers and w alive
+ * until every call completes (is_done).
+ */
+int conn_wait_fewer (struct conn_wait *w, uint32_t pending,
+                     uint64_t deadline_ms);
 
 /* A connection that uses transport ops, with nslots request slots.
  * 0 or -1 with errno.

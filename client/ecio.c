@@ -32,11 +32,42 @@ _Static_assert (RP_EC_MAX_FRAGS <= 32, "fragment sets are 32-bit masks");
  */
 #define ECIO_FRAG_SCRATCH (3 * ECIO_CHUNK)
 
+/* Late binding (ec-read-extra=N): a read of up to ECIO_LATE_BLOCKS
+ * blocks asks K+N fragments and returns once K have arrived.  The N
+ * calls left in flight outlive the request, so they live in a group
+ * of the pool's, not on the caller's stack: its calls, their wait and
+ * their buffers.  A group is taken by a reader (BUSY), then FREE, or
+ * LEFT while calls it gave up on are in flight; a LEFT group is free
+ * again once they have all completed (is_done), which whoever looks
+ * for a group next notices.  ECIO_LATE_GROUPS of them, made at open:
+ * with none free a read does without late binding.  A server that
+ * does not answer keeps its calls counted in `inflight` until they
+ * complete, so later reads pick other fragments (ecio_pick).
+ */
+#define ECIO_LATE_BLOCKS 8
+#define ECIO_LATE_GROUPS 64
+enum { LATE_FREE, LATE_BUSY, LATE_LEFT };
+struct ecio_late {
+  int state;                   /* LATE_*, atomic */
+  struct conn_wait w;
+  struct conn_call calls[RP_EC_MAX_FRAGS];
+  uint16_t server[RP_EC_MAX_FRAGS];  /* of each call, for inflight */
+  unsigned ncalls;
+  uint32_t left;               /* calls (by index) given up on */
+  uint8_t *buf;                /* fragment f at f * ECIO_LATE_BLOCKS *
+                                  frag */
+};
+
 struct ecio {
   struct rp_ec code;
   unsigned k, m, n;            /* n = K+M fragments per stripe */
   uint32_t frag;               /* bytes of one block's fragment: 4096/K */
   uint32_t frag_extent;        /* a fragment extent: extent-size/K */
+  unsigned read_extra;         /* ec-read-extra= */
+  struct ecio_late *late;      /* ECIO_LATE_GROUPS, NULL without late
+                                  binding */
+  uint8_t *late_buf;
+  unsigned late_next;          /* where the next look starts, atomic */
 };
 
 /* A thread's scratch (allocated on its first coded I/O, then reused;
@@ -96,15 +127,33 @@ ecio_open (struct rp_pool *p, char *err, size_t errlen)
   ec->n = ec->k + ec->m;
   ec->frag = ECIO_BLOCK / ec->k;
   ec->frag_extent = p->cfg.extent_size / ec->k;
+  ec->read_extra = p->cfg.ec_read_extra;
   p->ec = ec;
+  if (ec->read_extra) {
+    size_t per = (size_t) ec->n * ECIO_LATE_BLOCKS * ec->frag;
+    ec->late = calloc (ECIO_LATE_GROUPS, sizeof *ec->late);
+    ec->late_buf = malloc (ECIO_LATE_GROUPS * per);
+    if (ec->late == NULL || ec->late_buf == NULL) {
+      snprintf (err, errlen, "ec-read-extra: out of memory");
+      return -1;
+    }
+    for (unsigned g = 0; g < ECIO_LATE_GROUPS; g++)
+      ec->late[g].buf = ec->late_buf + g * per;
+  }
   return 0;
 }
 
+/* At close every connection has ended (donor_fini): no call of a
+ * late group is in flight any more.
+ */
 void
 ecio_close (struct rp_pool *p)
 {
-  if (p->ec)
-    rp_ec_destroy (&p->ec->code);
+  if (p->ec == NULL)
+    return;
+  rp_ec_destroy (&p->ec->code);
+  free (p->ec->late);
+  free (p->ec->late_buf);
   free (p->ec);
   p->ec = NULL;
 }
@@ -113,15 +162,6 @@ static bool
 ecio_is_data (const struct ecio *ec, unsigned f)
 {
   return f < ec->k;
-}
-
-/* Can fragment slot r come back: a copy on a server that is down with
- * its incarnation, having missed no write?
- */
-static bool
-ecio_may_return (struct rp_pool *p, const struct replica *r)
-{
-  return replica_may_return (p, r);
 }
 
 /* Good fragments of extent idx, as a mask; *back: those that may
@@ -135,7 +175,7 @@ ecio_good (struct rp_pool *p, const struct replica *fr, uint32_t *back)
   for (unsigned f = 0; f < p->ec->n; f++) {
     if (replica_is_good (p, &fr[f]))
       good |= 1u << f;
-    else if (ecio_may_return (p, &fr[f]))
+    else if (replica_may_return (p, &fr[f]))
       ret |= 1u << f;
   }
   if (back)
@@ -221,64 +261,61 @@ ecio_call_failed (struct rp_pool *p, uint64_t idx, unsigned f,
     donor_down (&p->servers[r->server], why);
 }
 
-/* Pick up to want fragments from the mask avail: data fragments first
- * (no decoding when all K are among them), then the least loaded.
+/* Pick up to want fragments from the mask avail.  Plain: the data
+ * fragments first (no decoding when all K are among them), then the
+ * least loaded.  by_load (late binding, which asks more than it needs
+ * so as to leave out a server slow to answer): the least loaded first,
+ * data before parity at equal load.
  */
 static uint32_t
 ecio_pick (struct rp_pool *p, const struct replica *fr, uint32_t avail,
-           unsigned want)
+           unsigned want, bool by_load)
 {
   struct ecio *ec = p->ec;
   uint32_t pick = 0;
 
-  for (unsigned f = 0; f < ec->k && want; f++)
-    if ((avail >> f) & 1) {
-      pick |= 1u << f;
-      want--;
-    }
-  while (want) {
+  while (want--) {
     int best = -1;
-    unsigned best_load = 0;
-    for (unsigned f = ec->k; f < ec->n; f++) {
+    unsigned best_score = 0;
+    for (unsigned f = 0; f < ec->n; f++) {
       if (!((avail >> f) & 1) || ((pick >> f) & 1))
         continue;
       unsigned load = atomic_load (&p->servers[fr[f].server].inflight);
-      if (best < 0 || load < best_load) {
+      unsigned score = by_load ? 2 * load + (f >= ec->k)
+                               : f < ec->k ? 0 : 1 + load;
+      if (best < 0 || score < best_score) {
         best = f;
-        best_load = load;
+        best_score = score;
       }
     }
     if (best < 0)
       break;
     pick |= 1u << best;
-    want--;
   }
   return pick;
 }
 
-/* Send op (RP_OP_READ into fb[f], RP_OP_WRITE from fb[f]) for piece
- * [b0, b0+nb) of every fragment f in mask, to the copies dst[f], and
- * wait for all.  The calls made are calls[0..*ncalls), the fragment of
- * each in which[]; returns the mask of those sent (a fragment whose
- * connection is dead is not: its server is taken down).
+/* Submit op (RP_OP_READ into fb[f], RP_OP_WRITE from fb[f]) for
+ * piece [b0, b0+nb) of every fragment f in mask, to the copies dst[f],
+ * completing through w: the calls made are calls[0..return), the
+ * fragment of each in which[].  A fragment whose connection is dead is
+ * left out (its server is taken down).  Each call counts in its
+ * server's inflight until the caller takes it off.
  */
-static uint32_t
-ecio_roundtrip (struct rp_pool *p, uint64_t idx, const struct replica *dst,
-                uint32_t mask, uint16_t op, uint32_t b0, uint32_t nb,
-                uint8_t *const *fb, struct conn_call *calls, unsigned *which,
-                unsigned *ncalls)
+static unsigned
+ecio_submit (struct rp_pool *p, uint64_t idx, const struct replica *dst,
+             uint32_t mask, uint16_t op, uint32_t b0, uint32_t nb,
+             uint8_t *const *fb, struct conn_call *calls, unsigned *which,
+             struct conn_wait *w)
 {
   struct ecio *ec = p->ec;
-  uint32_t sent = 0;
-  struct conn_wait w;
+  unsigned ncalls = 0;
 
-  *ncalls = 0;
-  conn_wait_init (&w);
   for (unsigned f = 0; f < ec->n; f++) {
     if (!((mask >> f) & 1))
       continue;
     struct donor *s = &p->servers[dst[f].server];
-    struct conn_call *call = &calls[*ncalls];
+    struct conn_call *call = &calls[ncalls];
     replica_call (call, &dst[f], op);
     call->req.offset = (uint64_t) b0 * ec->frag;
     if (op == RP_OP_READ) {
@@ -289,19 +326,37 @@ ecio_roundtrip (struct rp_pool *p, uint64_t idx, const struct replica *dst,
       call->req.length = nb * ec->frag;
       call->payload = fb[f];
     }
-    call->wait = &w;
+    call->wait = w;
     if (conn_submit (donor_conn (s, idx), call) == -1) {
       donor_down (s, "connection lost");
       continue;
     }
     atomic_fetch_add (&s->inflight, 1);
-    which[(*ncalls)++] = f;
-    sent |= 1u << f;
+    which[ncalls++] = f;
   }
+  return ncalls;
+}
+
+/* ecio_submit, then wait for every call.  Returns the mask of the
+ * fragments sent.
+ */
+static uint32_t
+ecio_roundtrip (struct rp_pool *p, uint64_t idx, const struct replica *dst,
+                uint32_t mask, uint16_t op, uint32_t b0, uint32_t nb,
+                uint8_t *const *fb, struct conn_call *calls, unsigned *which,
+                unsigned *ncalls)
+{
+  uint32_t sent = 0;
+  struct conn_wait w;
+
+  conn_wait_init (&w);
+  *ncalls = ecio_submit (p, idx, dst, mask, op, b0, nb, fb, calls, which, &w);
   conn_wait_all (&w, calls, *ncalls, rp_now_ms () + p->cfg.timeout_ms);
   conn_wait_destroy (&w);
-  for (unsigned i = 0; i < *ncalls; i++)
+  for (unsigned i = 0; i < *ncalls; i++) {
     atomic_fetch_sub (&p->servers[dst[which[i]].server].inflight, 1);
+    sent |= 1u << which[i];
+  }
   return sent;
 }
 
@@ -378,6 +433,109 @@ ecio_layout (struct ecio *ec, struct ecio_scratch *sc, uint8_t *data,
       : sc->frag + (size_t) f * nb * ec->frag;
 }
 
+/* Give back the inflight counts of g's calls in mask (by index). */
+static void
+ecio_late_unload (struct rp_pool *p, struct ecio_late *g, uint32_t mask)
+{
+  for (unsigned i = 0; i < g->ncalls; i++)
+    if ((mask >> i) & 1)
+      atomic_fetch_sub (&p->servers[g->server[i]].inflight, 1);
+}
+
+/* A free group (marked BUSY), or NULL.  LEFT groups whose calls have
+ * all completed are freed on the way.
+ */
+static struct ecio_late *
+ecio_late_take (struct rp_pool *p)
+{
+  struct ecio *ec = p->ec;
+  unsigned start = __atomic_fetch_add (&ec->late_next, 1, __ATOMIC_RELAXED);
+
+  for (unsigned k = 0; k < ECIO_LATE_GROUPS; k++) {
+    struct ecio_late *g = &ec->late[(start + k) % ECIO_LATE_GROUPS];
+    int st = __atomic_load_n (&g->state, __ATOMIC_ACQUIRE);
+    if (st == LATE_LEFT) {
+      bool is_done = true;
+      for (unsigned i = 0; i < g->ncalls && is_done; i++)
+        if ((g->left >> i) & 1)
+          is_done = __atomic_load_n (&g->calls[i].is_done, __ATOMIC_ACQUIRE);
+      if (!is_done ||
+          !__atomic_compare_exchange_n (&g->state, &st, LATE_BUSY, false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        continue;
+      ecio_late_unload (p, g, g->left);
+      return g;
+    }
+    if (st == LATE_FREE &&
+        __atomic_compare_exchange_n (&g->state, &st, LATE_BUSY, false,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+      return g;
+  }
+  return NULL;
+}
+
+/* Late binding: read blocks [b0, b0+nb) of extent idx from K+N of the
+ * good fragments `good`, into out (decoded, not decrypted), from the
+ * first K to arrive.  0, or 1 when it could not (no group free, too
+ * few answers): the caller then reads the plain way.
+ */
+static int
+ecio_read_late (struct rp_pool *p, uint64_t idx, struct replica *fr,
+                uint32_t good, uint32_t b0, uint32_t nb, uint8_t *out,
+                struct ecio_scratch *sc)
+{
+  struct ecio *ec = p->ec;
+  uint64_t deadline = rp_now_ms () + p->cfg.timeout_ms;
+  uint8_t *fb[RP_EC_MAX_FRAGS];
+  unsigned which[RP_EC_MAX_FRAGS];
+  uint32_t want, ok = 0, done = 0, use = 0;
+  struct ecio_late *g;
+  int ret = 1;
+
+  want = ecio_pick (p, fr, good, ec->k + ec->read_extra, true);
+  if (ecio_popcount (want) <= ec->k || (g = ecio_late_take (p)) == NULL)
+    return 1;
+  for (unsigned f = 0; f < ec->n; f++)
+    fb[f] = g->buf + (size_t) f * ECIO_LATE_BLOCKS * ec->frag;
+  conn_wait_init (&g->w);
+  g->ncalls = ecio_submit (p, idx, fr, want, RP_OP_READ, b0, nb, fb, g->calls,
+                           which, &g->w);
+  for (unsigned i = 0; i < g->ncalls; i++)
+    g->server[i] = fr[which[i]].server;
+  /* Until K answered, or every call did. */
+  for (;;) {
+    for (unsigned i = 0; i < g->ncalls; i++) {
+      if (((done >> i) & 1) ||
+          !__atomic_load_n (&g->calls[i].is_done, __ATOMIC_ACQUIRE))
+        continue;
+      done |= 1u << i;
+      if (g->calls[i].err == 0)
+        ok |= 1u << which[i];
+      else
+        ecio_call_failed (p, idx, which[i], &fr[which[i]], &g->calls[i]);
+    }
+    if (ecio_popcount (ok) >= ec->k || ecio_popcount (done) == g->ncalls)
+      break;
+    if (conn_wait_fewer (&g->w, g->ncalls - ecio_popcount (done),
+                         deadline) == -1)
+      /* Past the deadline: end the calls still out, as requests do. */
+      conn_wait_all (&g->w, g->calls, g->ncalls, deadline);
+  }
+  if (ecio_popcount (ok) >= ec->k) {
+    /* The first K of those that arrived, data first. */
+    for (unsigned f = 0; f < ec->n && ecio_popcount (use) < ec->k; f++)
+      if ((ok >> f) & 1)
+        use |= 1u << f;
+    if (ecio_decode (ec, &sc->dec, use, fb, nb, out) == 0)
+      ret = 0;
+  }
+  ecio_late_unload (p, g, done);
+  g->left = ((1u << g->ncalls) - 1) & ~done;
+  __atomic_store_n (&g->state, g->left ? LATE_LEFT : LATE_FREE,
+                    __ATOMIC_RELEASE);
+  return ret;
+}
+
 static int ecio_decrypt (struct rp_pool *p, uint64_t idx, uint32_t b0,
                          uint32_t nb, uint8_t *data);
 
@@ -395,6 +553,16 @@ ecio_read_blocks (struct rp_pool *p, uint64_t idx, uint32_t b0, uint32_t nb,
   uint8_t *fb[RP_EC_MAX_FRAGS];
   uint32_t got = 0, tried = 0, back;
 
+  /* Late binding first, for small reads; if it cannot, or a block
+   * fails authentication, the plain way below.
+   */
+  if (ec->late && nb <= ECIO_LATE_BLOCKS) {
+    uint32_t good = ecio_good (p, fr, NULL);
+    if (ecio_popcount (good) > ec->k &&
+        ecio_read_late (p, idx, fr, good, b0, nb, out, sc) == 0 &&
+        ecio_decrypt (p, idx, b0, nb, out) == 0)
+      return 0;
+  }
   /* encrypt=on decrypts out in place: the fragments must stay apart
    * from it, to decode again from another set if a block fails.
    */
@@ -407,7 +575,7 @@ ecio_read_blocks (struct rp_pool *p, uint64_t idx, uint32_t b0, uint32_t nb,
         ecio_popcount (got | good | back) >= ec->k ? EAGAIN : EIO;
       return -1;
     }
-    uint32_t want = ecio_pick (p, fr, good, need);
+    uint32_t want = ecio_pick (p, fr, good, need, false);
     if (tried)
       atomic_fetch_add (&p->count.read_failovers, 1);
     tried |= want;
@@ -959,7 +1127,7 @@ ecio_rebuild (struct rp_pool *p, uint64_t idx, uint8_t *buf, size_t len)
   /* Pick K sources, data first; rebuild in pieces that fit buf: every
    * fragment's piece plus the blocks themselves.
    */
-  sources = ecio_pick (p, fr, sources, ec->k);
+  sources = ecio_pick (p, fr, sources, ec->k, false);
   rp_ec_decoder_init (&dec, &ec->code);
   blocks = p->cfg.extent_size / ECIO_BLOCK;
   step = len / ((size_t) ec->n * ec->frag + ECIO_BLOCK);
@@ -1000,7 +1168,7 @@ ecio_rebuild (struct rp_pool *p, uint64_t idx, uint8_t *buf, size_t len)
         goto fail;
       }
       /* Later pieces decode from good sources too. */
-      sources = ecio_pick (p, fr, use, ec->k);
+      sources = ecio_pick (p, fr, use, ec->k, false);
     }
     for (uint32_t b = 0; b < nb; b++) {
       const uint8_t *dp[RP_EC_MAX_K];

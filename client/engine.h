@@ -7,10 +7,11 @@
  *   pool.c      open/close, the public info calls
  *    monitor.c  heartbeats, reconnects, recovery passes, stats file
  *     recovery.c         io.c (the data path, rp_pool_pread...)
- *      replica.c  backup.c      (a copy's state; placing new copies;
- *       donor.c                  the local backup file)
- *        conn.c, transport_tcp.c, transport_rdma.c, extent_map.c,
- *        crypt.c, placement.c
+ *      ecio.c           (redundancy=ec: the coded data path, rebuild)
+ *       replica.c  backup.c     (a copy's state; placing new copies;
+ *        donor.c                 the local backup file)
+ *         conn.c, transport_tcp.c, transport_rdma.c, extent_map.c,
+ *         crypt.c, placement.c
  *
  * (stats.c and audit.c sit beside monitor.c and io.c.)  Nothing calls
  * back up: scripts/check-layers checks it from the object files.

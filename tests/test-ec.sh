@@ -15,7 +15,9 @@
 #  4. encrypt=on with every fragment on one server tampered with: the
 #     blocks still read right (decoded without it), its fragments are
 #     marked stale and rebuilt, and later relied on.
-#  5. Configuration errors name the key.
+#  5. Late binding (ec-read-extra=1): with one server stopped, reads
+#     complete from the others without waiting for it.
+#  6. Configuration errors name the key.
 source "${srcdir:-.}/functions.sh"
 requires nbdkit
 
@@ -122,7 +124,28 @@ echo "4: encrypt=on: a tampered server, then two killed: every block right"
 stop_nbdkit
 for s in s2 s3; do MS_SIZE=64M restart_memserver "$s"; done
 
-# 5. Errors name the key.
+# 5. Late binding: one of six servers stopped (SIGSTOP) while the
+#    client still counts it up (timeout-ms=60000: nothing times out
+#    during the test).  With ec-read-extra=1 every 4 KiB read asks five
+#    fragments and decodes from the first four, so reading the whole
+#    disk finishes without waiting for the stopped server: every block
+#    right, the server never timed out, still counted up.
+rm -f "$STATS"
+SIX=$(echo "$ALL" | cut -d, -f1-6)
+SERVERS=$SIX start_nbdkit "${POOL[@]}" size=8M ec-read-extra=1 \
+  timeout-ms=60000
+nbdcopy "$TMP/data8" "$NBD_URI"
+wait_until 30 "all healthy" stats_are extents_healthy -eq 32
+from=$(($(wc -l <"$TMP/nbdkit.log") + 1))
+kill_memserver s1 STOP
+read_all "ec-read-extra=1, s1 stopped"
+tail -n +"$from" "$TMP/nbdkit.log" | has -e "timed out" -e "$MS_ADDR_s1 down" &&
+  fail "a request timed out, or s1 was taken down: something waited for it"
+kill_memserver s1 CONT
+echo "5: late binding: the whole disk read right with one server stopped"
+stop_nbdkit
+
+# 6. Errors name the key.
 err () {
   rm -f "$TMP/err.log"
   if nbdkit -f -U "$TMP/e.sock" "$PLUGIN" "$@" >"$TMP/err.log" 2>&1; then
@@ -141,5 +164,8 @@ has "redundancy: 'ec:3+2': K must be 2, 4, 8 or 16" "$TMP/err.log" ||
 err servers="$ALL" size=64M redundancy=ec:4+2 extent-size=128K
 has "extent-size: with redundancy=ec:4+2 a fragment is extent-size/4" \
   "$TMP/err.log" || { cat "$TMP/err.log"; fail "no error for small extents"; }
-echo "5: configuration errors name the key"
+err servers="$ALL" size=64M redundancy=ec:4+2 ec-read-extra=3
+has "ec-read-extra: 3 is more than the 2 parity fragments of ec:4+2" \
+  "$TMP/err.log" || { cat "$TMP/err.log"; fail "no error for ec-read-extra"; }
+echo "6: configuration errors name the key"
 echo PASS

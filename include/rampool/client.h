@@ -47,6 +47,9 @@ struct rp_config {
                                  into K data and M parity fragments on
                                  K+M servers instead of replicated;
                                  0 (default): replication */
+  unsigned ec_read_extra;     /* ec-read-extra=N: a read asks K+N
+                                 fragments and decodes from the first K
+                                 to arrive (late binding; 0..M) */
   unsigned placement_choices; /* d in power-of-d placement (default 2) */
   unsigned connections;       /* connections per server (default 2) */
   unsigned inflight;          /* request slots per connection (64) */
