@@ -4,6 +4,9 @@
 # Targets (all on loopback; all started first, then measured in turn):
 #   rampool-r1   nbdkit + rampool plugin, replicas=1, over N memservers
 #   rampool-r2   the same with replicas=2
+#   rampool-r3, rampool-ec42, rampool-ec82 (on request, BENCH_TARGETS):
+#                replicas=3, redundancy=ec:4+2 and ec:8+2, over at least
+#                K+M+1 memservers (a spare for rebuilds)
 #   memory       nbdkit memory plugin (allocator=malloc): local-RAM ceiling
 #   nbd-server   nbd-server exporting a file on a private tmpfs, over TCP
 #   nbd-forward  nbdkit nbd plugin -> TCP -> nbdkit memory (stock two hops)
@@ -34,6 +37,7 @@ BENCH_READY_TIMEOUT=${BENCH_READY_TIMEOUT:-30}
 BENCH_COUNT_RUNTIME=${BENCH_COUNT_RUNTIME:-3}   # 0: no counting runs
 
 all_targets="rampool-r1 rampool-r2 memory nbd-server nbd-forward"
+extra_targets="rampool-r3 rampool-ec42 rampool-ec82"  # only when asked for
 helper=$here/bench.py
 
 die() { echo "run-bench: $*" >&2; exit 1; }
@@ -65,7 +69,7 @@ if [[ -z $BENCH_TARGETS ]]; then
     fi
 fi
 for t in $BENCH_TARGETS; do
-    case " $all_targets " in *" $t "*) ;; *) die "unknown target '$t' (known: $all_targets)";; esac
+    case " $all_targets $extra_targets " in *" $t "*) ;; *) die "unknown target '$t' (known: $all_targets $extra_targets)";; esac
     case $t in
         rampool-*) have_rampool || die "$t needs $MEMSERVER and $RAMPOOL_PLUGIN (set MEMSERVER / RAMPOOL_PLUGIN)";;
         nbd-server) command -v nbd-server >/dev/null || die "nbd-server not found (apt-get install nbd-server)";;
@@ -258,23 +262,26 @@ tmpfs_dir() {
     TMPFS_DIR=${MOUNTED:-$SHMDIR}
 }
 
+# start_rampool NAME KEY=VALUE NSERVERS: memservers (at least
+# BENCH_MEMSERVERS) and nbdkit with the plugin and the redundancy key.
 start_rampool() {
-    local replicas=$1 i servers="" pid pidf portf port
+    local name=$1 key=$2 nms=$3 i servers="" pid pidf portf port
     local -a ms_pids=()
-    for ((i = 1; i <= BENCH_MEMSERVERS; i++)); do
-        portf=$work/ms-r$replicas-$i.port
-        pidf=$work/ms-r$replicas-$i.pid
+    ((nms >= BENCH_MEMSERVERS)) || nms=$BENCH_MEMSERVERS
+    for ((i = 1; i <= nms; i++)); do
+        portf=$work/ms-r$name-$i.port
+        pidf=$work/ms-r$name-$i.pid
         rm -f "$portf" "$pidf"
         # shellcheck disable=SC2086
         "${pdeath[@]}" "$MEMSERVER" --listen 127.0.0.1:0 --size "$BENCH_MEMSERVER_SIZE" --no-mlock \
             --port-file "$portf" --pidfile "$pidf" $BENCH_MEMSERVER_ARGS \
-            >"$logs/memserver$i-r$replicas.log" 2>&1 &
+            >"$logs/memserver$i-r$name.log" 2>&1 &
         track $!
         ms_pids+=($!)
     done
-    for ((i = 1; i <= BENCH_MEMSERVERS; i++)); do
-        portf=$work/ms-r$replicas-$i.port
-        pidf=$work/ms-r$replicas-$i.pid
+    for ((i = 1; i <= nms; i++)); do
+        portf=$work/ms-r$name-$i.port
+        pidf=$work/ms-r$name-$i.pid
         wait_until "memserver $i port file" file_has_port "$portf"
         [[ $(<"$portf") =~ ([0-9]+)[[:space:]]*$ ]]
         port=${BASH_REMATCH[1]}
@@ -287,22 +294,25 @@ start_rampool() {
             fi
         fi
     done
-    local sock=$work/rampool-r$replicas.sock
+    local sock=$work/rampool-r$name.sock
     # shellcheck disable=SC2086
     nbdkit -f --exit-with-parent -U "$sock" "$RAMPOOL_PLUGIN" \
-        servers="$servers" size="$size_bytes" replicas="$replicas" $BENCH_RAMPOOL_ARGS \
-        >"$logs/nbdkit-rampool-r$replicas.log" 2>&1 &
+        servers="$servers" size="$size_bytes" "$key" $BENCH_RAMPOOL_ARGS \
+        >"$logs/nbdkit-rampool-r$name.log" 2>&1 &
     track $!
     URI="nbd+unix:///?socket=$sock"
-    wait_until "nbdkit rampool (replicas=$replicas)" nbd_ready "$URI"
+    wait_until "nbdkit rampool ($key)" nbd_ready "$URI"
 }
 
 start_target() {
     TPIDS=()
     URI=""
     case $1 in
-        rampool-r1) start_rampool 1 ;;
-        rampool-r2) start_rampool 2 ;;
+        rampool-r1) start_rampool 1 replicas=1 1 ;;
+        rampool-r2) start_rampool 2 replicas=2 2 ;;
+        rampool-r3) start_rampool 3 replicas=3 4 ;;
+        rampool-ec42) start_rampool ec42 redundancy=ec:4+2 7 ;;
+        rampool-ec82) start_rampool ec82 redundancy=ec:8+2 11 ;;
         memory) start_memory ;;
         nbd-server) start_nbd_server ;;
         nbd-forward) start_nbd_forward ;;

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "donor.h"
+#include "ecio.h"
 #include "replica.h"
 #include "logging.h"
 #include "util.h"
@@ -53,6 +54,11 @@ rp_pool_audit (struct rp_pool *p, struct rp_audit *a)
   uint8_t *ref = malloc (step), *buf = malloc (step);
 
   memset (a, 0, sizeof *a);
+  if (p->ec) {
+    free (ref);
+    free (buf);
+    return ecio_audit (p, a);
+  }
   if (ref == NULL || buf == NULL) {
     free (ref);
     free (buf);

@@ -730,6 +730,24 @@ ecio_encode (struct ecio *ec, const uint8_t *data, uint32_t nb,
   }
 }
 
+/* A write that reached fewer than K fragments is given up for good.
+ * If some took it (wrote, a mask), its blocks now differ between
+ * fragments: every fragment not known to hold the new version is
+ * condemned, so that no decode ever mixes the two (the extent may be
+ * lost: EIO, never wrong data).  Write lock held.
+ */
+static void
+ecio_give_up (struct rp_pool *p, uint64_t idx, struct replica *fr,
+              uint32_t wrote)
+{
+  if (wrote == 0)
+    return;                    /* nothing changed anywhere */
+  for (unsigned f = 0; f < p->ec->n; f++)
+    if (fr[f].handle && !((wrote >> f) & 1) && !replica_is_stale (&fr[f]))
+      ecio_frag_is_bad (p, idx, f, &fr[f], "may have missed a write that"
+                        " reached too few fragments");
+}
+
 /* WRITE (buf) or zeros (buf NULL) over [off, off+len) of extent idx,
  * one chunk, write lock held.  0 or -1 with errno (EAGAIN: retry when
  * a server comes up).
@@ -737,7 +755,7 @@ ecio_encode (struct ecio *ec, const uint8_t *data, uint32_t nb,
 static int
 ecio_write_locked (struct rp_pool *p, uint64_t idx, uint32_t off,
                    uint32_t len, const uint8_t *buf, bool keep_mapped,
-                   struct ecio_scratch *sc)
+                   bool may_retry, uint32_t *wrote, struct ecio_scratch *sc)
 {
   struct ecio *ec = p->ec;
   struct extent *e = &p->map.e[idx];
@@ -762,10 +780,11 @@ ecio_write_locked (struct rp_pool *p, uint64_t idx, uint32_t off,
   }
   good = ecio_good (p, fr, &back);
   if (ecio_popcount (good) < ec->k) {
-    if (ecio_waits (p) && ecio_popcount (good | back) >= ec->k) {
+    if (may_retry && ecio_waits (p) && ecio_popcount (good | back) >= ec->k) {
       errno = EAGAIN;
       return -1;
     }
+    ecio_give_up (p, idx, fr, *wrote);
     ecio_log_lost (p, idx, "writes to it fail with EIO");
     errno = EIO;
     return -1;
@@ -816,10 +835,13 @@ ecio_write_locked (struct rp_pool *p, uint64_t idx, uint32_t off,
       replica_mark_stale (&fr[f]);
       skipped |= 1u << f;
     }
+  *wrote = 0;
   for (unsigned i = 0; i < ncalls; i++) {
     unsigned f = which[i];
-    if (calls[i].err == 0)
+    if (calls[i].err == 0) {
       ok++;
+      *wrote |= 1u << f;
+    }
     else {
       if (!calls[i].is_answered)
         lost_answer |= 1u << f;
@@ -842,7 +864,7 @@ ecio_write_locked (struct rp_pool *p, uint64_t idx, uint32_t off,
    */
   if (has_undo)
     crypt_undo (&p->crypt, first, nb, sc->undo);
-  if (lost_answer && ecio_waits (p)) {
+  if (may_retry && lost_answer && ecio_waits (p)) {
     if (e->wgen == wgen)
       for (unsigned f = 0; f < ec->n; f++)
         if ((skipped >> f) & 1)
@@ -850,9 +872,7 @@ ecio_write_locked (struct rp_pool *p, uint64_t idx, uint32_t off,
     errno = EAGAIN;
     return -1;
   }
-  for (unsigned i = 0; i < ncalls; i++)
-    if (calls[i].err)
-      replica_mark_stale (&fr[which[i]]);
+  ecio_give_up (p, idx, fr, *wrote);
   ecio_log_lost (p, idx, "a write reached too few fragments");
   errno = EIO;
   return -1;
@@ -867,16 +887,22 @@ ecio_chunk (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
             struct ecio_scratch *sc)
 {
   uint64_t deadline = 0;
+  uint32_t wrote = 0;          /* fragments the last write attempt reached */
 
   for (;;) {
-    uint64_t gen = donor_up_gen (p), now;
+    uint64_t gen = donor_up_gen (p), now = rp_now_ms ();
+    /* Past the deadline a write has one last try, which gives up for
+     * good rather than ask for another.
+     */
+    bool may_retry = deadline == 0 || now < deadline;
     int r;
     if (is_read)
       r = ecio_read_chunk (p, idx, off, len, rbuf, sc);
     else {
       pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
       pthread_rwlock_wrlock (lk);
-      r = ecio_write_locked (p, idx, off, len, wbuf, keep_mapped, sc);
+      r = ecio_write_locked (p, idx, off, len, wbuf, keep_mapped, may_retry,
+                             &wrote, sc);
       pthread_rwlock_unlock (lk);
     }
     if (r == 0 || errno != EAGAIN)
@@ -889,12 +915,13 @@ ecio_chunk (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
                    " fragments reachable; waiting up to %u ms"
                    " (outage-wait-ms)", idx, p->ec->k, p->cfg.outage_wait_ms);
     }
-    if (now >= deadline) {
+    if (now >= deadline && (is_read || !may_retry)) {
       ecio_log_lost (p, idx, "requests fail with EIO");
       errno = EIO;
       return -1;
     }
-    donor_wait_up (p, gen, deadline);
+    if (now < deadline)
+      donor_wait_up (p, gen, deadline);
   }
 }
 
@@ -1221,5 +1248,105 @@ ecio_rebuild (struct rp_pool *p, uint64_t idx, uint8_t *buf, size_t len)
     conn_wait_all (&w, calls, ncalls, rp_now_ms () + p->cfg.timeout_ms);
     conn_wait_destroy (&w);
   }
+  return 0;
+}
+
+/* The audit (rp_pool_audit, audit.c): every fragment counted good is
+ * read whole from its server; from K of them (data first) the blocks
+ * are decoded, and every other good fragment must be what they code
+ * to; with encrypt=on the blocks must authenticate.  Not for the I/O
+ * path: it allocates.
+ */
+int
+ecio_audit (struct rp_pool *p, struct rp_audit *a)
+{
+  struct ecio *ec = p->ec;
+  uint32_t blocks = p->cfg.extent_size / ECIO_BLOCK;
+  uint32_t step = blocks < 256 ? blocks : 256;
+  size_t piece = (size_t) step * ec->frag;
+  uint8_t *buf = malloc ((size_t) ec->n * piece + (size_t) step * ECIO_BLOCK +
+                         piece);
+  struct rp_ec_decoder dec;
+  uint8_t *fb[RP_EC_MAX_FRAGS], *plain, *want;
+
+  if (buf == NULL) {
+    errno = ENOMEM;
+    return -1;
+  }
+  rp_ec_decoder_init (&dec, &ec->code);
+  for (unsigned f = 0; f < ec->n; f++)
+    fb[f] = buf + f * piece;
+  plain = buf + ec->n * piece;
+  want = plain + (size_t) step * ECIO_BLOCK;
+  for (uint64_t idx = 0; idx < p->map.n; idx++) {
+    pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
+    struct replica *fr = extent_map_frags (&p->map, idx);
+    if (!__atomic_load_n (&p->map.e[idx].is_coded, __ATOMIC_ACQUIRE))
+      continue;
+    pthread_rwlock_rdlock (lk);
+    a->extents_checked++;
+    uint32_t good = ecio_good (p, fr, NULL), bad = 0;
+    a->copies_checked += ecio_popcount (good);
+    for (uint32_t b0 = 0; b0 < blocks; b0 += step) {
+      struct conn_call calls[RP_EC_MAX_FRAGS];
+      unsigned which[RP_EC_MAX_FRAGS], ncalls;
+      uint32_t got = 0, use;
+      ecio_roundtrip (p, idx, fr, good & ~bad, RP_OP_READ, b0, step, fb,
+                      calls, which, &ncalls);
+      for (unsigned i = 0; i < ncalls; i++) {
+        unsigned f = which[i];
+        if (calls[i].err == 0) {
+          got |= 1u << f;
+          continue;
+        }
+        bad |= 1u << f;
+        if (calls[i].is_answered) {
+          a->copies_missing++;
+          logging_msg (LOGGING_ERROR, "audit: extent %" PRIu64 ": fragment %u"
+                       " on %s is counted good but the server does not have"
+                       " it", idx, f, p->servers[fr[f].server].addr);
+        }
+        else
+          a->copies_unreachable++;
+      }
+      use = ecio_pick (p, fr, got, ec->k, false);
+      if (ecio_popcount (use) < ec->k ||
+          ecio_decode (ec, &dec, use, fb, step, plain) == -1)
+        continue;
+      uint64_t first = (idx << p->map.shift) / ECIO_BLOCK + b0, badb;
+      if (p->crypt.key &&
+          crypt_verify (&p->crypt, first, plain, step, &badb) == -1) {
+        a->copies_unverified++;
+        logging_msg (LOGGING_ERROR, "audit: extent %" PRIu64 ": block %"
+                     PRIu64 " decoded from fragments counted good fails"
+                     " authentication", idx, badb);
+      }
+      for (unsigned f = 0; f < ec->n; f++) {
+        if (!(((got & ~use) >> f) & 1))
+          continue;
+        for (uint32_t b = 0; b < step; b++) {
+          const uint8_t *dp[RP_EC_MAX_K];
+          for (unsigned d = 0; d < ec->k; d++)
+            dp[d] = plain + (size_t) b * ECIO_BLOCK + (size_t) d * ec->frag;
+          if (f < ec->k)
+            memcpy (want + (size_t) b * ec->frag, dp[f], ec->frag);
+          else
+            rp_ec_encode_parity (&ec->code, ec->frag, dp, f - ec->k,
+                                 want + (size_t) b * ec->frag);
+        }
+        if (memcmp (want, fb[f], piece) != 0) {
+          a->copies_differ++;
+          bad |= 1u << f;
+          logging_msg (LOGGING_ERROR, "audit: extent %" PRIu64 ": fragment"
+                       " %u on %s is counted good but is not what the"
+                       " others code to (blocks %" PRIu32 "-%" PRIu32 ")",
+                       idx, f, p->servers[fr[f].server].addr, b0,
+                       b0 + step - 1);
+        }
+      }
+    }
+    pthread_rwlock_unlock (lk);
+  }
+  free (buf);
   return 0;
 }

@@ -78,4 +78,9 @@ enum {
 };
 int ecio_state (struct rp_pool *p, uint64_t idx);
 
+/* rp_pool_audit with redundancy=ec (audit.c): every fragment counted
+ * good checked against its server and against the others (ecio.c).
+ */
+int ecio_audit (struct rp_pool *p, struct rp_audit *a);
+
 #endif /* RP_ECIO_H */

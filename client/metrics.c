@@ -192,7 +192,8 @@ metrics_extents (struct metrics_out *o, struct rp_pool *p,
                 "Extents of the disk by state: healthy (every copy good),"
                 " degraded (fewer, at least one), unreachable (no good copy"
                 " now, one may come back), lost, unmapped (never written or"
-                " trimmed).");
+                " trimmed).  With redundancy=ec:K+M, stripes: degraded with"
+                " at least K good fragments, unreachable or lost with fewer.");
   metrics_printf (o, "rampool_client_extents{disk=\"%s\",state=\"healthy\"} %"
                   PRIu64 "\n", o->disk, st->extents_healthy);
   metrics_printf (o, "rampool_client_extents{disk=\"%s\",state=\"degraded\"}"
@@ -212,10 +213,25 @@ metrics_extents (struct metrics_out *o, struct rp_pool *p,
                 "Size of one extent (extent-size=).");
   metrics_printf (o, "rampool_client_extent_size_bytes{disk=\"%s\"} %" PRIu32
                   "\n", o->disk, p->cfg.extent_size);
-  metrics_head (o, "rampool_client_replicas", "gauge",
-                "Copies of each extent wanted (replicas=).");
-  metrics_printf (o, "rampool_client_replicas{disk=\"%s\"} %u\n", o->disk,
-                  p->cfg.replicas);
+  if (p->cfg.ec_k) {
+    /* redundancy=ec: each extent is a stripe of K+M fragments, and the
+     * extents above count stripes (healthy: every fragment good,
+     * degraded: at least K).
+     */
+    metrics_head (o, "rampool_client_ec_fragments", "gauge",
+                  "redundancy=ec:K+M: data (K) and parity (M) fragments of"
+                  " each stripe.");
+    metrics_printf (o, "rampool_client_ec_fragments{disk=\"%s\","
+                    "kind=\"data\"} %u\n", o->disk, p->cfg.ec_k);
+    metrics_printf (o, "rampool_client_ec_fragments{disk=\"%s\","
+                    "kind=\"parity\"} %u\n", o->disk, p->cfg.ec_m);
+  }
+  else {
+    metrics_head (o, "rampool_client_replicas", "gauge",
+                  "Copies of each extent wanted (replicas=).");
+    metrics_printf (o, "rampool_client_replicas{disk=\"%s\"} %u\n", o->disk,
+                    p->cfg.replicas);
+  }
   metrics_head (o, "rampool_client_blocks_in_doubt", "gauge",
                 "encrypt=on: blocks whose last write timed out on every copy,"
                 " not yet settled by recovery.");

@@ -176,6 +176,10 @@ monitor_write_stats_file (struct rp_pool *p)
   RP_POOL_GAUGES (POOL_STATS_LINE)
   RP_POOL_COUNTERS (POOL_STATS_LINE)
 #undef POOL_STATS_LINE
+  /* redundancy=ec:K+M: the extents above are stripes. */
+  if (p->cfg.ec_k)
+    fprintf (fp, "ec_data_fragments %u\nec_parity_fragments %u\n",
+             p->cfg.ec_k, p->cfg.ec_m);
   /* "server ADDR up|down|retired epoch N", then "draining" or
    * "removed" while it is on its way out.
    */

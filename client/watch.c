@@ -34,6 +34,7 @@
 struct watch_disk {
   bool is_read;                /* the file was there and read */
   uint64_t extents, mapped, healthy, degraded, unreachable, lost;
+  uint64_t ec_k, ec_m;               /* redundancy=ec: stripes */
   uint64_t recovered, migrated;      /* counters */
   uint64_t reads, writes;            /* requests (metrics) or extent
                                         parts (stats file) */
@@ -103,6 +104,8 @@ watch_stats_line (struct watch *w, struct watch_disk *d, const char *line)
   WATCH_SET (degraded, "extents_degraded")
   WATCH_SET (unreachable, "extents_unreachable")
   WATCH_SET (lost, "extents_lost")
+  WATCH_SET (ec_k, "ec_data_fragments")
+  WATCH_SET (ec_m, "ec_parity_fragments")
   WATCH_SET (recovered, "recovered")
   WATCH_SET (migrated, "migrated")
   WATCH_SET (reads, "reads")
@@ -164,6 +167,11 @@ watch_metrics_line (struct watch *w, struct watch_disk *d, const char *line)
       d->mapped += u;
       d->extents += u;
     }
+  }
+  else if (strcmp (name, "rampool_client_ec_fragments") == 0 &&
+           watch_label (labels, "kind", state, sizeof state)) {
+    if (strcmp (state, "data") == 0) d->ec_k = u;
+    else if (strcmp (state, "parity") == 0) d->ec_m = u;
   }
   else if (strcmp (name, "rampool_client_recovered_total") == 0)
     d->recovered = u;
@@ -328,10 +336,15 @@ watch_print_table (struct watch *w)
   else
     printf ("  I/O       read %6.0f parts/s   write %6.0f parts/s"
             " (per extent part)\n", ri, wi);
-  printf ("  extents   healthy %" PRIu64 "  degraded %" PRIu64
+  printf ("  %s healthy %" PRIu64 "  degraded %" PRIu64
           "  unreachable %" PRIu64 "  lost %" PRIu64 "  (%" PRIu64
-          " of %" PRIu64 " mapped)\n", d->healthy, d->degraded,
-          d->unreachable, d->lost, d->mapped, d->extents);
+          " of %" PRIu64 " mapped)\n", d->ec_k ? "stripes  " : "extents  ",
+          d->healthy, d->degraded, d->unreachable, d->lost, d->mapped,
+          d->extents);
+  if (d->ec_k)
+    printf ("            erasure coded %" PRIu64 "+%" PRIu64 ": degraded"
+            " stripes have at least %" PRIu64 " good fragments\n", d->ec_k,
+            d->ec_m, d->ec_k);
   uint64_t left;
   double eta;
   watch_recovery (w, &left, &eta);
@@ -404,6 +417,9 @@ watch_print_json (struct watch *w)
       printf (",\"read_bytes_per_second\":%.0f,\"write_bytes_per_second\":"
               "%.0f", watch_rate (w, d->read_bytes, p->read_bytes),
               watch_rate (w, d->write_bytes, p->write_bytes));
+    if (d->ec_k)
+      printf (",\"redundancy\":\"ec:%" PRIu64 "+%" PRIu64 "\"", d->ec_k,
+              d->ec_m);
     printf (",\"recovery\":{\"extents_left\":%" PRIu64 ",\"copies_per_second\""
             ":%.2f,\"eta_seconds\":", left, w->recovery_rate);
     if (eta < 0)

@@ -8,7 +8,9 @@
 # lost; after every episode, once healthy again, and at the end,
 # rp_pool_audit must find every copy the pool counts good on its
 # server, identical and authentic, and at the end the servers must
-# hold exactly those copies.  Once plain, once with encrypt=on.
+# hold exactly those copies.  Once plain, once with encrypt=on, once
+# erasure-coded (redundancy=ec:2+2, 4 fragments on the 5 servers) with
+# encrypt=on.
 #
 # CHAOS_SECONDS: the schedule's length per run (default 30, at least
 # one deck of 7 episodes; make it long by hand: CHAOS_SECONDS=600).
@@ -44,4 +46,5 @@ run () {
 
 run plain
 run encrypted encrypt=on
+run erasure-coded redundancy=ec:2+2 encrypt=on
 echo "PASS"

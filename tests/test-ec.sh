@@ -8,7 +8,8 @@
 #     two at once.  With two of six fragments gone every stripe still
 #     decodes; when the two come back (empty: new incarnations) their
 #     fragments are rebuilt.  No error, no mismatch.
-#  2. The donors hold (K+M)/K = 1.5 times the data written, not 2x.
+#  2. The donors hold (K+M)/K = 1.5 times the data written, not 2x;
+#     rampool status --json names the code and counts the stripes.
 #  3. A third server lost while two are down: stripes that had a
 #     fragment on each of the three read EIO, every other stripe reads
 #     what was written.
@@ -64,6 +65,15 @@ want=$(( mapped * 6 * 64 * 1024 ))
 [ "$used" -eq "$want" ] ||
   fail "donors hold $used bytes for $mapped extents of 256 KiB; expected $want (1.5x)"
 echo "2: $mapped extents mapped, donors hold $used bytes: 1.5x"
+# rampool status shows stripes and the code.
+"$RAMPOOL" status --json --pool-stats="$STATS" "$ALL" >"$TMP/json" ||
+  { cat "$TMP/json"; fail "rampool status --json"; }
+python3 - "$TMP/json" "$mapped" <<'PY' || fail "status --json: $(cat "$TMP/json")"
+import json, sys
+d = json.loads(open(sys.argv[1]).read())["disk"]
+assert d["redundancy"] == "ec:4+2", d
+assert d["mapped"] == d["healthy"] == int(sys.argv[2]), d
+PY
 stop_nbdkit
 
 # 3. Three servers lost: some stripes cannot be decoded, the rest can.

@@ -4,11 +4,12 @@
 # plugin, nbd-client, mkswap and swapon; the memservers run on the host,
 # outside the guest, reached through a tap device in a network
 # namespace of the test's own.  A hog in a memory cgroup touches 2.7x
-# its limit and verifies every page (tests/vm/README.md).  Three runs:
+# its limit and verifies every page (tests/vm/README.md).  Four runs:
 # a memserver killed with -9 mid-run (replicas=2), swapon --discard
 # returning memory to the memservers, and --global: no cgroup, the
 # whole 256 MiB guest overcommitted 1.5x, set up and torn down with
-# rampool attach / detach.  (A plain run without the kill was dropped
+# rampool attach / detach; and the kill run again over erasure coding
+# (redundancy=ec:4+2 on 7 memservers).  (A plain run without the kill was dropped
 # for CI time: the kill run is the same run with one more event.)
 # In a mount namespace of its own (tests/mountns.sh): the servers and
 # QEMU run under "ip netns exec", which copies the mounts around it.
@@ -25,8 +26,8 @@ export RP_VM_MEMSERVER=$MEMSERVER
 export RP_VM_PLUGIN=$PLUGIN
 export RP_VM_RAMPOOL=$RAMPOOL
 # A guest run takes 90-220 s on an idle 2-core host; one took 410 s on a
-# loaded one.  Three runs of 900 s at most stay inside run-limited.sh's
-# 3000 s.
+# loaded one.  Four such runs stay inside run-limited.sh's 3000 s; the
+# 900 s per run only stops a guest that hangs.
 export RP_VM_TIMEOUT=${RP_VM_TIMEOUT:-900}
 mkdir -p "$RP_VM_CACHE"
 # One QEMU guest at a time: make -j2 check would otherwise boot this and
@@ -39,4 +40,6 @@ vm=${srcdir:-.}/vm/test-swap.sh
 bash "$vm" --kill || fail "swap in the guest with a memserver killed"
 bash "$vm" --discard --no-build || fail "swap with discard in the guest"
 bash "$vm" --global --no-build || fail "swap under whole-guest memory pressure (1.5x overcommit)"
+RP_VM_REPLICAS=ec:4+2 RP_VM_NSERVERS=7 bash "$vm" --kill --no-build ||
+  fail "swap over erasure coding (4+2 on 7 memservers) with a memserver killed"
 echo "PASS"

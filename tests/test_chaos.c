@@ -31,7 +31,8 @@
  *  - after every episode, once the pool is healthy again, the workers
  *    are paused between two operations and rp_pool_audit must find no
  *    copy counted good that is missing, differs or fails
- *    authentication (and 2 copies counted good per mapped extent);
+ *    authentication (and 2 copies counted good per mapped extent, or
+ *    K+M fragments with redundancy=ec:K+M);
  *  - at the end, with every server healed, the pool healthy and the
  *    workers stopped: the same audit, a full read that matches the
  *    shadow, and the memservers holding exactly the copies the pool
@@ -58,10 +59,11 @@
  *                   [--seed N] [--seconds N] [--threads N] [--size-mib N]
  *                   [--lease-ms N] [--verbose] [KEY=VALUE...]
  * KEY=VALUE are pool keys added to (or overriding) the test's own
- * (encrypt=on, ...).  The memservers (their logs in DIR/mN.log) and
- * the proxy (DIR/proxy.log) are this program's children: all are
- * stopped by PID before it exits, and they die with it if it crashes
- * (PR_SET_PDEATHSIG; every fork is made by the main thread).
+ * (encrypt=on, redundancy=ec:2+2, ...).  The memservers (their logs in
+ * DIR/mN.log) and the proxy (DIR/proxy.log) are this program's
+ * children: all are stopped by PID before it exits, and they die with
+ * it if it crashes (PR_SET_PDEATHSIG; every fork is made by the main
+ * thread).
  */
 #include <config.h>
 
@@ -109,6 +111,11 @@ static uint64_t t0_ms;
 static struct rp_pool *pool;
 static uint8_t *shadow;
 static uint64_t disk_size, slice_size, extent_size;
+/* Copies counted good per healthy extent (replicas, or K+M fragments)
+ * and the bytes of each on its server.
+ */
+static unsigned copies;
+static uint64_t copy_bytes;
 static unsigned nthreads = 4;
 static atomic_bool stop_io;
 /* Pausing the workers for an audit (a quiet pool): guarded by io_lock. */
@@ -605,7 +612,7 @@ resume_io (void)
 /* The copy-state invariant against the servers, on a quiet pool: every
  * copy counted good exists there, holds what the extent's other copy
  * holds and (encrypt=on) authenticates.  Healthy, so every mapped
- * extent has 2 copies counted good.
+ * extent has `copies` copies counted good.
  */
 static int
 audit (const char *when)
@@ -629,7 +636,7 @@ audit (const char *when)
              a.copies_unverified);
     return -1;
   }
-  if (a.copies_unreachable || a.copies_checked != st.extents_mapped * 2) {
+  if (a.copies_unreachable || a.copies_checked != st.extents_mapped * copies) {
     say_stats ("at the audit", &st);
     say ("audit %s: %" PRIu64 " copies checked of %" PRIu64 " mapped extents,"
          " %" PRIu64 " unreachable: a server went down meanwhile", when,
@@ -939,14 +946,14 @@ final_checks (void)
       used += info.used_bytes;
       owner += info.owner_bytes;
     }
-    expected = st.extents_mapped * 2 * extent_size;
+    expected = st.extents_mapped * copies * copy_bytes;
     if (used == expected && owner == expected)
       break;
     sleep_ms (50);
   }
   say ("the memservers hold %" PRIu64 " bytes (%" PRIu64 " of this pool's"
-       " session); %" PRIu64 " extents x 2 copies = %" PRIu64, used, owner,
-       st.extents_mapped, expected);
+       " session); %" PRIu64 " extents x %u copies of %" PRIu64 " = %" PRIu64,
+       used, owner, st.extents_mapped, copies, copy_bytes, expected);
   if (used != expected || owner != expected)
     failure ("the memservers hold %" PRIu64 " bytes, the pool counts %" PRIu64,
              used, expected);
@@ -1040,8 +1047,15 @@ main (int argc, char **argv)
               "%s127.0.0.1:%d", k ? "," : "", srv[k].px_port);
   {
     char size[32];
+    /* replicas=2, unless the arguments choose erasure coding (the
+     * two keys exclude each other).
+     */
+    bool is_ec = false;
+    for (int j = 1; j < argc; j++)
+      is_ec |= strncmp (argv[j], "redundancy=ec:", 14) == 0;
     const char *keys[][2] = {
-      { "servers", servers }, { "size", size }, { "replicas", "2" },
+      { "servers", servers }, { "size", size },
+      { is_ec ? "redundancy" : "replicas", is_ec ? "replicas" : "2" },
       { "extent-size", "256K" }, { "timeout-ms", "1000" },
       { "heartbeat-ms", "200" }, { "rejoin-grace-ms", "5000" },
       { "outage-wait-ms", "30000" },
@@ -1070,12 +1084,19 @@ main (int argc, char **argv)
       goto out_stop;
     }
   }
-  if (cfg.replicas != 2) {
-    failure ("the schedule is made for replicas=2");
+  /* Two copies out of reach at once at most (a destructive fault, or
+   * two others overlapping): replicas=2 keeps one, an erasure code
+   * with M >= 2 enough fragments.
+   */
+  if (cfg.ec_k ? cfg.ec_m < 2 : cfg.replicas != 2) {
+    failure ("the schedule is made for replicas=2 or redundancy=ec:K+M"
+             " with M >= 2");
     goto out_stop;
   }
   disk_size = cfg.size_bytes;
   extent_size = cfg.extent_size;
+  copies = cfg.ec_k ? cfg.ec_k + cfg.ec_m : 2;
+  copy_bytes = cfg.ec_k ? extent_size / cfg.ec_k : extent_size;
   slice_size = disk_size / nthreads;
   shadow = calloc (1, disk_size);
   pool = rp_pool_open (&cfg, err, sizeof err);

@@ -15,7 +15,7 @@
 #   rp_nbd       stock, nbd: HOST:PORT of the host's NBD server
 #   rp_nbd_name  nbd: its export name, default bench
 #   rp_size      virtual disk size (rampool), default 1G
-#   rp_replicas  default 2
+#   rp_replicas  default 2; or ec:K+M (redundancy=ec:K+M instead)
 #   rp_extra     extra plugin key=value words, separated by '+'
 #   rp_ip        guest address/prefix on eth0, default 10.0.2.15/24
 #   rp_conns     nbd-client -C value, default 1 (more can stall the first
@@ -150,8 +150,12 @@ echo +memory >/sys/fs/cgroup/cgroup.subtree_control || fail "enable memory contr
 case $backend in
 rampool)
     [ -n "$rp_servers" ] || fail "rp_servers not set"
-    plugin_args="rampool servers=$rp_servers size=$size replicas=$replicas stats-file=/tmp/rampool.stats"
-    [ "${rp_nostats:-0}" = 1 ] && plugin_args="rampool servers=$rp_servers size=$size replicas=$replicas"
+    case $replicas in
+    ec:*) redundancy="redundancy=$replicas" ;;
+    *) redundancy="replicas=$replicas" ;;
+    esac
+    plugin_args="rampool servers=$rp_servers size=$size $redundancy stats-file=/tmp/rampool.stats"
+    [ "${rp_nostats:-0}" = 1 ] && plugin_args="rampool servers=$rp_servers size=$size $redundancy"
     ;;
 stock)
     [ -n "$rp_nbd" ] || fail "rp_nbd not set"

@@ -18,7 +18,8 @@
 #               nbdkit + nbd-client + mkswap + swapon step by step; after
 #               the run every memserver must hold 0 bytes (detach stopped
 #               nbdkit, which freed the disk on the donors)
-#   --backend   rampool (default): 3 memservers + the rampool plugin;
+#   --backend   rampool (default): 3 memservers (RP_VM_NSERVERS) + the
+#               rampool plugin;
 #               stock: one host-side "nbdkit memory" server, reached by
 #               nbdkit's nbd plugin in the guest (harness self-test)
 #   --net       tap (default): a network namespace made by this script, with
@@ -30,7 +31,8 @@
 # Environment (defaults in brackets): RP_VM_BACKEND [rampool], RP_VM_NET
 # [tap], RP_VM_CACHE [tests/vm/work], RP_VM_TIMEOUT [540] (seconds for the
 # whole guest run), RP_VM_HOG_MB [256], RP_VM_LIMIT_MB [96], RP_VM_CONNS [1],
-# RP_VM_THREADS [4], RP_VM_REPLICAS [2], RP_VM_SIZE [1G], RP_VM_SERVER_SIZE
+# RP_VM_THREADS [4], RP_VM_REPLICAS [2; or ec:K+M for erasure coding],
+# RP_VM_NSERVERS [3] (memservers), RP_VM_SIZE [1G], RP_VM_SERVER_SIZE
 # [512M], RP_VM_EXTRA (extra plugin key=value words, space separated),
 # RP_VM_MEMSERVER [memserver/memserver], RP_VM_PLUGIN (see build-guest.sh),
 # RP_VM_KILL_AT [160] (MiB written by the hog before --kill fires), RP_VM_MEM_MB [512]
@@ -67,7 +69,7 @@ EXTRA=${RP_VM_EXTRA:-}
 MEMSERVER=${RP_VM_MEMSERVER:-$TOP/memserver/memserver}
 KILL_AT=${RP_VM_KILL_AT:-160}
 MEM_MB=${RP_VM_MEM_MB:-512}
-NSERVERS=3
+NSERVERS=${RP_VM_NSERVERS:-3}
 DO_KILL=0
 DISCARD=0
 GLOBAL=0
