@@ -9,10 +9,11 @@
 #     rampool-ec42 (4K random read and write at QD1 and QD16, 1M
 #     sequential read and write): IOPS, p50/p99 and CPU per op side by
 #     side.  BENCH_RUNTIME (default 8 here) and BENCH_ROUNDS pass through.
-#  3. A slow donor: ec:4+2 on 6 memservers, 4K random reads at QD1 with
-#     ec-read-extra=0 and =1, first undisturbed, then with one memserver
-#     stopped for 20 ms of every 100 ms (SIGSTOP/SIGCONT: a donor that
-#     stalls, as one starved of CPU does): p50 and p99 of each.
+#  3. A slow donor: ec:4+2 on 6 memservers, 4K random reads at QD1 and
+#     QD16 with ec-read-extra=0 and =1, first undisturbed, then with one
+#     memserver stopped for 50 ms of every 100 ms (SIGSTOP/SIGCONT: a
+#     donor that stalls, as one starved of CPU does): IOPS, p50, p99 and
+#     p99.9 of each.
 #  4. Rebuild: a 1 GiB disk on 7 memservers, one killed -9, time until
 #     every stripe (or extent) is whole again: ec:4+2 against replicas=2.
 #
@@ -35,17 +36,19 @@ used_sum () {
   done
   echo "$total"
 }
-# fio_lat ARGS...: one fio job on $uri; prints "IOPS P50_US P99_US".
+# fio_lat ARGS...: one fio job on $uri; prints "IOPS P50 P99 P99.9" (us).
 fio_lat () {
   fio --name=j --ioengine=nbd --uri="$uri" --output-format=json \
-    --lat_percentiles=1 --time_based --norandommap --randrepeat=0 "$@" \
-    >"$work/fio.json" 2>"$work/fio.err" || { cat "$work/fio.err"; pool_die "fio failed"; }
+    --output="$work/fio.json" --lat_percentiles=1 --time_based \
+    --norandommap --randrepeat=0 "$@" >"$work/fio.err" 2>&1 ||
+    { cat "$work/fio.err"; pool_die "fio failed"; }
   python3 - "$work/fio.json" <<'EOF'
 import json, sys
 j = json.load(open(sys.argv[1]))["jobs"][0]
 d = j["read"] if j["read"]["io_bytes"] else j["write"]
 p = d["lat_ns"]["percentile"]
-print("%.0f %.0f %.0f" % (d["iops"], p["50.000000"] / 1000, p["99.000000"] / 1000))
+print("%.0f %.0f %.0f %.0f" % (d["iops"], p["50.000000"] / 1000,
+                              p["99.000000"] / 1000, p["99.900000"] / 1000))
 EOF
 }
 wait_whole () {
@@ -68,7 +71,7 @@ case $part in
     pool_start_nbdkit size=1G "$key"
     "$RAMPOOL" verify --mib=1024 "$uri" >/dev/null
     held=$(used_sum)
-    printf '%-20s %14s %7.2fx\n' "${key#*=}" "$held" \
+    printf '%-20s %14s %7.2fx\n' "$key" "$held" \
       "$(echo "$held / 1073741824" | bc -l)"
     pool_stop_nbdkit
     pool_stop_memservers
@@ -82,25 +85,33 @@ case $part in
     grep -v "^run-bench: ==.*starting\|pre-writing"
   ;;
 3)
-  echo "== 3. 4K random reads at QD1 with one of 6 donors stalling (ec:4+2)"
-  printf '%-16s %-12s %8s %8s %8s\n' ec-read-extra donor IOPS "p50 us" "p99 us"
+  echo "== 3. 4K random reads with one of 6 donors stalling (ec:4+2; the donor"
+  echo "   stopped for 50 ms of every 100 ms, SIGSTOP/SIGCONT)"
+  printf '%-6s %-5s %-9s %8s %8s %8s %9s\n' extra depth donor IOPS "p50 us" \
+    "p99 us" "p99.9 us"
   for extra in 0 1; do
     pool_start_memservers 6 512M
     pool_start_nbdkit size=256M redundancy=ec:4+2 ec-read-extra=$extra \
       timeout-ms=60000
     fio --name=fill --ioengine=nbd --uri="$uri" --rw=write --bs=1M \
       --iodepth=4 --size=256M >/dev/null
-    read -r iops p50 p99 < <(fio_lat --rw=randread --bs=4k --iodepth=1 --runtime=8)
-    printf '%-16s %-12s %8s %8s %8s\n' "$extra" steady "$iops" "$p50" "$p99"
     victim=${ms_pids[2]}
-    ( while kill -0 "$victim" 2>/dev/null; do
-        kill -STOP "$victim"; sleep 0.02; kill -CONT "$victim"; sleep 0.08
-      done ) &
-    staller=$!
-    read -r iops p50 p99 < <(fio_lat --rw=randread --bs=4k --iodepth=1 --runtime=8)
-    kill "$staller"; wait "$staller" 2>/dev/null || true
-    kill -CONT "$victim" 2>/dev/null || true
-    printf '%-16s %-12s %8s %8s %8s\n' "$extra" stalling "$iops" "$p50" "$p99"
+    for qd in 1 16; do
+      read -r iops p50 p99 p999 < <(fio_lat --rw=randread --bs=4k \
+        --iodepth=$qd --runtime=8)
+      printf '%-6s %-5s %-9s %8s %8s %8s %9s\n' "$extra" "$qd" steady \
+        "$iops" "$p50" "$p99" "$p999"
+      ( while kill -0 "$victim" 2>/dev/null; do
+          kill -STOP "$victim"; sleep 0.05; kill -CONT "$victim"; sleep 0.05
+        done ) &
+      staller=$!
+      read -r iops p50 p99 p999 < <(fio_lat --rw=randread --bs=4k \
+        --iodepth=$qd --runtime=8)
+      kill "$staller"; wait "$staller" 2>/dev/null || true
+      kill -CONT "$victim" 2>/dev/null || true
+      printf '%-6s %-5s %-9s %8s %8s %8s %9s\n' "$extra" "$qd" stalling \
+        "$iops" "$p50" "$p99" "$p999"
+    done
     pool_stop_nbdkit
     pool_stop_memservers
   done
@@ -121,7 +132,7 @@ case $part in
     wait_whole
     t1=$(date +%s.%N)
     secs=$(echo "$t1 - $t0" | bc -l)
-    printf '%-20s %10.2f %12.0f\n' "${key#*=}" "$secs" "$(echo "1024 / $secs" | bc -l)"
+    printf '%-20s %10.2f %12.0f\n' "$key" "$secs" "$(echo "1024 / $secs" | bc -l)"
     pool_stop_nbdkit
     pool_stop_memservers
   done
