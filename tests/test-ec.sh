@@ -19,6 +19,8 @@
 #  5. Late binding (ec-read-extra=1): with one server stopped, reads
 #     complete from the others without waiting for it.
 #  6. Configuration errors name the key.
+#  7. Three of seven servers stopped, then resumed: reads wait out the
+#     outage and then read right (no EIO).
 source "${srcdir:-.}/functions.sh"
 requires nbdkit
 
@@ -153,6 +155,31 @@ tail -n +"$from" "$TMP/nbdkit.log" | has -e "timed out" -e "$MS_ADDR_s1 down" &&
   fail "a request timed out, or s1 was taken down: something waited for it"
 kill_memserver s1 CONT
 echo "5: late binding: the whole disk read right with one server stopped"
+stop_nbdkit
+
+# 7. An outage of three of seven servers (SIGSTOP, then SIGCONT after
+#    they are seen down): stripes with fragments on three of them are
+#    unreachable, not lost; reads of them wait (outage-wait-ms) and,
+#    once the servers are back with the same incarnation, the whole
+#    disk reads right with no EIO.
+rm -f "$STATS"
+start_nbdkit "${POOL[@]}" size=8M
+nbdcopy "$TMP/data8" "$NBD_URI"
+wait_until 30 "all healthy" stats_are extents_healthy -eq 32
+for s in s1 s2 s4; do kill_memserver "$s" STOP; done
+wait_until 30 "three servers seen down" stats_are servers_up -eq 4
+wait_until 30 "stripes out of reach" stats_are extents_unreachable -gt 0
+"$TESTS_BIN/nbd_blocks" "$NBD_URI" 4096 "$TMP/data8" >"$TMP/outage.res" &
+reader=$!
+_pids+=("$reader")
+wait_until 30 "a read waiting out the outage" stats_are outage_waits -gt 0
+for s in s1 s2 s4; do kill_memserver "$s" CONT; done
+wait "$reader" || fail "nbd_blocks failed"
+[ "$(cat "$TMP/outage.res")" = "ok 2048 eio 0 mismatch 0 error 0" ] ||
+  fail "reads across the outage: $(cat "$TMP/outage.res")"
+wait_until 30 "every stripe whole again" \
+  stats_are servers_up -eq 7 extents_healthy -eq 32
+echo "7: three of seven servers stopped: reads waited, then read right"
 stop_nbdkit
 
 # 6. Errors name the key.
