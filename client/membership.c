@@ -12,8 +12,8 @@
  *    a drain (recovery.c); once it holds nothing of ours it is retired:
  *    disconnected and no longer reconnected;
  *  - a file that cannot be read or parsed, or that would leave fewer
- *    than `replicas` servers, changes nothing: the reason is logged
- *    once per change of the file.
+ *    than `replicas` servers (K+M with redundancy=ec), changes nothing:
+ *    the reason is logged once per change of the file.
  * Writing the file is the operator's side: write a new file and
  * rename it over the old one, so that no half-written list is read.
  *
@@ -62,23 +62,70 @@ membership_load (struct rp_pool *p, char *err, size_t errlen)
   return 0;
 }
 
-/* The slot of server addr (removed or not), or -1. */
+/* Both sides of a change are matched by address through sorted
+ * arrays and binary search, so a file of thousands of servers costs
+ * O(n log n) per change, not O(n^2) (monitor thread, when the file
+ * changed; it may allocate).
+ */
+struct membership_slot {
+  const char *addr;
+  unsigned i;
+};
+
 static int
-membership_find (struct rp_pool *p, const char *addr)
+membership_cmp_slot (const void *a, const void *b)
 {
-  for (unsigned i = 0; i < p->nservers; i++)
-    if (strcmp (p->servers[i].addr, addr) == 0)
-      return i;
-  return -1;
+  return strcmp (((const struct membership_slot *) a)->addr,
+                 ((const struct membership_slot *) b)->addr);
 }
 
+static int
+membership_cmp_str (const void *a, const void *b)
+{
+  return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+/* The members (removed ones included), sorted by address; NULL when
+ * out of memory (logged).
+ */
+static struct membership_slot *
+membership_sorted (struct rp_pool *p, unsigned *n)
+{
+  struct membership_slot *m;
+
+  *n = p->nservers;
+  m = malloc ((*n ? *n : 1) * sizeof *m);
+  if (m == NULL) {
+    logging_msg (LOGGING_ERROR, "servers-file: out of memory: the servers"
+                 " stay as they are");
+    return NULL;
+  }
+  for (unsigned i = 0; i < *n; i++)
+    m[i] = (struct membership_slot) { p->servers[i].addr, i };
+  qsort (m, *n, sizeof *m, membership_cmp_slot);
+  return m;
+}
+
+/* The slot of server addr in the sorted members m[0..n) (removed or
+ * not), or -1.
+ */
+static int
+membership_find (const struct membership_slot *m, unsigned n,
+                 const char *addr)
+{
+  struct membership_slot key = { addr, 0 };
+  const struct membership_slot *hit =
+    bsearch (&key, m, n, sizeof *m, membership_cmp_slot);
+
+  return hit ? (int) hit->i : -1;
+}
+
+/* Does list (sorted: membership_check) name addr? */
 static bool
 membership_is_listed (const struct rp_config *list, const char *addr)
 {
-  for (unsigned i = 0; i < list->nservers; i++)
-    if (strcmp (list->servers[i], addr) == 0)
-      return true;
-  return false;
+  return bsearch (&addr, list->servers, list->nservers,
+                  sizeof *list->servers, membership_cmp_str) != NULL;
 }
 
 /* Add the servers list names that are not members, while the table
@@ -89,11 +136,17 @@ static void
 membership_add (struct rp_pool *p, const struct rp_config *list)
 {
   const char *first_refused = NULL;
-  unsigned refused = 0;
+  unsigned refused = 0, nm;
+  /* The members before this change: the list names each server once
+   * (config.c refuses duplicates), so those added here need no look.
+   */
+  struct membership_slot *m = membership_sorted (p, &nm);
 
+  if (m == NULL)
+    return;
   for (unsigned k = 0; k < list->nservers; k++) {
     const char *addr = list->servers[k];
-    int i = membership_find (p, addr);
+    int i = membership_find (m, nm, addr);
     if (i >= 0) {
       struct donor *s = &p->servers[i];
       if (atomic_load (&s->is_removed)) {
@@ -121,6 +174,7 @@ membership_add (struct rp_pool *p, const struct rp_config *list)
     atomic_store (&p->nservers, n + 1);
     logging_msg (LOGGING_INFO, "servers-file: server %s added", addr);
   }
+  free (m);
   if (refused)
     logging_msg (LOGGING_ERROR, "servers-file: %u server(s) not added (%s%s):"
                  " the pool's table is full, max-servers=%u slots, removed"
@@ -131,12 +185,14 @@ membership_add (struct rp_pool *p, const struct rp_config *list)
 }
 
 /* Mark removed the members list does not name, unless that leaves
- * fewer than `replicas` servers.
+ * fewer than a stripe needs: `replicas` servers, or K+M with
+ * redundancy=ec.
  */
 static void
 membership_remove (struct rp_pool *p, const struct rp_config *list)
 {
   unsigned staying = 0, leaving = 0;
+  unsigned need = p->cfg.ec_k ? p->cfg.ec_k + p->cfg.ec_m : p->cfg.replicas;
 
   for (unsigned i = 0; i < p->nservers; i++) {
     struct donor *s = &p->servers[i];
@@ -149,11 +205,16 @@ membership_remove (struct rp_pool *p, const struct rp_config *list)
   }
   if (leaving == 0)
     return;
-  if (staying < p->cfg.replicas) {
-    logging_msg (LOGGING_ERROR, "servers-file: %s would leave %u servers,"
-                 " replicas=%u needs %u: no server removed",
-                 p->cfg.servers_file, staying, p->cfg.replicas,
-                 p->cfg.replicas);
+  if (staying < need) {
+    if (p->cfg.ec_k)
+      logging_msg (LOGGING_ERROR, "servers-file: %s would leave %u servers,"
+                   " redundancy=ec:%u+%u needs %u: no server removed",
+                   p->cfg.servers_file, staying, p->cfg.ec_k, p->cfg.ec_m,
+                   need);
+    else
+      logging_msg (LOGGING_ERROR, "servers-file: %s would leave %u servers,"
+                   " replicas=%u needs %u: no server removed",
+                   p->cfg.servers_file, staying, p->cfg.replicas, need);
     return;
   }
   for (unsigned i = 0; i < p->nservers; i++) {
@@ -215,6 +276,8 @@ membership_check (struct rp_pool *p)
     if (rp_config_read_servers (&list, err, sizeof err) == -1)
       logging_msg (LOGGING_ERROR, "%s: the servers stay as they are", err);
     else {
+      qsort (list.servers, list.nservers, sizeof *list.servers,
+             membership_cmp_str);
       membership_add (p, &list);
       membership_remove (p, &list);
     }
