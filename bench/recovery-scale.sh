@@ -61,7 +61,8 @@ for n in "${sizes[@]}"; do
   maxs=()
   [ "$n" -le 256 ] || maxs=(max-servers="$n")
   pool_start_nbdkit size=${disk}M extent-size=1M replicas=2 connections=1 \
-    heartbeat-ms=200 rejoin-grace-ms=0 stats-file="$work/stats" "${maxs[@]}"
+    heartbeat-ms=200 rejoin-grace-ms=0 stats-file="$work/stats" \
+    spare-servers=4096 "${maxs[@]}"
   "$top/client/rampool" verify --mib="$disk" "$uri" >/dev/null
   # Every 1 MiB extent written: wait for a stats file that says so.
   mapped=$disk

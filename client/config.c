@@ -144,6 +144,12 @@ static const struct config_key config_keys[] = {
     " table is made at open, and servers-file= adds up to it; 1-"
     CONFIG_STR (RP_MAX_SERVERS) " (default " CONFIG_STR (RP_MAX_SERVERS_DEFAULT)
     ", or the servers listed at open if more)" },
+  { "spare-servers", "N", CONFIG_UINT, CONFIG_FIELD (spare_servers),
+    0, RP_MAX_SERVERS, 8, false, CONFIG_ALL,
+    "servers holding nothing of ours kept connected for new copies (at"
+    " least a stripe's worth); the others are disconnected after 10"
+    " heartbeats and reconnected when needed; "
+    CONFIG_STR (RP_MAX_SERVERS) " keeps every server connected" },
   { "servers-file", "PATH", CONFIG_PATH, CONFIG_FIELD (servers_file),
     0, 0, 0, false, CONFIG_ALL,
     "the servers, one per line, instead of servers=; re-read when it"

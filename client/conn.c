@@ -155,6 +155,12 @@ conn_wait_fewer (struct conn_wait *w, uint32_t pending, uint64_t deadline_ms)
   return ret;
 }
 
+uint32_t
+conn_wait_pending (struct conn_wait *w)
+{
+  return __atomic_load_n (&w->state, __ATOMIC_ACQUIRE) & CONN_WAIT_COUNT;
+}
+
 int
 conn_init (struct conn *c, const char *name, const struct transport_ops *ops,
            unsigned nslots)

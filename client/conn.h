@@ -115,6 +115,11 @@ int conn_wait_all (struct conn_wait *w, struct conn_call *calls,
  */
 int conn_wait_fewer (struct conn_wait *w, uint32_t pending,
                      uint64_t deadline_ms);
+/* Calls of w not completed yet, counting a completion only once it
+ * has let go of w (a call's is_done is set just before): w may be
+ * reused when this is 0.
+ */
+uint32_t conn_wait_pending (struct conn_wait *w);
 
 /* A connection that uses transport ops, with nslots request slots.
  * 0 or -1 with errno.

@@ -44,6 +44,21 @@ donor_down (struct donor *s, const char *why)
 }
 
 void
+donor_park (struct donor *s, unsigned spares)
+{
+  atomic_store (&s->park, PARK_DONE);
+  if (atomic_exchange (&s->is_up, false))
+    atomic_store (&s->down_since_ms, rp_now_ms ());
+  for (unsigned i = 0; i < s->nconns; i++) {
+    conn_kill (&s->conns[i], "parked");
+    conn_join (&s->conns[i]);
+  }
+  logging_msg (LOGGING_INFO, "server %s parked: it holds nothing of this"
+               " client's and %u spares are connected (spare-servers=);"
+               " reconnected when needed", s->addr, spares);
+}
+
+void
 donor_add_orphan (struct donor *s, uint64_t handle)
 {
   pthread_mutex_lock (&s->orphan_lock);

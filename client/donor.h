@@ -34,6 +34,12 @@ void donor_down (struct donor *s, const char *why);
 uint64_t donor_up_gen (struct rp_pool *p);
 void donor_wait_up (struct rp_pool *p, uint64_t gen, uint64_t deadline_ms);
 
+/* Park s (monitor thread; s holds nothing of ours and is out of
+ * placement): disconnect it, quietly, until the monitor wants it again
+ * (monitor.c, connections on demand).  spares: for the log line.
+ */
+void donor_park (struct donor *s, unsigned spares);
+
 /* Remember a handle to free on s when it is reachable again; FREE
  * those remembered now (s up).
  */

@@ -23,9 +23,11 @@ _Static_assert (RP_EC_MAX_FRAGS <= 32, "fragment sets are 32-bit masks");
 
 #define ECIO_BLOCK 4096u
 /* User bytes one chunk (one round of fragment requests) covers at
- * most: a 1 MiB write is 4 rounds.  Bounds the per-thread scratch.
+ * most: a 1 MiB request is one round, within an extent.  Bounds the
+ * per-thread scratch (4 MiB and a little: touched only as far as a
+ * thread's largest request reaches).
  */
-#define ECIO_CHUNK (256u * 1024)
+#define ECIO_CHUNK (1024u * 1024)
 #define ECIO_CHUNK_BLOCKS (ECIO_CHUNK / ECIO_BLOCK)
 /* Scratch for the fragments of one chunk: (K+M)/K x ECIO_CHUNK, at
  * most 3x (K 2, M 4).
@@ -68,6 +70,7 @@ struct ecio {
                                   binding */
   uint8_t *late_buf;
   unsigned late_next;          /* where the next look starts, atomic */
+  uint64_t gen;                /* from ecio_gen, never 0 */
 };
 
 /* A thread's scratch (allocated on its first coded I/O, then reused;
@@ -78,7 +81,10 @@ struct ecio_scratch {
   uint8_t data[ECIO_CHUNK];
   struct crypt_undo undo[ECIO_CHUNK_BLOCKS];
   uint8_t frag[ECIO_FRAG_SCRATCH];
+  uint8_t edge[2][ECIO_BLOCK]; /* a write's first and last blocks,
+                                  merged, for its retries */
   struct rp_ec_decoder dec;
+  uint64_t dec_gen;            /* the ecio (ecio_gen) dec was made for */
 };
 static __thread struct ecio_scratch *ecio_tls;
 static pthread_key_t ecio_key;
@@ -99,12 +105,20 @@ ecio_scratch (struct ecio *ec)
     if (ecio_tls == NULL)
       return NULL;
     pthread_setspecific (ecio_key, ecio_tls);
-    rp_ec_decoder_init (&ecio_tls->dec, &ec->code);
+    ecio_tls->dec_gen = 0;
   }
-  if (ecio_tls->dec.ec != &ec->code)  /* another pool's code */
+  /* Another pool's code, or a new pool where a closed one was: its
+   * tables are not ours (the address alone could be the same).
+   */
+  if (ecio_tls->dec_gen != ec->gen) {
     rp_ec_decoder_init (&ecio_tls->dec, &ec->code);
+    ecio_tls->dec_gen = ec->gen;
+  }
   return ecio_tls;
 }
+
+/* Each ecio_open's number, for ecio_scratch. */
+static uint64_t ecio_gen;
 
 int
 ecio_open (struct rp_pool *p, char *err, size_t errlen)
@@ -128,6 +142,7 @@ ecio_open (struct rp_pool *p, char *err, size_t errlen)
   ec->frag = ECIO_BLOCK / ec->k;
   ec->frag_extent = p->cfg.extent_size / ec->k;
   ec->read_extra = p->cfg.ec_read_extra;
+  ec->gen = __atomic_add_fetch (&ecio_gen, 1, __ATOMIC_RELAXED);
   p->ec = ec;
   if (ec->read_extra) {
     size_t per = (size_t) ec->n * ECIO_LATE_BLOCKS * ec->frag;
@@ -202,7 +217,7 @@ ecio_state (struct rp_pool *p, uint64_t idx)
     return ECIO_HEALTHY;
   if (ecio_popcount (good) >= p->ec->k)
     return ECIO_DEGRADED;
-  if (ecio_popcount (good | back) >= p->ec->k)
+  if (ecio_popcount (good | back) >= p->ec->k || e->ec_waiting)
     return ECIO_UNREACHABLE;
   return ECIO_LOST;
 }
@@ -455,11 +470,10 @@ ecio_late_take (struct rp_pool *p)
     struct ecio_late *g = &ec->late[(start + k) % ECIO_LATE_GROUPS];
     int st = __atomic_load_n (&g->state, __ATOMIC_ACQUIRE);
     if (st == LATE_LEFT) {
-      bool is_done = true;
-      for (unsigned i = 0; i < g->ncalls && is_done; i++)
-        if ((g->left >> i) & 1)
-          is_done = __atomic_load_n (&g->calls[i].is_done, __ATOMIC_ACQUIRE);
-      if (!is_done ||
+      /* Not is_done: a call sets it just before it lets go of the
+       * wait, which must be untouched before it is made anew.
+       */
+      if (conn_wait_pending (&g->w) != 0 ||
           !__atomic_compare_exchange_n (&g->state, &st, LATE_BUSY, false,
                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         continue;
@@ -536,6 +550,59 @@ ecio_read_late (struct rp_pool *p, uint64_t idx, struct replica *fr,
   return ret;
 }
 
+/* The first K fragments of mask (data first): the ones rp_ec_decode
+ * takes.
+ */
+static uint32_t
+ecio_first_k (const struct ecio *ec, uint32_t mask)
+{
+  uint32_t use = 0;
+
+  for (unsigned f = 0; f < ec->n && ecio_popcount (use) < ec->k; f++)
+    if ((mask >> f) & 1)
+      use |= 1u << f;
+  return use;
+}
+
+/* encrypt=on: blocks [b0, b0+nb) of extent idx decoded from the
+ * fragments read (got, pieces in fb) fail authentication, so some
+ * fragment is bad.  Find K that authenticate, leaving each fragment
+ * out in turn; then try each other fragment in place of one of those
+ * K: the ones that fail are bad, and are marked so (one bad fragment
+ * may hide among more than K read: leaving out any fragment that is
+ * not among the K decoded from changes nothing).  Returns the K found,
+ * or 0; out (nb blocks) is scratch.
+ */
+static uint32_t
+ecio_find_bad (struct rp_pool *p, uint64_t idx, struct replica *fr,
+               uint32_t got, uint8_t *const *fb, uint32_t b0, uint32_t nb,
+               uint8_t *out, struct rp_ec_decoder *d)
+{
+  struct ecio *ec = p->ec;
+  uint64_t first = ((idx << p->map.shift) / ECIO_BLOCK) + b0, bad;
+  uint32_t set = 0;
+
+  for (unsigned x = 0; x < ec->n && set == 0; x++) {
+    uint32_t use = ecio_first_k (ec, got & ~(1u << x));
+    if (((got >> x) & 1) && ecio_popcount (use) == ec->k &&
+        ecio_decode (ec, d, use, fb, nb, out) == 0 &&
+        crypt_verify (&p->crypt, first, out, nb, &bad) == 0)
+      set = use;
+  }
+  if (set == 0)
+    return 0;
+  uint32_t last = 1u << (31 - __builtin_clz (set));
+  for (unsigned f = 0; f < ec->n; f++) {
+    uint32_t v = (set & ~last) | (1u << f);
+    if (!(((got & ~set) >> f) & 1))
+      continue;
+    if (ecio_decode (ec, d, v, fb, nb, out) == -1 ||
+        crypt_verify (&p->crypt, first, out, nb, &bad) == -1)
+      ecio_frag_is_bad (p, idx, f, &fr[f], "failed authentication");
+  }
+  return set;
+}
+
 static int ecio_decrypt (struct rp_pool *p, uint64_t idx, uint32_t b0,
                          uint32_t nb, uint8_t *data);
 
@@ -571,8 +638,13 @@ ecio_read_blocks (struct rp_pool *p, uint64_t idx, uint32_t b0, uint32_t nb,
     uint32_t good = ecio_good (p, fr, &back) & ~tried;
     unsigned need = ec->k - ecio_popcount (got);
     if (ecio_popcount (good) < need) {
+      /* Wait if fragments may come back, or a write of this extent
+       * waits to make its fragments agree again.
+       */
       errno = ecio_waits (p) &&
-        ecio_popcount (got | good | back) >= ec->k ? EAGAIN : EIO;
+        (ecio_popcount (got | good | back) >= ec->k ||
+         __atomic_load_n (&p->map.e[idx].ec_waiting, __ATOMIC_RELAXED))
+        ? EAGAIN : EIO;
       return -1;
     }
     uint32_t want = ecio_pick (p, fr, good, need, false);
@@ -594,21 +666,13 @@ ecio_read_blocks (struct rp_pool *p, uint64_t idx, uint32_t b0, uint32_t nb,
    */
   if (ecio_decrypt (p, idx, b0, nb, out) == 0)
     return 0;
-  /* Some fragment is bad.  Read every good fragment, then decode
-   * without each in turn; the one whose absence verifies is bad.
-   */
+  /* Some fragment is bad: read every good fragment and find it. */
   ecio_read_frags (p, idx, fr, ecio_good (p, fr, NULL) & ~got, b0, nb, fb,
                    &got);
-  for (unsigned x = 0; x < ec->n; x++) {
-    uint32_t use = got & ~(1u << x);
-    if (!((got >> x) & 1) || ecio_popcount (use) < ec->k)
-      continue;
-    if (ecio_decode (ec, &sc->dec, use, fb, nb, out) == 0 &&
-        ecio_decrypt (p, idx, b0, nb, out) == 0) {
-      ecio_frag_is_bad (p, idx, x, &fr[x], "failed authentication");
-      return 0;
-    }
-  }
+  uint32_t set = ecio_find_bad (p, idx, fr, got, fb, b0, nb, out, &sc->dec);
+  if (set && ecio_decode (ec, &sc->dec, set, fb, nb, out) == 0 &&
+      ecio_decrypt (p, idx, b0, nb, out) == 0)
+    return 0;
   logging_msg (LOGGING_WARN,
                "extent %" PRIu64 ": blocks %" PRIu32 "-%" PRIu32 " fail"
                " authentication whichever fragment is left out",
@@ -730,32 +794,90 @@ ecio_encode (struct ecio *ec, const uint8_t *data, uint32_t nb,
   }
 }
 
-/* A write that reached fewer than K fragments is given up for good.
- * If some took it (wrote, a mask), its blocks now differ between
- * fragments: every fragment not known to hold the new version is
- * condemned, so that no decode ever mixes the two (the extent may be
- * lost: EIO, never wrong data).  Write lock held.
+/* One chunk's write across its attempts (ecio_chunk).  A write that
+ * reached fewer than K fragments leaves the stripe's fragments
+ * disagreeing in its blocks (some took it, some may have, some did
+ * not), so every fragment that may not hold it is stale from then on;
+ * the retry, when servers are back, writes the same blocks again to
+ * every good fragment and to those it made stale itself (`suspects`,
+ * if no other write came since: wgen), and only a retry that reached
+ * K makes them good again.  The partial first and last blocks are
+ * merged once, into the scratch (sc->edge), so a retry never reads
+ * them back from fragments that disagree.  Meanwhile the extent counts
+ * the write in ec_waiting: reads of it wait instead of failing, and
+ * the rebuild leaves it alone.
+ */
+struct ecio_wstate {
+  bool has_edges;              /* sc->edge holds the merged plaintext */
+  bool is_waiting;             /* counted in the extent's ec_waiting */
+  bool may_have_landed;        /* an attempt may have changed a fragment
+                                  (one took it, or an answer was lost) */
+  uint32_t wgen;               /* the extent's wgen after our attempt */
+  uint32_t suspects;           /* fragments this write made stale by
+                                  skipping them or losing their answer */
+  uint32_t wrote;              /* fragments the last attempt wrote */
+};
+
+/* The write of ws is given up for good (write lock held).  If nothing
+ * can have changed anywhere, the fragments it skipped missed nothing
+ * (if no write came since): good again.  Otherwise every fragment not
+ * known to hold it stays stale, so that no decode ever mixes the two
+ * versions (the extent may be lost: EIO, never wrong data).
  */
 static void
 ecio_give_up (struct rp_pool *p, uint64_t idx, struct replica *fr,
-              uint32_t wrote)
+              struct ecio_wstate *ws)
 {
-  if (wrote == 0)
-    return;                    /* nothing changed anywhere */
+  struct extent *e = &p->map.e[idx];
+
+  if (!ws->may_have_landed && e->wgen == ws->wgen) {
+    for (unsigned f = 0; f < p->ec->n; f++)
+      if ((ws->suspects >> f) & 1)
+        fr[f].is_stale = 0;
+    return;
+  }
   for (unsigned f = 0; f < p->ec->n; f++)
-    if (fr[f].handle && !((wrote >> f) & 1) && !replica_is_stale (&fr[f]))
+    if (fr[f].handle && !((ws->wrote >> f) & 1) && !replica_is_stale (&fr[f]))
       ecio_frag_is_bad (p, idx, f, &fr[f], "may have missed a write that"
                         " reached too few fragments");
 }
 
+/* Fragments of ws's suspects that a retry may write again: no other
+ * write came since, and each is where it was, on a server that is up
+ * (now) or down with the same incarnation (`back`).
+ */
+static uint32_t
+ecio_rewritable (struct rp_pool *p, uint64_t idx, const struct replica *fr,
+                 const struct ecio_wstate *ws, uint32_t *back)
+{
+  uint32_t up = 0;
+
+  *back = 0;
+  if (ws->suspects == 0 || p->map.e[idx].wgen != ws->wgen)
+    return 0;
+  for (unsigned f = 0; f < p->ec->n; f++) {
+    struct donor *s = &p->servers[fr[f].server];
+    if (!((ws->suspects >> f) & 1) || fr[f].handle == 0 ||
+        atomic_load (&s->epoch) != fr[f].epoch)
+      continue;
+    if (atomic_load (&s->is_up))
+      up |= 1u << f;
+    else
+      *back |= 1u << f;
+  }
+  return up;
+}
+
 /* WRITE (buf) or zeros (buf NULL) over [off, off+len) of extent idx,
- * one chunk, write lock held.  0 or -1 with errno (EAGAIN: retry when
- * a server comes up).
+ * one chunk, write lock held; ws carries the chunk's earlier attempts.
+ * 0 or -1 with errno (EAGAIN: retry when a server comes up; never with
+ * !may_retry).
  */
 static int
 ecio_write_locked (struct rp_pool *p, uint64_t idx, uint32_t off,
                    uint32_t len, const uint8_t *buf, bool keep_mapped,
-                   bool may_retry, uint32_t *wrote, struct ecio_scratch *sc)
+                   bool may_retry, struct ecio_wstate *ws,
+                   struct ecio_scratch *sc)
 {
   struct ecio *ec = p->ec;
   struct extent *e = &p->map.e[idx];
@@ -764,12 +886,13 @@ ecio_write_locked (struct rp_pool *p, uint64_t idx, uint32_t off,
   uint32_t nb = (off + len + ECIO_BLOCK - 1) / ECIO_BLOCK - b0;
   uint32_t skip = off - b0 * ECIO_BLOCK, end = skip + len;
   uint64_t first = ((idx << p->map.shift) / ECIO_BLOCK) + b0;
+  uint8_t *last = sc->data + (size_t) (nb - 1) * ECIO_BLOCK;
+  bool has_tail = end % ECIO_BLOCK && (nb > 1 || skip == 0);
   struct conn_call calls[RP_EC_MAX_FRAGS];
   unsigned which[RP_EC_MAX_FRAGS], ncalls;
-  uint32_t skipped = 0, good, back, sent, ok = 0, lost_answer = 0;
+  uint32_t good, back, again, again_back, targets, sent, lost = 0;
   uint8_t *fb[RP_EC_MAX_FRAGS];
   bool is_fresh = false, has_undo = false;
-  uint32_t wgen;
 
   if (!e->is_coded) {
     if (buf == NULL && !keep_mapped)
@@ -777,35 +900,51 @@ ecio_write_locked (struct rp_pool *p, uint64_t idx, uint32_t off,
     if (ecio_place (p, idx) == -1)
       return -1;
     is_fresh = true;
+    ws->suspects = 0;          /* trimmed meanwhile: a new stripe, */
+    ws->has_edges = false;     /* whose partial blocks read as zeros */
   }
   good = ecio_good (p, fr, &back);
-  if (ecio_popcount (good) < ec->k) {
-    if (may_retry && ecio_waits (p) && ecio_popcount (good | back) >= ec->k) {
+  again = ecio_rewritable (p, idx, fr, ws, &again_back);
+  targets = good | again;
+  if (ecio_popcount (targets) < ec->k) {
+    if (may_retry && ecio_waits (p) &&
+        ecio_popcount (targets | back | again_back) >= ec->k) {
       errno = EAGAIN;
       return -1;
     }
-    ecio_give_up (p, idx, fr, *wrote);
+    ecio_give_up (p, idx, fr, ws);
     ecio_log_lost (p, idx, "writes to it fail with EIO");
     errno = EIO;
     return -1;
   }
-  /* The blocks, whole: partial ones read back first (a fresh stripe
-   * reads as zeros).
+  /* The blocks, whole: partial ones merged once (a fresh stripe reads
+   * as zeros), then kept for the retries.
    */
-  if (is_fresh && (skip || end % ECIO_BLOCK))
-    memset (sc->data, 0, (size_t) nb * ECIO_BLOCK);
-  else {
-    if (skip && ecio_read_blocks (p, idx, b0, 1, sc->data, sc) == -1)
-      return -1;
-    if (end % ECIO_BLOCK && (nb > 1 || skip == 0) &&
-        ecio_read_blocks (p, idx, b0 + nb - 1, 1,
-                          sc->data + (size_t) (nb - 1) * ECIO_BLOCK, sc) == -1)
-      return -1;
+  if (ws->has_edges) {
+    if (skip)
+      memcpy (sc->data, sc->edge[0], ECIO_BLOCK);
+    if (has_tail)
+      memcpy (last, sc->edge[1], ECIO_BLOCK);
+  }
+  else if (skip || has_tail) {
+    if (is_fresh)
+      memset (sc->data, 0, (size_t) nb * ECIO_BLOCK);
+    else {
+      if (skip && ecio_read_blocks (p, idx, b0, 1, sc->data, sc) == -1)
+        return -1;
+      if (has_tail && ecio_read_blocks (p, idx, b0 + nb - 1, 1, last, sc) == -1)
+        return -1;
+    }
   }
   if (buf)
     memcpy (sc->data + skip, buf, len);
   else
     memset (sc->data + skip, 0, len);
+  if (!ws->has_edges) {
+    memcpy (sc->edge[0], sc->data, ECIO_BLOCK);
+    memcpy (sc->edge[1], last, ECIO_BLOCK);
+    ws->has_edges = true;
+  }
   if (p->crypt.key) {
     crypt_save (&p->crypt, first, nb, sc->undo);
     if (crypt_encrypt (&p->crypt, first, sc->data, nb) == -1) {
@@ -819,60 +958,66 @@ ecio_write_locked (struct rp_pool *p, uint64_t idx, uint32_t off,
   ecio_layout (ec, sc, sc->data, nb, true, fb);
   ecio_encode (ec, sc->data, nb, fb);
 
-  /* Send every good fragment its part; those out of reach miss this
+  /* Send every target its part; the fragments out of reach miss this
    * write and are marked stale before any is sent.
    */
-  wgen = ++e->wgen;
+  ws->wgen = ++e->wgen;
   for (unsigned f = 0; f < ec->n; f++)
-    if (!((good >> f) & 1) && fr[f].handle && !replica_is_stale (&fr[f])) {
+    if (!((targets >> f) & 1) && fr[f].handle && !replica_is_stale (&fr[f])) {
       replica_mark_stale (&fr[f]);
-      skipped |= 1u << f;
+      ws->suspects |= 1u << f;
     }
-  sent = ecio_roundtrip (p, idx, fr, good, RP_OP_WRITE, b0, nb, fb, calls,
+  sent = ecio_roundtrip (p, idx, fr, targets, RP_OP_WRITE, b0, nb, fb, calls,
                          which, &ncalls);
   for (unsigned f = 0; f < ec->n; f++)
-    if (((good & ~sent) >> f) & 1) {
+    if (((targets & ~sent) >> f) & 1) {
       replica_mark_stale (&fr[f]);
-      skipped |= 1u << f;
+      ws->suspects |= 1u << f;
     }
-  *wrote = 0;
+  ws->wrote = 0;
   for (unsigned i = 0; i < ncalls; i++) {
     unsigned f = which[i];
     if (calls[i].err == 0) {
-      ok++;
-      *wrote |= 1u << f;
+      ws->wrote |= 1u << f;
+      continue;
     }
-    else {
-      if (!calls[i].is_answered)
-        lost_answer |= 1u << f;
-      ecio_call_failed (p, idx, f, &fr[f], &calls[i]);
+    /* Answered: condemned (ecio_call_failed).  Lost: it may hold this
+     * write or not; a retry may write it again.
+     */
+    ecio_call_failed (p, idx, f, &fr[f], &calls[i]);
+    replica_mark_stale (&fr[f]);
+    if (!calls[i].is_answered) {
+      lost |= 1u << f;
+      ws->suspects |= 1u << f;
     }
   }
-  if (ok >= ec->k) {
-    /* Coded and readable: a fragment that failed may not hold it. */
-    for (unsigned i = 0; i < ncalls; i++)
-      if (calls[i].err)
-        replica_mark_stale (&fr[which[i]]);
+  if (ws->wrote || lost)
+    ws->may_have_landed = true;
+  if (ecio_popcount (ws->wrote) >= ec->k) {
+    /* Coded and readable.  What this attempt wrote holds it, its own
+     * earlier suspects included; every other fragment is stale.
+     */
+    for (unsigned f = 0; f < ec->n; f++)
+      if ((ws->wrote >> f) & 1)
+        fr[f].is_stale = 0;
+    ws->suspects &= ~ws->wrote;
     return 0;
   }
-  /* Fewer than K took it: the blocks are undefined (NBD) but the rest
-   * of the extent is whole on every fragment that was good.  If
-   * servers only went out of reach, retry the whole write when one is
-   * back (full blocks: the retry makes every fragment agree again);
-   * otherwise give up and condemn the fragments that failed, so that
-   * no decode mixes old and new pieces.
-   */
   if (has_undo)
     crypt_undo (&p->crypt, first, nb, sc->undo);
-  if (may_retry && lost_answer && ecio_waits (p)) {
-    if (e->wgen == wgen)
-      for (unsigned f = 0; f < ec->n; f++)
-        if ((skipped >> f) & 1)
-          fr[f].is_stale = 0;
+  /* Fewer than K took it.  Wait for servers to come back if some may,
+   * and write it again then; else give up.
+   */
+  ecio_rewritable (p, idx, fr, ws, &again_back);
+  if (may_retry && ecio_waits (p) && (lost || again_back)) {
+    if (!ws->is_waiting) {
+      ws->is_waiting = true;
+      e->ec_waiting++;
+    }
     errno = EAGAIN;
     return -1;
   }
-  ecio_give_up (p, idx, fr, *wrote);
+  ecio_give_up (p, idx, fr, ws);
   ecio_log_lost (p, idx, "a write reached too few fragments");
   errno = EIO;
   return -1;
@@ -886,8 +1031,10 @@ ecio_chunk (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
             uint8_t *rbuf, const uint8_t *wbuf, bool is_read, bool keep_mapped,
             struct ecio_scratch *sc)
 {
+  pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
+  struct ecio_wstate ws = { .has_edges = false };
   uint64_t deadline = 0;
-  uint32_t wrote = 0;          /* fragments the last write attempt reached */
+  int r;
 
   for (;;) {
     uint64_t gen = donor_up_gen (p), now = rp_now_ms ();
@@ -895,18 +1042,16 @@ ecio_chunk (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
      * good rather than ask for another.
      */
     bool may_retry = deadline == 0 || now < deadline;
-    int r;
     if (is_read)
       r = ecio_read_chunk (p, idx, off, len, rbuf, sc);
     else {
-      pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
       pthread_rwlock_wrlock (lk);
       r = ecio_write_locked (p, idx, off, len, wbuf, keep_mapped, may_retry,
-                             &wrote, sc);
+                             &ws, sc);
       pthread_rwlock_unlock (lk);
     }
     if (r == 0 || errno != EAGAIN)
-      return r;
+      break;
     now = rp_now_ms ();
     if (deadline == 0) {
       deadline = now + p->cfg.outage_wait_ms;
@@ -918,11 +1063,20 @@ ecio_chunk (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
     if (now >= deadline && (is_read || !may_retry)) {
       ecio_log_lost (p, idx, "requests fail with EIO");
       errno = EIO;
-      return -1;
+      r = -1;
+      break;
     }
     if (now < deadline)
       donor_wait_up (p, gen, deadline);
   }
+  if (ws.is_waiting) {
+    int err = errno;
+    pthread_rwlock_wrlock (lk);
+    p->map.e[idx].ec_waiting--;
+    pthread_rwlock_unlock (lk);
+    errno = err;
+  }
+  return r;
 }
 
 /* Split [offset, offset+count) into chunks (inside one extent, at most
@@ -1017,6 +1171,7 @@ ecio_free_extent (struct rp_pool *p, uint64_t idx)
     if (calls[k].err == EIO || calls[k].err == ETIMEDOUT)
       donor_add_orphan (calls[k].conn->opaque, calls[k].req.handle);
   memset (fr, 0, ec->n * sizeof *fr);
+  p->map.e[idx].wgen++;        /* a write waiting to retry: all new */
   __atomic_store_n (&p->map.e[idx].is_coded, 0, __ATOMIC_RELEASE);
   p->map.e[idx].is_lost_logged = 0;
   if (p->crypt.key) {
@@ -1063,17 +1218,20 @@ ecio_targets (struct rp_pool *p, const struct replica *fr)
 bool
 ecio_needs (struct rp_pool *p, uint64_t idx)
 {
-  if (!__atomic_load_n (&p->map.e[idx].is_coded, __ATOMIC_ACQUIRE))
-    return false;
+  if (!__atomic_load_n (&p->map.e[idx].is_coded, __ATOMIC_ACQUIRE) ||
+      __atomic_load_n (&p->map.e[idx].ec_waiting, __ATOMIC_RELAXED))
+    return false;  /* a write waiting to retry settles it first */
   return ecio_targets (p, extent_map_frags (&p->map, idx)) != 0;
 }
 
-/* Write piece [b0, b0+nb) of the fragments in `to` (new[f] the copy to
- * write for fragment f).  0, or -1 if any failed.
+/* Write piece [b0, b0+nb) of the fragments in `to` (dst[f] the copy
+ * to write for fragment f).  0, or -1 if any failed; *refused gets
+ * those whose server answered with an error.
  */
 static int
 ecio_write_frags (struct rp_pool *p, uint64_t idx, const struct replica *dst,
-                  uint32_t to, uint32_t b0, uint32_t nb, uint8_t *const *fb)
+                  uint32_t to, uint32_t b0, uint32_t nb, uint8_t *const *fb,
+                  uint32_t *refused)
 {
   struct conn_call calls[RP_EC_MAX_FRAGS];
   unsigned which[RP_EC_MAX_FRAGS], ncalls;
@@ -1085,7 +1243,9 @@ ecio_write_frags (struct rp_pool *p, uint64_t idx, const struct replica *dst,
   for (unsigned i = 0; i < ncalls; i++)
     if (calls[i].err) {
       ret = -1;
-      if (!calls[i].is_answered)
+      if (calls[i].is_answered)
+        *refused |= 1u << which[i];
+      else
         donor_down (calls[i].conn->opaque, strerror (calls[i].err));
     }
   return ret;
@@ -1099,13 +1259,13 @@ ecio_rebuild (struct rp_pool *p, uint64_t idx, uint8_t *buf, size_t len)
   struct replica dst[RP_EC_MAX_FRAGS], fresh[RP_EC_MAX_FRAGS];
   struct rp_ec_decoder dec;
   uint8_t *fb[RP_EC_MAX_FRAGS], *plain;
-  uint32_t targets, sources, move = 0, to = 0, blocks, step;
+  uint32_t targets, sources, move = 0, to = 0, blocks, step, refused = 0;
   uint64_t first = (idx << p->map.shift) / ECIO_BLOCK;
   int64_t written = 0;
   unsigned nfresh = 0;
   int last_err;
 
-  if (!p->map.e[idx].is_coded)
+  if (!p->map.e[idx].is_coded || p->map.e[idx].ec_waiting)
     return 0;
   targets = ecio_targets (p, fr);
   if (targets == 0)
@@ -1135,8 +1295,17 @@ ecio_rebuild (struct rp_pool *p, uint64_t idx, uint8_t *buf, size_t len)
       move |= 1u << f;
   }
   if (move) {
+    /* Any server but those of the fragments staying: one that lost its
+     * fragment (a restart) may take it again, which a pool of exactly
+     * K+M servers needs.
+     */
+    struct replica have[RP_EC_MAX_FRAGS];
+    memcpy (have, fr, ec->n * sizeof *have);
+    for (unsigned f = 0; f < ec->n; f++)
+      if ((move >> f) & 1)
+        have[f].handle = 0;
     memset (fresh, 0, sizeof fresh);
-    nfresh = replica_alloc (p, idx, ec->frag_extent, 0, fr, ec->n, NULL, 0,
+    nfresh = replica_alloc (p, idx, ec->frag_extent, 0, have, ec->n, NULL, 0,
                             ecio_popcount (move), fresh, &last_err);
     unsigned k = 0;
     for (unsigned f = 0; f < ec->n && k < nfresh; f++)
@@ -1176,18 +1345,12 @@ ecio_rebuild (struct rp_pool *p, uint64_t idx, uint8_t *buf, size_t len)
     uint64_t bad;
     if (p->crypt.key &&
         crypt_verify (&p->crypt, first + b0, plain, nb, &bad) == -1) {
-      uint32_t all = got, use = 0;
+      uint32_t all = got, use;
       ecio_read_frags (p, idx, fr, ecio_good (p, fr, NULL) & ~got, b0, nb, fb,
                        &all);
-      for (unsigned x = 0; x < ec->n && use == 0; x++) {
-        uint32_t u = all & ~(1u << x);
-        if (((all >> x) & 1) && ecio_popcount (u) >= ec->k &&
-            ecio_decode (ec, &dec, u, fb, nb, plain) == 0 &&
-            crypt_verify (&p->crypt, first + b0, plain, nb, &bad) == 0) {
-          use = u;
-          ecio_frag_is_bad (p, idx, x, &fr[x], "failed authentication");
-        }
-      }
+      use = ecio_find_bad (p, idx, fr, all, fb, b0, nb, plain, &dec);
+      if (use && ecio_decode (ec, &dec, use, fb, nb, plain) == -1)
+        use = 0;
       if (use == 0) {
         logging_msg (LOGGING_WARN, "extent %" PRIu64 ": block %" PRIu64
                      " fails authentication from every set of fragments;"
@@ -1195,7 +1358,7 @@ ecio_rebuild (struct rp_pool *p, uint64_t idx, uint8_t *buf, size_t len)
         goto fail;
       }
       /* Later pieces decode from good sources too. */
-      sources = ecio_pick (p, fr, use, ec->k, false);
+      sources = use;
     }
     for (uint32_t b = 0; b < nb; b++) {
       const uint8_t *dp[RP_EC_MAX_K];
@@ -1209,7 +1372,7 @@ ecio_rebuild (struct rp_pool *p, uint64_t idx, uint8_t *buf, size_t len)
           rp_ec_encode_parity (&ec->code, ec->frag, dp, j,
                                fb[ec->k + j] + (size_t) b * ec->frag);
     }
-    if (ecio_write_frags (p, idx, dst, to, b0, nb, fb) == -1)
+    if (ecio_write_frags (p, idx, dst, to, b0, nb, fb, &refused) == -1)
       goto fail;
     written += (int64_t) nb * ec->frag * ecio_popcount (to);
   }
@@ -1236,15 +1399,23 @@ ecio_rebuild (struct rp_pool *p, uint64_t idx, uint8_t *buf, size_t len)
   return written;
 
  fail:
-  /* Nothing replaced: give the new fragment extents back. */
+  /* Nothing replaced: give the new fragment extents back.  A fragment
+   * rewritten in place whose server refused the write (its extent is
+   * gone there) is let go, so that the next pass places it anew.
+   */
   {
     struct conn_call calls[RP_EC_MAX_FRAGS];
     unsigned ncalls = 0;
     struct conn_wait w;
     conn_wait_init (&w);
-    for (unsigned f = 0; f < ec->n; f++)
+    for (unsigned f = 0; f < ec->n; f++) {
       if (((move & to) >> f) & 1)
         ecio_release (p, idx, &dst[f], &calls[ncalls], &w, &ncalls);
+      else if (((refused & to) >> f) & 1) {
+        ecio_release (p, idx, &fr[f], &calls[ncalls], &w, &ncalls);
+        memset (&fr[f], 0, sizeof fr[f]);
+      }
+    }
     conn_wait_all (&w, calls, ncalls, rp_now_ms () + p->cfg.timeout_ms);
     conn_wait_destroy (&w);
   }

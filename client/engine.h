@@ -34,6 +34,8 @@
 #define DONOR_ORPHANS 1024
 #define DONOR_RECLAIM 4096   /* handles asked back, queued for recovery */
 
+enum { PARK_NO, PARK_PENDING, PARK_DONE };
+
 struct rp_pool;
 struct ecio;
 struct placement_candidate;
@@ -91,6 +93,14 @@ struct donor {
                                   disconnected (is_retired) */
   atomic_bool is_retired;      /* removed and holds nothing of ours:
                                   disconnected, not reconnected */
+  /* Connections on demand (monitor.c, spare-servers=): a server that
+   * holds nothing of ours beyond the spares wanted is first taken out
+   * of placement (PARK_PENDING), then, once no ALLOC to it can still
+   * be in flight, disconnected (PARK_DONE) until needed again.
+   */
+  atomic_int park;             /* PARK_NO, PARK_PENDING, PARK_DONE */
+  uint64_t park_ms;            /* monitor only: when it became idle
+                                  (PARK_NO) or pending (PARK_PENDING) */
   /* Handles the server asked back (RECLAIM notices) not yet taken by
    * recovery; guarded by reclaim_lock.  DONOR_RECLAIM entries, made by
    * donor_init (a slot no server took costs only the struct).
@@ -166,6 +176,11 @@ struct rp_pool {
   struct placement_candidate *place_cand;
   struct conn_call *ping_calls;
   uint8_t *server_state;
+  uint32_t *copies_on;         /* monitor only: copies of ours on each
+                                  server, counted each heartbeat to
+                                  decide which to park (monitor.c) */
+  atomic_bool is_place_starved;  /* a placement found too few servers
+                                    to draw from: unpark more */
   struct stat servers_file_st; /* servers-file= as last read */
   struct extent_map map;
   struct ecio *ec;             /* redundancy=ec (ecio.c), else NULL */

@@ -56,7 +56,9 @@ struct extent {
   uint8_t is_coded;            /* redundancy=ec: the extent is mapped,
                                   its fragments in extent_map_frags
                                   (rep[] and nrep stay empty) */
-  uint8_t pad;
+  uint8_t ec_waiting;          /* redundancy=ec: writes of this extent
+                                  waiting to retry (ecio.c): its
+                                  fragments may disagree until they do */
   uint32_t wgen;               /* bumped by every write, zero and map
                                   (write lock): a write that reached no
                                   copy undoes its stale marks only if no

@@ -120,7 +120,7 @@ membership_find (const struct membership_slot *m, unsigned n,
   return hit ? (int) hit->i : -1;
 }
 
-/* Does list (sorted: membership_check) name addr? */
+/* Does list (sorted by membership_check) name addr? */
 static bool
 membership_is_listed (const struct rp_config *list, const char *addr)
 {
@@ -276,10 +276,24 @@ membership_check (struct rp_pool *p)
     if (rp_config_read_servers (&list, err, sizeof err) == -1)
       logging_msg (LOGGING_ERROR, "%s: the servers stay as they are", err);
     else {
-      qsort (list.servers, list.nservers, sizeof *list.servers,
-             membership_cmp_str);
+      /* Added in the file's order; removal looks names up in a sorted
+       * copy of the list.
+       */
+      struct rp_config sorted = list;
+      sorted.servers = malloc ((list.nservers ? list.nservers : 1) *
+                               sizeof *sorted.servers);
       membership_add (p, &list);
-      membership_remove (p, &list);
+      if (sorted.servers == NULL)
+        logging_msg (LOGGING_ERROR, "servers-file: out of memory: no server"
+                     " removed");
+      else {
+        memcpy (sorted.servers, list.servers,
+                list.nservers * sizeof *sorted.servers);
+        qsort (sorted.servers, sorted.nservers, sizeof *sorted.servers,
+               membership_cmp_str);
+        membership_remove (p, &sorted);
+        free (sorted.servers);
+      }
     }
     for (unsigned i = 0; i < list.nservers; i++)
       free (list.servers[i]);

@@ -104,9 +104,9 @@ metrics_head (struct metrics_out *o, const char *name, const char *type,
  * precedence (a draining server may also be down).
  */
 static const char *const metrics_server_states[] = {
-  "up", "down", "draining", "removed", "retired"
+  "up", "down", "draining", "removed", "retired", "parked"
 };
-#define METRICS_NSTATES 5
+#define METRICS_NSTATES 6
 
 static unsigned
 metrics_server_state (struct donor *s)
@@ -117,6 +117,8 @@ metrics_server_state (struct donor *s)
     return 3;
   if (atomic_load (&s->is_draining))
     return 2;
+  if (atomic_load (&s->park) == PARK_DONE)
+    return 5;
   return atomic_load (&s->is_up) ? 0 : 1;
 }
 

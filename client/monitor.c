@@ -1,4 +1,5 @@
 /* The monitor: the pool's one background thread.  Every heartbeat it
+ * parks and unparks idle servers (connections on demand, below),
  * PINGs every up server at once (a hung server is found even with no
  * I/O going to it), starts a reconnect of down servers, each on a
  * thread of that server's own (a server that swallows packets holds up
@@ -111,7 +112,7 @@ monitor_reconnect_down (struct rp_pool *p)
     unsigned i = (p->reconnect_from + k) % n;
     struct donor *s = &p->servers[i];
     if (s->has_reconnector || atomic_load (&s->is_up) ||
-        atomic_load (&s->is_retired))
+        atomic_load (&s->is_retired) || atomic_load (&s->park) == PARK_DONE)
       continue;
     atomic_store (&s->is_reconnecting, true);
     if (rp_thread_start (&s->reconnector, 256 * 1024,
@@ -122,6 +123,187 @@ monitor_reconnect_down (struct rp_pool *p)
     }
     else
       atomic_store (&s->is_reconnecting, false);  /* next heartbeat */
+  }
+}
+
+/* Connections on demand (spare-servers=).  Every heartbeat the copies
+ * of ours on each server are counted from the map (O(extents), no
+ * round trip).  Servers that hold none, have nothing in flight or
+ * owed to them and have been so for MONITOR_PARK_IDLE_BEATS
+ * heartbeats are parked beyond the spares wanted, the roomiest kept:
+ * first taken out of placement (PARK_PENDING), then, once an ALLOC
+ * sent before that can no longer land (timeout-ms and two heartbeats
+ * later) and still holding nothing, disconnected (PARK_DONE: not
+ * pinged, not reconnected).  When the connected spares fall below
+ * those wanted (they took copies, or failed), or a placement found no
+ * server to draw, parked servers are reconnected, the roomiest (as
+ * last heard) first.  So a client's connections, reader threads and
+ * PINGs follow the servers it uses, not the pool's size.
+ */
+#define MONITOR_PARK_IDLE_BEATS 10
+
+static unsigned
+monitor_spares_wanted (const struct rp_pool *p)
+{
+  unsigned stripe = p->cfg.ec_k ? p->cfg.ec_k + p->cfg.ec_m : p->cfg.replicas;
+
+  return p->cfg.spare_servers > stripe ? p->cfg.spare_servers : stripe;
+}
+
+static void
+monitor_count_copies (struct rp_pool *p, unsigned n)
+{
+  memset (p->copies_on, 0, n * sizeof *p->copies_on);
+  for (uint64_t idx = 0; idx < p->map.n; idx++) {
+    unsigned nrep;
+    const struct replica *rep = extent_map_copies (&p->map, idx, &nrep);
+    for (unsigned r = 0; r < nrep; r++) {
+      unsigned srv = __atomic_load_n (&rep[r].server, __ATOMIC_RELAXED);
+      if (__atomic_load_n (&rep[r].handle, __ATOMIC_RELAXED) && srv < n)
+        p->copies_on[srv]++;
+    }
+  }
+}
+
+/* Server i is up, a member in good standing, and nothing of ours is
+ * on it, in flight to it or owed to it (orphans to free, an ALLOC in
+ * doubt).
+ */
+static bool
+monitor_is_idle (struct rp_pool *p, unsigned i)
+{
+  struct donor *s = &p->servers[i];
+  unsigned norphans;
+
+  pthread_mutex_lock (&s->orphan_lock);
+  norphans = s->norphans;
+  pthread_mutex_unlock (&s->orphan_lock);
+  return atomic_load (&s->is_up) && !atomic_load (&s->is_reconnecting) &&
+         !atomic_load (&s->is_draining) && !atomic_load (&s->is_removed) &&
+         !atomic_load (&s->is_retired) && p->copies_on[i] == 0 &&
+         atomic_load (&s->inflight) == 0 && norphans == 0 &&
+         !atomic_load (&s->has_alloc_in_doubt);
+}
+
+/* The index in [0, n) of the server with the least (or most) free
+ * bytes among those `pick` accepts, or -1.
+ */
+static int
+monitor_by_room (struct rp_pool *p, unsigned n, bool most,
+                 bool (*pick) (struct rp_pool *, unsigned, uint64_t),
+                 uint64_t now)
+{
+  int best = -1;
+  uint64_t best_free = 0;
+
+  for (unsigned i = 0; i < n; i++) {
+    if (!pick (p, i, now))
+      continue;
+    uint64_t f = atomic_load (&p->servers[i].free_bytes);
+    if (best < 0 || (most ? f > best_free : f < best_free)) {
+      best = i;
+      best_free = f;
+    }
+  }
+  return best;
+}
+
+/* Idle long enough to park (PARK_NO). */
+static bool
+monitor_may_park (struct rp_pool *p, unsigned i, uint64_t now)
+{
+  struct donor *s = &p->servers[i];
+
+  return atomic_load (&s->park) == PARK_NO && s->park_ms != 0 &&
+         now - s->park_ms >= MONITOR_PARK_IDLE_BEATS * p->cfg.heartbeat_ms &&
+         monitor_is_idle (p, i);
+}
+
+static bool
+monitor_is_parked (struct rp_pool *p, unsigned i, uint64_t now)
+{
+  (void) now;
+  return atomic_load (&p->servers[i].park) == PARK_DONE &&
+         !atomic_load (&p->servers[i].is_retired);
+}
+
+static void
+monitor_park (struct rp_pool *p)
+{
+  unsigned n = atomic_load (&p->nservers), want = monitor_spares_wanted (p);
+  unsigned spares = 0, coming = 0;
+  uint64_t now = rp_now_ms ();
+  uint64_t settle = p->cfg.timeout_ms + 2 * (uint64_t) p->cfg.heartbeat_ms;
+  int i;
+
+  monitor_count_copies (p, n);
+  for (unsigned k = 0; k < n; k++) {
+    struct donor *s = &p->servers[k];
+    bool is_idle = monitor_is_idle (p, k);
+    switch (atomic_load (&s->park)) {
+    case PARK_PENDING:
+      if (!is_idle) {
+        atomic_store (&s->park, PARK_NO);   /* a copy landed after all */
+        s->park_ms = 0;
+      }
+      else if (now - s->park_ms >= settle)
+        donor_park (s, want);
+      break;
+    case PARK_NO:
+      if (is_idle) {
+        if (s->park_ms == 0)
+          s->park_ms = now;
+        spares++;
+      }
+      else {
+        s->park_ms = 0;
+        /* Reconnecting to serve as a spare (unparked, not up yet). */
+        if (!atomic_load (&s->is_up) && p->copies_on[k] == 0 &&
+            atomic_load (&s->is_reconnecting))
+          coming++;
+      }
+      break;
+    }
+  }
+  if (want >= n)
+    want = n;
+  /* Too many spares: park the fullest idle ones. */
+  while (spares > want &&
+         (i = monitor_by_room (p, n, false, monitor_may_park, now)) >= 0) {
+    atomic_store (&p->servers[i].park, PARK_PENDING);
+    p->servers[i].park_ms = now;
+    spares--;
+  }
+  /* Down servers that hold nothing of ours stop being retried every
+   * heartbeat once spares enough are up: parked too, and tried again
+   * only when wanted as a spare.
+   */
+  for (unsigned k = 0; k < n && spares >= want; k++) {
+    struct donor *s = &p->servers[k];
+    if (atomic_load (&s->park) == PARK_NO && !atomic_load (&s->is_up) &&
+        !atomic_load (&s->is_reconnecting) && !s->has_reconnector &&
+        !atomic_load (&s->is_retired) && !atomic_load (&s->is_removed) &&
+        p->copies_on[k] == 0 && !atomic_load (&s->has_alloc_in_doubt) &&
+        now - atomic_load (&s->down_since_ms) >=
+          MONITOR_PARK_IDLE_BEATS * p->cfg.heartbeat_ms) {
+      pthread_mutex_lock (&s->orphan_lock);
+      bool owed = s->norphans > 0;
+      pthread_mutex_unlock (&s->orphan_lock);
+      if (!owed)
+        donor_park (s, spares);
+    }
+  }
+  /* Too few: bring back the roomiest parked ones. */
+  unsigned need = spares + coming < want ? want - spares - coming : 0;
+  if (atomic_exchange (&p->is_place_starved, false))
+    need += want;
+  while (need > 0 &&
+         (i = monitor_by_room (p, n, true, monitor_is_parked, now)) >= 0) {
+    atomic_store (&p->servers[i].park, PARK_NO);
+    p->servers[i].park_ms = 0;
+    logging_msg (LOGGING_DEBUG, "server %s: reconnecting, wanted as a spare",
+                 p->servers[i].addr);
+    need--;
   }
 }
 
@@ -180,14 +362,16 @@ monitor_write_stats_file (struct rp_pool *p)
   if (p->cfg.ec_k)
     fprintf (fp, "ec_data_fragments %u\nec_parity_fragments %u\n",
              p->cfg.ec_k, p->cfg.ec_m);
-  /* "server ADDR up|down|retired epoch N", then "draining" or
+  /* "server ADDR up|down|parked|retired epoch N", then "draining" or
    * "removed" while it is on its way out.
    */
   for (unsigned i = 0; i < p->nservers; i++) {
     struct donor *s = &p->servers[i];
     bool is_retired = atomic_load (&s->is_retired);
     fprintf (fp, "server %s %s epoch %u%s\n", s->addr,
-             is_retired ? "retired" : atomic_load (&s->is_up) ? "up" : "down",
+             is_retired ? "retired"
+             : atomic_load (&s->park) == PARK_DONE ? "parked"
+             : atomic_load (&s->is_up) ? "up" : "down",
              atomic_load (&s->epoch),
              is_retired ? ""
              : atomic_load (&s->is_removed) ? " removed"
@@ -217,6 +401,7 @@ monitor_thread (void *arg)
 
     uint64_t next = rp_now_ms () + p->cfg.heartbeat_ms;
     membership_check (p);
+    monitor_park (p);
     monitor_ping_all (p);
     monitor_reconnect_down (p);
     is_more = recovery_pass (p, next);

@@ -132,8 +132,13 @@ replica_alloc (struct rp_pool *p, uint64_t idx, uint32_t bytes,
       /* chosen[] of this round are not in out[] yet: tried[] has them. */
       int choice = replica_choose (p, bytes, have, nhave, out, placed,
                                    tried, ntried, prev, nprev);
-      if (choice < 0)
+      if (choice < 0) {
+        /* Out of servers to draw from: the monitor reconnects parked
+         * ones (spare-servers=).
+         */
+        atomic_store (&p->is_place_starved, true);
         break;
+      }
       tried[ntried++] = choice;
       s = &p->servers[choice];
       memset (&calls[n], 0, sizeof calls[n]);

@@ -122,12 +122,12 @@ replica_slots_wanted (struct rp_pool *p, const struct extent *e)
   return want < EXTENT_SLOTS ? want : EXTENT_SLOTS;
 }
 
-/* May a new copy go to server s (up, not leaving)? */
+/* May a new copy go to server s (up, not leaving, not being parked)? */
 static inline bool
 replica_may_place_on (const struct donor *s)
 {
   return atomic_load (&s->is_up) && !atomic_load (&s->is_draining) &&
-         !atomic_load (&s->is_removed);
+         !atomic_load (&s->is_removed) && atomic_load (&s->park) == PARK_NO;
 }
 
 /* Start a call of op on copy r: the call zeroed, then its op, the

@@ -20,6 +20,9 @@ stats_get (struct rp_pool *p, struct rp_pool_stats *st)
       st->servers++;
     if (atomic_load (&p->servers[i].is_up))
       st->servers_up++;
+    if (atomic_load (&p->servers[i].park) == PARK_DONE &&
+        !atomic_load (&p->servers[i].is_retired))
+      st->servers_parked++;
   }
   st->extents = p->map.n;
   for (uint64_t idx = 0; p->ec && idx < p->map.n; idx++) {

@@ -21,6 +21,8 @@
 #  6. Configuration errors name the key.
 #  7. Three of seven servers stopped, then resumed: reads wait out the
 #     outage and then read right (no EIO).
+#  8. A pool of exactly K+M servers: a restarted server takes its own
+#     fragments back.
 source "${srcdir:-.}/functions.sh"
 requires nbdkit
 
@@ -181,6 +183,27 @@ wait_until 30 "every stripe whole again" \
   stats_are servers_up -eq 7 extents_healthy -eq 32
 echo "7: three of seven servers stopped: reads waited, then read right"
 stop_nbdkit
+
+# 8. Exactly K+M servers (ec:2+1 on s1-s3): one killed and restarted
+#    empty (a new incarnation) must take its own fragments back, there
+#    being no other server to rebuild them on; the disk reads right
+#    from the rebuilt stripes with another server killed.
+rm -f "$STATS"
+SERVERS=$(echo "$ALL" | cut -d, -f1-3) start_nbdkit "${POOL[@]}" size=8M \
+  redundancy=ec:2+1
+nbdcopy "$TMP/data8" "$NBD_URI"
+wait_until 30 "all healthy (ec:2+1)" stats_are extents_healthy -eq 32
+kill_memserver s1 KILL
+wait_until 30 "s1 seen down" server_is s1 down
+MS_SIZE=64M restart_memserver s1
+wait_until 60 "s1's fragments rebuilt on s1" \
+  stats_are extents_healthy -eq 32 extents_degraded -eq 0
+kill_memserver s2 KILL
+wait_until 30 "s2 seen down" server_is s2 down
+read_all "ec:2+1, s1 rebuilt, s2 killed"
+echo "8: K+M servers: a restarted one takes its fragments back"
+stop_nbdkit
+MS_SIZE=64M restart_memserver s2
 
 # 6. Errors name the key.
 err () {

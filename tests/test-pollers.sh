@@ -15,11 +15,12 @@ for i in $(seq 10); do MS_SIZE=48M start_memserver "s$i"; done
 threads () { awk '$1 == "Threads:" { print $2 }' "/proc/$NBDKIT_PID/status"; }
 
 # open_pool READERS: nbdkit with RAMPOOL_TCP_READERS=READERS; sets T,
-# its thread count once the pool is open and every server up.
+# its thread count once the pool is open and every server up
+# (spare-servers=4096: every server stays connected).
 open_pool () {
   RAMPOOL_TCP_READERS=$1 start_nbdkit size=96M replicas=2 connections=2 \
     timeout-ms=1000 heartbeat-ms=200 rejoin-grace-ms=500 \
-    stats-file="$TMP/stats.$1"
+    stats-file="$TMP/stats.$1" spare-servers=4096
   STATS=$TMP/stats.$1
   all_up () { has "^servers_up 10$" "$STATS" 2>/dev/null; }
   wait_until 30 "every server up (readers $1)" all_up

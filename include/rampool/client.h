@@ -47,6 +47,10 @@ struct rp_config {
                                  into K data and M parity fragments on
                                  K+M servers instead of replicated;
                                  0 (default): replication */
+  unsigned spare_servers;     /* spare-servers=N: servers that hold
+                                 nothing of ours kept connected for new
+                                 copies; the others are disconnected
+                                 (parked) until needed (default 8) */
   unsigned ec_read_extra;     /* ec-read-extra=N: a read asks K+N
                                  fragments and decodes from the first K
                                  to arrive (late binding; 0..M) */
@@ -179,6 +183,8 @@ uint32_t rp_pool_extent_size (const struct rp_pool *pool);
 #define RP_POOL_GAUGES(X) \
   X (servers,             "memservers configured") \
   X (servers_up,          "memservers up (connected, handshake done)") \
+  X (servers_parked,      "memservers holding nothing of ours, left" \
+                          " unconnected until needed (spare-servers=)") \
   X (extents,             "extents of the disk (size / extent-size)") \
   X (extents_mapped,      "extents written and not trimmed") \
   X (extents_healthy,     "extents with all replicas copies good") \
