@@ -358,11 +358,12 @@ conn_submit (struct conn *c, struct conn_call *call)
   pthread_mutex_unlock (&c->lock);
 
   pthread_mutex_lock (&c->send_lock);
-  /* The connection died and was replaced since we took the slot: the
-   * dying reader has already failed our call; sending now would put a
-   * frame before HELLO on the new connection.
+  /* The connection died and was replaced since we took the slot, or
+   * was closed (conn_join: a server parked): the dying reader has
+   * already failed our call; sending now would put a frame before
+   * HELLO on the new connection, or on no transport at all.
    */
-  if (c->conn_gen != gen) {
+  if (c->conn_gen != gen || !c->is_started) {
     pthread_mutex_unlock (&c->send_lock);
     return 0;
   }

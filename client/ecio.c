@@ -750,12 +750,17 @@ ecio_place (struct rp_pool *p, uint64_t idx)
   placed = replica_alloc (p, idx, ec->frag_extent, 0, NULL, 0, prev, nprev,
                           ec->n, got, &last_err);
   if (placed < ec->k) {
+    bool may_wait = replica_wait_for_parked (p);
     for (unsigned i = 0; i < placed; i++) {
       struct conn_call call;
       replica_call (&call, &got[i], RP_OP_FREE);
       if (conn_roundtrip (donor_conn (&p->servers[got[i].server], idx), &call,
                           p->cfg.timeout_ms) == -1 && !call.is_answered)
         donor_add_orphan (&p->servers[got[i].server], got[i].handle);
+    }
+    if (may_wait) {
+      errno = EAGAIN;          /* parked servers are being reconnected */
+      return -1;
     }
     logging_msg (LOGGING_ERROR,
                  "extent %" PRIu64 ": only %u of the %u servers a stripe"
@@ -830,11 +835,12 @@ ecio_give_up (struct rp_pool *p, uint64_t idx, struct replica *fr,
 {
   struct extent *e = &p->map.e[idx];
 
-  if (!ws->may_have_landed && e->wgen == ws->wgen) {
-    for (unsigned f = 0; f < p->ec->n; f++)
-      if ((ws->suspects >> f) & 1)
-        fr[f].is_stale = 0;
-    return;
+  if (!ws->may_have_landed) {
+    if (e->wgen == ws->wgen)
+      for (unsigned f = 0; f < p->ec->n; f++)
+        if ((ws->suspects >> f) & 1)
+          fr[f].is_stale = 0;
+    return;                    /* nothing changed anywhere */
   }
   for (unsigned f = 0; f < p->ec->n; f++)
     if (fr[f].handle && !((ws->wrote >> f) & 1) && !replica_is_stale (&fr[f]))
@@ -903,6 +909,19 @@ ecio_write_locked (struct rp_pool *p, uint64_t idx, uint32_t off,
     ws->suspects = 0;          /* trimmed meanwhile: a new stripe, */
     ws->has_edges = false;     /* whose partial blocks read as zeros */
   }
+  /* Another write of this extent waits to make its fragments agree:
+   * wait for it rather than write over a stripe in that state (or
+   * give up on what it may still repair).
+   */
+  if (e->ec_waiting && !ws->is_waiting && may_retry && ecio_waits (p)) {
+    errno = EAGAIN;
+    return -1;
+  }
+  /* The extent was trimmed, or written by another, since the partial
+   * blocks were merged: merge them again.
+   */
+  if (ws->has_edges && e->wgen != ws->wgen)
+    ws->has_edges = false;
   good = ecio_good (p, fr, &back);
   again = ecio_rewritable (p, idx, fr, ws, &again_back);
   targets = good | again;

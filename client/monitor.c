@@ -227,71 +227,115 @@ monitor_is_parked (struct rp_pool *p, unsigned i, uint64_t now)
          !atomic_load (&p->servers[i].is_retired);
 }
 
+/* Has server i room for one more copy of ours? */
+static bool
+monitor_has_room (struct rp_pool *p, unsigned i)
+{
+  uint64_t copy = p->cfg.extent_size / (p->cfg.ec_k ? p->cfg.ec_k : 1);
+
+  return atomic_load (&p->servers[i].free_bytes) >= copy;
+}
+
+/* Something of ours is on server i, or owed to it. */
+static bool
+monitor_is_owed (struct rp_pool *p, unsigned i)
+{
+  struct donor *s = &p->servers[i];
+  bool owed;
+
+  pthread_mutex_lock (&s->orphan_lock);
+  owed = s->norphans > 0;
+  pthread_mutex_unlock (&s->orphan_lock);
+  return owed || p->copies_on[i] > 0 ||
+         atomic_load (&s->has_alloc_in_doubt);
+}
+
 static void
 monitor_park (struct rp_pool *p)
 {
   unsigned n = atomic_load (&p->nservers), want = monitor_spares_wanted (p);
-  unsigned spares = 0, coming = 0;
+  unsigned spares = 0, coming = 0;  /* spares: idle, with room */
   uint64_t now = rp_now_ms ();
   uint64_t settle = p->cfg.timeout_ms + 2 * (uint64_t) p->cfg.heartbeat_ms;
+  uint64_t idle = MONITOR_PARK_IDLE_BEATS * (uint64_t) p->cfg.heartbeat_ms;
   int i;
 
+  if (want > n)
+    want = n;
   monitor_count_copies (p, n);
   for (unsigned k = 0; k < n; k++) {
     struct donor *s = &p->servers[k];
-    bool is_idle = monitor_is_idle (p, k);
-    switch (atomic_load (&s->park)) {
-    case PARK_PENDING:
-      if (!is_idle) {
-        atomic_store (&s->park, PARK_NO);   /* a copy landed after all */
+    int st = atomic_load (&s->park);
+    if (st == PARK_DONE) {
+      /* A copy landed after all (an ALLOC slower than the settling
+       * time), or something is owed there: it is needed back.
+       */
+      if (!atomic_load (&s->is_retired) && monitor_is_owed (p, k)) {
+        atomic_store (&s->park, PARK_NO);
         s->park_ms = 0;
       }
-      else if (now - s->park_ms >= settle)
-        donor_park (s, want);
-      break;
-    case PARK_NO:
-      if (is_idle) {
-        if (s->park_ms == 0)
-          s->park_ms = now;
+      continue;
+    }
+    if (!monitor_is_idle (p, k)) {
+      if (st == PARK_PENDING)
+        atomic_store (&s->park, PARK_NO);   /* in use after all */
+      s->park_ms = 0;
+      /* Reconnecting to serve as a spare (unparked, not up yet). */
+      if (!atomic_load (&s->is_up) && p->copies_on[k] == 0 &&
+          atomic_load (&s->is_reconnecting))
+        coming++;
+      continue;
+    }
+    if (st == PARK_NO && s->park_ms == 0)
+      s->park_ms = now;
+    if (st == PARK_NO && monitor_has_room (p, k))
+      spares++;
+  }
+  /* Pending ones settled: parked, unless the spares fell short
+   * meanwhile (then back in placement).
+   */
+  for (unsigned k = 0; k < n; k++) {
+    struct donor *s = &p->servers[k];
+    if (atomic_load (&s->park) != PARK_PENDING || now - s->park_ms < settle)
+      continue;
+    if (spares >= want)
+      donor_park (s, spares);
+    else {
+      atomic_store (&s->park, PARK_NO);
+      s->park_ms = now;
+      if (monitor_has_room (p, k))
         spares++;
-      }
-      else {
-        s->park_ms = 0;
-        /* Reconnecting to serve as a spare (unparked, not up yet). */
-        if (!atomic_load (&s->is_up) && p->copies_on[k] == 0 &&
-            atomic_load (&s->is_reconnecting))
-          coming++;
-      }
-      break;
     }
   }
-  if (want >= n)
-    want = n;
-  /* Too many spares: park the fullest idle ones. */
-  while (spares > want &&
-         (i = monitor_by_room (p, n, false, monitor_may_park, now)) >= 0) {
+  /* Too many: take the fullest idle ones out of placement (those with
+   * no room for us first), keeping `want` with room.
+   */
+  while ((i = monitor_by_room (p, n, false, monitor_may_park, now)) >= 0) {
+    bool has_room = monitor_has_room (p, i);
+    if (has_room && spares <= want)
+      break;
     atomic_store (&p->servers[i].park, PARK_PENDING);
     p->servers[i].park_ms = now;
-    spares--;
+    if (has_room)
+      spares--;
   }
   /* Down servers that hold nothing of ours stop being retried every
    * heartbeat once spares enough are up: parked too, and tried again
-   * only when wanted as a spare.
+   * only when wanted as a spare.  (Their reconnect thread, finished,
+   * is joined here; monitor_reconnect_down would start another.)
    */
   for (unsigned k = 0; k < n && spares >= want; k++) {
     struct donor *s = &p->servers[k];
-    if (atomic_load (&s->park) == PARK_NO && !atomic_load (&s->is_up) &&
-        !atomic_load (&s->is_reconnecting) && !s->has_reconnector &&
-        !atomic_load (&s->is_retired) && !atomic_load (&s->is_removed) &&
-        p->copies_on[k] == 0 && !atomic_load (&s->has_alloc_in_doubt) &&
-        now - atomic_load (&s->down_since_ms) >=
-          MONITOR_PARK_IDLE_BEATS * p->cfg.heartbeat_ms) {
-      pthread_mutex_lock (&s->orphan_lock);
-      bool owed = s->norphans > 0;
-      pthread_mutex_unlock (&s->orphan_lock);
-      if (!owed)
-        donor_park (s, spares);
+    if (atomic_load (&s->park) != PARK_NO || atomic_load (&s->is_up) ||
+        atomic_load (&s->is_reconnecting) || atomic_load (&s->is_retired) ||
+        atomic_load (&s->is_removed) || monitor_is_owed (p, k) ||
+        now - atomic_load (&s->down_since_ms) < idle)
+      continue;
+    if (s->has_reconnector) {
+      pthread_join (s->reconnector, NULL);
+      s->has_reconnector = false;
     }
+    donor_park (s, spares);
   }
   /* Too few: bring back the roomiest parked ones. */
   unsigned need = spares + coming < want ? want - spares - coming : 0;

@@ -152,6 +152,10 @@ replica_alloc (struct rp_pool *p, uint64_t idx, uint32_t bytes,
         *last_err = errno;
         continue;
       }
+      /* Counted until the reply: the monitor parks no server with a
+       * request in flight (monitor.c).
+       */
+      atomic_fetch_add (&s->inflight, 1);
       chosen[n++] = choice;
     }
     if (n == 0) {
@@ -162,6 +166,7 @@ replica_alloc (struct rp_pool *p, uint64_t idx, uint32_t bytes,
     conn_wait_destroy (&w);
     for (unsigned k = 0; k < n; k++) {
       struct donor *s = &p->servers[chosen[k]];
+      atomic_fetch_sub (&s->inflight, 1);
       if (!calls[k].is_done || calls[k].err || !calls[k].is_answered) {
         *last_err = calls[k].err ? calls[k].err : ETIMEDOUT;
         if (!calls[k].is_answered) {
@@ -195,6 +200,24 @@ replica_alloc (struct rp_pool *p, uint64_t idx, uint32_t bytes,
   return placed;
 }
 
+bool
+replica_wait_for_parked (struct rp_pool *p)
+{
+  unsigned n = atomic_load (&p->nservers);
+  bool any = false;
+
+  for (unsigned i = 0; i < n && !any; i++)
+    any = atomic_load (&p->servers[i].park) == PARK_DONE &&
+          !atomic_load (&p->servers[i].is_retired);
+  if (!any)
+    return false;
+  atomic_store (&p->is_place_starved, true);
+  pthread_mutex_lock (&p->lock);
+  pthread_cond_signal (&p->cond);   /* the monitor: reconnect some now */
+  pthread_mutex_unlock (&p->lock);
+  return true;
+}
+
 int
 replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
 {
@@ -226,6 +249,10 @@ replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
                           want - e->nrep, &e->rep[e->nrep], &last_err);
   __atomic_store_n (&e->nrep, e->nrep + placed, __ATOMIC_RELEASE);
   if (e->nrep == 0) {
+    if (replica_wait_for_parked (p)) {
+      errno = EAGAIN;          /* io.c waits for a server to come up */
+      return -1;
+    }
     logging_msg (LOGGING_ERROR,
                  "extent %" PRIu64 ": no server could take it (%s):"
                  " the pool is full or down",

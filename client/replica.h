@@ -150,9 +150,17 @@ replica_call (struct conn_call *call, const struct replica *r, uint16_t op)
  * there, on at most 64 servers in all before it gives up on the copies
  * still missing.  New copies are appended to e, not stale (a fresh extent reads
  * as zeros, as an unmapped one does).  Write lock held.  0 if e has at
- * least one copy afterwards, else -1 with errno = ENOSPC.
+ * least one copy afterwards, else -1 with errno = ENOSPC (EAGAIN when
+ * servers are parked: replica_wait_for_parked).
  */
 int replica_place (struct rp_pool *p, uint64_t idx, struct extent *e);
+
+/* A placement found too few servers: if some are parked (monitor.c,
+ * spare-servers=), have the monitor reconnect some now and return true
+ * (the caller fails with EAGAIN and waits for a server to come up, as
+ * for an outage); false if none is.
+ */
+bool replica_wait_for_parked (struct rp_pool *p);
 
 /* The most copies one replica_alloc makes: K+M fragments of the
  * largest erasure code (ec.h, RP_EC_MAX_FRAGS).

@@ -23,6 +23,7 @@
 #     outage and then read right (no EIO).
 #  8. A pool of exactly K+M servers: a restarted server takes its own
 #     fragments back.
+#  9. A write refused during an outage (outage-wait-ms=0) costs no data.
 source "${srcdir:-.}/functions.sh"
 requires nbdkit
 
@@ -204,6 +205,26 @@ read_all "ec:2+1, s1 rebuilt, s2 killed"
 echo "8: K+M servers: a restarted one takes its fragments back"
 stop_nbdkit
 MS_SIZE=64M restart_memserver s2
+
+# 9. A write during an outage of more than M servers, with
+#    outage-wait-ms=0: it fails at once (EIO), having sent nothing, and
+#    must cost nothing: once the servers are back, every block reads
+#    right (a write that reached no fragment changed none).
+rm -f "$STATS"
+SERVERS=$(echo "$ALL" | cut -d, -f1-6) start_nbdkit "${POOL[@]}" size=8M \
+  outage-wait-ms=0 rejoin-grace-ms=60000
+nbdcopy "$TMP/data8" "$NBD_URI"
+wait_until 30 "all healthy (9)" stats_are extents_healthy -eq 32
+for s in s1 s2 s3; do kill_memserver "$s" STOP; done
+wait_until 30 "three of six seen down" stats_are servers_up -eq 3
+rc=0
+"$TESTS_BIN/nbd_blocks" "$NBD_URI" 4096 "$TMP/data8" write 0 1 || rc=$?
+[ "$rc" = 3 ] || fail "a write with three of six servers stopped: exit $rc, not EIO"
+for s in s1 s2 s3; do kill_memserver "$s" CONT; done
+wait_until 30 "the six back" stats_are servers_up -eq 6 extents_healthy -eq 32
+read_all "after a write that failed during an outage"
+echo "9: a write refused during an outage cost no data"
+stop_nbdkit
 
 # 6. Errors name the key.
 err () {
