@@ -827,11 +827,12 @@ struct ecio_wstate {
  * can have changed anywhere, the fragments it skipped missed nothing
  * (if no write came since): good again.  Otherwise every fragment not
  * known to hold it stays stale, so that no decode ever mixes the two
- * versions (the extent may be lost: EIO, never wrong data).
+ * versions (the extent may be lost: EIO, never wrong data).  Logs
+ * why (once per extent) and returns -1 with errno = EIO.
  */
-static void
+static int
 ecio_give_up (struct rp_pool *p, uint64_t idx, struct replica *fr,
-              struct ecio_wstate *ws)
+              struct ecio_wstate *ws, const char *why)
 {
   struct extent *e = &p->map.e[idx];
 
@@ -840,12 +841,16 @@ ecio_give_up (struct rp_pool *p, uint64_t idx, struct replica *fr,
       for (unsigned f = 0; f < p->ec->n; f++)
         if ((ws->suspects >> f) & 1)
           fr[f].is_stale = 0;
-    return;                    /* nothing changed anywhere */
   }
-  for (unsigned f = 0; f < p->ec->n; f++)
-    if (fr[f].handle && !((ws->wrote >> f) & 1) && !replica_is_stale (&fr[f]))
-      ecio_frag_is_bad (p, idx, f, &fr[f], "may have missed a write that"
-                        " reached too few fragments");
+  else
+    for (unsigned f = 0; f < p->ec->n; f++)
+      if (fr[f].handle && !((ws->wrote >> f) & 1) &&
+          !replica_is_stale (&fr[f]))
+        ecio_frag_is_bad (p, idx, f, &fr[f], "may have missed a write that"
+                          " reached too few fragments");
+  ecio_log_lost (p, idx, why);
+  errno = EIO;
+  return -1;
 }
 
 /* Fragments of ws's suspects that a retry may write again: no other
@@ -931,10 +936,7 @@ ecio_write_locked (struct rp_pool *p, uint64_t idx, uint32_t off,
       errno = EAGAIN;
       return -1;
     }
-    ecio_give_up (p, idx, fr, ws);
-    ecio_log_lost (p, idx, "writes to it fail with EIO");
-    errno = EIO;
-    return -1;
+    return ecio_give_up (p, idx, fr, ws, "writes to it fail with EIO");
   }
   /* The blocks, whole: partial ones merged once (a fresh stripe reads
    * as zeros), then kept for the retries.
@@ -1036,10 +1038,7 @@ ecio_write_locked (struct rp_pool *p, uint64_t idx, uint32_t off,
     errno = EAGAIN;
     return -1;
   }
-  ecio_give_up (p, idx, fr, ws);
-  ecio_log_lost (p, idx, "a write reached too few fragments");
-  errno = EIO;
-  return -1;
+  return ecio_give_up (p, idx, fr, ws, "a write reached too few fragments");
 }
 
 /* Run one chunk, again each time a server comes up while it fails
@@ -1201,22 +1200,6 @@ ecio_free_extent (struct rp_pool *p, uint64_t idx)
 
 /* The rebuild. */
 
-/* May fragment r stay where it is, though not good now: its server is
- * down for less than rejoin-grace-ms with the same incarnation (a blip
- * costs no rebuild)?
- */
-static bool
-ecio_is_keepable (struct rp_pool *p, const struct replica *r)
-{
-  struct donor *s = &p->servers[r->server];
-
-  if (r->handle == 0 || replica_is_stale (r) ||
-      atomic_load (&s->epoch) != r->epoch)
-    return false;
-  return atomic_load (&s->is_up) ||
-    rp_now_ms () - atomic_load (&s->down_since_ms) < p->cfg.rejoin_grace_ms;
-}
-
 /* Fragments of extent idx to rebuild: missing, stale, lost, or on
  * their way out (RECLAIM, drain, removal).
  */
@@ -1227,7 +1210,8 @@ ecio_targets (struct rp_pool *p, const struct replica *fr)
 
   for (unsigned f = 0; f < p->ec->n; f++) {
     bool good = replica_is_good (p, &fr[f]);
-    if ((!good && !ecio_is_keepable (p, &fr[f])) ||
+    if ((!good && (fr[f].handle == 0 || replica_is_stale (&fr[f]) ||
+                   !replica_is_keepable (p, &fr[f]))) ||
         (good && replica_is_leaving (p, &fr[f])))
       t |= 1u << f;
   }

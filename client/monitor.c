@@ -169,20 +169,29 @@ monitor_count_copies (struct rp_pool *p, unsigned n)
  * on it, in flight to it or owed to it (orphans to free, an ALLOC in
  * doubt).
  */
+/* Something of ours is on server i, or owed to it. */
+static bool
+monitor_is_owed (struct rp_pool *p, unsigned i)
+{
+  struct donor *s = &p->servers[i];
+  bool owed;
+
+  pthread_mutex_lock (&s->orphan_lock);
+  owed = s->norphans > 0;
+  pthread_mutex_unlock (&s->orphan_lock);
+  return owed || p->copies_on[i] > 0 ||
+         atomic_load (&s->has_alloc_in_doubt);
+}
+
 static bool
 monitor_is_idle (struct rp_pool *p, unsigned i)
 {
   struct donor *s = &p->servers[i];
-  unsigned norphans;
 
-  pthread_mutex_lock (&s->orphan_lock);
-  norphans = s->norphans;
-  pthread_mutex_unlock (&s->orphan_lock);
   return atomic_load (&s->is_up) && !atomic_load (&s->is_reconnecting) &&
          !atomic_load (&s->is_draining) && !atomic_load (&s->is_removed) &&
-         !atomic_load (&s->is_retired) && p->copies_on[i] == 0 &&
-         atomic_load (&s->inflight) == 0 && norphans == 0 &&
-         !atomic_load (&s->has_alloc_in_doubt);
+         !atomic_load (&s->is_retired) && atomic_load (&s->inflight) == 0 &&
+         !monitor_is_owed (p, i);
 }
 
 /* The index in [0, n) of the server with the least (or most) free
@@ -234,20 +243,6 @@ monitor_has_room (struct rp_pool *p, unsigned i)
   uint64_t copy = p->cfg.extent_size / (p->cfg.ec_k ? p->cfg.ec_k : 1);
 
   return atomic_load (&p->servers[i].free_bytes) >= copy;
-}
-
-/* Something of ours is on server i, or owed to it. */
-static bool
-monitor_is_owed (struct rp_pool *p, unsigned i)
-{
-  struct donor *s = &p->servers[i];
-  bool owed;
-
-  pthread_mutex_lock (&s->orphan_lock);
-  owed = s->norphans > 0;
-  pthread_mutex_unlock (&s->orphan_lock);
-  return owed || p->copies_on[i] > 0 ||
-         atomic_load (&s->has_alloc_in_doubt);
 }
 
 static void

@@ -238,21 +238,6 @@ recovery_copy (struct rp_pool *p, uint64_t idx, struct extent *e,
   }
 }
 
-/* May replica rep stay in the map?  Yes if its server is up with the
- * same incarnation, or down for less than rejoin-grace-ms (a blip
- * costs no copying).
- */
-static bool
-recovery_is_keepable (struct rp_pool *p, const struct replica *rep)
-{
-  struct donor *s = &p->servers[rep->server];
-
-  if (atomic_load (&s->epoch) != rep->epoch)
-    return false;
-  return atomic_load (&s->is_up) ||
-    rp_now_ms () - atomic_load (&s->down_since_ms) < p->cfg.rejoin_grace_ms;
-}
-
 /* Index of a good replica of e, or -1. */
 static int
 recovery_source (struct rp_pool *p, const struct extent *e)
@@ -298,7 +283,7 @@ recovery_take_backup (struct rp_pool *p, uint64_t idx, struct extent *e)
   struct extent saved = *e;
 
   for (unsigned r = 0; r < e->nrep;) {
-    if (recovery_is_keepable (p, &e->rep[r]))
+    if (replica_is_keepable (p, &e->rep[r]))
       r++;
     else
       extent_map_drop_replica (e, r);
@@ -335,7 +320,7 @@ recovery_drop_unkeepable (struct rp_pool *p, struct extent *e)
   for (unsigned r = 0; r < e->nrep;) {
     struct replica *rep = &e->rep[r];
     struct donor *s = &p->servers[rep->server];
-    if (recovery_is_keepable (p, rep)) {
+    if (replica_is_keepable (p, rep)) {
       r++;
       continue;
     }

@@ -41,6 +41,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "util.h"
 
 /* Is copy r marked stale?  Set under the stripe's read lock too (a
  * reader that finds a copy gone), hence atomic.
@@ -80,6 +81,22 @@ replica_may_return (struct rp_pool *p, const struct replica *r)
 
   return r->handle && !replica_is_stale (r) && !atomic_load (&s->is_up) &&
          atomic_load (&s->epoch) == r->epoch;
+}
+
+/* May copy r stay where it is although it may not be good now: its
+ * server is up with the incarnation it was made in, or down for less
+ * than rejoin-grace-ms (a blip costs no copying)?  Its stale mark is
+ * the caller's to weigh.
+ */
+static inline bool
+replica_is_keepable (struct rp_pool *p, const struct replica *r)
+{
+  struct donor *s = &p->servers[r->server];
+
+  if (atomic_load (&s->epoch) != r->epoch)
+    return false;
+  return atomic_load (&s->is_up) ||
+    rp_now_ms () - atomic_load (&s->down_since_ms) < p->cfg.rejoin_grace_ms;
 }
 
 /* Has e a copy that may come back (replica_may_return)?  With no
