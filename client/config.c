@@ -134,6 +134,11 @@ static const struct config_key config_keys[] = {
     0, UINT64_MAX, 0, false, CONFIG_ALL,
     "most bytes per second re-replication may copy; 0: no ceiling, it"
     " yields to foreground I/O instead" },
+  { "peer-copy", "on|off", CONFIG_BOOL, CONFIG_FIELD (is_peer_copy),
+    0, 1, 1, false, CONFIG_ALL,
+    "recovery asks a memserver holding a good copy to write the new copy"
+    " straight into its new server (COPY), so copies do not pass through"
+    " this client; off: every copy is read and written by this client" },
   { "rdma-buffer", "SIZE", CONFIG_SIZE, CONFIG_FIELD (rdma_buffer),
     RP_MAX_PAYLOAD, GiB, 8 * MiB, false, CONFIG_ALL,
     "registered (locked) memory per RDMA connection for READ and WRITE"

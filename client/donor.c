@@ -169,6 +169,15 @@ donor_init (struct donor *s, struct rp_pool *p, unsigned index,
     errno = EINVAL;
     return -1;
   }
+  /* Where another memserver reaches it for a COPY: its TCP address as
+   * we use it (none over RDMA: its TCP listener may be elsewhere).
+   */
+  s->copy_addr[0] = '\0';
+  if (s->transport == &transport_tcp &&
+      snprintf (s->copy_addr, sizeof s->copy_addr,
+                strchr (s->host, ':') ? "[%s]:%s" : "%s:%s", s->host,
+                s->port) >= (int) sizeof s->copy_addr)
+    s->copy_addr[0] = '\0';
   pthread_mutex_init (&s->orphan_lock, NULL);
   pthread_mutex_init (&s->reclaim_lock, NULL);
   /* Written before they are read: malloc leaves their pages untouched
@@ -612,6 +621,8 @@ donor_connect (struct rp_pool *p, struct donor *s,
   memcpy (s->incarnation, hi.incarnation, 16);
   s->session = hi.session;
   s->capacity_bytes = hi.capacity_bytes;
+  atomic_store (&s->has_copy, (hi.flags & RP_HELLO_COPY) != 0 &&
+                s->copy_addr[0] != '\0');
   if (atomic_load (&s->has_alloc_in_doubt) && donor_reconcile (p, s) == 0)
     atomic_store (&s->has_alloc_in_doubt, false);
   /* A connection of this round that died meanwhile would make the

@@ -82,6 +82,15 @@ struct donor {
                                   session there expired */
   atomic_uint_least64_t free_bytes;  /* from HELLO and every reply */
   atomic_uint inflight;        /* requests outstanding (read balancing) */
+  /* COPY (recovery.c): the server took COPY at its last join (version
+   * 4, RP_HELLO_COPY) and how others reach it for one (its TCP
+   * "HOST:PORT", "" when not over TCP or too long).
+   */
+  atomic_bool has_copy;
+  char copy_addr[RP_COPY_ADDR_MAX];
+  atomic_uint copies_out;      /* COPYs it is running for us as source */
+  atomic_uint_least64_t copy_off_ms; /* no COPY to it before this time
+                                  (one to it failed to connect) */
   /* Leaving: no new copy goes there, and recovery moves the copies it
    * holds elsewhere (copy first, then FREE there).
    */

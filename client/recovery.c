@@ -238,6 +238,211 @@ recovery_copy (struct rp_pool *p, uint64_t idx, struct extent *e,
   }
 }
 
+/* Can a memserver write a copy straight into server d for us (COPY)?
+ * peer-copy=on, d up, reachable over TCP, announced COPY, and no COPY
+ * to it failed to connect lately.
+ */
+static bool
+recovery_peer_target_ok (struct rp_pool *p, struct donor *d)
+{
+  return p->cfg.is_peer_copy && atomic_load (&d->is_up) &&
+    atomic_load (&d->has_copy) &&
+    rp_now_ms () >= atomic_load (&d->copy_off_ms);
+}
+
+/* The good copy of e to COPY from for target slot t: on an up server
+ * that takes COPY, not a target, the one whose server runs the fewest
+ * COPYs for us now (so one lost server's extents are sent by all the
+ * survivors, not by the first replica of each).  -1 if none.
+ */
+static int
+recovery_peer_source (struct rp_pool *p, const struct extent *e,
+                      const unsigned *dst, unsigned ndst)
+{
+  int best = -1;
+  unsigned best_load = UINT32_MAX;
+
+  for (unsigned r = 0; r < e->nrep; r++) {
+    struct donor *s = &p->servers[e->rep[r].server];
+    unsigned load;
+    if (recovery_is_dst (r, dst, ndst) || !replica_is_good (p, &e->rep[r]) ||
+        !atomic_load (&s->is_up) || !atomic_load (&s->has_copy))
+      continue;
+    load = atomic_load (&s->copies_out);
+    if (load < best_load) {
+      best = r;
+      best_load = load;
+    }
+  }
+  return best;
+}
+
+/* encrypt=on: a COPY moved bytes we did not check; read target slot t
+ * back and authenticate every block, so a copy counts good only on the
+ * evidence a relay would have given.  true if all of it passes.
+ */
+static bool
+recovery_peer_verify (struct rp_pool *p, uint64_t idx, struct extent *e,
+                      unsigned t, uint8_t *buf)
+{
+  uint32_t es = p->cfg.extent_size;
+  uint32_t step = es < RP_MAX_PAYLOAD ? es : RP_MAX_PAYLOAD;
+  struct donor *d = &p->servers[e->rep[t].server];
+
+  for (uint32_t off = 0; off < es; off += step) {
+    uint64_t pos = (idx << p->map.shift) + off, bad;
+    struct conn_call call;
+    replica_call (&call, &e->rep[t], RP_OP_READ);
+    call.req.offset = off;
+    call.req.count = step;
+    call.rbuf = buf;
+    if (conn_roundtrip (donor_conn (d, idx), &call, p->cfg.timeout_ms) == -1 ||
+        crypt_verify (&p->crypt, pos / CRYPT_BLOCK, buf, step / CRYPT_BLOCK,
+                      &bad) == -1)
+      return false;
+  }
+  return true;
+}
+
+/* Fill the targets dst[0..ndst) of extent idx by COPY where the servers
+ * allow (write lock held): each from a good source's server straight
+ * into the target's, all at once.  Targets filled are marked good.  A
+ * target a failed COPY may have written to is added to *spoiled (its
+ * content is unknown and a late write of that COPY may still land: it
+ * is FREEd and placed afresh, never counted).  The targets left for
+ * the relay are compacted into dst; returns how many.
+ */
+static unsigned
+recovery_peer (struct rp_pool *p, uint64_t idx, struct extent *e,
+               unsigned *dst, unsigned ndst, uint8_t *buf, uint32_t *spoiled)
+{
+  struct conn_call calls[EXTENT_SLOTS];
+  uint8_t args[EXTENT_SLOTS][sizeof (struct rp_copy_req)];
+  uint8_t replies[EXTENT_SLOTS][sizeof (struct rp_copy_reply)];
+  int src[EXTENT_SLOTS];
+  unsigned k_of[EXTENT_SLOTS], n = 0, left = 0;
+  bool is_left[EXTENT_SLOTS];
+  uint32_t es = p->cfg.extent_size;
+  /* The source's own deadline: the request timeout, plus the extent at
+   * 32 MiB/s (a slow link); we wait a timeout longer for its answer.
+   */
+  uint32_t deadline = p->cfg.timeout_ms +
+    (uint32_t) ((uint64_t) es * 1000 / (32u << 20));
+  struct conn_wait w;
+
+  if (deadline > RP_COPY_MAX_DEADLINE_MS)
+    deadline = RP_COPY_MAX_DEADLINE_MS;
+  conn_wait_init (&w);
+  for (unsigned k = 0; k < ndst; k++) {
+    struct replica *t = &e->rep[dst[k]];
+    struct donor *d = &p->servers[t->server];
+    struct rp_copy_args a;
+    int r;
+
+    is_left[k] = true;
+    if (!recovery_peer_target_ok (p, d) ||
+        (r = recovery_peer_source (p, e, dst, ndst)) < 0)
+      continue;
+    struct donor *s = &p->servers[e->rep[r].server];
+    memset (&a, 0, sizeof a);
+    a.dst_handle = t->handle;
+    a.dst_fence = d->fence;
+    a.dst_session = d->session;
+    memcpy (a.dst_incarnation, d->incarnation, 16);
+    a.deadline_ms = deadline;
+    memcpy (a.dst_addr, d->copy_addr, sizeof a.dst_addr);
+    rp_copy_req_encode (&a, args[n]);
+    replica_call (&calls[n], &e->rep[r], RP_OP_COPY);
+    calls[n].req.count = es;
+    calls[n].req.length = sizeof args[n];
+    calls[n].payload = args[n];
+    calls[n].rbuf = replies[n];
+    calls[n].rcap = sizeof replies[n];
+    calls[n].wait = &w;
+    atomic_fetch_add (&s->copies_out, 1);
+    if (conn_submit (donor_conn (s, idx), &calls[n]) == -1) {
+      atomic_fetch_sub (&s->copies_out, 1);
+      continue;
+    }
+    src[n] = r;
+    k_of[n++] = k;
+  }
+  if (n)
+    conn_wait_all (&w, calls, n, rp_now_ms () + deadline + p->cfg.timeout_ms);
+  conn_wait_destroy (&w);
+  for (unsigned i = 0; i < n; i++) {
+    unsigned k = k_of[i], t = dst[k];
+    struct donor *s = &p->servers[e->rep[src[i]].server];
+    struct donor *d = &p->servers[e->rep[t].server];
+    uint32_t error, stage, flags;
+    const char *why;
+
+    atomic_fetch_sub (&s->copies_out, 1);
+    if (!calls[i].is_answered) {
+      /* No answer: it may still be writing.  */
+      *spoiled |= 1u << t;
+      is_left[k] = false;
+      atomic_fetch_add (&p->count.peer_copy_failures, 1);
+      continue;
+    }
+    if (calls[i].err) {
+      /* Refused before it began: nothing was sent.  The source gone
+       * (ENOENT) is marked stale and another one tried by the relay.
+       */
+      if (calls[i].err == ENOENT)
+        replica_mark_stale (&e->rep[src[i]]);
+      atomic_fetch_add (&p->count.peer_copy_failures, 1);
+      continue;
+    }
+    if (rp_copy_reply_decode (replies[i], &error, &stage, &flags, &why) ==
+        -1) {
+      logging_msg (LOGGING_WARN, "server %s: %s", s->addr, why);
+      error = RP_EIO;
+      stage = RP_COPY_STAGE_WRITE;
+      flags = RP_COPY_SENT;
+    }
+    if (error == RP_OK) {
+      if (p->crypt.key && !recovery_peer_verify (p, idx, e, t, buf)) {
+        /* Complete (nothing can land late) but not good: the relay
+         * rewrites it from a source it checks first.
+         */
+        logging_msg (LOGGING_WARN, "extent %" PRIu64 ": the copy %s wrote"
+                     " on %s fails authentication; rewritten through this"
+                     " client", idx, s->addr, d->addr);
+        atomic_fetch_add (&p->count.peer_copy_failures, 1);
+        continue;
+      }
+      e->rep[t].is_stale = 0;
+      is_left[k] = false;
+      atomic_fetch_add (&p->count.recovered, 1);
+      atomic_fetch_add (&p->count.peer_copies, 1);
+      continue;
+    }
+    atomic_fetch_add (&p->count.peer_copy_failures, 1);
+    if (stage == RP_COPY_STAGE_SOURCE)
+      replica_mark_stale (&e->rep[src[i]]);
+    if (stage == RP_COPY_STAGE_CONNECT || stage == RP_COPY_STAGE_HANDSHAKE) {
+      /* Perhaps it cannot reach d at all (a firewall, an address only
+       * we can use): relay copies to d for a while.
+       */
+      if (rp_now_ms () >= atomic_load (&d->copy_off_ms))
+        logging_msg (LOGGING_WARN, "server %s could not %s server %s for"
+                     " a COPY; copies to %s go through this client for"
+                     " 30 s", s->addr, stage == RP_COPY_STAGE_CONNECT
+                     ? "connect to" : "join us on", d->addr, d->addr);
+      atomic_store (&d->copy_off_ms, rp_now_ms () + 30000);
+    }
+    if (flags & RP_COPY_SENT) {
+      *spoiled |= 1u << t;
+      is_left[k] = false;
+    }
+  }
+  for (unsigned k = 0; k < ndst; k++)
+    if (is_left[k])
+      dst[left++] = dst[k];
+  return left;
+}
+
 /* Index of a good replica of e, or -1. */
 static int
 recovery_source (struct rp_pool *p, const struct extent *e)
@@ -461,6 +666,18 @@ recovery_release_leaving (struct rp_pool *p, uint64_t idx, struct extent *e)
   }
 }
 
+/* Drop the copies of e in mask (bits are replica slots), FREEing them
+ * on their servers; never e's last copy.  Write lock held.
+ */
+static void
+recovery_drop_spoiled (struct rp_pool *p, uint64_t idx, struct extent *e,
+                       uint32_t mask)
+{
+  for (unsigned r = e->nrep; r-- > 0;)
+    if (((mask >> r) & 1) && e->nrep > 1)
+      recovery_free_copy (p, idx, e, r);
+}
+
 /* Repair one extent (write lock held), copying through buf.  Returns
  * bytes copied, or -1.
  */
@@ -468,8 +685,9 @@ static int64_t
 recovery_extent (struct rp_pool *p, uint64_t idx, struct extent *e,
                  uint8_t *buf)
 {
-  unsigned dst[EXTENT_SLOTS], ndst;
+  unsigned dst[EXTENT_SLOTS], ndst, left;
   bool from_backup = false;
+  uint32_t spoiled = 0;
   int bad_dst;
 
   if (recovery_source (p, e) < 0) {
@@ -487,20 +705,25 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct extent *e,
     recovery_release_leaving (p, idx, e);
     return 0;
   }
-  if (recovery_copy (p, idx, e, from_backup, dst, ndst, buf, &bad_dst) ==
+  left = from_backup ? ndst : recovery_peer (p, idx, e, dst, ndst, buf,
+                                             &spoiled);
+  if (left &&
+      recovery_copy (p, idx, e, from_backup, dst, left, buf, &bad_dst) ==
       -1) {
     /* A target whose server answered an error no longer exists there
      * (its lease for us expired while we could not reach it, say):
      * drop it, the next pass places a copy afresh.  Never down to no
      * replica at all: that would read as zeros.
      */
-    if (bad_dst >= 0 && e->nrep > 1)
-      extent_map_drop_replica (e, bad_dst);
+    if (bad_dst >= 0)
+      spoiled |= 1u << bad_dst;
+    recovery_drop_spoiled (p, idx, e, spoiled);
     return -1;
   }
-  for (unsigned k = 0; k < ndst; k++)
+  for (unsigned k = 0; k < left; k++)
     e->rep[dst[k]].is_stale = 0;
-  atomic_fetch_add (&p->count.recovered, ndst);
+  atomic_fetch_add (&p->count.recovered, left);
+  recovery_drop_spoiled (p, idx, e, spoiled);
   recovery_release_leaving (p, idx, e);
   return (int64_t) ndst * p->cfg.extent_size;
 }

@@ -136,6 +136,17 @@ codec_check_shape (const struct rp_req *r, const char **why)
       return -1;
     }
     return 0;
+  case RP_OP_COPY:
+    if (r->length != sizeof (struct rp_copy_req) || r->handle == 0) {
+      *why = "COPY payload length or no handle";
+      return -1;
+    }
+    if (r->count == 0 || r->count > RP_COPY_MAX_BYTES ||
+        r->offset >= RP_MAX_EXTENT_SIZE) {
+      *why = "COPY count or offset out of range";
+      return -1;
+    }
+    return 0;
   case RP_OP_STAT:
   case RP_OP_PING:
     if (r->length || r->handle || r->offset || r->count) {
@@ -216,6 +227,7 @@ static const struct {
   { RP_ENOMEM, ENOMEM },
   { RP_EPERM, EPERM },
   { RP_EVERSION, EPROTONOSUPPORT },
+  { RP_EBUSY, EBUSY },
 };
 
 int
@@ -244,6 +256,7 @@ rp_op_name (uint16_t op)
     [RP_OP_READ] = "READ", [RP_OP_WRITE] = "WRITE", [RP_OP_STAT] = "STAT",
     [RP_OP_PING] = "PING", [RP_OP_ZERO] = "ZERO", [RP_OP_AUTH] = "AUTH",
     [RP_OP_LIST] = "LIST", [RP_OP_HOLD] = "HOLD", [RP_OP_DRAIN] = "DRAIN",
+    [RP_OP_COPY] = "COPY",
   };
   if (op < sizeof names / sizeof names[0] && names[op])
     return names[op];
@@ -285,7 +298,8 @@ rp_hello_reply_decode (const void *buf, struct rp_hello_info *hi,
   hi->session = le64toh (h.session);
   memcpy (hi->server_nonce, h.server_nonce, sizeof hi->server_nonce);
   memcpy (hi->server_proof, h.server_proof, sizeof hi->server_proof);
-  if (hi->flags & ~RP_HELLO_AUTH) {
+  if (hi->flags & ~(RP_HELLO_AUTH | RP_HELLO_COPY) ||
+      (hi->version < 4 && (hi->flags & RP_HELLO_COPY))) {
     *why = "HELLO unknown flags";
     return -1;
   }
@@ -476,4 +490,102 @@ rp_frame_is_notice (const void *buf)
 
   memcpy (&magic, buf, sizeof magic);
   return le32toh (magic) == RP_NOTICE_MAGIC;
+}
+
+void
+rp_copy_req_encode (const struct rp_copy_args *a, void *buf)
+{
+  struct rp_copy_req c = {
+    .dst_handle = htole64 (a->dst_handle),
+    .dst_offset = htole64 (a->dst_offset),
+    .dst_fence = htole64 (a->dst_fence),
+    .dst_session = htole64 (a->dst_session),
+    .deadline_ms = htole32 (a->deadline_ms),
+  };
+  memcpy (c.dst_incarnation, a->dst_incarnation, sizeof c.dst_incarnation);
+  memcpy (c.dst_addr, a->dst_addr, sizeof c.dst_addr);
+  memcpy (buf, &c, sizeof c);
+}
+
+int
+rp_copy_req_decode (const void *buf, struct rp_copy_args *a, const char **why)
+{
+  struct rp_copy_req c;
+  size_t len;
+
+  memcpy (&c, buf, sizeof c);
+  a->dst_handle = le64toh (c.dst_handle);
+  a->dst_offset = le64toh (c.dst_offset);
+  a->dst_fence = le64toh (c.dst_fence);
+  a->dst_session = le64toh (c.dst_session);
+  a->deadline_ms = le32toh (c.deadline_ms);
+  memcpy (a->dst_incarnation, c.dst_incarnation, sizeof a->dst_incarnation);
+  len = strnlen (c.dst_addr, sizeof c.dst_addr);
+  if (a->dst_handle == 0 || a->dst_session == 0) {
+    *why = "COPY without a target handle or session";
+    return -1;
+  }
+  if (a->dst_offset >= RP_MAX_EXTENT_SIZE) {
+    *why = "COPY target offset out of range";
+    return -1;
+  }
+  if (a->deadline_ms == 0 || a->deadline_ms > RP_COPY_MAX_DEADLINE_MS) {
+    *why = "COPY deadline out of range";
+    return -1;
+  }
+  if (c.reserved != 0) {
+    *why = "COPY reserved field set";
+    return -1;
+  }
+  if (len == 0 || len == sizeof c.dst_addr) {
+    *why = "COPY target address empty or not terminated";
+    return -1;
+  }
+  for (size_t i = len; i < sizeof c.dst_addr; i++)
+    if (c.dst_addr[i] != 0) {
+      *why = "COPY target address not zero-padded";
+      return -1;
+    }
+  for (size_t i = 0; i < len; i++)
+    if ((unsigned char) c.dst_addr[i] <= ' ' ||
+        (unsigned char) c.dst_addr[i] >= 127) {
+      *why = "COPY target address has a control or non-ASCII byte";
+      return -1;
+    }
+  memcpy (a->dst_addr, c.dst_addr, sizeof a->dst_addr);
+  return 0;
+}
+
+void
+rp_copy_reply_encode (uint32_t error, uint32_t stage, uint32_t flags,
+                      void *buf)
+{
+  struct rp_copy_reply r = {
+    .error = htole32 (error),
+    .stage = htole32 (stage),
+    .flags = htole32 (flags),
+  };
+  memcpy (buf, &r, sizeof r);
+}
+
+int
+rp_copy_reply_decode (const void *buf, uint32_t *error, uint32_t *stage,
+                      uint32_t *flags, const char **why)
+{
+  struct rp_copy_reply r;
+
+  memcpy (&r, buf, sizeof r);
+  *error = le32toh (r.error);
+  *stage = le32toh (r.stage);
+  *flags = le32toh (r.flags);
+  if (*error > RP_ERROR_MAX || *stage > RP_COPY_STAGE_ABORTED ||
+      (*flags & ~RP_COPY_SENT) || r.reserved != 0) {
+    *why = "COPY reply field out of range";
+    return -1;
+  }
+  if ((*error == RP_OK) != (*stage == RP_COPY_STAGE_DONE)) {
+    *why = "COPY reply error and stage disagree";
+    return -1;
+  }
+  return 0;
 }

@@ -116,6 +116,30 @@ int rp_notice_decode (const void *buf, struct rp_notice *n, const char **why);
 /* Do the 32 bytes at buf start a notice rather than a reply? */
 bool rp_frame_is_notice (const void *buf);
 
+/* COPY's request payload (protocol.h) in host order.  decode checks
+ * every field: handle and session non-zero, offset and deadline in
+ * range, the address printable ASCII, NUL-terminated and zero-padded.
+ */
+struct rp_copy_args {
+  uint64_t dst_handle;
+  uint64_t dst_offset;
+  uint64_t dst_fence;
+  uint64_t dst_session;
+  uint8_t dst_incarnation[16];
+  uint32_t deadline_ms;
+  char dst_addr[RP_COPY_ADDR_MAX];
+};
+void rp_copy_req_encode (const struct rp_copy_args *a, void *buf);
+int rp_copy_req_decode (const void *buf, struct rp_copy_args *a,
+                        const char **why);
+/* COPY's reply payload; decode: -1 for a field out of range, or an
+ * error and a stage that disagree.
+ */
+void rp_copy_reply_encode (uint32_t error, uint32_t stage, uint32_t flags,
+                           void *buf);
+int rp_copy_reply_decode (const void *buf, uint32_t *error, uint32_t *stage,
+                          uint32_t *flags, const char **why);
+
 static inline int
 rp_is_power_of_2 (uint64_t v)
 {

@@ -54,6 +54,7 @@ enum log_kind {
   LOG_KIND_STALL,        /* closed for not reading its replies */
   LOG_KIND_RANDOM,       /* getrandom failed */
   LOG_KIND_LEASE,        /* leases expired (at most one a sweep anyway) */
+  LOG_KIND_COPY,         /* COPYs to other memservers that failed */
   LOG_KINDS
 };
 

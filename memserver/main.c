@@ -43,6 +43,8 @@ usage (FILE *fp)
 "                           back (10000)\n"
 "      --reclaim-sole       reclaim may drop a client's only copy\n"
 "      --drain-timeout-ms MS  deadline of a drain (SIGUSR2) (600000)\n"
+"      --peer-copies N      COPYs to other memservers at once, for clients'\n"
+"                           recovery (4; 0: refuse COPY)\n"
 "  -k, --key-file FILE      cluster key (from rampool keygen): clients must\n"
 "                           prove they hold it (mutual challenge-response)\n"
 "      --no-mlock           do not lock donated memory in RAM (for\n"
@@ -75,6 +77,7 @@ enum {
   OPT_MAX_REPLY_BUFFER, OPT_LISTEN_RDMA, OPT_RDMA_PORT_FILE, OPT_MAX_SIZE,
   OPT_HEADROOM, OPT_RECLAIM_DEADLINE_MS, OPT_RECLAIM_SOLE,
   OPT_DRAIN_TIMEOUT_MS, OPT_METRICS_LISTEN, OPT_METRICS_PORT_FILE,
+  OPT_PEER_COPIES,
 };
 
 static const struct option long_options[] = {
@@ -96,6 +99,7 @@ static const struct option long_options[] = {
   { "reclaim-deadline-ms", required_argument, NULL, OPT_RECLAIM_DEADLINE_MS },
   { "reclaim-sole", no_argument, NULL, OPT_RECLAIM_SOLE },
   { "drain-timeout-ms", required_argument, NULL, OPT_DRAIN_TIMEOUT_MS },
+  { "peer-copies", required_argument, NULL, OPT_PEER_COPIES },
   { "pidfile", required_argument, NULL, OPT_PIDFILE },
   { "metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN },
   { "metrics-port-file", required_argument, NULL, OPT_METRICS_PORT_FILE },
@@ -168,6 +172,14 @@ apply (struct settings *st, int opt, const char *value, const char *where)
     return 0;
   case OPT_RECLAIM_SOLE:
     st->reclaim_sole = true;
+    return 0;
+  case OPT_PEER_COPIES:
+    if (rp_parse_uint (value, 0, 64, &v) == -1) {
+      fprintf (stderr, "memserver: %s: '%s' is not a number of copies from"
+               " 0 (COPY refused) to 64\n", where, value);
+      return -1;
+    }
+    st->peer_copies = v;
     return 0;
   case 'k':
     free (st->key_file);
@@ -348,6 +360,11 @@ main (int argc, char **argv)
     .max_reply_bytes = 64 * 1024 * 1024,
     .reclaim_deadline_ms = 10000,
     .drain_timeout_ms = 600000,
+    /* 4 COPYs at once, 4 MiB of buffers each: enough to keep a 10 GbE
+     * link busy with 1 MiB extents, while a pool-wide recovery (every
+     * survivor a source) spreads over many donors anyway.
+     */
+    .peer_copies = 4,
     .level = LOG_LEVEL_INFO,
   };
   int c, status;

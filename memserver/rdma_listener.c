@@ -548,7 +548,7 @@ rdma_conn_make (struct rdma_conn *c, const struct rp_rdma_connect *rc,
   struct ibv_qp_init_attr qpa = { 0 };
   struct rp_rdma_accept acc = {
     .magic = htole32 (RP_RDMA_MAGIC),
-    .version = htole32 (RP_PROTOCOL_VERSION),
+    .version = rc->version,  /* the client's: we speak 3 and 4 */
     .credits = htole32 (RDMA_CREDITS),
     .max_msg = htole32 (RP_RDMA_MAX_REQ),
   };
@@ -655,10 +655,12 @@ rdma_on_connect_request (struct rdma_listener *rs, struct rdma_cm_event *ev)
     why = RP_EPROTO;
     goto out_reject;
   }
-  if (le32toh (rc.version) != RP_PROTOCOL_VERSION) {
+  if (le32toh (rc.version) < RP_PROTOCOL_VERSION_MIN ||
+      le32toh (rc.version) > RP_PROTOCOL_VERSION) {
     log_peer (LOG_KIND_VERSION, LOG_LEVEL_WARN, "rdma", "%s: protocol"
-              " version %" PRIu32 " not supported (this server speaks %d)",
-              peer, le32toh (rc.version), RP_PROTOCOL_VERSION);
+              " version %" PRIu32 " not supported (this server speaks %d"
+              " to %d)", peer, le32toh (rc.version), RP_PROTOCOL_VERSION_MIN,
+              RP_PROTOCOL_VERSION);
     why = RP_EVERSION;
     goto out_refuse;
   }

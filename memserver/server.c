@@ -62,6 +62,7 @@
 #include <sys/socket.h>
 
 #include "metrics.h"
+#include "peer.h"
 #include "rampool/protocol.h"
 #include "rdma_listener.h"
 #include "reclaim.h"
@@ -204,6 +205,8 @@ struct server {
   struct rdma_listener *rdma; /* --listen-rdma, or NULL (rdma_listener.c) */
   struct reclaim *reclaim;   /* giving memory back (reclaim.c) */
   struct metrics *metrics;   /* --metrics-listen (metrics.c), or NULL */
+  struct peer *peer;         /* COPY to other memservers (peer.c), or
+                                NULL with --peer-copies 0 */
   uv_signal_t sigusr2;       /* drain */
   int exit_status;           /* what server_run returns: 0, or 1 when a
                                 drain ended with extents left */
@@ -882,6 +885,7 @@ server_stop (struct server *srv)
   uv_close ((uv_handle_t *) &srv->check, NULL);
   for (struct session *s = srv->core.sessions; s; s = s->next)
     s->ops->close (s);
+  peer_stop (srv->peer);
 #ifdef HAVE_RDMA
   if (srv->rdma)
     rdma_listener_stop (srv->rdma);
@@ -1024,6 +1028,13 @@ server_run (const struct settings *st)
     store_close (&srv.core.store);
     return 1;
   }
+  if (st->peer_copies &&
+      (srv.peer = peer_start (srv.loop, &srv.core, st->peer_copies)) == NULL) {
+    metrics_free (srv.metrics);
+    reclaim_free (srv.reclaim);
+    store_close (&srv.core.store);
+    return 1;
+  }
   port = st->listen ? server_listen (&srv) : 0;
   if (port < 0) {
     status = 1;
@@ -1106,6 +1117,7 @@ server_run (const struct settings *st)
 #endif
   log_flush (true);
   stats_log (&srv.core.stats);
+  peer_free (srv.peer);
   reclaim_free (srv.reclaim);
   if (status == 0)
     status = srv.exit_status;

@@ -64,6 +64,8 @@ session_fini (struct session *s)
 {
   struct session_core *core = s->core;
 
+  if (s->ncopies && core->copy_cancel)
+    core->copy_cancel (core, s);
   if (s->owner)
     store_owner_detach (&core->store, s->owner);
   if (s->prev)
@@ -286,16 +288,19 @@ session_hello (struct session *s, const struct rp_req *req,
   uint8_t *out;
 
   memcpy (&h, payload, sizeof h);
-  if (le32toh (h.version) != RP_PROTOCOL_VERSION) {
+  if (le32toh (h.version) < RP_PROTOCOL_VERSION_MIN ||
+      le32toh (h.version) > RP_PROTOCOL_VERSION) {
     log_peer (LOG_KIND_VERSION, LOG_LEVEL_WARN, "conn",
               "%s: protocol version %" PRIu32
-              " not supported (this server speaks %d)",
-              s->peer, le32toh (h.version), RP_PROTOCOL_VERSION);
+              " not supported (this server speaks %d to %d)",
+              s->peer, le32toh (h.version), RP_PROTOCOL_VERSION_MIN,
+              RP_PROTOCOL_VERSION);
     session_reply (s, req->id, RP_EVERSION, 0);
     s->is_rejected = true;
     return;
   }
   s->is_hello_done = true;
+  s->version = le32toh (h.version);
   memcpy (s->owner_id, h.owner, 16);
   memcpy (s->client_nonce, h.client_nonce, 32);
   s->fence = le64toh (h.fence);
@@ -325,7 +330,10 @@ session_hello (struct session *s, const struct rp_req *req,
     return;
   else
     hi.session = s->owner->session;
-  hi.version = RP_PROTOCOL_VERSION;
+  /* In the client's version; COPY only to those that know it. */
+  hi.version = s->version;
+  if (s->version >= 4 && core->copy)
+    hi.flags |= RP_HELLO_COPY;
   memcpy (hi.incarnation, core->incarnation, 16);
   hi.capacity_bytes = core->store.region.capacity;
   hi.free_bytes = region_free_bytes (&core->store.region);
@@ -513,6 +521,62 @@ session_extent (struct session *s, const struct rp_req *req, uint64_t count)
   return e;
 }
 
+/* COPY: check the request and hand it to the server's copier
+ * (core->copy), which answers later (session_copy_done); or answer the
+ * refusal now.
+ */
+static void
+session_copy (struct session *s, const struct rp_req *req,
+              const uint8_t *payload)
+{
+  struct rp_copy_args a;
+  const char *why;
+  struct extent *e;
+
+  if (s->core->copy == NULL) {
+    session_reply_errno (s, req->id, EPERM);
+    return;
+  }
+  if (rp_copy_req_decode (payload, &a, &why) == -1) {
+    log_peer (LOG_KIND_PROTOCOL, LOG_LEVEL_WARN, "copy", "%s: COPY refused:"
+              " %s", s->peer, why);
+    session_reply_errno (s, req->id, EINVAL);
+    return;
+  }
+  /* offset < 2^30, count <= 2^30: no overflow. */
+  e = store_lookup (&s->core->store, s->owner, req->handle);
+  if (e == NULL) {
+    session_reply_errno (s, req->id, ENOENT);
+    return;
+  }
+  if (req->offset + req->count > e->size) {
+    session_reply_errno (s, req->id, EINVAL);
+    return;
+  }
+  if (s->core->copy (s->core, s, req, &a) == -1) {
+    session_reply_errno (s, req->id, errno);
+    return;
+  }
+  s->ncopies++;
+}
+
+void
+session_copy_done (struct session *s, uint64_t id, uint32_t error,
+                   uint32_t stage, uint32_t flags)
+{
+  uint8_t *out;
+
+  s->ncopies--;
+  if (s->is_closing || s->close_why)
+    return;
+  s->cur_op = RP_OP_COPY;
+  out = session_reply (s, id, RP_OK, sizeof (struct rp_copy_reply));
+  if (out)
+    rp_copy_reply_encode (error, stage, flags, out);
+  if (!s->is_processing && s->ops->kick)
+    s->ops->kick (s);
+}
+
 static void
 session_execute (struct session *s, const struct rp_req *req,
                  const uint8_t *payload)
@@ -550,6 +614,9 @@ session_execute (struct session *s, const struct rp_req *req,
     }
     e->is_held = true;
     session_reply (s, req->id, RP_OK, 0);
+    return;
+  case RP_OP_COPY:
+    session_copy (s, req, payload);
     return;
   case RP_OP_DRAIN:
     if (s->core->drain == NULL ||
@@ -614,6 +681,8 @@ session_check_order (const struct session *s, const struct rp_req *req)
     return key ? "second AUTH" : "AUTH, but this server has no key-file";
   if (s->is_one_sided && (req->op == RP_OP_READ || req->op == RP_OP_WRITE))
     return "READ or WRITE as a frame: their data is one-sided over RDMA";
+  if (req->op == RP_OP_COPY && s->version < 4)
+    return "COPY on a version-3 connection";
   return NULL;
 }
 

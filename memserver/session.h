@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codec.h"
 #include "log.h"
 #include "rampool/protocol.h"
 #include "settings.h"
@@ -101,6 +102,18 @@ struct session_core {
    */
   void (*joined) (struct session_core *core, struct session *s);
   void *reclaim;                  /* reclaim.c's state, for the hooks */
+  /* COPY (peer.c): start copying req's range of s's extent to the
+   * target in a.  0: answered later with session_copy_done; -1 with
+   * errno (EBUSY: too many in progress; ENOMEM) to answer now.  NULL:
+   * COPY is off (--peer-copies 0), answered EPERM and not announced.
+   */
+  int (*copy) (struct session_core *core, struct session *s,
+               const struct rp_req *req, const struct rp_copy_args *a);
+  /* s is going away with copies in progress: stop them (their
+   * session_copy_done never comes).
+   */
+  void (*copy_cancel) (struct session_core *core, struct session *s);
+  void *peer;                     /* peer.c's state, for the hooks */
 };
 
 struct session {
@@ -116,6 +129,8 @@ struct session {
   struct owner *owner;            /* NULL until HELLO (and AUTH with a
                                      key); holds one of its nconns */
   bool is_hello_done;
+  uint32_t version;               /* from HELLO: 3 or 4 */
+  uint32_t ncopies;               /* COPYs started and not answered */
   uint16_t cur_op;                /* the op executing, for the counters */
   bool is_processing;             /* inside session_process_turn */
   bool is_rejected;               /* refused HELLO/AUTH: the next frame
@@ -217,6 +232,12 @@ void session_output_sent (struct session *s);
  */
 int session_notice (struct session *s, uint32_t kind, uint64_t deadline_ms,
                     const uint64_t *handles, uint32_t n);
+
+/* The COPY `id` started by core->copy ended: answer it (error, stage
+ * and flags as in struct rp_copy_reply) and send the reply at once.
+ */
+void session_copy_done (struct session *s, uint64_t id, uint32_t error,
+                        uint32_t stage, uint32_t flags);
 
 /* HELLO went through on a server with a key, but no AUTH yet: a peer
  * that leaves now most likely did not accept our proof.

@@ -39,6 +39,9 @@ struct settings {
   uint32_t drain_timeout_ms; /* a drain's deadline when none is given
                               (SIGUSR2, DRAIN 0): 600000, time to move
                               a donor's worth at a few hundred MiB/s */
+  uint32_t peer_copies;    /* COPYs to other memservers running at once
+                              (peer.c); 0 refuses COPY and does not
+                              announce it */
   bool use_mlock;          /* lock extents in RAM (default true: donated
                               memory must never itself be swapped) */
   uint32_t lease_ms;       /* keep a vanished client's extents this long;

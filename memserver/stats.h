@@ -28,7 +28,10 @@
   X (write_bytes,         "bytes received in WRITE requests") \
   X (reclaim_asked,       "extents asked back in RECLAIM notices") \
   X (reclaim_dropped,     "extents dropped: not moved by their reclaim" \
-                          " deadline")
+                          " deadline") \
+  X (copies,              "COPYs that wrote every byte to their target") \
+  X (copies_failed,       "COPYs that ended without writing every byte") \
+  X (copy_bytes,          "bytes written to other memservers by COPY")
 
 struct ms_stats {
 #define MS_STATS_FIELD(name, help) uint64_t name;

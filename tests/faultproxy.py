@@ -491,8 +491,11 @@ def serve_control(path, ups):
         threading.Thread(target=handle, args=(cs,), daemon=True).start()
 
 
-def ctl(path, words):
+def command(path, words):
+    """One command to the proxy at control socket path; its answer
+    ("ok ..." or "error: ...").  Also for tests that import this."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(60)
     s.connect(path)
     s.sendall((" ".join(words) + "\n").encode())
     reply = b""
@@ -502,7 +505,11 @@ def ctl(path, words):
             break
         reply += got
     s.close()
-    text = reply.decode().strip()
+    return reply.decode().strip()
+
+
+def ctl(path, words):
+    text = command(path, words)
     print(text)
     return 0 if text.startswith("ok") else 1
 

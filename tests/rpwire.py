@@ -1,4 +1,4 @@
-"""The rampool wire protocol (include/rampool/protocol.h, version 3) from
+"""The rampool wire protocol (include/rampool/protocol.h, versions 3 and 4) from
 Python, for the tests and benches that talk to a memserver directly:
 frames, the HELLO/AUTH handshake with or without a cluster key, calls
 one at a time or pipelined, replies, and a few probes of a live
@@ -7,10 +7,12 @@ memserver process (/proc/PID/status, the kernel's socket queues).
 Written from docs/protocol.md, not from the C code, so a test using it
 checks the server against the document.
 
-The protocol version sent in HELLO is RP_TEST_PROTOCOL (default 3,
-this tree's), so a test can be pointed at an older memserver to show
-what it got wrong: RP_TEST_PROTOCOL=2 abs_top_builddir=OLD_TREE ...
-(version 2 has no session id and an 8-byte ALLOC reply).
+The protocol version sent in HELLO is RP_TEST_PROTOCOL (default 3, the
+oldest this tree's memserver serves, so the tests of everything else
+check that it still does), or a Conn's `version`; a test can be pointed
+at an older memserver to show what it got wrong: RP_TEST_PROTOCOL=2
+abs_top_builddir=OLD_TREE ... (version 2 has no session id and an
+8-byte ALLOC reply).  Version 4 adds COPY (peer_copy.py).
 
 Users: accept.py, fairness.py, log_flood.py, reply_budget.py,
 fence.py, bounds.py, malformed.py, bench/memserver-alloc.py.
@@ -34,10 +36,18 @@ MAX_PAYLOAD = 4 << 20
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 
 HELLO, ALLOC, FREE, READ, WRITE, STAT, PING, ZERO, AUTH, LIST = range(1, 11)
-OK, EINVAL, ENOSPC, ENOENT, EPROTO, EIO, ENOMEM, EPERM, EVERSION = range(9)
+HOLD, DRAIN, COPY = 11, 12, 13
+OK, EINVAL, ENOSPC, ENOENT, EPROTO, EIO, ENOMEM, EPERM, EVERSION, EBUSY = \
+    range(10)
 ERRNAMES = ["OK", "EINVAL", "ENOSPC", "ENOENT", "EPROTO", "EIO", "ENOMEM",
-            "EPERM", "EVERSION"]
+            "EPERM", "EVERSION", "EBUSY"]
 HELLO_AUTH = 1
+HELLO_COPY = 2                       # version 4: the server takes COPY
+COPY_REQ = struct.Struct("<QQQQ16sII128s")              # 184 bytes
+COPY_REPLY = struct.Struct("<IIII")                     # 16 bytes
+COPY_SENT = 1
+(STAGE_DONE, STAGE_CONNECT, STAGE_HANDSHAKE, STAGE_WRITE, STAGE_SOURCE,
+ STAGE_DEADLINE, STAGE_ABORTED) = range(7)
 
 SERVER_LABEL = b"rampool-v1 server\0"
 CLIENT_LABEL = b"rampool-v1 client\0"
@@ -92,7 +102,7 @@ class Conn:
     read)."""
 
     def __init__(self, port, host="127.0.0.1", timeout=10, rcvbuf=None,
-                 sock=None):
+                 sock=None, version=None):
         if sock is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             if rcvbuf:
@@ -102,6 +112,8 @@ class Conn:
         else:
             sock.settimeout(timeout)
         self.sock = sock
+        self.version = VERSION if version is None else version
+        self.incarnation = None
         self.owner = os.urandom(16)
         self.next_id = 1
         self.session = None
@@ -175,16 +187,21 @@ class Conn:
             self.owner = owner
         owner = self.owner
         cn = os.urandom(32)
-        err, body = self.call(HELLO, payload=hello_payload(owner, cn, fence))
+        err, body = self.call(HELLO, payload=hello_payload(owner, cn, fence,
+                                                           self.version))
         if err != OK:
             raise Refused("HELLO", err)
         assert len(body) == HELLO_REPLY.size, "HELLO reply of %d bytes" % len(body)
-        (version, flags, _inc, cap, free, max_payload, _lease, sn, sproof,
+        (version, flags, inc, cap, free, max_payload, _lease, sn, sproof,
          session) = HELLO_REPLY.unpack(body)
-        assert version == VERSION, "server speaks version %d" % version
+        assert version == self.version, "server speaks version %d" % version
         assert free <= cap and max_payload == MAX_PAYLOAD
+        assert self.version >= 4 or not flags & HELLO_COPY, \
+            "COPY announced to a version-%d client" % self.version
         self.flags = flags
-        if VERSION < 3:
+        self.incarnation = inc
+        flags &= ~HELLO_COPY
+        if self.version < 3:
             session = None          # version 2: a reserved field
         if not auth:
             assert flags in (0, HELLO_AUTH), "HELLO flags %d" % flags
@@ -208,7 +225,7 @@ class Conn:
                                                   owner, f))
         if err != OK:
             raise Refused("AUTH", err)
-        if VERSION < 3:
+        if self.version < 3:
             self.session = None
             return None
         session, reserved = AUTH_REPLY.unpack(body)
@@ -222,7 +239,7 @@ class Conn:
         err, body = self.call(ALLOC, offset=size)
         if err != OK:
             return err, 0
-        want = ALLOC_REPLY.size if VERSION >= 3 else 8
+        want = ALLOC_REPLY.size if self.version >= 3 else 8
         assert len(body) == want, "ALLOC reply of %d bytes" % len(body)
         return OK, int.from_bytes(body[:8], "little")
 
@@ -261,6 +278,28 @@ class Conn:
             return False
         except Closed:
             return True
+
+
+def copy_payload(dst_handle, dst_offset, fence, session, incarnation,
+                 addr, deadline_ms=5000, reserved=0):
+    """COPY's 184-byte request payload (protocol.h struct rp_copy_req);
+    addr: bytes or str, zero-padded to 128 (longer is the caller's
+    mistake to make on purpose)."""
+    if isinstance(addr, str):
+        addr = addr.encode()
+    return COPY_REQ.pack(dst_handle, dst_offset, fence, session,
+                         incarnation, deadline_ms, reserved,
+                         addr.ljust(128, b"\0")[:128])
+
+
+def copy_reply(body):
+    """COPY's reply payload: (error, stage, flags)."""
+    assert len(body) == COPY_REPLY.size, "COPY reply of %d bytes" % len(body)
+    error, stage, flags, reserved = COPY_REPLY.unpack(body)
+    assert reserved == 0 and flags & ~COPY_SENT == 0
+    assert (error == OK) == (stage == STAGE_DONE), \
+        "COPY reply error %d with stage %d" % (error, stage)
+    return error, stage, flags
 
 
 def proc_status(pid, field):

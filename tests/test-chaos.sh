@@ -41,7 +41,7 @@ run () {
     fail "$name: exit $rc: $(grep '^test_chaos: seed' "$TMP/$name.log")"
   fi
   grep "\] episode " "$TMP/$name.log" | grep -v ": over" | sed "s/^/  /"
-  grep "audit at the end\|the memservers hold\|episodes;\|^test_chaos" "$TMP/$name.log"
+  grep "audit at the end\|the memservers hold\|episodes;\|copies recovered\|^test_chaos" "$TMP/$name.log"
 }
 
 run plain

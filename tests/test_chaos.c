@@ -1141,6 +1141,10 @@ main (int argc, char **argv)
     }
     say ("%u episodes; %" PRIu64 " reads, %" PRIu64 " writes, %" PRIu64
          " zeroes, %" PRIu64 " trims", nepisodes, r, w, z, t);
+    struct rp_pool_stats st;
+    rp_pool_get_stats (pool, &st);
+    say ("copies recovered %" PRIu64 ", by COPY %" PRIu64 ", COPYs failed %"
+         PRIu64, st.recovered, st.peer_copies, st.peer_copy_failures);
   }
   rp_pool_close (pool);
  out_stop:

@@ -59,6 +59,11 @@ struct rp_config {
   unsigned inflight;          /* request slots per connection (64) */
   unsigned timeout_ms;        /* per-request deadline (default 5000) */
   unsigned heartbeat_ms;      /* PING / reconnect period (default 1000) */
+  bool is_peer_copy;          /* peer-copy=on (default): recovery has a
+                                 server with a good copy write the new
+                                 one straight to its server (COPY,
+                                 protocol version 4); off: relayed
+                                 through this client */
   uint64_t recovery_rate;     /* most bytes per second re-replication
                                  may copy; 0 (default): no ceiling, it
                                  yields to foreground I/O (recovery.c) */
@@ -198,6 +203,10 @@ uint32_t rp_pool_extent_size (const struct rp_pool *pool);
   X (writes,              "write and zero requests, per extent part") \
   X (read_failovers,      "reads retried on another copy") \
   X (recovered,           "copies re-created or rewritten by recovery") \
+  X (peer_copies,         "of those, written donor to donor (COPY), not" \
+                          " through this client") \
+  X (peer_copy_failures,  "COPYs that failed (the copy was then relayed" \
+                          " or re-placed)") \
   X (backup_reads,        "extent parts read from the backup file") \
   X (outage_waits,        "requests that waited for a down server") \
   X (migrated,            "copies moved off a server that wanted them" \

@@ -42,8 +42,15 @@ typedef uint64_t le64;
  *    extents), LIST, the ALLOC reply's rkey and offset (for one-sided
  *    transports), notices (RECLAIM, DRAIN) with HOLD and DRAIN, and
  *    STAT's limit and state.
+ * 4: COPY (one memserver writes a range of an extent straight into
+ *    another's, for scattered recovery), announced by RP_HELLO_COPY,
+ *    and RP_EBUSY.  A version-4 memserver still serves version-3
+ *    clients (it answers in their version and never announces COPY to
+ *    them); a version-4 client needs version-4 memservers, so
+ *    memservers are upgraded first.
  */
-#define RP_PROTOCOL_VERSION 3
+#define RP_PROTOCOL_VERSION 4
+#define RP_PROTOCOL_VERSION_MIN 3  /* oldest a memserver still serves */
 
 #define RP_REQ_MAGIC   0x71505252u  /* "RRPq" as little-endian bytes */
 #define RP_REPLY_MAGIC 0x72505252u  /* "RRPr" */
@@ -75,8 +82,11 @@ enum rp_op {
                         asked back, until the client FREEs it            */
   RP_OP_DRAIN = 12,  /* deadline in ms in `offset` (0: the server's
                         default); no payload: empty this server          */
+  RP_OP_COPY  = 13,  /* version 4: source handle, offset, byte count in
+                        `count`; payload: struct rp_copy_req; reply:
+                        struct rp_copy_reply                             */
 };
-#define RP_OP_MAX RP_OP_DRAIN
+#define RP_OP_MAX RP_OP_COPY
 
 /* Request flags (rp_req_hdr.flags); any other bit, or a flag on another
  * op, is a malformed header.
@@ -98,8 +108,10 @@ enum rp_error {
   RP_ENOMEM   = 6,   /* server cannot lock/allocate memory now    */
   RP_EPERM    = 7,   /* not permitted (auth, limits)              */
   RP_EVERSION = 8,   /* unsupported protocol version              */
+  RP_EBUSY    = 9,   /* version 4, COPY only: too many copies in
+                        progress on this server now; try later     */
 };
-#define RP_ERROR_MAX RP_EVERSION
+#define RP_ERROR_MAX RP_EBUSY
 
 /* Request header: 40 bytes. */
 struct rp_req_hdr {
@@ -145,6 +157,8 @@ struct rp_hello_req {
 _Static_assert (sizeof (struct rp_hello_req) == 64, "rp_hello_req size");
 
 #define RP_HELLO_AUTH 1u  /* rp_hello_reply.flags: key required, proof set */
+#define RP_HELLO_COPY 2u  /* rp_hello_reply.flags, version 4: this server
+                             takes COPY requests */
 
 /* HELLO reply payload: 120 bytes. */
 struct rp_hello_reply {
@@ -272,6 +286,63 @@ struct rp_notice_hdr {
 };
 _Static_assert (sizeof (struct rp_notice_hdr) == 32, "rp_notice_hdr size");
 
+/* COPY (version 4, docs/protocol.md): the server that holds the
+ * source extent (the request's handle, from `offset`, `count` bytes)
+ * connects to the target memserver as the requesting owner (HELLO with
+ * the same owner id and the given fence, AUTH with its own cluster
+ * key), checks that the target is the incarnation and owner session
+ * the client knows, and WRITEs the bytes into the target extent.  The
+ * client must not write either range until the COPY is answered.
+ *
+ * A COPY refused before anything was sent is answered with an error
+ * and no payload (EINVAL, ENOENT, EPERM: COPY off here, EBUSY).  Once
+ * it started, the reply is RP_OK with struct rp_copy_reply: `error`
+ * says how it ended, and RP_COPY_SENT whether any byte may have
+ * reached the target (then, on failure, the target extent's content is
+ * unknown and a late WRITE may still land there: the client must not
+ * count it until rewritten over a connection that fences this one, or
+ * FREE it).
+ */
+#define RP_COPY_MAX_BYTES RP_MAX_EXTENT_SIZE  /* `count`, at most */
+#define RP_COPY_ADDR_MAX 128                  /* dst_addr, with its NUL */
+#define RP_COPY_MAX_DEADLINE_MS 600000u
+
+struct rp_copy_req {
+  le64 dst_handle;       /* the target extent (non-zero) */
+  le64 dst_offset;       /* where in it the bytes go (< 1 GiB) */
+  le64 dst_fence;        /* the client's connection generation there */
+  le64 dst_session;      /* the client's owner session there (non-zero) */
+  uint8_t dst_incarnation[16]; /* the target's, as the client knows it */
+  le32 deadline_ms;      /* answer by then, from receipt (1..600000) */
+  le32 reserved;         /* 0 (checked) */
+  char dst_addr[RP_COPY_ADDR_MAX]; /* "HOST:PORT" or "[V6]:PORT" of the
+                            target's TCP listener, NUL-terminated, the
+                            rest of the field zero */
+};
+_Static_assert (sizeof (struct rp_copy_req) == 184, "rp_copy_req size");
+
+#define RP_COPY_SENT 1u  /* rp_copy_reply.flags: bytes may have reached
+                            the target */
+enum rp_copy_stage {
+  RP_COPY_STAGE_DONE = 0,      /* every byte written and acknowledged */
+  RP_COPY_STAGE_CONNECT = 1,   /* resolving or connecting to the target */
+  RP_COPY_STAGE_HANDSHAKE = 2, /* HELLO/AUTH refused, or the target is not
+                                  the incarnation or session expected */
+  RP_COPY_STAGE_WRITE = 3,     /* a WRITE refused, or the target lost */
+  RP_COPY_STAGE_SOURCE = 4,    /* the source extent went away meanwhile */
+  RP_COPY_STAGE_DEADLINE = 5,  /* deadline_ms passed */
+  RP_COPY_STAGE_ABORTED = 6,   /* this server is stopping */
+};
+
+/* COPY reply payload (with RP_OK): 16 bytes. */
+struct rp_copy_reply {
+  le32 error;            /* enum rp_error: RP_OK when every byte landed */
+  le32 stage;            /* enum rp_copy_stage: where it ended */
+  le32 flags;            /* RP_COPY_SENT */
+  le32 reserved;         /* 0 */
+};
+_Static_assert (sizeof (struct rp_copy_reply) == 16, "rp_copy_reply size");
+
 /* The RDMA binding (docs/protocol.md section 13).  A connection is a
  * reliable-connected queue pair set up with librdmacm.  Every frame but
  * the data of READ and WRITE travels two-sided, one frame per message
@@ -322,8 +393,10 @@ _Static_assert (sizeof (struct rp_rdma_reject) == 8, "rp_rdma_reject size");
 #define RP_RDMA_MAX_MSG 4096u
 #define RP_RDMA_LIST_MAX ((RP_RDMA_MAX_MSG - 32 - 16) / 8)
 /* Largest request message: every request frame but WRITE's (one-sided)
- * is at most a header and a HELLO (104 bytes).
+ * is at most a header and a COPY request (224 bytes).
  */
 #define RP_RDMA_MAX_REQ 256u
+_Static_assert (sizeof (struct rp_req_hdr) + sizeof (struct rp_copy_req) <=
+                RP_RDMA_MAX_REQ, "a COPY frame fits an RDMA request");
 
 #endif /* RAMPOOL_PROTOCOL_H */
