@@ -72,6 +72,12 @@ target at a time (the per-source and per-target limit).
              through the client.
   relay W=4  the same with 4 copies at once, as recovery.c's 4 workers;
              they share the client's 1 GiB/s NIC (256 MiB/s each).
+  COPY       what rampool does with peer-copy=on: each survivor writes
+             its extents into their new donors itself (COPY), about as
+             many copies at once as there are donors, at most 256
+             (recovery.c: 4 workers, each with up to 64 extents in
+             flight), at the per-donor rate, limited per source and per
+             target.
   scattered  every extent is copied from its source to a random target,
              all at once, limited only per source and per target.
 
@@ -403,9 +409,9 @@ def run_recovery(args):
     print(f"# recovery seed={args.seed} lost={args.lost_gib} GiB in {nj}"
           f" extents of {args.extent_mib} MiB; NIC {nic} GiB/s; recovery"
           f" {args.rate_cap_mib} MiB/s per source and per target")
-    print("| donors | relay W=1 | relay W=4 | scattered | scattered"
-          " speed-up over W=4 |")
-    print("|---|---|---|---|---|")
+    print("| donors | relay W=1 | relay W=4 | COPY | scattered |"
+          " COPY speed-up over relay W=4 |")
+    print("|---|---|---|---|---|---|")
     for n in donors:
         rng = random.Random(f"{args.seed}/recovery/{n}")
         # Donor 0 is lost; its extents' other replicas are on 1..n-1.
@@ -417,9 +423,10 @@ def run_recovery(args):
         jobs = list(zip(src, dst))
         w1 = recovery_time(jobs, 1, min(cap_rate, nic), eg)
         w4 = recovery_time(jobs, 4, min(cap_rate, nic / 4), eg)
+        cp = recovery_time(jobs, min(256, max(4, n - 1)), cap_rate, eg)
         sc = recovery_time(jobs, len(jobs), cap_rate, eg)
-        print(f"| {n} | {w1:.1f} s | {w4:.1f} s | {sc:.1f} s |"
-              f" {w4 / sc:.1f}x |")
+        print(f"| {n} | {w1:.1f} s | {w4:.1f} s | {cp:.1f} s | {sc:.1f} s |"
+              f" {w4 / cp:.1f}x |")
 
 
 def intlist(s):

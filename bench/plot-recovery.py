@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Draw recovery time against pool size as an SVG (no plotting library
-needed): the relay (one client re-creating every copy, as rampool does)
-and scattered copies, from placement-sim.py --recovery, beside the
+needed): the relay (one client re-creating every copy, peer-copy=off)
+and rampool's COPY (each survivor writing its copies into the new
+donors, peer-copy=on), from placement-sim.py --recovery, beside the
 loopback measurements of recovery-scale.sh.
 
     bench/plot-recovery.py [OUT.svg]      (default bench/recovery-scale.svg)
@@ -14,16 +15,18 @@ import sys
 
 # (label, colour, dash, [(donors, seconds), ...])
 SERIES = [
-    ("simulated relay, 4 workers (one client's 1 GiB/s NIC)", "#c0392b", "",
-     [(10, 64.2), (50, 64.0), (200, 64.0), (1000, 64.0)]),
-    ("simulated scattered (512 MiB/s per donor)", "#27ae60", "",
-     [(10, 16.5), (50, 4.1), (200, 1.9), (1000, 1.0)]),
-    ("measured relay, loopback, 32 MiB per donor (run 1)", "#2c3e50", "6,4",
-     [(10, 0.25), (50, 0.46), (200, 0.35)]),
+    ("simulated relay, 4 workers (one client's 1 GiB/s NIC; peer-copy=off)",
+     "#c0392b", "", [(10, 64.2), (50, 64.0), (200, 64.0), (1000, 64.0)]),
+    ("simulated COPY, donor to donor (512 MiB/s per donor; peer-copy=on)",
+     "#27ae60", "", [(10, 16.5), (50, 4.1), (200, 1.9), (1000, 1.0)]),
+    ("measured relay, loopback, 256 MiB per donor", "#2c3e50", "6,4",
+     [(10, 0.47), (25, 0.80)]),
+    ("measured COPY, loopback, 256 MiB per donor", "#2980b9", "6,4",
+     [(10, 0.43), (25, 0.56)]),
 ]
 TITLE = "Time to full redundancy after one donor is lost"
-W, H = 760, 460
-L, R, T, B = 80, 30, 50, 130      # margins
+W, H = 760, 480
+L, R, T, B = 80, 30, 50, 150      # margins
 X0, X1 = 5, 2000                  # donors (log)
 Y0, Y1 = 0.1, 200                 # seconds (log)
 

@@ -15,11 +15,14 @@
 # monitor pass, so figures under a second are good to about 0.2 s), and
 # MiB/s.
 #
-#   [PER_DONOR_MIB=32] bench/recovery-scale.sh [N...]   (default 10 50 200)
+#   [PER_DONOR_MIB=32] [MODES="relay copy"] bench/recovery-scale.sh [N...]
+#   (default N: 10 50 200)
 #
-# One client (this nbdkit) re-creates every lost copy, through its 4
-# recovery workers: see bench/README.md, "Recovery time against pool
-# size, measured".
+# Each N runs once per mode: `relay` (peer-copy=off: this nbdkit reads
+# every lost copy from a survivor and writes it to the new server) and
+# `copy` (peer-copy=on, the default: the survivor writes it straight
+# into the new server, COPY), on a fresh pool each.  See bench/README.md,
+# "Recovery time against pool size, measured".
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 per=${PER_DONOR_MIB:-32}
@@ -29,6 +32,10 @@ for n in "${sizes[@]}"; do
   [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 3 ] || { echo "$0: N must be 3 or more: '$n'" >&2; exit 2; }
 done
 [[ $per =~ ^[0-9]+$ ]] && [ "$per" -ge 2 ] || { echo "$0: PER_DONOR_MIB: '$per'" >&2; exit 2; }
+read -r -a modes <<<"${MODES:-relay copy}"
+for m in "${modes[@]}"; do
+  case $m in relay|copy) ;; *) echo "$0: MODES: '$m' is not relay or copy" >&2; exit 2 ;; esac
+done
 source "$top/bench/pool.sh"
 pool_init rampool-recovery-scale KILL
 
@@ -51,6 +58,9 @@ forget () {
 echo "load before: $(uptime)"
 rows=()
 for n in "${sizes[@]}"; do
+ for mode in "${modes[@]}"; do
+  peer=on
+  [ "$mode" = copy ] || peer=off
   disk=$((n * per / 2))
   # Fresh port files: a stale one from the last N would be read as ready.
   rm -f "$work"/p[0-9]*
@@ -62,7 +72,7 @@ for n in "${sizes[@]}"; do
   [ "$n" -le 256 ] || maxs=(max-servers="$n")
   pool_start_nbdkit size=${disk}M extent-size=1M replicas=2 connections=1 \
     heartbeat-ms=200 rejoin-grace-ms=0 stats-file="$work/stats" \
-    spare-servers=4096 "${maxs[@]}"
+    spare-servers=4096 peer-copy=$peer "${maxs[@]}"
   "$top/client/rampool" verify --mib="$disk" "$uri" >/dev/null
   # Every 1 MiB extent written: wait for a stats file that says so.
   mapped=$disk
@@ -90,9 +100,10 @@ for n in "${sizes[@]}"; do
   whole || pool_die "N=$n: recovery did not finish in 5 minutes"
   t_end=$(now)
   rec=$(stat_of recovered)
-  rows+=("$n $rec $t_kill $t_end")
-  printf 'N=%d: memservers up in %.1f s, %d MiB disk filled in %.1f s, recovered %s MiB\n' \
-    "$n" "$(awk "BEGIN{print $t1 - $t0}")" "$disk" "$(awk "BEGIN{print $t2 - $t1}")" "$rec" >&2
+  pc=$(stat_of peer_copies)
+  rows+=("$n $mode $rec $pc $t_kill $t_end")
+  printf 'N=%d %s: memservers up in %.1f s, %d MiB disk filled in %.1f s, recovered %s MiB (%s by COPY)\n' \
+    "$n" "$mode" "$(awk "BEGIN{print $t1 - $t0}")" "$disk" "$(awk "BEGIN{print $t2 - $t1}")" "$rec" "$pc" >&2
 
   pool_stop_nbdkit
   for p in "${ms_pids[@]}"; do [ "$p" = "$victim" ] || kill "$p" 2>/dev/null || true; done
@@ -101,6 +112,7 @@ for n in "${sizes[@]}"; do
     wait "$p" 2>/dev/null || true
     forget "$p"
   done
+ done
 done
 echo "load after: $(uptime)"
 
@@ -109,10 +121,17 @@ import sys
 per = sys.argv[1]
 print("recovery of one lost memserver, replicas=2, connections=1, heartbeat-ms=200,"
       " ~%s MiB of copies per donor:" % per)
-print("| N | MiB re-replicated | seconds | MiB/s |")
-print("|---|---|---|---|")
+print("| N | mode | MiB re-replicated | by COPY | seconds | MiB/s |")
+print("|---|---|---|---|---|---|")
+secs_of = {}
 for row in sys.argv[2:]:
-    n, rec, t_kill, t_end = row.split()
+    n, mode, rec, pc, t_kill, t_end = row.split()
     secs = float(t_end) - float(t_kill)
-    print("| %s | %s | %.2f | %.0f |" % (n, rec, secs, int(rec) / secs))
+    secs_of[(n, mode)] = secs
+    print("| %s | %s | %s | %s | %.2f | %.0f |" % (n, mode, rec, pc, secs,
+                                                  int(rec) / secs))
+for n in dict.fromkeys(r.split()[0] for r in sys.argv[2:]):
+    if (n, "relay") in secs_of and (n, "copy") in secs_of:
+        print("N=%s: copy takes %.2fx the relay's time" %
+              (n, secs_of[(n, "copy")] / secs_of[(n, "relay")]))
 PY

@@ -12,14 +12,18 @@
 #     Prints the recovery time under load and the foreground IOPS during
 #     it against the undisturbed IOPS.
 #
-#   [RATE=0] [RUNTIME=10] bench/recovery-time.sh [SIZE_GIB]   (default 1 GiB)
+#   [RATE=0] [RUNTIME=10] [PEER=on] bench/recovery-time.sh [SIZE_GIB]
+#   (default 1 GiB)
 #
 # RATE sets the plugin's recovery-rate= (a ceiling; 0, the default: none,
-# recovery yields to foreground I/O instead).
+# recovery yields to foreground I/O instead).  PEER sets peer-copy= (on,
+# the default: each copy is written by a surviving memserver straight
+# into the new one; off: this nbdkit reads and writes every copy).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 gib=${1:-1}
 rate=${RATE:-0}
+peer=${PEER:-on}
 runtime=${RUNTIME:-10}
 source "$top/bench/pool.sh"
 pool_init rampool-recovery KILL
@@ -34,7 +38,7 @@ start_pool () {
   pool_start_memservers 3 $((gib * 1024 + 256))M
   rm -f "$work/stats"
   pool_start_nbdkit size=${gib}G replicas=2 heartbeat-ms=200 rejoin-grace-ms=0 \
-    recovery-rate="$rate" stats-file="$work/stats"
+    recovery-rate="$rate" peer-copy="$peer" stats-file="$work/stats"
   "$top/client/rampool" verify --mib=$((gib * 1024)) "$uri" >/dev/null
   for _ in $(seq 100); do [ -s "$work/stats" ] && break; sleep 0.05; done
   mapped=$(stat_of extents_mapped)
@@ -78,12 +82,12 @@ busy_secs=$secs
 wait "$fio_pid"
 during=$(cat "$work/during")
 python3 - "$gib" "$rate" "$idle_rec" "$idle_secs" "$busy_secs" "$base" "$during" \
-  "$runtime" <<'PY'
+  "$runtime" "$peer" <<'PY'
 import sys
-gib, rate, n, idle, busy, base, during, runtime = sys.argv[1:]
+gib, rate, n, idle, busy, base, during, runtime, peer = sys.argv[1:]
 n, idle, busy = int(n), float(idle), float(busy)
-print("recovery, %s GiB disk, replicas=2, 1 of 3 memservers killed, recovery-rate=%s:"
-      % (gib, rate))
+print("recovery, %s GiB disk, replicas=2, 1 of 3 memservers killed, recovery-rate=%s,"
+      " peer-copy=%s:" % (gib, rate, peer))
 print("  idle disk: %d MiB re-replicated, full redundancy after %.1f s (%.0f MiB/s)"
       % (n, idle, n / idle))
 print("  under 4K randread QD16: full redundancy after %.1f s (%.0f MiB/s);"

@@ -46,9 +46,11 @@ struct placement_candidate;
  * targets at once.
  */
 #define RECOVERY_WORKERS 4
+struct recovery_job;             /* recovery.c */
 struct recovery_worker {
   struct rp_pool *pool;
   uint8_t *buf;                /* min (extent size, RP_MAX_PAYLOAD) */
+  struct recovery_job *jobs;   /* RECOVERY_BATCH, made at start */
   pthread_t thread;
   bool has_thread;
 };
@@ -64,6 +66,8 @@ struct recovery_state {
   atomic_int_least64_t budget;   /* bytes left (recovery-rate=) */
   atomic_uint_least64_t repaired;
   atomic_bool is_cut;          /* stopped at the deadline: more to do */
+  unsigned batch;              /* extents a worker copies at once with
+                                  COPY (recovery.c) */
   uint64_t until_ms;           /* the deadline (set under lock) */
 };
 
@@ -89,6 +93,7 @@ struct donor {
   atomic_bool has_copy;
   char copy_addr[RP_COPY_ADDR_MAX];
   atomic_uint copies_out;      /* COPYs it is running for us as source */
+  atomic_uint copies_in;       /* COPYs of ours writing into it */
   atomic_uint_least64_t copy_off_ms; /* no COPY to it before this time
                                   (one to it failed to connect) */
   /* Leaving: no new copy goes there, and recovery moves the copies it

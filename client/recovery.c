@@ -33,6 +33,20 @@
  * taking extents from a shared cursor, so a lost server's copies are
  * re-created from many sources onto many targets in parallel.
  *
+ * COPY (peer-copy=on, protocol version 4): a copy is not read into
+ * this process and written out again where both servers allow it; the
+ * server holding the good copy writes it straight into the target's
+ * (memserver/peer.c).  The source is the extent's good copy whose
+ * server runs the fewest of our COPYs; a worker sends the COPYs of
+ * several extents before it waits (about one COPY per server up, for
+ * the workers together), at most RECOVERY_PER_SERVER at once from one
+ * server and into one, so a lost server's copies are made by all the
+ * survivors at once (scattered recovery).  A COPY that wrote
+ * everything makes the copy good (with encrypt=on only once read back
+ * and authenticated here); one refused before it started falls back to
+ * the relay at once; one that may have written and did not finish
+ * leaves a copy that is FREEd, never counted.
+ *
  * Pace: recovery runs flat out while the disk is idle, and yields
  * while it is not: after each extent copied while foreground requests
  * came in, a worker waits 4 x RECOVERY_WORKERS times as long as the copy
@@ -60,6 +74,40 @@
 #include "util.h"
 
 
+
+/* COPY (peer-copy=on): a worker sends the COPYs of several extents
+ * before it waits for their answers, holding their write locks: as many
+ * as there are servers up per worker (rs->batch, at most
+ * RECOVERY_BATCH), so that a pass keeps about one copy per server going
+ * and recovery speeds up as the pool grows; at most RECOVERY_PER_SERVER
+ * of ours at once out of one server and into one (the memserver's
+ * default --peer-copies).  One extent at a time while foreground I/O
+ * runs, or under recovery-rate=.
+ */
+#define RECOVERY_BATCH 64
+#define RECOVERY_PER_SERVER 4
+
+/* One extent's repair, its COPYs in flight. */
+struct recovery_job {
+  uint64_t idx;
+  struct extent *e;
+  pthread_rwlock_t *lk;        /* its stripe's, write-locked */
+  uint64_t t0;                 /* rp_now_ns when it was locked */
+  unsigned dst[EXTENT_SLOTS];  /* replica slots to fill */
+  unsigned ndst;
+  bool from_backup;
+  int64_t result;              /* bytes copied when there was nothing
+                                  to send */
+  struct conn_wait w;
+  uint64_t deadline_ms;        /* stop waiting for the answers then */
+  unsigned n;                  /* COPYs sent */
+  struct conn_call calls[EXTENT_SLOTS];
+  uint8_t args[EXTENT_SLOTS][sizeof (struct rp_copy_req)];
+  uint8_t replies[EXTENT_SLOTS][sizeof (struct rp_copy_reply)];
+  int src[EXTENT_SLOTS];       /* each COPY's source slot */
+  unsigned k_of[EXTENT_SLOTS]; /* each COPY's index in dst */
+  bool is_left[EXTENT_SLOTS];  /* per dst: still to copy */
+};
 
 /* Why recovery_copy_from stopped. */
 enum recovery_fail {
@@ -250,17 +298,18 @@ recovery_peer_target_ok (struct rp_pool *p, struct donor *d)
     rp_now_ms () >= atomic_load (&d->copy_off_ms);
 }
 
-/* The good copy of e to COPY from for target slot t: on an up server
- * that takes COPY, not a target, the one whose server runs the fewest
- * COPYs for us now (so one lost server's extents are sent by all the
- * survivors, not by the first replica of each).  -1 if none.
+/* The good copy of e to COPY from: on an up server that takes COPY,
+ * not a target, the one whose server runs the fewest COPYs for us now
+ * (so one lost server's extents are sent by all the survivors, not by
+ * the first replica of each); with is_limited, only one running fewer
+ * than RECOVERY_PER_SERVER.  -1 if none.
  */
 static int
 recovery_peer_source (struct rp_pool *p, const struct extent *e,
-                      const unsigned *dst, unsigned ndst)
+                      const unsigned *dst, unsigned ndst, bool is_limited)
 {
   int best = -1;
-  unsigned best_load = UINT32_MAX;
+  unsigned best_load = is_limited ? RECOVERY_PER_SERVER : UINT32_MAX;
 
   for (unsigned r = 0; r < e->nrep; r++) {
     struct donor *s = &p->servers[e->rep[r].server];
@@ -304,46 +353,52 @@ recovery_peer_verify (struct rp_pool *p, uint64_t idx, struct extent *e,
   return true;
 }
 
-/* Fill the targets dst[0..ndst) of extent idx by COPY where the servers
- * allow (write lock held): each from a good source's server straight
- * into the target's, all at once.  Targets filled are marked good.  A
- * target a failed COPY may have written to is added to *spoiled (its
- * content is unknown and a late write of that COPY may still land: it
- * is FREEd and placed afresh, never counted).  The targets left for
- * the relay are compacted into dst; returns how many.
+/* Send the COPYs of job j (write lock held): for each target the
+ * servers allow, from a good source's server straight into the
+ * target's.  With is_limited, -1 and nothing sent if a source or a
+ * target already has RECOVERY_PER_SERVER COPYs of ours running (the
+ * caller finishes its other jobs first, then sends without the
+ * limit); else 0.
  */
-static unsigned
-recovery_peer (struct rp_pool *p, uint64_t idx, struct extent *e,
-               unsigned *dst, unsigned ndst, uint8_t *buf, uint32_t *spoiled)
+static int
+recovery_peer_send (struct rp_pool *p, struct recovery_job *j,
+                    bool is_limited)
 {
-  struct conn_call calls[EXTENT_SLOTS];
-  uint8_t args[EXTENT_SLOTS][sizeof (struct rp_copy_req)];
-  uint8_t replies[EXTENT_SLOTS][sizeof (struct rp_copy_reply)];
-  int src[EXTENT_SLOTS];
-  unsigned k_of[EXTENT_SLOTS], n = 0, left = 0;
-  bool is_left[EXTENT_SLOTS];
+  struct extent *e = j->e;
   uint32_t es = p->cfg.extent_size;
   /* The source's own deadline: the request timeout, plus the extent at
    * 32 MiB/s (a slow link); we wait a timeout longer for its answer.
    */
   uint32_t deadline = p->cfg.timeout_ms +
     (uint32_t) ((uint64_t) es * 1000 / (32u << 20));
-  struct conn_wait w;
+  int src[EXTENT_SLOTS];
 
   if (deadline > RP_COPY_MAX_DEADLINE_MS)
     deadline = RP_COPY_MAX_DEADLINE_MS;
-  conn_wait_init (&w);
-  for (unsigned k = 0; k < ndst; k++) {
-    struct replica *t = &e->rep[dst[k]];
+  j->n = 0;
+  for (unsigned k = 0; k < j->ndst; k++) {
+    struct donor *d = &p->servers[e->rep[j->dst[k]].server];
+    src[k] = -1;
+    if (!recovery_peer_target_ok (p, d))
+      continue;
+    if (is_limited && atomic_load (&d->copies_in) >= RECOVERY_PER_SERVER)
+      return -1;
+    src[k] = recovery_peer_source (p, e, j->dst, j->ndst, is_limited);
+    if (src[k] < 0 && is_limited &&
+        recovery_peer_source (p, e, j->dst, j->ndst, false) >= 0)
+      return -1;
+  }
+  conn_wait_init (&j->w);
+  j->deadline_ms = rp_now_ms () + deadline + p->cfg.timeout_ms;
+  for (unsigned k = 0; k < j->ndst; k++) {
+    struct replica *t = &e->rep[j->dst[k]];
     struct donor *d = &p->servers[t->server];
     struct rp_copy_args a;
-    int r;
+    unsigned n = j->n;
 
-    is_left[k] = true;
-    if (!recovery_peer_target_ok (p, d) ||
-        (r = recovery_peer_source (p, e, dst, ndst)) < 0)
+    if (src[k] < 0)
       continue;
-    struct donor *s = &p->servers[e->rep[r].server];
+    struct donor *s = &p->servers[e->rep[src[k]].server];
     memset (&a, 0, sizeof a);
     a.dst_handle = t->handle;
     a.dst_fence = d->fence;
@@ -351,50 +406,71 @@ recovery_peer (struct rp_pool *p, uint64_t idx, struct extent *e,
     memcpy (a.dst_incarnation, d->incarnation, 16);
     a.deadline_ms = deadline;
     memcpy (a.dst_addr, d->copy_addr, sizeof a.dst_addr);
-    rp_copy_req_encode (&a, args[n]);
-    replica_call (&calls[n], &e->rep[r], RP_OP_COPY);
-    calls[n].req.count = es;
-    calls[n].req.length = sizeof args[n];
-    calls[n].payload = args[n];
-    calls[n].rbuf = replies[n];
-    calls[n].rcap = sizeof replies[n];
-    calls[n].wait = &w;
+    rp_copy_req_encode (&a, j->args[n]);
+    replica_call (&j->calls[n], &e->rep[src[k]], RP_OP_COPY);
+    j->calls[n].req.count = es;
+    j->calls[n].req.length = sizeof j->args[n];
+    j->calls[n].payload = j->args[n];
+    j->calls[n].rbuf = j->replies[n];
+    j->calls[n].rcap = sizeof j->replies[n];
+    j->calls[n].wait = &j->w;
     atomic_fetch_add (&s->copies_out, 1);
-    if (conn_submit (donor_conn (s, idx), &calls[n]) == -1) {
+    atomic_fetch_add (&d->copies_in, 1);
+    if (conn_submit (donor_conn (s, j->idx), &j->calls[n]) == -1) {
       atomic_fetch_sub (&s->copies_out, 1);
+      atomic_fetch_sub (&d->copies_in, 1);
       continue;
     }
-    src[n] = r;
-    k_of[n++] = k;
+    j->src[n] = src[k];
+    j->k_of[n] = k;
+    j->n++;
   }
-  if (n)
-    conn_wait_all (&w, calls, n, rp_now_ms () + deadline + p->cfg.timeout_ms);
-  conn_wait_destroy (&w);
-  for (unsigned i = 0; i < n; i++) {
-    unsigned k = k_of[i], t = dst[k];
-    struct donor *s = &p->servers[e->rep[src[i]].server];
+  return 0;
+}
+
+/* The answers to job j's COPYs (write lock held): targets filled are
+ * marked good.  A target a failed COPY may have written to is added to
+ * *spoiled (its content is unknown and a late write of that COPY may
+ * still land: it is FREEd and placed afresh, never counted).  The
+ * targets left for the relay are compacted into j->dst; returns how
+ * many.
+ */
+static unsigned
+recovery_peer_collect (struct rp_pool *p, struct recovery_job *j,
+                       uint8_t *buf, uint32_t *spoiled)
+{
+  struct extent *e = j->e;
+  unsigned left = 0;
+
+  if (j->n)
+    conn_wait_all (&j->w, j->calls, j->n, j->deadline_ms);
+  conn_wait_destroy (&j->w);
+  for (unsigned i = 0; i < j->n; i++) {
+    unsigned k = j->k_of[i], t = j->dst[k];
+    struct donor *s = &p->servers[e->rep[j->src[i]].server];
     struct donor *d = &p->servers[e->rep[t].server];
     uint32_t error, stage, flags;
     const char *why;
 
     atomic_fetch_sub (&s->copies_out, 1);
-    if (!calls[i].is_answered) {
+    atomic_fetch_sub (&d->copies_in, 1);
+    if (!j->calls[i].is_answered) {
       /* No answer: it may still be writing.  */
       *spoiled |= 1u << t;
-      is_left[k] = false;
+      j->is_left[k] = false;
       atomic_fetch_add (&p->count.peer_copy_failures, 1);
       continue;
     }
-    if (calls[i].err) {
+    if (j->calls[i].err) {
       /* Refused before it began: nothing was sent.  The source gone
        * (ENOENT) is marked stale and another one tried by the relay.
        */
-      if (calls[i].err == ENOENT)
-        replica_mark_stale (&e->rep[src[i]]);
+      if (j->calls[i].err == ENOENT)
+        replica_mark_stale (&e->rep[j->src[i]]);
       atomic_fetch_add (&p->count.peer_copy_failures, 1);
       continue;
     }
-    if (rp_copy_reply_decode (replies[i], &error, &stage, &flags, &why) ==
+    if (rp_copy_reply_decode (j->replies[i], &error, &stage, &flags, &why) ==
         -1) {
       logging_msg (LOGGING_WARN, "server %s: %s", s->addr, why);
       error = RP_EIO;
@@ -402,25 +478,25 @@ recovery_peer (struct rp_pool *p, uint64_t idx, struct extent *e,
       flags = RP_COPY_SENT;
     }
     if (error == RP_OK) {
-      if (p->crypt.key && !recovery_peer_verify (p, idx, e, t, buf)) {
+      if (p->crypt.key && !recovery_peer_verify (p, j->idx, e, t, buf)) {
         /* Complete (nothing can land late) but not good: the relay
          * rewrites it from a source it checks first.
          */
         logging_msg (LOGGING_WARN, "extent %" PRIu64 ": the copy %s wrote"
                      " on %s fails authentication; rewritten through this"
-                     " client", idx, s->addr, d->addr);
+                     " client", j->idx, s->addr, d->addr);
         atomic_fetch_add (&p->count.peer_copy_failures, 1);
         continue;
       }
       e->rep[t].is_stale = 0;
-      is_left[k] = false;
+      j->is_left[k] = false;
       atomic_fetch_add (&p->count.recovered, 1);
       atomic_fetch_add (&p->count.peer_copies, 1);
       continue;
     }
     atomic_fetch_add (&p->count.peer_copy_failures, 1);
     if (stage == RP_COPY_STAGE_SOURCE)
-      replica_mark_stale (&e->rep[src[i]]);
+      replica_mark_stale (&e->rep[j->src[i]]);
     if (stage == RP_COPY_STAGE_CONNECT || stage == RP_COPY_STAGE_HANDSHAKE) {
       /* Perhaps it cannot reach d at all (a firewall, an address only
        * we can use): relay copies to d for a while.
@@ -434,12 +510,13 @@ recovery_peer (struct rp_pool *p, uint64_t idx, struct extent *e,
     }
     if (flags & RP_COPY_SENT) {
       *spoiled |= 1u << t;
-      is_left[k] = false;
+      j->is_left[k] = false;
     }
   }
-  for (unsigned k = 0; k < ndst; k++)
-    if (is_left[k])
-      dst[left++] = dst[k];
+  j->n = 0;
+  for (unsigned k = 0; k < j->ndst; k++)
+    if (j->is_left[k])
+      j->dst[left++] = j->dst[k];
   return left;
 }
 
@@ -678,38 +755,60 @@ recovery_drop_spoiled (struct rp_pool *p, uint64_t idx, struct extent *e,
       recovery_free_copy (p, idx, e, r);
 }
 
-/* Repair one extent (write lock held), copying through buf.  Returns
- * bytes copied, or -1.
+/* Start repairing extent idx (write lock held) as job j: the copies
+ * dropped, the targets chosen (and placed).  false when there is
+ * nothing to copy (what had to be done is done; j->result says what
+ * it copied), else true: send its COPYs (recovery_peer_send), then
+ * recovery_finish.
  */
-static int64_t
-recovery_extent (struct rp_pool *p, uint64_t idx, struct extent *e,
-                 uint8_t *buf)
+static bool
+recovery_begin (struct rp_pool *p, uint64_t idx, struct extent *e,
+                struct recovery_job *j)
 {
-  unsigned dst[EXTENT_SLOTS], ndst, left;
-  bool from_backup = false;
-  uint32_t spoiled = 0;
-  int bad_dst;
-
+  j->idx = idx;
+  j->e = e;
+  j->n = 0;
+  j->ndst = 0;
+  j->from_backup = false;
+  j->result = 0;
+  conn_wait_init (&j->w);
   if (recovery_source (p, e) < 0) {
     if (!backup_is_on (p)) {
       recovery_note_no_copy (p, idx, e);
-      return 0;
+      return false;
     }
     if (!recovery_take_backup (p, idx, e))
-      return 0;
-    from_backup = true;
+      return false;
+    j->from_backup = true;
   }
   recovery_drop_unkeepable (p, e);
-  ndst = recovery_targets (p, idx, e, dst);
-  if (ndst == 0) {
+  j->ndst = recovery_targets (p, idx, e, j->dst);
+  if (j->ndst == 0) {
     recovery_release_leaving (p, idx, e);
-    return 0;
+    return false;
   }
-  left = from_backup ? ndst : recovery_peer (p, idx, e, dst, ndst, buf,
-                                             &spoiled);
+  for (unsigned k = 0; k < j->ndst; k++)
+    j->is_left[k] = true;  /* until a COPY fills it */
+  return true;
+}
+
+/* Finish job j (write lock held), copying through buf: the COPYs'
+ * answers, the relay of what they did not copy (and of everything
+ * with peer-copy=off or from the backup file), the copies given back.
+ * Returns bytes copied, or -1.
+ */
+static int64_t
+recovery_finish (struct rp_pool *p, struct recovery_job *j, uint8_t *buf)
+{
+  struct extent *e = j->e;
+  unsigned ndst = j->ndst, left;
+  uint32_t spoiled = 0;
+  int bad_dst;
+
+  left = recovery_peer_collect (p, j, buf, &spoiled);
   if (left &&
-      recovery_copy (p, idx, e, from_backup, dst, left, buf, &bad_dst) ==
-      -1) {
+      recovery_copy (p, j->idx, e, j->from_backup, j->dst, left, buf,
+                     &bad_dst) == -1) {
     /* A target whose server answered an error no longer exists there
      * (its lease for us expired while we could not reach it, say):
      * drop it, the next pass places a copy afresh.  Never down to no
@@ -717,14 +816,14 @@ recovery_extent (struct rp_pool *p, uint64_t idx, struct extent *e,
      */
     if (bad_dst >= 0)
       spoiled |= 1u << bad_dst;
-    recovery_drop_spoiled (p, idx, e, spoiled);
+    recovery_drop_spoiled (p, j->idx, e, spoiled);
     return -1;
   }
   for (unsigned k = 0; k < left; k++)
-    e->rep[dst[k]].is_stale = 0;
+    e->rep[j->dst[k]].is_stale = 0;
   atomic_fetch_add (&p->count.recovered, left);
-  recovery_drop_spoiled (p, idx, e, spoiled);
-  recovery_release_leaving (p, idx, e);
+  recovery_drop_spoiled (p, j->idx, e, spoiled);
+  recovery_release_leaving (p, j->idx, e);
   return (int64_t) ndst * p->cfg.extent_size;
 }
 
@@ -917,42 +1016,132 @@ recovery_needs (struct rp_pool *p, const struct extent *e)
   return !(good >= p->cfg.replicas && good == n && leaving == 0);
 }
 
+/* After a copy (or a batch) of len bytes that took copy_ns: count it,
+ * and pace (recovery_pace).  false if the pass's deadline came.
+ */
+static bool
+recovery_account (struct rp_pool *p, int64_t len, uint64_t copy_ns,
+                  uint64_t *fg)
+{
+  struct recovery_state *rs = &p->rec;
+
+  if (len <= 0)
+    return true;
+  atomic_fetch_sub (&rs->budget, len);
+  recovery_pace (p, copy_ns, fg);
+  if (rp_now_ms () >= rs->until_ms) {
+    atomic_store (&rs->is_cut, true);
+    return false;
+  }
+  return true;
+}
+
+/* Finish the worker's jobs[0..*njobs) and release their locks. */
+static bool
+recovery_flush (struct rp_pool *p, struct recovery_worker *w,
+                unsigned *njobs, uint64_t *fg)
+{
+  struct recovery_state *rs = &p->rec;
+  uint64_t t0 = *njobs ? w->jobs[0].t0 : 0;
+  int64_t total = 0;
+
+  for (unsigned i = 0; i < *njobs; i++) {
+    struct recovery_job *j = &w->jobs[i];
+    int64_t copied = recovery_finish (p, j, w->buf);
+    pthread_rwlock_unlock (j->lk);
+    if (copied > 0) {
+      atomic_fetch_add (&rs->repaired, 1);
+      total += copied;
+    }
+  }
+  *njobs = 0;
+  return recovery_account (p, total, rp_now_ns () - t0, fg);
+}
+
+/* Is lk the lock of one of jobs[0..n)? */
+static bool
+recovery_holds (const struct recovery_job *jobs, unsigned n,
+                const pthread_rwlock_t *lk)
+{
+  for (unsigned i = 0; i < n; i++)
+    if (jobs[i].lk == lk)
+      return true;
+  return false;
+}
+
 /* One worker's share of a pass: extents taken from the shared cursor
- * until the map ends, the deadline comes or the budget is spent.
+ * until the map ends, the deadline comes or the budget is spent.  With
+ * COPYs, up to RECOVERY_BATCH extents are in flight at once: the first
+ * lock is waited for, the others only taken if free (so that a worker
+ * never waits for a lock while it holds one).
  */
 static void
-recovery_scan (struct rp_pool *p, uint8_t *buf)
+recovery_scan (struct rp_pool *p, struct recovery_worker *w)
 {
   struct recovery_state *rs = &p->rec;
   uint64_t fg = recovery_foreground (p);
+  unsigned njobs = 0;
 
   for (;;) {
     uint64_t idx = atomic_fetch_add (&rs->cursor, 1);
     if (idx >= p->map.n || atomic_load (&rs->budget) <= 0)
-      return;
+      break;
     if ((idx & 255) == 0 && rp_now_ms () >= rs->until_ms) {
       atomic_store (&rs->is_cut, true);  /* the next pass goes on */
-      return;
+      break;
     }
     struct extent *e = &p->map.e[idx];
     if (!recovery_needs (p, e))
       continue;
     pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
-    uint64_t t0 = rp_now_ns ();
-    pthread_rwlock_wrlock (lk);
-    int64_t copied = p->ec ? ecio_rebuild (p, idx, buf, recovery_buf_len (p))
-      : e->nrep ? recovery_extent (p, idx, e, buf) : 0;
-    pthread_rwlock_unlock (lk);
-    if (copied > 0) {
-      atomic_fetch_add (&rs->repaired, 1);
-      atomic_fetch_sub (&rs->budget, copied);
-      recovery_pace (p, rp_now_ns () - t0, &fg);
-      if (rp_now_ms () >= rs->until_ms) {
-        atomic_store (&rs->is_cut, true);
+    if (njobs && (recovery_holds (w->jobs, njobs, lk) ||
+                  pthread_rwlock_trywrlock (lk) != 0)) {
+      if (!recovery_flush (p, w, &njobs, &fg))
+        return;
+      pthread_rwlock_wrlock (lk);
+    }
+    else if (njobs == 0)
+      pthread_rwlock_wrlock (lk);
+    struct recovery_job *j = &w->jobs[njobs];
+    j->t0 = rp_now_ns ();
+    j->lk = lk;
+    if (p->ec || e->nrep == 0) {
+      int64_t copied = p->ec ? ecio_rebuild (p, idx, w->buf,
+                                             recovery_buf_len (p)) : 0;
+      pthread_rwlock_unlock (lk);
+      if (copied > 0)
+        atomic_fetch_add (&rs->repaired, 1);
+      if (!recovery_account (p, copied, rp_now_ns () - j->t0, &fg))
+        break;
+      continue;
+    }
+    if (!recovery_begin (p, idx, e, j)) {
+      conn_wait_destroy (&j->w);
+      pthread_rwlock_unlock (lk);
+      continue;
+    }
+    if (!j->from_backup && recovery_peer_send (p, j, njobs > 0) == -1) {
+      /* A server has enough of our COPYs: let those end first. */
+      if (!recovery_flush (p, w, &njobs, &fg)) {
+        pthread_rwlock_unlock (lk);
         return;
       }
+      w->jobs[0] = *j;
+      j = &w->jobs[0];
+      recovery_peer_send (p, j, false);
     }
+    njobs++;
+    /* Batch only an idle disk's recovery without a ceiling: a batch
+     * holds its extents' locks for its slowest copy, and overshoots a
+     * budget by up to a batch.
+     */
+    bool is_batch = p->cfg.is_peer_copy && p->cfg.recovery_rate == 0 &&
+      recovery_foreground (p) == fg;
+    if ((njobs >= rs->batch || !is_batch || j->n == 0) &&
+        !recovery_flush (p, w, &njobs, &fg))
+      return;
   }
+  recovery_flush (p, w, &njobs, &fg);
 }
 
 /* A recovery worker: one scan per pass (recovery_pass). */
@@ -972,7 +1161,7 @@ recovery_worker (void *arg)
       break;
     seen = rs->gen;
     pthread_mutex_unlock (&rs->lock);
-    recovery_scan (p, w->buf);
+    recovery_scan (p, w);
     pthread_mutex_lock (&rs->lock);
     if (--rs->busy == 0)
       pthread_cond_broadcast (&rs->done);
@@ -997,6 +1186,12 @@ recovery_start (struct rp_pool *p)
    */
   rs->workers[0].pool = p;
   rs->workers[0].buf = p->recovery_buf;
+  for (unsigned i = 0; i < RECOVERY_WORKERS; i++) {
+    struct recovery_worker *w = &rs->workers[i];
+    w->jobs = calloc (RECOVERY_BATCH, sizeof *w->jobs);
+    if (w->jobs == NULL)
+      return -1;
+  }
   for (unsigned i = 1; i < RECOVERY_WORKERS; i++) {
     struct recovery_worker *w = &rs->workers[i];
     w->pool = p;
@@ -1031,6 +1226,10 @@ recovery_stop (struct rp_pool *p)
     free (w->buf);
     w->has_thread = false;
     w->buf = NULL;
+  }
+  for (unsigned i = 0; i < RECOVERY_WORKERS; i++) {
+    free (rs->workers[i].jobs);
+    rs->workers[i].jobs = NULL;
   }
   pthread_mutex_destroy (&rs->lock);
   pthread_cond_destroy (&rs->go);
@@ -1068,6 +1267,11 @@ recovery_pass (struct rp_pool *p, uint64_t until_ms)
   atomic_store (&rs->is_cut, false);
   atomic_store (&rs->repaired, 0);
   rs->until_ms = until_ms;
+  rs->batch = up / RECOVERY_WORKERS;
+  if (rs->batch < 1)
+    rs->batch = 1;
+  if (rs->batch > RECOVERY_BATCH)
+    rs->batch = RECOVERY_BATCH;
   for (unsigned i = 1; i < RECOVERY_WORKERS; i++)
     nthreads += rs->workers[i].has_thread;
   pthread_mutex_lock (&rs->lock);
@@ -1075,7 +1279,7 @@ recovery_pass (struct rp_pool *p, uint64_t until_ms)
   rs->gen++;
   pthread_cond_broadcast (&rs->go);
   pthread_mutex_unlock (&rs->lock);
-  recovery_scan (p, rs->workers[0].buf);
+  recovery_scan (p, &rs->workers[0]);
   pthread_mutex_lock (&rs->lock);
   while (rs->busy > 0)
     pthread_cond_wait (&rs->done, &rs->lock);

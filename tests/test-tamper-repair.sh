@@ -12,12 +12,15 @@
 #    extent would now be EIO.)
 # 2. replicas=3 (A bad, B and C good, D spare), and no read at all
 #    this time: C is killed -9, so recovery must make a third copy of
-#    every extent on D.  Its first choice of source is A's copy: that
-#    fails verification, so the copy comes from B, and A's copy, found
-#    bad meanwhile, is repaired too.  Then B and A are killed -9 in
-#    turn, and the disk must read back exact from A and D, then from D
-#    alone.  (Copying A's blocks unverified would have put the
-#    tampered data on D: EIO everywhere once B is gone.)
+#    every extent on D.  Relayed (peer-copy=off), its first choice of
+#    source is A's copy: that fails verification, so the copy comes
+#    from B, and A's copy, found bad meanwhile, is repaired too.  By
+#    COPY (peer-copy=on), the copies a memserver wrote from A into D
+#    fail the client's read-back, and are rewritten from B the same
+#    way.  Then B and A are killed -9 in turn, and the disk must read
+#    back exact from A and D, then from D alone.  (Counting A's blocks
+#    on D unverified would have put the tampered data there: EIO
+#    everywhere once B is gone.)
 #
 # Reads go to the copy with the fewest requests outstanding, the first
 # placed on ties; so that the single reader of part 1 (and recovery in
@@ -83,38 +86,67 @@ stop_nbdkit
 kill_memserver s1 TERM
 
 ########################################################################
-echo "== part 2: replicas=3, A bad; C killed, recovery fills D"
-[ -f "$TMP/nbdkit.log" ] && LOG_FROM=$(( $(wc -l <"$TMP/nbdkit.log") + 1 ))
-SERVERS=
-for s in A B C D; do start_memserver $s; done
-STATS=$TMP/stats2
-start_nbdkit $POOL_OPTS replicas=3 stats-file="$STATS"
-for s in B C D; do kill_memserver $s TERM; done
-wait_until 10 "B, C and D to be seen down" stats_are servers_up -eq 1
-nbdcopy "$TMP/data" "$NBD_URI"            # first copies: all on A
-restart_memserver B
-restart_memserver C
-wait_until 30 "copies on B and C" all_healthy servers_up -eq 3
-restart_memserver D
-wait_until 10 "D to be seen up" server_is D up
-rec0=$(stat_of recovered)
-flip_all A
-kill_memserver C KILL
-# Done when D holds a copy of every extent and nothing is degraded (a
-# copy marked bad counts as degraded until it is rewritten).
-wait_until 60 "a third copy of every extent" \
-  eval 'server_is C down && all_healthy recovered -ge $(( rec0 + NEXT ))'
-kill_memserver B KILL
-wait_until 10 "B to be seen down" server_is B down
-read_all "read from A and D after B was killed"
-kill_memserver A KILL
-wait_until 10 "A to be seen down" server_is A down
-read_all "read from D alone after A was killed"
-n=$(( $(stat_of recovered) - rec0 ))
-[ $n = $(( 2 * NEXT )) ] ||
-  fail "recovered $n copies, expected $NEXT on D and $NEXT of A's rewritten"
-n=$(stale_lines "failed authentication; marked stale, repaired next")
-[ "$n" = $NEXT ] || fail "recovery found $n of A's copies bad, expected $NEXT"
-[ "$(stale_lines "failed authentication; trying another copy")" = 0 ] ||
-  fail "part 2 read a bad block: the reads were to come from verified copies only"
+# part 2, with MODE: relay (peer-copy=off: recovery reads A's copy
+# first, finds it bad, copies B's and repairs A's) or copy (peer-copy=on:
+# a memserver writes each new copy into D itself; the client reads D's
+# copy back and authenticates it, so one COPY'd from A is caught there,
+# rewritten through the client from B, and A's repaired the same way).
+part2 () {
+  local mode=$1 peer=off
+  [ "$mode" = copy ] && peer=on
+  echo "== part 2 ($mode): replicas=3, A bad; C killed, recovery fills D"
+  [ -f "$TMP/nbdkit.log" ] && LOG_FROM=$(( $(wc -l <"$TMP/nbdkit.log") + 1 ))
+  SERVERS=
+  for s in A B C D; do start_memserver $s; done
+  STATS=$TMP/stats2-$mode
+  start_nbdkit $POOL_OPTS replicas=3 peer-copy=$peer stats-file="$STATS"
+  for s in B C D; do kill_memserver $s TERM; done
+  wait_until 10 "B, C and D to be seen down" stats_are servers_up -eq 1
+  nbdcopy "$TMP/data" "$NBD_URI"            # first copies: all on A
+  restart_memserver B
+  restart_memserver C
+  wait_until 30 "copies on B and C" all_healthy servers_up -eq 3
+  restart_memserver D
+  wait_until 10 "D to be seen up" server_is D up
+  rec0=$(stat_of recovered) pc0=$(stat_of peer_copies)
+  pf0=$(stat_of peer_copy_failures)
+  flip_all A
+  kill_memserver C KILL
+  # Done when D holds a copy of every extent and nothing is degraded (a
+  # copy marked bad counts as degraded until it is rewritten).
+  wait_until 60 "a third copy of every extent" \
+    eval 'server_is C down && all_healthy recovered -ge $(( rec0 + NEXT ))'
+  kill_memserver B KILL
+  wait_until 10 "B to be seen down" server_is B down
+  read_all "read from A and D after B was killed"
+  kill_memserver A KILL
+  wait_until 10 "A to be seen down" server_is A down
+  read_all "read from D alone after A was killed"
+  # Copies of A's found bad: all of them when the relay reads A first;
+  # with COPY, those COPY'd from A (at least the first: A, placed
+  # first, is the first choice when no COPY is running).
+  local bad=$NEXT
+  if [ "$mode" = copy ]; then
+    bad=$(stale_lines "fails authentication; rewritten through this client")
+    [ "$bad" -ge 1 ] || fail "no COPY from A was caught by the read-back"
+    # By COPY, and good: D's copies from B, and A's rewritten ones
+    # (from B or D, in place); the ones COPY'd from A are not counted.
+    [ $(( $(stat_of peer_copies) - pc0 )) = $NEXT ] ||
+      fail "$(( $(stat_of peer_copies) - pc0 )) good copies by COPY, expected $NEXT"
+    [ $(( $(stat_of peer_copy_failures) - pf0 )) = "$bad" ] ||
+      fail "$(( $(stat_of peer_copy_failures) - pf0 )) COPYs failed, expected the $bad from A"
+  fi
+  n=$(( $(stat_of recovered) - rec0 ))
+  [ $n = $(( NEXT + bad )) ] ||
+    fail "recovered $n copies, expected $NEXT on D and $bad of A's rewritten"
+  n=$(stale_lines "failed authentication; marked stale, repaired next")
+  [ "$n" = "$bad" ] || fail "recovery found $n of A's copies bad, expected $bad"
+  [ "$(stale_lines "failed authentication; trying another copy")" = 0 ] ||
+    fail "part 2 read a bad block: the reads were to come from verified copies only"
+  echo "part 2 ($mode): $bad of A's copies found bad and rewritten"
+  stop_nbdkit
+  kill_memserver D TERM
+}
+part2 relay
+part2 copy
 echo "PASS"
