@@ -822,6 +822,7 @@ recovery_finish (struct rp_pool *p, struct recovery_job *j, uint8_t *buf)
   for (unsigned k = 0; k < left; k++)
     e->rep[j->dst[k]].is_stale = 0;
   atomic_fetch_add (&p->count.recovered, left);
+  ndst -= __builtin_popcount (spoiled);  /* copies made */
   recovery_drop_spoiled (p, j->idx, e, spoiled);
   recovery_release_leaving (p, j->idx, e);
   return (int64_t) ndst * p->cfg.extent_size;

@@ -623,6 +623,7 @@ link_connected (uv_connect_t *c, int status)
   }
   memset (&h, 0, sizeof h);
   h.version = htole32 (RP_PROTOCOL_VERSION);
+  h.flags = htole32 (RP_HELLO_PEER);
   memcpy (h.owner, l->owner_id, 16);
   memcpy (h.client_nonce, l->nonce, 32);
   h.fence = htole64 (l->fence);
@@ -808,14 +809,18 @@ peer_copy_cancel (struct session_core *core, struct session *s)
 {
   struct peer *p = core->peer;
 
-  for (struct peer_link *l = p->links; l; l = l->next)
-    for (struct peer_job *j = l->jobs, *next; j; j = next) {
-      next = j->lnext;
-      if (j->s == s) {
-        j->s = NULL;
-        job_end (j, RP_EIO, RP_COPY_STAGE_ABORTED, NULL);
+  for (struct peer_link *l = p->links; l; l = l->next) {
+    struct peer_job *j = l->jobs;
+    while (j) {
+      if (j->s != s) {
+        j = j->lnext;
+        continue;
       }
+      j->s = NULL;
+      job_end (j, RP_EIO, RP_COPY_STAGE_ABORTED, NULL);
+      j = l->jobs;  /* ending it may have ended the others too */
     }
+  }
 }
 
 struct peer *

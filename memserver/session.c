@@ -219,6 +219,23 @@ session_attach_owner (struct session *s, const struct rp_req *req)
               s->peer, core->st->max_owners);
     goto refuse;
   }
+  if (s->is_peer) {
+    /* A COPY link joins the owner as it is: it never creates it, nor
+     * raises its generation (that would fence the owner itself).
+     */
+    unsigned own = 0;
+    for (struct session *k = core->sessions; k; k = k->next)
+      if (k != s && k->owner == o && !k->is_closing && !k->is_peer)
+        own++;
+    if (own == 0 || s->fence != o->fence) {
+      store_owner_detach (&core->store, o);
+      log_peer (LOG_KIND_FENCE, LOG_LEVEL_INFO, "conn", "%s: refused: a"
+                " COPY link %s", s->peer, own == 0 ? "for a client not"
+                " connected here" : "at another generation than the"
+                " client's");
+      goto refuse;
+    }
+  }
   if (s->fence < o->fence) {
     store_owner_detach (&core->store, o);
     log_peer (LOG_KIND_FENCE, LOG_LEVEL_INFO, "conn",
@@ -253,9 +270,9 @@ session_attach_owner (struct session *s, const struct rp_req *req)
    */
   unsigned live = 1;
   for (struct session *k = core->sessions; k; k = k->next)
-    if (k != s && k->owner == o && !k->is_closing)
+    if (k != s && k->owner == o && !k->is_closing && !k->is_peer)
       live++;
-  if (live > core->st->max_client_conns) {
+  if (!s->is_peer && live > core->st->max_client_conns) {
     store_owner_detach (&core->store, o);
     log_peer (LOG_KIND_LIMIT, LOG_LEVEL_WARN, "limit",
               "%s: refused: this client"
@@ -301,6 +318,7 @@ session_hello (struct session *s, const struct rp_req *req,
   }
   s->is_hello_done = true;
   s->version = le32toh (h.version);
+  s->is_peer = s->version >= 4 && (le32toh (h.flags) & RP_HELLO_PEER);
   memcpy (s->owner_id, h.owner, 16);
   memcpy (s->client_nonce, h.client_nonce, 32);
   s->fence = le64toh (h.fence);
@@ -332,7 +350,7 @@ session_hello (struct session *s, const struct rp_req *req,
     hi.session = s->owner->session;
   /* In the client's version; COPY only to those that know it. */
   hi.version = s->version;
-  if (s->version >= 4 && core->copy)
+  if (s->version >= 4 && core->copy && !s->is_one_sided)
     hi.flags |= RP_HELLO_COPY;
   memcpy (hi.incarnation, core->incarnation, 16);
   hi.capacity_bytes = core->store.region.capacity;
@@ -533,7 +551,8 @@ session_copy (struct session *s, const struct rp_req *req,
   const char *why;
   struct extent *e;
 
-  if (s->core->copy == NULL) {
+  /* Not over RDMA: its late reply would need a send buffer then. */
+  if (s->core->copy == NULL || s->is_one_sided) {
     session_reply_errno (s, req->id, EPERM);
     return;
   }
@@ -553,11 +572,11 @@ session_copy (struct session *s, const struct rp_req *req,
     session_reply_errno (s, req->id, EINVAL);
     return;
   }
+  s->ncopies++;  /* before: a copy may end within the call */
   if (s->core->copy (s->core, s, req, &a) == -1) {
+    s->ncopies--;
     session_reply_errno (s, req->id, errno);
-    return;
   }
-  s->ncopies++;
 }
 
 void
@@ -573,7 +592,11 @@ session_copy_done (struct session *s, uint64_t id, uint32_t error,
   out = session_reply (s, id, RP_OK, sizeof (struct rp_copy_reply));
   if (out)
     rp_copy_reply_encode (error, stage, flags, out);
-  if (!s->is_processing && s->ops->kick)
+  if (s->is_processing)
+    return;  /* the turn sends it, or closes */
+  if (s->close_why)
+    s->ops->close (s);  /* no memory for the reply */
+  else if (s->ops->kick)
     s->ops->kick (s);
 }
 

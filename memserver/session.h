@@ -130,6 +130,8 @@ struct session {
                                      key); holds one of its nconns */
   bool is_hello_done;
   uint32_t version;               /* from HELLO: 3 or 4 */
+  bool is_peer;                   /* HELLO said RP_HELLO_PEER: another
+                                     memserver's COPY link (protocol.h) */
   uint32_t ncopies;               /* COPYs started and not answered */
   uint16_t cur_op;                /* the op executing, for the counters */
   bool is_processing;             /* inside session_process_turn */

@@ -27,14 +27,20 @@ result against the bytes the target really holds:
              held in the network reaches nothing (a new extent keeps
              its bytes).
   busy       --peer-copies 1: a second COPY while one waits is EBUSY.
+  links      a connection that says RP_HELLO_PEER (a COPY link) joins
+             only an owner connected there, at exactly its generation
+             (never fencing it), does not count against
+             --max-client-connections, and gets no notice: a DRAIN
+             notice goes to the owner's own connection.
   gone       a source FREEd during its COPY ends it (SOURCE, SENT) or
              it finished first; a requester that hangs up mid-copy
              leaves a server that serves the next COPY.
 
-Usage: peer_copy.py plain A B C Z PROXY_CTL B_PROXY_PORT
+Usage: peer_copy.py plain A B C Z D PROXY_CTL B_PROXY_PORT
        peer_copy.py keyed KEY A B X Y
-  plain: A and B are ordinary memservers, C has --peer-copies 1, Z has
-         --peer-copies 0; B is also reachable through a faultproxy
+  plain: A and B are ordinary memservers, C has --peer-copies 1 and
+         --max-client-connections 2, Z has --peer-copies 0, D is drained
+         at the end (it exits); B is also reachable through a faultproxy
          (control socket PROXY_CTL, B's port there B_PROXY_PORT).
   keyed: A and B hold the cluster key KEY, X holds another, Y none.
 Exits non-zero on the first thing a server gets wrong.
@@ -45,8 +51,9 @@ import time
 
 import faultproxy
 
-from rpwire import (Conn, Closed, Refused, ALLOC, COPY, FREE, PING, READ,
-                    OK, EINVAL, ENOENT, EPERM, EBUSY, COPY_SENT,
+from rpwire import (Conn, Closed, Refused, ALLOC, COPY, DRAIN, FREE, PING,
+                    READ, OK, EINVAL, ENOENT, EPERM, EBUSY, COPY_SENT,
+                    HELLO_PEER, REPLY, REPLY_MAGIC,
                     STAGE_DONE, STAGE_CONNECT, STAGE_HANDSHAKE, STAGE_WRITE,
                     STAGE_SOURCE, STAGE_DEADLINE, MIB, copy_payload,
                     copy_reply, errname, load_key, req)
@@ -137,7 +144,76 @@ class Proxy:
         return line
 
 
-def plain(a_port, b_port, c_port, z_port, ctl, b_proxy_port):
+def peer_join(port, owner, fence):
+    """A connection that says it is a COPY link; raises Refused."""
+    c = Conn(port, version=4)
+    c.hello(owner, fence, flags=HELLO_PEER)
+    return c
+
+
+def refused_join(what, port, owner, fence, peer):
+    try:
+        if peer:
+            peer_join(port, owner, fence)
+        else:
+            Side(port, owner, fence=fence)
+    except Refused as e:
+        ok(e.error == EPERM, "%s refused with %s" % (what, errname(e.error)))
+        return
+    fail("%s was not refused" % what)
+
+
+def next_frame(c):
+    """The next frame on c: ("notice", kind) or ("reply", error, id)."""
+    hdr = c._recv(REPLY.size)
+    magic, a, b, _, length, _ = REPLY.unpack(hdr)
+    if magic == 0x6e505252:          # protocol.h RP_NOTICE_MAGIC
+        kind, count = a, int.from_bytes(hdr[16:20], "little")
+        if count:
+            c._recv(8 * count)
+        return ("notice", kind)
+    ok(magic == REPLY_MAGIC, "a frame with magic %#x" % magic)
+    if length:
+        c._recv(length)
+    return ("reply", a, b)
+
+
+def links(c_port, d_port):
+    owner = os.urandom(16)
+    refused_join("a COPY link for an owner not connected", c_port, owner, 1,
+                 True)
+    own1 = Side(c_port, owner, fence=3)
+    refused_join("a COPY link at a lower generation", c_port, owner, 2, True)
+    refused_join("a COPY link at a higher generation", c_port, owner, 4, True)
+    ok(not own1.c.is_closed(), "a refused COPY link fenced the owner")
+    p1, p2 = peer_join(c_port, owner, 3), peer_join(c_port, owner, 3)
+    own2 = Side(c_port, owner, fence=3)
+    refused_join("a third connection of the owner (limit 2)", c_port, owner,
+                 3, False)
+    ok(not p1.is_closed() and not p2.is_closed(), "a COPY link was closed")
+    ok(not own2.c.is_closed(), "the owner's second connection was closed")
+    # DRAIN: the owner hears it on its own connection, the link not at
+    # all (a notice would come before the link's PING reply).
+    owner = os.urandom(16)
+    own = Side(d_port, owner)
+    link = peer_join(d_port, owner, 1)   # the newest session of the owner
+    other = Side(d_port, os.urandom(16))
+    rid = other.c.send(DRAIN, offset=60000)
+    while True:
+        f = next_frame(other.c)
+        if f[0] == "reply":
+            ok(f[1] == OK and f[2] == rid, "DRAIN answered %r" % (f,))
+            break
+    f = next_frame(own.c)
+    ok(f == ("notice", 2), "the owner's own connection got %r, not DRAIN" %
+       (f,))
+    rid = link.send(PING)
+    f = next_frame(link)
+    ok(f[0] == "reply" and f[2] == rid,
+       "the COPY link got %r before its PING reply" % (f,))
+
+
+def plain(a_port, b_port, c_port, z_port, d_port, ctl, b_proxy_port):
     proxy = Proxy(ctl)
     owner = os.urandom(16)
 
@@ -366,7 +442,8 @@ def keyed(key, a_port, b_port, x_port, y_port):
 
 if __name__ == "__main__":
     if sys.argv[1] == "plain":
-        plain(*[int(v) for v in sys.argv[2:6]], sys.argv[6], int(sys.argv[7]))
+        plain(*[int(v) for v in sys.argv[2:7]], sys.argv[7], int(sys.argv[8]))
+        links(int(sys.argv[4]), int(sys.argv[6]))
     else:
         keyed(load_key(sys.argv[2]), *[int(v) for v in sys.argv[3:7]])
     print("peer_copy.py %s: PASS (%d checks)" % (sys.argv[1], checks))

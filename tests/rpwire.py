@@ -43,6 +43,7 @@ ERRNAMES = ["OK", "EINVAL", "ENOSPC", "ENOENT", "EPROTO", "EIO", "ENOMEM",
             "EPERM", "EVERSION", "EBUSY"]
 HELLO_AUTH = 1
 HELLO_COPY = 2                       # version 4: the server takes COPY
+HELLO_PEER = 1                       # version 4, request: a COPY link
 COPY_REQ = struct.Struct("<QQQQ16sII128s")              # 184 bytes
 COPY_REPLY = struct.Struct("<IIII")                     # 16 bytes
 COPY_SENT = 1
@@ -77,10 +78,11 @@ def req(op, id=1, handle=0, offset=0, count=0, length=0, magic=REQ_MAGIC,
     return REQ.pack(magic, op, flags, id, handle, offset, count, length)
 
 
-def hello_payload(owner, nonce, fence=0, version=None):
-    """HELLO's 64-byte request payload."""
-    return HELLO_REQ.pack(VERSION if version is None else version, 0, owner,
-                          nonce, fence)
+def hello_payload(owner, nonce, fence=0, version=None, flags=0):
+    """HELLO's 64-byte request payload (flags: version 4's
+    RP_HELLO_PEER)."""
+    return HELLO_REQ.pack(VERSION if version is None else version, flags,
+                          owner, nonce, fence)
 
 
 class Closed(Exception):
@@ -174,7 +176,7 @@ class Conn:
         return error, data
 
     def hello(self, owner=None, fence=0, key=None, auth=True,
-              auth_fence=None):
+              auth_fence=None, flags=0):
         """HELLO, and AUTH with a key.  Sets and returns the owner
         session id; raises Refused on an error (EPERM, EVERSION...).
         owner: this connection's owner id (default: the random one drawn
@@ -188,7 +190,8 @@ class Conn:
         owner = self.owner
         cn = os.urandom(32)
         err, body = self.call(HELLO, payload=hello_payload(owner, cn, fence,
-                                                           self.version))
+                                                           self.version,
+                                                           flags))
         if err != OK:
             raise Refused("HELLO", err)
         assert len(body) == HELLO_REPLY.size, "HELLO reply of %d bytes" % len(body)

@@ -5,7 +5,8 @@
 # 1. The wire (tests/peer_copy.py): versions, exact bytes, refusals,
 #    fencing, the deadline with a blackholed target and late bytes that
 #    reach nothing, EBUSY, a source freed and a requester gone
-#    mid-copy; then with cluster keys (another key, no key: refused).
+#    mid-copy, what a COPY link may join and that notices skip it;
+#    then with cluster keys (another key, no key: refused).
 # 2. The client, plain and with encrypt=on: 5 keyed memservers, checked
 #    I/O running, one kill -9: every lost copy is re-created by COPY
 #    (peer_copies = recovered, no failure), the I/O never sees a wrong
@@ -26,12 +27,13 @@ MS_SIZE=512M
 echo "== 1. the wire"
 start_memserver a
 start_memserver b
-start_memserver c --peer-copies 1
+start_memserver c --peer-copies 1 --max-client-connections 2
 start_memserver z --peer-copies 0
+start_memserver d
 start_proxy b
 PYTHONPATH="${srcdir:-.}" python3 "${srcdir:-.}/peer_copy.py" plain \
-  "$MS_PORT_a" "$MS_PORT_b" "$MS_PORT_c" "$MS_PORT_z" "$PROXY_CTL" \
-  "$PX_PORT_b" || fail "peer_copy.py plain"
+  "$MS_PORT_a" "$MS_PORT_b" "$MS_PORT_c" "$MS_PORT_z" "$MS_PORT_d" \
+  "$PROXY_CTL" "$PX_PORT_b" || fail "peer_copy.py plain"
 "$RAMPOOL" keygen "$TMP/k1" >/dev/null
 "$RAMPOOL" keygen "$TMP/k2" >/dev/null
 start_memserver ka --key-file "$TMP/k1"

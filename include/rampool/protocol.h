@@ -142,7 +142,8 @@ _Static_assert (sizeof (struct rp_reply_hdr) == 32, "rp_reply_hdr size");
 /* HELLO request payload: 64 bytes. */
 struct rp_hello_req {
   le32 version;          /* RP_PROTOCOL_VERSION */
-  le32 reserved;         /* 0 */
+  le32 flags;            /* version 4: RP_HELLO_PEER; 0 in version 3
+                            (where a server ignores it) */
   uint8_t owner[16];     /* random id of the client session that owns
                             extents; a reconnect with the same owner id
                             within the lease regains its extents */
@@ -155,6 +156,15 @@ struct rp_hello_req {
                             the network can never land after a repair */
 };
 _Static_assert (sizeof (struct rp_hello_req) == 64, "rp_hello_req size");
+
+/* rp_hello_req.flags (version 4): this connection is a memserver
+ * running COPYs for the owner (peer.c), not the owner itself: it joins
+ * only an owner that has a connection of its own here, at exactly its
+ * generation (it never fences the owner), does not count against
+ * --max-client-connections, and is never sent a notice (the owner must
+ * hear those on its own connections).
+ */
+#define RP_HELLO_PEER 1u
 
 #define RP_HELLO_AUTH 1u  /* rp_hello_reply.flags: key required, proof set */
 #define RP_HELLO_COPY 2u  /* rp_hello_reply.flags, version 4: this server
