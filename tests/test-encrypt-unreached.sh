@@ -64,6 +64,11 @@ for s in s1 s2; do
   other=$([ $s = s1 ] && echo s2 || echo s1)
   kill_memserver "$other" STOP
   res=$("$TESTS_BIN/nbd_blocks" "$NBD_URI" 4096 "$TMP/alt" 2>>"$TMP/blocks.err")
+  # Seen down (its PING times out) before it resumes: otherwise the
+  # stats file, a heartbeat behind, can still say both are up while
+  # the client reconnects it, and the next round would stop the other
+  # server with this one not back yet.
+  wait_until --polls 100 "$other to be seen down" server_is "$other" down
   kill_memserver "$other" CONT
   [ "$res" = "ok 2048 eio 0 mismatch 0 error 0" ] ||
     fail "with only $s serving: $res (block 896 must be the new data)"
