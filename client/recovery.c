@@ -96,8 +96,6 @@ struct recovery_job {
   unsigned dst[EXTENT_SLOTS];  /* replica slots to fill */
   unsigned ndst;
   bool from_backup;
-  int64_t result;              /* bytes copied when there was nothing
-                                  to send */
   struct conn_wait w;
   uint64_t deadline_ms;        /* stop waiting for the answers then */
   unsigned n;                  /* COPYs sent */
@@ -757,9 +755,8 @@ recovery_drop_spoiled (struct rp_pool *p, uint64_t idx, struct extent *e,
 
 /* Start repairing extent idx (write lock held) as job j: the copies
  * dropped, the targets chosen (and placed).  false when there is
- * nothing to copy (what had to be done is done; j->result says what
- * it copied), else true: send its COPYs (recovery_peer_send), then
- * recovery_finish.
+ * nothing to copy (what had to be done is done), else true: send its
+ * COPYs (recovery_peer_send), then recovery_finish.
  */
 static bool
 recovery_begin (struct rp_pool *p, uint64_t idx, struct extent *e,
@@ -770,7 +767,6 @@ recovery_begin (struct rp_pool *p, uint64_t idx, struct extent *e,
   j->n = 0;
   j->ndst = 0;
   j->from_backup = false;
-  j->result = 0;
   conn_wait_init (&j->w);
   if (recovery_source (p, e) < 0) {
     if (!backup_is_on (p)) {
