@@ -117,6 +117,10 @@ static const struct config_key config_keys[] = {
     "servers sampled per placement (power of d choices)" },
   { "connections", "N", CONFIG_UINT, CONFIG_FIELD (connections),
     1, 16, 2, false, CONFIG_ALL, "connections per server" },
+  { "lanes", "N", CONFIG_UINT, CONFIG_FIELD (lanes),
+    0, RP_MAX_LANES, 8, false, CONFIG_ALL,
+    "direct read connections per server (TCP), each received by the"
+    " thread whose read it carries; 0: none" },
   { "inflight", "N", CONFIG_UINT, CONFIG_FIELD (inflight),
     1, 1024, 64, false, CONFIG_ALL, "requests in flight per connection" },
   { "timeout-ms", "MS", CONFIG_UINT, CONFIG_FIELD (timeout_ms),

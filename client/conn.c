@@ -80,6 +80,47 @@ conn_complete (struct conn_call *call, int err, bool is_answered)
     conn_futex_wake (&w->state);
 }
 
+/* The end of direct connection c's current connect, once (recv_lock
+ * held).
+ */
+static void
+conn_end_direct (struct conn *c, const char *why)
+{
+  if (!c->has_ended) {
+    c->has_ended = true;
+    conn_end (c, why);
+  }
+}
+
+/* Receive on direct connection c until call is complete: its reply
+ * came, or the connection ended (which fails it).  Past deadline_ms
+ * the connection is killed, as conn_wait_all does to others.  Returns
+ * whether it was.
+ */
+static bool
+conn_pump (struct conn *c, struct conn_call *call, uint64_t deadline_ms)
+{
+  bool timed_out = false;
+  char whybuf[128];
+
+  pthread_mutex_lock (&c->recv_lock);
+  while (!__atomic_load_n (&call->is_done, __ATOMIC_ACQUIRE)) {
+    const char *why = c->has_ended ? "connection closed"
+      : c->t.ops->pump (&c->t, whybuf, sizeof whybuf);
+    if (why) {
+      conn_end_direct (c, why);  /* fails call, if it was still ours */
+      break;
+    }
+    if (!timed_out && !__atomic_load_n (&call->is_done, __ATOMIC_ACQUIRE) &&
+        rp_now_ms () >= deadline_ms) {
+      timed_out = true;
+      conn_kill (c, "request timed out (timeout-ms)");
+    }
+  }
+  pthread_mutex_unlock (&c->recv_lock);
+  return timed_out;
+}
+
 int
 conn_wait_all (struct conn_wait *w, struct conn_call *calls, unsigned ncalls,
              uint64_t deadline_ms)
@@ -90,6 +131,15 @@ conn_wait_all (struct conn_wait *w, struct conn_call *calls, unsigned ncalls,
   };
   bool timed_out = false;
   uint32_t s;
+
+  /* Our calls on direct connections first: nobody else receives them.
+   * The others complete meanwhile, on their receive threads.
+   */
+  for (unsigned i = 0; i < ncalls; i++)
+    if (calls[i].conn && calls[i].conn->is_direct &&
+        !__atomic_load_n (&calls[i].is_done, __ATOMIC_ACQUIRE) &&
+        conn_pump (calls[i].conn, &calls[i], deadline_ms))
+      timed_out = true;
 
   while ((s = __atomic_load_n (&w->state, __ATOMIC_ACQUIRE)) &
          CONN_WAIT_COUNT) {
@@ -177,6 +227,7 @@ conn_init (struct conn *c, const char *name, const struct transport_ops *ops,
   c->free_head = 1;
   c->is_dead = true;
   pthread_mutex_init (&c->send_lock, NULL);
+  pthread_mutex_init (&c->recv_lock, NULL);
   pthread_mutex_init (&c->lock, NULL);
   pthread_cond_init (&c->slot_cond, NULL);
   return 0;
@@ -189,6 +240,7 @@ conn_destroy (struct conn *c)
   conn_join (c);
   free (c->slots);
   pthread_mutex_destroy (&c->send_lock);
+  pthread_mutex_destroy (&c->recv_lock);
   pthread_mutex_destroy (&c->lock);
   pthread_cond_destroy (&c->slot_cond);
 }
@@ -310,6 +362,7 @@ conn_connect (struct conn *c, const char *host, const char *port,
   c->t = t;
   c->is_dead = false;
   c->dead_why[0] = '\0';
+  c->has_ended = false;
   c->conn_gen++;
   pthread_mutex_unlock (&c->lock);
   pthread_mutex_unlock (&c->send_lock);
@@ -326,6 +379,12 @@ conn_connect (struct conn *c, const char *host, const char *port,
   }
   c->is_started = true;
   return 0;
+}
+
+void
+conn_set_direct (struct conn *c)
+{
+  c->is_direct = true;
 }
 
 int
@@ -422,6 +481,14 @@ conn_join (struct conn *c)
    * close waits for the receive side to end first.
    */
   pthread_mutex_lock (&c->send_lock);
+  if (c->is_started && c->is_direct) {
+    /* Its receive side is whoever pumps: wait for any, and end it
+     * here if none did, so that no call is left in a slot.
+     */
+    pthread_mutex_lock (&c->recv_lock);
+    conn_end_direct (c, "closing");
+    pthread_mutex_unlock (&c->recv_lock);
+  }
   if (c->is_started)
     c->t.ops->close (&c->t);
   c->is_started = false;

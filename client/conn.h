@@ -69,6 +69,14 @@ struct conn_slot {
 
 struct conn {
   struct transport t;          /* ops fixed at init; priv per connect */
+  /* Direct (a lane, donor.h): no receive thread; a caller waiting for
+   * one of its calls receives for it (conn_wait_all, transport pump)
+   * under recv_lock, which also guards has_ended.  Set before the
+   * first connect; only for a transport with pump.
+   */
+  bool is_direct;
+  pthread_mutex_t recv_lock;
+  bool has_ended;              /* conn_end ran for this connect */
   char name[160];              /* "HOST:PORT#i", for logs */
   pthread_mutex_t send_lock;   /* one frame at a time on the wire */
   pthread_mutex_t lock;        /* slots, free list, is_dead */
@@ -101,7 +109,10 @@ void conn_wait_destroy (struct conn_wait *w);
  * passes.  On timeout, the connections of the calls still pending are
  * killed (so their receive sides fail them) and the wait goes on until
  * they are all complete: a call never outlives this function.  Returns
- * 0, or -1 with errno = ETIMEDOUT if any call timed out.
+ * 0, or -1 with errno = ETIMEDOUT if any call timed out.  Calls on a
+ * direct connection are received here, by the caller (only this
+ * function and conn_roundtrip receive for them: conn_wait_fewer must
+ * not be given any).
  */
 int conn_wait_all (struct conn_wait *w, struct conn_call *calls,
                    unsigned ncalls, uint64_t deadline_ms);
@@ -134,6 +145,8 @@ void conn_destroy (struct conn *c);
 int conn_connect (struct conn *c, const char *host, const char *port,
                   unsigned timeout_ms, const struct transport_hello *hello,
                   char *err, size_t errlen);
+/* Make c direct (before its first connect): see struct conn. */
+void conn_set_direct (struct conn *c);
 /* Submit call on c (waits for a free slot).  Returns 0 once submitted
  * (the result arrives through call->wait), or -1 with errno = ENOTCONN
  * if c is dead (nothing submitted, call->wait untouched).

@@ -39,7 +39,7 @@ donor_down (struct donor *s, const char *why)
   if (!atomic_exchange (&s->is_up, false))
     return;
   logging_msg (LOGGING_WARN, "server %s down: %s", s->addr, why);
-  for (unsigned i = 0; i < s->nconns; i++)
+  for (unsigned i = 0; i < s->nconns + s->nlanes; i++)
     conn_kill (&s->conns[i], why);
 }
 
@@ -49,7 +49,7 @@ donor_park (struct donor *s, unsigned spares)
   atomic_store (&s->park, PARK_DONE);
   if (atomic_exchange (&s->is_up, false))
     atomic_store (&s->down_since_ms, rp_now_ms ());
-  for (unsigned i = 0; i < s->nconns; i++) {
+  for (unsigned i = 0; i < s->nconns + s->nlanes; i++) {
     conn_kill (&s->conns[i], "parked");
     conn_join (&s->conns[i]);
   }
@@ -152,6 +152,22 @@ donor_on_notice (struct conn *c, const struct rp_notice *n,
   pthread_mutex_unlock (&p->lock);
 }
 
+/* Lanes for s: lanes=, over TCP (a transport that can pump), and no
+ * more than RP_LANES_TOTAL for the servers listed at open together.
+ */
+static unsigned
+donor_lanes (const struct rp_pool *p, const struct donor *s)
+{
+  unsigned n = p->cfg.lanes;
+  unsigned listed = p->cfg.nservers ? p->cfg.nservers : 1;
+
+  if (s->transport->pump == NULL)
+    return 0;
+  if (n > RP_LANES_TOTAL / listed)
+    n = RP_LANES_TOTAL / listed;
+  return n;
+}
+
 int
 donor_init (struct donor *s, struct rp_pool *p, unsigned index,
             const char *addr)
@@ -186,22 +202,31 @@ donor_init (struct donor *s, struct rp_pool *p, unsigned index,
   s->reclaim = malloc (DONOR_RECLAIM * sizeof *s->reclaim);
   s->orphans = malloc (DONOR_ORPHANS * sizeof *s->orphans);
   s->nconns = p->cfg.connections;
-  s->conns = calloc (s->nconns, sizeof *s->conns);
+  s->nlanes = donor_lanes (p, s);
+  s->conns = calloc (s->nconns + s->nlanes, sizeof *s->conns);
   if (s->conns == NULL || s->reclaim == NULL || s->orphans == NULL)
     goto out_nomem;
-  for (unsigned k = 0; k < s->nconns; k++) {
+  for (unsigned k = 0; k < s->nconns + s->nlanes; k++) {
     char name[200];
-    snprintf (name, sizeof name, "%s#%u", s->addr, k);
-    if (conn_init (&s->conns[k], name, s->transport, p->cfg.inflight) == -1) {
+    bool is_lane = k >= s->nconns;
+    snprintf (name, sizeof name, is_lane ? "%s lane %u" : "%s#%u", s->addr,
+              is_lane ? k - s->nconns : k);
+    /* A lane carries one read at a time, and its handshake. */
+    if (conn_init (&s->conns[k], name, s->transport,
+                   is_lane ? 2 : p->cfg.inflight) == -1) {
       while (k-- > 0)
         conn_destroy (&s->conns[k]);
       goto out_nomem;
     }
+    if (is_lane)
+      conn_set_direct (&s->conns[k]);
     s->conns[k].opaque = s;
     s->conns[k].on_dead = donor_on_conn_dead;
     s->conns[k].on_free_bytes = donor_on_free_bytes;
     s->conns[k].on_notice = donor_on_notice;
   }
+  atomic_store (&s->lanes_free, s->nlanes == 64 ? UINT64_MAX
+                : (UINT64_C (1) << s->nlanes) - 1);
   return 0;
  out_nomem:
   free (s->conns);
@@ -209,7 +234,7 @@ donor_init (struct donor *s, struct rp_pool *p, unsigned index,
   free (s->orphans);
   s->conns = NULL;
   s->reclaim = s->orphans = NULL;
-  s->nconns = 0;
+  s->nconns = s->nlanes = 0;
   pthread_mutex_destroy (&s->orphan_lock);
   pthread_mutex_destroy (&s->reclaim_lock);
   errno = ENOMEM;
@@ -219,7 +244,7 @@ donor_init (struct donor *s, struct rp_pool *p, unsigned index,
 void
 donor_fini (struct donor *s)
 {
-  for (unsigned k = 0; k < s->nconns; k++) {
+  for (unsigned k = 0; k < s->nconns + s->nlanes; k++) {
     s->conns[k].on_dead = NULL;
     conn_destroy (&s->conns[k]);
   }
@@ -228,7 +253,7 @@ donor_fini (struct donor *s)
   free (s->orphans);
   s->conns = NULL;
   s->reclaim = s->orphans = NULL;
-  s->nconns = 0;
+  s->nconns = s->nlanes = 0;
   pthread_mutex_destroy (&s->orphan_lock);
   pthread_mutex_destroy (&s->reclaim_lock);
 }
@@ -259,8 +284,8 @@ donor_roundtrip (struct conn *c, uint16_t op, const void *payload,
  */
 static int
 donor_hello (struct conn *c, const uint8_t owner[16], const uint8_t *key,
-            uint64_t fence, unsigned timeout_ms, struct rp_hello_info *hi,
-            char *err, size_t errlen)
+             uint64_t fence, uint32_t flags, unsigned timeout_ms,
+             struct rp_hello_info *hi, char *err, size_t errlen)
 {
   struct rp_hello_req h;
   struct rp_hello_reply reply;
@@ -272,6 +297,7 @@ donor_hello (struct conn *c, const uint8_t owner[16], const uint8_t *key,
   h.version = htole32 (RP_PROTOCOL_VERSION);
   memcpy (h.owner, owner, 16);
   h.fence = htole64 (fence);
+  h.flags = htole32 (flags);
   /* A predictable nonce would let a recorded server proof be replayed
    * to us: no randomness, no connection.
    */
@@ -367,10 +393,69 @@ donor_load_key (const char *key_file, uint8_t **key, char *err, size_t errlen)
 static void
 donor_disconnect (struct donor *s)
 {
-  for (unsigned i = 0; i < s->nconns; i++) {
+  for (unsigned i = 0; i < s->nconns + s->nlanes; i++) {
     conn_kill (&s->conns[i], "reconnecting");
     conn_join (&s->conns[i]);
   }
+}
+
+static bool
+donor_lane_is_ok (struct donor *s, unsigned lane)
+{
+  return (atomic_load (&s->lanes_ok) >> lane) & 1;
+}
+
+/* Open s's lanes, after its shared connections joined as *hi says
+ * (th: as for those).  A lane that cannot be opened is left out, with
+ * a log line: a server's --max-client-connections below connections=
+ * plus lanes= costs lanes, not the server.  0, or -1 with a message if
+ * the server's session changed meanwhile.
+ */
+static int
+donor_connect_lanes (struct rp_pool *p, struct donor *s,
+                     const struct rp_hello_info *hi,
+                     const struct transport_hello *th, char *err,
+                     size_t errlen)
+{
+  uint_least64_t ok = 0;
+  unsigned nfailed = 0;
+  char why[160], first[200] = "";
+
+  for (unsigned k = 0; k < s->nlanes; k++) {
+    struct conn *c = &s->conns[s->nconns + k];
+    struct rp_hello_info hc;
+
+    if (conn_connect (c, s->host, s->port, p->cfg.timeout_ms, th, why,
+                      sizeof why) == -1) {
+      if (nfailed++ == 0)
+        snprintf (first, sizeof first, "connect: %s", why);
+      continue;
+    }
+    if (donor_hello (c, p->owner, p->key, s->fence, RP_HELLO_QUIET,
+                     p->cfg.timeout_ms, &hc, why, sizeof why) == -1) {
+      if (nfailed++ == 0)
+        snprintf (first, sizeof first, "%s", why);
+      conn_kill (c, "lane not opened");
+      conn_join (c);
+      continue;
+    }
+    if (hc.session != hi->session ||
+        memcmp (hc.incarnation, hi->incarnation, 16) != 0) {
+      snprintf (err, errlen, "the server's session changed during the"
+                " reconnect");
+      return -1;
+    }
+    conn_set_ready (c);
+    ok |= UINT64_C (1) << k;
+  }
+  atomic_store (&s->lanes_ok, ok);
+  if (nfailed)
+    logging_msg (LOGGING_WARN,
+                 "server %s: %u of %u lanes not opened (%s): reads there"
+                 " take the shared connections instead (lanes=, and the"
+                 " memserver's --max-client-connections)",
+                 s->addr, nfailed, s->nlanes, first);
+  return 0;
 }
 
 /* FREE the handles we could not free while s was away. */
@@ -562,6 +647,7 @@ donor_connect (struct rp_pool *p, struct donor *s,
   struct transport_hello th = { .buffer_bytes = p->cfg.rdma_buffer };
   char why[160];
 
+  atomic_store (&s->lanes_ok, 0);
   donor_disconnect (s);
   s->fence++;  /* fences off every connection of the previous round */
   memcpy (th.owner, p->owner, 16);
@@ -575,8 +661,9 @@ donor_connect (struct rp_pool *p, struct donor *s,
       snprintf (err, errlen, "connect: %s", why);
       goto out_disconnect;
     }
-    if (donor_hello (&s->conns[i], p->owner, p->key, s->fence,
-                     p->cfg.timeout_ms, i == 0 ? &hi : &hc, err, errlen) == -1)
+    if (donor_hello (&s->conns[i], p->owner, p->key, s->fence, 0,
+                     p->cfg.timeout_ms, i == 0 ? &hi : &hc, err,
+                     errlen) == -1)
       goto out_disconnect;
     /* Every connection joined the one owner record that conns[0]
      * holds open (a record with a connection never expires), so every
@@ -590,6 +677,8 @@ donor_connect (struct rp_pool *p, struct donor *s,
     }
     conn_set_ready (&s->conns[i]);
   }
+  if (donor_connect_lanes (p, s, &hi, &th, err, errlen) == -1)
+    goto out_disconnect;
   if (s->has_incarnation && memcmp (s->incarnation, hi.incarnation, 16) != 0) {
     /* A new server process: all we had there is gone. */
     donor_forget (s);
@@ -629,8 +718,9 @@ donor_connect (struct rp_pool *p, struct donor *s,
    * server up with a dead connection (its death found no server up to
    * take down): start over at the next heartbeat instead.
    */
-  for (unsigned i = 0; i < s->nconns; i++)
-    if (conn_dead_why (&s->conns[i], err, errlen))
+  for (unsigned i = 0; i < s->nconns + s->nlanes; i++)
+    if ((i < s->nconns || donor_lane_is_ok (s, i - s->nconns)) &&
+        conn_dead_why (&s->conns[i], err, errlen))
       goto out_disconnect;
   atomic_store (&s->free_bytes, hi.free_bytes);
   atomic_store (&s->is_up, true);
@@ -725,7 +815,7 @@ donor_query_open (const char *addr, const char *key_file,
     snprintf (err, errlen, "connect: %s", cwhy);
     goto out_destroy;
   }
-  if (donor_hello (c, owner, key, th.fence, timeout_ms, &hi, err,
+  if (donor_hello (c, owner, key, th.fence, 0, timeout_ms, &hi, err,
                    errlen) == -1)
     goto out_destroy;
   conn_set_ready (c);

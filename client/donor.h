@@ -67,4 +67,35 @@ donor_conn (struct donor *s, uint64_t idx)
   return &s->conns[idx % s->nconns];
 }
 
+/* A lane of s for one read (engine.h): the caller's alone until
+ * donor_lane_put.  NULL if s has none free (then a shared connection
+ * carries the read).
+ */
+static inline struct conn *
+donor_lane_get (struct donor *s)
+{
+  uint_least64_t m = atomic_load (&s->lanes_free);
+
+  for (;;) {
+    uint_least64_t usable = m & atomic_load (&s->lanes_ok);
+    if (usable == 0)
+      return NULL;
+    unsigned b = __builtin_ctzll (usable);
+    if (atomic_compare_exchange_weak (&s->lanes_free, &m,
+                                      m & ~(UINT64_C (1) << b)))
+      return &s->conns[s->nconns + b];
+  }
+}
+
+/* Give lane c of s back (c from donor_lane_get); a shared connection
+ * is ignored, so a caller may hand back whatever carried its read.
+ */
+static inline void
+donor_lane_put (struct donor *s, struct conn *c)
+{
+  if (c->is_direct)
+    atomic_fetch_or (&s->lanes_free,
+                     UINT64_C (1) << (c - s->conns - s->nconns));
+}
+
 #endif /* RP_DONOR_H */

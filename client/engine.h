@@ -78,8 +78,18 @@ struct donor {
   char addr[160];              /* as configured: "[SCHEME://]HOST:PORT" */
   char host[128], port[16];
   const struct transport_ops *transport;  /* by the address's scheme */
-  struct conn *conns;          /* cfg.connections, owned */
+  struct conn *conns;          /* nconns shared connections (a receive
+                                  thread or poller each), then nlanes
+                                  lanes; owned */
   unsigned nconns;
+  /* Lanes (reads, io.c): direct connections (conn.h), each used by one
+   * reading thread at a time, which receives its reply itself.  A bit
+   * set in lanes_free: that lane is not taken.
+   */
+  unsigned nlanes;
+  atomic_uint_least64_t lanes_free;
+  atomic_uint_least64_t lanes_ok; /* bit set: that lane joined at the
+                                  server's last connect (donor.c) */
   atomic_bool is_up;           /* all conns connected and HELLO'd */
   atomic_uint epoch;           /* bumped when what the server held for us
                                   is gone: a new incarnation, or our

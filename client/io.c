@@ -687,7 +687,15 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
     call->req.count = c->len;
     call->rbuf = c->buf;
     call->wait = &w;
-    if (conn_submit (donor_conn (s, c->idx), call) == -1) {
+    /* On a lane of ours if one is free: we receive the reply ourselves
+     * (conn_wait_all), no receive thread has to wake us.  A read may
+     * take any connection: the stripe lock keeps writes to the extent
+     * out until its data is in.
+     */
+    struct conn *lane = donor_lane_get (s);
+    if (conn_submit (lane ? lane : donor_conn (s, c->idx), call) == -1) {
+      if (lane)
+        donor_lane_put (s, lane);
       donor_down (s, "connection lost");
       continue;
     }
@@ -714,6 +722,9 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
        */
       struct replica *rep = replica_find (e, s->index,
                                                 call->req.handle);
+      if (call->conn->is_direct)
+        atomic_fetch_add (&p->count.lane_reads, 1);
+      donor_lane_put (s, call->conn);
       atomic_fetch_sub (&s->inflight, 1);
       if (rep)
         tried |= 1u << (rep - e->rep);

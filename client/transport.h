@@ -42,8 +42,16 @@
  *    ALLOC reply (protocol.h); TCP ignores them.  Failure: -1 with
  *    errno; the call stays in its slot and fails when the receive side
  *    ends (conn kills the connection).
+ *  - pump (optional; NULL if the transport has none): for a direct
+ *    connection (conn.h, lanes), which has no receive side of its own:
+ *    start only records c, and the thread waiting for a reply calls
+ *    pump, under c's recv_lock, to receive what has come (blocking, at
+ *    most about TRANSPORT_PUMP_MS when nothing comes) and deliver it
+ *    with conn_reply_call and conn_reply_done as a receive side would.
+ *    NULL, or why the connection is over (conn.c then calls conn_end).
  *  - shutdown: make the receive side fail promptly and end (conn_end);
- *    any thread, idempotent, never blocks.
+ *    any thread, idempotent, never blocks.  On a direct connection: a
+ *    pump in progress returns at once with why.
  *  - close: after the receive side has ended, join it and release
  *    everything, aborting rather than flushing what was not sent (a
  *    request given up on must not reach the server later; the server's
@@ -80,6 +88,11 @@ struct transport_hello {
                                   (a status query) */
 };
 
+/* How long one pump waits for bytes when none come: the granularity
+ * of a direct connection's request deadline.
+ */
+#define TRANSPORT_PUMP_MS 100
+
 struct transport {
   const struct transport_ops *ops;
   void *priv;                  /* the transport's, from connect to close */
@@ -92,6 +105,7 @@ struct transport_ops {
                   char *err, size_t errlen);
   int (*start) (struct transport *t, struct conn *c);
   int (*send) (struct transport *t, const struct conn_call *call);
+  const char *(*pump) (struct transport *t, char *whybuf, size_t whylen);
   void (*shutdown) (struct transport *t);
   void (*close) (struct transport *t);
 };

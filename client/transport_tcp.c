@@ -18,6 +18,9 @@
  *     fixed number of threads: a pool of 200 donors with connections=2
  *     is not 400 threads in every nbdkit (with mlock=on, 400 locked
  *     stacks).
+ *   - a direct connection (conn.h, a lane) has none: the one thread
+ *     waiting for its reply receives it (tcp_pump), so a reply costs
+ *     that thread's recv and no wake-up of another thread.
  * So at most TCP_READERS + TCP_POLLERS receive threads, whatever the
  * pool's size; RAMPOOL_TCP_READERS in the environment sets TCP_READERS
  * (0: every connection on the pollers; tests use it).  Epoll is
@@ -44,20 +47,26 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 
 #include "conn.h"
 #include "util.h"
 
 /* The receive buffer: many replies per recv.  A payload that still
- * misses more than TCP_DIRECT bytes once the buffer is used up is read
- * straight into the call's buffer instead.
+ * misses more than a quarter of the buffer once the buffer is used up
+ * is read straight into the call's buffer instead.
  */
 #define TCP_RBUF (64u * 1024)
-#define TCP_DIRECT (TCP_RBUF / 4)
+/* A lane's: one reply at a time (a notice, too, from a server that
+ * does not know RP_HELLO_QUIET).
+ */
+#define TCP_RBUF_LANE (8u * 1024)
 
-_Static_assert (TCP_RBUF >= sizeof (struct rp_notice_hdr) +
+_Static_assert (TCP_RBUF_LANE >= sizeof (struct rp_notice_hdr) +
                 RP_NOTICE_MAX_HANDLES * 8, "a whole notice fits");
+_Static_assert (TCP_RBUF_LANE >= sizeof (struct rp_reply_hdr) + 4096,
+                "a 4 KiB read reply fits a lane's buffer whole");
 
 /* Receive threads (see the top): TCP_READERS connections with their
  * own (a small pool, 3 servers with connections=2, keeps the cheaper
@@ -90,7 +99,8 @@ struct tcp {
   pthread_t reader;            /* a receive thread of its own */
   bool has_reader;
   /* The receive side's alone (reader or poller) until it has ended: */
-  uint8_t *rbuf;               /* TCP_RBUF bytes received, owned */
+  uint8_t *rbuf;               /* rcap bytes received, owned (start) */
+  size_t rcap;                 /* TCP_RBUF, or TCP_RBUF_LANE */
   size_t rpos;                 /* next byte not consumed */
   size_t rlen;                 /* bytes received at rbuf */
   struct conn_call *pcall;     /* a reply whose payload is coming */
@@ -172,8 +182,7 @@ tcp_connect (struct transport *t, const char *host, const char *port,
     return -1;
   }
   tcp = calloc (1, sizeof *tcp);
-  if (tcp == NULL || (tcp->rbuf = malloc (TCP_RBUF)) == NULL) {
-    free (tcp);
+  if (tcp == NULL) {
     close (fd);
     snprintf (err, errlen, "%s", strerror (ENOMEM));
     errno = ENOMEM;
@@ -244,7 +253,7 @@ tcp_consume (struct tcp *tcp)
       if (rp_notice_decode (hdr, &n, &why) == -1)
         return why;
       if (avail < sizeof (struct rp_notice_hdr) + n.length)
-        return NULL;  /* whole notices only: TCP_RBUF holds the largest */
+        return NULL;  /* whole notices only: rcap holds the largest */
       tcp->rpos += sizeof (struct rp_notice_hdr) + n.length;
       conn_notice (c, &n, hdr + sizeof (struct rp_notice_hdr));
       continue;
@@ -277,7 +286,7 @@ tcp_on_readable (struct tcp *tcp, char *whybuf, size_t whylen)
   const char *why = NULL;
   ssize_t r;
 
-  if (tcp->pcall && tcp->pleft > TCP_DIRECT && tcp->rpos == tcp->rlen) {
+  if (tcp->pcall && tcp->pleft > tcp->rcap / 4 && tcp->rpos == tcp->rlen) {
     /* Most of a large payload to come: straight into the call's
      * buffer, no copy through ours.
      */
@@ -298,7 +307,7 @@ tcp_on_readable (struct tcp *tcp, char *whybuf, size_t whylen)
     tcp->rlen -= tcp->rpos;
     tcp->rpos = 0;
   }
-  r = tcp_recv (tcp, tcp->rbuf + tcp->rlen, TCP_RBUF - tcp->rlen, &why,
+  r = tcp_recv (tcp, tcp->rbuf + tcp->rlen, tcp->rcap - tcp->rlen, &why,
                 whybuf, whylen);
   if (r < 0)
     return why;
@@ -445,6 +454,18 @@ tcp_start (struct transport *t, struct conn *c)
   int err = 0;
 
   tcp->conn = c;
+  tcp->rcap = c->is_direct ? TCP_RBUF_LANE : TCP_RBUF;
+  tcp->rbuf = malloc (tcp->rcap);
+  if (tcp->rbuf == NULL)
+    return -1;
+  if (c->is_direct) {
+    /* No receive side: the waiting caller pumps (tcp_pump), and one
+     * blocking recv returns after TRANSPORT_PUMP_MS with nothing.
+     */
+    struct timeval tv = { .tv_sec = TRANSPORT_PUMP_MS / 1000,
+                          .tv_usec = TRANSPORT_PUMP_MS % 1000 * 1000 };
+    return setsockopt (tcp->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
   ev.data.ptr = tcp;
   pthread_once (&tcp_readers_once_ctl, tcp_readers_once);
   pthread_mutex_lock (&tcp_pollers_lock);
@@ -478,6 +499,16 @@ tcp_start (struct transport *t, struct conn *c)
     return -1;
   }
   return 0;
+}
+
+/* A direct connection's receive step (transport.h, pump): one
+ * blocking recv (tcp->poller is NULL), at most TRANSPORT_PUMP_MS when
+ * nothing comes, then deliver.
+ */
+static const char *
+tcp_pump (struct transport *t, char *whybuf, size_t whylen)
+{
+  return tcp_on_readable (t->priv, whybuf, whylen);
 }
 
 static int
@@ -574,6 +605,7 @@ const struct transport_ops transport_tcp = {
   .connect = tcp_connect,
   .start = tcp_start,
   .send = tcp_send,
+  .pump = tcp_pump,
   .shutdown = tcp_shutdown,
   .close = tcp_close,
 };

@@ -209,14 +209,15 @@ reclaim_follow_host (struct reclaim *r)
 /* --- asking back --- */
 
 /* A live session of owner o (joined, not closing, the owner's own: a
- * COPY link would drop the notice), or NULL.
+ * COPY link would drop the notice; and not quiet: a client's lane is
+ * read only while a read of its is in flight), or NULL.
  */
 static struct session *
 reclaim_session_of (struct session_core *core, const struct owner *o)
 {
   for (struct session *s = core->sessions; s; s = s->next)
     if (s->owner == o && !s->is_closing && s->close_why == NULL &&
-        !s->is_peer)
+        !s->is_peer && !s->is_quiet)
       return s;
   return NULL;
 }
@@ -344,7 +345,8 @@ reclaim_expire (struct reclaim *r, uint64_t now)
 static void
 reclaim_tell_drain (struct reclaim *r, struct session *s, uint64_t now)
 {
-  if (s->owner == NULL || s->owner->drain_gen == r->drain_gen || s->is_peer)
+  if (s->owner == NULL || s->owner->drain_gen == r->drain_gen || s->is_peer ||
+      s->is_quiet)
     return;
   if (session_notice (s, RP_NOTICE_DRAIN,
                       r->drain_deadline_ms > now

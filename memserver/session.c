@@ -319,6 +319,7 @@ session_hello (struct session *s, const struct rp_req *req,
   s->is_hello_done = true;
   s->version = le32toh (h.version);
   s->is_peer = s->version >= 4 && (le32toh (h.flags) & RP_HELLO_PEER);
+  s->is_quiet = s->version >= 4 && (le32toh (h.flags) & RP_HELLO_QUIET);
   memcpy (s->owner_id, h.owner, 16);
   memcpy (s->client_nonce, h.client_nonce, 32);
   s->fence = le64toh (h.fence);

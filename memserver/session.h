@@ -132,6 +132,8 @@ struct session {
   uint32_t version;               /* from HELLO: 3 or 4 */
   bool is_peer;                   /* HELLO said RP_HELLO_PEER: another
                                      memserver's COPY link (protocol.h) */
+  bool is_quiet;                  /* HELLO said RP_HELLO_QUIET: no
+                                     notices on it */
   uint32_t ncopies;               /* COPYs started and not answered */
   uint16_t cur_op;                /* the op executing, for the counters */
   bool is_processing;             /* inside session_process_turn */

@@ -167,6 +167,14 @@ start_nbdkit () {
 
 now_ms () { date +%s%3N; }
 
+# steady VAR COMMAND...: COMMAND prints the same in two looks 0.5 s
+# apart (for wait_until: nothing passing by); then that is put in VAR.
+steady () {
+  local var=$1 a b; shift
+  a=$("$@"); sleep 0.5; b=$("$@")
+  [ "$a" = "$b" ] && printf -v "$var" %s "$b"
+}
+
 # checked_io_start LOG: checked parallel I/O (test_parallel_io, every
 # byte against a shadow copy) on $NBD_URI in the background, output to
 # LOG, until checked_io_stop LOG; sets IO_PID.

@@ -31,7 +31,10 @@ result against the bytes the target really holds:
              only an owner connected there, at exactly its generation
              (never fencing it), does not count against
              --max-client-connections, and gets no notice: a DRAIN
-             notice goes to the owner's own connection.
+             notice goes to the owner's own connection.  Nor does a
+             quiet one (RP_HELLO_QUIET, a client's lane): an owner that
+             joins a draining server on one first hears DRAIN on its
+             next ordinary connection.
   gone       a source FREEd during its COPY ends it (SOURCE, SENT) or
              it finished first; a requester that hangs up mid-copy
              leaves a server that serves the next COPY.
@@ -51,12 +54,12 @@ import time
 
 import faultproxy
 
-from rpwire import (Conn, Closed, Refused, ALLOC, COPY, DRAIN, FREE, PING,
-                    READ, OK, EINVAL, ENOENT, EPERM, EBUSY, COPY_SENT,
-                    HELLO_PEER, REPLY, REPLY_MAGIC,
+from rpwire import (Conn, Closed, Refused, ALLOC, COPY, DRAIN, FREE, HELLO,
+                    PING, READ, OK, EINVAL, ENOENT, EPERM, EBUSY, COPY_SENT,
+                    HELLO_PEER, HELLO_QUIET, REPLY, REPLY_MAGIC,
                     STAGE_DONE, STAGE_CONNECT, STAGE_HANDSHAKE, STAGE_WRITE,
                     STAGE_SOURCE, STAGE_DEADLINE, MIB, copy_payload,
-                    copy_reply, errname, load_key, req)
+                    copy_reply, errname, hello_payload, load_key, req)
 
 checks = 0
 
@@ -211,6 +214,26 @@ def links(c_port, d_port):
     f = next_frame(link)
     ok(f[0] == "reply" and f[2] == rid,
        "the COPY link got %r before its PING reply" % (f,))
+    owner = os.urandom(16)
+    quiet = Conn(d_port, version=4, timeout=20)
+    quiet.hello(owner, 1, flags=HELLO_QUIET)
+    rid = quiet.send(PING)
+    f = next_frame(quiet)
+    ok(f[0] == "reply" and f[2] == rid,
+       "a quiet connection got %r before its PING reply" % (f,))
+    # An ordinary join to a draining server hears DRAIN at once (before
+    # its HELLO reply).
+    own = Conn(d_port, version=4, timeout=20)
+    rid = own.send(HELLO, payload=hello_payload(owner, os.urandom(32), 1, 4))
+    f = next_frame(own)
+    ok(f == ("notice", 2), "the owner's ordinary connection after a quiet"
+       " one got %r, not DRAIN" % (f,))
+    f = next_frame(own)
+    ok(f == ("reply", OK, rid), "its HELLO answered %r" % (f,))
+    rid = quiet.send(PING)
+    f = next_frame(quiet)
+    ok(f[0] == "reply" and f[2] == rid,
+       "a quiet connection got %r before its second PING reply" % (f,))
 
 
 def plain(a_port, b_port, c_port, z_port, d_port, ctl, b_proxy_port):

@@ -44,6 +44,7 @@ ERRNAMES = ["OK", "EINVAL", "ENOSPC", "ENOENT", "EPROTO", "EIO", "ENOMEM",
 HELLO_AUTH = 1
 HELLO_COPY = 2                       # version 4: the server takes COPY
 HELLO_PEER = 1                       # version 4, request: a COPY link
+HELLO_QUIET = 2                      # version 4, request: a client's lane
 COPY_REQ = struct.Struct("<QQQQ16sII128s")              # 184 bytes
 COPY_REPLY = struct.Struct("<IIII")                     # 16 bytes
 COPY_SENT = 1

@@ -7,7 +7,8 @@
 # second later, by when m4 was back.)
 #
 # 2 memservers behind faultproxy.py, replicas=2, 8 MiB of known data.
-# The client opens 2 connections per server; extent N travels on
+# The client opens 2 connections per server and no lanes (lanes=0:
+# reads on the shared connections too); extent N travels on
 # connection N mod 2, heartbeats on connection 0.  s2's connection 1
 # is blackholed (odd extents' requests to s2 hang until timeout-ms, the
 # heartbeats go on and the monitor keeps reconnecting promptly), and s1
@@ -26,7 +27,7 @@ for i in 1 2; do start_memserver "s$i"; done
 start_proxy s1 s2
 STATS=$TMP/stats
 start_nbdkit size=8M replicas=2 timeout-ms=1000 heartbeat-ms=200 \
-  rejoin-grace-ms=600000 stats-file="$STATS" connections=2
+  rejoin-grace-ms=600000 stats-file="$STATS" connections=2 lanes=0
 
 healthy () { stats_are servers_up -eq 2 extents_healthy -eq 8; }
 

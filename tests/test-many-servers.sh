@@ -1,7 +1,8 @@
 #!/bin/bash
 # A pool of hundreds of donors (the server table sized at open,
 # max-servers=; client/engine.h): 200 memservers on loopback, 16 MiB
-# each, a 512 MiB disk of 1 MiB extents, replicas=2, connections=1.
+# each, a 512 MiB disk of 1 MiB extents, replicas=2, connections=1,
+# lanes=0.
 #
 #  1. The same pool over 10 of the memservers, then over all 200:
 #     nbdkit's threads differ by exactly the TCP receive threads the
@@ -39,9 +40,10 @@ rss_kib () { awk '$1 == "VmRSS:" { print $2 }' "/proc/$NBDKIT_PID/status"; }
 sockets () { find "/proc/$NBDKIT_PID/fd" -lname 'socket:*' | wc -l; }
 STATS=$TMP/stats
 # spare-servers=4096: parts 1-4 keep every server connected (part 5 is
-# connections on demand).
-POOL=(size=512M extent-size=1M replicas=2 connections=1 timeout-ms=1000
-      heartbeat-ms=200 rejoin-grace-ms=500 stats-file="$STATS"
+# connections on demand).  lanes=0: one socket per server, so that the
+# counts below are the servers' (test-lanes.sh counts lanes).
+POOL=(size=512M extent-size=1M replicas=2 connections=1 lanes=0
+      timeout-ms=1000 heartbeat-ms=200 rejoin-grace-ms=500 stats-file="$STATS"
       spare-servers=4096)
 
 # open_pool N: nbdkit over s1..sN, every server up; sets T (threads,
@@ -51,12 +53,7 @@ open_pool () {
   rm -f "$STATS"
   SERVERS=$(first "$1") start_nbdkit "${POOL[@]}"
   wait_until 60 "$1 servers up" stats_are servers_up -eq "$1"
-  steady () {
-    local a b
-    a=$(threads); sleep 0.5; b=$(threads)
-    [ "$a" = "$b" ] && T=$b
-  }
-  wait_until 10 "a steady thread count" steady
+  wait_until 10 "a steady thread count" steady T threads
   S=$(sockets)
   R=$(rss_kib)
   echo "nbdkit over $1 servers: $T threads, $S sockets, RSS $((R / 1024)) MiB"
@@ -169,7 +166,8 @@ echo "4: max-servers=12: 2 of 5 added, 3 refused and logged"
 #    the TCP receive threads of the sockets it has.
 rm -f "$STATS"
 SERVERS=$ALL start_nbdkit size=16M extent-size=1M replicas=2 connections=1 \
-  timeout-ms=1000 heartbeat-ms=200 rejoin-grace-ms=500 stats-file="$STATS"
+  lanes=0 timeout-ms=1000 heartbeat-ms=200 rejoin-grace-ms=500 \
+  stats-file="$STATS"
 wait_until 60 "idle servers parked" stats_are servers_parked -ge $((N - 8))
 echo "5: $(stat_of servers_parked) of $N parked before any write," \
   "$(stat_of servers_up) connected"

@@ -92,15 +92,15 @@ run_kills encrypted encrypt=on
 
 echo "== 3. COPY links into a server cut off mid-copy, then another kill"
 # p2 behind the proxy (so are the COPY links into it), the rest direct;
-# one client connection per server, so p2's first connection through
-# the proxy is the client's and the later ones are links from the
-# other memservers.  recovery-rate= stretches recovery over seconds.
+# one client connection per server and no lanes, so p2's first
+# connection through the proxy is the client's and the later ones are
+# links from the other memservers.  recovery-rate= stretches recovery over seconds.
 pool 4
 start_proxy p2
 SERVERS=$MS_ADDR_p1,$PX_ADDR_p2,$MS_ADDR_p3,$MS_ADDR_p4
 start_nbdkit size=256M replicas=2 key-file="$TMP/k1" timeout-ms=2000 \
-  heartbeat-ms=200 rejoin-grace-ms=0 connections=1 recovery-rate=16M \
-  stats-file="$STATS"
+  heartbeat-ms=200 rejoin-grace-ms=0 connections=1 lanes=0 \
+  recovery-rate=16M stats-file="$STATS"
 checked_io_start "$TMP/io-cut.log"
 wait_until 120 "data on every server" stats_are extents_mapped -ge 200
 kill_memserver p4 KILL

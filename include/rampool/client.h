@@ -24,6 +24,12 @@
 #define RP_MAX_SERVERS 4096
 #define RP_MAX_SERVERS_DEFAULT 256
 #define RP_MAX_REPLICAS 4
+/* lanes= at most; and the most lanes all servers together get (a pool
+ * of more than RP_LANES_TOTAL / lanes servers gets fewer per server,
+ * so that a large pool costs no more sockets than a small one).
+ */
+#define RP_MAX_LANES 32
+#define RP_LANES_TOTAL 256
 
 struct rp_config {
   char **servers;             /* nservers of "[SCHEME://]HOST:PORT", the
@@ -56,6 +62,9 @@ struct rp_config {
                                  to arrive (late binding; 0..M) */
   unsigned placement_choices; /* d in power-of-d placement (default 2) */
   unsigned connections;       /* connections per server (default 2) */
+  unsigned lanes;             /* lanes=N: direct connections per server
+                                 for reads, received by the reading
+                                 thread itself (default 8; 0: none) */
   unsigned inflight;          /* request slots per connection (64) */
   unsigned timeout_ms;        /* per-request deadline (default 5000) */
   unsigned heartbeat_ms;      /* PING / reconnect period (default 1000) */
@@ -214,7 +223,9 @@ uint32_t rp_pool_extent_size (const struct rp_pool *pool);
   X (reclaim_given_up,    "copies given back unreplaced: no room elsewhere" \
                           " by half the server's deadline") \
   X (reclaim_held,        "copies kept where they were asked back (HOLD):" \
-                          " the only good copy, no room elsewhere")
+                          " the only good copy, no room elsewhere") \
+  X (lane_reads,          "reads carried by a lane (lanes=): received by" \
+                          " the reading thread itself")
 
 struct rp_pool_stats {
 #define RP_STATS_FIELD(name, help) uint64_t name;

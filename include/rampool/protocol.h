@@ -142,7 +142,8 @@ _Static_assert (sizeof (struct rp_reply_hdr) == 32, "rp_reply_hdr size");
 /* HELLO request payload: 64 bytes. */
 struct rp_hello_req {
   le32 version;          /* RP_PROTOCOL_VERSION */
-  le32 flags;            /* version 4: RP_HELLO_PEER; 0 in version 3
+  le32 flags;            /* version 4: RP_HELLO_PEER, RP_HELLO_QUIET; 0
+                            in version 3
                             (where a server ignores it) */
   uint8_t owner[16];     /* random id of the client session that owns
                             extents; a reconnect with the same owner id
@@ -165,6 +166,11 @@ _Static_assert (sizeof (struct rp_hello_req) == 64, "rp_hello_req size");
  * hear those on its own connections).
  */
 #define RP_HELLO_PEER 1u
+/* rp_hello_req.flags (version 4): this connection of the owner's is for
+ * data (a client's lane): notices go to another of its connections.
+ * Otherwise a connection like any other.
+ */
+#define RP_HELLO_QUIET 2u
 
 #define RP_HELLO_AUTH 1u  /* rp_hello_reply.flags: key required, proof set */
 #define RP_HELLO_COPY 2u  /* rp_hello_reply.flags, version 4: this server
