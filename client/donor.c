@@ -152,19 +152,24 @@ donor_on_notice (struct conn *c, const struct rp_notice *n,
   pthread_mutex_unlock (&p->lock);
 }
 
-/* Lanes for s: lanes=, over TCP (a transport that can pump), and no
- * more than RP_LANES_TOTAL for the servers listed at open together.
+/* Lanes for s: lanes=, over TCP (a transport that can pump), at most
+ * the share of RP_LANES_TOTAL of a server of the pool's size
+ * (lanes_share), and never more than the pool has left: however many
+ * servers join, the pool has at most RP_LANES_TOTAL lanes.  Taken from
+ * what is left.
  */
 static unsigned
-donor_lanes (const struct rp_pool *p, const struct donor *s)
+donor_lanes (struct rp_pool *p, const struct donor *s)
 {
   unsigned n = p->cfg.lanes;
-  unsigned listed = p->cfg.nservers ? p->cfg.nservers : 1;
 
   if (s->transport->pump == NULL)
     return 0;
-  if (n > RP_LANES_TOTAL / listed)
-    n = RP_LANES_TOTAL / listed;
+  if (n > p->lanes_share)
+    n = p->lanes_share;
+  if (n > p->lanes_left)
+    n = p->lanes_left;
+  p->lanes_left -= n;
   return n;
 }
 
@@ -229,6 +234,7 @@ donor_init (struct donor *s, struct rp_pool *p, unsigned index,
                 : (UINT64_C (1) << s->nlanes) - 1);
   return 0;
  out_nomem:
+  p->lanes_left += s->nlanes;
   free (s->conns);
   free (s->reclaim);
   free (s->orphans);

@@ -183,6 +183,12 @@ struct rp_pool {
    */
   struct donor *servers;
   unsigned max_servers;
+  /* Lanes (donor.c, donor_lanes): what a server added now gets at
+   * most, and what is left of RP_LANES_TOTAL; pool open, then the
+   * thread that adds servers (membership.c).
+   */
+  unsigned lanes_share;
+  unsigned lanes_left;
   atomic_uint nservers;        /* slots in use; only grows (servers-file
                                   adds, membership.c), a slot whole
                                   before it is counted */

@@ -144,6 +144,12 @@ membership_add (struct rp_pool *p, const struct rp_config *list)
 
   if (m == NULL)
     return;
+  /* Lanes: the servers known and those new now share what is left. */
+  unsigned nnew = 0;
+  for (unsigned k = 0; k < list->nservers; k++)
+    nnew += membership_find (m, nm, list->servers[k]) < 0;
+  if (nm + nnew > 0)
+    p->lanes_share = RP_LANES_TOTAL / (nm + nnew);
   for (unsigned k = 0; k < list->nservers; k++) {
     const char *addr = list->servers[k];
     int i = membership_find (m, nm, addr);

@@ -174,6 +174,8 @@ rp_pool_open (const struct rp_config *cfg, char *err, size_t errlen)
   if (membership_load (p, err, errlen) == -1 ||
       pool_alloc_table (p, err, errlen) == -1)
     goto out_close;
+  p->lanes_left = RP_LANES_TOTAL;
+  p->lanes_share = RP_LANES_TOTAL / (p->cfg.nservers ? p->cfg.nservers : 1);
   for (unsigned i = 0; i < p->cfg.nservers; i++) {
     if (donor_init (&p->servers[i], p, i, p->cfg.servers[i]) == -1) {
       snprintf (err, errlen, "out of memory");

@@ -24,9 +24,9 @@
 #define RP_MAX_SERVERS 4096
 #define RP_MAX_SERVERS_DEFAULT 256
 #define RP_MAX_REPLICAS 4
-/* lanes= at most; and the most lanes all servers together get (a pool
- * of more than RP_LANES_TOTAL / lanes servers gets fewer per server,
- * so that a large pool costs no more sockets than a small one).
+/* lanes= at most; and the most lanes a pool has in all (a server gets
+ * at most RP_LANES_TOTAL / servers, so that a large pool costs no more
+ * sockets than a small one).
  */
 #define RP_MAX_LANES 32
 #define RP_LANES_TOTAL 256
