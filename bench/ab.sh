@@ -13,7 +13,8 @@
 #   A_ARGS / B_ARGS       plugin arguments of each side (e.g. lanes=0)
 #   A_PLUGIN / B_PLUGIN   the plugin .so of each side (default: this
 #                         tree's; give another build's to compare builds)
-#   JOBS                  "RW:QD ..." fio jobs, 4 KiB blocks (default
+#   JOBS                  "RW:QD[:BS] ..." fio jobs, blocks of BS, 4k
+#                         unless given (default
 #                         "randread:1 randread:16 randwrite:1 randwrite:16")
 #   ROUNDS                pairs per job (default 6)
 #   RUNTIME               seconds per fio run (default 3)
@@ -84,10 +85,11 @@ for side in a b; do
         --rw=write --bs=1M --size=1G --iodepth=4 >/dev/null
 done
 
-# One fio run on SIDE: IOPS (reads + writes), from the terse line.
+# One fio run on SIDE of RW at QD in blocks of BS: IOPS (reads +
+# writes), from the terse line.
 run() {
     fio --name=ab --ioengine=nbd --uri="nbd+unix:///?socket=$work/$1.sock" \
-        --rw="$2" --bs=4k --size=1G --iodepth="$3" --time_based \
+        --rw="$2" --bs="$4" --size=1G --iodepth="$3" --time_based \
         --runtime="$RUNTIME" --output-format=terse --terse-version=3 |
         tail -n 1 | awk -F';' '{ print $8 + $49 }'
 }
@@ -95,24 +97,26 @@ run() {
 echo "A: ${A_ARGS:-(defaults)} $A_PLUGIN"
 echo "B: ${B_ARGS:-(defaults)} $B_PLUGIN"
 for job in $JOBS; do
-    rw=${job%:*} qd=${job#*:}
+    IFS=: read -r rw qd bs <<<"$job"
+    bs=${bs:-4k}
     ra=() rb=()
     for ((k = 0; k < ROUNDS; k++)); do
         if ((k % 2)); then
-            b=$(run b "$rw" "$qd"); a=$(run a "$rw" "$qd")
+            b=$(run b "$rw" "$qd" "$bs"); a=$(run a "$rw" "$qd" "$bs")
         else
-            a=$(run a "$rw" "$qd"); b=$(run b "$rw" "$qd")
+            a=$(run a "$rw" "$qd" "$bs"); b=$(run b "$rw" "$qd" "$bs")
         fi
         ra+=("$a") rb+=("$b")
     done
-    python3 - "$rw" "$qd" "${ra[*]}" "${rb[*]}" <<'EOF'
+    python3 - "$rw" "$qd" "$bs" "${ra[*]}" "${rb[*]}" <<'EOF'
 import statistics, sys
-rw, qd, a, b = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split()
+rw, qd, bs = sys.argv[1], sys.argv[2], sys.argv[3]
+a, b = sys.argv[4].split(), sys.argv[5].split()
 a = [float(x) for x in a]
 b = [float(x) for x in b]
 r = [y / x for x, y in zip(a, b) if x > 0]
-print("%-10s qd%-3s A %8.0f  B %8.0f IOPS (medians)  B/A %.3f  pairs: %s" % (
-    rw, qd, statistics.median(a), statistics.median(b),
+print("%-10s %-4s qd%-3s A %8.0f  B %8.0f IOPS (medians)  B/A %.3f  pairs: %s" % (
+    rw, bs, qd, statistics.median(a), statistics.median(b),
     statistics.median(r) if r else float("nan"),
     " ".join("%.2f" % x for x in r)))
 EOF

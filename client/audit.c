@@ -72,6 +72,10 @@ rp_pool_audit (struct rp_pool *p, struct rp_audit *a)
     if (__atomic_load_n (&e->nrep, __ATOMIC_ACQUIRE) == 0)
       continue;
     pthread_rwlock_rdlock (lk);
+    /* Copies compared while a write is on its way to them on a lane
+     * could differ for that moment: wait for its answers.
+     */
+    extent_map_drain_lanes (&p->map, idx);
     a->extents_checked++;
     for (uint32_t off = 0; off < es; off += step) {
       int first = -1;

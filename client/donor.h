@@ -67,9 +67,9 @@ donor_conn (struct donor *s, uint64_t idx)
   return &s->conns[idx % s->nconns];
 }
 
-/* A lane of s for one read (engine.h): the caller's alone until
+/* A lane of s for one request (engine.h): the caller's alone until
  * donor_lane_put.  NULL if s has none free (then a shared connection
- * carries the read).
+ * carries it).
  */
 static inline struct conn *
 donor_lane_get (struct donor *s)

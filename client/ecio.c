@@ -1063,7 +1063,7 @@ ecio_chunk (struct rp_pool *p, uint64_t idx, uint32_t off, uint32_t len,
     if (is_read)
       r = ecio_read_chunk (p, idx, off, len, rbuf, sc);
     else {
-      pthread_rwlock_wrlock (lk);
+      extent_map_wrlock (&p->map, idx);
       r = ecio_write_locked (p, idx, off, len, wbuf, keep_mapped, may_retry,
                              &ws, sc);
       pthread_rwlock_unlock (lk);

@@ -82,9 +82,10 @@ struct donor {
                                   thread or poller each), then nlanes
                                   lanes; owned */
   unsigned nconns;
-  /* Lanes (reads, io.c): direct connections (conn.h), each used by one
-   * reading thread at a time, which receives its reply itself.  A bit
-   * set in lanes_free: that lane is not taken.
+  /* Lanes (reads, and writes of one chunk; io.c, extent_map.h): direct
+   * connections (conn.h), each used by one thread at a time, which
+   * receives its reply itself.  A bit set in lanes_free: that lane is
+   * not taken.
    */
   unsigned nlanes;
   atomic_uint_least64_t lanes_free;

@@ -41,6 +41,53 @@ extent_map_init (struct extent_map *m, uint64_t size_bytes,
   return 0;
 }
 
+/* Waits for lane writes to drain, of any stripe of any map: rare
+ * (a stripe's write right after a lane write of it), so one lock and
+ * one condition do.
+ */
+static pthread_mutex_t extent_map_drain_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t extent_map_drained = PTHREAD_COND_INITIALIZER;
+
+void
+extent_map_drain_lanes (struct extent_map *m, uint64_t idx)
+{
+  uint32_t *w = &m->lane_writes[idx % EXTENT_MAP_STRIPES];
+
+  if ((__atomic_load_n (w, __ATOMIC_ACQUIRE) & ~EXTENT_MAP_WAITED) == 0)
+    return;
+  pthread_mutex_lock (&extent_map_drain_lock);
+  /* The mark makes the last one out signal; set under the mutex, so
+   * that signal cannot come between the test and the wait.
+   */
+  while ((__atomic_fetch_or (w, EXTENT_MAP_WAITED, __ATOMIC_ACQ_REL) &
+          ~EXTENT_MAP_WAITED) != 0)
+    pthread_cond_wait (&extent_map_drained, &extent_map_drain_lock);
+  /* None in flight, and none can start while the stripe lock is held:
+   * nobody else can be signalled for this stripe now.
+   */
+  __atomic_fetch_and (w, ~EXTENT_MAP_WAITED, __ATOMIC_RELEASE);
+  pthread_mutex_unlock (&extent_map_drain_lock);
+}
+
+void
+extent_map_write_done (struct extent_map *m, uint64_t idx, bool on_lanes)
+{
+  uint32_t old;
+
+  if (!on_lanes) {
+    __atomic_fetch_sub (&m->shared_writes[idx % EXTENT_MAP_STRIPES], 1,
+                        __ATOMIC_ACQ_REL);
+    return;
+  }
+  old = __atomic_fetch_sub (&m->lane_writes[idx % EXTENT_MAP_STRIPES], 1,
+                            __ATOMIC_ACQ_REL);
+  if (old & EXTENT_MAP_WAITED) {
+    pthread_mutex_lock (&extent_map_drain_lock);
+    pthread_cond_broadcast (&extent_map_drained);
+    pthread_mutex_unlock (&extent_map_drain_lock);
+  }
+}
+
 void
 extent_map_destroy (struct extent_map *m)
 {

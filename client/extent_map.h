@@ -13,6 +13,14 @@
  * order).  Readers hold the read lock until their data arrived, so a
  * trim cannot free an extent under a read in flight.
  *
+ * A write of one chunk may instead go on lanes (donor.h), which are
+ * ordered with nothing: only when its stripe has no write in flight
+ * (lane_writes and shared_writes, counted from the send until the
+ * answer), and every later holder of the stripe's write lock waits
+ * for the lane writes to be answered before it sends anything
+ * (extent_map_wrlock).  So what was true of one connection is true of
+ * the stripe: writes reach every copy in the order they were sent.
+ *
  * A replica is good when its server is up, its epoch equals the
  * server's epoch (the server has not restarted, nor dropped our
  * session, since; either bumps the epoch and so invalidates every
@@ -78,7 +86,16 @@ struct extent_map {
   unsigned nfrag;
   unsigned shift;              /* log2 (extent size) */
   pthread_rwlock_t locks[EXTENT_MAP_STRIPES];
+  /* Per stripe: writes sent and not yet answered (see the top), on
+   * lanes (EXTENT_MAP_WAITED set while someone waits for them to
+   * drain) and on shared connections.  Raised with the write lock
+   * held, lowered without it.
+   */
+  uint32_t lane_writes[EXTENT_MAP_STRIPES];
+  uint32_t shared_writes[EXTENT_MAP_STRIPES];
 };
+
+#define EXTENT_MAP_WAITED 0x80000000u
 
 /* nfrag: 0 for replicas, K+M for erasure coding. */
 int extent_map_init (struct extent_map *m, uint64_t size_bytes,
@@ -96,6 +113,45 @@ extent_map_lock (struct extent_map *m, uint64_t idx)
 {
   return &m->locks[idx % EXTENT_MAP_STRIPES];
 }
+
+/* Wait until no write of idx's stripe is in flight on a lane (the
+ * stripe lock held, either way: no lane write can start meanwhile).
+ */
+void extent_map_drain_lanes (struct extent_map *m, uint64_t idx);
+
+/* The write lock of idx's stripe, its lane writes drained: what every
+ * sender other than a lane write needs.
+ */
+static inline void
+extent_map_wrlock (struct extent_map *m, uint64_t idx)
+{
+  pthread_rwlock_wrlock (extent_map_lock (m, idx));
+  extent_map_drain_lanes (m, idx);
+}
+
+/* May a write of idx go on lanes now (write lock held, lanes drained)?
+ * Only if nothing of its stripe is in flight on a shared connection,
+ * which it could overtake.
+ */
+static inline bool
+extent_map_lanes_free (struct extent_map *m, uint64_t idx)
+{
+  return __atomic_load_n (&m->shared_writes[idx % EXTENT_MAP_STRIPES],
+                          __ATOMIC_ACQUIRE) == 0;
+}
+
+/* A write of idx was sent (write lock held), on lanes or not. */
+static inline void
+extent_map_write_sent (struct extent_map *m, uint64_t idx, bool on_lanes)
+{
+  __atomic_fetch_add (on_lanes ? &m->lane_writes[idx % EXTENT_MAP_STRIPES]
+                      : &m->shared_writes[idx % EXTENT_MAP_STRIPES], 1,
+                      __ATOMIC_ACQ_REL);
+}
+
+/* That write was answered, or failed (no lock needed). */
+void extent_map_write_done (struct extent_map *m, uint64_t idx,
+                            bool on_lanes);
 
 /* redundancy=ec: the nfrag fragment slots of extent idx. */
 static inline struct replica *

@@ -886,15 +886,14 @@ recovery_settle_doubts (struct rp_pool *p)
   n = crypt_doubt_list (&p->crypt, blocks, 64);
   for (unsigned k = 0; k < n; k++) {
     uint64_t idx = (blocks[k] * CRYPT_BLOCK) >> p->map.shift;
-    pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
     struct extent *e = &p->map.e[idx];
 
-    pthread_rwlock_wrlock (lk);
+    extent_map_wrlock (&p->map, idx);
     if (e->nrep == 0)
       crypt_settle (&p->crypt, blocks[k], false);
     else
       recovery_settle_block (p, idx, e, blocks[k]);
-    pthread_rwlock_unlock (lk);
+    pthread_rwlock_unlock (extent_map_lock (&p->map, idx));
   }
 }
 
@@ -939,7 +938,7 @@ recovery_take_reclaims (struct rp_pool *p)
             bsearch (&handle, h, n, sizeof h[0], recovery_cmp_u64) == NULL)
           continue;
         pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
-        pthread_rwlock_wrlock (lk);
+        pthread_rwlock_wrlock (lk);  /* marks only, sends nothing */
         /* A fragment keeps its slot; a replica may have moved in rep[]. */
         struct replica *rep = p->map.nfrag
           ? (copies[r].server == i && copies[r].handle == handle
@@ -1099,6 +1098,7 @@ recovery_scan (struct rp_pool *p, struct recovery_worker *w)
     }
     else if (njobs == 0)
       pthread_rwlock_wrlock (lk);
+    extent_map_drain_lanes (&p->map, idx);
     struct recovery_job *j = &w->jobs[njobs];
     j->t0 = rp_now_ns ();
     j->lk = lk;

@@ -1,6 +1,7 @@
 #!/bin/bash
-# Lanes (lanes=, client/donor.h): direct connections for reads, each
-# received by the one thread whose read it carries (conn.c, pump).
+# Lanes (lanes=, client/donor.h): direct connections for reads and
+# small writes, each received by the one thread whose request it
+# carries (conn.c, pump).
 #
 #  1. Sockets: over 3 memservers with the defaults (connections=2,
 #     lanes=8) nbdkit holds exactly 3 x 8 sockets more than with
@@ -16,6 +17,14 @@
 #     s2 is killed -9 and its copies re-created on s1 and s3; then s3
 #     is stopped, so that every read is s1's: on its new lanes
 #     (lane_reads grows), the data exact.
+#  4. Writes on lanes, a sequence on 3 fresh memservers, the data
+#     checked after each step: 4 KiB writes one at a time go on lanes
+#     (lane_writes); t1 is stopped under them, so it goes down (a write
+#     on one of its lanes or the heartbeat times out) and the writes
+#     complete on the other copies, t1's marked stale; t1 resumes and
+#     its stale copies are repaired; then t2 is killed -9 and
+#     re-replicated, and t3 stopped: every read is t1's, and shows
+#     every write.
 source "${srcdir:-.}/functions.sh"
 requires nbdkit
 requires nbdcopy libnbd-bin
@@ -134,4 +143,53 @@ wait_until 30 "reads on lanes after s1's rejoin" \
   stats_are lane_reads -gt "$before"
 echo "3: read_failovers $(stat_of read_failovers), recovered" \
   "$(stat_of recovered), lane_reads $(stat_of lane_reads): data exact"
+
+# 4. Writes on lanes.
+stop_nbdkit
+start_memservers t 3
+SERVERS=$MS_ADDR_t1,$MS_ADDR_t2,$MS_ADDR_t3
+rm -f "$STATS"
+start_nbdkit size=16M replicas=2 timeout-ms=1000 heartbeat-ms=200 \
+  rejoin-grace-ms=500 stats-file="$STATS"
+wait_until 30 "3 servers up" stats_are servers_up -eq 3
+head -c $((16 * MiB)) /dev/urandom >"$TMP/disk"
+nbdcopy "$TMP/disk" "$NBD_URI"
+# small_writes FILE: FILE over the disk, 4 KiB at a time, one write in
+# flight; the expected disk updated to match.
+small_writes () {
+  nbdcopy --connections=1 --request-size=4096 --requests=1 "$1" "$NBD_URI" ||
+    fail "small writes failed"
+  cp "$1" "$TMP/disk"
+}
+check_disk () {
+  nbdcopy "$NBD_URI" "$TMP/out" || fail "reading back ($1) failed"
+  cmp "$TMP/disk" "$TMP/out" || fail "the disk differs $1"
+}
+# a. Writes one at a time: on lanes.
+head -c $((16 * MiB)) /dev/urandom >"$TMP/w1"
+small_writes "$TMP/w1"
+wait_until 30 "writes counted on lanes" stats_are lane_writes -gt 2048
+check_disk "after writes on lanes"
+# b. t1 stopped under them: down on a timeout, its copies left stale.
+kill_memserver t1 STOP
+head -c $((16 * MiB)) /dev/urandom >"$TMP/w2"
+small_writes "$TMP/w2"
+wait_until 30 "t1 seen down" server_is t1 down
+grep -q "server $MS_ADDR_t1 down: .*timed out" "$TMP/nbdkit.log" ||
+  { grep "down:" "$TMP/nbdkit.log"; fail "t1 did not go down on a timeout"; }
+check_disk "with t1 stopped"
+# c. t1 back: what it missed is repaired.
+kill_memserver t1 CONT
+wait_until 60 "t1 back" server_is t1 up
+wait_until 120 "full redundancy after t1's return" healthy
+# d. t2 killed, its copies re-created; t3 stopped: every read is t1's.
+kill_memserver t2 KILL
+wait_until 60 "t2 seen down" server_is t2 down
+wait_until 120 "full redundancy on t1 and t3" healthy
+kill_memserver t3 STOP
+nbdcopy "$NBD_URI" "$TMP/out" || fail "reading from t1 alone failed"
+kill_memserver t3 CONT
+cmp "$TMP/disk" "$TMP/out" || fail "the disk read from t1 alone differs"
+echo "4: lane_writes $(stat_of lane_writes) of $(stat_of writes) writes," \
+  "recovered $(stat_of recovered): data exact"
 echo "PASS"

@@ -6,12 +6,25 @@
  * range read as zeros, partly covered extents keep their data.
  *
  * Usage: test_pool_io [--threads N] [--ops N] [--size-mib N]
- *                     [--kill-pid PID --kill-at OP] KEY=VALUE...
+ *                     [--kill-pid PID --kill-at OP] [--overlap]
+ *                     KEY=VALUE...
  * KEY=VALUE are pool keys (servers=..., replicas=..., encrypt=on, ...).
  * Each thread owns a disjoint slice of the disk, so the shadow is
  * exact without ordering between threads.  --kill-pid sends SIGKILL to
  * PID (a memserver) when thread 0 reaches op OP: the rest of the run
  * goes on with a server gone.
+ *
+ * --overlap first has every thread write the same few extents at
+ * once (the first 4 of the disk), in rounds of 8 writes each, in whole
+ * 4 KiB blocks: one block, or a run of blocks across an extent
+ * boundary, or zeros.  Which of two overlapping writes lands last is
+ * the engine's choice, but it must be the same on every copy: after
+ * every round rp_pool_audit must find the copies identical, and every
+ * block must hold whole the data of one write (each block is filled
+ * with an 8-byte tag naming the write) or zeros.  Some writes must
+ * have gone on lanes and, without encrypt=on, some on the shared
+ * connections.  Then the usual run on disjoint slices follows, every
+ * byte exact.
  */
 #include <config.h>
 
@@ -19,6 +32,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +46,10 @@ static uint64_t disk_size, slice_size, extent_size;
 static unsigned nthreads = 4, nops = 4000;
 static long kill_pid, kill_at = -1;
 static int failures;
+static bool overlap;
+
+#define BLOCK 4096
+#define HOT_EXTENTS 4
 
 static void
 fail (const char *what, uint64_t off, uint64_t len)
@@ -107,6 +125,157 @@ worker (void *arg)
   return NULL;
 }
 
+/* A tag for write op of thread t: never 0, and not one byte repeated
+ * (so no zeroed block passes for it).
+ */
+static uint64_t
+tag_of (unsigned t, unsigned op)
+{
+  return UINT64_C (0x5a00000000000001) | (uint64_t) (t + 1) << 40 |
+    (uint64_t) op << 8;
+}
+
+/* --overlap: rounds of BURST writes by every thread at once to the
+ * same hot extents, in whole blocks, each block filled with its
+ * write's tag; after each round thread 0 checks (overlap_check) while
+ * the others wait.  A copy that took two overlapping writes in another
+ * order than its peers shows only until a later write covers the
+ * block, hence a check every round.  Most writes go to the blocks on
+ * either side of an extent boundary, where single-block writes (one
+ * chunk: lanes) and runs across the boundary (two chunks: the shared
+ * connections) meet.
+ */
+#define BURST 8
+#define RUN_MAX 16             /* blocks of a run across a boundary */
+
+static pthread_barrier_t round_start, round_end;
+static bool overlap_check (void);
+
+static void *
+overlap_worker (void *arg)
+{
+  unsigned t = (uintptr_t) arg;
+  uint64_t seed = 0x9e3779b97f4a7c15ULL * (t + 1);
+  uint64_t per = extent_size / BLOCK, nblocks = HOT_EXTENTS * per;
+  uint8_t *buf = malloc (RUN_MAX * BLOCK);
+  bool stop = false;
+
+  for (unsigned op = 0; op < nops && !stop; ) {
+    pthread_barrier_wait (&round_start);
+    for (unsigned k = 0; k < BURST && op < nops; k++, op++) {
+      unsigned kind = rnd (&seed) % 10;
+      /* A block next to one of the HOT_EXTENTS - 1 inner boundaries. */
+      uint64_t edge = (1 + rnd (&seed) % (HOT_EXTENTS - 1)) * per;
+      uint64_t b = edge - (rnd (&seed) & 1), n = 1;
+      uint64_t tag = tag_of (t, op);
+
+      if (kind == 0)
+        b = rnd (&seed) % nblocks;
+      else if (kind >= 6) {
+        /* Across edge: short runs every third round, long ones that
+         * keep the shared connections busy (their frames are read in
+         * several parts) in the others.
+         */
+        n = 2 + rnd (&seed) % (op / BURST % 3 ? RUN_MAX - 1 : 3);
+        b = edge - 1 - rnd (&seed) % (n - 1);
+      }
+      if (kind == 9) {
+        if (rp_pool_zero (pool, n * BLOCK, b * BLOCK, false) == -1)
+          fail ("zero", b * BLOCK, n * BLOCK);
+        continue;
+      }
+      for (uint64_t i = 0; i < n * BLOCK; i += 8)
+        memcpy (buf + i, &tag, 8);
+      if (rp_pool_pwrite (pool, buf, n * BLOCK, b * BLOCK) == -1)
+        fail ("write", b * BLOCK, n * BLOCK);
+    }
+    pthread_barrier_wait (&round_end);
+    if (t == 0 && failures == 0)
+      overlap_check ();
+    /* Everyone sees the check's verdict before the next round. */
+    pthread_barrier_wait (&round_start);
+    stop = __atomic_load_n (&failures, __ATOMIC_RELAXED) != 0;
+    pthread_barrier_wait (&round_end);
+  }
+  free (buf);
+  return NULL;
+}
+
+/* Between two rounds: the copies agree, and every block is whole
+ * (zeros, or one tag all through that names a write of the run).
+ * Returns whether all was well.
+ */
+static bool
+overlap_check (void)
+{
+  uint64_t hot = HOT_EXTENTS * extent_size;
+  static uint8_t *buf;
+  struct rp_audit a;
+
+  if (buf == NULL && (buf = malloc (hot)) == NULL) {
+    fail ("malloc", 0, hot);
+    return false;
+  }
+  if (rp_pool_audit (pool, &a) == -1) {
+    fail ("audit", 0, hot);
+    return false;
+  }
+  if (a.copies_differ || a.copies_missing || a.copies_unverified ||
+      a.copies_unreachable || a.copies_checked == 0) {
+    fprintf (stderr, "test_pool_io: FAIL: audit after overlapping writes:"
+             " %" PRIu64 " copies checked, %" PRIu64 " differ, %" PRIu64
+             " missing, %" PRIu64 " unverified, %" PRIu64 " unreachable\n",
+             a.copies_checked, a.copies_differ, a.copies_missing,
+             a.copies_unverified, a.copies_unreachable);
+    __atomic_add_fetch (&failures, 1, __ATOMIC_RELAXED);
+    return false;
+  }
+  if (rp_pool_pread (pool, buf, hot, 0) == -1) {
+    fail ("read", 0, hot);
+    return false;
+  }
+  for (uint64_t off = 0; off < hot; off += BLOCK) {
+    uint64_t tag, t, op;
+    memcpy (&tag, buf + off, 8);
+    t = (tag >> 40 & 0xffff) - 1;
+    op = tag >> 8 & 0xffffffff;
+    bool whole = true;
+    for (uint64_t i = 8; i < BLOCK && whole; i += 8)
+      whole = memcmp (buf + off, buf + off + i, 8) == 0;
+    if (!whole ||
+        (tag != 0 && (t >= nthreads || op >= nops || tag != tag_of (t, op)))) {
+      fprintf (stderr, "test_pool_io: MISMATCH: block at %" PRIu64
+               " is not the whole data of one write (%s, first tag"
+               " %016" PRIx64 ")\n", off, whole ? "foreign tag" : "torn",
+               tag);
+      __atomic_add_fetch (&failures, 1, __ATOMIC_RELAXED);
+      return false;
+    }
+  }
+  return true;
+}
+
+/* After the rounds: both kinds of write were in the mix, or the run
+ * said nothing about their order (with encrypt=on every chunk is a
+ * write of its own, so all may take lanes).
+ */
+static void
+overlap_report (bool is_encrypted)
+{
+  struct rp_pool_stats st;
+
+  rp_pool_get_stats (pool, &st);
+  printf ("test_pool_io: overlapping writes: %u rounds checked; %" PRIu64
+          " chunks written, %" PRIu64 " of them on lanes\n",
+          (nops + BURST - 1) / BURST, st.writes, st.lane_writes);
+  if (st.lane_writes == 0 ||
+      (!is_encrypted && st.lane_writes == st.writes)) {
+    fprintf (stderr, "test_pool_io: FAIL: the overlapping writes were not"
+             " a mix of lanes and shared connections\n");
+    __atomic_add_fetch (&failures, 1, __ATOMIC_RELAXED);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -120,6 +289,10 @@ main (int argc, char **argv)
   rp_config_init (&cfg);
   for (i = 1; i < argc; i++) {
     char *eq = strchr (argv[i], '=');
+    if (strcmp (argv[i], "--overlap") == 0) {
+      overlap = true;
+      continue;
+    }
     if (strncmp (argv[i], "--", 2) == 0 && i + 1 < argc) {
       if (strcmp (argv[i], "--threads") == 0)
         nthreads = atoi (argv[++i]);
@@ -158,10 +331,31 @@ main (int argc, char **argv)
   extent_size = cfg.extent_size;
   slice_size = disk_size / nthreads;
   shadow = calloc (1, disk_size);
+  if (overlap && disk_size < HOT_EXTENTS * extent_size) {
+    fprintf (stderr, "test_pool_io: --overlap needs %u extents\n",
+             HOT_EXTENTS);
+    return 2;
+  }
   pool = rp_pool_open (&cfg, err, sizeof err);
   if (pool == NULL) {
     fprintf (stderr, "test_pool_io: %s\n", err);
     return 1;
+  }
+  if (overlap) {
+    pthread_barrier_init (&round_start, NULL, nthreads);
+    pthread_barrier_init (&round_end, NULL, nthreads);
+    for (unsigned t = 0; t < nthreads; t++)
+      pthread_create (&th[t], NULL, overlap_worker, (void *) (uintptr_t) t);
+    for (unsigned t = 0; t < nthreads; t++)
+      pthread_join (th[t], NULL);
+    pthread_barrier_destroy (&round_start);
+    pthread_barrier_destroy (&round_end);
+    if (failures == 0)
+      overlap_report (cfg.is_encrypted);
+    /* From here on, the disjoint slices as usual: every byte exact. */
+    memset (shadow, 0, disk_size);
+    if (failures == 0 && rp_pool_zero (pool, disk_size, 0, false) == -1)
+      fail ("zero all", 0, disk_size);
   }
   for (unsigned t = 0; t < nthreads; t++)
     pthread_create (&th[t], NULL, worker, (void *) (uintptr_t) t);

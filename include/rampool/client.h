@@ -225,7 +225,9 @@ uint32_t rp_pool_extent_size (const struct rp_pool *pool);
   X (reclaim_held,        "copies kept where they were asked back (HOLD):" \
                           " the only good copy, no room elsewhere") \
   X (lane_reads,          "reads carried by a lane (lanes=): received by" \
-                          " the reading thread itself")
+                          " the reading thread itself") \
+  X (lane_writes,         "writes carried by lanes (lanes=): answered to" \
+                          " the writing thread itself")
 
 struct rp_pool_stats {
 #define RP_STATS_FIELD(name, help) uint64_t name;
