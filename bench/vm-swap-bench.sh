@@ -19,12 +19,18 @@
 #   rampool-r1  3 memservers on the host, nbdkit rampool replicas=1 in the
 #               guest (as in tests/vm/test-swap.sh), kernel nbd client on it
 #   rampool-r2  the same with replicas=2
+#   rampool-host-rN  3 memservers and nbdkit rampool replicas=N, all on
+#               the host; the guest kernel's nbd client connects to nbdkit
+#               over the tap device, as to nbd-server: the shape of
+#               nbd-server's run with one hop more, every server process
+#               native (in rampool-rN, nbdkit runs in the guest, under
+#               TCG emulation)
 #
 # Environment (defaults in brackets): BENCH_VM_BACKENDS [virtio nbd-server
 # rampool-r1 rampool-r2], BENCH_VM_ROUNDS [1], BENCH_VM_HOG_MB [256],
 # BENCH_VM_LIMIT_MB [96], BENCH_VM_MEM [512] (guest MiB), BENCH_VM_SMP [2],
 # BENCH_VM_SIZE [1G] (swap device size, every backend), BENCH_VM_CONNS [1],
-# BENCH_VM_THREADS [4] (nbdkit -t in the guest), BENCH_VM_SERVER_SIZE [512M]
+# BENCH_VM_THREADS [4] (nbdkit -t), BENCH_VM_SERVER_SIZE [512M]
 # (each memserver), BENCH_VM_VIRTIO_CACHE [none], BENCH_VM_TIMEOUT [1200]
 # (seconds per guest run), BENCH_VM_CACHE [bench/vm/work] (guest build and
 # run logs), MEMSERVER [memserver/memserver], RAMPOOL_PLUGIN
@@ -80,10 +86,10 @@ done
 for b in $BACKENDS; do
     case $b in
     virtio|nbd-server) ;;
-    rampool-r[1-9])
+    rampool-r[1-9]|rampool-host-r[1-9])
         [ -x "$MEMSERVER" ] || die "memserver '$MEMSERVER' not built (./configure && make)"
         [ -f "$PLUGIN" ] || die "plugin '$PLUGIN' not built (./configure && make)" ;;
-    *) die "unknown backend '$b' (virtio nbd-server rampool-rN)" ;;
+    *) die "unknown backend '$b' (virtio nbd-server rampool-rN rampool-host-rN)" ;;
     esac
 done
 
@@ -187,7 +193,7 @@ CONF
         wait_for "nbd-server" "" listening 10809 || return 1
         append+=" rp_backend=nbd rp_nbd=10.0.2.2:10809 rp_nbd_name=bench"
         ;;
-    rampool-r*)
+    rampool-*)
         for i in $(seq 0 $((NSERVERS - 1))); do
             "${NSX[@]}" "$MEMSERVER" --listen 10.0.2.2:0 --size "$SERVER_SIZE" --no-mlock \
                 --port-file "$d/ms$i.port" --pidfile "$d/ms$i.pid" \
@@ -198,7 +204,16 @@ CONF
             wait_for "memserver $i" "${PIDS[$i]}" test -s "$d/ms$i.port" || return 1
             eps+=("10.0.2.2:$(tr -dc 0-9 <"$d/ms$i.port")")
         done
-        append+=" rp_backend=rampool rp_nostats=1 rp_replicas=${b#rampool-r} rp_servers=$(IFS=,; echo "${eps[*]}")"
+        if [[ $b == rampool-host-r* ]]; then
+            "${NSX[@]}" nbdkit -f -i 10.0.2.2 -p 10809 -t "$THREADS" "$PLUGIN" \
+                servers="$(IFS=,; echo "${eps[*]}")" size="$SIZE" \
+                replicas="${b#rampool-host-r}" >"$d/nbdkit.log" 2>&1 &
+            PIDS+=($!)
+            wait_for "nbdkit" "$!" listening 10809 || return 1
+            append+=" rp_backend=nbd rp_nbd=10.0.2.2:10809 rp_nbd_name=bench"
+        else
+            append+=" rp_backend=rampool rp_nostats=1 rp_replicas=${b#rampool-r} rp_servers=$(IFS=,; echo "${eps[*]}")"
+        fi
         ;;
     esac
     log "round $round: $b: booting guest"

@@ -411,6 +411,42 @@ donor_lane_is_ok (struct donor *s, unsigned lane)
   return (atomic_load (&s->lanes_ok) >> lane) & 1;
 }
 
+/* Connect c to s and HELLO it with flags (th: the transport's part).
+ * With first (the HELLO reply of the round's first connection), the
+ * session and incarnation must be first's: every connection joins the
+ * one owner record that the first holds open (a record with a
+ * connection never expires).  0; -1 with a message in err, c closed
+ * again; -2 with a message if the server's session changed meanwhile.
+ */
+static int
+donor_join (struct rp_pool *p, struct donor *s, struct conn *c,
+            uint32_t flags, const struct transport_hello *th,
+            const struct rp_hello_info *first, struct rp_hello_info *hi,
+            char *err, size_t errlen)
+{
+  char why[160];
+
+  if (conn_connect (c, s->host, s->port, p->cfg.timeout_ms, th, why,
+                    sizeof why) == -1) {
+    snprintf (err, errlen, "connect: %s", why);
+    return -1;
+  }
+  if (donor_hello (c, p->owner, p->key, s->fence, flags, p->cfg.timeout_ms,
+                   hi, err, errlen) == -1) {
+    conn_kill (c, "not joined");
+    conn_join (c);
+    return -1;
+  }
+  if (first && (hi->session != first->session ||
+                memcmp (hi->incarnation, first->incarnation, 16) != 0)) {
+    snprintf (err, errlen, "the server's session changed during the"
+              " reconnect");
+    return -2;
+  }
+  conn_set_ready (c);
+  return 0;
+}
+
 /* Open s's lanes, after its shared connections joined as *hi says
  * (th: as for those).  A lane that cannot be opened is left out, with
  * a log line: a server's --max-client-connections below connections=
@@ -425,39 +461,28 @@ donor_connect_lanes (struct rp_pool *p, struct donor *s,
 {
   uint_least64_t ok = 0;
   unsigned nfailed = 0;
-  char why[160], first[200] = "";
+  char why[160], first[160] = "";
 
   for (unsigned k = 0; k < s->nlanes; k++) {
-    struct conn *c = &s->conns[s->nconns + k];
     struct rp_hello_info hc;
+    int r = donor_join (p, s, &s->conns[s->nconns + k], RP_HELLO_QUIET, th,
+                        hi, &hc, why, sizeof why);
 
-    if (conn_connect (c, s->host, s->port, p->cfg.timeout_ms, th, why,
-                      sizeof why) == -1) {
-      if (nfailed++ == 0)
-        snprintf (first, sizeof first, "connect: %s", why);
-      continue;
-    }
-    if (donor_hello (c, p->owner, p->key, s->fence, RP_HELLO_QUIET,
-                     p->cfg.timeout_ms, &hc, why, sizeof why) == -1) {
-      if (nfailed++ == 0)
-        snprintf (first, sizeof first, "%s", why);
-      conn_kill (c, "lane not opened");
-      conn_join (c);
-      continue;
-    }
-    if (hc.session != hi->session ||
-        memcmp (hc.incarnation, hi->incarnation, 16) != 0) {
-      snprintf (err, errlen, "the server's session changed during the"
-                " reconnect");
+    if (r == -2) {
+      snprintf (err, errlen, "%s", why);
       return -1;
     }
-    conn_set_ready (c);
+    if (r == -1) {
+      if (nfailed++ == 0)
+        snprintf (first, sizeof first, "%s", why);
+      continue;
+    }
     ok |= UINT64_C (1) << k;
   }
   atomic_store (&s->lanes_ok, ok);
   if (nfailed)
     logging_msg (LOGGING_WARN,
-                 "server %s: %u of %u lanes not opened (%s): reads there"
+                 "server %s: %u of %u lanes not opened (%s): requests there"
                  " take the shared connections instead (lanes=, and the"
                  " memserver's --max-client-connections)",
                  s->addr, nfailed, s->nlanes, first);
@@ -651,7 +676,6 @@ donor_connect (struct rp_pool *p, struct donor *s,
 {
   struct rp_hello_info hi;
   struct transport_hello th = { .buffer_bytes = p->cfg.rdma_buffer };
-  char why[160];
 
   atomic_store (&s->lanes_ok, 0);
   donor_disconnect (s);
@@ -662,26 +686,9 @@ donor_connect (struct rp_pool *p, struct donor *s,
   atomic_store (&s->is_draining, false);
   for (unsigned i = 0; i < s->nconns; i++) {
     struct rp_hello_info hc;
-    if (conn_connect (&s->conns[i], s->host, s->port, p->cfg.timeout_ms, &th,
-                      why, sizeof why) == -1) {
-      snprintf (err, errlen, "connect: %s", why);
+    if (donor_join (p, s, &s->conns[i], 0, &th, i == 0 ? NULL : &hi,
+                    i == 0 ? &hi : &hc, err, errlen) != 0)
       goto out_disconnect;
-    }
-    if (donor_hello (&s->conns[i], p->owner, p->key, s->fence, 0,
-                     p->cfg.timeout_ms, i == 0 ? &hi : &hc, err,
-                     errlen) == -1)
-      goto out_disconnect;
-    /* Every connection joined the one owner record that conns[0]
-     * holds open (a record with a connection never expires), so every
-     * reply names the same incarnation and session.
-     */
-    if (i > 0 && (hc.session != hi.session ||
-                  memcmp (hc.incarnation, hi.incarnation, 16) != 0)) {
-      snprintf (err, errlen, "the server's session changed during the"
-                " reconnect");
-      goto out_disconnect;
-    }
-    conn_set_ready (&s->conns[i]);
   }
   if (donor_connect_lanes (p, s, &hi, &th, err, errlen) == -1)
     goto out_disconnect;
