@@ -459,6 +459,28 @@ io_log_write_lost (struct rp_pool *p, struct io_chunk *c, struct extent *e)
                ((c->idx + 1) << p->map.shift) - 1);
 }
 
+/* Send call to server s, counted in its inflight: on a lane of ours if
+ * may_lane and one is free (the caller then receives the reply itself
+ * in conn_wait_all, no receive thread has to wake it; call->conn->
+ * is_direct says so), else on the shared connection of extent idx.  If
+ * it cannot be sent, the server is marked down and -1 returned.
+ */
+static int
+io_submit (struct donor *s, uint64_t idx, struct conn_call *call,
+           bool may_lane)
+{
+  struct conn *lane = may_lane ? donor_lane_get (s) : NULL;
+
+  if (conn_submit (lane ? lane : donor_conn (s, idx), call) == -1) {
+    if (lane)
+      donor_lane_put (s, lane);
+    donor_down (s, "connection lost");
+    return -1;
+  }
+  atomic_fetch_add (&s->inflight, 1);
+  return 0;
+}
+
 /* Prepare chunk c and send it to every good copy, write lock held
  * (lanes drained): map the extent on first write, encrypt, write the
  * backup file.  Copies out of reach are marked stale before the others
@@ -522,16 +544,11 @@ io_write_submit (struct rp_pool *p, struct io_chunk *c, struct extent *e,
       else
         call->req.count = c->len;
       call->wait = w;
-      struct conn *lane = c->on_lanes ? donor_lane_get (s) : NULL;
-      if (conn_submit (lane ? lane : donor_conn (s, c->idx), call) == 0) {
-        atomic_fetch_add (&s->inflight, 1);
-        used_lane |= lane != NULL;
+      if (io_submit (s, c->idx, call, c->on_lanes) == 0) {
+        used_lane |= call->conn->is_direct;
         ncalls++;
         continue;
       }
-      if (lane)
-        donor_lane_put (s, lane);
-      donor_down (s, "connection lost");
     }
     /* Out of reach: it misses this write. */
     if (!rep->is_stale && rep->handle) {
@@ -555,7 +572,9 @@ io_write_submit (struct rp_pool *p, struct io_chunk *c, struct extent *e,
     c->err = EIO;
   }
   else {
-    /* No lane was free: ordered on the shared connections after all. */
+    /* If no lane was free, it is ordered on the shared connections
+     * after all.
+     */
     c->on_lanes = used_lane;
     extent_map_write_sent (&p->map, c->idx, c->on_lanes);
   }
@@ -735,19 +754,11 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
     call->req.count = c->len;
     call->rbuf = c->buf;
     call->wait = &w;
-    /* On a lane of ours if one is free: we receive the reply ourselves
-     * (conn_wait_all), no receive thread has to wake us.  A read may
-     * take any connection: the stripe lock keeps writes to the extent
-     * out until its data is in.
+    /* A read may take any connection: the stripe lock keeps writes to
+     * the extent out until its data is in.
      */
-    struct conn *lane = donor_lane_get (s);
-    if (conn_submit (lane ? lane : donor_conn (s, c->idx), call) == -1) {
-      if (lane)
-        donor_lane_put (s, lane);
-      donor_down (s, "connection lost");
+    if (io_submit (s, c->idx, call, true) == -1)
       continue;
-    }
-    atomic_fetch_add (&s->inflight, 1);
     ncalls++;
     c->ncalls = 1;
   }
