@@ -20,6 +20,9 @@
  * for the lane writes to be answered before it sends anything
  * (extent_map_wrlock).  So what was true of one connection is true of
  * the stripe: writes reach every copy in the order they were sent.
+ * Reads may overtake a write in flight, except with encrypt=on (its
+ * tags are set at the send): there reads drain the lane writes too,
+ * and take a lane only while no shared write is in flight (io.c).
  *
  * A replica is good when its server is up, its epoch equals the
  * server's epoch (the server has not restarted, nor dropped our

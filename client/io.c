@@ -79,6 +79,7 @@ struct io_chunk {
   uint8_t *user_buf;
   uint32_t user_off, user_len;
   unsigned first_call, ncalls; /* in the batch's call array */
+  unsigned nok;                /* write: calls that succeeded */
   int err;                     /* 0 or errno */
   bool is_locked;              /* read: still holding the stripe lock */
   /* Write: the extent's wgen this write set, and the copies it marked
@@ -654,6 +655,25 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
   }
   conn_wait_all (&w, calls, ncalls, rp_now_ms () + p->cfg.timeout_ms);
   conn_wait_destroy (&w);
+  /* A server whose connection died is taken down before the stripe's
+   * next writer may go: otherwise that writer could find it still up
+   * and send on its lanes, which are alive and ordered with nothing,
+   * while the server may yet run what the dead connection delivered.
+   */
+  for (unsigned i = 0; i < nch; i++) {
+    struct io_chunk *c = &ch[i];
+
+    c->nok = 0;
+    for (unsigned k = c->first_call; k < c->first_call + c->ncalls; k++) {
+      struct donor *s = io_call_server (&calls[k]);
+      atomic_fetch_sub (&s->inflight, 1);
+      if (calls[k].err == 0)
+        c->nok++;
+      else if (!calls[k].is_answered)
+        io_note_failure (s, calls[k].conn);
+      donor_lane_put (s, calls[k].conn);
+    }
+  }
   /* Answered or failed: the stripe's next writer may go. */
   for (unsigned i = 0; i < nch; i++)
     if (ch[i].ncalls) {
@@ -664,20 +684,10 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
 
   for (unsigned i = 0; i < nch; i++) {
     struct io_chunk *c = &ch[i];
-    unsigned ok = 0;
 
-    for (unsigned k = c->first_call; k < c->first_call + c->ncalls; k++) {
-      struct donor *s = io_call_server (&calls[k]);
-      atomic_fetch_sub (&s->inflight, 1);
-      if (calls[k].err == 0)
-        ok++;
-      else if (!calls[k].is_answered)
-        io_note_failure (s, calls[k].conn);
-      donor_lane_put (s, calls[k].conn);
-    }
-    if (c->ncalls && ok < c->ncalls) {
+    if (c->ncalls && c->nok < c->ncalls) {
       extent_map_wrlock (&p->map, c->idx);
-      c->err = io_write_settle (p, c, &p->map.e[c->idx], calls, ok);
+      c->err = io_write_settle (p, c, &p->map.e[c->idx], calls, c->nok);
       pthread_rwlock_unlock (extent_map_lock (&p->map, c->idx));
     }
     atomic_fetch_add (&p->count.writes, 1);
@@ -742,6 +752,15 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
       continue;
     }
     c->is_locked = true;  /* held until the data is in: see extent_map.h */
+    /* encrypt=on: a write in flight has already set its blocks' tags,
+     * so a copy it has not reached yet would fail authentication (and
+     * be taken for stale).  Wait for the stripe's lane writes, which
+     * nothing orders; then take a lane only if no write is in flight
+     * on the shared connection, which the read would otherwise follow.
+     */
+    if (p->crypt.key)
+      extent_map_drain_lanes (&p->map, c->idx);
+    bool may_lane = !p->crypt.key || extent_map_lanes_free (&p->map, c->idx);
     if (p->crypt.key && io_widen (p, c) == -1)
       continue;  /* no bounce buffer: fails below */
     r = io_pick_replica (p, e, 0);
@@ -754,10 +773,10 @@ io_read_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch)
     call->req.count = c->len;
     call->rbuf = c->buf;
     call->wait = &w;
-    /* A read may take any connection: the stripe lock keeps writes to
-     * the extent out until its data is in.
+    /* Otherwise a read may take any connection: the stripe lock keeps
+     * writes to the extent out until its data is in.
      */
-    if (io_submit (s, c->idx, call, true) == -1)
+    if (io_submit (s, c->idx, call, may_lane) == -1)
       continue;
     ncalls++;
     c->ncalls = 1;

@@ -21,10 +21,12 @@
  * the engine's choice, but it must be the same on every copy: after
  * every round rp_pool_audit must find the copies identical, and every
  * block must hold whole the data of one write (each block is filled
- * with an 8-byte tag naming the write) or zeros.  Some writes must
- * have gone on lanes and, without encrypt=on, some on the shared
- * connections.  Then the usual run on disjoint slices follows, every
- * byte exact.
+ * with an 8-byte tag naming the write) or zeros.  After each write a
+ * thread reads a block the others may be writing: whole, and without
+ * failing over (no server fails here, so a read that tries a second
+ * copy found a good one unreadable).  Some writes must have gone on
+ * lanes and, without encrypt=on, some on the shared connections.  Then
+ * the usual run on disjoint slices follows, every byte exact.
  */
 #include <config.h>
 
@@ -150,6 +152,8 @@ tag_of (unsigned t, unsigned op)
 
 static pthread_barrier_t round_start, round_end;
 static bool overlap_check (void);
+static bool overlap_block_ok (const uint8_t *blk, uint64_t off,
+                              const char *when);
 
 static void *
 overlap_worker (void *arg)
@@ -158,6 +162,7 @@ overlap_worker (void *arg)
   uint64_t seed = 0x9e3779b97f4a7c15ULL * (t + 1);
   uint64_t per = extent_size / BLOCK, nblocks = HOT_EXTENTS * per;
   uint8_t *buf = malloc (RUN_MAX * BLOCK);
+  uint8_t rbuf[BLOCK];
   bool stop = false;
 
   for (unsigned op = 0; op < nops && !stop; ) {
@@ -188,6 +193,16 @@ overlap_worker (void *arg)
         memcpy (buf + i, &tag, 8);
       if (rp_pool_pwrite (pool, buf, n * BLOCK, b * BLOCK) == -1)
         fail ("write", b * BLOCK, n * BLOCK);
+      /* A read of a block the others may be writing right now: it
+       * returns one of the writes (or zeros), whole, and finds every
+       * copy good (with encrypt=on, a copy read before a write in
+       * flight reaches it would fail authentication).
+       */
+      b = edge - (rnd (&seed) & 1);
+      if (rp_pool_pread (pool, rbuf, BLOCK, b * BLOCK) == -1)
+        fail ("read during writes", b * BLOCK, BLOCK);
+      else
+        overlap_block_ok (rbuf, b * BLOCK, "during writes");
     }
     pthread_barrier_wait (&round_end);
     if (t == 0 && failures == 0)
@@ -199,6 +214,30 @@ overlap_worker (void *arg)
   }
   free (buf);
   return NULL;
+}
+
+/* Is the block at blk (disk offset off) whole: zeros, or one tag all
+ * through that names a write of the run?  If not, a failure (when).
+ */
+static bool
+overlap_block_ok (const uint8_t *blk, uint64_t off, const char *when)
+{
+  uint64_t tag, t, op;
+  bool whole = true;
+
+  memcpy (&tag, blk, 8);
+  t = (tag >> 40 & 0xffff) - 1;
+  op = tag >> 8 & 0xffffffff;
+  for (uint64_t i = 8; i < BLOCK && whole; i += 8)
+    whole = memcmp (blk, blk + i, 8) == 0;
+  if (whole &&
+      (tag == 0 || (t < nthreads && op < nops && tag == tag_of (t, op))))
+    return true;
+  fprintf (stderr, "test_pool_io: MISMATCH: block at %" PRIu64 ", read %s,"
+           " is not the whole data of one write (%s, first tag %016" PRIx64
+           ")\n", off, when, whole ? "foreign tag" : "torn", tag);
+  __atomic_add_fetch (&failures, 1, __ATOMIC_RELAXED);
+  return false;
 }
 
 /* Between two rounds: the copies agree, and every block is whole
@@ -234,24 +273,9 @@ overlap_check (void)
     fail ("read", 0, hot);
     return false;
   }
-  for (uint64_t off = 0; off < hot; off += BLOCK) {
-    uint64_t tag, t, op;
-    memcpy (&tag, buf + off, 8);
-    t = (tag >> 40 & 0xffff) - 1;
-    op = tag >> 8 & 0xffffffff;
-    bool whole = true;
-    for (uint64_t i = 8; i < BLOCK && whole; i += 8)
-      whole = memcmp (buf + off, buf + off + i, 8) == 0;
-    if (!whole ||
-        (tag != 0 && (t >= nthreads || op >= nops || tag != tag_of (t, op)))) {
-      fprintf (stderr, "test_pool_io: MISMATCH: block at %" PRIu64
-               " is not the whole data of one write (%s, first tag"
-               " %016" PRIx64 ")\n", off, whole ? "foreign tag" : "torn",
-               tag);
-      __atomic_add_fetch (&failures, 1, __ATOMIC_RELAXED);
+  for (uint64_t off = 0; off < hot; off += BLOCK)
+    if (!overlap_block_ok (buf + off, off, "after the round"))
       return false;
-    }
-  }
   return true;
 }
 
@@ -266,12 +290,22 @@ overlap_report (bool is_encrypted)
 
   rp_pool_get_stats (pool, &st);
   printf ("test_pool_io: overlapping writes: %u rounds checked; %" PRIu64
-          " chunks written, %" PRIu64 " of them on lanes\n",
-          (nops + BURST - 1) / BURST, st.writes, st.lane_writes);
+          " chunks written, %" PRIu64 " of them on lanes; %" PRIu64
+          " reads, %" PRIu64 " on lanes\n",
+          (nops + BURST - 1) / BURST, st.writes, st.lane_writes, st.reads,
+          st.lane_reads);
   if (st.lane_writes == 0 ||
       (!is_encrypted && st.lane_writes == st.writes)) {
     fprintf (stderr, "test_pool_io: FAIL: the overlapping writes were not"
              " a mix of lanes and shared connections\n");
+    __atomic_add_fetch (&failures, 1, __ATOMIC_RELAXED);
+  }
+  /* Every server was up all along: a read that had to try another copy
+   * found a good one unreadable.
+   */
+  if (st.read_failovers) {
+    fprintf (stderr, "test_pool_io: FAIL: %" PRIu64 " reads during the"
+             " writes failed over to another copy\n", st.read_failovers);
     __atomic_add_fetch (&failures, 1, __ATOMIC_RELAXED);
   }
 }
