@@ -115,10 +115,6 @@ part2 () {
   # copy marked bad counts as degraded until it is rewritten).
   wait_until 60 "a third copy of every extent" \
     eval 'server_is C down && all_healthy recovered -ge $(( rec0 + NEXT ))'
-  # Every COPY from A has been answered by now.  Counted here: after B's
-  # death the reads find A's other bad copies and COPYs from D rewrite
-  # them, and one of those still running when A is killed fails too.
-  pf1=$(stat_of peer_copy_failures)
   kill_memserver B KILL
   wait_until 10 "B to be seen down" server_is B down
   read_all "read from A and D after B was killed"
@@ -145,8 +141,10 @@ part2 () {
     # (exact, above).
     bad=$(stale_lines "fails authentication; rewritten through this client")
     [ "$bad" -ge 1 ] || fail "no COPY from A was caught by the read-back"
-    [ $(( pf1 - pf0 )) = "$bad" ] ||
-      fail "$(( pf1 - pf0 )) COPYs failed, expected the $bad from A"
+    # At least those: a COPY still running when B or A is killed fails
+    # too, without that line (13 against 12 once in CI), so not exact.
+    [ $(( $(stat_of peer_copy_failures) - pf0 )) -ge "$bad" ] ||
+      fail "$(( $(stat_of peer_copy_failures) - pf0 )) COPYs failed, expected at least the $bad from A"
     [ "$n" -ge $(( NEXT + bad )) ] ||
       fail "recovered $n copies, expected at least $NEXT on D and $bad of A's rewritten"
     n=$(stale_lines "failed authentication; marked stale, repaired next")
