@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "auth.h"
 #include "donor.h"
@@ -129,11 +130,14 @@ donor_on_notice (struct conn *c, const struct rp_notice *n,
                    s->addr, n->deadline_ms / 1000);
   }
   else {
-    uint64_t now = rp_now_ms (), due = now + n->deadline_ms / 2;
-    uint64_t old = atomic_load (&s->reclaim_due_ms);
-    if (old <= now || due < old)
-      atomic_store (&s->reclaim_due_ms, due);
+    uint64_t due = rp_now_ms () + n->deadline_ms / 2, old;
     pthread_mutex_lock (&s->reclaim_lock);
+    /* Never later than it is: copies asked back before, and not moved
+     * yet, keep their own server deadline (engine.h).
+     */
+    old = atomic_load (&s->reclaim_due_ms);
+    if (old == 0 || due < old)
+      atomic_store (&s->reclaim_due_ms, due);
     for (uint32_t i = 0; i < n->count && s->nreclaim < DONOR_RECLAIM; i++)
       s->reclaim[s->nreclaim++] = handles[i], kept++;
     if (kept < n->count && !s->is_reclaim_full_logged) {
@@ -665,6 +669,27 @@ donor_forget (struct donor *s)
   atomic_store (&s->has_alloc_in_doubt, false);
 }
 
+/* Wait until every write sent to s before it went down is settled
+ * (io.c): until then a copy on s that missed one may not be marked
+ * stale yet, and counting s up would make it good again -- readable,
+ * and a source recovery would copy from and free the others for.  The
+ * writer settles once its other copies answer (a request timeout at
+ * most), never waiting on us.  true when none is open.
+ */
+static bool
+donor_writes_settled (struct rp_pool *p, struct donor *s)
+{
+  uint64_t deadline = rp_now_ms () + 2 * (uint64_t) p->cfg.timeout_ms + 1000;
+  const struct timespec tick = { .tv_sec = 0, .tv_nsec = 1000000 };
+
+  while (atomic_load (&s->writes_open) != 0) {
+    if (rp_now_ms () >= deadline)
+      return false;
+    nanosleep (&tick, NULL);
+  }
+  return true;
+}
+
 /* Connect every connection of s and HELLO; then decide what of ours
  * the server still holds (replica.h, the copy-state invariant): with a
  * new incarnation or a new session, nothing.  Pool open, then only the
@@ -735,6 +760,11 @@ donor_connect (struct rp_pool *p, struct donor *s,
     if ((i < s->nconns || donor_lane_is_ok (s, i - s->nconns)) &&
         conn_dead_why (&s->conns[i], err, errlen))
       goto out_disconnect;
+  if (!donor_writes_settled (p, s)) {
+    snprintf (err, errlen, "writes sent before it went down are not"
+              " settled yet");
+    goto out_disconnect;
+  }
   atomic_store (&s->free_bytes, hi.free_bytes);
   atomic_store (&s->is_up, true);
   pthread_mutex_lock (&p->up_lock);

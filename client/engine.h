@@ -97,6 +97,9 @@ struct donor {
                                   session there expired */
   atomic_uint_least64_t free_bytes;  /* from HELLO and every reply */
   atomic_uint inflight;        /* requests outstanding (read balancing) */
+  atomic_uint writes_open;     /* write calls sent to it whose copies are
+                                  not settled yet (io.c): a reconnect
+                                  waits for none (donor_connect) */
   /* COPY (recovery.c): the server took COPY at its last join (version
    * 4, RP_HELLO_COPY) and how others reach it for one (its TCP
    * "HOST:PORT", "" when not over TCP or too long).
@@ -137,7 +140,12 @@ struct donor {
   /* Past this time a copy asked back that found no room elsewhere is
    * given up (or HELD if it is the only good one), so that we stop
    * counting it before the server drops it: half the deadline of the
-   * earliest notice not yet due.
+   * earliest RECLAIM notice whose copies may not all be moved yet
+   * (0: none).  A later notice never moves it later, or the copies of
+   * an earlier one would be dropped by their server before we act;
+   * those of the later one may so be given up early, never late.
+   * Cleared, under reclaim_lock, by a recovery pass that finds nothing
+   * to move (recovery_pass).
    */
   atomic_uint_least64_t reclaim_due_ms;
   atomic_uint_least64_t down_since_ms; /* when it last went down */

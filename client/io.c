@@ -546,6 +546,7 @@ io_write_submit (struct rp_pool *p, struct io_chunk *c, struct extent *e,
         call->req.count = c->len;
       call->wait = w;
       if (io_submit (s, c->idx, call, c->on_lanes) == 0) {
+        atomic_fetch_add (&s->writes_open, 1);
         used_lane |= call->conn->is_direct;
         ncalls++;
         continue;
@@ -690,6 +691,11 @@ io_write_batch (struct rp_pool *p, struct io_chunk *ch, unsigned nch,
       c->err = io_write_settle (p, c, &p->map.e[c->idx], calls, c->nok);
       pthread_rwlock_unlock (extent_map_lock (&p->map, c->idx));
     }
+    /* Settled: a copy that missed this write is stale now, so its
+     * server may be counted up again (donor_connect).
+     */
+    for (unsigned k = c->first_call; k < c->first_call + c->ncalls; k++)
+      atomic_fetch_sub (&io_call_server (&calls[k])->writes_open, 1);
     atomic_fetch_add (&p->count.writes, 1);
   }
 }

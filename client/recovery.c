@@ -326,9 +326,10 @@ recovery_peer_source (struct rp_pool *p, const struct extent *e,
 
 /* encrypt=on: a COPY moved bytes we did not check; read target slot t
  * back and authenticate every block, so a copy counts good only on the
- * evidence a relay would have given.  true if all of it passes.
+ * evidence a relay would have given.  NULL if all of it passes, else
+ * what did not ("fails authentication", or the read-back failed).
  */
-static bool
+static const char *
 recovery_peer_verify (struct rp_pool *p, uint64_t idx, struct extent *e,
                       unsigned t, uint8_t *buf)
 {
@@ -343,12 +344,14 @@ recovery_peer_verify (struct rp_pool *p, uint64_t idx, struct extent *e,
     call.req.offset = off;
     call.req.count = step;
     call.rbuf = buf;
-    if (conn_roundtrip (donor_conn (d, idx), &call, p->cfg.timeout_ms) == -1 ||
-        crypt_verify (&p->crypt, pos / CRYPT_BLOCK, buf, step / CRYPT_BLOCK,
+    if (conn_roundtrip (donor_conn (d, idx), &call, p->cfg.timeout_ms) == -1)
+      return call.is_answered ? "could not be read back (an error)"
+                              : "could not be read back (no answer)";
+    if (crypt_verify (&p->crypt, pos / CRYPT_BLOCK, buf, step / CRYPT_BLOCK,
                       &bad) == -1)
-      return false;
+      return "fails authentication";
   }
-  return true;
+  return NULL;
 }
 
 /* Send the COPYs of job j (write lock held): for each target the
@@ -426,6 +429,21 @@ recovery_peer_send (struct rp_pool *p, struct recovery_job *j,
   return 0;
 }
 
+/* Where a COPY stopped (RP_COPY_STAGE_*), for the log. */
+static const char *
+recovery_copy_stage_name (uint32_t stage)
+{
+  switch (stage) {
+  case RP_COPY_STAGE_CONNECT: return "connecting to the target";
+  case RP_COPY_STAGE_HANDSHAKE: return "joining the target";
+  case RP_COPY_STAGE_WRITE: return "writing to the target";
+  case RP_COPY_STAGE_SOURCE: return "the source copy went away";
+  case RP_COPY_STAGE_DEADLINE: return "past its deadline";
+  case RP_COPY_STAGE_ABORTED: return "the source server is stopping";
+  default: return "an unknown stage";
+  }
+}
+
 /* The answers to job j's COPYs (write lock held): targets filled are
  * marked good.  A target a failed COPY may have written to is added to
  * *spoiled (its content is unknown and a late write of that COPY may
@@ -454,6 +472,10 @@ recovery_peer_collect (struct rp_pool *p, struct recovery_job *j,
     atomic_fetch_sub (&d->copies_in, 1);
     if (!j->calls[i].is_answered) {
       /* No answer: it may still be writing.  */
+      logging_msg (LOGGING_WARN, "extent %" PRIu64 ": the COPY from %s to"
+                   " %s got no answer (%s); that copy is dropped and placed"
+                   " afresh", j->idx, s->addr, d->addr,
+                   strerror (j->calls[i].err ? j->calls[i].err : ETIMEDOUT));
       *spoiled |= 1u << t;
       j->is_left[k] = false;
       atomic_fetch_add (&p->count.peer_copy_failures, 1);
@@ -463,6 +485,11 @@ recovery_peer_collect (struct rp_pool *p, struct recovery_job *j,
       /* Refused before it began: nothing was sent.  The source gone
        * (ENOENT) is marked stale and another one tried by the relay.
        */
+      logging_msg (j->calls[i].err == EBUSY ? LOGGING_INFO : LOGGING_WARN,
+                   "extent %" PRIu64 ": %s refused the COPY to %s (%s);"
+                   " copied through this client", j->idx, s->addr, d->addr,
+                   j->calls[i].err == EBUSY ? "it runs as many as it takes"
+                   : strerror (j->calls[i].err));
       if (j->calls[i].err == ENOENT)
         replica_mark_stale (&e->rep[j->src[i]]);
       atomic_fetch_add (&p->count.peer_copy_failures, 1);
@@ -476,13 +503,15 @@ recovery_peer_collect (struct rp_pool *p, struct recovery_job *j,
       flags = RP_COPY_SENT;
     }
     if (error == RP_OK) {
-      if (p->crypt.key && !recovery_peer_verify (p, j->idx, e, t, buf)) {
+      const char *bad = p->crypt.key
+        ? recovery_peer_verify (p, j->idx, e, t, buf) : NULL;
+      if (bad) {
         /* Complete (nothing can land late) but not good: the relay
          * rewrites it from a source it checks first.
          */
         logging_msg (LOGGING_WARN, "extent %" PRIu64 ": the copy %s wrote"
-                     " on %s fails authentication; rewritten through this"
-                     " client", j->idx, s->addr, d->addr);
+                     " on %s %s; rewritten through this client", j->idx,
+                     s->addr, d->addr, bad);
         atomic_fetch_add (&p->count.peer_copy_failures, 1);
         continue;
       }
@@ -493,6 +522,14 @@ recovery_peer_collect (struct rp_pool *p, struct recovery_job *j,
       continue;
     }
     atomic_fetch_add (&p->count.peer_copy_failures, 1);
+    /* (Connecting or joining: said below, once in 30 s.) */
+    if (stage != RP_COPY_STAGE_CONNECT && stage != RP_COPY_STAGE_HANDSHAKE)
+      logging_msg (LOGGING_WARN, "extent %" PRIu64 ": the COPY from %s to"
+                   " %s failed (%s, %s); %s", j->idx, s->addr, d->addr,
+                   strerror (rp_error_to_errno (error)),
+                   recovery_copy_stage_name (stage),
+                   flags & RP_COPY_SENT ? "that copy is dropped and placed"
+                   " afresh" : "copied through this client");
     if (stage == RP_COPY_STAGE_SOURCE)
       replica_mark_stale (&e->rep[j->src[i]]);
     if (stage == RP_COPY_STAGE_CONNECT || stage == RP_COPY_STAGE_HANDSHAKE) {
@@ -953,6 +990,24 @@ recovery_take_reclaims (struct rp_pool *p)
   }
 }
 
+/* Nothing is leaving (the pass found nothing to do): no copy asked
+ * back waits for its deadline any more, save those of notices queued
+ * since (recovery_take_reclaims ran first).
+ */
+static void
+recovery_reclaims_done (struct rp_pool *p)
+{
+  for (unsigned i = 0; i < p->nservers; i++) {
+    struct donor *s = &p->servers[i];
+    if (atomic_load (&s->reclaim_due_ms) == 0)
+      continue;
+    pthread_mutex_lock (&s->reclaim_lock);
+    if (s->nreclaim == 0)
+      atomic_store (&s->reclaim_due_ms, 0);
+    pthread_mutex_unlock (&s->reclaim_lock);
+  }
+}
+
 /* Foreground requests so far (reads and writes, io.c). */
 static uint64_t
 recovery_foreground (struct rp_pool *p)
@@ -1252,8 +1307,10 @@ recovery_pass (struct rp_pool *p, uint64_t until_ms)
   uint64_t first = 0;
   while (first < p->map.n && !recovery_needs (p, &p->map.e[first]))
     first++;
-  if (first == p->map.n)
+  if (first == p->map.n) {
+    recovery_reclaims_done (p);
     return false;
+  }
   /* recovery-rate=, if set: a ceiling in bytes per second of heartbeat.
    * bench/recovery-time.sh measures what the pace gives end to end.
    */

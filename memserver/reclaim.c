@@ -341,17 +341,24 @@ reclaim_expire (struct reclaim *r, uint64_t now)
 
 /* --- draining --- */
 
-/* Send a DRAIN notice to s's owner, once per drain. */
+/* Send a DRAIN notice to s's owner, once per drain and generation of
+ * its connections: a client that reconnects (same session, a new
+ * fence) forgets the drain with its old connections and is told again.
+ */
 static void
 reclaim_tell_drain (struct reclaim *r, struct session *s, uint64_t now)
 {
-  if (s->owner == NULL || s->owner->drain_gen == r->drain_gen || s->is_peer ||
-      s->is_quiet)
+  struct owner *o = s->owner;
+
+  if (o == NULL || s->is_peer || s->is_quiet ||
+      (o->drain_gen == r->drain_gen && o->drain_fence == s->fence))
     return;
   if (session_notice (s, RP_NOTICE_DRAIN,
                       r->drain_deadline_ms > now
-                      ? r->drain_deadline_ms - now : 0, NULL, 0) == 0)
-    s->owner->drain_gen = r->drain_gen;
+                      ? r->drain_deadline_ms - now : 0, NULL, 0) == 0) {
+    o->drain_gen = r->drain_gen;
+    o->drain_fence = s->fence;
+  }
 }
 
 static int

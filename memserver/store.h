@@ -39,7 +39,8 @@ struct owner {
                               that finds a different one after a
                               reconnect knows its extents are gone */
   uint32_t first_extent;   /* its extents' list (index + 1), 0 = none */
-  uint32_t drain_gen;      /* the drain it was told of (reclaim.c) */
+  uint32_t drain_gen;      /* the drain it was told of (reclaim.c), */
+  uint64_t drain_fence;    /*   on its connections of this generation */
 };
 
 struct extent {
