@@ -682,6 +682,12 @@ donor_writes_settled (struct rp_pool *p, struct donor *s)
   uint64_t deadline = rp_now_ms () + 2 * (uint64_t) p->cfg.timeout_ms + 1000;
   const struct timespec tick = { .tv_sec = 0, .tv_nsec = 1000000 };
 
+  unsigned open = atomic_load (&s->writes_open);
+
+  if (open)
+    logging_msg (LOGGING_INFO, "server %s: counted up once the %u write(s)"
+                 " sent to it before it went down are settled", s->addr,
+                 open);
   while (atomic_load (&s->writes_open) != 0) {
     if (rp_now_ms () >= deadline)
       return false;
