@@ -387,13 +387,70 @@ reclaim_drain (struct session_core *core, uint64_t deadline_ms)
   return 0;
 }
 
+/* One RECLAIM notice of handles[0..n) to s, due at `due`. */
+static bool
+reclaim_tell_handles (struct session *s, uint64_t due, uint64_t now,
+                      const uint64_t *handles, unsigned n)
+{
+  return session_notice (s, RP_NOTICE_RECLAIM, due > now ? due - now : 0,
+                         handles, n) == 0;
+}
+
+/* Tell s's owner, once per generation of its connections, which of its
+ * extents are asked back and not gone yet, by the earliest of their
+ * deadlines: a RECLAIM sent while it had no connection (or to a
+ * connection that died before it was read) is otherwise never heard,
+ * and the extents dropped at the deadline -- perhaps its only good
+ * copy.  One told already just hears it again.
+ */
+static void
+reclaim_tell_pending (struct reclaim *r, struct session *s, uint64_t now)
+{
+  static uint64_t handles[RP_NOTICE_MAX_HANDLES];
+  struct store *st = &r->core->store;
+  struct owner *o = s->owner;
+  uint64_t due = UINT64_MAX;
+  unsigned n = 0, told = 0;
+  bool is_ok = true;
+
+  if (o == NULL || s->is_peer || s->is_quiet || o->reclaim_fence == s->fence)
+    return;
+  for (unsigned i = 0; i < r->npending && is_ok; i++) {
+    const struct extent *e = &st->extents[r->pending[i] - 1];
+    if (e->handle == 0 || e->reclaim_ms == 0 || e->owner != o)
+      continue;
+    handles[n++] = e->handle;
+    if (e->reclaim_ms < due)
+      due = e->reclaim_ms;
+    if (n == RP_NOTICE_MAX_HANDLES) {
+      is_ok = reclaim_tell_handles (s, due, now, handles, n);
+      told += n;
+      n = 0;
+      due = UINT64_MAX;
+    }
+  }
+  if (n && is_ok) {
+    is_ok = reclaim_tell_handles (s, due, now, handles, n);
+    told += n;
+  }
+  if (!is_ok)
+    return;  /* the next connection to join tries again */
+  o->reclaim_fence = s->fence;
+  if (told)
+    log_msg (LOG_LEVEL_INFO, "reclaim", "told session %" PRIu64 " again of"
+             " %u extent(s) asked back (it has reconnected)", o->session,
+             told);
+}
+
 static void
 reclaim_joined (struct session_core *core, struct session *s)
 {
   struct reclaim *r = core->reclaim;
+  uint64_t now = rp_now_ms ();
 
+  reclaim_tell_pending (r, s, now);
   if (r->drain_deadline_ms)
-    reclaim_tell_drain (r, s, rp_now_ms ());
+    reclaim_tell_drain (r, s, now);
 }
 
 /* A drain that ended: what is left, by owner. */

@@ -41,6 +41,8 @@ struct owner {
   uint32_t first_extent;   /* its extents' list (index + 1), 0 = none */
   uint32_t drain_gen;      /* the drain it was told of (reclaim.c), */
   uint64_t drain_fence;    /*   on its connections of this generation */
+  uint64_t reclaim_fence;  /* the generation of its connections told of
+                              what is asked back (reclaim.c) */
 };
 
 struct extent {

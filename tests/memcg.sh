@@ -74,3 +74,14 @@ while True:
   echo "$HOG_PID" >"$CG/cgroup.procs"
   wait_for_file "$TMP/hog.ready" "the memory hog"
 }
+
+# memcg_pool DEADLINE_MS: the donor pool of the reclaim tests: s1 with
+# --size auto (at most 256 MiB, head-room 64 MiB, that deadline) in a
+# memory cgroup of 384 MiB, s2 and s3 with fixed sizes.
+memcg_pool () {
+  memcg_create $((384 * MiB))
+  MS_SIZE=auto memcg_memserver s1 --max-size 256M --headroom 64M \
+    --reclaim-deadline-ms "$1"
+  start_memserver s2
+  start_memserver s3
+}

@@ -9,8 +9,9 @@
 # PING) stopped moving copies off the server, which then dropped them
 # at its deadline.
 #
-# 3 memservers behind faultproxy, replicas=2, recovery-rate=2M so that
-# moving s1's copies takes several seconds.  s1 is told to drain
+# 3 memservers behind faultproxy, replicas=2, recovery-rate=1M with
+# heartbeat-ms=1000 (a budget of one extent a heartbeat) so that moving
+# s1's copies takes over ten seconds.  s1 is told to drain
 # (SIGUSR2); once the first copies have moved, the proxy resets every
 # connection to s1: the client reconnects to the same session.  It must
 # be told of the drain again, move the rest, and s1 must stop by itself
@@ -34,8 +35,8 @@ told () { grep -c "server $PX_ADDR_s1 is draining" "$TMP/nbdkit.log" || true; }
 
 for s in s1 s2 s3; do start_memserver $s; done
 start_proxy s1 s2 s3
-start_nbdkit size=${NEXT}M replicas=2 timeout-ms=1000 heartbeat-ms=200 \
-  rejoin-grace-ms=5000 recovery-rate=2M stats-file="$STATS"
+start_nbdkit size=${NEXT}M replicas=2 timeout-ms=1000 heartbeat-ms=1000 \
+  rejoin-grace-ms=5000 recovery-rate=1M stats-file="$STATS"
 nbdcopy "$TMP/data" "$NBD_URI"
 wait_until 30 "two copies of every extent" \
   stats_are extents_healthy -eq $NEXT servers_up -eq 3
@@ -46,6 +47,9 @@ echo "s1 holds $held bytes when told to drain"
 kill -USR2 "$MS_PID_s1"
 wait_until 30 "the first copies to move off s1" stats_are migrated -gt 0
 [ "$(told)" = 1 ] || fail "the client logged the DRAIN $(told) times, expected once"
+left=$(server_used "$MS_ADDR_s1")
+echo "s1 holds $left bytes when its connections are reset"
+[ "$left" -ge $((2 * MiB)) ] || fail "s1 holds $left bytes: the drain was over before the reset"
 proxy s1 reset
 wait_until 30 "s1 back with the same session" \
   has "server $PX_ADDR_s1 back after .* same incarnation and session" "$TMP/nbdkit.log"

@@ -21,12 +21,7 @@ requires nbdcopy libnbd-bin
 requires python3
 
 STATS=$TMP/stats
-memcg_create $((384 * MiB))
-
-MS_SIZE=auto memcg_memserver s1 --max-size 256M --headroom 64M \
-  --reclaim-deadline-ms 2000
-start_memserver s2
-start_memserver s3
+memcg_pool 2000
 start_nbdkit size=192M replicas=2 timeout-ms=2000 heartbeat-ms=200 \
   rejoin-grace-ms=500 stats-file="$STATS"
 head -c $((192 * MiB)) /dev/urandom >"$TMP/data"

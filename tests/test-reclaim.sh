@@ -20,11 +20,7 @@ requires python3
 
 source "${srcdir:-.}/memcg.sh"
 
-memcg_create $((384 * MiB))
-MS_SIZE=auto memcg_memserver s1 --max-size 256M --headroom 64M \
-  --reclaim-deadline-ms 10000
-start_memserver s2
-start_memserver s3
+memcg_pool 10000
 S1=$MS_ADDR_s1
 STATS=$TMP/stats
 start_nbdkit size=192M replicas=2 timeout-ms=2000 heartbeat-ms=200 \
