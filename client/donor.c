@@ -546,11 +546,13 @@ donor_list_handles (struct rp_pool *p, struct donor *s, uint64_t **out,
     call.is_var_len = true;
     if (conn_roundtrip (&s->conns[0], &call, p->cfg.timeout_ms) == -1)
       goto out_fail;
+    why = NULL;  /* set by a reply that does not decode */
     if (rp_list_reply_decode (buf, call.rlen, RP_LIST_MAX_HANDLES, &next,
-                              &got, &why) == -1 ||
-        (next != RP_LIST_END && next <= cursor)) {
-      logging_msg (LOGGING_WARN, "server %s: LIST: %s", s->addr,
-                   next <= cursor ? "the cursor did not advance" : why);
+                              &got, &why) == 0 &&
+        next != RP_LIST_END && next <= cursor)
+      why = "the cursor did not advance";
+    if (why) {
+      logging_msg (LOGGING_WARN, "server %s: LIST: %s", s->addr, why);
       errno = EPROTO;
       goto out_fail;
     }

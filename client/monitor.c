@@ -429,7 +429,16 @@ monitor_thread (void *arg)
   pthread_mutex_lock (&p->lock);
   while (!p->is_stopping) {
     if (!is_more) {
-      uint64_t wake = rp_now_ms () + p->cfg.heartbeat_ms;
+      uint64_t now = rp_now_ms (), wake = now + p->cfg.heartbeat_ms;
+      /* No later than a reclaim's due time: with a heartbeat longer
+       * than half a server's deadline, copies asked back would be
+       * given up (or HELD) only after the server dropped them.
+       */
+      for (unsigned i = 0, n = atomic_load (&p->nservers); i < n; i++) {
+        uint64_t due = atomic_load (&p->servers[i].reclaim_due_ms);
+        if (due > now && due < wake)
+          wake = due;
+      }
       struct timespec ts = { .tv_sec = wake / 1000,
                              .tv_nsec = (wake % 1000) * 1000000 };
       pthread_cond_timedwait (&p->cond, &p->lock, &ts);
