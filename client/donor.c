@@ -676,7 +676,8 @@ donor_forget (struct donor *s)
  * stale yet, and counting s up would make it good again -- readable,
  * and a source recovery would copy from and free the others for.  The
  * writer settles once its other copies answer (a request timeout at
- * most), never waiting on us.  true when none is open.
+ * most), never waiting on us.  s is down, so no new write counts here
+ * (io_write_submit counts before it looks).  true when none is open.
  */
 static bool
 donor_writes_settled (struct rp_pool *p, struct donor *s)
@@ -687,9 +688,9 @@ donor_writes_settled (struct rp_pool *p, struct donor *s)
   unsigned open = atomic_load (&s->writes_open);
 
   if (open)
-    logging_msg (LOGGING_INFO, "server %s: counted up once the %u write(s)"
-                 " sent to it before it went down are settled", s->addr,
-                 open);
+    logging_msg (LOGGING_INFO, "server %s: reconnected once the %u"
+                 " write(s) sent to it before it went down are settled",
+                 s->addr, open);
   while (atomic_load (&s->writes_open) != 0) {
     if (rp_now_ms () >= deadline)
       return false;
@@ -710,6 +711,11 @@ donor_connect (struct rp_pool *p, struct donor *s,
   struct rp_hello_info hi;
   struct transport_hello th = { .buffer_bytes = p->cfg.rdma_buffer };
 
+  if (!donor_writes_settled (p, s)) {
+    snprintf (err, errlen, "writes sent before it went down are not"
+              " settled yet");
+    return -1;
+  }
   atomic_store (&s->lanes_ok, 0);
   donor_disconnect (s);
   s->fence++;  /* fences off every connection of the previous round */
@@ -768,11 +774,6 @@ donor_connect (struct rp_pool *p, struct donor *s,
     if ((i < s->nconns || donor_lane_is_ok (s, i - s->nconns)) &&
         conn_dead_why (&s->conns[i], err, errlen))
       goto out_disconnect;
-  if (!donor_writes_settled (p, s)) {
-    snprintf (err, errlen, "writes sent before it went down are not"
-              " settled yet");
-    goto out_disconnect;
-  }
   atomic_store (&s->free_bytes, hi.free_bytes);
   atomic_store (&s->is_up, true);
   pthread_mutex_lock (&p->up_lock);

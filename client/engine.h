@@ -144,8 +144,8 @@ struct donor {
    * (0: none).  A later notice never moves it later, or the copies of
    * an earlier one would be dropped by their server before we act;
    * those of the later one may so be given up early, never late.
-   * Cleared, under reclaim_lock, by a recovery pass that finds nothing
-   * to move (recovery_pass).
+   * Cleared, under reclaim_lock, once no copy on the server is asked
+   * back and no notice is queued (monitor.c, every heartbeat).
    */
   atomic_uint_least64_t reclaim_due_ms;
   atomic_uint_least64_t down_since_ms; /* when it last went down */
@@ -218,6 +218,9 @@ struct rp_pool {
   uint32_t *copies_on;         /* monitor only: copies of ours on each
                                   server, counted each heartbeat to
                                   decide which to park (monitor.c) */
+  uint32_t *leaving_on;        /* monitor only: and of those, the ones
+                                  asked back (leaving == 1), to clear
+                                  reclaim_due_ms */
   atomic_bool is_place_starved;  /* a placement found too few servers
                                     to draw from: unpark more */
   struct stat servers_file_st; /* servers-file= as last read */

@@ -534,6 +534,11 @@ io_write_submit (struct rp_pool *p, struct io_chunk *c, struct extent *e,
     struct donor *s = &p->servers[rep->server];
     struct conn_call *call = &calls[ncalls];
 
+    /* Counted before its server is judged up: a reconnect that then
+     * finds none open has made it down first, so this write cannot be
+     * sent to it unseen (donor_connect).
+     */
+    atomic_fetch_add (&s->writes_open, 1);
     if (replica_is_good (p, rep)) {
       /* Encrypted zeros are data like any other. */
       replica_call (call, rep, p->crypt.key ? RP_OP_WRITE : op);
@@ -546,12 +551,12 @@ io_write_submit (struct rp_pool *p, struct io_chunk *c, struct extent *e,
         call->req.count = c->len;
       call->wait = w;
       if (io_submit (s, c->idx, call, c->on_lanes) == 0) {
-        atomic_fetch_add (&s->writes_open, 1);
         used_lane |= call->conn->is_direct;
         ncalls++;
         continue;
       }
     }
+    atomic_fetch_sub (&s->writes_open, 1);
     /* Out of reach: it misses this write. */
     if (!rep->is_stale && rep->handle) {
       rep->is_stale = 1;
@@ -610,8 +615,14 @@ io_write_settle (struct rp_pool *p, struct io_chunk *c, struct extent *e,
     if (reached || calls[k].is_answered)
       rep->is_stale = 1;  /* may not hold the data, or is gone */
   }
-  if (reached)
+  if (reached) {
+    /* A later write that skipped one of these copies and then reached
+     * none must not undo its mark (io_unskip): this one reached
+     * another copy, and that one missed it.
+     */
+    e->wgen++;
     return 0;
+  }
   /* No copy took it: none missed what another holds.  Copies whose
    * server is down (or was reconnected meanwhile) are left as they
    * were and the chunk is retried when one is up (io_should_retry).

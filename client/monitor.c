@@ -154,14 +154,38 @@ static void
 monitor_count_copies (struct rp_pool *p, unsigned n)
 {
   memset (p->copies_on, 0, n * sizeof *p->copies_on);
+  memset (p->leaving_on, 0, n * sizeof *p->leaving_on);
   for (uint64_t idx = 0; idx < p->map.n; idx++) {
     unsigned nrep;
     const struct replica *rep = extent_map_copies (&p->map, idx, &nrep);
     for (unsigned r = 0; r < nrep; r++) {
       unsigned srv = __atomic_load_n (&rep[r].server, __ATOMIC_RELAXED);
-      if (__atomic_load_n (&rep[r].handle, __ATOMIC_RELAXED) && srv < n)
+      if (__atomic_load_n (&rep[r].handle, __ATOMIC_RELAXED) && srv < n) {
         p->copies_on[srv]++;
+        if (__atomic_load_n (&rep[r].leaving, __ATOMIC_RELAXED) == 1)
+          p->leaving_on[srv]++;
+      }
     }
+  }
+}
+
+/* Servers with no copy asked back (counted just now, by this thread:
+ * recovery, which marks them, runs on it too) and no RECLAIM queued:
+ * no reclaim is due there any more (engine.h, reclaim_due_ms).  A copy
+ * missed while another thread moves it in its extent only clears it
+ * early: later copies are then given up or HELD sooner, never late.
+ */
+static void
+monitor_reclaims_done (struct rp_pool *p, unsigned n)
+{
+  for (unsigned i = 0; i < n; i++) {
+    struct donor *s = &p->servers[i];
+    if (p->leaving_on[i] || atomic_load (&s->reclaim_due_ms) == 0)
+      continue;
+    pthread_mutex_lock (&s->reclaim_lock);
+    if (s->nreclaim == 0)
+      atomic_store (&s->reclaim_due_ms, 0);
+    pthread_mutex_unlock (&s->reclaim_lock);
   }
 }
 
@@ -258,6 +282,7 @@ monitor_park (struct rp_pool *p)
   if (want > n)
     want = n;
   monitor_count_copies (p, n);
+  monitor_reclaims_done (p, n);
   for (unsigned k = 0; k < n; k++) {
     struct donor *s = &p->servers[k];
     int st = atomic_load (&s->park);

@@ -114,8 +114,10 @@ pool_alloc_table (struct rp_pool *p, char *err, size_t errlen)
   p->ping_calls = calloc (n, sizeof *p->ping_calls);
   p->server_state = calloc (n, sizeof *p->server_state);
   p->copies_on = calloc (n, sizeof *p->copies_on);
+  p->leaving_on = calloc (n, sizeof *p->leaving_on);
   if (p->servers == NULL || p->place_cand == NULL || p->ping_calls == NULL ||
-      p->server_state == NULL || p->copies_on == NULL) {
+      p->server_state == NULL || p->copies_on == NULL ||
+      p->leaving_on == NULL) {
     snprintf (err, errlen, "out of memory for a table of %u servers"
               " (max-servers=)", n);
     return -1;
@@ -268,6 +270,7 @@ rp_pool_close (struct rp_pool *p)
   free (p->ping_calls);
   free (p->server_state);
   free (p->copies_on);
+  free (p->leaving_on);
   pool_destroy_locks (p);
   crypt_destroy (&p->crypt);
   ecio_close (p);

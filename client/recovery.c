@@ -990,24 +990,6 @@ recovery_take_reclaims (struct rp_pool *p)
   }
 }
 
-/* Nothing is leaving (the pass found nothing to do): no copy asked
- * back waits for its deadline any more, save those of notices queued
- * since (recovery_take_reclaims ran first).
- */
-static void
-recovery_reclaims_done (struct rp_pool *p)
-{
-  for (unsigned i = 0; i < p->nservers; i++) {
-    struct donor *s = &p->servers[i];
-    if (atomic_load (&s->reclaim_due_ms) == 0)
-      continue;
-    pthread_mutex_lock (&s->reclaim_lock);
-    if (s->nreclaim == 0)
-      atomic_store (&s->reclaim_due_ms, 0);
-    pthread_mutex_unlock (&s->reclaim_lock);
-  }
-}
-
 /* Foreground requests so far (reads and writes, io.c). */
 static uint64_t
 recovery_foreground (struct rp_pool *p)
@@ -1307,10 +1289,8 @@ recovery_pass (struct rp_pool *p, uint64_t until_ms)
   uint64_t first = 0;
   while (first < p->map.n && !recovery_needs (p, &p->map.e[first]))
     first++;
-  if (first == p->map.n) {
-    recovery_reclaims_done (p);
+  if (first == p->map.n)
     return false;
-  }
   /* recovery-rate=, if set: a ceiling in bytes per second of heartbeat.
    * bench/recovery-time.sh measures what the pace gives end to end.
    */

@@ -59,6 +59,11 @@
  * checked every tick: a bounded list, not a table walk).
  */
 #define RECLAIM_PENDING 16384
+/* RECLAIM notices told again to a connection as it joins, at most (an
+ * RDMA connection has 32 send buffers, and the HELLO reply and a DRAIN
+ * go too): 8000 extents.
+ */
+#define RECLAIM_RETELL_NOTICES 16
 /* Progress lines of a drain, at most this often. */
 #define RECLAIM_LOG_MS 5000
 
@@ -410,20 +415,22 @@ reclaim_tell_pending (struct reclaim *r, struct session *s, uint64_t now)
   struct store *st = &r->core->store;
   struct owner *o = s->owner;
   uint64_t due = UINT64_MAX;
-  unsigned n = 0, told = 0;
+  unsigned n = 0, told = 0, notices = 0;
   bool is_ok = true;
 
   if (o == NULL || s->is_peer || s->is_quiet || o->reclaim_fence == s->fence)
     return;
-  for (unsigned i = 0; i < r->npending && is_ok; i++) {
+  for (unsigned i = 0; i < r->npending && is_ok &&
+       notices < RECLAIM_RETELL_NOTICES; i++) {
     const struct extent *e = &st->extents[r->pending[i] - 1];
-    if (e->handle == 0 || e->reclaim_ms == 0 || e->owner != o)
+    if (e->handle == 0 || e->reclaim_ms == 0 || e->owner != o || e->is_held)
       continue;
     handles[n++] = e->handle;
     if (e->reclaim_ms < due)
       due = e->reclaim_ms;
     if (n == RP_NOTICE_MAX_HANDLES) {
       is_ok = reclaim_tell_handles (s, due, now, handles, n);
+      notices++;
       told += n;
       n = 0;
       due = UINT64_MAX;

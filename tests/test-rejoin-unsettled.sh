@@ -77,13 +77,13 @@ from=$(( $(wc -l <"$TMP/nbdkit.log") + 1 ))
 proxy X reset >/dev/null
 x_back () {
   tail -n +"$from" "$TMP/nbdkit.log" |
-    has -e "server $PX_ADDR_X up" -e "server $PX_ADDR_X: counted up once"
+    has -e "server $PX_ADDR_X up" -e "server $PX_ADDR_X: reconnected once"
 }
 wait_until 30 "X up, or waiting for the write" x_back
 # Counted up (the fault): W gets all three extents from X, extent 1
 # without the write.  Waiting: extents 0 and 2, from Y.
 want=3
-tail -n +"$from" "$TMP/nbdkit.log" | has "server $PX_ADDR_X: counted up once" &&
+tail -n +"$from" "$TMP/nbdkit.log" | has "server $PX_ADDR_X: reconnected once" &&
   want=2
 proxy W pass >/dev/null
 w_has () { [ "$(server_used "$MS_ADDR_W")" -ge $((want * MiB)) ]; }
