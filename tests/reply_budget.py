@@ -35,6 +35,11 @@ SMALL_ROOM = 64 * 1024 + 4096     # server.c CONN_SMALL_ROOM
 RBUF_BASE = 64 * 1024             # server.c CONN_RBUF_BASE
 CONN_STATE = 2048                 # struct conn and what malloc adds
 SLACK = 16 * MIB                  # allocator fragmentation, libuv, stack
+if os.environ.get("RP_SANITIZERS") == "yes":
+    # AddressSanitizer: shadow memory, an eighth of what is touched, and
+    # freed reply buffers held a while in its quarantine (test-reply-
+    # budget.sh makes that 16 MiB) before they can be used again.
+    SLACK += BUDGET // 8 + 16 * MIB
 
 
 def fail(msg):
