@@ -43,6 +43,7 @@ static const char *const log_kind_names[LOG_KINDS] = {
   [LOG_KIND_STALL] = "connections not reading their replies",
   [LOG_KIND_RANDOM] = "getrandom failures",
   [LOG_KIND_LEASE] = "lease expiries",
+  [LOG_KIND_COPY] = "failed COPYs",
 };
 
 static const char *const log_level_names[] = {
@@ -83,7 +84,8 @@ log_end_window (enum log_kind kind, uint64_t now, bool is_final)
   if (l->suppressed)
     log_msg (l->level, "log",
              "%u similar messages suppressed in %" PRIu64 " ms (%s)",
-             l->suppressed, now - l->window_start_ms, log_kind_names[kind]);
+             l->suppressed, now - l->window_start_ms,
+             log_kind_names[kind] ? log_kind_names[kind] : "other events");
   l->window_start_ms = now;
   l->count = 0;
   l->suppressed = 0;

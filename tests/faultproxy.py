@@ -38,7 +38,9 @@
 # NAME may be "*": every upstream (answered once all took effect), or
 # NAME#I: only the I-th of that upstream's current connections, oldest
 # first (blackhole, pass and reset only; a client that opens its
-# connections in a fixed order can so be hit on one of them).
+# connections in a fixed order can so be hit on one of them), or
+# NAME#I-: the I-th and every later one, in one step (answered with how
+# many; an error if there is none), for connections that come and go.
 #
 # `faultproxy.py ctl SOCKET WORDS...` sends one command and prints the
 # answer (exit 1 on "error").  The proxy ends on SIGTERM or SIGINT,
@@ -51,6 +53,7 @@
 # resets connections waits for that before it answers.
 import itertools
 import os
+import re
 import queue
 import signal
 import socket
@@ -430,28 +433,43 @@ class Upstream:
             return "error: unknown command %r" % " ".join(words)
         return "ok %s %s" % (self.name, " ".join(words))
 
-    # A command for the i-th current connection only.
-    def conn_command(self, i, words):
+    # A command for the i-th current connection only, or (to_end) for
+    # the i-th and every later one, all under one hold of the lock.
+    def conn_command(self, i, words, to_end=False):
+        if words not in (["blackhole"], ["pass"], ["reset"]):
+            return "error: %s#%d: only blackhole, pass, reset" % (
+                self.name, i)
         with self.cond:
             conns = sorted(self.conns, key=lambda c: c.seq)
             if i >= len(conns):
                 return "error: %s has %d connection(s)" % (self.name,
                                                            len(conns))
-            c = conns[i]
-            if words == ["blackhole"]:
-                c.override = "blackhole"
-            elif words == ["pass"]:
-                c.override = None
-                c.flushed_at = time.monotonic()
-            elif words == ["reset"]:
-                c.abort()
-                while not c.done:
+            hit = conns[i:] if to_end else [conns[i]]
+            for c in hit:
+                if words == ["blackhole"]:
+                    c.override = "blackhole"
+                elif words == ["pass"]:
+                    c.override = None
+                    c.flushed_at = time.monotonic()
+                else:
+                    c.abort()
+            for c in hit:
+                while words == ["reset"] and not c.done:
                     self.cond.wait(POLL)
-            else:
-                return "error: %s#%d: only blackhole, pass, reset" % (
-                    self.name, i)
             self.cond.notify_all()
+        if to_end:
+            return "ok %s#%d- %s %d" % (self.name, i, " ".join(words),
+                                        len(hit))
         return "ok %s#%d %s" % (self.name, i, " ".join(words))
+
+
+def conn_target(word, ups):
+    """NAME#I or NAME#I- of a known upstream: (NAME, I, to_end), else
+    None."""
+    m = re.fullmatch(r"(.+)#([0-9]+)(-?)", word)
+    if not m or m.group(1) not in ups:
+        return None
+    return m.group(1), int(m.group(2)), m.group(3) == "-"
 
 
 def serve_control(path, ups):
@@ -477,10 +495,9 @@ def serve_control(path, ups):
                     reply = bad[0] if bad else "ok * " + " ".join(words[1:])
                 elif words[0] in ups:
                     reply = ups[words[0]].command(words[1:])
-                elif "#" in words[0] and words[0].split("#")[0] in ups \
-                        and words[0].split("#")[1].isdigit():
-                    name, i = words[0].split("#")
-                    reply = ups[name].conn_command(int(i), words[1:])
+                elif conn_target(words[0], ups):
+                    name, i, to_end = conn_target(words[0], ups)
+                    reply = ups[name].conn_command(i, words[1:], to_end)
                 else:
                     reply = "error: no upstream %r" % words[0]
                 f.write(reply + "\n")
