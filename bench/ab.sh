@@ -20,6 +20,8 @@
 #   RUNTIME               seconds per fio run (default 3)
 #   REPLICAS              replicas= of both sides (default 1)
 #   MEMSERVER             the memserver binary (default: this tree's)
+#   NBDKIT_ARGS           nbdkit options of both sides (default --no-sr:
+#                         simple replies, as in run-bench.sh)
 #
 # Example: A_ARGS=lanes=0 bench/ab.sh
 set -euo pipefail
@@ -35,6 +37,7 @@ JOBS=${JOBS:-randread:1 randread:16 randwrite:1 randwrite:16}
 ROUNDS=${ROUNDS:-6}
 RUNTIME=${RUNTIME:-3}
 REPLICAS=${REPLICAS:-1}
+NBDKIT_ARGS=${NBDKIT_ARGS---no-sr}
 
 die() { echo "ab: $*" >&2; exit 1; }
 for cmd in fio nbdkit nbdinfo python3; do
@@ -76,7 +79,7 @@ done
 for side in a b; do
     if [[ $side == a ]]; then so=$A_PLUGIN args=$A_ARGS; else so=$B_PLUGIN args=$B_ARGS; fi
     # shellcheck disable=SC2086
-    nbdkit -f --exit-with-parent -U "$work/$side.sock" "$so" servers="$servers" \
+    nbdkit -f --exit-with-parent $NBDKIT_ARGS -U "$work/$side.sock" "$so" servers="$servers" \
         size=1G replicas="$REPLICAS" $args >"$work/$side.log" 2>&1 &
     pids+=($!)
     ready nbdinfo --size "nbd+unix:///?socket=$work/$side.sock" >/dev/null ||
