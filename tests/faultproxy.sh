@@ -48,3 +48,17 @@ proxy () {
 # proxy_status NAME: the proxy's status line for the link to NAME,
 # "ok NAME MODE delay MS conns N held H,H,..." (faultproxy.py).
 proxy_status () { python3 "$FAULTPROXY" ctl "$PROXY_CTL" "$1" status; }
+
+# notice KIND DEADLINE_MS COUNT LENGTH RESERVED [HANDLE...]: a notice
+# frame in hex (protocol.h rp_notice_hdr, then le64 handles), for
+# `proxy NAME inject`.
+notice () {
+  python3 - "$@" <<'PY'
+import struct, sys
+kind, deadline, count, length, reserved = (int(a) for a in sys.argv[1:6])
+handles = [int(h) for h in sys.argv[6:]]
+frame = struct.pack("<IIQIIQ", 0x6e505252, kind, deadline, count, length,
+                    reserved) + b"".join(struct.pack("<Q", h) for h in handles)
+print(frame.hex())
+PY
+}

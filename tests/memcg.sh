@@ -85,3 +85,15 @@ memcg_pool () {
   start_memserver s2
   start_memserver s3
 }
+
+# memcg_next_part NAME...: end one part of a test for the next: stop
+# nbdkit, the hog and memservers NAME..., and start a new servers= list
+# and stats file.
+memcg_next_part () {
+  local name
+  stop_nbdkit
+  kill -9 "$HOG_PID"; wait "$HOG_PID" 2>/dev/null || true
+  for name in "$@"; do kill_memserver "$name" KILL; done
+  SERVERS=
+  rm -f "$STATS"
+}

@@ -25,19 +25,6 @@ truncate -s $((32 * MiB)) "$TMP/data"   # the rest of the disk reads as zeros
 all_up () { stats_are servers_up -eq 3; }
 wait_until 30 "3 servers up" all_up
 
-# notice KIND DEADLINE_MS COUNT LENGTH RESERVED [HANDLE...]: the frame
-# in hex (protocol.h rp_notice_hdr, then le64 handles).
-notice () {
-  python3 - "$@" <<'PY'
-import struct, sys
-kind, deadline, count, length, reserved = (int(a) for a in sys.argv[1:6])
-handles = [int(h) for h in sys.argv[6:]]
-frame = struct.pack("<IIQIIQ", 0x6e505252, kind, deadline, count, length,
-                    reserved) + b"".join(struct.pack("<Q", h) for h in handles)
-print(frame.hex())
-PY
-}
-
 # bad WHY ARGS...: inject the notice; s1 must go down with WHY, and come
 # back.
 bad () {

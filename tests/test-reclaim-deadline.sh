@@ -46,14 +46,9 @@ kill_memserver s2 KILL
 nbdcopy "$NBD_URI" "$TMP/out2"
 cmp "$TMP/data" "$TMP/out2" || fail "data differs after the drops and s2's loss"
 echo "replicas=2: repaired after the drops; s2 lost after: every byte reads back"
-stop_nbdkit
-kill -9 "$HOG_PID"; wait "$HOG_PID" 2>/dev/null || true
-kill_memserver s1 KILL
-kill_memserver s3 KILL
+memcg_next_part s1 s3
 
 # ---- replicas=1: nothing dropped without --reclaim-sole.
-SERVERS=
-rm -f "$STATS"
 MS_SIZE=auto memcg_memserver s4 --max-size 256M --headroom 64M \
   --reclaim-deadline-ms 2000
 MS_SIZE=32M start_memserver s5

@@ -13,8 +13,15 @@
 # B. replicas=1 (s3 in the cgroup with --reclaim-sole, s4 full): a copy
 #    asked back is the only one and cannot move, so the client HOLDs
 #    it; s3 keeps it past its deadline and every byte reads back.
+# C. B again (s5, s6), then a second RECLAIM from s5 with a far later
+#    deadline (injected through faultproxy, naming no extent of ours):
+#    the copies the first one asked back keep the first deadline, so
+#    the client still HOLDs them in time and s5 drops nothing.  (A
+#    later notice once moved the client's due time for the whole
+#    server: s5 dropped the only copies at its deadline.)
 source "${srcdir:-.}/functions.sh"
 source "${srcdir:-.}/memcg.sh"
+source "${srcdir:-.}/faultproxy.sh"
 requires nbdkit
 requires nbdcopy libnbd-bin
 requires python3
@@ -96,4 +103,42 @@ wait_until 20 "s3's deadline" past_deadline
 nbdcopy "$NBD_URI" "$TMP/out"
 cmp "$TMP/data" "$TMP/out" || fail "B: data differs after the hold"
 cat "$STATS"
-echo "PASS: no room: copies given back before the deadline (replicas=2), held (replicas=1)"
+memcg_next_part s3 s4
+
+# ---- C: as B, and a later RECLAIM with a far deadline on top.
+MS_SIZE=auto memcg_memserver s5 --max-size 192M --headroom 64M \
+  --reclaim-deadline-ms 10000 --reclaim-sole
+MS_SIZE=32M start_memserver s6
+start_proxy s5 s6
+start_nbdkit size=96M replicas=1 timeout-ms=2000 heartbeat-ms=200 \
+  rejoin-grace-ms=500 stats-file="$STATS"
+nbdcopy "$TMP/data" "$NBD_URI"
+wait_until 30 "96 healthy extents" healthy
+memcg_hog 160
+first_read () { grep -q "server $PX_ADDR_s5 asked for [1-9][0-9]* extent(s) back within" "$TMP/nbdkit.log"; }
+wait_until 30 "s5's RECLAIM to reach the client" first_read
+asked_at=$(now_ms)
+# RECLAIM (kind 1), an hour, one handle of nobody.
+proxy s5 inject "$(notice 1 3600000 1 8 0 12345)" | cut -c1-40
+later_read () { grep -q "server $PX_ADDR_s5 asked for 1 extent(s) back within 3600000 ms" "$TMP/nbdkit.log"; }
+wait_until 10 "the later RECLAIM to be read" later_read
+[ $(( $(now_ms) - asked_at )) -lt 5000 ] ||
+  echo "note: the later RECLAIM came after the first one's due time; this run does not test the order"
+# Every extent s5 asked back (in one notice or more) held; s5 drops
+# what is not held at its deadline, so a HOLD that came late shows as a
+# dropped extent, and one that never came as a timeout here.
+held5 () {
+  local n
+  n=$(nasked "$TMP/s5.log")
+  [ "$n" -gt 0 ] && stats_are reclaim_held -gt 0 &&
+    [ $(( $(stat_of reclaim_held) + $(stat_of migrated) )) -ge "$n" ]
+}
+poll_until 30 held5 || true
+! grep -q "dropped extent" "$TMP/s5.log" ||
+  fail "C: s5 dropped $(grep -c "dropped extent" "$TMP/s5.log") extent(s): the client did not hold them by s5's deadline (a later RECLAIM put its due time off?)"
+held5 || fail "C: the client did not hold what s5 asked for ($(nasked "$TMP/s5.log") asked, held $(stat_of reclaim_held), moved $(stat_of migrated))"
+echo "C: s5 asked for $(nasked "$TMP/s5.log") extents; held: $(stat_of reclaim_held), moved: $(stat_of migrated)"
+[ "$(stat_of extents_healthy)" = 96 ] || fail "C: extents lost their only copy"
+nbdcopy "$NBD_URI" "$TMP/out"
+cmp "$TMP/data" "$TMP/out" || fail "C: data differs after the hold"
+echo "PASS: no room: copies given back before the deadline (replicas=2), held (replicas=1), held by the first deadline under a later RECLAIM"
