@@ -66,6 +66,7 @@ struct ecio {
   uint32_t frag;               /* bytes of one block's fragment: 4096/K */
   uint32_t frag_extent;        /* a fragment extent: extent-size/K */
   unsigned read_extra;         /* ec-read-extra= */
+  bool is_late_full_logged;    /* ecio_late_take: no group was free */
   struct ecio_late *late;      /* ECIO_LATE_GROUPS, NULL without late
                                   binding */
   uint8_t *late_buf;
@@ -457,14 +458,21 @@ ecio_late_unload (struct rp_pool *p, struct ecio_late *g, uint32_t mask)
       atomic_fetch_sub (&p->servers[g->server[i]].inflight, 1);
 }
 
-/* A free group (marked BUSY), or NULL.  LEFT groups whose calls have
- * all completed are freed on the way.
+/* A free group (marked BUSY), or NULL.  Every LEFT group whose calls
+ * have all completed is freed on the way, not only the first: a LEFT
+ * group keeps its calls counted in their servers' inflight, and
+ * ecio_pick steers late reads by those counts.  Left counted, the
+ * completed calls of answering servers made them look as loaded as a
+ * server that answers nothing, which was then picked again and again,
+ * each time holding another group, until none was free and reads fell
+ * back to the plain way and waited for it (test-ec part 5).
  */
 static struct ecio_late *
 ecio_late_take (struct rp_pool *p)
 {
   struct ecio *ec = p->ec;
   unsigned start = __atomic_fetch_add (&ec->late_next, 1, __ATOMIC_RELAXED);
+  struct ecio_late *got = NULL;
 
   for (unsigned k = 0; k < ECIO_LATE_GROUPS; k++) {
     struct ecio_late *g = &ec->late[(start + k) % ECIO_LATE_GROUPS];
@@ -478,14 +486,24 @@ ecio_late_take (struct rp_pool *p)
                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         continue;
       ecio_late_unload (p, g, g->left);
-      return g;
+      g->left = 0;
+      if (got == NULL)
+        got = g;
+      else
+        __atomic_store_n (&g->state, LATE_FREE, __ATOMIC_RELEASE);
+      continue;
     }
-    if (st == LATE_FREE &&
+    if (got == NULL && st == LATE_FREE &&
         __atomic_compare_exchange_n (&g->state, &st, LATE_BUSY, false,
                                      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-      return g;
+      got = g;
   }
-  return NULL;
+  if (got == NULL && !__atomic_exchange_n (&ec->is_late_full_logged, true,
+                                           __ATOMIC_RELAXED))
+    logging_msg (LOGGING_WARN, "ec-read-extra: all %u late-binding groups"
+                 " wait for servers that have not answered; reads ask K"
+                 " fragments meanwhile (logged once)", ECIO_LATE_GROUPS);
+  return got;
 }
 
 /* Late binding: read blocks [b0, b0+nb) of extent idx from K+N of the
