@@ -453,9 +453,10 @@ class Upstream:
                     c.flushed_at = time.monotonic()
                 else:
                     c.abort()
-            for c in hit:
-                while words == ["reset"] and not c.done:
-                    self.cond.wait(POLL)
+            if words == ["reset"]:
+                for c in hit:
+                    while not c.done:
+                        self.cond.wait(POLL)
             self.cond.notify_all()
         if to_end:
             return "ok %s#%d- %s %d" % (self.name, i, " ".join(words),
@@ -495,8 +496,8 @@ def serve_control(path, ups):
                     reply = bad[0] if bad else "ok * " + " ".join(words[1:])
                 elif words[0] in ups:
                     reply = ups[words[0]].command(words[1:])
-                elif conn_target(words[0], ups):
-                    name, i, to_end = conn_target(words[0], ups)
+                elif (target := conn_target(words[0], ups)):
+                    name, i, to_end = target
                     reply = ups[name].conn_command(i, words[1:], to_end)
                 else:
                     reply = "error: no upstream %r" % words[0]

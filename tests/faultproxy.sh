@@ -40,14 +40,17 @@ start_proxy () {
 # returns once the proxy says the command took effect.
 proxy () {
   local reply
-  reply=$(python3 "$FAULTPROXY" ctl "$PROXY_CTL" "$@") ||
-    fail "faultproxy: '$*': $reply"
+  reply=$(proxy_ctl "$@") || fail "faultproxy: '$*': $reply"
   echo "proxy: $reply"
 }
 
+# proxy_ctl NAME COMMAND...: the same, printing the proxy's answer and
+# returning non-zero on "error" instead of failing the test.
+proxy_ctl () { python3 "$FAULTPROXY" ctl "$PROXY_CTL" "$@"; }
+
 # proxy_status NAME: the proxy's status line for the link to NAME,
 # "ok NAME MODE delay MS conns N held H,H,..." (faultproxy.py).
-proxy_status () { python3 "$FAULTPROXY" ctl "$PROXY_CTL" "$1" status; }
+proxy_status () { proxy_ctl "$1" status; }
 
 # notice KIND DEADLINE_MS COUNT LENGTH RESERVED [HANDLE...]: a notice
 # frame in hex (protocol.h rp_notice_hdr, then le64 handles), for

@@ -75,7 +75,7 @@ healthy () {
 # but its oldest (the client's: connections=1, lanes=0): fails while
 # there is none.
 blackhole_copy_links () {
-  python3 "$FAULTPROXY" ctl "$PROXY_CTL" "p2#1-" blackhole >/dev/null
+  proxy_ctl "p2#1-" blackhole >/dev/null
 }
 
 run_kills () {
