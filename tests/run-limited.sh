@@ -11,8 +11,11 @@ case ${test##*/} in
   *) limit=900 ;;
 esac
 limit=${RP_TEST_LIMIT:-$limit}
+start=$SECONDS
 timeout --kill-after=30 "$limit" bash "$@"
 rc=$?
+# One line per test for scripts/test's list of the slowest tests.
+echo "# elapsed: $((SECONDS - start)) s"
 if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
   echo "FAIL: ${test##*/} still running after $limit s: stopped" >&2
   exit 1
