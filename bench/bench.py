@@ -31,8 +31,11 @@ import time
 TICK = os.sysconf("SC_CLK_TCK")
 
 # Targets and workloads in report order.
-TARGETS = ["rampool-r1", "rampool-r2", "memory", "nbd-server", "nbd-forward"]
-RAMPOOL = ["rampool-r1", "rampool-r2"]
+TARGETS = ["rampool-r1", "rampool-r2", "probe", "memory", "nbd-server",
+           "nbd-forward"]
+# Each of these is compared with the peers (and, but for rampool-r1,
+# with rampool-r1).  probe: bench/frontend-probe.c, on request.
+RAMPOOL = ["rampool-r1", "rampool-r2", "probe"]
 PEERS = ["memory", "nbd-server", "nbd-forward"]
 WORKLOADS = ["randread-4k-qd1", "randread-4k-qd16", "randwrite-4k-qd1",
              "randwrite-4k-qd16", "seqread-1m", "seqwrite-1m"]
@@ -384,7 +387,7 @@ def report(outdir):
         if rp not in targets or not peers:
             continue
         print(f"{rp} relative to each peer: IOPS ratio / CPU-per-op ratio "
-              "(IOPS >1 = rampool faster; CPU <1 = rampool cheaper)")
+              f"(IOPS >1 = {rp} faster; CPU <1 = {rp} cheaper)")
         hdr = "workload".ljust(18) + "".join(p.rjust(20) for p in peers)
         print(hdr)
         print("-" * len(hdr))

@@ -10,6 +10,9 @@
 #   memory       nbdkit memory plugin (allocator=malloc): local-RAM ceiling
 #   nbd-server   nbd-server exporting a file on a private tmpfs, over TCP
 #   nbd-forward  nbdkit nbd plugin -> TCP -> nbdkit memory (stock two hops)
+#   probe        (on request) bench/frontend-probe over as many memservers
+#                as rampool-r1: an NBD front end without a thread per
+#                request, to measure what nbdkit's threads cost
 #
 # Workloads: 4 KiB randread/randwrite at iodepth 1 and 16, 1 MiB sequential
 # read/write; each a fixed-runtime fio job on a disk pre-written first.
@@ -22,6 +25,7 @@ top=$(dirname "$here")
 
 MEMSERVER=${MEMSERVER:-$top/memserver/memserver}
 RAMPOOL_PLUGIN=${RAMPOOL_PLUGIN:-$top/nbdkit-plugin/.libs/nbdkit-rampool-plugin.so}
+PROBE=${PROBE:-$here/frontend-probe}
 BENCH_RUNTIME=${BENCH_RUNTIME:-10}
 BENCH_ROUNDS=${BENCH_ROUNDS:-1}
 BENCH_SIZE=${BENCH_SIZE:-1G}
@@ -43,7 +47,7 @@ BENCH_READY_TIMEOUT=${BENCH_READY_TIMEOUT:-30}
 BENCH_COUNT_RUNTIME=${BENCH_COUNT_RUNTIME:-3}   # 0: no counting runs
 
 all_targets="rampool-r1 rampool-r2 memory nbd-server nbd-forward"
-extra_targets="rampool-r3 rampool-ec42 rampool-ec82"  # only when asked for
+extra_targets="rampool-r3 rampool-ec42 rampool-ec82 probe"  # only when asked for
 helper=$here/bench.py
 
 die() { echo "run-bench: $*" >&2; exit 1; }
@@ -79,6 +83,7 @@ for t in $BENCH_TARGETS; do
     case $t in
         rampool-*) have_rampool || die "$t needs $MEMSERVER and $RAMPOOL_PLUGIN (set MEMSERVER / RAMPOOL_PLUGIN)";;
         nbd-server) command -v nbd-server >/dev/null || die "nbd-server not found (apt-get install nbd-server)";;
+        probe) [[ -x $PROBE && -x $MEMSERVER ]] || die "probe needs $PROBE and $MEMSERVER (build first; set PROBE / MEMSERVER)";;
     esac
 done
 
@@ -271,11 +276,12 @@ tmpfs_dir() {
     TMPFS_DIR=${MOUNTED:-$SHMDIR}
 }
 
-# start_rampool NAME KEY=VALUE NSERVERS: memservers (at least
-# BENCH_MEMSERVERS) and nbdkit with the plugin and the redundancy key.
-start_rampool() {
-    local name=$1 key=$2 nms=$3 i servers="" pid pidf portf port
+# start_memservers NAME NSERVERS: memservers (at least BENCH_MEMSERVERS);
+# sets SERVERS to their addresses, comma-separated.
+start_memservers() {
+    local name=$1 nms=$2 i pid pidf portf port
     local -a ms_pids=()
+    SERVERS=""
     ((nms >= BENCH_MEMSERVERS)) || nms=$BENCH_MEMSERVERS
     for ((i = 1; i <= nms; i++)); do
         portf=$work/ms-r$name-$i.port
@@ -294,7 +300,7 @@ start_rampool() {
         wait_until "memserver $i port file" file_has_port "$portf"
         [[ $(<"$portf") =~ ([0-9]+)[[:space:]]*$ ]]
         port=${BASH_REMATCH[1]}
-        servers+=${servers:+,}127.0.0.1:$port
+        SERVERS+=${SERVERS:+,}127.0.0.1:$port
         # If the memserver daemonized, the pid file names the real process.
         if file_has_pid "$pidf"; then
             pid=$(<"$pidf"); pid=${pid//[^0-9]/}
@@ -303,14 +309,34 @@ start_rampool() {
             fi
         fi
     done
+}
+
+# start_rampool NAME KEY=VALUE NSERVERS: memservers and nbdkit with the
+# plugin and the redundancy key.
+start_rampool() {
+    local name=$1 key=$2
+    start_memservers "$name" "$3"
     local sock=$work/rampool-r$name.sock
     # shellcheck disable=SC2086
     nbdkit -f --exit-with-parent $BENCH_NBDKIT_ARGS -U "$sock" "$RAMPOOL_PLUGIN" \
-        servers="$servers" size="$size_bytes" "$key" $BENCH_RAMPOOL_ARGS \
+        servers="$SERVERS" size="$size_bytes" "$key" $BENCH_RAMPOOL_ARGS \
         >"$logs/nbdkit-rampool-r$name.log" 2>&1 &
     track $!
     URI="nbd+unix:///?socket=$sock"
     wait_until "nbdkit rampool ($key)" nbd_ready "$URI"
+}
+
+# The front-end probe (bench/frontend-probe.c) over as many memservers
+# as rampool-r1: what the same memservers give without nbdkit's thread
+# per request.
+start_probe() {
+    start_memservers probe 1
+    local sock=$work/probe.sock
+    "${pdeath[@]}" "$PROBE" --servers "$SERVERS" --size "$size_bytes" --unix "$sock" \
+        >"$logs/probe.log" 2>&1 &
+    track $!
+    URI="nbd+unix:///?socket=$sock"
+    wait_until "frontend-probe" nbd_ready "$URI"
 }
 
 start_target() {
@@ -325,6 +351,7 @@ start_target() {
         memory) start_memory ;;
         nbd-server) start_nbd_server ;;
         nbd-forward) start_nbd_forward ;;
+        probe) start_probe ;;
     esac
     local got
     got=$(nbdinfo --size "$URI")

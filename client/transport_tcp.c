@@ -520,34 +520,13 @@ tcp_send (struct transport *t, const struct conn_call *call)
     { .iov_base = hdr, .iov_len = sizeof hdr },
     { .iov_base = (void *) call->payload, .iov_len = call->req.length },
   };
-  struct iovec *p = iov;
-  int n = call->req.length ? 2 : 1;
 
   rp_req_encode (&call->req, hdr);
-  while (n > 0) {
-    /* sendmsg, not writev: MSG_NOSIGNAL, so a peer that reset the
-     * connection gives EPIPE here instead of killing a host program
-     * that does not ignore SIGPIPE (nbdkit does; librampool's other
-     * users need not).
-     */
-    struct msghdr msg = { .msg_iov = p, .msg_iovlen = n };
-    ssize_t w = sendmsg (tcp->fd, &msg, MSG_NOSIGNAL);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    while (n > 0 && (size_t) w >= p->iov_len) {
-      w -= p->iov_len;
-      p++;
-      n--;
-    }
-    if (n > 0) {
-      p->iov_base = (char *) p->iov_base + w;
-      p->iov_len -= w;
-    }
-  }
-  return 0;
+  /* MSG_NOSIGNAL (rp_sendv_full): a peer that reset the connection
+   * gives EPIPE, not SIGPIPE (nbdkit ignores it; librampool's other
+   * users need not).
+   */
+  return rp_sendv_full (tcp->fd, iov, call->req.length ? 2 : 1);
 }
 
 static void

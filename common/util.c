@@ -4,12 +4,15 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "util.h"
 
@@ -185,6 +188,31 @@ rp_write_full (int fd, const void *buf, size_t len)
     }
     p += r;
     len -= r;
+  }
+  return 0;
+}
+
+int
+rp_sendv_full (int fd, struct iovec *iov, int n)
+{
+  while (n > 0) {
+    struct msghdr msg = { .msg_iov = iov,
+                          .msg_iovlen = n > IOV_MAX ? IOV_MAX : n };
+    ssize_t w = sendmsg (fd, &msg, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    while (n > 0 && (size_t) w >= iov->iov_len) {
+      w -= iov->iov_len;
+      iov++;
+      n--;
+    }
+    if (n > 0) {
+      iov->iov_base = (uint8_t *) iov->iov_base + w;
+      iov->iov_len -= w;
+    }
   }
   return 0;
 }

@@ -44,6 +44,14 @@ char *rp_human_size (uint64_t bytes, char *out, size_t outlen);
 int rp_write_full (int fd, const void *buf, size_t len);
 int rp_read_full (int fd, void *buf, size_t len);
 
+struct iovec;
+/* Send all of iov[0..n) on a socket, retrying on EINTR and short
+ * sends (iov is updated as it goes).  sendmsg with MSG_NOSIGNAL, not
+ * writev: a peer that reset the connection gives EPIPE here instead of
+ * killing a program that does not ignore SIGPIPE.  0, or -1 with errno.
+ */
+int rp_sendv_full (int fd, struct iovec *iov, int n);
+
 /* Start fn (arg) on a thread with a stack of stack_bytes.  rampool's
  * threads need a few KiB of stack, and with mlock=on (swap) every
  * thread's stack is locked: glibc's default of 8 MiB a thread would

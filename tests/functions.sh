@@ -43,6 +43,12 @@ cleanup () {
   if [ $rc -ne 0 ]; then
     for f in "$TMP"/*.log; do
       [ -f "$f" ] || continue
+      # What went wrong often scrolled out of the tail: the warnings
+      # and errors first (a CI log is all there is of a failed run).
+      if grep -qE '(warn|warning|error):' "$f"; then
+        echo "---- $f (warnings and errors, the last 60)"
+        grep -E '(warn|warning|error):' "$f" | grep -v ': debug: ' | tail -n 60
+      fi
       echo "---- $f (last 30 lines)"; tail -n 30 "$f"
     done
   fi
