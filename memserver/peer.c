@@ -785,12 +785,18 @@ peer_copy (struct session_core *core, struct session *s,
   j->timer.data = j;
   p->njobs++;
   if (l->state == LINK_CLOSING) {
-    /* It failed at once (an address that does not connect). */
+    /* It failed at once (an address that does not connect, such as
+     * one with no route): answered as a COPY that stopped connecting
+     * (protocol.md, COPY), like one whose connect fails later, so the
+     * client copies to that target itself for a while instead of
+     * asking again for every extent.
+     */
     j->is_ended = true;
     p->njobs--;
+    p->core->stats.copies_failed++;
     uv_close ((uv_handle_t *) &j->timer, job_timer_closed);
-    errno = EIO;
-    return -1;
+    session_copy_done (s, req->id, RP_EIO, RP_COPY_STAGE_CONNECT, 0);
+    return 0;
   }
   uv_timer_start (&j->timer, job_deadline_cb, a->deadline_ms, 0);
   j->link = l;

@@ -103,7 +103,8 @@ struct session_core {
   void (*joined) (struct session_core *core, struct session *s);
   void *reclaim;                  /* reclaim.c's state, for the hooks */
   /* COPY (peer.c): start copying req's range of s's extent to the
-   * target in a.  0: answered later with session_copy_done; -1 with
+   * target in a.  0: answered with session_copy_done (later, or
+   * already within the call when the link failed at once); -1 with
    * errno (EBUSY: too many in progress; ENOMEM) to answer now.  NULL:
    * COPY is off (--peer-copies 0), answered EPERM and not announced.
    */

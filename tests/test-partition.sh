@@ -139,6 +139,14 @@ say "s2 seen down after $(( $(now_ms) - t )) ms"
 wait_until 30 "recovery on s1 and s3 (extents_degraded 0, 2 servers up)" healthy_with 2
 say "recovered on s1 and s3 after $(( $(now_ms) - t )) ms: $(stat_of recovered) copies"
 [ "$(stat_of recovered)" -gt 0 ] || fail "nothing was recovered"
+# The memservers cannot reach each other here (no route between their
+# namespaces): a COPY's link fails at once, which is answered as a COPY
+# that stopped connecting, and the client relays to that server for a
+# while, saying so once, instead of asking (and warning) per extent.
+grep -q "could not connect to server .* for a COPY" "$TMP/nbdkit.log" ||
+  fail "no COPY failed at connecting, or the client did not say so"
+! grep -q "refused the COPY" "$TMP/nbdkit.log" ||
+  fail "a COPY whose link failed at once was refused: $(grep -c "refused the COPY" "$TMP/nbdkit.log") times"
 io_alive
 
 link 2 up
