@@ -791,11 +791,7 @@ peer_copy (struct session_core *core, struct session *s,
      * client copies to that target itself for a while instead of
      * asking again for every extent.
      */
-    j->is_ended = true;
-    p->njobs--;
-    p->core->stats.copies_failed++;
-    uv_close ((uv_handle_t *) &j->timer, job_timer_closed);
-    session_copy_done (s, req->id, RP_EIO, RP_COPY_STAGE_CONNECT, 0);
+    job_end (j, RP_EIO, RP_COPY_STAGE_CONNECT, NULL);
     return 0;
   }
   uv_timer_start (&j->timer, job_deadline_cb, a->deadline_ms, 0);
