@@ -177,15 +177,7 @@ probe_rx_take (struct probe_rx *rx, void *dst, size_t len)
 
   memcpy (dst, rx->buf + rx->pos, n);
   rx->pos += n;
-  while (n < len) {
-    ssize_t r = recv (rx->fd, (uint8_t *) dst + n, len - n, MSG_WAITALL);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      return -1;
-    n += r;
-  }
-  return 0;
+  return n < len ? rp_read_full (rx->fd, (uint8_t *) dst + n, len - n) : 0;
 }
 
 /* One memserver round trip on the still-idle connection (handshake
@@ -205,7 +197,7 @@ probe_ms_call (int fd, struct rp_req *req, const void *payload, void *out,
   if (rp_sendv_full (fd, iov, payload ? 2 : 1) == -1)
     return -1;
   for (;;) {
-    if (recv (fd, rh, sizeof rh, MSG_WAITALL) != (ssize_t) sizeof rh)
+    if (rp_read_full (fd, rh, sizeof rh) == -1)
       return -1;
     if (!rp_frame_is_notice (rh))
       break;
@@ -214,7 +206,7 @@ probe_ms_call (int fd, struct rp_req *req, const void *payload, void *out,
       return -1;
     uint8_t skip[8];
     for (uint32_t i = 0; i < n.count; i++)
-      if (recv (fd, skip, 8, MSG_WAITALL) != 8)
+      if (rp_read_full (fd, skip, 8) == -1)
         return -1;
   }
   if (rp_reply_decode (rh, &r, &why) == -1 || r.id != req->id)
@@ -224,7 +216,7 @@ probe_ms_call (int fd, struct rp_req *req, const void *payload, void *out,
     return -1;
   }
   if (r.length != outlen ||
-      (outlen && recv (fd, out, outlen, MSG_WAITALL) != outlen))
+      (outlen && rp_read_full (fd, out, outlen) == -1))
     return -1;
   return 0;
 }
@@ -321,12 +313,12 @@ probe_handshake (void)
   memcpy (g + 8, &o, 8);
   memcpy (g + 16, &f, 2);
   if (probe_write_all (P.nbd_fd, g, sizeof g) == -1 ||
-      recv (P.nbd_fd, &cflags, 4, MSG_WAITALL) != 4)
+      rp_read_full (P.nbd_fd, &cflags, 4) == -1)
     return -1;
   cflags = be32toh (cflags);
   for (;;) {
     uint32_t id, len;
-    if (recv (P.nbd_fd, opt, 16, MSG_WAITALL) != 16)
+    if (rp_read_full (P.nbd_fd, opt, 16) == -1)
       return -1;
     memcpy (&o, opt, 8);
     memcpy (&id, opt + 8, 4);
@@ -335,7 +327,7 @@ probe_handshake (void)
     len = be32toh (len);
     if (be64toh (o) != NBD_OPTS_MAGIC || len > sizeof data)
       return -1;
-    if (len && recv (P.nbd_fd, data, len, MSG_WAITALL) != (ssize_t) len)
+    if (len && rp_read_full (P.nbd_fd, data, len) == -1)
       return -1;
     switch (id) {
     case NBD_OPT_EXPORT_NAME: {
