@@ -1228,10 +1228,18 @@ rdmat_receiver (void *arg)
       why = "the RDMA device's event channel failed";
       break;
     }
-    if (pfd[2].revents)
-      why = rdmat_on_cm_event (rd);
-    if (why == NULL && pfd[1].revents)
+    /* Completions first: an answer the device already holds (a remote
+     * access error is a READ answered ENOENT) must not be failed as
+     * unanswered because the server's disconnect woke us at once.
+     */
+    if (pfd[1].revents)
       why = rdmat_on_cq_event (rd, whybuf, sizeof whybuf);
+    if (why == NULL && pfd[2].revents && (why = rdmat_on_cm_event (rd))) {
+      /* The same for completions that came after this wakeup. */
+      const char *drained = rdmat_drain (rd, whybuf, sizeof whybuf);
+      if (drained != NULL)
+        why = drained;
+    }
   }
   conn_end (rd->conn, why);
   return NULL;
