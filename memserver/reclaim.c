@@ -242,7 +242,12 @@ reclaim_notify (struct reclaim *r, struct owner *o, const uint64_t *handles,
 {
   struct session *s = reclaim_session_of (r->core, o);
 
-  if (s && session_notice (s, RP_NOTICE_RECLAIM, r->st->reclaim_deadline_ms,
+  if (s == NULL)
+    log_msg (LOG_LEVEL_INFO, "reclaim", "session %" PRIu64 " has no"
+             " connection: %u extent(s) asked back, to be named when it"
+             " reconnects (dropped in %" PRIu32 " ms otherwise)", o->session,
+             n, r->st->reclaim_deadline_ms);
+  else if (session_notice (s, RP_NOTICE_RECLAIM, r->st->reclaim_deadline_ms,
                            handles, n) == 0)
     log_msg (LOG_LEVEL_INFO, "reclaim", "asked session %" PRIu64 " for %u"
              " extent(s) back within %" PRIu32 " ms", o->session, n,
