@@ -72,6 +72,13 @@ wait "$IO_PID" || { cat "$TMP/io.log"; fail "the I/O checker failed"; }
 # --json, for scripts.
 wait_until 10 "the disk to be healthy on 2 servers" \
   stats_are servers_up -eq 2 extents_degraded -eq 0 extents_lost -eq 0
+# The metrics file is written after the stats file in each pass: wait
+# until it too counts every mapped extent healthy (a trim at the end of
+# the I/O may be in the stats file and not yet in the metrics file).
+prom_healthy () {
+  grep -q "^rampool_client_extents{disk=\"[^\"]*\",state=\"healthy\"} $(stat_of extents_mapped)\$" "$PROM"
+}
+wait_until 10 "the metrics file to count every mapped extent healthy" prom_healthy
 "$RAMPOOL" status --json --metrics-file="$PROM" "$SERVERS" >"$TMP/json" &&
   fail "status --json: status 0 with s3 down"
 python3 - "$TMP/json" "$MS_ADDR_s3" "$(stat_of extents_mapped)" <<'PY' ||
