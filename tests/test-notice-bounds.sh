@@ -29,14 +29,20 @@ wait_until 30 "3 servers up" all_up
 # back.
 bad () {
   local why=$1; shift
-  local before
+  local before backs
   before=$(grep -c "server $S1_PX down: .*$why" "$TMP/nbdkit.log" || true)
+  backs=$(grep -c "server $S1_PX back after" "$TMP/nbdkit.log" || true)
   proxy s1 inject "$(notice "$@")" | cut -c1-40
   refused () {
     [ "$(grep -c "server $S1_PX down: .*$why" "$TMP/nbdkit.log" || true)" -gt "$before" ]
   }
   wait_until 20 "the client to refuse a notice ($why)" refused
-  back () { server_is s1 up && all_up; }
+  # Reconnected since (its log line), not only "up" in a stats file that
+  # may have been written before it went down.
+  back () {
+    [ "$(grep -c "server $S1_PX back after" "$TMP/nbdkit.log" || true)" -gt "$backs" ] &&
+      server_is s1 up && all_up
+  }
   wait_until 30 "s1 back after the refused notice" back
   echo "refused: $why"
 }
