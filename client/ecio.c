@@ -768,7 +768,11 @@ ecio_place (struct rp_pool *p, uint64_t idx)
   placed = replica_alloc (p, idx, ec->frag_extent, 0, NULL, 0, prev, nprev,
                           ec->n, got, &last_err);
   if (placed < ec->k) {
-    bool may_wait = replica_wait_for_parked (p);
+    /* Fewer than K servers up (a stall, a blip): an outage to ride
+     * out (io waits for one to come up), not a full pool.
+     */
+    bool may_wait = replica_wait_for_parked (p) ||
+                    replica_servers_up (p) < ec->k;
     for (unsigned i = 0; i < placed; i++) {
       struct conn_call call;
       replica_call (&call, &got[i], RP_OP_FREE);
@@ -777,7 +781,7 @@ ecio_place (struct rp_pool *p, uint64_t idx)
         donor_add_orphan (&p->servers[got[i].server], got[i].handle);
     }
     if (may_wait) {
-      errno = EAGAIN;          /* parked servers are being reconnected */
+      errno = EAGAIN;          /* wait for a server to come up */
       return -1;
     }
     logging_msg (LOGGING_ERROR,

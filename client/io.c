@@ -867,6 +867,15 @@ io_check_range (struct rp_pool *p, size_t count, uint64_t offset)
   return 0;
 }
 
+/* Has extent idx copies?  Read without its lock: for a
+ * log line.
+ */
+static bool
+io_is_mapped (struct rp_pool *p, uint64_t idx)
+{
+  return __atomic_load_n (&p->map.e[idx].nrep, __ATOMIC_RELAXED) != 0;
+}
+
 /* Run one batch, and again for the chunks whose every copy was out of
  * reach (EAGAIN) each time a server comes up, for at most
  * outage-wait-ms.  0 or -1 with errno (the first chunk's error).
@@ -905,14 +914,18 @@ io_run_batch (struct rp_pool *p, struct io_chunk *ch, unsigned n, uint16_t op,
       if ((last == 0 || now - last >= 5000) &&
           atomic_compare_exchange_strong (&p->outage_logged_ms, &last, now))
         logging_msg (LOGGING_WARN,
-                     "extent %" PRIu64 ": every copy is on a server"
-                     " that is down; requests wait up to %u ms (outage-wait-ms)"
-                     " for one to come back",
-                     orig[0].idx, p->cfg.outage_wait_ms);
+                     "extent %" PRIu64 ": %s; requests wait up to %u ms"
+                     " (outage-wait-ms) for one to come back",
+                     orig[0].idx,
+                     io_is_mapped (p, orig[0].idx)
+                     ? "every copy is on a server that is down"
+                     : "no server is up to place it on",
+                     p->cfg.outage_wait_ms);
     }
     if (now >= deadline) {
       for (unsigned i = 0; i < again; i++)
-        io_log_lost (p, &p->map.e[orig[i].idx], orig[i].idx);
+        if (io_is_mapped (p, orig[i].idx))  /* else: never placed */
+          io_log_lost (p, &p->map.e[orig[i].idx], orig[i].idx);
       if (err == 0)
         err = EIO;
       break;

@@ -218,6 +218,17 @@ replica_wait_for_parked (struct rp_pool *p)
   return true;
 }
 
+unsigned
+replica_servers_up (struct rp_pool *p)
+{
+  unsigned n = atomic_load (&p->nservers), up = 0;
+
+  for (unsigned i = 0; i < n; i++)
+    up += atomic_load (&p->servers[i].is_up) &&
+          !atomic_load (&p->servers[i].is_retired);
+  return up;
+}
+
 int
 replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
 {
@@ -249,8 +260,12 @@ replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
                           want - e->nrep, &e->rep[e->nrep], &last_err);
   __atomic_store_n (&e->nrep, e->nrep + placed, __ATOMIC_RELEASE);
   if (e->nrep == 0) {
-    if (replica_wait_for_parked (p)) {
-      errno = EAGAIN;          /* io.c waits for a server to come up */
+    if (replica_wait_for_parked (p) || replica_servers_up (p) == 0) {
+      /* io.c waits for a server to come up (outage-wait-ms): with
+       * every server down at once (a stall, a blip), a first write is
+       * an outage to ride out like any other, not a full pool.
+       */
+      errno = EAGAIN;
       return -1;
     }
     logging_msg (LOGGING_ERROR,

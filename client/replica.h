@@ -168,9 +168,13 @@ replica_call (struct conn_call *call, const struct replica *r, uint16_t op)
  * still missing.  New copies are appended to e, not stale (a fresh extent reads
  * as zeros, as an unmapped one does).  Write lock held.  0 if e has at
  * least one copy afterwards, else -1 with errno = ENOSPC (EAGAIN when
- * servers are parked: replica_wait_for_parked).
+ * servers are parked, replica_wait_for_parked, or none is up: an outage,
+ * which io.c waits out).
  */
 int replica_place (struct rp_pool *p, uint64_t idx, struct extent *e);
+
+/* How many servers of the pool are up now (retired ones aside). */
+unsigned replica_servers_up (struct rp_pool *p);
 
 /* A placement found too few servers: if some are parked (monitor.c,
  * spare-servers=), have the monitor reconnect some now and return true

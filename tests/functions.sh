@@ -181,15 +181,20 @@ steady () {
   [ "$a" = "$b" ] && printf -v "$var" %s "$b"
 }
 
-# checked_io_start LOG: checked parallel I/O (test_parallel_io, every
-# byte against a shadow copy) on $NBD_URI in the background, output to
-# LOG, until checked_io_stop LOG; sets IO_PID.
+# checked_io_start LOG [ARG...]: checked parallel I/O (test_parallel_io,
+# every byte against a shadow copy; ARGs are its own, e.g. --reopen) on
+# $NBD_URI in the background, output to LOG, until checked_io_stop LOG;
+# sets IO_PID.  checked_io_alive LOG fails if it has ended already.
 checked_io_start () {
+  local log=$1; shift
   rm -f "$TMP/stop"
   "$TESTS_BIN/test_parallel_io" --ops 2000000 --until-file "$TMP/stop" \
-    "$NBD_URI" >"$1" 2>&1 &
+    "$@" "$NBD_URI" >"$log" 2>&1 &
   IO_PID=$!
   _pids+=("$IO_PID")
+}
+checked_io_alive () {
+  kill -0 "$IO_PID" 2>/dev/null || { tail -n 30 "$1"; fail "the I/O checker ended early"; }
 }
 checked_io_stop () {
   touch "$TMP/stop"

@@ -3,8 +3,10 @@
 # overloaded donor host would): requests whose every copy is on a
 # stalled server wait for one to come back (outage-wait-ms) instead of
 # failing with EIO, then finish with the right data after SIGCONT.
-# Once for reads, once for writes; then nothing is degraded, nothing
-# lost.  (With the servers gone for good, test-lost.sh: EIO once
+# Once for reads, once for writes, once for first writes (extents never
+# written: with no server up to place them on, a first write waits out
+# the outage too, where it used to fail at once with ENOSPC, "the pool is
+# full or down"); then nothing is degraded, nothing lost.  (With the servers gone for good, test-lost.sh: EIO once
 # outage-wait-ms has passed.)
 source "${srcdir:-.}/functions.sh"
 requires nbdkit
@@ -12,11 +14,12 @@ requires nbdcopy libnbd-bin
 
 for i in 1 2 3; do start_memserver "s$i"; done
 STATS=$TMP/stats
-start_nbdkit size=64M replicas=2 timeout-ms=1000 heartbeat-ms=200 \
+start_nbdkit size=80M replicas=2 timeout-ms=1000 heartbeat-ms=200 \
   rejoin-grace-ms=600000 outage-wait-ms=120000 stats-file="$STATS"
 
 head -c $((64 * MiB)) /dev/urandom >"$TMP/data"
 nbdcopy "$TMP/data" "$NBD_URI"
+truncate -s $((80 * MiB)) "$TMP/data"  # extents 64-79: never written
 
 # Stall every server, run CMD in the background, wait (bounded) until
 # the plugin counts a request waiting out the outage while CMD is still
@@ -48,15 +51,23 @@ during_stall "$TESTS_BIN/nbd_blocks" "$NBD_URI" $MiB "$TMP/data" >"$TMP/blocks" 
   fail "nbd_blocks failed"
 cat "$TMP/blocks"
 read -r _ ok _ eio _ mismatch _ error <"$TMP/blocks"
-[ "$ok" -eq 64 ] || fail "read through the stall: $(cat "$TMP/blocks")"
+[ "$ok" -eq 80 ] || fail "read through the stall: $(cat "$TMP/blocks")"
 
-# Writes: blocks 8-23 rewritten while every server is stopped.
-head -c $((16 * MiB)) /dev/urandom >"$TMP/patch"
-dd if="$TMP/patch" of="$TMP/data" bs=1M seek=8 conv=notrunc status=none
-during_stall "$TESTS_BIN/nbd_blocks" "$NBD_URI" $MiB "$TMP/data" write 8 16 ||
-  fail "write through the stall failed"
-nbdcopy "$NBD_URI" "$TMP/out"
-cmp "$TMP/data" "$TMP/out" || fail "data differs after the write that waited out the stall"
+# write_through_stall FIRST COUNT WHAT: new data for blocks FIRST..
+# FIRST+COUNT-1 written while every server is stopped; then the whole
+# disk must read back as expected.
+write_through_stall () {
+  head -c $(($2 * MiB)) /dev/urandom >"$TMP/patch"
+  dd if="$TMP/patch" of="$TMP/data" bs=1M seek="$1" conv=notrunc status=none
+  during_stall "$TESTS_BIN/nbd_blocks" "$NBD_URI" $MiB "$TMP/data" write "$1" "$2" ||
+    fail "$3 through the stall failed"
+  nbdcopy "$NBD_URI" "$TMP/out"
+  cmp "$TMP/data" "$TMP/out" || fail "data differs after $3 that waited out the stall"
+}
+# Writes: blocks 8-23 rewritten.
+write_through_stall 8 16 "the write"
+# First writes: blocks 64-71, never written before.
+write_through_stall 64 8 "a first write"
 
 grep -q "every copy is on a server that is down; requests wait" "$TMP/nbdkit.log" ||
   fail "the wait was not logged"
