@@ -607,8 +607,11 @@ donor_reconcile (struct rp_pool *p, struct donor *s)
   for (uint64_t idx = 0; idx < p->map.n; idx++) {
     struct replica *rep;
     unsigned nrep;
-    if (extent_map_copies (&p->map, idx, &nrep), nrep == 0)
-      continue;
+    /* Under the lock even where no copy is mapped: a writer placing
+     * the extent's first copies holds it from the ALLOCs until it
+     * publishes them, and an ALLOC of theirs to s answered before s
+     * went down names a handle we must not free.
+     */
     pthread_rwlock_rdlock (extent_map_lock (&p->map, idx));
     rep = extent_map_copies (&p->map, idx, &nrep);
     for (unsigned r = 0; r < nrep; r++) {

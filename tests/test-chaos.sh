@@ -1,9 +1,10 @@
 #!/bin/bash
 # Randomized failures (tests/test_chaos.c): 4 threads of mixed I/O on
 # librampool, every byte checked against a shadow, while a seeded
-# schedule kills and restarts, stops and resumes, cuts off (past their
-# lease), blackholes, resets and delays 5 memservers reached through
-# faultproxy.py, never destroying a copy while another is missing.
+# schedule kills and restarts, stops and resumes (one, or all at once),
+# cuts off (past their lease), blackholes, resets and delays 5
+# memservers reached through faultproxy.py, never destroying a copy
+# while another is missing.
 # No read may return a wrong byte, no I/O may fail, no extent may be
 # lost; after every episode, once healthy again, and at the end,
 # rp_pool_audit must find every copy the pool counts good on its
@@ -13,7 +14,7 @@
 # encrypt=on.
 #
 # CHAOS_SECONDS: the schedule's length per run (default 30, at least
-# one deck of 7 episodes; make it long by hand: CHAOS_SECONDS=600).
+# one deck of 8 episodes; make it long by hand: CHAOS_SECONDS=600).
 # CHAOS_SEED: replay a schedule (each run prints its seed first,
 # "test_chaos: seed N"; the seed is used for both runs).
 source "${srcdir:-.}/functions.sh"

@@ -16,6 +16,9 @@
  *   blackhole the link forwards nothing for a while, then heals
  *   reset     every connection reset once
  *   delay     every byte delayed (sometimes past timeout-ms) for a while
+ *   stop-all  every memserver SIGSTOPped at once, past timeout-ms: for a
+ *             while no server is up at all (requests, first writes
+ *             included, wait the outage out), then SIGCONT
  *
  * The rule that makes every error a bug: no copy is ever destroyed
  * while another copy is missing.  Destructive faults (kill, cut-long)
@@ -45,8 +48,9 @@
  * stops and blackholes pass the grace, and the client re-creates the
  * copies elsewhere and frees the old ones when their server is back.
  *
- * Episodes are dealt from a shuffled deck: each deck of 7 has one kill,
- * one cut-long, 3 single and 2 paired other faults, and the first deck
+ * Episodes are dealt from a shuffled deck: each deck of 8 has one kill,
+ * one cut-long, one stop-all, 3 single and 2 paired other faults, and
+ * the first deck
  * is always played whole (so --seconds is a minimum; the default run
  * sees every kind of fault).
  *
@@ -666,9 +670,10 @@ audit_quiet (const char *when)
 
 /* Faults ------------------------------------------------------------- */
 
-enum kind { KILL, STOP, CUT_LONG, CUT, BLACKHOLE, RESET, DELAY };
+enum kind { KILL, STOP, CUT_LONG, CUT, BLACKHOLE, RESET, DELAY, STOP_ALL };
 static const char *kind_names[] = {
-  "kill", "stop", "cut-long", "cut", "blackhole", "reset", "delay"
+  "kill", "stop", "cut-long", "cut", "blackhole", "reset", "delay",
+  "stop-all"
 };
 
 struct fault {
@@ -699,6 +704,10 @@ draw_fault (uint64_t *s, enum kind kind, unsigned k)
   case STOP:
   case BLACKHOLE:
     f.ms = rnd (s) % 4 ? rnd_in (s, 1500, 7000) : rnd_in (s, 100, 600);
+    break;
+  case STOP_ALL:
+    /* Past the first timeout, short of the grace: the copies stay. */
+    f.ms = rnd_in (s, 1500, 4000);
     break;
   case CUT_LONG:  f.ms = rnd_in (s, 0, 400); break;
   case CUT:       f.ms = rnd_in (s, 100, 1000); break;
@@ -732,6 +741,8 @@ describe (const struct fault *f, char *buf, size_t len)
               " +%u ms)", f->k, lease_ms, f->ms);
   else if (f->kind == RESET)
     snprintf (buf, len, "reset m%u", f->k);
+  else if (f->kind == STOP_ALL)
+    snprintf (buf, len, "stop-all (every memserver) for %u ms", f->ms);
   else
     snprintf (buf, len, "%s m%u for %u ms", kind_names[f->kind], f->k, f->ms);
 }
@@ -750,6 +761,15 @@ fault_start (struct fault *f)
   case STOP:
     s->is_stopped = true;
     return kill (s->pid, SIGSTOP);
+  case STOP_ALL:
+    for (unsigned k = 0; k < NSERVERS; k++) {
+      if (srv[k].pid == 0)
+        continue;  /* (episodes come one by one: never the case) */
+      srv[k].is_stopped = true;
+      if (kill (srv[k].pid, SIGSTOP) == -1)
+        return -1;
+    }
+    return 0;
   case CUT_LONG:
   case CUT:       return proxy ("m%u cut", f->k);
   case BLACKHOLE: return proxy ("m%u blackhole", f->k);
@@ -790,6 +810,15 @@ fault_end (struct fault *f)
   case STOP:
     s->is_stopped = false;
     return kill (s->pid, SIGCONT);
+  case STOP_ALL:
+    for (unsigned k = 0; k < NSERVERS; k++) {
+      if (!srv[k].is_stopped)
+        continue;
+      srv[k].is_stopped = false;
+      if (kill (srv[k].pid, SIGCONT) == -1)
+        return -1;
+    }
+    return 0;
   case RESET:     return 0;
   default:        return proxy ("m%u pass", f->k);
   }
@@ -815,11 +844,11 @@ heal_all (void)
 
 /* The schedule deals episodes from a shuffled deck, so that every
  * deck (the first one is always played whole) has each destructive
- * fault once, and 3 single and 2 paired others.
+ * fault once, a stop-all once, and 3 single and 2 paired others.
  */
-enum slot { S_KILL, S_CUT_LONG, S_MILD, S_PAIR };
+enum slot { S_KILL, S_CUT_LONG, S_STOP_ALL, S_MILD, S_PAIR };
 static const enum slot deck_cards[] = {
-  S_KILL, S_CUT_LONG, S_MILD, S_MILD, S_MILD, S_PAIR, S_PAIR
+  S_KILL, S_CUT_LONG, S_STOP_ALL, S_MILD, S_MILD, S_MILD, S_PAIR, S_PAIR
 };
 #define DECK_SIZE (sizeof deck_cards / sizeof deck_cards[0])
 
@@ -858,6 +887,8 @@ episode (uint64_t *s, unsigned n)
     f[0] = draw_fault (s, KILL, rnd (s) % NSERVERS);
   else if (slot == S_CUT_LONG)
     f[0] = draw_fault (s, CUT_LONG, rnd (s) % NSERVERS);
+  else if (slot == S_STOP_ALL)
+    f[0] = draw_fault (s, STOP_ALL, 0);
   else if (slot == S_MILD)
     f[0] = draw_fault (s, mild[rnd (s) % 5], rnd (s) % NSERVERS);
   else {
