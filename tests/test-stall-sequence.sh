@@ -7,7 +7,9 @@
 # every byte checked against a shadow copy; its trims make later writes
 # first writes, which must place new copies).  No request may fail, no
 # byte differ, no extent be lost; afterwards the pool is healthy on s1
-# and s3, and with s2 thawed, on all three.
+# and s3, and with s2 thawed, on all three.  Then a loss and a stall:
+# s1 killed -9 and restarted empty, and s2 stalled at once while
+# recovery runs; again no error, nothing lost, healthy on all three.
 #
 # Found: a first write while no server was up failed at once with
 # ENOSPC ("no server could take it: the pool is full or down") where
@@ -45,4 +47,26 @@ kill_memserver s2 CONT
 wait_until 30 "s2 up again" server_is s2 up
 wait_until 60 "health on all three" \
   stats_are servers_up -eq 3 extents_degraded -eq 0 extents_lost -eq 0
+
+# A loss, then a stall: s1 killed -9 and restarted empty (its copies
+# gone), and at once s2 stalled past timeout-ms while recovery re-creates
+# s1's copies: extents whose other copy is on s2 are out of reach until
+# it resumes, and must wait for it, not be lost.  A new nbdkit: the
+# checker starts from a disk of zeros.
+stop_nbdkit
+rm -f "$STATS"
+start_nbdkit size=128M replicas=2 timeout-ms=1000 heartbeat-ms=200 \
+  rejoin-grace-ms=500 stats-file="$STATS"
+checked_io_start "$TMP/io2.log" --reopen
+wait_until 20 "I/O to start again (64 extents mapped)" stats_are extents_mapped -ge 64
+kill_memserver s1 KILL
+kill_memserver s2 STOP
+restart_memserver s1
+wait_until 10 "s2 seen down" server_is s2 down
+stats_are extents_lost -eq 0 || fail "extents lost with s1 killed and s2 stalled"
+kill_memserver s2 CONT
+wait_until 60 "health on all three after the kill and the stall" \
+  stats_are servers_up -eq 3 extents_degraded -eq 0 extents_lost -eq 0
+checked_io_stop "$TMP/io2.log"
+tail -n 1 "$TMP/io2.log"
 echo "PASS"
