@@ -772,7 +772,7 @@ ecio_place (struct rp_pool *p, uint64_t idx)
      * out (io waits for one to come up), not a full pool.
      */
     bool may_wait = replica_wait_for_parked (p) ||
-                    replica_servers_up (p) < ec->k;
+                    replica_is_outage (p, ec->k);
     for (unsigned i = 0; i < placed; i++) {
       struct conn_call call;
       replica_call (&call, &got[i], RP_OP_FREE);

@@ -218,15 +218,20 @@ replica_wait_for_parked (struct rp_pool *p)
   return true;
 }
 
-unsigned
-replica_servers_up (struct rp_pool *p)
+bool
+replica_is_outage (struct rp_pool *p, unsigned need)
 {
-  unsigned n = atomic_load (&p->nservers), up = 0;
+  unsigned n = atomic_load (&p->nservers), usable = 0, down = 0;
 
-  for (unsigned i = 0; i < n; i++)
-    up += atomic_load (&p->servers[i].is_up) &&
-          !atomic_load (&p->servers[i].is_retired);
-  return up;
+  for (unsigned i = 0; i < n; i++) {
+    struct donor *s = &p->servers[i];
+    if (replica_may_place_on (s))
+      usable++;
+    else if (!atomic_load (&s->is_up) && !atomic_load (&s->is_removed) &&
+             !atomic_load (&s->is_retired))
+      down++;
+  }
+  return usable < need && usable + down >= need;
 }
 
 int
@@ -260,7 +265,7 @@ replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
                           want - e->nrep, &e->rep[e->nrep], &last_err);
   __atomic_store_n (&e->nrep, e->nrep + placed, __ATOMIC_RELEASE);
   if (e->nrep == 0) {
-    if (replica_wait_for_parked (p) || replica_servers_up (p) == 0) {
+    if (replica_wait_for_parked (p) || replica_is_outage (p, 1)) {
       /* io.c waits for a server to come up (outage-wait-ms): with
        * every server down at once (a stall, a blip), a first write is
        * an outage to ride out like any other, not a full pool.

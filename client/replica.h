@@ -168,13 +168,17 @@ replica_call (struct conn_call *call, const struct replica *r, uint16_t op)
  * still missing.  New copies are appended to e, not stale (a fresh extent reads
  * as zeros, as an unmapped one does).  Write lock held.  0 if e has at
  * least one copy afterwards, else -1 with errno = ENOSPC (EAGAIN when
- * servers are parked, replica_wait_for_parked, or none is up: an outage,
- * which io.c waits out).
+ * servers are parked, replica_wait_for_parked, or none that could take
+ * one is up while others may come back, replica_is_outage: io.c waits).
  */
 int replica_place (struct rp_pool *p, uint64_t idx, struct extent *e);
 
-/* How many servers of the pool are up now (retired ones aside). */
-unsigned replica_servers_up (struct rp_pool *p);
+/* Too few servers can take a new copy now (fewer than need: up and not
+ * leaving the pool), but enough would with those that are down and may
+ * come back (stalled, cut off, restarting)?  Then a placement that
+ * found too few is an outage to wait out, not a full pool.
+ */
+bool replica_is_outage (struct rp_pool *p, unsigned need);
 
 /* A placement found too few servers: if some are parked (monitor.c,
  * spare-servers=), have the monitor reconnect some now and return true

@@ -45,7 +45,10 @@ run () {
   grep "audit at the end\|the memservers hold\|episodes;\|copies recovered\|^test_chaos" "$TMP/$name.log"
 }
 
-run plain
-run encrypted encrypt=on
-run erasure-coded redundancy=ec:2+2 encrypt=on
+# CHAOS_RUNS: which of the three (scripts/test's sanitizer pass leaves
+# out "encrypted": the erasure-coded run is encrypted too).
+runs=" ${CHAOS_RUNS:-plain encrypted erasure-coded} "
+[[ $runs = *" plain "* ]] && run plain
+[[ $runs = *" encrypted "* ]] && run encrypted encrypt=on
+[[ $runs = *" erasure-coded "* ]] && run erasure-coded redundancy=ec:2+2 encrypt=on
 echo "PASS"
