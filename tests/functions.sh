@@ -316,6 +316,33 @@ stop_nbdkit () {
   wait "$NBDKIT_PID" 2>/dev/null || true
 }
 
+# read_exact WHAT N: the whole disk, N blocks of 1 MiB, read against
+# $TMP/data (nbd_blocks): every block must be right.
+read_exact () {
+  local res
+  res=$("$TESTS_BIN/nbd_blocks" "$NBD_URI" $MiB "$TMP/data" 2>>"$TMP/blocks.log")
+  echo "$1: $res"
+  [ "$res" = "ok $2 eio 0 mismatch 0 error 0" ] || fail "$1: $res"
+}
+
+# wait_drained NAME: memserver NAME, told to drain, stops by itself:
+# status 0, "drained: nothing left" in its log, no extent dropped.
+wait_drained () {
+  local pid_var=MS_PID_$1 rc=0
+  local pid=${!pid_var}
+  _drained_gone () {
+    local st
+    st=$(ps -o stat= -p "$pid" 2>/dev/null || true)
+    [ -z "$st" ] || [ "${st:0:1}" = Z ]
+  }
+  wait_until 120 "$1 to drain and stop" _drained_gone
+  wait "$pid" || rc=$?
+  [ "$rc" = 0 ] || fail "$1 ended its drain with status $rc"
+  has "drained: nothing left; stopping" "$TMP/$1.log" ||
+    fail "$1 stopped without saying it drained"
+  ! has "dropped extent" "$TMP/$1.log" || fail "$1 dropped extents at its deadline"
+}
+
 # read_blocks BLOCK_SIZE FILE: read the whole disk (NBD_URI) block by
 # block against FILE (nbd_blocks, with each EIO block named); sets
 # BLOCKS to its counts, "ok N eio N mismatch N error N", and EIO_AT to

@@ -86,6 +86,20 @@ memcg_pool () {
   start_memserver s3
 }
 
+# memcg_disk KEY=VALUE...: nbdkit on the pool ($SERVERS): a 192 MiB
+# disk, replicas=2, heartbeat-ms=200, stats-file=$STATS and the KEYs;
+# 192 MiB of random data written through it (kept in $TMP/data); every
+# extent healthy.  healthy [KEY OP N...]: 192 extents, all healthy (and
+# those).
+healthy () { stats_are extents_mapped -eq 192 extents_healthy -eq 192 "$@"; }
+memcg_disk () {
+  STATS=$TMP/stats
+  start_nbdkit size=192M replicas=2 heartbeat-ms=200 stats-file="$STATS" "$@"
+  head -c $((192 * MiB)) /dev/urandom >"$TMP/data"
+  nbdcopy "$TMP/data" "$NBD_URI"
+  wait_until 30 "192 healthy extents" healthy
+}
+
 # memcg_next_part NAME...: end one part of a test for the next: stop
 # nbdkit, the hog and memservers NAME..., and start a new servers= list
 # and stats file.

@@ -27,14 +27,7 @@ source "${srcdir:-.}/memcg.sh"
 
 memcg_pool 15000
 start_proxy s1 s2 s3
-STATS=$TMP/stats
-start_nbdkit size=192M replicas=2 timeout-ms=2000 heartbeat-ms=200 \
-  rejoin-grace-ms=600000 stats-file="$STATS"
-
-head -c $((192 * MiB)) /dev/urandom >"$TMP/data"
-nbdcopy "$TMP/data" "$NBD_URI"
-healthy () { stats_are extents_mapped -eq 192 extents_healthy -eq 192 "$@"; }
-wait_until 30 "192 healthy extents" healthy
+memcg_disk timeout-ms=2000 rejoin-grace-ms=600000
 echo "s1 holds $(( $(server_used "$MS_ADDR_s1") / MiB )) MiB"
 
 proxy s1 cut >/dev/null

@@ -22,16 +22,7 @@ source "${srcdir:-.}/memcg.sh"
 
 memcg_pool 10000
 S1=$MS_ADDR_s1
-STATS=$TMP/stats
-start_nbdkit size=192M replicas=2 timeout-ms=2000 heartbeat-ms=200 \
-  rejoin-grace-ms=500 stats-file="$STATS"
-
-head -c $((192 * MiB)) /dev/urandom >"$TMP/data"
-nbdcopy "$TMP/data" "$NBD_URI"
-healthy () {            # [KEY OP N...]: 192 extents, all healthy (and those)
-  stats_are extents_mapped -eq 192 extents_healthy -eq 192 "$@"
-}
-wait_until 30 "192 healthy extents" healthy
+memcg_disk timeout-ms=2000 rejoin-grace-ms=500
 before=$(server_used "$S1")
 echo "s1 holds $((before / MiB)) MiB before the pressure"
 [ "$before" -gt $((32 * MiB)) ] || fail "s1 holds too little to reclaim from"
