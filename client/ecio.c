@@ -768,8 +768,9 @@ ecio_place (struct rp_pool *p, uint64_t idx)
   placed = replica_alloc (p, idx, ec->frag_extent, 0, NULL, 0, prev, nprev,
                           ec->n, got, &last_err);
   if (placed < ec->k) {
-    /* Fewer than K servers up (a stall, a blip): an outage to ride
-     * out (io waits for one to come up), not a full pool.
+    /* Fewer than K servers could take a fragment now, but enough may
+     * come back (a stall, a blip): an outage to ride out (io waits for
+     * one to come up), not a full pool.
      */
     bool may_wait = replica_wait_for_parked (p) ||
                     replica_is_outage (p, ec->k);

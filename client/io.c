@@ -867,15 +867,6 @@ io_check_range (struct rp_pool *p, size_t count, uint64_t offset)
   return 0;
 }
 
-/* Has extent idx copies?  Read without its lock: for a
- * log line.
- */
-static bool
-io_is_mapped (struct rp_pool *p, uint64_t idx)
-{
-  return __atomic_load_n (&p->map.e[idx].nrep, __ATOMIC_RELAXED) != 0;
-}
-
 /* Run one batch, and again for the chunks whose every copy was out of
  * reach (EAGAIN) each time a server comes up, for at most
  * outage-wait-ms.  0 or -1 with errno (the first chunk's error).
@@ -917,14 +908,15 @@ io_run_batch (struct rp_pool *p, struct io_chunk *ch, unsigned n, uint16_t op,
                      "extent %" PRIu64 ": %s; requests wait up to %u ms"
                      " (outage-wait-ms) for one to come back",
                      orig[0].idx,
-                     io_is_mapped (p, orig[0].idx)
+                     rp_pool_is_mapped (p, orig[0].idx << p->map.shift)
                      ? "every copy is on a server that is down"
                      : "no server is up to place it on",
                      p->cfg.outage_wait_ms);
     }
     if (now >= deadline) {
       for (unsigned i = 0; i < again; i++)
-        if (io_is_mapped (p, orig[i].idx))  /* else: never placed */
+        /* (An extent never placed is not lost.) */
+        if (rp_pool_is_mapped (p, orig[i].idx << p->map.shift))
           io_log_lost (p, &p->map.e[orig[i].idx], orig[i].idx);
       if (err == 0)
         err = EIO;

@@ -267,8 +267,9 @@ replica_place (struct rp_pool *p, uint64_t idx, struct extent *e)
   if (e->nrep == 0) {
     if (replica_wait_for_parked (p) || replica_is_outage (p, 1)) {
       /* io.c waits for a server to come up (outage-wait-ms): with
-       * every server down at once (a stall, a blip), a first write is
-       * an outage to ride out like any other, not a full pool.
+       * every server that could take a copy down at once (a stall, a
+       * blip), a first write is an outage to ride out like any other,
+       * not a full pool.
        */
       errno = EAGAIN;
       return -1;

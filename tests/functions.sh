@@ -330,6 +330,7 @@ read_exact () {
 wait_drained () {
   local pid_var=MS_PID_$1 rc=0
   local pid=${!pid_var}
+  # Exited (a zombie until waited for: kill -0 would still succeed).
   _drained_gone () {
     local st
     st=$(ps -o stat= -p "$pid" 2>/dev/null || true)

@@ -43,12 +43,6 @@ all_healthy () {        # [KEY OP N...]: every extent with all its copies
   stats_are extents_mapped -eq $NEXT extents_healthy -eq $NEXT \
     extents_degraded -eq 0 extents_lost -eq 0 "$@"
 }
-read_all () {           # WHAT: the whole disk, extent by extent, exact
-  local res
-  res=$("$TESTS_BIN/nbd_blocks" "$NBD_URI" $MiB "$TMP/data" 2>>"$TMP/blocks.log")
-  echo "$1: $res"
-  [ "$res" = "ok $NEXT eio 0 mismatch 0 error 0" ] || fail "$1: $res"
-}
 flip_all () {           # NAME: tamper with every page of its region
   local pid_var=MS_PID_$1 n
   n=$($PM flipall "${!pid_var}" $REGION)
@@ -74,14 +68,14 @@ restart_memserver s2
 wait_until 30 "second copies on s2" all_healthy
 rec0=$(stat_of recovered)
 flip_all s1
-read_all "read with s1 bad"
+read_exact "read with s1 bad" $NEXT
 # Bounded, and not fatal yet: what the disk reads like without the
 # repair says more than a timeout.
 poll_until --polls 300 all_healthy recovered -ge $(( rec0 + NEXT )) || true
 echo "recovered since the tampering: $(( $(stat_of recovered) - rec0 ))"
 kill_memserver s2 KILL
 wait_until 10 "s2 to be seen down" server_is s2 down
-read_all "read from s1 alone after s2 was killed"
+read_exact "read from s1 alone after s2 was killed" $NEXT
 [ $(( $(stat_of recovered) - rec0 )) = $NEXT ] ||
   fail "recovered $(( $(stat_of recovered) - rec0 )) copies, expected the $NEXT bad ones"
 n=$(stale_lines "failed authentication; marked stale")
@@ -122,10 +116,10 @@ part2 () {
     eval 'server_is C down && all_healthy recovered -ge $(( rec0 + NEXT ))'
   kill_memserver B KILL
   wait_until 10 "B to be seen down" server_is B down
-  read_all "read from A and D after B was killed"
+  read_exact "read from A and D after B was killed" $NEXT
   kill_memserver A KILL
   wait_until 10 "A to be seen down" server_is A down
-  read_all "read from D alone after A was killed"
+  read_exact "read from D alone after A was killed" $NEXT
   n=$(( $(stat_of recovered) - rec0 ))
   if [ "$mode" = relay ]; then
     # The relay reads A's copy first: every one is found bad and
