@@ -68,8 +68,13 @@ cat "$TMP/screen"
 echo "recovery shown in progress: $saw_repair"
 touch "$TMP/stop"
 wait "$IO_PID" || { cat "$TMP/io.log"; fail "the I/O checker failed"; }
+touch "$TMP/io-ended"
 
-# --json, for scripts.
+# --json, for scripts.  Both files rewritten since the I/O ended first
+# (a pass from before it may still be in them: CI saw --json and the
+# stats file disagree by the extents trimmed last).
+fresh () { [ "$STATS" -nt "$TMP/io-ended" ] && [ "$PROM" -nt "$TMP/io-ended" ]; }
+wait_until 10 "the stats and metrics files to be rewritten since the I/O ended" fresh
 wait_until 10 "the disk to be healthy on 2 servers" \
   stats_are servers_up -eq 2 extents_degraded -eq 0 extents_lost -eq 0
 # The metrics file is written after the stats file in each pass: wait
