@@ -15,7 +15,9 @@ requires python3
 source "${srcdir:-.}/memcg.sh"
 
 memcg_pool 10000
-memcg_disk timeout-ms=1000 rejoin-grace-ms=500
+# recovery-rate=16M: the moves take seconds, so the stall falls inside
+# them even on a slow machine.
+memcg_disk timeout-ms=1000 rejoin-grace-ms=500 recovery-rate=16M
 
 memcg_hog 224
 asked () { grep -q "asked session .* for .* extent" "$TMP/s1.log"; }
