@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "codec.h"
+#include "nbd.h"
 #include "util.h"
 
 #define PROBE_EXTENT_SHIFT 26               /* 64 MiB extents */
@@ -53,32 +54,6 @@
 #define PROBE_REQ_HDR ((unsigned) sizeof (struct rp_req_hdr))
 #define PROBE_REPLY_HDR ((unsigned) sizeof (struct rp_reply_hdr))
 
-/* NBD (big-endian on the wire). */
-#define NBD_MAGIC 0x4e42444d41474943ull     /* "NBDMAGIC" */
-#define NBD_OPTS_MAGIC 0x49484156454f5054ull /* "IHAVEOPT" */
-#define NBD_REP_MAGIC 0x3e889045565a9ull
-#define NBD_REQ_MAGIC 0x25609513u
-#define NBD_SIMPLE_REPLY_MAGIC 0x67446698u
-#define NBD_FLAG_FIXED_NEWSTYLE 1
-#define NBD_FLAG_NO_ZEROES 2
-#define NBD_FLAG_HAS_FLAGS 1
-#define NBD_FLAG_SEND_FLUSH 4
-#define NBD_OPT_EXPORT_NAME 1
-#define NBD_OPT_ABORT 2
-#define NBD_OPT_INFO 6
-#define NBD_OPT_GO 7
-#define NBD_REP_ACK 1
-#define NBD_REP_INFO 3
-#define NBD_REP_ERR_UNSUP 0x80000001u
-#define NBD_REP_ERR_INVALID 0x80000003u
-#define NBD_INFO_EXPORT 0
-#define NBD_CMD_READ 0
-#define NBD_CMD_WRITE 1
-#define NBD_CMD_DISC 2
-#define NBD_CMD_FLUSH 3
-#define NBD_EIO 5
-#define NBD_EINVAL 22
-
 struct probe_slot {
   uint64_t cookie;             /* the NBD request's, echoed */
   uint32_t len;                /* READ: bytes to send back */
@@ -87,15 +62,6 @@ struct probe_slot {
   uint32_t err;                /* NBD error of the reply */
   uint8_t nbd_hdr[16];         /* the NBD reply header, built here */
   uint8_t *buf;                /* PROBE_MAX_LEN */
-};
-
-/* A buffered reader over a socket: frames are taken from buf, and a
- * large payload is received straight into its destination.
- */
-struct probe_rx {
-  int fd;
-  uint8_t *buf;
-  size_t have, pos;
 };
 
 /* One memserver connection: the reader's requests gathered for it,
@@ -136,48 +102,6 @@ probe_write_all (int fd, const void *p, size_t len)
 {
   struct iovec iov = { .iov_base = (void *) p, .iov_len = len };
   return rp_sendv_full (fd, &iov, 1);
-}
-
-/* Bytes buffered and not yet taken. */
-static size_t
-probe_rx_avail (const struct probe_rx *rx)
-{
-  return rx->have - rx->pos;
-}
-
-/* Make at least need bytes available (need <= PROBE_RXBUF).  0, or -1
- * at EOF or on an error.
- */
-static int
-probe_rx_fill (struct probe_rx *rx, size_t need)
-{
-  if (probe_rx_avail (rx) >= need)
-    return 0;
-  memmove (rx->buf, rx->buf + rx->pos, rx->have - rx->pos);
-  rx->have -= rx->pos;
-  rx->pos = 0;
-  while (rx->have < need) {
-    ssize_t r = recv (rx->fd, rx->buf + rx->have, PROBE_RXBUF - rx->have, 0);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      return -1;
-    rx->have += r;
-  }
-  return 0;
-}
-
-/* Take len bytes into dst: from the buffer first, the rest straight
- * from the socket.  0 or -1.
- */
-static int
-probe_rx_take (struct probe_rx *rx, void *dst, size_t len)
-{
-  size_t n = probe_rx_avail (rx) < len ? probe_rx_avail (rx) : len;
-
-  memcpy (dst, rx->buf + rx->pos, n);
-  rx->pos += n;
-  return n < len ? rp_read_full (rx->fd, (uint8_t *) dst + n, len - n) : 0;
 }
 
 /* One memserver round trip on the still-idle connection (handshake
@@ -280,52 +204,20 @@ probe_ms_open (char *list)
 
 /* ---- NBD handshake (fixed newstyle) ---- */
 
-static int
-probe_opt_reply (uint32_t opt, uint32_t type, const void *data, uint32_t len)
-{
-  uint8_t h[20];
-  uint64_t m = htobe64 (NBD_REP_MAGIC);
-  uint32_t v;
-
-  memcpy (h, &m, 8);
-  v = htobe32 (opt);
-  memcpy (h + 8, &v, 4);
-  v = htobe32 (type);
-  memcpy (h + 12, &v, 4);
-  v = htobe32 (len);
-  memcpy (h + 16, &v, 4);
-  struct iovec iov[2] = { { h, 20 }, { (void *) data, len } };
-  return rp_sendv_full (P.nbd_fd, iov, len ? 2 : 1);
-}
-
 /* 0: go on to transmission; -1: drop the client. */
 static int
 probe_handshake (void)
 {
-  uint8_t g[18], opt[16], data[4096];
-  uint64_t m = htobe64 (NBD_MAGIC), o = htobe64 (NBD_OPTS_MAGIC);
-  uint16_t f = htobe16 (NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+  uint8_t data[4096];
   uint16_t tflags = htobe16 (NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH);
   uint64_t size = htobe64 (P.size);
   uint32_t cflags;
 
-  memcpy (g, &m, 8);
-  memcpy (g + 8, &o, 8);
-  memcpy (g + 16, &f, 2);
-  if (probe_write_all (P.nbd_fd, g, sizeof g) == -1 ||
-      rp_read_full (P.nbd_fd, &cflags, 4) == -1)
+  if (rp_nbd_greet (P.nbd_fd, &cflags) == -1)
     return -1;
-  cflags = be32toh (cflags);
   for (;;) {
     uint32_t id, len;
-    if (rp_read_full (P.nbd_fd, opt, 16) == -1)
-      return -1;
-    memcpy (&o, opt, 8);
-    memcpy (&id, opt + 8, 4);
-    memcpy (&len, opt + 12, 4);
-    id = be32toh (id);
-    len = be32toh (len);
-    if (be64toh (o) != NBD_OPTS_MAGIC || len > sizeof data)
+    if (rp_nbd_read_option (P.nbd_fd, &id, &len) == -1 || len > sizeof data)
       return -1;
     if (len && rp_read_full (P.nbd_fd, data, len) == -1)
       return -1;
@@ -338,7 +230,7 @@ probe_handshake (void)
                               (cflags & NBD_FLAG_NO_ZEROES) ? 10 : sizeof e);
     }
     case NBD_OPT_ABORT:
-      probe_opt_reply (id, NBD_REP_ACK, NULL, 0);
+      rp_nbd_opt_reply (P.nbd_fd, id, NBD_REP_ACK, NULL, 0);
       return -1;
     case NBD_OPT_INFO:
     case NBD_OPT_GO: {
@@ -346,22 +238,23 @@ probe_handshake (void)
       uint16_t t = htobe16 (NBD_INFO_EXPORT);
       uint32_t nlen;
       if (len < 6 || (memcpy (&nlen, data, 4), be32toh (nlen) > len - 6)) {
-        if (probe_opt_reply (id, NBD_REP_ERR_INVALID, NULL, 0) == -1)
+        if (rp_nbd_opt_reply (P.nbd_fd, id, NBD_REP_ERR_INVALID, NULL, 0) == -1)
           return -1;
         continue;
       }
       memcpy (info, &t, 2);
       memcpy (info + 2, &size, 8);
       memcpy (info + 10, &tflags, 2);
-      if (probe_opt_reply (id, NBD_REP_INFO, info, sizeof info) == -1 ||
-          probe_opt_reply (id, NBD_REP_ACK, NULL, 0) == -1)
+      if (rp_nbd_opt_reply (P.nbd_fd, id, NBD_REP_INFO, info,
+                            sizeof info) == -1 ||
+          rp_nbd_opt_reply (P.nbd_fd, id, NBD_REP_ACK, NULL, 0) == -1)
         return -1;
       if (id == NBD_OPT_GO)
         return 0;
       continue;
     }
     default:
-      if (probe_opt_reply (id, NBD_REP_ERR_UNSUP, NULL, 0) == -1)
+      if (rp_nbd_opt_reply (P.nbd_fd, id, NBD_REP_ERR_UNSUP, NULL, 0) == -1)
         return -1;
     }
   }
@@ -382,11 +275,7 @@ probe_end (void)
 static void
 probe_nbd_hdr (struct probe_slot *s)
 {
-  uint32_t v = htobe32 (NBD_SIMPLE_REPLY_MAGIC);
-  memcpy (s->nbd_hdr, &v, 4);
-  v = htobe32 (s->err);
-  memcpy (s->nbd_hdr + 4, &v, 4);
-  memcpy (s->nbd_hdr + 8, &s->cookie, 8);  /* as received */
+  rp_nbd_simple_reply (s->nbd_hdr, s->err, (const uint8_t *) &s->cookie);
 }
 
 static void
@@ -410,7 +299,8 @@ static void *
 probe_completer (void *arg)
 {
   struct probe_ms *ms = arg;
-  struct probe_rx rx = { .fd = ms->fd, .buf = malloc (PROBE_RXBUF) };
+  struct rp_rx rx = { .fd = ms->fd, .buf = malloc (PROBE_RXBUF),
+                     .cap = PROBE_RXBUF };
   struct iovec iov[2 * PROBE_BATCH];
   struct probe_slot *done[PROBE_BATCH];
   unsigned n = 0;
@@ -419,7 +309,7 @@ probe_completer (void *arg)
     probe_die ("out of memory");
   for (;;) {
     /* Send what is gathered before waiting for more bytes. */
-    if (n && (probe_rx_avail (&rx) < PROBE_REPLY_HDR || n == PROBE_BATCH)) {
+    if (n && (rp_rx_avail (&rx) < PROBE_REPLY_HDR || n == PROBE_BATCH)) {
       if (!__atomic_load_n (&P.is_over, __ATOMIC_ACQUIRE)) {
         pthread_mutex_lock (&P.nbd_send_lock);
         int w = rp_sendv_full (P.nbd_fd, iov, (int) (2 * n));
@@ -430,7 +320,7 @@ probe_completer (void *arg)
       probe_free (done, n);
       n = 0;
     }
-    if (probe_rx_fill (&rx, PROBE_REPLY_HDR) == -1)
+    if (rp_rx_fill (&rx, PROBE_REPLY_HDR) == -1)
       probe_die ("the memserver closed the connection");
     const uint8_t *h = rx.buf + rx.pos;
     const char *why;
@@ -441,7 +331,7 @@ probe_completer (void *arg)
         probe_die (why);
       rx.pos += PROBE_REPLY_HDR;
       for (uint32_t i = 0; i < nt.count; i++)
-        if (probe_rx_take (&rx, skip, 8) == -1)
+        if (rp_rx_take (&rx, skip, 8) == -1)
           probe_die ("the memserver closed the connection");
       continue;
     }
@@ -455,7 +345,7 @@ probe_completer (void *arg)
     if (s == NULL || !s->is_busy ||
         r.length != (r.error == 0 && s->type == NBD_CMD_READ ? s->len : 0))
       probe_die ("a reply that answers no request in flight");
-    if (r.length && probe_rx_take (&rx, s->buf, r.length) == -1)
+    if (r.length && rp_rx_take (&rx, s->buf, r.length) == -1)
       probe_die ("the memserver closed the connection");
     s->err = r.error ? NBD_EIO : 0;
     probe_nbd_hdr (s);
@@ -523,7 +413,8 @@ probe_flush (void)
 static void
 probe_reader (void)
 {
-  struct probe_rx rx = { .fd = P.nbd_fd, .buf = malloc (PROBE_RXBUF) };
+  struct rp_rx rx = { .fd = P.nbd_fd, .buf = malloc (PROBE_RXBUF),
+                     .cap = PROBE_RXBUF };
   bool is_full = false;        /* some server has PROBE_BATCH gathered */
 
   if (rx.buf == NULL)
@@ -532,37 +423,31 @@ probe_reader (void)
     /* Send the gathered requests before waiting: for bytes, or for a
      * slot (which only requests already sent can free).
      */
-    if (probe_rx_avail (&rx) < 28 || is_full ||
+    if (rp_rx_avail (&rx) < 28 || is_full ||
         __atomic_load_n (&P.nfree, __ATOMIC_RELAXED) == 0) {
       if (probe_flush () == -1)
         probe_die ("a memserver connection broke");
       is_full = false;
     }
-    if (probe_rx_fill (&rx, 28) == -1)
+    if (rp_rx_fill (&rx, 28) == -1)
       break;
-    const uint8_t *h = rx.buf + rx.pos;
-    uint32_t magic, len;
-    uint16_t type;
-    uint64_t off;
-    memcpy (&magic, h, 4);
-    memcpy (&type, h + 6, 2);
-    memcpy (&off, h + 16, 8);
-    memcpy (&len, h + 24, 4);
-    type = be16toh (type);
-    off = be64toh (off);
-    len = be32toh (len);
-    if (be32toh (magic) != NBD_REQ_MAGIC || type == NBD_CMD_DISC)
+    struct rp_nbd_request q;
+    rp_nbd_request_decode (rx.buf + rx.pos, &q);
+    uint32_t len = q.length;
+    uint16_t type = q.type;
+    uint64_t off = q.offset;
+    if (q.magic != NBD_REQUEST_MAGIC || type == NBD_CMD_DISC)
       break;
     struct probe_slot *s = probe_take ();
     if (s == NULL)
       break;
-    memcpy (&s->cookie, h + 8, 8);
+    memcpy (&s->cookie, q.cookie, 8);
     s->type = type;
     s->len = len;
     rx.pos += 28;
     if (type == NBD_CMD_WRITE && len > PROBE_MAX_LEN)
       break;                   /* cannot skip what it would send */
-    if (type == NBD_CMD_WRITE && probe_rx_take (&rx, s->buf, len) == -1)
+    if (type == NBD_CMD_WRITE && rp_rx_take (&rx, s->buf, len) == -1)
       break;
     uint64_t idx = off >> PROBE_EXTENT_SHIFT;
     uint64_t in = off & ((1ull << PROBE_EXTENT_SHIFT) - 1);

@@ -10,6 +10,10 @@
 #   memory       nbdkit memory plugin (allocator=malloc): local-RAM ceiling
 #   nbd-server   nbd-server exporting a file on a private tmpfs, over TCP
 #   nbd-forward  nbdkit nbd plugin -> TCP -> nbdkit memory (stock two hops)
+#   rampool-nbd-r1, rampool-nbd-r2 (on request, BENCH_TARGETS): rampool-nbd
+#                (client/rampool-nbd.c: no nbdkit, no thread per request)
+#                with replicas=1 and 2, over as many memservers as
+#                rampool-r1 and -r2
 #   probe        (on request) bench/frontend-probe over as many memservers
 #                as rampool-r1: an NBD front end without a thread per
 #                request, to measure what nbdkit's threads cost
@@ -26,6 +30,7 @@ top=$(dirname "$here")
 MEMSERVER=${MEMSERVER:-$top/memserver/memserver}
 RAMPOOL_PLUGIN=${RAMPOOL_PLUGIN:-$top/nbdkit-plugin/.libs/nbdkit-rampool-plugin.so}
 PROBE=${PROBE:-$here/frontend-probe}
+RAMPOOL_NBD=${RAMPOOL_NBD:-$top/client/rampool-nbd}
 BENCH_RUNTIME=${BENCH_RUNTIME:-10}
 BENCH_ROUNDS=${BENCH_ROUNDS:-1}
 BENCH_SIZE=${BENCH_SIZE:-1G}
@@ -47,7 +52,7 @@ BENCH_READY_TIMEOUT=${BENCH_READY_TIMEOUT:-30}
 BENCH_COUNT_RUNTIME=${BENCH_COUNT_RUNTIME:-3}   # 0: no counting runs
 
 all_targets="rampool-r1 rampool-r2 memory nbd-server nbd-forward"
-extra_targets="rampool-r3 rampool-ec42 rampool-ec82 probe"  # only when asked for
+extra_targets="rampool-r3 rampool-ec42 rampool-ec82 rampool-nbd-r1 rampool-nbd-r2 probe"  # only when asked for
 helper=$here/bench.py
 
 die() { echo "run-bench: $*" >&2; exit 1; }
@@ -81,6 +86,7 @@ fi
 for t in $BENCH_TARGETS; do
     case " $all_targets $extra_targets " in *" $t "*) ;; *) die "unknown target '$t' (known: $all_targets $extra_targets)";; esac
     case $t in
+        rampool-nbd-*) [[ -x $RAMPOOL_NBD && -x $MEMSERVER ]] || die "$t needs $RAMPOOL_NBD and $MEMSERVER (build first; set RAMPOOL_NBD / MEMSERVER)";;
         rampool-*) have_rampool || die "$t needs $MEMSERVER and $RAMPOOL_PLUGIN (set MEMSERVER / RAMPOOL_PLUGIN)";;
         nbd-server) command -v nbd-server >/dev/null || die "nbd-server not found (apt-get install nbd-server)";;
         probe) [[ -x $PROBE && -x $MEMSERVER ]] || die "probe needs $PROBE and $MEMSERVER (build first; set PROBE / MEMSERVER)";;
@@ -326,6 +332,21 @@ start_rampool() {
     wait_until "nbdkit rampool ($key)" nbd_ready "$URI"
 }
 
+# start_rampool_nbd NAME KEY=VALUE NSERVERS: memservers and rampool-nbd
+# (no nbdkit) with the redundancy key.
+start_rampool_nbd() {
+    local name=$1 key=$2
+    start_memservers "nbd$name" "$3"
+    local sock=$work/rampool-nbd-r$name.sock
+    # shellcheck disable=SC2086
+    "${pdeath[@]}" "$RAMPOOL_NBD" -U "$sock" \
+        servers="$SERVERS" size="$size_bytes" "$key" $BENCH_RAMPOOL_ARGS \
+        >"$logs/rampool-nbd-r$name.log" 2>&1 &
+    track $!
+    URI="nbd+unix:///?socket=$sock"
+    wait_until "rampool-nbd ($key)" nbd_ready "$URI"
+}
+
 # The front-end probe (bench/frontend-probe.c) over as many memservers
 # as rampool-r1: what the same memservers give without nbdkit's thread
 # per request.
@@ -351,6 +372,8 @@ start_target() {
         memory) start_memory ;;
         nbd-server) start_nbd_server ;;
         nbd-forward) start_nbd_forward ;;
+        rampool-nbd-r1) start_rampool_nbd 1 replicas=1 1 ;;
+        rampool-nbd-r2) start_rampool_nbd 2 replicas=2 2 ;;
         probe) start_probe ;;
     esac
     local got

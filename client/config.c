@@ -58,7 +58,7 @@ struct config_key {
 
 #define CONFIG_FIELD(f) \
   offsetof (struct rp_config, f), sizeof (((struct rp_config *) 0)->f)
-#define CONFIG_ALL (RP_FRONT_PLUGIN | RP_FRONT_FUSE)
+#define CONFIG_ALL (RP_FRONT_PLUGIN | RP_FRONT_FUSE | RP_FRONT_NBD)
 #define CONFIG_STR(x) CONFIG_STR_ (x)
 #define CONFIG_STR_(x) #x
 #define KiB UINT64_C (1024)
@@ -179,10 +179,10 @@ static const struct config_key config_keys[] = {
     0, 0, 0, false, CONFIG_ALL,
     "local backup file: every write goes there too; reads fall back" },
   { "mlock", "on|off", CONFIG_BOOL, CONFIG_FIELD (is_mlocked),
-    0, 1, 0, false, RP_FRONT_PLUGIN,
+    0, 1, 0, false, RP_FRONT_PLUGIN | RP_FRONT_NBD,
     "lock nbdkit in RAM after it forks (for swap)" },
   { "realtime", "PRIO", CONFIG_UINT, CONFIG_FIELD (realtime_prio),
-    0, 99, 0, false, RP_FRONT_PLUGIN,
+    0, 99, 0, false, RP_FRONT_PLUGIN | RP_FRONT_NBD,
     "SCHED_FIFO priority of the I/O threads (for swap; 0 = off)" },
 };
 #define CONFIG_NKEYS (sizeof config_keys / sizeof config_keys[0])
@@ -483,7 +483,7 @@ rp_config_set_for (struct rp_config *cfg, unsigned front, const char *key,
     return config_error (err, errlen, "%s: only for %s", key,
                          k->fronts & RP_FRONT_PLUGIN
                          ? "the nbdkit plugin (nbdkit rampool, rampool attach)"
-                         : "rampool-fuse");
+                         " and rampool-nbd" : "rampool-fuse");
   if (config_set_value (cfg, k, value, err, errlen) == -1)
     return -1;
   if (strcmp (k->name, "replicas") == 0)
@@ -685,13 +685,13 @@ config_help_line (const struct config_key *k, char *buf, size_t len,
 /* Built once per front end: nbdkit wants a const string before it
  * calls into the plugin, so the plugin builds it from a constructor.
  */
-static char config_help_text[2][4096];
+static char config_help_text[3][4096];
 static pthread_once_t config_help_once = PTHREAD_ONCE_INIT;
 
 static void
 config_help_build (void)
 {
-  for (unsigned f = 0; f < 2; f++) {
+  for (unsigned f = 0; f < 3; f++) {
     size_t used = 0;
     for (size_t i = 0; i < CONFIG_NKEYS; i++)
       if (config_keys[i].fronts & (1u << f))
@@ -704,5 +704,6 @@ const char *
 rp_config_help (unsigned front)
 {
   pthread_once (&config_help_once, config_help_build);
-  return config_help_text[front == RP_FRONT_FUSE ? 1 : 0];
+  return config_help_text[front == RP_FRONT_FUSE ? 1
+                          : front == RP_FRONT_NBD ? 2 : 0];
 }

@@ -35,6 +35,36 @@ void
 conn_wait_init (struct conn_wait *w)
 {
   w->state = 0;
+  w->on_zero = NULL;
+  w->deadline_ms = 0;
+}
+
+void
+conn_wait_init_async (struct conn_wait *w, void (*fn) (struct conn_wait *w),
+                      uint64_t deadline_ms)
+{
+  w->state = 1;                /* the submitter's hold */
+  w->on_zero = fn;
+  w->deadline_ms = deadline_ms;
+}
+
+/* One count of asynchronous wait w goes: the last calls on_zero.
+ * After the decrement w may be gone (on_zero of another thread).
+ */
+static void
+conn_wait_put (struct conn_wait *w)
+{
+  void (*fn) (struct conn_wait *) = w->on_zero;
+
+  if ((__atomic_fetch_sub (&w->state, 1, __ATOMIC_ACQ_REL) &
+       CONN_WAIT_COUNT) == 1)
+    fn (w);
+}
+
+void
+conn_wait_release (struct conn_wait *w)
+{
+  conn_wait_put (w);
 }
 
 void
@@ -72,6 +102,11 @@ conn_complete (struct conn_call *call, int err, bool is_answered)
 
   call->err = err;
   call->is_answered = is_answered;
+  if (w->on_zero) {
+    __atomic_store_n (&call->is_done, true, __ATOMIC_RELEASE);
+    conn_wait_put (w);
+    return;
+  }
   __atomic_store_n (&call->is_done, true, __ATOMIC_RELEASE);
   /* After this the waiter may return: touch neither call nor w. */
   old = __atomic_fetch_sub (&w->state, 1, __ATOMIC_ACQ_REL);
@@ -472,6 +507,23 @@ conn_kill (struct conn *c, const char *why)
     c->t.ops->shutdown (&c->t);
   }
   pthread_mutex_unlock (&c->lock);
+}
+
+void
+conn_expire (struct conn *c, uint64_t now_ms)
+{
+  bool is_late = false;
+
+  pthread_mutex_lock (&c->lock);
+  for (unsigned i = 0; i < c->nslots && c->nbusy && !is_late; i++) {
+    const struct conn_call *call = c->slots[i].call;
+    /* A call in a slot is not complete: its wait is alive. */
+    is_late = call && call->wait->on_zero &&
+      call->wait->deadline_ms <= now_ms;
+  }
+  pthread_mutex_unlock (&c->lock);
+  if (is_late)
+    conn_kill (c, "request timed out (timeout-ms)");
 }
 
 void

@@ -35,6 +35,13 @@
  */
 struct conn_wait {
   uint32_t state;              /* atomic */
+  /* Asynchronous (conn_wait_init_async): called once every call is
+   * complete, instead of waking a waiter; NULL otherwise.
+   */
+  void (*on_zero) (struct conn_wait *w);
+  uint64_t deadline_ms;        /* asynchronous: conn_expire kills the
+                                  connections of calls still pending
+                                  past it (rp_now_ms clock) */
 };
 
 struct conn;
@@ -105,6 +112,19 @@ struct conn {
 
 void conn_wait_init (struct conn_wait *w);
 void conn_wait_destroy (struct conn_wait *w);
+/* An asynchronous wait: nobody waits on w; once every call submitted
+ * on it is complete and the submitter let go of it (conn_wait_release,
+ * after its last submit), fn(w) is called on the thread that completed
+ * the last call, or on the releasing one.  That may be a connection's
+ * receive side, holding the connection's lock: fn must not block,
+ * submit, or take any connection's lock.  Calls still pending past
+ * deadline_ms have their connections killed by conn_expire (so they
+ * fail with EIO, not answered).
+ */
+void conn_wait_init_async (struct conn_wait *w,
+                           void (*fn) (struct conn_wait *w),
+                           uint64_t deadline_ms);
+void conn_wait_release (struct conn_wait *w);
 /* Wait until every call completed or deadline_ms (rp_now_ms clock)
  * passes.  On timeout, the connections of the calls still pending are
  * killed (so their receive sides fail them) and the wait goes on until
@@ -161,6 +181,11 @@ int conn_roundtrip (struct conn *c, struct conn_call *call,
  * idempotent).
  */
 void conn_kill (struct conn *c, const char *why);
+/* Kill c if a call of an asynchronous wait is pending on it past its
+ * deadline (now_ms, rp_now_ms clock): what conn_wait_all does for a
+ * waiter.  Any thread but a receive side.
+ */
+void conn_expire (struct conn *c, uint64_t now_ms);
 /* Wait for the receive side to end and close the transport (not from
  * the receive side).
  */

@@ -41,18 +41,17 @@ extent_map_init (struct extent_map *m, uint64_t size_bytes,
   return 0;
 }
 
-/* Waits for lane writes to drain, of any stripe of any map: rare
- * (a stripe's write right after a lane write of it), so one lock and
- * one condition do.
+/* Waits for lane writes or asynchronous reads to drain, of any stripe
+ * of any map: rare (a stripe's write right after a lane write or an
+ * asynchronous read of it), so one lock and one condition do.
  */
 static pthread_mutex_t extent_map_drain_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t extent_map_drained = PTHREAD_COND_INITIALIZER;
 
-void
-extent_map_drain_lanes (struct extent_map *m, uint64_t idx)
+/* Wait until counter *w (one stripe's lane_writes or reads) is 0. */
+static void
+extent_map_drain_count (uint32_t *w)
 {
-  uint32_t *w = &m->lane_writes[idx % EXTENT_MAP_STRIPES];
-
   if ((__atomic_load_n (w, __ATOMIC_ACQUIRE) & ~EXTENT_MAP_WAITED) == 0)
     return;
   pthread_mutex_lock (&extent_map_drain_lock);
@@ -69,23 +68,46 @@ extent_map_drain_lanes (struct extent_map *m, uint64_t idx)
   pthread_mutex_unlock (&extent_map_drain_lock);
 }
 
-void
-extent_map_write_done (struct extent_map *m, uint64_t idx, bool on_lanes)
+/* Lower counter *w by one; wake the drainers if one waits. */
+static void
+extent_map_count_done (uint32_t *w)
 {
-  uint32_t old;
+  uint32_t old = __atomic_fetch_sub (w, 1, __ATOMIC_ACQ_REL);
 
-  if (!on_lanes) {
-    __atomic_fetch_sub (&m->shared_writes[idx % EXTENT_MAP_STRIPES], 1,
-                        __ATOMIC_ACQ_REL);
-    return;
-  }
-  old = __atomic_fetch_sub (&m->lane_writes[idx % EXTENT_MAP_STRIPES], 1,
-                            __ATOMIC_ACQ_REL);
   if (old & EXTENT_MAP_WAITED) {
     pthread_mutex_lock (&extent_map_drain_lock);
     pthread_cond_broadcast (&extent_map_drained);
     pthread_mutex_unlock (&extent_map_drain_lock);
   }
+}
+
+void
+extent_map_drain_lanes (struct extent_map *m, uint64_t idx)
+{
+  extent_map_drain_count (&m->lane_writes[idx % EXTENT_MAP_STRIPES]);
+}
+
+void
+extent_map_drain_reads (struct extent_map *m, uint64_t idx)
+{
+  extent_map_drain_count (&m->reads[idx % EXTENT_MAP_STRIPES]);
+}
+
+void
+extent_map_read_done (struct extent_map *m, uint64_t idx)
+{
+  extent_map_count_done (&m->reads[idx % EXTENT_MAP_STRIPES]);
+}
+
+void
+extent_map_write_done (struct extent_map *m, uint64_t idx, bool on_lanes)
+{
+  if (!on_lanes) {
+    __atomic_fetch_sub (&m->shared_writes[idx % EXTENT_MAP_STRIPES], 1,
+                        __ATOMIC_ACQ_REL);
+    return;
+  }
+  extent_map_count_done (&m->lane_writes[idx % EXTENT_MAP_STRIPES]);
 }
 
 void

@@ -96,6 +96,13 @@ struct extent_map {
    */
   uint32_t lane_writes[EXTENT_MAP_STRIPES];
   uint32_t shared_writes[EXTENT_MAP_STRIPES];
+  /* Per stripe: asynchronous reads in flight (io.c, aio.h), which hold
+   * no lock across their wait: counted from the send, with the read
+   * lock held, until the answer, lowered by whichever thread completes
+   * them (EXTENT_MAP_WAITED as above).  A holder of the write lock
+   * waits for them (extent_map_drain) as it would for read locks.
+   */
+  uint32_t reads[EXTENT_MAP_STRIPES];
 };
 
 #define EXTENT_MAP_WAITED 0x80000000u
@@ -122,15 +129,55 @@ extent_map_lock (struct extent_map *m, uint64_t idx)
  */
 void extent_map_drain_lanes (struct extent_map *m, uint64_t idx);
 
-/* The write lock of idx's stripe, its lane writes drained: what every
- * sender other than a lane write needs.
+/* Wait until no asynchronous read of idx's stripe is in flight (the
+ * write lock held: none can start meanwhile).
+ */
+void extent_map_drain_reads (struct extent_map *m, uint64_t idx);
+
+/* Both: what a holder of the write lock waits for before it sends or
+ * changes the entry.
+ */
+static inline void
+extent_map_drain (struct extent_map *m, uint64_t idx)
+{
+  extent_map_drain_lanes (m, idx);
+  extent_map_drain_reads (m, idx);
+}
+
+/* Nothing in flight that a holder of the write lock would wait for
+ * (write lock held)?  For a caller that must not wait.
+ */
+static inline bool
+extent_map_is_drained (struct extent_map *m, uint64_t idx)
+{
+  unsigned i = idx % EXTENT_MAP_STRIPES;
+
+  return (__atomic_load_n (&m->lane_writes[i], __ATOMIC_ACQUIRE) &
+          ~EXTENT_MAP_WAITED) == 0 &&
+         (__atomic_load_n (&m->reads[i], __ATOMIC_ACQUIRE) &
+          ~EXTENT_MAP_WAITED) == 0;
+}
+
+/* The write lock of idx's stripe, its lane writes and asynchronous
+ * reads drained: what every sender other than a lane write needs.
  */
 static inline void
 extent_map_wrlock (struct extent_map *m, uint64_t idx)
 {
   pthread_rwlock_wrlock (extent_map_lock (m, idx));
-  extent_map_drain_lanes (m, idx);
+  extent_map_drain (m, idx);
 }
+
+/* An asynchronous read of idx is sent (read lock held) / was answered
+ * or failed (any thread, no lock).
+ */
+static inline void
+extent_map_read_start (struct extent_map *m, uint64_t idx)
+{
+  __atomic_fetch_add (&m->reads[idx % EXTENT_MAP_STRIPES], 1,
+                      __ATOMIC_ACQ_REL);
+}
+void extent_map_read_done (struct extent_map *m, uint64_t idx);
 
 /* May a write of idx go on lanes now (write lock held, lanes drained)?
  * Only if nothing of its stripe is in flight on a shared connection,

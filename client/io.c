@@ -35,6 +35,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1119,4 +1120,301 @@ uint32_t
 rp_pool_extent_size (const struct rp_pool *p)
 {
   return p->cfg.extent_size;
+}
+
+/* Asynchronous requests (rp_aio_submit, client.h): one chunk, sent
+ * under the same locks as the blocking path, then completed by the
+ * receive side that gets the last answer.  A read holds no lock across
+ * its wait but is counted in its stripe's reads (extent_map.h), which
+ * every holder of the write lock drains as it would a read lock; a
+ * write is sent under the write lock and counted in shared_writes,
+ * exactly as io_write_batch does.  Whatever would wait -- a busy
+ * stripe, a first write, a failed copy -- is handed back to the caller
+ * to run on a thread of its own.
+ */
+struct io_aio {
+  struct rp_pool *p;
+  struct rp_aio *a;
+  struct conn_wait w;
+  struct io_chunk c;
+  struct conn_call calls[EXTENT_SLOTS];
+  uint64_t t0;
+  uint32_t epoch;              /* read: the copy's, when it was sent */
+};
+_Static_assert (sizeof (struct io_aio) <= RP_AIO_PRIVATE,
+                "RP_AIO_PRIVATE too small");
+
+static struct io_aio *
+io_aio_of (struct rp_aio *a)
+{
+  return (struct io_aio *) a->priv.bytes;
+}
+
+static void
+io_aio_finish (struct io_aio *x, int err)
+{
+  struct rp_aio *a = x->a;
+
+  latency_observe (&x->p->latency,
+                   a->op == RP_AIO_READ ? LATENCY_READ : LATENCY_WRITE,
+                   a->count, x->t0, err == 0);
+  a->err = err;
+  a->needs_thread = false;
+  a->done (a);
+}
+
+/* The read's answer came (a receive side, maybe under its connection's
+ * lock: nothing here takes a connection's lock).
+ */
+static void
+io_aio_read_done (struct conn_wait *w)
+{
+  struct io_aio *x = (struct io_aio *) ((char *) w -
+                                        offsetof (struct io_aio, w));
+  struct rp_pool *p = x->p;
+  struct conn_call *call = &x->calls[0];
+
+  atomic_fetch_sub (&io_call_server (call)->inflight, 1);
+  extent_map_read_done (&p->map, x->c.idx);
+  if (call->err == 0) {
+    atomic_fetch_add (&p->count.reads, 1);
+    io_aio_finish (x, 0);
+    return;
+  }
+  /* Judged on a thread that may take locks (rp_aio_settle). */
+  x->a->needs_thread = true;
+  x->a->done (x->a);
+}
+
+/* Every copy answered, or failed.  The failures are settled on the
+ * caller's thread (rp_aio_settle), as io_write_batch settles them.
+ */
+static void
+io_aio_write_done (struct conn_wait *w)
+{
+  struct io_aio *x = (struct io_aio *) ((char *) w -
+                                        offsetof (struct io_aio, w));
+  struct rp_pool *p = x->p;
+  unsigned nok = 0;
+
+  for (unsigned k = 0; k < x->c.ncalls; k++)
+    nok += x->calls[k].err == 0;
+  if (nok < x->c.ncalls) {
+    x->a->needs_thread = true;
+    x->a->done (x->a);
+    return;
+  }
+  for (unsigned k = 0; k < x->c.ncalls; k++) {
+    struct donor *s = io_call_server (&x->calls[k]);
+    atomic_fetch_sub (&s->inflight, 1);
+    atomic_fetch_sub (&s->writes_open, 1);
+  }
+  extent_map_write_done (&p->map, x->c.idx, false);
+  atomic_fetch_add (&p->count.writes, 1);
+  io_aio_finish (x, 0);
+}
+
+/* A read of one extent: from the least loaded good copy, or zeros if
+ * the extent was never written.
+ */
+static int
+io_aio_read (struct rp_pool *p, struct io_aio *x, uint64_t idx,
+             struct extent *e)
+{
+  pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
+  struct conn_call *call = &x->calls[0];
+  int r;
+
+  if (pthread_rwlock_tryrdlock (lk) != 0)
+    return -1;
+  if (e->nrep == 0) {
+    memset (x->c.buf, 0, x->c.len);
+    pthread_rwlock_unlock (lk);
+    atomic_fetch_add (&p->count.reads, 1);
+    latency_observe (&p->latency, LATENCY_READ, x->c.len, x->t0, true);
+    x->a->err = 0;
+    return 0;
+  }
+  r = io_pick_replica (p, e, 0);
+  if (r < 0) {
+    pthread_rwlock_unlock (lk);
+    return -1;
+  }
+  struct donor *s = &p->servers[e->rep[r].server];
+  replica_call (call, &e->rep[r], RP_OP_READ);
+  call->req.offset = x->c.off;
+  call->req.count = x->c.len;
+  call->rbuf = x->c.buf;
+  call->wait = &x->w;
+  x->epoch = e->rep[r].epoch;
+  x->c.ncalls = 1;
+  conn_wait_init_async (&x->w, io_aio_read_done,
+                        rp_now_ms () + p->cfg.timeout_ms);
+  extent_map_read_start (&p->map, idx);
+  if (io_submit (s, idx, call, false) == -1) {
+    extent_map_read_done (&p->map, idx);
+    pthread_rwlock_unlock (lk);
+    return -1;
+  }
+  pthread_rwlock_unlock (lk);
+  atomic_fetch_add (&p->count.async_requests, 1);
+  conn_wait_release (&x->w);
+  return 1;
+}
+
+/* A write of one mapped extent whose stripe is free: sent to every
+ * good copy under the write lock, as io_write_batch sends it.
+ */
+static int
+io_aio_write (struct rp_pool *p, struct io_aio *x, uint64_t idx,
+              struct extent *e)
+{
+  pthread_rwlock_t *lk = extent_map_lock (&p->map, idx);
+  unsigned n;
+
+  if (pthread_rwlock_trywrlock (lk) != 0)
+    return -1;
+  if (!extent_map_is_drained (&p->map, idx) || e->nrep == 0 ||
+      io_should_wait (p, e)) {
+    pthread_rwlock_unlock (lk);
+    return -1;
+  }
+  conn_wait_init_async (&x->w, io_aio_write_done,
+                        rp_now_ms () + p->cfg.timeout_ms);
+  n = io_write_submit (p, &x->c, e, RP_OP_WRITE, false, false, x->calls,
+                       &x->w);
+  pthread_rwlock_unlock (lk);
+  if (n == 0)
+    return -1;  /* sent nowhere, nothing changed: the blocking path
+                   decides (and logs) */
+  x->c.ncalls = n;
+  atomic_fetch_add (&p->count.async_requests, 1);
+  conn_wait_release (&x->w);
+  return 1;
+}
+
+int
+rp_aio_submit (struct rp_pool *p, struct rp_aio *a)
+{
+  struct io_aio *x = io_aio_of (a);
+  uint64_t idx;
+
+  a->needs_thread = false;
+  if ((a->op != RP_AIO_READ && a->op != RP_AIO_WRITE) || a->count == 0 ||
+      p->ec || p->crypt.key || backup_is_on (p) ||
+      io_check_range (p, a->count, a->offset) == -1 ||
+      io_chunk_len (p, a->offset, a->count) != a->count)
+    return -1;
+  idx = extent_map_index (&p->map, a->offset);
+  *x = (struct io_aio) {
+    .p = p,
+    .a = a,
+    .t0 = rp_now_ns (),
+    .c = {
+      .idx = idx,
+      .off = a->offset & (p->cfg.extent_size - 1),
+      .len = a->count,
+      .buf = a->buf,
+    },
+  };
+  if (a->op == RP_AIO_READ)
+    return io_aio_read (p, x, idx, &p->map.e[idx]);
+  return io_aio_write (p, x, idx, &p->map.e[idx]);
+}
+
+/* A read's copy failed: judge it as io_read_failed does, if the entry
+ * still holds that copy.  Then the read runs again (rp_aio_run) and
+ * fails over there.
+ */
+static void
+io_aio_settle_read (struct rp_pool *p, struct io_aio *x)
+{
+  struct conn_call *call = &x->calls[0];
+  struct donor *s = io_call_server (call);
+  pthread_rwlock_t *lk = extent_map_lock (&p->map, x->c.idx);
+
+  if (!call->is_answered) {
+    io_note_failure (s, call->conn);
+    return;
+  }
+  pthread_rwlock_rdlock (lk);
+  struct replica *rep = replica_find (&p->map.e[x->c.idx], s->index,
+                                      call->req.handle);
+  if (rep && rep->epoch == x->epoch)
+    io_read_failed (p, x->c.idx, rep, call);
+  pthread_rwlock_unlock (lk);
+}
+
+/* A write reached fewer copies than it was sent to: what
+ * io_write_batch does after its wait.  0 with the result, or EAGAIN.
+ */
+static int
+io_aio_settle_write (struct rp_pool *p, struct io_aio *x)
+{
+  struct io_chunk *c = &x->c;
+  unsigned nok = 0;
+  int err;
+
+  for (unsigned k = 0; k < c->ncalls; k++) {
+    struct donor *s = io_call_server (&x->calls[k]);
+    atomic_fetch_sub (&s->inflight, 1);
+    if (x->calls[k].err == 0)
+      nok++;
+    else if (!x->calls[k].is_answered)
+      io_note_failure (s, x->calls[k].conn);
+  }
+  extent_map_write_done (&p->map, c->idx, false);
+  c->first_call = 0;
+  extent_map_wrlock (&p->map, c->idx);
+  err = io_write_settle (p, c, &p->map.e[c->idx], x->calls, nok);
+  pthread_rwlock_unlock (extent_map_lock (&p->map, c->idx));
+  for (unsigned k = 0; k < c->ncalls; k++)
+    atomic_fetch_sub (&io_call_server (&x->calls[k])->writes_open, 1);
+  atomic_fetch_add (&p->count.writes, 1);
+  return err;
+}
+
+int
+rp_aio_settle (struct rp_pool *p, struct rp_aio *a)
+{
+  struct io_aio *x = io_aio_of (a);
+  int err;
+
+  a->needs_thread = false;
+  if (a->op == RP_AIO_READ) {
+    io_aio_settle_read (p, x);
+    return -1;
+  }
+  err = io_aio_settle_write (p, x);
+  if (err == EAGAIN)
+    return -1;
+  latency_observe (&p->latency, LATENCY_WRITE, a->count, x->t0, err == 0);
+  a->err = err;
+  return 0;
+}
+
+int
+rp_aio_run (struct rp_pool *p, struct rp_aio *a)
+{
+  int r = a->op == RP_AIO_READ
+    ? rp_pool_pread (p, a->buf, a->count, a->offset)
+    : a->op == RP_AIO_WRITE
+    ? rp_pool_pwrite (p, a->buf, a->count, a->offset)
+    : (errno = EINVAL, -1);
+
+  a->needs_thread = false;
+  a->err = r == 0 ? 0 : errno;
+  return a->err;
+}
+
+void
+rp_pool_aio_expire (struct rp_pool *p)
+{
+  uint64_t now = rp_now_ms ();
+
+  for (unsigned i = 0, n = atomic_load (&p->nservers); i < n; i++) {
+    struct donor *s = &p->servers[i];
+    for (unsigned k = 0; k < s->nconns; k++)
+      conn_expire (&s->conns[k], now);
+  }
 }

@@ -1135,7 +1135,7 @@ recovery_scan (struct rp_pool *p, struct recovery_worker *w)
     }
     else if (njobs == 0)
       pthread_rwlock_wrlock (lk);
-    extent_map_drain_lanes (&p->map, idx);
+    extent_map_drain (&p->map, idx);
     struct recovery_job *j = &w->jobs[njobs];
     j->t0 = rp_now_ns ();
     j->lk = lk;

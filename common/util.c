@@ -254,3 +254,45 @@ rp_thread_start (pthread_t *t, size_t stack_bytes, void *(*fn) (void *),
   pthread_attr_destroy (&attr);
   return err;
 }
+
+int
+rp_rx_fill (struct rp_rx *rx, size_t need)
+{
+  if (rp_rx_avail (rx) >= need)
+    return 0;
+  memmove (rx->buf, rx->buf + rx->pos, rx->have - rx->pos);
+  rx->have -= rx->pos;
+  rx->pos = 0;
+  while (rx->have < need) {
+    ssize_t r = recv (rx->fd, rx->buf + rx->have, rx->cap - rx->have, 0);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      return -1;
+    rx->have += r;
+  }
+  return 0;
+}
+
+int
+rp_rx_take (struct rp_rx *rx, void *dst, size_t len)
+{
+  size_t n = rp_rx_avail (rx) < len ? rp_rx_avail (rx) : len;
+
+  if (dst)
+    memcpy (dst, rx->buf + rx->pos, n);
+  rx->pos += n;
+  len -= n;
+  if (len == 0)
+    return 0;
+  if (dst)
+    return rp_read_full (rx->fd, (uint8_t *) dst + n, len);
+  rx->have = rx->pos = 0;      /* all taken: the buffer is scratch */
+  while (len) {
+    size_t k = len < rx->cap ? len : rx->cap;
+    if (rp_read_full (rx->fd, rx->buf, k) == -1)
+      return -1;
+    len -= k;
+  }
+  return 0;
+}

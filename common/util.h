@@ -60,4 +60,29 @@ int rp_sendv_full (int fd, struct iovec *iov, int n);
 int rp_thread_start (pthread_t *t, size_t stack_bytes,
                      void *(*fn) (void *), void *arg);
 
+/* A buffered reader over a blocking socket, for frames: many per recv
+ * into buf (cap bytes, the caller's), a large payload straight into
+ * its destination.
+ */
+struct rp_rx {
+  int fd;
+  uint8_t *buf;
+  size_t cap, have, pos;       /* buf[pos..have) not taken yet */
+};
+
+static inline size_t
+rp_rx_avail (const struct rp_rx *rx)
+{
+  return rx->have - rx->pos;
+}
+
+/* Make at least need bytes available (need <= cap).  0, or -1 at EOF
+ * or on an error.
+ */
+int rp_rx_fill (struct rp_rx *rx, size_t need);
+/* Take len bytes into dst (NULL: drop them): from the buffer first,
+ * the rest straight from the socket.  0 or -1.
+ */
+int rp_rx_take (struct rp_rx *rx, void *dst, size_t len);
+
 #endif /* RP_UTIL_H */

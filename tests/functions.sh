@@ -16,6 +16,11 @@ has () { grep "$@" >/dev/null; }
 MEMSERVER=$abs_top_builddir/memserver/memserver
 PLUGIN=$abs_top_builddir/nbdkit-plugin/.libs/nbdkit-rampool-plugin.so
 RAMPOOL=$abs_top_builddir/client/rampool
+# RP_FRONTEND=nbd: start_nbdkit starts rampool-nbd instead of nbdkit
+# with the plugin (same keys, same socket, same log file): the nbd-*.sh
+# tests run other tests' sequences through it.
+RAMPOOL_NBD=$abs_top_builddir/client/rampool-nbd
+: "${RP_FRONTEND:=nbdkit}"
 # The test programs (nbd_blocks...); may be taken from another build
 # than the one under test (to run a new test against an older tree).
 : "${TESTS_BIN:=$abs_top_builddir/tests}"
@@ -155,9 +160,14 @@ start_nbdkit () {
   rm -f "$NBD_SOCK" "$TMP/nbdkit.pid"
   local opened
   opened=$(grep -c "rampool: info: pool open" "$TMP/nbdkit.log" 2>/dev/null || true)
-  nbdkit -f -U "$NBD_SOCK" -P "$TMP/nbdkit.pid" "${NBDKIT_VERBOSE[@]}" \
-    ${NBDKIT_FLAGS:-} "$PLUGIN" \
-    servers="$SERVERS" "$@" >>"$TMP/nbdkit.log" 2>&1 &
+  if [ "$RP_FRONTEND" = nbd ]; then
+    "$RAMPOOL_NBD" -U "$NBD_SOCK" -P "$TMP/nbdkit.pid" \
+      servers="$SERVERS" "$@" >>"$TMP/nbdkit.log" 2>&1 &
+  else
+    nbdkit -f -U "$NBD_SOCK" -P "$TMP/nbdkit.pid" "${NBDKIT_VERBOSE[@]}" \
+      ${NBDKIT_FLAGS:-} "$PLUGIN" \
+      servers="$SERVERS" "$@" >>"$TMP/nbdkit.log" 2>&1 &
+  fi
   NBDKIT_PID=$!
   _pids+=("$NBDKIT_PID")
   wait_for_file "$TMP/nbdkit.pid" "nbdkit" 400

@@ -11,7 +11,8 @@
 # server, identical and authentic, and at the end the servers must
 # hold exactly those copies.  Once plain, once with encrypt=on, once
 # erasure-coded (redundancy=ec:2+2, 4 fragments on the 5 servers) with
-# encrypt=on.
+# encrypt=on, once plain with reads and writes sent asynchronously
+# (--aio: rp_aio_submit, as rampool-nbd sends them).
 #
 # CHAOS_SECONDS: the schedule's length per run (default 30, at least
 # one deck of 8 episodes; make it long by hand: CHAOS_SECONDS=600).
@@ -45,10 +46,11 @@ run () {
   grep "audit at the end\|the memservers hold\|episodes;\|copies recovered\|^test_chaos" "$TMP/$name.log"
 }
 
-# CHAOS_RUNS: which of the three (scripts/test's sanitizer pass leaves
+# CHAOS_RUNS: which of the four (scripts/test's sanitizer pass leaves
 # out "encrypted": the erasure-coded run is encrypted too).
-runs=" ${CHAOS_RUNS:-plain encrypted erasure-coded} "
+runs=" ${CHAOS_RUNS:-plain encrypted erasure-coded async} "
 [[ $runs = *" plain "* ]] && run plain
 [[ $runs = *" encrypted "* ]] && run encrypted encrypt=on
 [[ $runs = *" erasure-coded "* ]] && run erasure-coded redundancy=ec:2+2 encrypt=on
+[[ $runs = *" async "* ]] && run async --aio
 echo "PASS"

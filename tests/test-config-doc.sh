@@ -9,7 +9,8 @@
 #    each plugin key missing from rampool-fuse --help is named in
 #    docs/rampool-fuse.1 (which says the keys are the plugin's but for
 #    those);
-#  - `rampool attach --help` lists exactly the plugin's keys.
+#  - `rampool attach --help` and `rampool-nbd -h` list exactly the
+#    plugin's keys.
 source "${srcdir:-.}/functions.sh"
 requires nbdkit
 DOCS=${srcdir:-.}/../docs
@@ -27,6 +28,7 @@ man_keys () {
 plugin=$(nbdkit "$PLUGIN" --help | help_keys)
 fuse=$("$FUSE" --help | help_keys)
 attach=$("$RAMPOOL" attach --help 2>&1 | help_keys || true)
+nbd=$("$RAMPOOL_NBD" -h | help_keys)
 manp=$(man_keys "$DOCS/nbdkit-rampool-plugin.1")
 
 [ "$(echo "$plugin" | wc -l)" -ge 15 ] || fail "nbdkit --help lists too few keys: $plugin"
@@ -42,4 +44,5 @@ for k in $(comm -23 <(echo "$plugin") <(echo "$fuse")); do
     fail "rampool-fuse.1 does not say that $k= is the plugin's only"
 done
 [ "$attach" = "$plugin" ] || fail "rampool attach --help lists other keys than the plugin: $attach"
+[ "$nbd" = "$plugin" ] || fail "rampool-nbd -h lists other keys than the plugin: $nbd"
 echo "PASS: $(echo "$plugin" | wc -l) keys, documented; fuse takes $(echo "$fuse" | wc -l)"

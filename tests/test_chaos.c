@@ -122,6 +122,13 @@ static unsigned copies;
 static uint64_t copy_bytes;
 static unsigned nthreads = 4;
 static atomic_bool stop_io;
+/* --aio: the workers' reads and writes go through rp_aio_submit, as
+ * rampool-nbd sends them, each waited for by its worker (and settled
+ * or run by it when librampool hands it back); a thread of its own
+ * calls rp_pool_aio_expire every RP_AIO_TICK_MS.
+ */
+static bool use_aio;
+static atomic_bool stop_expire;
 /* Pausing the workers for an audit (a quiet pool): guarded by io_lock. */
 static pthread_mutex_t io_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t io_cond = PTHREAD_COND_INITIALIZER;
@@ -455,6 +462,77 @@ worker_pause_point (void)
  */
 #define WINDOW_OPS 400
 
+struct chaos_aio {
+  struct rp_aio a;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  bool is_done;
+};
+
+static void
+chaos_aio_done (struct rp_aio *a)
+{
+  struct chaos_aio *c = a->opaque;
+
+  pthread_mutex_lock (&c->lock);
+  c->is_done = true;
+  pthread_cond_signal (&c->cond);
+  pthread_mutex_unlock (&c->lock);
+}
+
+/* A read or write of the workers: rp_pool_pread/pwrite, or with --aio
+ * the asynchronous path and what it hands back.  0 or -1 with errno.
+ */
+static int
+chaos_io (int op, void *buf, uint64_t len, uint64_t off)
+{
+  struct chaos_aio c = { .is_done = false };
+  int r;
+
+  if (!use_aio)
+    return op == RP_AIO_READ ? rp_pool_pread (pool, buf, len, off)
+      : rp_pool_pwrite (pool, buf, len, off);
+  pthread_mutex_init (&c.lock, NULL);
+  pthread_cond_init (&c.cond, NULL);
+  c.a.op = op;
+  c.a.buf = buf;
+  c.a.count = len;
+  c.a.offset = off;
+  c.a.done = chaos_aio_done;
+  c.a.opaque = &c;
+  r = rp_aio_submit (pool, &c.a);
+  if (r == 1) {
+    pthread_mutex_lock (&c.lock);
+    while (!c.is_done)
+      pthread_cond_wait (&c.cond, &c.lock);
+    pthread_mutex_unlock (&c.lock);
+    if (c.a.needs_thread && rp_aio_settle (pool, &c.a) == -1)
+      rp_aio_run (pool, &c.a);
+  }
+  else if (r == -1)
+    rp_aio_run (pool, &c.a);
+  pthread_mutex_destroy (&c.lock);
+  pthread_cond_destroy (&c.cond);
+  if (c.a.err) {
+    errno = c.a.err;
+    return -1;
+  }
+  return 0;
+}
+
+static void *
+chaos_expire (void *arg)
+{
+  const struct timespec tick = { .tv_sec = 0,
+                                 .tv_nsec = RP_AIO_TICK_MS * 1000000L };
+  (void) arg;
+  while (!atomic_load (&stop_expire)) {
+    nanosleep (&tick, NULL);
+    rp_pool_aio_expire (pool);
+  }
+  return NULL;
+}
+
 static void *
 worker (void *arg)
 {
@@ -499,7 +577,7 @@ worker (void *arg)
       if (len > slice_size)
         len = slice_size;
       off = base + rnd (&w->rng) % (slice_size - len + 1);
-      if (rp_pool_pread (pool, buf, len, off) == -1)
+      if (chaos_io (RP_AIO_READ, buf, len, off) == -1)
         io_error (w, "read", off, len);
       else
         check (w, buf, off, len, "read");
@@ -511,7 +589,7 @@ worker (void *arg)
     off = win + rnd (&w->rng) % (win_len - len + 1);
     if (kind < 45) {
       fill_random (buf, len, &w->rng);
-      if (rp_pool_pwrite (pool, buf, len, off) == -1)
+      if (chaos_io (RP_AIO_WRITE, buf, len, off) == -1)
         io_error (w, "write", off, len);
       else
         memcpy (shadow + off, buf, len);
@@ -995,7 +1073,7 @@ usage (void)
 {
   fprintf (stderr, "usage: test_chaos --memserver PATH --proxy PATH --dir DIR"
            " [--seed N] [--seconds N] [--threads N] [--size-mib N]"
-           " [--lease-ms N] [--verbose] [KEY=VALUE...]\n");
+           " [--lease-ms N] [--aio] [--verbose] [KEY=VALUE...]\n");
   exit (2);
 }
 
@@ -1022,6 +1100,10 @@ main (int argc, char **argv)
     const char *a = argv[i];
     if (strcmp (a, "--verbose") == 0) {
       is_verbose = true;
+      continue;
+    }
+    if (strcmp (a, "--aio") == 0) {
+      use_aio = true;
       continue;
     }
     if (strncmp (a, "--", 2) == 0) {
@@ -1102,7 +1184,7 @@ main (int argc, char **argv)
     char key[64];
     const char *eq = strchr (argv[i], '=');
     if (strncmp (argv[i], "--", 2) == 0) {
-      i += strcmp (argv[i], "--verbose") != 0;
+      i += strcmp (argv[i], "--verbose") != 0 && strcmp (argv[i], "--aio") != 0;
       continue;
     }
     if (eq == NULL || eq - argv[i] >= (int) sizeof key) {
@@ -1136,6 +1218,9 @@ main (int argc, char **argv)
     goto out_stop;
   }
 
+  pthread_t expirer;
+  if (use_aio)
+    pthread_create (&expirer, NULL, chaos_expire, NULL);
   for (unsigned t = 0; t < nthreads; t++) {
     workers[t] = (struct worker) { .id = t };
     workers[t].rng = (seed + t + 1) * UINT64_C (0x9e3779b97f4a7c15) | 1;
@@ -1155,6 +1240,10 @@ main (int argc, char **argv)
   atomic_store (&stop_io, true);
   for (unsigned t = 0; t < nthreads; t++)
     pthread_join (workers[t].th, NULL);
+  if (use_aio) {
+    atomic_store (&stop_expire, true);
+    pthread_join (expirer, NULL);
+  }
 
   /* Heal everything and check what the pool counts against what the
    * servers hold.
@@ -1175,7 +1264,10 @@ main (int argc, char **argv)
     struct rp_pool_stats st;
     rp_pool_get_stats (pool, &st);
     say ("copies recovered %" PRIu64 ", by COPY %" PRIu64 ", COPYs failed %"
-         PRIu64, st.recovered, st.peer_copies, st.peer_copy_failures);
+         PRIu64 "; asynchronous requests %" PRIu64, st.recovered,
+         st.peer_copies, st.peer_copy_failures, st.async_requests);
+    if (use_aio && st.async_requests == 0)
+      failure ("--aio: no request took the asynchronous path");
   }
   rp_pool_close (pool);
  out_stop:

@@ -110,10 +110,11 @@ struct rp_config {
 };
 
 /* The front ends, for keys that apply to some only (mlock=, realtime=
- * are the plugin's).
+ * are the plugin's and rampool-nbd's).
  */
 #define RP_FRONT_PLUGIN 1u      /* nbdkit rampool, rampool attach */
 #define RP_FRONT_FUSE 2u        /* rampool-fuse */
+#define RP_FRONT_NBD 4u         /* rampool-nbd */
 
 /* Defaults for every key (client/config.c holds the one table). */
 void rp_config_init (struct rp_config *cfg);
@@ -189,6 +190,64 @@ int rp_pool_zero (struct rp_pool *pool, size_t count, uint64_t offset,
 int rp_pool_is_mapped (struct rp_pool *pool, uint64_t offset);
 uint32_t rp_pool_extent_size (const struct rp_pool *pool);
 
+/* Asynchronous reads and writes, for a front end that does not give
+ * each request a thread of its own (rampool-nbd).  The caller fills in
+ * op, buf, count, offset, done and opaque in a struct rp_aio it keeps
+ * until the request is complete, and calls rp_aio_submit:
+ *
+ *   1   in flight: done(a) will be called exactly once, on a
+ *       librampool thread (possibly before rp_aio_submit returns); it
+ *       must not block.  Then, if a->needs_thread is false, a->err is
+ *       the result; otherwise call rp_aio_settle on a thread that may
+ *       block (soon: it settles the copies of a write that failed
+ *       somewhere, and servers wait for that before they are counted
+ *       up again), and if that returns -1, rp_aio_run.
+ *   0   complete at once (a->err is the result; done is not called).
+ *   -1  not for the asynchronous path (a request across extents, a
+ *       first write, encrypt=on, redundancy=ec, backup=, a busy
+ *       stripe...): call rp_aio_run on a thread that may block.
+ *
+ * Only the single-extent case that costs no wait is taken
+ * asynchronously; everything else -- fail-over, outage waits, placing
+ * a first copy -- runs as rp_pool_pread and rp_pool_pwrite do, with the
+ * same results.  A front end with requests in flight calls
+ * rp_pool_aio_expire every RP_AIO_TICK_MS or so: it times out calls
+ * pending past timeout-ms, as a blocking request's own wait does.
+ * Nothing is allocated.
+ */
+#define RP_AIO_READ 0
+#define RP_AIO_WRITE 1
+#define RP_AIO_PRIVATE 1536
+#define RP_AIO_TICK_MS 100
+
+struct rp_aio;
+typedef void rp_aio_fn (struct rp_aio *a);
+
+struct rp_aio {
+  int op;                      /* RP_AIO_READ or RP_AIO_WRITE */
+  void *buf;                   /* count bytes (written from, read into) */
+  uint32_t count;
+  uint64_t offset;
+  rp_aio_fn *done;
+  void *opaque;                /* the caller's */
+  int err;                     /* 0 or errno, when complete */
+  bool needs_thread;           /* at done: rp_aio_settle is owed */
+  union {                      /* librampool's */
+    uint64_t align;
+    unsigned char bytes[RP_AIO_PRIVATE];
+  } priv;
+};
+
+int rp_aio_submit (struct rp_pool *pool, struct rp_aio *a);
+/* After done with needs_thread: 0 when a->err is the result, or -1
+ * when the request must run again with rp_aio_run (every copy was out
+ * of reach, or a read failed over).
+ */
+int rp_aio_settle (struct rp_pool *pool, struct rp_aio *a);
+/* Run a blocking: rp_pool_pread or rp_pool_pwrite.  Returns a->err. */
+int rp_aio_run (struct rp_pool *pool, struct rp_aio *a);
+void rp_pool_aio_expire (struct rp_pool *pool);
+
 /* The pool's figures, written down once: the struct below, the stats
  * file (stats-file=), `rampool status --pool-stats` and any future
  * exporter are made from these lists.  X (name, help): gauges are
@@ -227,7 +286,9 @@ uint32_t rp_pool_extent_size (const struct rp_pool *pool);
   X (lane_reads,          "reads carried by a lane (lanes=): received by" \
                           " the reading thread itself") \
   X (lane_writes,         "writes carried by lanes (lanes=): answered to" \
-                          " the writing thread itself")
+                          " the writing thread itself") \
+  X (async_requests,      "reads and writes sent and completed without a" \
+                          " thread waiting for them (rampool-nbd)")
 
 struct rp_pool_stats {
 #define RP_STATS_FIELD(name, help) uint64_t name;
