@@ -19,6 +19,9 @@
 #                  nbd plugin against a host-side nbdkit memory server)
 #   RP_VM_RAMPOOL  the rampool CLI, for rampool attach/detach in the guest
 #                  (default: ../../client/rampool; left out if not built)
+#   RP_VM_RAMPOOL_NBD  rampool-nbd, the NBD server for guest-init.sh's
+#                  rp_front=nbd (default: ../../client/rampool-nbd; left
+#                  out if not built)
 #   RP_VM_KVER     kernel ABI version to use (default: the one that Debian's
 #                  linux-image-amd64 depends on)
 #   RP_VM_INIT     script to pack as the guest's /init instead of
@@ -44,12 +47,12 @@
 #   project.cpio   our build under /rampool with the build tree's layout
 #                  (so tests/functions.sh works with abs_top_builddir=
 #                  /rampool): memserver/memserver, the plugin, client/rampool,
-#                  tests/test_parallel_io, tests/nbd_blocks,
-#                  tests/test_pool_io, tests/functions.sh (and mountns.sh),
-#                  and /bin/hog
+#                  client/rampool-nbd (if built), tests/test_parallel_io,
+#                  tests/nbd_blocks, tests/test_pool_io, tests/functions.sh
+#                  (and mountns.sh) and /bin/hog
 #   RP_VM_BUILDDIR the build tree to take them from (default: this source
-#                  tree); RP_VM_MEMSERVER, RP_VM_PLUGIN, RP_VM_RAMPOOL
-#                  override single files
+#                  tree); RP_VM_MEMSERVER, RP_VM_PLUGIN, RP_VM_RAMPOOL,
+#                  RP_VM_RAMPOOL_NBD override single files
 # The layers are not compressed: the kernel copies an uncompressed cpio much
 # faster than it inflates one under TCG, and the guest has the RAM.
 #
@@ -66,6 +69,7 @@ BUILDDIR=${RP_VM_BUILDDIR:-$TOP}
 PLUGIN=${1:-${RP_VM_PLUGIN:-$BUILDDIR/nbdkit-plugin/.libs/nbdkit-rampool-plugin.so}}
 if [ "$GUEST" = rdma ]; then INIT=${RP_VM_INIT:-$HERE/rdma-init.sh}; else INIT=${RP_VM_INIT:-$HERE/guest-init.sh}; fi
 RAMPOOL_CLI=${RP_VM_RAMPOOL:-$BUILDDIR/client/rampool}
+RAMPOOL_NBD=${RP_VM_RAMPOOL_NBD:-$BUILDDIR/client/rampool-nbd}
 MEMSERVER=${RP_VM_MEMSERVER:-$BUILDDIR/memserver/memserver}
 EXTRA_MODULES=${RP_VM_EXTRA_MODULES:-}
 
@@ -256,6 +260,8 @@ if [ -n "$PLUGIN" ]; then
 fi
 [ -x "$RAMPOOL_CLI" ] || RAMPOOL_CLI=
 [ -n "$RAMPOOL_CLI" ] && cp -L "$RAMPOOL_CLI" "$ROOT/usr/bin/rampool"
+[ -x "$RAMPOOL_NBD" ] || RAMPOOL_NBD=
+[ -n "$RAMPOOL_NBD" ] && cp -L "$RAMPOOL_NBD" "$ROOT/usr/bin/rampool-nbd"
 
 # shared libraries: everything ldd lists, for every ELF we copied
 declare -A SEEN=()
@@ -273,6 +279,7 @@ copy_libs_of "$NBDCLIENT"
 [ "$BACKEND" = stock ] && copy_libs_of "$NBD_PLUGIN"
 [ -n "$PLUGIN" ] && copy_libs_of "$PLUGIN"
 [ -n "$RAMPOOL_CLI" ] && copy_libs_of "$RAMPOOL_CLI"
+[ -n "$RAMPOOL_NBD" ] && copy_libs_of "$RAMPOOL_NBD"
 mkdir -p "$ROOT/lib/x86_64-linux-gnu"
 cp -L "$LIBGCC" "$ROOT/lib/x86_64-linux-gnu/libgcc_s.so.1"
 
@@ -302,9 +309,10 @@ mv "$CACHE/initrd.cpio.gz.tmp" "$CACHE/initrd.cpio.gz"
     echo "HAVE_RAMPOOL=$([ -n "$PLUGIN" ] && echo 1 || echo 0)"
     echo "HAVE_STOCK=$([ "$BACKEND" = stock ] && echo 1 || echo 0)"
     echo "HAVE_RAMPOOL_CLI=$([ -n "$RAMPOOL_CLI" ] && echo 1 || echo 0)"
+    echo "HAVE_RAMPOOL_NBD=$([ -n "$RAMPOOL_NBD" ] && echo 1 || echo 0)"
     echo "PLUGIN=$PLUGIN"
 } >"$CACHE/guest.env"
-log "done: $CACHE/vmlinuz $CACHE/initrd.cpio.gz ($(du -h "$CACHE/initrd.cpio.gz" | cut -f1)), kernel $KVER, rampool plugin: ${PLUGIN:-none}"
+log "done: $CACHE/vmlinuz $CACHE/initrd.cpio.gz ($(du -h "$CACHE/initrd.cpio.gz" | cut -f1)), kernel $KVER, rampool plugin: ${PLUGIN:-none}, rampool-nbd: ${RAMPOOL_NBD:-none}"
 exit 0
 fi
 
@@ -442,6 +450,8 @@ done
 layer_elf "$(real_prog "$MEMSERVER")" /rampool/memserver/memserver
 layer_elf "$PLUGIN" /rampool/nbdkit-plugin/.libs/nbdkit-rampool-plugin.so
 layer_elf "$(real_prog "$RAMPOOL_CLI")" /rampool/client/rampool
+# for functions.sh's RP_FRONTEND=nbd; a tree built before it existed has none
+[ -f "$RAMPOOL_NBD" ] && layer_elf "$(real_prog "$RAMPOOL_NBD")" /rampool/client/rampool-nbd
 for t in test_parallel_io nbd_blocks test_pool_io; do
     layer_elf "$(real_prog "$BUILDDIR/tests/$t")" "/rampool/tests/$t"
 done

@@ -5,22 +5,28 @@
 # Settings come from the kernel command line: unknown "name=value"
 # parameters reach /init as environment variables.
 #   rp_backend   rampool: nbdkit with the rampool plugin on a Unix socket,
-#                         the kernel nbd client on it
+#                         the kernel nbd client on it (rp_front)
 #                stock:   the same with nbdkit's nbd plugin forwarding to
 #                         an NBD server on the host (harness self-test)
 #                nbd:     the kernel nbd client straight to an NBD server on
 #                         the host over TCP (bench/vm-swap-bench.sh)
 #                virtio:  /dev/vda, a disk QEMU gives the guest (bench)
+#   rp_front     rampool: the NBD server on that socket, nbdkit (default)
+#                or nbd: rampool-nbd with the same keys plus mlock=on
+#                (which stands in for nbdkit's --swap, so rp_nbdkit_swap
+#                does nothing; rp_nbdkit_rt, rp_glibc_tunables apply to it);
+#                not with rp_attach=1 (rampool attach starts nbdkit)
 #   rp_servers   rampool: HOST:PORT,HOST:PORT,...
 #   rp_nbd       stock, nbd: HOST:PORT of the host's NBD server
 #   rp_nbd_name  nbd: its export name, default bench
 #   rp_size      virtual disk size (rampool), default 1G
 #   rp_replicas  default 2; or ec:K+M (redundancy=ec:K+M instead)
-#   rp_extra     extra plugin key=value words, separated by '+'
+#   rp_extra     extra plugin (or rampool-nbd) key=value words, separated
+#                by '+'
 #   rp_ip        guest address/prefix on eth0, default 10.0.2.15/24
 #   rp_conns     nbd-client -C value, default 1 (more can stall the first
 #                request for the whole -t: docs/operations.md, 3.3)
-#   rp_threads   nbdkit -t value, default 4
+#   rp_threads   nbdkit (or rampool-nbd) -t value, default 4
 #   rp_nbd_timeout  nbd-client -t value, default 60
 #   rp_limit_mb  cgroup memory.max in MiB, default 96 (0: no limit, global
 #                memory pressure on the whole guest)
@@ -91,6 +97,7 @@ fail() {
 }
 
 backend=${rp_backend:-rampool}
+front=${rp_front:-nbdkit}
 size=${rp_size:-1G}
 replicas=${rp_replicas:-2}
 ipaddr=${rp_ip:-10.0.2.15/24}
@@ -106,7 +113,7 @@ hung=${rp_hung:-120}
 # harness self-test: the hog flips one bit, so the run must FAIL
 [ "${rp_hog_corrupt:-0}" = 1 ] && export HOG_CORRUPT=1
 
-say "booted; backend=$backend limit=${limit_mb}M hog=${hog_mb}M runs=$hog_runs discard=$discard conns=$conns"
+say "booted; backend=$backend front=$front limit=${limit_mb}M hog=${hog_mb}M runs=$hog_runs discard=$discard conns=$conns"
 
 echo "$hung" >/proc/sys/kernel/hung_task_timeout_secs
 echo 1 >/proc/sys/kernel/hung_task_panic
@@ -145,8 +152,17 @@ ip link set eth0 up || fail "ip link up"
 mount -t cgroup2 none /sys/fs/cgroup || fail "mount cgroup2"
 echo +memory >/sys/fs/cgroup/cgroup.subtree_control || fail "enable memory controller"
 
-# ---- nbdkit in the foreground (-f keeps the --swap mlockall), backgrounded
-# by the shell; smaller thread stacks keep the locked footprint small.
+# ---- nbdkit in the foreground (-f keeps the --swap mlockall), or
+# rampool-nbd, backgrounded by the shell; smaller thread stacks keep the
+# locked footprint small.
+case $front in
+nbdkit) server=nbdkit ;;
+nbd)
+    [ "$backend" = rampool ] || fail "rp_front=nbd needs rp_backend=rampool"
+    server=rampool-nbd
+    ;;
+*) fail "unknown rp_front '$front'" ;;
+esac
 case $backend in
 rampool)
     [ -n "$rp_servers" ] || fail "rp_servers not set"
@@ -156,6 +172,9 @@ rampool)
     esac
     plugin_args="rampool servers=$rp_servers size=$size $redundancy stats-file=/tmp/rampool.stats"
     [ "${rp_nostats:-0}" = 1 ] && plugin_args="rampool servers=$rp_servers size=$size $redundancy"
+    # rampool-nbd takes the keys without the plugin's name; mlock=on goes
+    # before rp_extra so that an rp_extra word can still override it
+    [ "$front" = nbd ] && plugin_args="${plugin_args#rampool } mlock=on"
     ;;
 stock)
     [ -n "$rp_nbd" ] || fail "rp_nbd not set"
@@ -166,6 +185,7 @@ nbd|virtio) plugin_args= ;;   # no nbdkit in the guest
 esac
 [ -n "$rp_extra" ] && plugin_args="$plugin_args $(echo "$rp_extra" | tr '+' ' ')"
 DEV=/dev/nbd0
+# the pid of the guest's NBD server ($server), when there is one
 NBDKIT_PID=
 
 # nbd_connect ARGS...: the kernel nbd client with -C $conns, else one
@@ -181,6 +201,7 @@ nbd_connect() {
 attach=${rp_attach:-0}
 if [ "$attach" = 1 ]; then
     [ "$backend" = rampool ] || fail "rp_attach=1 needs rp_backend=rampool"
+    [ "$front" = nbdkit ] || fail "rp_attach=1 needs rp_front=nbdkit (rampool attach starts nbdkit)"
     # nbdkit in the background logs to syslog: show it on the console
     syslogd -O /dev/console
     aflags="--device=/dev/nbd0 --connections=$conns --timeout=$nbd_timeout --plugin=rampool"
@@ -203,28 +224,34 @@ elif [ "$backend" = virtio ]; then
     [ -b $DEV ] || fail "no $DEV"
     say "$DEV: $(cat /sys/class/block/vda/size) sectors"
 else
-    swapflag=--swap
-    [ "${rp_nbdkit_swap:-1}" = 0 ] && swapflag=
-    say "starting: nbdkit $swapflag -f -U /tmp/nbd.sock -P /tmp/nbdkit.pid -t $threads $plugin_args"
+    if [ "$front" = nbd ]; then
+        # its log lines ("rampool: warning: ...") go to stderr, the
+        # console, as nbdkit's do with -f
+        cmd="rampool-nbd -U /tmp/nbd.sock -P /tmp/nbdkit.pid -t $threads"
+    else
+        swapflag=--swap
+        [ "${rp_nbdkit_swap:-1}" = 0 ] && swapflag=
+        cmd="nbdkit $swapflag -f -U /tmp/nbd.sock -P /tmp/nbdkit.pid -t $threads"
+    fi
+    say "starting: $cmd $plugin_args"
     (ulimit -s 2048
      [ -n "$rp_glibc_tunables" ] && export GLIBC_TUNABLES=$(echo "$rp_glibc_tunables" | tr ',' ':')
      rt=
      if [ -n "$rp_nbdkit_rt" ]; then
          if command -v chrt >/dev/null; then rt="chrt -f $rp_nbdkit_rt"; else say "warning: rp_nbdkit_rt: no chrt in the initramfs"; fi
      fi
-     exec $rt nbdkit $swapflag -f -U /tmp/nbd.sock -P /tmp/nbdkit.pid \
-        -t "$threads" $plugin_args) &
+     exec $rt $cmd $plugin_args) &
     NBDKIT_PID=$!
     i=0
     while [ $i -lt 600 ]; do
         [ -S /tmp/nbd.sock ] && [ -s /tmp/nbdkit.pid ] && break
-        kill -0 $NBDKIT_PID 2>/dev/null || fail "nbdkit exited during startup"
+        kill -0 $NBDKIT_PID 2>/dev/null || fail "$server exited during startup"
         i=$((i + 1)); usleep 100000
     done
-    [ -S /tmp/nbd.sock ] || fail "nbdkit socket did not appear in 60 s"
-    say "nbdkit ready (pid $NBDKIT_PID): $(grep -E 'VmLck|VmRSS' /proc/$NBDKIT_PID/status | tr -s ' \t\n' ' ')"
+    [ -S /tmp/nbd.sock ] || fail "$server socket did not appear in 60 s"
+    say "$server ready (pid $NBDKIT_PID): $(grep -E 'VmLck|VmRSS' /proc/$NBDKIT_PID/status | tr -s ' \t\n' ' ')"
     echo -1000 >/proc/$NBDKIT_PID/oom_score_adj
-    # biggest locked mappings (what --swap pins)
+    # biggest locked mappings (what --swap or mlock=on pins)
     awk '/^[0-9a-f]+-[0-9a-f]+ / { m = $6 ? $6 : "[anon]" } /^Locked:/ { if ($2 > 1024) print "  locked " $2 " kB " m }' /proc/$NBDKIT_PID/smaps | sort -k2 -n -r | head -n 8
 
     nbd_connect -unix /tmp/nbd.sock /dev/nbd0 -b 4096 -swap -t "$nbd_timeout" || fail "nbd-client"
@@ -232,7 +259,7 @@ else
     if [ "${rp_prewarm:-0}" -gt 0 ]; then
         bkb=$(cat /sys/block/nbd0/queue/max_sectors_kb)
         per=$(( rp_prewarm * 1024 / bkb / 8 + 1 ))
-        say "prewarm: 8 x $per x ${bkb} KiB O_DIRECT writes, then reads; nbdkit $(grep VmRSS /proc/$NBDKIT_PID/status | tr -s ' \t' ' ')"
+        say "prewarm: 8 x $per x ${bkb} KiB O_DIRECT writes, then reads; $server $(grep VmRSS /proc/$NBDKIT_PID/status | tr -s ' \t' ' ')"
         for dir in of if; do
             j=0; pids=
             while [ $j -lt 8 ]; do
@@ -245,7 +272,7 @@ else
             done
             for p in $pids; do wait $p || say "prewarm: dd $dir failed"; done
         done
-        say "prewarm done: nbdkit $(grep VmRSS /proc/$NBDKIT_PID/status | tr -s ' \t' ' ')"
+        say "prewarm done: $server $(grep VmRSS /proc/$NBDKIT_PID/status | tr -s ' \t' ' ')"
     fi
 fi
 # rampool attach made the swap itself
@@ -262,7 +289,7 @@ if [ "${rp_diag:-0}" = 1 ]; then
     # PF_MEMALLOC_NOIO 0x80000, PF_LOCAL_THROTTLE 0x100000 (PR_SET_IO_FLUSHER)
     for t in /proc/$NBDKIT_PID/task/*; do
         fl=$(sed 's/.*) //' $t/stat | cut -d' ' -f7)
-        say "diag: nbdkit tid ${t##*/} $(cat $t/comm) flags $(printf 0x%x "$fl") io_flusher=$(( (fl & 0x180000) == 0x180000 ))"
+        say "diag: $server tid ${t##*/} $(cat $t/comm) flags $(printf 0x%x "$fl") io_flusher=$(( (fl & 0x180000) == 0x180000 ))"
     done
     say "diag: $(grep -E 'VmLck|VmRSS' /proc/$NBDKIT_PID/status | tr -s ' \t\n' ' ') $(grep -E 'MemFree|MemAvailable' /proc/meminfo | tr -s ' \n' ' ')"
     say "diag: watermarks $(awk '/^Node .* zone/ {z=$4} /^ +(min|low|high) / && z!="" {printf "%s.%s=%s ", z, $1, $2}' /proc/zoneinfo)"
@@ -270,7 +297,7 @@ fi
 
 # ---- protect /init (and the watcher it starts) from reclaim: if their pages
 # went to swap and the swap device stalled, PID 1 would die of SIGBUS.
-# nbdkit stays in the root cgroup (it locks its own memory).
+# $server stays in the root cgroup (it locks its own memory).
 SYS=/sys/fs/cgroup/sys
 mkdir $SYS && echo $((32 * 1024 * 1024)) >$SYS/memory.min && echo $$ >$SYS/cgroup.procs ||
     say "warning: could not protect init with memory.min"
@@ -289,10 +316,10 @@ vm() { sed -n "s/^$1 //p" /proc/vmstat; }
 mapped_extents() { [ -f /tmp/rampool.stats ] && grep "^extents_mapped " /tmp/rampool.stats; }
 # Diagnostics only: when paging makes no progress for 20 s, or the kernel
 # nbd driver reports timeouts or errors, print where
-# nbdkit's threads are (state, wchan, kernel stack of D-state threads).
+# the NBD server's threads are (state, wchan, kernel stack of D-state threads).
 dump_nbdkit() {
     [ -n "$NBDKIT_PID" ] || { echo "rp-watch: $1"; return; }
-    echo "rp-watch: $1; nbdkit threads:"
+    echo "rp-watch: $1; $server threads:"
     for t in /proc/$NBDKIT_PID/task/*; do
         st=$(sed 's/.*) //' $t/stat | cut -d' ' -f1)
         echo "rp-watch:   tid ${t##*/} $(cat $t/comm) state $st wchan $(cat $t/wchan)"
@@ -345,7 +372,7 @@ if [ -f /tmp/rampool.stats ]; then echo "--- rampool stats-file ---"; cat /tmp/r
 say "times (guest clock): boot->hog ${THOG}s (init start ${T0}s), hog ${THOG}s->${TEND}s"
 echo "RAMPOOL-VM-STATS: pswpin=$din pswpout=$dout hog_start=$THOG hog_end=$TEND"
 
-[ -z "$NBDKIT_PID" ] || kill -0 $NBDKIT_PID 2>/dev/null || fail "nbdkit died"
+[ -z "$NBDKIT_PID" ] || kill -0 $NBDKIT_PID 2>/dev/null || fail "$server died"
 [ $hog_rc -eq 0 ] || fail "hog reported mismatches or errors (exit $hog_rc)"
 [ "$din" -gt 0 ] || fail "no swap-in (pswpin delta 0)"
 [ "$dout" -gt 0 ] || fail "no swap-out (pswpout delta 0)"

@@ -3,7 +3,7 @@
 # servers on the host (outside the guest).
 #
 # Usage: tests/vm/test-swap.sh [--kill] [--discard] [--global] [--backend rampool|stock]
-#                              [--net tap|user] [--no-build]
+#                              [--front nbdkit|nbd] [--net tap|user] [--no-build]
 #
 #   --kill      kill -9 one memserver while the guest hog is writing
 #               (replicas=2 must still give zero mismatches); rampool only
@@ -22,21 +22,27 @@
 #               rampool plugin;
 #               stock: one host-side "nbdkit memory" server, reached by
 #               nbdkit's nbd plugin in the guest (harness self-test)
+#   --front     the NBD server in the guest, for --backend rampool:
+#               nbdkit (default) with the plugin, or nbd: rampool-nbd with
+#               the same keys and mlock=on (guest-init.sh's rp_front); not
+#               with --attach, which --global implies (rampool attach
+#               starts nbdkit)
 #   --net       tap (default): a network namespace made by this script, with
 #               a tap device for QEMU and the servers listening in it;
 #               user: QEMU user networking (restrict=on) with guestfwd to
 #               socat to servers on 127.0.0.1 (slower)
 #   --no-build  reuse the kernel/initramfs already in the cache dir
 #
-# Environment (defaults in brackets): RP_VM_BACKEND [rampool], RP_VM_NET
-# [tap], RP_VM_CACHE [tests/vm/work], RP_VM_TIMEOUT [540] (seconds for the
-# whole guest run), RP_VM_HOG_MB [256], RP_VM_LIMIT_MB [96], RP_VM_CONNS [1],
-# RP_VM_THREADS [4], RP_VM_REPLICAS [2; or ec:K+M for erasure coding],
-# RP_VM_NSERVERS [3] (memservers), RP_VM_SIZE [1G], RP_VM_SERVER_SIZE
-# [512M], RP_VM_EXTRA (extra plugin key=value words, space separated),
-# RP_VM_MEMSERVER [memserver/memserver], RP_VM_PLUGIN (see build-guest.sh),
-# RP_VM_KILL_AT [160] (MiB written by the hog before --kill fires), RP_VM_MEM_MB [512]
-# (guest RAM).
+# Environment (defaults in brackets): RP_VM_BACKEND [rampool], RP_VM_FRONT
+# [nbdkit], RP_VM_NET [tap], RP_VM_CACHE [tests/vm/work], RP_VM_TIMEOUT
+# [540] (seconds for the whole guest run), RP_VM_HOG_MB [256],
+# RP_VM_LIMIT_MB [96], RP_VM_CONNS [1], RP_VM_THREADS [4], RP_VM_REPLICAS
+# [2; or ec:K+M for erasure coding], RP_VM_NSERVERS [3] (memservers),
+# RP_VM_SIZE [1G], RP_VM_SERVER_SIZE [512M], RP_VM_EXTRA (extra plugin or
+# rampool-nbd key=value words, space separated), RP_VM_MEMSERVER
+# [memserver/memserver], RP_VM_PLUGIN and RP_VM_RAMPOOL_NBD (see
+# build-guest.sh), RP_VM_KILL_AT [160] (MiB written by the hog before
+# --kill fires), RP_VM_MEM_MB [512] (guest RAM).
 # RP_VM_APPEND (extra guest kernel command-line words, e.g. the opt-in
 # rp_min_free_kb=, rp_sysctl=, rp_nbdkit_swap=0, rp_diag=1, rp_nbd_timeout=
 # of guest-init.sh). RP_VM_MONITOR=1 gives QEMU a monitor socket, RUN/mon.sock
@@ -56,6 +62,7 @@ MOUNT_NS_KEEP="$TOP $CACHE"
 source "$HERE/../mountns.sh"
 own_mount_ns "$@"
 BACKEND=${RP_VM_BACKEND:-rampool}
+FRONT=${RP_VM_FRONT:-nbdkit}
 NET=${RP_VM_NET:-tap}
 TIMEOUT=${RP_VM_TIMEOUT:-540}
 HOG_MB=${RP_VM_HOG_MB:-256}
@@ -84,6 +91,8 @@ while [ $# -gt 0 ]; do
     --attach) ATTACH=1 ;;
     --backend) BACKEND=$2; shift ;;
     --backend=*) BACKEND=${1#*=} ;;
+    --front) FRONT=$2; shift ;;
+    --front=*) FRONT=${1#*=} ;;
     --net) NET=$2; shift ;;
     --net=*) NET=${1#*=} ;;
     --no-build) BUILD=0 ;;
@@ -99,6 +108,7 @@ die() { log "FAIL: $*"; RESULT="FAIL $*"; exit 1; }
 
 case $BACKEND in rampool|stock) ;; *) echo "test-swap: --backend must be rampool or stock" >&2; exit 1 ;; esac
 case $NET in tap|user) ;; *) echo "test-swap: --net must be tap or user" >&2; exit 1 ;; esac
+case $FRONT in nbdkit|nbd) ;; *) echo "test-swap: --front must be nbdkit or nbd" >&2; exit 1 ;; esac
 NBDKIT_SWAP=1
 if [ $GLOBAL = 1 ]; then
     # nbdkit 1.32's --swap (mlockall without MCL_ONFAULT) faults in and
@@ -111,6 +121,8 @@ if [ $GLOBAL = 1 ]; then
 fi
 ATTACH=${ATTACH:-0}
 [ $ATTACH = 1 ] && [ $BACKEND != rampool ] && { echo "test-swap: --attach needs --backend rampool" >&2; exit 1; }
+[ $FRONT = nbd ] && [ $BACKEND != rampool ] && { echo "test-swap: --front nbd needs --backend rampool" >&2; exit 1; }
+[ $FRONT = nbd ] && [ $ATTACH = 1 ] && { echo "test-swap: --front nbd does not go with --attach, which --global implies (rampool attach starts nbdkit)" >&2; exit 1; }
 RAMPOOL_CLI=${RP_VM_RAMPOOL:-$TOP/client/rampool}
 { [ $ATTACH = 1 ] || [ $DISCARD = 1 ]; } && [ $BACKEND = rampool ] && [ ! -x "$RAMPOOL_CLI" ] &&
     { echo "test-swap: --attach and --discard need the rampool CLI, '$RAMPOOL_CLI' is not built" >&2; exit 1; }
@@ -179,6 +191,9 @@ if [ $BACKEND = rampool ] && ! grep -q '^HAVE_RAMPOOL=1' "$CACHE/guest.env" 2>/d
 fi
 if [ $ATTACH = 1 ] && ! grep -q '^HAVE_RAMPOOL_CLI=1' "$CACHE/guest.env" 2>/dev/null; then
     die "the initramfs in $CACHE has no rampool CLI for --attach (rebuild without --no-build)"
+fi
+if [ $FRONT = nbd ] && ! grep -q '^HAVE_RAMPOOL_NBD=1' "$CACHE/guest.env" 2>/dev/null; then
+    die "the initramfs in $CACHE has no rampool-nbd for --front nbd (build client/rampool-nbd, then rebuild without --no-build)"
 fi
 if [ $BACKEND = stock ] && ! grep -q "^HAVE_STOCK=1" "$CACHE/guest.env" 2>/dev/null; then
     die "the initramfs in $CACHE was built without the stock nbd plugin (rebuild without --no-build)"
@@ -258,7 +273,7 @@ fi
 
 # ---------------------------------------------------------------- boot
 APPEND="console=ttyS0 panic=-1 zswap.enabled=0 rootfstype=ramfs hung_task_panic=1 loglevel=5"
-APPEND+=" rp_backend=$BACKEND rp_ip=10.0.2.15/24 rp_conns=$CONNS rp_threads=$THREADS"
+APPEND+=" rp_backend=$BACKEND rp_front=$FRONT rp_ip=10.0.2.15/24 rp_conns=$CONNS rp_threads=$THREADS"
 APPEND+=" rp_limit_mb=$LIMIT_MB rp_hog_mb=$HOG_MB rp_size=$SIZE rp_replicas=$REPLICAS"
 if [ $BACKEND = rampool ]; then
     APPEND+=" rp_servers=$(IFS=,; echo "${GUEST_EPS[*]}")"
@@ -272,7 +287,7 @@ fi
 [ "${RP_VM_HOG_CORRUPT:-0}" = 1 ] && APPEND+=" rp_hog_corrupt=1"
 [ -n "${RP_VM_APPEND:-}" ] && APPEND+=" $RP_VM_APPEND"
 
-log "booting guest (backend=$BACKEND net=$NET kill=$DO_KILL discard=$DISCARD global=$GLOBAL, timeout ${TIMEOUT}s); serial log: $SERIAL"
+log "booting guest (backend=$BACKEND front=$FRONT net=$NET kill=$DO_KILL discard=$DISCARD global=$GLOBAL, timeout ${TIMEOUT}s); serial log: $SERIAL"
 T_BOOT=$(date +%s.%N)
 "${NSX[@]}" timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
     -accel tcg,thread=multi -m "$MEM_MB" -smp 2 \
@@ -310,10 +325,11 @@ line=$(grep -a 'RAMPOOL-VM-RESULT:' "$SERIAL" | tail -n1 | tr -d '\r')
 stats=$(grep -a 'RAMPOOL-VM-STATS:' "$SERIAL" | tail -n1 | tr -d '\r')
 tr -d '\r' <"$SERIAL" | awk '/^--- rampool stats-file/ { s = 1 } s || /^(hog: (RESULT|MISMATCH)|rp-init|rp-watch|  locked )/ { print } /^---$/ { s = 0 }' | sed 's/^/  guest| /' >&2
 if [ -n "$stats" ]; then log "${stats#*RAMPOOL-VM-STATS: }"; fi
-# kernel nbd trouble (timeouts, errors) is worth a look even on PASS
-nbdmsg=$(tr -d '\r' <"$SERIAL" | grep -a -E 'block nbd0: |nbdkit: .*(error|warning)' | grep -av -E 'info:|shutting down sockets' | head -n 20)
+# kernel nbd trouble (timeouts, errors) is worth a look even on PASS;
+# so are nbdkit's errors and warnings, and rampool-nbd's ("rampool: ...")
+nbdmsg=$(tr -d '\r' <"$SERIAL" | grep -a -E 'block nbd0: |nbdkit: .*(error|warning)|rampool: (error|warning)' | grep -av -E 'info:|shutting down sockets' | head -n 20)
 if [ -n "$nbdmsg" ]; then
-    log "WARNING: kernel nbd / nbdkit reported trouble (logs kept):"
+    log "WARNING: kernel nbd / the NBD server reported trouble (logs kept):"
     sed 's/^/  serial| /' <<<"$nbdmsg" >&2
     RP_VM_KEEP=1
 fi
