@@ -1,11 +1,11 @@
 /* rampool attach / detach: the operator path from a pool to swap.
  *
- *   attach: start nbdkit with the rampool plugin on a Unix socket in
- *           /run/rampool/DEV/, wait until it serves, connect the kernel
- *           nbd device to it with nbd-client (block size 4096, several
- *           connections, -swap so nbd-client locks itself in RAM), then
- *           mkswap and swapon.
- *   detach: swapoff, nbd-client -d, stop nbdkit, remove the state.
+ *   attach: start nbdkit with the rampool plugin (or, with --front=nbd,
+ *           rampool-nbd) on a Unix socket in /run/rampool/DEV/, wait
+ *           until it serves, connect the kernel nbd device to it with
+ *           nbd-client (block size 4096, several connections, -swap so
+ *           nbd-client locks itself in RAM), then mkswap and swapon.
+ *   detach: swapoff, nbd-client -d, stop the server, remove the state.
  *
  * Every step runs a program by argv (no shell), checks its status and
  * undoes what was done before it on failure, so a failed attach leaves
@@ -57,7 +57,8 @@ attach_run (char *const argv[])
 }
 
 static void
-attach_paths (const char *dev, char *dir, char *sock, char *pidf, size_t len)
+attach_paths (const char *dev, char *dir, char *sock, char *pidf, char *log,
+              size_t len)
 {
   char copy[256];
 
@@ -65,6 +66,7 @@ attach_paths (const char *dev, char *dir, char *sock, char *pidf, size_t len)
   snprintf (dir, len, "%s/%s", ATTACH_STATE_DIR, basename (copy));
   snprintf (sock, len, "%s/nbd.sock", dir);
   snprintf (pidf, len, "%s/nbdkit.pid", dir);
+  snprintf (log, len, "%s/rampool-nbd.log", dir);
 }
 
 static pid_t
@@ -81,6 +83,7 @@ attach_read_pid (const char *pidf)
   return pid;
 }
 
+/* Stop the NBD server (nbdkit or rampool-nbd) whose pid is in pidf. */
 static void
 attach_stop_nbdkit (const char *pidf)
 {
@@ -89,11 +92,17 @@ attach_stop_nbdkit (const char *pidf)
   if (pid <= 0)
     return;
   kill (pid, SIGTERM);
-  /* nbdkit frees the pool's memory on the donors as it exits. */
-  for (int i = 0; i < 100 && kill (pid, 0) == 0; i++)
+  /* The server frees the pool's memory on the donors as it exits.  A
+   * rampool-nbd started by this very attach is our child: reaped here,
+   * or it would stay a zombie that kill (pid, 0) still finds.
+   */
+  for (int i = 0; i < 100 && kill (pid, 0) == 0; i++) {
+    if (waitpid (pid, NULL, WNOHANG) == pid)
+      break;
     usleep (100 * 1000);
+  }
   if (kill (pid, 0) == 0) {
-    fprintf (stderr, "rampool: nbdkit %ld did not stop in 10 s; killing it\n",
+    fprintf (stderr, "rampool: server %ld did not stop in 10 s; killing it\n",
              (long) pid);
     kill (pid, SIGKILL);
   }
@@ -107,6 +116,7 @@ attach_usage (FILE *fp)
     "Usage: rampool attach [--device=/dev/nbdN] [--connections=N] [--no-swap]\n"
     "                      [--discard] [--priority=P] [--timeout=S] "
     "[--plugin=PATH]\n"
+    "                      [--front=nbdkit|nbd]\n"
     "                      servers=... size=... [KEY=VALUE...]\n"
     "       rampool detach [--device=/dev/nbdN]\n"
     "Keys (nbdkit-rampool-plugin(1); attach adds mlock=on realtime=10 for\n"
@@ -118,6 +128,7 @@ attach_usage (FILE *fp)
 struct attach_opts {
   const char *dev;             /* /dev/nbdN */
   const char *plugin;          /* the plugin's .so */
+  bool is_nbd_front;           /* --front=nbd: rampool-nbd, not nbdkit */
   const char *prio;            /* swapon -p, or NULL */
   const char *nbd_timeout;     /* nbd-client -t, seconds */
   char conns[16];              /* nbd-client -C */
@@ -170,6 +181,10 @@ attach_parse (int argc, char **argv, struct attach_opts *o)
       o->prio = argv[i] + 11;
     else if (strncmp (argv[i], "--plugin=", 9) == 0)
       o->plugin = argv[i] + 9;
+    else if (strcmp (argv[i], "--front=nbd") == 0)
+      o->is_nbd_front = true;
+    else if (strcmp (argv[i], "--front=nbdkit") == 0)
+      o->is_nbd_front = false;
     else if (strncmp (argv[i], "--timeout=", 10) == 0) {
       if (rp_parse_uint (argv[i] + 10, 1, 86400, &v) == -1) {
         fprintf (stderr, "rampool attach: --timeout: '%s' is not 1-86400"
@@ -218,25 +233,57 @@ attach_parse (int argc, char **argv, struct attach_opts *o)
   return 0;
 }
 
-/* Start nbdkit with the plugin on sock, and wait until it serves.  0 or
- * -1 (nbdkit stopped again).
+/* Start rampool-nbd, which runs in the foreground, as a daemon of its
+ * own: a new session, its log in log.  The caller waits for its pid
+ * file.  0, or -1 if it could not be started.
+ */
+static int
+attach_spawn (char *const argv[], const char *log)
+{
+  pid_t pid;
+
+  fprintf (stderr, "rampool:");
+  for (int i = 0; argv[i]; i++)
+    fprintf (stderr, " %s", argv[i]);
+  fprintf (stderr, " (log: %s)\n", log);
+  pid = fork ();
+  if (pid == -1)
+    return -1;
+  if (pid == 0) {
+    int in = open ("/dev/null", O_RDONLY);
+    int out = open (log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (in == -1 || out == -1 || dup2 (in, 0) == -1 || dup2 (out, 1) == -1 ||
+        dup2 (out, 2) == -1 || setsid () == -1)
+      _exit (127);
+    execvp (argv[0], argv);
+    fprintf (stderr, "rampool: %s: %s\n", argv[0], strerror (errno));
+    _exit (127);
+  }
+  return 0;
+}
+
+/* Start nbdkit with the plugin (or rampool-nbd) on sock, and wait until
+ * it serves.  0 or -1 (the server stopped again).
  */
 static int
 attach_start_nbdkit (const struct attach_opts *o, const char *sock,
-                     const char *pidf)
+                     const char *pidf, const char *log)
 {
   char *argv_n[64];
   int n = 0;
+  const char *name = o->is_nbd_front ? "rampool-nbd" : "nbdkit";
 
   /* nbdkit daemonizes once it serves; mlock=on locks it after the fork
-   * (nbdkit --swap's own lock does not survive the fork).
+   * (nbdkit --swap's own lock does not survive the fork).  rampool-nbd
+   * writes its pid file once the pool is open and it listens.
    */
-  argv_n[n++] = (char *) "nbdkit";
+  argv_n[n++] = (char *) name;
   argv_n[n++] = (char *) "-U";
   argv_n[n++] = (char *) sock;
   argv_n[n++] = (char *) "-P";
   argv_n[n++] = (char *) pidf;
-  argv_n[n++] = (char *) o->plugin;
+  if (!o->is_nbd_front)
+    argv_n[n++] = (char *) o->plugin;
   for (int k = 0; k < o->nkeys; k++)
     argv_n[n++] = o->keys[k];
   /* For swap: lock nbdkit in RAM after its fork, and run its I/O
@@ -250,16 +297,23 @@ attach_start_nbdkit (const struct attach_opts *o, const char *sock,
     argv_n[n++] = (char *) "realtime=10";
   }
   argv_n[n] = NULL;
-  if (attach_run (argv_n) != 0) {
-    fprintf (stderr, "rampool attach: nbdkit failed (see its errors above)\n");
+  if (o->is_nbd_front ? attach_spawn (argv_n, log) != 0
+      : attach_run (argv_n) != 0) {
+    fprintf (stderr, "rampool attach: %s failed (see its errors %s)\n", name,
+             o->is_nbd_front ? log : "above");
     return -1;
   }
-  /* nbdkit writes the pid file once it listens. */
+  /* The pid file comes once it listens. */
   for (int t = 0; t < 300 && (access (pidf, F_OK) != 0 ||
-                              access (sock, F_OK) != 0); t++)
+                              access (sock, F_OK) != 0); t++) {
+    if (o->is_nbd_front && waitpid (-1, NULL, WNOHANG) > 0) {
+      fprintf (stderr, "rampool attach: rampool-nbd exited (see %s)\n", log);
+      return -1;
+    }
     usleep (100 * 1000);
-  if (access (sock, F_OK) != 0) {
-    fprintf (stderr, "rampool attach: nbdkit did not create %s in 30 s\n",
+  }
+  if (access (pidf, F_OK) != 0 || access (sock, F_OK) != 0) {
+    fprintf (stderr, "rampool attach: %s did not create %s in 30 s\n", name,
              sock);
     attach_stop_nbdkit (pidf);
     return -1;
@@ -325,14 +379,14 @@ int
 attach_main (int argc, char **argv)
 {
   struct attach_opts o;
-  char dir[300], sock[320], pidf[320];
+  char dir[300], sock[320], pidf[320], log[320];
   int status;
 
   if ((status = attach_parse (argc, argv, &o)) != 0)
     return status;
-  attach_paths (o.dev, dir, sock, pidf, sizeof dir);
+  attach_paths (o.dev, dir, sock, pidf, log, sizeof dir);
   if (access (pidf, F_OK) == 0 && kill (attach_read_pid (pidf), 0) == 0) {
-    fprintf (stderr, "rampool attach: %s is already attached (nbdkit pid in"
+    fprintf (stderr, "rampool attach: %s is already attached (server pid in"
              " %s); rampool detach --device=%s first\n", o.dev, pidf, o.dev);
     return 1;
   }
@@ -343,14 +397,16 @@ attach_main (int argc, char **argv)
   }
   unlink (sock);
   unlink (pidf);
-  if (attach_start_nbdkit (&o, sock, pidf) == -1)
+  if (attach_start_nbdkit (&o, sock, pidf, log) == -1)
     goto out_rmdir;
   if (attach_connect_nbd (&o, sock) == -1)
     goto out_stop_nbdkit;
   if (o.is_swap && attach_swapon (&o) == -1)
     goto out_disconnect;
-  printf ("rampool: %s attached%s (nbdkit pid %ld, socket %s)\n", o.dev,
-          o.is_swap ? " as swap" : "", (long) attach_read_pid (pidf), sock);
+  printf ("rampool: %s attached%s (%s pid %ld, socket %s)\n", o.dev,
+          o.is_swap ? " as swap" : "",
+          o.is_nbd_front ? "rampool-nbd" : "nbdkit",
+          (long) attach_read_pid (pidf), sock);
   return 0;
 
  out_disconnect:
@@ -364,7 +420,7 @@ attach_main (int argc, char **argv)
  out_rmdir:
   unlink (sock);
   unlink (pidf);
-  rmdir (dir);
+  rmdir (dir);                 /* kept when rampool-nbd's log is in it */
   return 1;
 }
 
@@ -372,7 +428,7 @@ int
 detach_main (int argc, char **argv)
 {
   const char *dev = "/dev/nbd0";
-  char dir[300], sock[320], pidf[320];
+  char dir[300], sock[320], pidf[320], log[320];
   int status = 0;
 
   for (int i = 1; i < argc; i++) {
@@ -384,7 +440,7 @@ detach_main (int argc, char **argv)
       return 2;
     }
   }
-  attach_paths (dev, dir, sock, pidf, sizeof dir);
+  attach_paths (dev, dir, sock, pidf, log, sizeof dir);
   {
     /* Not swap (attached with --no-swap, or already off): harmless. */
     char *argv_s[] = { (char *) "swapoff", (char *) dev, NULL };
@@ -402,6 +458,7 @@ detach_main (int argc, char **argv)
   attach_stop_nbdkit (pidf);
   unlink (sock);
   unlink (pidf);
+  unlink (log);
   rmdir (dir);
   if (status == 0)
     printf ("rampool: %s detached\n", dev);

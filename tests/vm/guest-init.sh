@@ -15,7 +15,7 @@
 #                or nbd: rampool-nbd with the same keys plus mlock=on
 #                (which stands in for nbdkit's --swap, so rp_nbdkit_swap
 #                does nothing; rp_nbdkit_rt, rp_glibc_tunables apply to it);
-#                not with rp_attach=1 (rampool attach starts nbdkit)
+#                with rp_attach=1, rampool attach --front=nbd starts it
 #   rp_servers   rampool: HOST:PORT,HOST:PORT,...
 #   rp_nbd       stock, nbd: HOST:PORT of the host's NBD server
 #   rp_nbd_name  nbd: its export name, default bench
@@ -201,16 +201,17 @@ nbd_connect() {
 attach=${rp_attach:-0}
 if [ "$attach" = 1 ]; then
     [ "$backend" = rampool ] || fail "rp_attach=1 needs rp_backend=rampool"
-    [ "$front" = nbdkit ] || fail "rp_attach=1 needs rp_front=nbdkit (rampool attach starts nbdkit)"
     # nbdkit in the background logs to syslog: show it on the console
+    # (rampool-nbd logs to /run/rampool/nbd0/rampool-nbd.log, shown at
+    # the end)
     syslogd -O /dev/console
-    aflags="--device=/dev/nbd0 --connections=$conns --timeout=$nbd_timeout --plugin=rampool"
+    aflags="--device=/dev/nbd0 --connections=$conns --timeout=$nbd_timeout --plugin=rampool --front=$front"
     [ "$discard" = 1 ] && aflags="$aflags --discard"
     say "starting: rampool attach $aflags ${plugin_args#rampool }"
     rampool attach $aflags ${plugin_args#rampool } || fail "rampool attach"
     NBDKIT_PID=$(cat /run/rampool/nbd0/nbdkit.pid 2>/dev/null)
-    kill -0 "$NBDKIT_PID" 2>/dev/null || fail "no nbdkit after rampool attach"
-    say "attached: nbdkit pid $NBDKIT_PID: $(grep -E 'VmLck|VmRSS' /proc/$NBDKIT_PID/status | tr -s ' \t\n' ' ')"
+    kill -0 "$NBDKIT_PID" 2>/dev/null || fail "no $server after rampool attach"
+    say "attached: $server pid $NBDKIT_PID: $(grep -E 'VmLck|VmRSS' /proc/$NBDKIT_PID/status | tr -s ' \t\n' ' ')"
     grep -q '^/dev/nbd0 ' /proc/swaps || fail "rampool attach: /dev/nbd0 is not in /proc/swaps"
 elif [ "$backend" = nbd ]; then
     [ -n "$rp_nbd" ] || fail "rp_nbd not set"
@@ -392,11 +393,13 @@ if [ "$discard" = 1 ] && [ -f /tmp/rampool.stats ]; then
     [ "$(mapped_extents)" = "extents_mapped 0" ] || fail "extents still mapped 10 s after blkdiscard: $(mapped_extents)"
 fi
 if [ "$attach" = 1 ]; then
+    [ -f /run/rampool/nbd0/rampool-nbd.log ] &&
+        sed 's/^/rampool-nbd.log: /' /run/rampool/nbd0/rampool-nbd.log
     rampool detach --device=/dev/nbd0 || fail "rampool detach"
     grep -q '^/dev/nbd0 ' /proc/swaps && fail "/dev/nbd0 still swap after rampool detach"
-    kill -0 "$NBDKIT_PID" 2>/dev/null && fail "nbdkit (pid $NBDKIT_PID) still running after rampool detach"
+    kill -0 "$NBDKIT_PID" 2>/dev/null && fail "$server (pid $NBDKIT_PID) still running after rampool detach"
     [ -e /run/rampool/nbd0 ] && fail "rampool detach left /run/rampool/nbd0"
-    say "detached: swap off, nbd0 disconnected, nbdkit gone"
+    say "detached: swap off, nbd0 disconnected, $server gone"
 elif [ $DEV = /dev/nbd0 ]; then
     nbd-client -d /dev/nbd0 >/dev/null 2>&1
 fi

@@ -24,9 +24,9 @@
 #               nbdkit's nbd plugin in the guest (harness self-test)
 #   --front     the NBD server in the guest, for --backend rampool:
 #               nbdkit (default) with the plugin, or nbd: rampool-nbd with
-#               the same keys and mlock=on (guest-init.sh's rp_front); not
-#               with --attach, which --global implies (rampool attach
-#               starts nbdkit)
+#               the same keys and mlock=on (guest-init.sh's rp_front); with
+#               --attach (which --global implies), rampool attach
+#               --front=nbd starts it
 #   --net       tap (default): a network namespace made by this script, with
 #               a tap device for QEMU and the servers listening in it;
 #               user: QEMU user networking (restrict=on) with guestfwd to
@@ -122,7 +122,6 @@ fi
 ATTACH=${ATTACH:-0}
 [ $ATTACH = 1 ] && [ $BACKEND != rampool ] && { echo "test-swap: --attach needs --backend rampool" >&2; exit 1; }
 [ $FRONT = nbd ] && [ $BACKEND != rampool ] && { echo "test-swap: --front nbd needs --backend rampool" >&2; exit 1; }
-[ $FRONT = nbd ] && [ $ATTACH = 1 ] && { echo "test-swap: --front nbd does not go with --attach, which --global implies (rampool attach starts nbdkit)" >&2; exit 1; }
 RAMPOOL_CLI=${RP_VM_RAMPOOL:-$TOP/client/rampool}
 { [ $ATTACH = 1 ] || [ $DISCARD = 1 ]; } && [ $BACKEND = rampool ] && [ ! -x "$RAMPOOL_CLI" ] &&
     { echo "test-swap: --attach and --discard need the rampool CLI, '$RAMPOOL_CLI' is not built" >&2; exit 1; }
