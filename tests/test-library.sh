@@ -26,7 +26,7 @@ lib=$libdir/librampool.so.1
 readelf -d "$lib" | has "SONAME.*\[librampool\.so\.1\]" ||
   fail "soname: $(readelf -d "$lib" | grep SONAME)"
 extra=$(nm -D --defined-only "$lib" | awk '$2 == "T" { print $3 }' |
-  grep -Ev '^rp_(config_|pool_|server_(query|drain)$|set_log$)' || true)
+  grep -Ev '^rp_(config_|pool_|aio_|server_(query|drain)$|set_log$)' || true)
 [ -z "$extra" ] || fail "symbols exported beyond the API: $extra"
 
 # A library built with the sanitizers needs their runtime first.
