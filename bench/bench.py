@@ -31,13 +31,15 @@ import time
 TICK = os.sysconf("SC_CLK_TCK")
 
 # Targets and workloads in report order.
-TARGETS = ["rampool-r1", "rampool-r2", "rampool-nbd-r1", "rampool-nbd-r2",
-           "probe", "memory", "nbd-server", "nbd-forward"]
+TARGETS = ["rampool-r1", "rampool-r2", "rampool-r3", "rampool-ec42",
+           "rampool-ec82", "rampool-nbd-r1", "rampool-nbd-r2", "probe",
+           "memory", "nbd-server", "nbd-forward"]
 # Each of these is compared with the peers (and, but for rampool-r1,
-# with rampool-r1).  rampool-nbd-r1/-r2 (client/rampool-nbd.c) and probe
-# (bench/frontend-probe.c): on request.
-RAMPOOL = ["rampool-r1", "rampool-r2", "rampool-nbd-r1", "rampool-nbd-r2",
-           "probe"]
+# with rampool-r1).  On request: rampool-r3, -ec42, -ec82,
+# rampool-nbd-r1/-r2 (client/rampool-nbd.c) and probe
+# (bench/frontend-probe.c).
+RAMPOOL = ["rampool-r1", "rampool-r2", "rampool-r3", "rampool-ec42",
+           "rampool-ec82", "rampool-nbd-r1", "rampool-nbd-r2", "probe"]
 PEERS = ["memory", "nbd-server", "nbd-forward"]
 WORKLOADS = ["randread-4k-qd1", "randread-4k-qd16", "randwrite-4k-qd1",
              "randwrite-4k-qd16", "seqread-1m", "seqwrite-1m"]
