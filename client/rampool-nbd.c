@@ -61,6 +61,12 @@
 #define NBD_RXBUF (64u * 1024)
 #define NBD_REPLY_BATCH 64             /* replies per sendmsg */
 #define NBD_THREADS_DEFAULT 8
+/* A slot keeps a buffer this large for its next request; a larger one
+ * (a large request, up to NBD_MAX_REQUEST) is freed once answered, so
+ * that what stays allocated -- and locked, with mlock=on -- is at most
+ * NBD_SLOTS times this per connection, not 128 times 32 MiB.
+ */
+#define NBD_KEEP_BUF (256u * 1024)
 
 struct nbd_client;
 
@@ -208,6 +214,12 @@ nbd_send_replies (struct nbd_client *cl)
       is_broken = true;
       shutdown (cl->fd, SHUT_RDWR);  /* the reader sees it and ends */
     }
+    for (unsigned i = 0; i < n; i++)
+      if (batch[i]->cap > NBD_KEEP_BUF) {
+        free (batch[i]->buf);
+        batch[i]->buf = NULL;
+        batch[i]->cap = 0;
+      }
     pthread_mutex_lock (&cl->lock);
     if (is_broken)
       cl->is_broken = true;
@@ -393,14 +405,21 @@ nbd_take_slot (struct nbd_client *cl)
   return r;
 }
 
-/* r's buffer holds at least len bytes.  0, or -1 (ENOMEM). */
+/* r's buffer holds at least len bytes (grown to a power of two, at
+ * least 4 KiB: requests of varied small sizes grow it a few times, not
+ * at every one).  0, or -1 (ENOMEM).
+ */
 static int
 nbd_slot_room (struct nbd_req *r, uint32_t len)
 {
+  uint32_t want = 4096;
   uint8_t *b;
 
   if (len <= r->cap)
     return 0;
+  while (want < len)
+    want *= 2;                 /* len <= NBD_MAX_REQUEST: no overflow */
+  len = want;
   b = realloc (r->buf, len);
   if (b == NULL)
     return -1;
