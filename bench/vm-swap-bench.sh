@@ -25,6 +25,8 @@
 #               nbd-server's run with one hop more, every server process
 #               native (in rampool-rN, nbdkit runs in the guest, under
 #               TCG emulation)
+#   rampool-nbd-rN, rampool-nbd-host-rN  the same two with rampool-nbd
+#               (client/rampool-nbd.c) in place of nbdkit
 #
 # Environment (defaults in brackets): BENCH_VM_BACKENDS [virtio nbd-server
 # rampool-r1 rampool-r2], BENCH_VM_ROUNDS [1], BENCH_VM_HOG_MB [256],
@@ -34,7 +36,8 @@
 # (each memserver), BENCH_VM_VIRTIO_CACHE [none], BENCH_VM_TIMEOUT [1200]
 # (seconds per guest run), BENCH_VM_CACHE [bench/vm/work] (guest build and
 # run logs), MEMSERVER [memserver/memserver], RAMPOOL_PLUGIN
-# [nbdkit-plugin/.libs/nbdkit-rampool-plugin.so], BENCH_VM_KEEP=1 keeps the
+# [nbdkit-plugin/.libs/nbdkit-rampool-plugin.so], RAMPOOL_NBD
+# [client/rampool-nbd], BENCH_VM_KEEP=1 keeps the
 # run directory.
 #
 # Output: a table (backend, hog seconds = write + verify, pswpin, pswpout,
@@ -64,6 +67,7 @@ TIMEOUT=${BENCH_VM_TIMEOUT:-1200}
 CACHE=${BENCH_VM_CACHE:-$HERE/vm/work}
 MEMSERVER=${MEMSERVER:-$TOP/memserver/memserver}
 PLUGIN=${RAMPOOL_PLUGIN:-$TOP/nbdkit-plugin/.libs/nbdkit-rampool-plugin.so}
+RAMPOOL_NBD=${RAMPOOL_NBD:-$TOP/client/rampool-nbd}
 NSERVERS=3
 BUILD=1
 
@@ -137,7 +141,7 @@ if [ $BUILD = 1 ]; then
         [ -f "$deb" ] && [ ! -e "$CACHE/${deb##*/}" ] && { ln "$deb" "$CACHE/" 2>/dev/null || cp "$deb" "$CACHE/"; }
     done
     RP_VM_CACHE=$CACHE RP_VM_BACKEND=rampool RP_VM_PLUGIN=$PLUGIN \
-        RP_VM_EXTRA_MODULES=virtio_blk \
+        RP_VM_RAMPOOL_NBD=$RAMPOOL_NBD RP_VM_EXTRA_MODULES=virtio_blk \
         "$TOP/tests/vm/build-guest.sh" || die "build-guest.sh failed"
 fi
 [ -f "$CACHE/vmlinuz" ] && [ -f "$CACHE/initrd.cpio.gz" ] || die "no guest in $CACHE (run without --no-build)"
@@ -204,7 +208,16 @@ CONF
             wait_for "memserver $i" "${PIDS[$i]}" test -s "$d/ms$i.port" || return 1
             eps+=("10.0.2.2:$(tr -dc 0-9 <"$d/ms$i.port")")
         done
-        if [[ $b == rampool-host-r* ]]; then
+        if [[ $b == rampool-nbd-host-r* ]]; then
+            "${NSX[@]}" "$RAMPOOL_NBD" -b 10.0.2.2 -p 10809 -t "$THREADS" \
+                servers="$(IFS=,; echo "${eps[*]}")" size="$SIZE" \
+                replicas="${b#rampool-nbd-host-r}" >"$d/rampool-nbd.log" 2>&1 &
+            PIDS+=($!)
+            wait_for "rampool-nbd" "$!" listening 10809 || return 1
+            append+=" rp_backend=nbd rp_nbd=10.0.2.2:10809 rp_nbd_name=bench"
+        elif [[ $b == rampool-nbd-r* ]]; then
+            append+=" rp_backend=rampool rp_front=nbd rp_nostats=1 rp_replicas=${b#rampool-nbd-r} rp_servers=$(IFS=,; echo "${eps[*]}")"
+        elif [[ $b == rampool-host-r* ]]; then
             "${NSX[@]}" nbdkit -f -i 10.0.2.2 -p 10809 -t "$THREADS" "$PLUGIN" \
                 servers="$(IFS=,; echo "${eps[*]}")" size="$SIZE" \
                 replicas="${b#rampool-host-r}" >"$d/nbdkit.log" 2>&1 &
