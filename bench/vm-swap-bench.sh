@@ -93,7 +93,10 @@ for b in $BACKENDS; do
     rampool-r[1-9]|rampool-host-r[1-9])
         [ -x "$MEMSERVER" ] || die "memserver '$MEMSERVER' not built (./configure && make)"
         [ -f "$PLUGIN" ] || die "plugin '$PLUGIN' not built (./configure && make)" ;;
-    *) die "unknown backend '$b' (virtio nbd-server rampool-rN rampool-host-rN)" ;;
+    rampool-nbd-r[1-9]|rampool-nbd-host-r[1-9])
+        [ -x "$MEMSERVER" ] || die "memserver '$MEMSERVER' not built (./configure && make)"
+        [ -x "$RAMPOOL_NBD" ] || die "rampool-nbd '$RAMPOOL_NBD' not built (./configure && make)" ;;
+    *) die "unknown backend '$b' (virtio nbd-server rampool-rN rampool-host-rN rampool-nbd-rN rampool-nbd-host-rN)" ;;
     esac
 done
 
