@@ -102,12 +102,11 @@ conn_complete (struct conn_call *call, int err, bool is_answered)
 
   call->err = err;
   call->is_answered = is_answered;
+  __atomic_store_n (&call->is_done, true, __ATOMIC_RELEASE);
   if (w->on_zero) {
-    __atomic_store_n (&call->is_done, true, __ATOMIC_RELEASE);
     conn_wait_put (w);
     return;
   }
-  __atomic_store_n (&call->is_done, true, __ATOMIC_RELEASE);
   /* After this the waiter may return: touch neither call nor w. */
   old = __atomic_fetch_sub (&w->state, 1, __ATOMIC_ACQ_REL);
   if ((old & CONN_WAIT_SLEEPING) &&

@@ -86,6 +86,15 @@ struct nbd_req {
   uint8_t hdr[16];             /* the reply header, built here */
 };
 
+/* A queue of requests, first in first out: a client's replies to
+ * send, and the requests for a thread that may block (settles, on one
+ * thread never held up by an outage, since servers wait for those
+ * before they count up again; everything else on THREADS threads).
+ */
+struct nbd_queue {
+  struct nbd_req *head, *tail;
+};
+
 struct nbd_client {
   int fd;
   pthread_t reader;
@@ -93,7 +102,7 @@ struct nbd_client {
   pthread_cond_t freed;        /* a slot came back */
   struct nbd_req *free;
   unsigned nbusy;
-  struct nbd_req *out_head, *out_tail;  /* replies to send */
+  struct nbd_queue out;        /* replies to send */
   bool is_sending;             /* a thread sends them (the others only
                                   queue theirs) */
   bool is_broken;              /* a send failed: drop replies */
@@ -103,13 +112,6 @@ struct nbd_client {
   struct nbd_req slots[NBD_SLOTS];
 };
 
-/* Requests for a thread that may block: settles (one thread, never
- * held up by an outage: servers wait for those before they count up
- * again) and everything else (THREADS threads).
- */
-struct nbd_queue {
-  struct nbd_req *head, *tail;
-};
 
 static struct {
   struct rp_pool *pool;
@@ -192,15 +194,10 @@ nbd_send_replies (struct nbd_client *cl)
   struct iovec iov[2 * NBD_REPLY_BATCH];
   struct nbd_req *batch[NBD_REPLY_BATCH];
 
-  while (cl->out_head) {
+  while (cl->out.head) {
     unsigned n = 0, niov = 0;
-    while (cl->out_head && n < NBD_REPLY_BATCH) {
-      struct nbd_req *r = cl->out_head;
-      cl->out_head = r->next;
-      batch[n++] = r;
-    }
-    if (cl->out_head == NULL)
-      cl->out_tail = NULL;
+    while (n < NBD_REPLY_BATCH && cl->out.head)
+      batch[n++] = nbd_queue_pop (&cl->out);
     bool is_broken = cl->is_broken;
     pthread_mutex_unlock (&cl->lock);
     for (unsigned i = 0; i < n && !is_broken; i++) {
@@ -244,12 +241,7 @@ nbd_reply (struct nbd_req *r)
   struct nbd_client *cl = r->cl;
 
   pthread_mutex_lock (&cl->lock);
-  r->next = NULL;
-  if (cl->out_tail)
-    cl->out_tail->next = r;
-  else
-    cl->out_head = r;
-  cl->out_tail = r;
+  nbd_queue_push (&cl->out, r);
   if (!cl->is_sending) {
     cl->is_sending = true;
     nbd_send_replies (cl);
