@@ -1293,27 +1293,6 @@ io_aio_write (struct rp_pool *p, struct io_aio *x, uint64_t idx,
   return 1;
 }
 
-_Static_assert (sizeof (struct conn_batch) <= RP_AIO_BATCH_PRIVATE,
-                "RP_AIO_BATCH_PRIVATE too small");
-
-void
-rp_aio_batch_begin (struct rp_aio_batch *b)
-{
-  conn_batch_begin ((struct conn_batch *) b->priv.bytes);
-}
-
-void
-rp_aio_batch_flush (void)
-{
-  conn_batch_flush ();
-}
-
-void
-rp_aio_batch_end (void)
-{
-  conn_batch_end ();
-}
-
 int
 rp_aio_submit (struct rp_pool *p, struct rp_aio *a)
 {
