@@ -575,6 +575,16 @@ io_write_submit (struct rp_pool *p, struct io_chunk *c, struct extent *e,
       return 0;
     io_unskip (p, c, e);
     io_undo_encrypt (p, c);
+    /* io_should_wait saw a good copy, but its server went down before
+     * the write could be sent (its connection died first, or another
+     * thread took it down): wait for it like any outage.  Failing here
+     * lost writes, with no word of why, to a server that was back
+     * 70 ms later (nbd-stall-sequence.sh, test-write-unsent.sh).
+     */
+    if (io_should_retry (p, e, 0)) {
+      c->err = EAGAIN;
+      return 0;
+    }
     if (!replica_extent_may_return (p, e))
       io_log_write_lost (p, c, e);
     c->err = EIO;
