@@ -31,6 +31,9 @@
 #define CONN_WAIT_ANY 0x40000000u      /* wake at every completion */
 #define CONN_WAIT_COUNT 0x3fffffffu
 
+/* This thread's held sends (conn_batch_begin), or NULL. */
+static __thread struct conn_batch *conn_batch_tl;
+
 void
 conn_wait_init (struct conn_wait *w)
 {
@@ -94,24 +97,34 @@ conn_futex_wait (uint32_t *word, uint32_t val, const struct timespec *ts)
                   FUTEX_BITSET_MATCH_ANY);
 }
 
+/* One count of w goes (a call completed, or a held send let go): the
+ * last runs an asynchronous wait's on_zero, or wakes its waiter.
+ */
 static void
-conn_complete (struct conn_call *call, int err, bool is_answered)
+conn_wait_drop (struct conn_wait *w)
 {
-  struct conn_wait *w = call->wait;
   uint32_t old;
 
-  call->err = err;
-  call->is_answered = is_answered;
-  __atomic_store_n (&call->is_done, true, __ATOMIC_RELEASE);
   if (w->on_zero) {
     conn_wait_put (w);
     return;
   }
-  /* After this the waiter may return: touch neither call nor w. */
+  /* After this the waiter may return: touch w no more. */
   old = __atomic_fetch_sub (&w->state, 1, __ATOMIC_ACQ_REL);
   if ((old & CONN_WAIT_SLEEPING) &&
       ((old & CONN_WAIT_COUNT) == 1 || (old & CONN_WAIT_ANY)))
     conn_futex_wake (&w->state);
+}
+
+static void
+conn_complete (struct conn_call *call, int err, bool is_answered)
+{
+  struct conn_wait *w = call->wait;
+
+  call->err = err;
+  call->is_answered = is_answered;
+  __atomic_store_n (&call->is_done, true, __ATOMIC_RELEASE);
+  conn_wait_drop (w);          /* then touch call no more */
 }
 
 /* The end of direct connection c's current connect, once (recv_lock
@@ -166,6 +179,7 @@ conn_wait_all (struct conn_wait *w, struct conn_call *calls, unsigned ncalls,
   bool timed_out = false;
   uint32_t s;
 
+  conn_batch_flush ();         /* held calls are not in flight */
   /* Our calls on direct connections first: nobody else receives them.
    * The others complete meanwhile, on their receive threads.
    */
@@ -217,6 +231,7 @@ conn_wait_fewer (struct conn_wait *w, uint32_t pending, uint64_t deadline_ms)
   int ret = 0;
   uint32_t s;
 
+  conn_batch_flush ();         /* held calls are not in flight */
   while (((s = __atomic_load_n (&w->state, __ATOMIC_ACQUIRE)) &
           CONN_WAIT_COUNT) >= pending) {
     if ((s & bits) != bits) {
@@ -421,6 +436,126 @@ conn_set_direct (struct conn *c)
   c->is_direct = true;
 }
 
+void
+conn_batch_begin (struct conn_batch *b)
+{
+  b->n = 0;
+  b->nsent = 0;
+  conn_batch_tl = b;
+}
+
+bool
+conn_batch_is_on (void)
+{
+  return conn_batch_tl != NULL;
+}
+
+void
+conn_batch_on_sent (void (*fn) (void *arg, uint64_t v), void *arg,
+                    uint64_t v)
+{
+  struct conn_batch *b = conn_batch_tl;
+
+  if (b->nsent == CONN_BATCH_FRAMES)
+    conn_batch_flush ();
+  b->on_sent[b->nsent].fn = fn;
+  b->on_sent[b->nsent].arg = arg;
+  b->on_sent[b->nsent].v = v;
+  b->nsent++;
+}
+
+void
+conn_batch_end (void)
+{
+  conn_batch_flush ();
+  conn_batch_tl = NULL;
+}
+
+/* Send the held frames of connection c (f[i] the first of them), in
+ * the order they were submitted, and mark them sent.  Frames of an
+ * earlier connect of c are dropped, as conn_submit drops a send after
+ * a reconnect: their calls were failed with the old connection.
+ */
+static void
+conn_batch_send (struct conn_batch *b, unsigned i, unsigned n_held)
+{
+  struct conn *c = b->f[i].conn;
+  const struct conn_frame *send[CONN_BATCH_FRAMES];
+  unsigned n = 0;
+  int ret = 0;
+
+  pthread_mutex_lock (&c->send_lock);
+  for (unsigned j = i; j < n_held; j++) {
+    if (b->f[j].conn != c)
+      continue;
+    if (b->f[j].gen == c->conn_gen && c->is_started)
+      send[n++] = &b->f[j];
+    b->f[j].conn = NULL;
+  }
+  if (n)
+    ret = c->t.ops->send_frames (&c->t, send, n);
+  if (ret == -1) {
+    char why[128];
+    snprintf (why, sizeof why, "send: %s", strerror (errno));
+    pthread_mutex_unlock (&c->send_lock);
+    /* The calls are in slots: the dying reader completes them. */
+    conn_kill (c, why);
+    return;
+  }
+  pthread_mutex_unlock (&c->send_lock);
+}
+
+void
+conn_batch_flush (void)
+{
+  struct conn_batch *b = conn_batch_tl;
+  struct conn_wait *waits[CONN_BATCH_FRAMES];
+  unsigned n;
+
+  if (b == NULL || (b->n == 0 && b->nsent == 0))
+    return;
+  n = b->n;
+  for (unsigned i = 0; i < n; i++)
+    if (b->f[i].conn)
+      conn_batch_send (b, i, n);
+  /* Sent: later senders for these extents may go now. */
+  for (unsigned i = 0; i < b->nsent; i++)
+    b->on_sent[i].fn (b->on_sent[i].arg, b->on_sent[i].v);
+  b->nsent = 0;
+  /* Every frame is on the wire (or given up): now their calls may
+   * complete, and their buffers be freed -- not while a sendmsg that
+   * names them is still running.  A completion may submit again, into
+   * the emptied batch.
+   */
+  for (unsigned i = 0; i < n; i++)
+    waits[i] = b->f[i].wait;
+  b->n = 0;
+  for (unsigned i = 0; i < n; i++)
+    conn_wait_drop (waits[i]);
+}
+
+/* Hold call, which has slot generation gen of c, in b: encoded now, so
+ * that the flush reads nothing of the call (which, once its connection
+ * died, may complete and be reused before the flush).
+ */
+static void
+conn_batch_hold (struct conn_batch *b, struct conn *c, uint32_t gen,
+                 const struct conn_call *call)
+{
+  struct conn_frame *f;
+
+  if (b->n == CONN_BATCH_FRAMES)
+    conn_batch_flush ();
+  f = &b->f[b->n++];
+  f->conn = c;
+  f->gen = gen;
+  f->len = call->req.length;
+  f->payload = call->payload;
+  f->wait = call->wait;
+  __atomic_fetch_add (&call->wait->state, 1, __ATOMIC_RELAXED);
+  rp_req_encode (&call->req, f->hdr);
+}
+
 int
 conn_submit (struct conn *c, struct conn_call *call)
 {
@@ -432,8 +567,16 @@ conn_submit (struct conn *c, struct conn_call *call)
   call->rlen = 0;
   call->err = 0;
   pthread_mutex_lock (&c->lock);
-  while (!c->is_dead && c->free_head == 0)
+  while (!c->is_dead && c->free_head == 0) {
+    /* What this thread holds may be what would free a slot. */
+    if (conn_batch_tl && conn_batch_tl->n) {
+      pthread_mutex_unlock (&c->lock);
+      conn_batch_flush ();
+      pthread_mutex_lock (&c->lock);
+      continue;
+    }
     pthread_cond_wait (&c->slot_cond, &c->lock);
+  }
   if (c->is_dead || (!c->is_ready && call->req.op != RP_OP_HELLO &&
                      call->req.op != RP_OP_AUTH)) {
     pthread_mutex_unlock (&c->lock);
@@ -450,6 +593,10 @@ conn_submit (struct conn *c, struct conn_call *call)
   __atomic_fetch_add (&call->wait->state, 1, __ATOMIC_RELAXED);
   pthread_mutex_unlock (&c->lock);
 
+  if (conn_batch_tl && !c->is_direct && c->t.ops->send_frames) {
+    conn_batch_hold (conn_batch_tl, c, gen, call);
+    return 0;
+  }
   pthread_mutex_lock (&c->send_lock);
   /* The connection died and was replaced since we took the slot, or
    * was closed (conn_join: a server parked): the dying reader has

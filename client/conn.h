@@ -199,6 +199,51 @@ bool conn_dead_why (struct conn *c, char *why, size_t len);
  */
 void conn_set_ready (struct conn *c);
 
+/* Held sends.  Between conn_batch_begin and conn_batch_end, the
+ * requests this thread submits on a connection whose transport has
+ * send_frames (TCP) are taken into their slots as usual but not sent:
+ * their frames are encoded into b and go out at conn_batch_flush, one
+ * send_frames per connection -- for a burst of requests one system
+ * call, and one wake-up of each server, instead of one per request.
+ * A held request is not in flight: the thread flushes before it waits
+ * for anything (conn.c does before it waits for a slot or a call;
+ * the caller before a recv or a lock of its own).  b is full at
+ * CONN_BATCH_FRAMES frames; the next submit flushes it first.  Direct
+ * connections (lanes) always send at once.
+ */
+#define CONN_BATCH_FRAMES 32
+
+struct conn_frame {
+  struct conn *conn;           /* NULL once sent (flush) */
+  uint32_t gen;                /* conn_gen when the slot was taken */
+  uint32_t len;                /* payload bytes */
+  const void *payload;
+  struct conn_wait *wait;      /* the call's, held by one count until
+                                  the frame is sent */
+  uint8_t hdr[sizeof (struct rp_req_hdr)];
+};
+
+struct conn_batch {
+  unsigned n, nsent;
+  struct conn_frame f[CONN_BATCH_FRAMES];
+  struct {                     /* conn_batch_on_sent */
+    void (*fn) (void *arg, uint64_t v);
+    void *arg;
+    uint64_t v;
+  } on_sent[CONN_BATCH_FRAMES];
+};
+
+void conn_batch_begin (struct conn_batch *b);
+/* Is this thread holding sends (between begin and end)? */
+bool conn_batch_is_on (void);
+/* Call fn(arg, v) once the frames held so far are sent (at the next
+ * flush, after the last send_frames).
+ */
+void conn_batch_on_sent (void (*fn) (void *arg, uint64_t v), void *arg,
+                         uint64_t v);
+void conn_batch_flush (void);
+void conn_batch_end (void);
+
 /* The receive side's calls (transport.h; only from a transport's
  * receive side, which is one thread or poller per connection).
  *

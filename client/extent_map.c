@@ -94,6 +94,20 @@ extent_map_drain_reads (struct extent_map *m, uint64_t idx)
 }
 
 void
+extent_map_drain_unsent (struct extent_map *m, uint64_t idx)
+{
+  extent_map_drain_count (&m->unsent[idx % EXTENT_MAP_STRIPES]);
+}
+
+void
+extent_map_unsent_done (void *map, uint64_t idx)
+{
+  struct extent_map *m = map;
+
+  extent_map_count_done (&m->unsent[idx % EXTENT_MAP_STRIPES]);
+}
+
+void
 extent_map_read_done (struct extent_map *m, uint64_t idx)
 {
   extent_map_count_done (&m->reads[idx % EXTENT_MAP_STRIPES]);

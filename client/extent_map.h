@@ -24,6 +24,16 @@
  * tags are set at the send): there reads drain the lane writes too,
  * and take a lane only while no shared write is in flight (io.c).
  *
+ * A write held by its thread (rampool-nbd's reader holds the requests
+ * of a burst and sends them together: conn.h, conn_batch) is not on
+ * the wire when the write lock goes, so "sent under the lock" does not
+ * order it: such a write is counted in `unsent` from the send under
+ * the lock until its frames are out, and every later holder of the
+ * write lock waits for that too (extent_map_drain).  Without it,
+ * recovery's COPY overtook a held write on the source's connection
+ * and the copy it made was counted good without the write (reads
+ * returned the old bytes; test-held-sends.sh).
+ *
  * A replica is good when its server is up, its epoch equals the
  * server's epoch (the server has not restarted, nor dropped our
  * session, since; either bumps the epoch and so invalidates every
@@ -103,6 +113,13 @@ struct extent_map {
    * waits for them (extent_map_drain) as it would for read locks.
    */
   uint32_t reads[EXTENT_MAP_STRIPES];
+  /* Writes sent under the write lock but held by their thread (a
+   * batch, conn.h): not on the wire yet, so a later holder of the
+   * write lock could overtake them on the connection.  It waits until
+   * they are sent (extent_map_drain), not until they are answered.
+   * Raised with the write lock held, lowered by the flush.
+   */
+  uint32_t unsent[EXTENT_MAP_STRIPES];
 };
 
 #define EXTENT_MAP_WAITED 0x80000000u
@@ -134,6 +151,17 @@ void extent_map_drain_lanes (struct extent_map *m, uint64_t idx);
  */
 void extent_map_drain_reads (struct extent_map *m, uint64_t idx);
 
+/* Wait until no held write of idx's stripe is unsent (write lock held). */
+void extent_map_drain_unsent (struct extent_map *m, uint64_t idx);
+/* A held write of idx: raised (write lock held) / sent (no lock). */
+static inline void
+extent_map_unsent_start (struct extent_map *m, uint64_t idx)
+{
+  __atomic_fetch_add (&m->unsent[idx % EXTENT_MAP_STRIPES], 1,
+                      __ATOMIC_ACQ_REL);
+}
+void extent_map_unsent_done (void *map, uint64_t idx);
+
 /* Both: what a holder of the write lock waits for before it sends or
  * changes the entry.
  */
@@ -142,6 +170,7 @@ extent_map_drain (struct extent_map *m, uint64_t idx)
 {
   extent_map_drain_lanes (m, idx);
   extent_map_drain_reads (m, idx);
+  extent_map_drain_unsent (m, idx);
 }
 
 /* Nothing in flight that a holder of the write lock would wait for
@@ -155,6 +184,8 @@ extent_map_is_drained (struct extent_map *m, uint64_t idx)
   return (__atomic_load_n (&m->lane_writes[i], __ATOMIC_ACQUIRE) &
           ~EXTENT_MAP_WAITED) == 0 &&
          (__atomic_load_n (&m->reads[i], __ATOMIC_ACQUIRE) &
+          ~EXTENT_MAP_WAITED) == 0 &&
+         (__atomic_load_n (&m->unsent[i], __ATOMIC_ACQUIRE) &
           ~EXTENT_MAP_WAITED) == 0;
 }
 

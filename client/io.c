@@ -1291,8 +1291,18 @@ io_aio_write (struct rp_pool *p, struct io_aio *x, uint64_t idx,
   }
   conn_wait_init_async (&x->w, io_aio_write_done,
                         rp_now_ms () + p->cfg.timeout_ms);
+  /* Held (rp_aio_batch_begin), the write is not on the wire when the
+   * lock goes: the next holder of the write lock must wait until it is
+   * sent, or its frames would overtake this write's on the connection
+   * (extent_map.h).
+   */
+  bool is_held = conn_batch_is_on ();
+  if (is_held)
+    extent_map_unsent_start (&p->map, idx);
   n = io_write_submit (p, &x->c, e, RP_OP_WRITE, false, false, x->calls,
                        &x->w);
+  if (is_held)
+    conn_batch_on_sent (extent_map_unsent_done, &p->map, idx);
   pthread_rwlock_unlock (lk);
   if (n == 0)
     return -1;  /* sent nowhere, nothing changed: the blocking path
@@ -1301,6 +1311,27 @@ io_aio_write (struct rp_pool *p, struct io_aio *x, uint64_t idx,
   atomic_fetch_add (&p->count.async_requests, 1);
   conn_wait_release (&x->w);
   return 1;
+}
+
+_Static_assert (sizeof (struct conn_batch) <= RP_AIO_BATCH_PRIVATE,
+                "RP_AIO_BATCH_PRIVATE too small");
+
+void
+rp_aio_batch_begin (struct rp_aio_batch *b)
+{
+  conn_batch_begin ((struct conn_batch *) b->priv.bytes);
+}
+
+void
+rp_aio_batch_flush (void)
+{
+  conn_batch_flush ();
+}
+
+void
+rp_aio_batch_end (void)
+{
+  conn_batch_end ();
 }
 
 int

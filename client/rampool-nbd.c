@@ -381,15 +381,23 @@ nbd_settler (void *arg)
   return NULL;
 }
 
-/* A free slot of cl, waiting for one if all are in flight. */
+/* A free slot of cl, waiting for one if all are in flight (after
+ * sending what the reader holds: those may be what frees one).
+ */
 static struct nbd_req *
 nbd_take_slot (struct nbd_client *cl)
 {
   struct nbd_req *r;
 
   pthread_mutex_lock (&cl->lock);
-  while (cl->free == NULL)
+  while (cl->free == NULL) {
+    pthread_mutex_unlock (&cl->lock);
+    rp_aio_batch_flush ();
+    pthread_mutex_lock (&cl->lock);
+    if (cl->free)
+      break;
     pthread_cond_wait (&cl->freed, &cl->lock);
+  }
   r = cl->free;
   cl->free = r->next;
   cl->nbusy++;
@@ -420,16 +428,30 @@ nbd_slot_room (struct nbd_req *r, uint32_t len)
   return 0;
 }
 
+/* Answer r from the reader, after sending what it holds (a reply may
+ * block on a client that reads no more until those are answered).
+ */
+static void
+nbd_reply_now (struct nbd_req *r)
+{
+  rp_aio_batch_flush ();
+  nbd_reply (r);
+}
+
 /* Read and start the client's requests until it disconnects, breaks
  * the protocol or goes away.  Returns why it ended, for the log (NULL:
- * a clean NBD_CMD_DISC).
+ * a clean NBD_CMD_DISC).  The memserver requests of one burst -- what
+ * one recv brought -- go out together (rp_aio_batch_begin, held by the
+ * caller), sent before the reader waits for the client's next bytes.
  */
 static const char *
-nbd_serve (struct nbd_client *cl, struct rp_rx *rx)
+nbd_serve_held (struct nbd_client *cl, struct rp_rx *rx)
 {
   for (;;) {
     struct rp_nbd_request q;
 
+    if (rp_rx_avail (rx) < NBD_REQ_HDR)
+      rp_aio_batch_flush ();
     if (rp_rx_fill (rx, NBD_REQ_HDR) == -1)
       return NULL;             /* closed without NBD_CMD_DISC: as good */
     rp_nbd_request_decode (rx->buf + rx->pos, &q);
@@ -468,15 +490,17 @@ nbd_serve (struct nbd_client *cl, struct rp_rx *rx)
     else if ((type == NBD_CMD_READ || type == NBD_CMD_WRITE) &&
              nbd_slot_room (r, len) == -1)
       bad = NBD_ENOMEM;
+    if (type == NBD_CMD_WRITE && rp_rx_avail (rx) < len)
+      rp_aio_batch_flush ();   /* the payload's rest: a blocking recv */
     if (type == NBD_CMD_WRITE &&
         rp_rx_take (rx, bad ? NULL : r->buf, len) == -1) {
       r->err = NBD_EIO;
-      nbd_reply (r);           /* frees the slot; the client is gone */
+      nbd_reply_now (r);       /* frees the slot; the client is gone */
       return "the client went away";
     }
     if (bad || type == NBD_CMD_FLUSH || len == 0) {
       r->err = bad;
-      nbd_reply (r);
+      nbd_reply_now (r);
       continue;
     }
     if (type == NBD_CMD_READ || type == NBD_CMD_WRITE) {
@@ -491,12 +515,24 @@ nbd_serve (struct nbd_client *cl, struct rp_rx *rx)
         continue;
       if (s == 0) {
         r->err = nbd_error_of (r->aio.err);
-        nbd_reply (r);
+        nbd_reply_now (r);
         continue;
       }
     }
     nbd_queue_slow (r);
   }
+}
+
+static const char *
+nbd_serve (struct nbd_client *cl, struct rp_rx *rx)
+{
+  struct rp_aio_batch held;
+  const char *why;
+
+  rp_aio_batch_begin (&held);
+  why = nbd_serve_held (cl, rx);
+  rp_aio_batch_end ();
+  return why;
 }
 
 /* ---- handshake (fixed newstyle) ---- */

@@ -42,6 +42,11 @@
  *    ALLOC reply (protocol.h); TCP ignores them.  Failure: -1 with
  *    errno; the call stays in its slot and fails when the receive side
  *    ends (conn kills the connection).
+ *  - send_frames (optional; NULL if the transport has none): transmit
+ *    n requests already encoded by conn.c (conn_batch, conn.h), in
+ *    that order, under c's send lock, as few system calls as it can:
+ *    for TCP one sendmsg of every header and payload.  Otherwise as
+ *    send.
  *  - pump (optional; NULL if the transport has none): for a direct
  *    connection (conn.h, lanes), which has no receive side of its own:
  *    start only records c, and the thread waiting for a reply calls
@@ -70,6 +75,7 @@
 
 struct conn;
 struct conn_call;
+struct conn_frame;
 
 /* What connect knows of a connection besides its address.  TCP needs
  * none of it.
@@ -105,6 +111,8 @@ struct transport_ops {
                   char *err, size_t errlen);
   int (*start) (struct transport *t, struct conn *c);
   int (*send) (struct transport *t, const struct conn_call *call);
+  int (*send_frames) (struct transport *t,
+                      const struct conn_frame *const *frames, unsigned n);
   const char *(*pump) (struct transport *t, char *whybuf, size_t whylen);
   void (*shutdown) (struct transport *t);
   void (*close) (struct transport *t);

@@ -529,6 +529,31 @@ tcp_send (struct transport *t, const struct conn_call *call)
   return rp_sendv_full (tcp->fd, iov, call->req.length ? 2 : 1);
 }
 
+/* Held frames (conn_batch): every header and payload in one sendmsg
+ * (more only if the socket takes part of it).
+ */
+static int
+tcp_send_frames (struct transport *t, const struct conn_frame *const *frames,
+                 unsigned n)
+{
+  struct tcp *tcp = t->priv;
+  struct iovec iov[2 * CONN_BATCH_FRAMES];
+  int niov = 0;
+
+  for (unsigned i = 0; i < n && i < CONN_BATCH_FRAMES; i++) {
+    iov[niov++] = (struct iovec) {
+      .iov_base = (void *) frames[i]->hdr,
+      .iov_len = sizeof frames[i]->hdr,
+    };
+    if (frames[i]->len)
+      iov[niov++] = (struct iovec) {
+        .iov_base = (void *) frames[i]->payload,
+        .iov_len = frames[i]->len,
+      };
+  }
+  return rp_sendv_full (tcp->fd, iov, niov);
+}
+
 static void
 tcp_shutdown (struct transport *t)
 {
@@ -584,6 +609,7 @@ const struct transport_ops transport_tcp = {
   .connect = tcp_connect,
   .start = tcp_start,
   .send = tcp_send,
+  .send_frames = tcp_send_frames,
   .pump = tcp_pump,
   .shutdown = tcp_shutdown,
   .close = tcp_close,

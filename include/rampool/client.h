@@ -248,6 +248,30 @@ int rp_aio_settle (struct rp_pool *pool, struct rp_aio *a);
 int rp_aio_run (struct rp_pool *pool, struct rp_aio *a);
 void rp_pool_aio_expire (struct rp_pool *pool);
 
+/* Holding sends.  Between rp_aio_batch_begin and rp_aio_batch_end, the
+ * requests that this thread's rp_aio_submit calls send to TCP servers
+ * are held in b and go out together at rp_aio_batch_flush or
+ * rp_aio_batch_end: one sendmsg per connection for a burst, so a
+ * server wakes once for it, not once per request.  Held requests are
+ * not in flight: flush before this thread waits for anything of its
+ * own (a recv, a lock, a condition), and keep b until the end.
+ * librampool flushes by itself when b is full and before this thread
+ * would wait inside it.  Other threads, and other transports, send at
+ * once as always.
+ */
+#define RP_AIO_BATCH_PRIVATE 3328
+
+struct rp_aio_batch {
+  union {                      /* librampool's */
+    uint64_t align;
+    unsigned char bytes[RP_AIO_BATCH_PRIVATE];
+  } priv;
+};
+
+void rp_aio_batch_begin (struct rp_aio_batch *b);
+void rp_aio_batch_flush (void);
+void rp_aio_batch_end (void);
+
 /* The pool's figures, written down once: the struct below, the stats
  * file (stats-file=), `rampool status --pool-stats` and any future
  * exporter are made from these lists.  X (name, help): gauges are
