@@ -522,14 +522,19 @@ recovery_peer_collect (struct rp_pool *p, struct recovery_job *j,
       continue;
     }
     atomic_fetch_add (&p->count.peer_copy_failures, 1);
-    /* (Connecting or joining: said below, once in 30 s.) */
-    if (stage != RP_COPY_STAGE_CONNECT && stage != RP_COPY_STAGE_HANDSHAKE)
-      logging_msg (LOGGING_WARN, "extent %" PRIu64 ": the COPY from %s to"
-                   " %s failed (%s, %s); %s", j->idx, s->addr, d->addr,
-                   strerror (rp_error_to_errno (error)),
-                   recovery_copy_stage_name (stage),
-                   flags & RP_COPY_SENT ? "that copy is dropped and placed"
-                   " afresh" : "copied through this client");
+    /* Every failed COPY is said, as the stats count it.  Connecting or
+     * joining: at info, as the warning below says it once in 30 s and
+     * then relays (a few COPYs in flight to d fail together; none
+     * follow for 30 s, so this cannot flood).
+     */
+    logging_msg (stage == RP_COPY_STAGE_CONNECT ||
+                 stage == RP_COPY_STAGE_HANDSHAKE ? LOGGING_INFO
+                 : LOGGING_WARN, "extent %" PRIu64 ": the COPY from %s to"
+                 " %s failed (%s, %s); %s", j->idx, s->addr, d->addr,
+                 strerror (rp_error_to_errno (error)),
+                 recovery_copy_stage_name (stage),
+                 flags & RP_COPY_SENT ? "that copy is dropped and placed"
+                 " afresh" : "copied through this client");
     if (stage == RP_COPY_STAGE_SOURCE)
       replica_mark_stale (&e->rep[j->src[i]]);
     if (stage == RP_COPY_STAGE_CONNECT || stage == RP_COPY_STAGE_HANDSHAKE) {

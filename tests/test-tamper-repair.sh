@@ -142,7 +142,8 @@ part2 () {
     [ "$bad" -ge 1 ] || fail "no COPY from A was caught by the read-back"
     # Every COPY that failed says so in the log, each way it can fail:
     # caught by the read-back, or (a COPY still running when B or A is
-    # killed) unanswered, refused or failed.
+    # killed, or a link into D that could not join) unanswered, refused
+    # or failed at some stage (connecting and joining at info level).
     other=$(( $(stale_lines "could not be read back") +
               $(stale_lines ": the COPY from .* got no answer") +
               $(stale_lines " refused the COPY to ") +
