@@ -436,6 +436,32 @@ conn_set_direct (struct conn *c)
   c->is_direct = true;
 }
 
+/* May a frame whose slot was taken at connection generation gen still
+ * go out on c (send lock held)?  Not if the connection died and was
+ * replaced since, or was closed (conn_join: a server parked): the
+ * dying reader has already failed the call; sending now would put a
+ * frame before HELLO on the new connection, or on no transport at all.
+ */
+static bool
+conn_may_send (const struct conn *c, uint32_t gen)
+{
+  return c->conn_gen == gen && c->is_started;
+}
+
+/* A send on c failed (errno set, send lock held): release the lock and
+ * kill the connection.  Its calls are in slots: the dying reader
+ * completes them with EIO.
+ */
+static void
+conn_send_failed (struct conn *c)
+{
+  char why[128];
+
+  snprintf (why, sizeof why, "send: %s", strerror (errno));
+  pthread_mutex_unlock (&c->send_lock);
+  conn_kill (c, why);
+}
+
 void
 conn_batch_begin (struct conn_batch *b)
 {
@@ -473,8 +499,8 @@ conn_batch_end (void)
 
 /* Send the held frames of connection c (f[i] the first of them), in
  * the order they were submitted, and mark them sent.  Frames of an
- * earlier connect of c are dropped, as conn_submit drops a send after
- * a reconnect: their calls were failed with the old connection.
+ * earlier connect of c are dropped (conn_may_send), as conn_submit
+ * drops a send after a reconnect.
  */
 static void
 conn_batch_send (struct conn_batch *b, unsigned i, unsigned n_held)
@@ -482,24 +508,17 @@ conn_batch_send (struct conn_batch *b, unsigned i, unsigned n_held)
   struct conn *c = b->f[i].conn;
   const struct conn_frame *send[CONN_BATCH_FRAMES];
   unsigned n = 0;
-  int ret = 0;
 
   pthread_mutex_lock (&c->send_lock);
   for (unsigned j = i; j < n_held; j++) {
     if (b->f[j].conn != c)
       continue;
-    if (b->f[j].gen == c->conn_gen && c->is_started)
+    if (conn_may_send (c, b->f[j].gen))
       send[n++] = &b->f[j];
     b->f[j].conn = NULL;
   }
-  if (n)
-    ret = c->t.ops->send_frames (&c->t, send, n);
-  if (ret == -1) {
-    char why[128];
-    snprintf (why, sizeof why, "send: %s", strerror (errno));
-    pthread_mutex_unlock (&c->send_lock);
-    /* The calls are in slots: the dying reader completes them. */
-    conn_kill (c, why);
+  if (n && c->t.ops->send_frames (&c->t, send, n) == -1) {
+    conn_send_failed (c);
     return;
   }
   pthread_mutex_unlock (&c->send_lock);
@@ -598,21 +617,12 @@ conn_submit (struct conn *c, struct conn_call *call)
     return 0;
   }
   pthread_mutex_lock (&c->send_lock);
-  /* The connection died and was replaced since we took the slot, or
-   * was closed (conn_join: a server parked): the dying reader has
-   * already failed our call; sending now would put a frame before
-   * HELLO on the new connection, or on no transport at all.
-   */
-  if (c->conn_gen != gen || !c->is_started) {
+  if (!conn_may_send (c, gen)) {
     pthread_mutex_unlock (&c->send_lock);
     return 0;
   }
   if (c->t.ops->send (&c->t, call) == -1) {
-    char why[128];
-    snprintf (why, sizeof why, "send: %s", strerror (errno));
-    pthread_mutex_unlock (&c->send_lock);
-    /* The call is in a slot: the dying reader completes it with EIO. */
-    conn_kill (c, why);
+    conn_send_failed (c);
     return 0;
   }
   pthread_mutex_unlock (&c->send_lock);

@@ -447,6 +447,21 @@ io_unskip (struct rp_pool *p, struct io_chunk *c, struct extent *e)
   c->nskipped = 0;
 }
 
+/* Chunk c reached no copy (write lock held): none missed what another
+ * holds, so the stale marks it set on copies it skipped go, and with
+ * encrypt=on its blocks' tags go back to what the copies hold.  EAGAIN
+ * if a copy is good or may come back (the chunk waits for it, bounded
+ * by outage-wait-ms: io_should_retry), else EIO.
+ */
+static int
+io_write_reached_none (struct rp_pool *p, struct io_chunk *c,
+                       struct extent *e)
+{
+  io_unskip (p, c, e);
+  io_undo_encrypt (p, c);
+  return io_should_retry (p, e, 0) ? EAGAIN : EIO;
+}
+
 /* Log once per extent that a write found no copy at all. */
 static void
 io_log_write_lost (struct rp_pool *p, struct io_chunk *c, struct extent *e)
@@ -573,21 +588,16 @@ io_write_submit (struct rp_pool *p, struct io_chunk *c, struct extent *e,
      */
     if (backup_is_on (p))
       return 0;
-    io_unskip (p, c, e);
-    io_undo_encrypt (p, c);
-    /* io_should_wait saw a good copy, but its server went down before
-     * the write could be sent (its connection died first, or another
-     * thread took it down): wait for it like any outage.  Failing here
-     * lost writes, with no word of why, to a server that was back
-     * 70 ms later (nbd-stall-sequence.sh, test-write-unsent.sh).
+    /* io_should_wait saw a good copy, but its server may have gone
+     * down before the write could be sent (its connection died first,
+     * or another thread took it down): then it waits like any outage.
+     * Failing here lost writes, with no word of why, to a server that
+     * was back 70 ms later (nbd-stall-sequence.sh,
+     * test-write-unsent.sh).
      */
-    if (io_should_retry (p, e, 0)) {
-      c->err = EAGAIN;
-      return 0;
-    }
-    if (!replica_extent_may_return (p, e))
+    c->err = io_write_reached_none (p, c, e);
+    if (c->err == EIO && !replica_extent_may_return (p, e))
       io_log_write_lost (p, c, e);
-    c->err = EIO;
   }
   else {
     /* If no lane was free, it is ordered on the shared connections
@@ -610,11 +620,6 @@ io_write_settle (struct rp_pool *p, struct io_chunk *c, struct extent *e,
    * may not hold it, so it must never be read again.
    */
   bool reached = ok > 0 || backup_is_on (p);
-  /* Reached by none: copies whose server is down are left as they
-   * were and the chunk waits for one (io_should_wait).
-   */
-  bool may_retry = false;
-
   for (unsigned k = c->first_call; k < c->first_call + c->ncalls; k++) {
     struct replica *rep;
     if (calls[k].err == 0)
@@ -634,15 +639,11 @@ io_write_settle (struct rp_pool *p, struct io_chunk *c, struct extent *e,
     e->wgen++;
     return 0;
   }
-  /* No copy took it: none missed what another holds.  Copies whose
-   * server is down (or was reconnected meanwhile) are left as they
-   * were and the chunk is retried when one is up (io_should_retry).
+  /* No copy took it.  Copies whose server is down (or was reconnected
+   * meanwhile) are left as they were and the chunk is retried when one
+   * is up.
    */
-  io_unskip (p, c, e);
-  if (io_should_retry (p, e, 0))
-    may_retry = true;
-  io_undo_encrypt (p, c);
-  return may_retry ? EAGAIN : EIO;
+  return io_write_reached_none (p, c, e);
 }
 
 /* WRITE (payload) or ZERO (no payload) of one batch of chunks; each
@@ -1291,18 +1292,18 @@ io_aio_write (struct rp_pool *p, struct io_aio *x, uint64_t idx,
   }
   conn_wait_init_async (&x->w, io_aio_write_done,
                         rp_now_ms () + p->cfg.timeout_ms);
+  n = io_write_submit (p, &x->c, e, RP_OP_WRITE, false, false, x->calls,
+                       &x->w);
   /* Held (rp_aio_batch_begin), the write is not on the wire when the
    * lock goes: the next holder of the write lock must wait until it is
    * sent, or its frames would overtake this write's on the connection
-   * (extent_map.h).
+   * (extent_map.h).  Counted before the lock goes, which is all a
+   * later holder can see.
    */
-  bool is_held = conn_batch_is_on ();
-  if (is_held)
+  if (n && conn_batch_is_on ()) {
     extent_map_unsent_start (&p->map, idx);
-  n = io_write_submit (p, &x->c, e, RP_OP_WRITE, false, false, x->calls,
-                       &x->w);
-  if (is_held)
     conn_batch_on_sent (extent_map_unsent_done, &p->map, idx);
+  }
   pthread_rwlock_unlock (lk);
   if (n == 0)
     return -1;  /* sent nowhere, nothing changed: the blocking path
