@@ -22,9 +22,22 @@
  *   - Receive buffers are small until the handshake is done: 512 bytes
  *     inside struct conn (HELLO and AUTH frames are 104 and 72 bytes),
  *     then 64 KiB, doubled only when one frame does not fit, up to one
- *     maximal frame plus 256 KiB (so a WRITE's payload is copied once,
- *     from there into the region).  An unauthenticated peer used to
+ *     maximal frame plus 256 KiB.  An unauthenticated peer used to
  *     cost 4.3 MiB of address space before sending a byte.
+ *
+ *   - A WRITE of CONN_PLACE_MIN bytes or more whose header has come is
+ *     "placed": the rest of its payload is read straight into the
+ *     extent (session_write_place), so its bytes are copied once, not
+ *     twice, and the receive buffer need not grow for it.  Before every
+ *     read into the region the extent is looked up again, so a FREE, a
+ *     reclaim drop or a lease end run by another connection meanwhile
+ *     cannot make the rest land in memory given to someone else.
+ *     Bytes land in whole 4 KiB blocks of the region (a block that
+ *     arrives in pieces waits in the receive buffer, and reads into the
+ *     region ask for no more than FIONREAD says is there), so a WRITE
+ *     cut off by a closed connection leaves each block it covers old or
+ *     new, never torn: what the client's encryption tags, and its
+ *     record of a write in doubt, are kept for.
  *
  *   - Replies built but not yet sent are bounded per connection (16 MiB)
  *     and server-wide (--max-reply-buffer, 64 MiB by default): a frame
@@ -59,6 +72,7 @@
 #include <uv.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "metrics.h"
@@ -90,6 +104,16 @@
  * much per connection on top of --max-reply-buffer.
  */
 #define CONN_SMALL_ROOM (64u * 1024 + 4096)
+/* A WRITE with at least this much payload is received in place.  Below
+ * it, the copy out of the receive buffer costs less than the read(2)s
+ * that placing takes (one frame's payload per read, where the receive
+ * buffer takes many small frames at once).
+ */
+#define CONN_PLACE_MIN (64u * 1024)
+/* ...and lands in the region in whole blocks of this many bytes (as
+ * aligned in the region: an extent starts on a 64 KiB boundary).
+ */
+#define CONN_PLACE_BLOCK 4096u
 /* One connection's work per loop turn. */
 #define CONN_TURN_FRAMES 64
 #define CONN_TURN_BYTES (4u * 1024 * 1024)
@@ -147,6 +171,14 @@ struct conn {
   uint64_t turn_bytes;       /* region bytes touched in that turn */
   struct write_req *spare_writes; /* finished ones, for reuse */
   unsigned nspare_writes;    /* length of that list */
+  bool is_placing;           /* reading the payload of `placed` */
+  bool is_staging;           /* the read under way goes to rbuf */
+  struct rp_req placed;      /* a WRITE received in place */
+  uint8_t *place;            /* where its payload goes; NULL once its
+                                extent went (the rest is dropped) */
+  uint32_t placed_got;       /* payload bytes in the region (or dropped) */
+  uint32_t staged;           /* and after them, bytes of the next block
+                                waiting in rbuf until it is whole */
 };
 
 struct conn_queue {
@@ -430,6 +462,60 @@ conn_room (const struct conn *c, size_t *own)
   return global < *own ? global : *own;
 }
 
+static int conn_grow (struct conn *c);
+
+/* Of n payload bytes that can go to `at` now, with left still to come:
+ * all of them if they end the payload, else those up to the last block
+ * boundary they reach (maybe none).
+ */
+static size_t
+conn_place_whole (const uint8_t *at, size_t n, size_t left)
+{
+  size_t end;
+
+  if (n >= left)
+    return left;
+  end = ((uintptr_t) at + n) / CONN_PLACE_BLOCK * CONN_PLACE_BLOCK;
+  return end > (uintptr_t) at ? end - (uintptr_t) at : 0;
+}
+
+/* Bytes from `at` to the end of its block, or to the payload's end. */
+static size_t
+conn_place_block (const uint8_t *at, size_t left)
+{
+  size_t n = CONN_PLACE_BLOCK - (uintptr_t) at % CONN_PLACE_BLOCK;
+
+  return n < left ? n : left;
+}
+
+/* If what is left in c's receive buffer starts a WRITE worth placing,
+ * move the part of its payload that came into the extent and receive
+ * the rest there (conn_alloc_cb).
+ */
+static void
+conn_place (struct conn *c)
+{
+  const size_t hdr = sizeof (struct rp_req_hdr);
+  size_t have, whole;
+  uint8_t *dst;
+
+  if (c->rcap < CONN_RBUF_BASE && conn_grow (c) == -1)
+    return;  /* no room to stage a block: let it come whole */
+  dst = session_write_place (&c->s, c->rbuf, c->rlen, CONN_PLACE_MIN,
+                             &c->placed);
+  if (dst == NULL)
+    return;
+  have = c->rlen - hdr;
+  whole = conn_place_whole (dst, have, c->placed.length);
+  memcpy (dst, c->rbuf + hdr, whole);
+  memmove (c->rbuf, c->rbuf + hdr + whole, have - whole);
+  c->placed_got = whole;
+  c->staged = have - whole;
+  c->place = dst;
+  c->is_placing = true;
+  c->rlen = 0;
+}
+
 /* Run c's whole frames for what is left of its turn, send the replies,
  * and decide what c waits for next (conn_state).
  */
@@ -448,6 +534,14 @@ conn_process (struct conn *c)
   }
   room = conn_room (c, &own);
   c->is_woken = false;
+  if (c->is_placing) {
+    if (c->placed_got < c->placed.length)
+      return;  /* nothing to run until its payload is in */
+    c->is_placing = false;
+    session_write_landed (&c->s, &c->placed, c->place, room);
+    c->turn_frames += c->s.turn_frames;
+    c->turn_bytes += c->s.turn_bytes;
+  }
   pos = session_process_turn (&c->s, c->rbuf, c->rlen, room,
                               CONN_TURN_FRAMES - c->turn_frames,
                               c->turn_bytes < CONN_TURN_BYTES
@@ -469,6 +563,7 @@ conn_process (struct conn *c)
     return;
   switch (c->s.stop) {
   case SESSION_STOP_INPUT:
+    conn_place (c);
     conn_set_state (c, CONN_READING);
     break;
   case SESSION_STOP_TURN:
@@ -515,11 +610,54 @@ conn_grow (struct conn *c)
   return 0;
 }
 
+/* Where the next read of a placed WRITE's payload goes: straight into
+ * the region, whole blocks of what the socket holds; else into rbuf
+ * (the rest of a block that came in pieces); or, once the extent has
+ * gone, into rbuf to be dropped.  Checked before every read: nothing
+ * runs between here and it.
+ */
+static void
+conn_place_buf (struct conn *c, uv_buf_t *buf)
+{
+  size_t left = c->placed.length - c->placed_got, n;
+  uv_os_fd_t fd;
+  uint8_t *at;
+  int avail;
+
+  if (c->place != NULL &&
+      !session_write_holds (&c->s, &c->placed, c->place)) {
+    c->place = NULL;
+    c->placed_got += c->staged;  /* dropped with the rest */
+    c->staged = 0;
+    left = c->placed.length - c->placed_got;
+  }
+  c->is_staging = true;
+  if (c->place == NULL) {
+    *buf = uv_buf_init ((char *) c->rbuf, left < c->rcap ? left : c->rcap);
+    return;
+  }
+  at = c->place + c->placed_got;
+  /* recv(2) of no more than the socket holds returns all of it. */
+  if (c->staged == 0 && uv_fileno ((uv_handle_t *) &c->tcp, &fd) == 0 &&
+      ioctl (fd, FIONREAD, &avail) == 0 && avail > 0 &&
+      (n = conn_place_whole (at, (size_t) avail, left)) > 0) {
+    c->is_staging = false;
+    *buf = uv_buf_init ((char *) at, n);
+    return;
+  }
+  n = conn_place_block (at, left);
+  *buf = uv_buf_init ((char *) c->rbuf + c->staged, n - c->staged);
+}
+
 static void
 conn_alloc_cb (uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
   struct conn *c = (struct conn *) h;
 
+  if (c->is_placing) {
+    conn_place_buf (c, buf);
+    return;
+  }
   /* A zero-length buffer makes libuv call conn_read_cb with UV_ENOBUFS. */
   if ((c->rlen == c->rcap ||
        (c->s.owner != NULL && c->rcap < CONN_RBUF_BASE)) &&
@@ -551,6 +689,24 @@ conn_read_cb (uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
   }
   if (nread == 0)
     return;  /* EAGAIN */
+  if (c->is_placing) {
+    if (c->place != NULL && c->is_staging) {
+      uint8_t *at = c->place + c->placed_got;
+
+      c->staged += nread;
+      if (c->staged ==
+          conn_place_block (at, c->placed.length - c->placed_got)) {
+        memcpy (at, c->rbuf, c->staged);  /* the block is whole */
+        c->placed_got += c->staged;
+        c->staged = 0;
+      }
+    }
+    else
+      c->placed_got += nread;
+    if (c->placed_got == c->placed.length)
+      conn_process (c);
+    return;
+  }
   c->rlen += nread;
   conn_process (c);
 }

@@ -672,7 +672,10 @@ session_execute (struct session *s, const struct rp_req *req,
   case RP_OP_WRITE:
     if ((e = session_extent (s, req, req->length)) == NULL)
       return;
-    memcpy (st->region.base + e->offset + req->offset, payload, req->length);
+    /* A placed WRITE's payload is already there (session_write_place). */
+    if (payload != st->region.base + e->offset + req->offset)
+      memcpy (st->region.base + e->offset + req->offset, payload,
+              req->length);
     s->core->stats.write_bytes += req->length;
     session_reply (s, req->id, RP_OK, 0);
     return;
@@ -741,6 +744,26 @@ session_work_bytes (const struct rp_req *req)
   }
 }
 
+/* A turn's start and end, around the frames it executes. */
+static void
+session_turn_begin (struct session *s, size_t out_room)
+{
+  s->turn_frames = 0;
+  s->turn_bytes = 0;
+  s->need_room = 0;
+  s->out_limit = out_room;
+  s->stop = SESSION_STOP_INPUT;
+  s->is_processing = true;
+}
+
+static void
+session_turn_end (struct session *s)
+{
+  if (s->is_closing || s->close_why)
+    s->stop = SESSION_STOP_CLOSE;
+  s->is_processing = false;
+}
+
 size_t
 session_process_turn (struct session *s, const uint8_t *buf, size_t len,
                       size_t out_room, unsigned max_frames,
@@ -748,12 +771,7 @@ session_process_turn (struct session *s, const uint8_t *buf, size_t len,
 {
   size_t pos = 0;
 
-  s->turn_frames = 0;
-  s->turn_bytes = 0;
-  s->need_room = 0;
-  s->out_limit = out_room;
-  s->stop = SESSION_STOP_INPUT;
-  s->is_processing = true;
+  session_turn_begin (s, out_room);
   while (!s->is_closing && s->close_why == NULL &&
          len - pos >= REQ_HDR_SIZE) {
     struct rp_req req;
@@ -788,10 +806,63 @@ session_process_turn (struct session *s, const uint8_t *buf, size_t len,
     s->turn_frames++;
     s->turn_bytes += session_work_bytes (&req);
   }
-  if (s->is_closing || s->close_why)
-    s->stop = SESSION_STOP_CLOSE;
-  s->is_processing = false;
+  session_turn_end (s);
   return pos;
+}
+
+uint8_t *
+session_write_place (struct session *s, const uint8_t *buf, size_t len,
+                     uint32_t min, struct rp_req *req)
+{
+  struct store *st = &s->core->store;
+  struct extent *e;
+  const char *why;
+
+  if (s->is_closing || s->close_why || s->owner == NULL ||
+      len < REQ_HDR_SIZE || rp_req_decode (buf, req, &why) == -1 ||
+      session_check_order (s, req) != NULL || req->op != RP_OP_WRITE ||
+      req->length < min || len >= REQ_HDR_SIZE + req->length)
+    return NULL;
+  e = store_lookup (st, s->owner, req->handle);
+  /* offset < 2^30 and length <= 4 MiB (codec), so no overflow. */
+  if (e == NULL || req->offset + req->length > e->size)
+    return NULL;
+  s->core->stats.writes_placed++;
+  return st->region.base + e->offset + req->offset;
+}
+
+bool
+session_write_holds (struct session *s, const struct rp_req *req,
+                     const uint8_t *dst)
+{
+  struct store *st = &s->core->store;
+  struct extent *e;
+
+  if (s->is_closing || s->close_why || s->owner == NULL)
+    return false;
+  e = store_lookup (st, s->owner, req->handle);
+  return e != NULL && req->offset + req->length <= e->size &&
+    st->region.base + e->offset + req->offset == dst;
+}
+
+void
+session_write_landed (struct session *s, const struct rp_req *req,
+                      const uint8_t *dst, size_t out_room)
+{
+  session_turn_begin (s, out_room);
+  if (!s->is_closing && s->close_why == NULL) {
+    if (dst != NULL && session_write_holds (s, req, dst))
+      session_execute (s, req, dst);
+    else {
+      s->core->stats.writes_placed_lost++;
+      s->cur_op = req->op;
+      s->core->stats.requests[req->op]++;
+      session_reply_errno (s, req->id, ENOENT);
+    }
+    s->turn_frames = 1;
+    s->turn_bytes = req->length;
+  }
+  session_turn_end (s);
 }
 
 size_t

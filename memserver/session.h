@@ -207,6 +207,33 @@ size_t session_process_turn (struct session *s, const uint8_t *buf,
 size_t session_process (struct session *s, const uint8_t *buf, size_t len,
                         size_t out_room);
 
+/* A WRITE's payload received straight into the region, so a large
+ * WRITE is copied once (socket to region) instead of twice (socket to
+ * receive buffer to region).  For the frame at the start of buf, whose
+ * header is whole and whose payload is not, session_write_place says
+ * where that payload belongs if the frame is a WRITE of at least min
+ * bytes that would run as it stands -- handshake done, extent the
+ * owner's, range inside it -- and fills *req; NULL, and the frame
+ * arrives whole and runs like any other.
+ * Before each receive into that place the transport asks
+ * session_write_holds whether it is still the extent's (a FREE, a
+ * reclaim drop, a lease end or the connection closing may come in
+ * between); once it is not, the rest of the payload is read and
+ * dropped, so no byte lands in memory that is no longer the owner's.
+ * When the payload is all in, session_write_landed answers the WRITE
+ * as one frame of a turn, as session_process_turn would have: RP_OK if
+ * it landed at dst, RP_ENOENT if dst is NULL (the extent went first,
+ * as if its FREE had come before the WRITE).  Bytes received before a
+ * connection closes stay where they landed: a client never counts a
+ * WRITE it got no answer to, as for any WRITE in flight.
+ */
+uint8_t *session_write_place (struct session *s, const uint8_t *buf,
+                              size_t len, uint32_t min, struct rp_req *req);
+bool session_write_holds (struct session *s, const struct rp_req *req,
+                          const uint8_t *dst);
+void session_write_landed (struct session *s, const struct rp_req *req,
+                           const uint8_t *dst, size_t out_room);
+
 /* Hand the replies produced so far to the caller, who frees them;
  * *len is their size.  NULL (and *len 0) when there are none.
  */

@@ -26,6 +26,10 @@
   X (leases_expired,      "client sessions freed after their lease") \
   X (read_bytes,          "bytes sent in READ replies") \
   X (write_bytes,         "bytes received in WRITE requests") \
+  X (writes_placed,       "WRITEs whose payload was received straight" \
+                          " into the region") \
+  X (writes_placed_lost,  "placed WRITEs answered ENOENT: their extent" \
+                          " went while the payload arrived") \
   X (reclaim_asked,       "extents asked back in RECLAIM notices") \
   X (reclaim_dropped,     "extents dropped: not moved by their reclaim" \
                           " deadline") \

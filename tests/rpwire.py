@@ -14,7 +14,7 @@ at an older memserver to show what it got wrong: RP_TEST_PROTOCOL=2
 abs_top_builddir=OLD_TREE ... (version 2 has no session id and an
 8-byte ALLOC reply).  Version 4 adds COPY (peer_copy.py).
 
-Users: accept.py, fairness.py, log_flood.py, reply_budget.py,
+Users: accept.py, fairness.py, log_flood.py, reply_budget.py, placed_write.py,
 fence.py, bounds.py, malformed.py, bench/memserver-alloc.py.
 """
 import hashlib

@@ -356,6 +356,38 @@ fuzz_check_store (const struct store *st)
                nfree, st->max_extents - st->nextents);
 }
 
+/* What server.c would place (session_write_place) for the partial
+ * frame left in c's buffer must lie inside one of the owner's extents,
+ * and only a WRITE that would run (whole frame absent) may be placed.
+ * Nothing is received in place here: the replies of the three runs
+ * must stay the same.
+ */
+static void
+fuzz_check_place (struct fuzz_conn *c)
+{
+  const struct store *st = &fuzz_core.store;
+  struct rp_req req;
+  uint8_t *dst;
+
+  dst = session_write_place (&c->s, c->rbuf, c->rlen, 1, &req);
+  if (dst == NULL)
+    return;
+  if (req.op != RP_OP_WRITE || c->rlen >= REQ_HDR_SIZE + req.length)
+    fuzz_fail ("placed a frame that is not a partial WRITE");
+  if (!session_write_holds (&c->s, &req, dst))
+    fuzz_fail ("a place that does not hold at once");
+  for (uint32_t i = 0; i < st->max_extents; i++) {
+    const struct extent *e = &st->extents[i];
+
+    if (e->handle != 0 && e->handle == req.handle &&
+        e->owner == c->s.owner &&
+        dst == st->region.base + e->offset + req.offset &&
+        req.offset + req.length <= e->size)
+      return;
+  }
+  fuzz_fail ("a WRITE placed outside its owner's extent");
+}
+
 /* Deliver up to n more stream bytes and let the session execute what
  * is complete, draining its replies after every call as a transport
  * whose peer reads promptly would.
@@ -398,8 +430,10 @@ fuzz_conn_deliver (struct fuzz_conn *c, size_t n)
     if (consumed == 0 && c->s.stop == SESSION_STOP_ROOM)
       fuzz_fail ("a frame needing %zu reply bytes did not run with %zu"
                  " bytes of room", c->s.need_room, c->out_room);
-    if (consumed == 0)
+    if (consumed == 0) {
+      fuzz_check_place (c);
       break;
+    }
     memmove (c->rbuf, c->rbuf + consumed, c->rlen - consumed);
     c->rlen -= consumed;
     ASAN_POISON_MEMORY_REGION (c->rbuf + c->rlen, c->stream_len - c->rlen);
