@@ -1,7 +1,9 @@
 /* memserver network side: the libuv glue around sessions.
  *
  * One libuv loop thread does everything: accept, read, parse, execute
- * (memcpy into or out of the region), reply.  A memcpy of 1 MiB takes
+ * (memcpy into or out of the region; large WRITEs are read straight
+ * into it and large READ replies written straight from it, below),
+ * reply.  A memcpy of 1 MiB takes
  * ~100 us, far below what a TCP round trip costs, so one thread per
  * donor is not the bottleneck; a second core is better left to the
  * donor's own programs.
@@ -39,6 +41,12 @@
  *     new, never torn: what the client's encryption tags, and its
  *     record of a write in doubt, are kept for.
  *
+ *   - A READ reply of SESSION_REF_MIN bytes or more is handed to the
+ *     kernel from the region itself (writev of the reply headers and
+ *     the extent's bytes, conn_flush); only what the socket does not
+ *     take at once is copied, before anything else runs, and a frame
+ *     that changes region bytes has the session copy them first.
+ *
  *   - Replies built but not yet sent are bounded per connection (16 MiB)
  *     and server-wide (--max-reply-buffer, 64 MiB by default): a frame
  *     runs only when its whole reply fits in both (session.h), and a
@@ -74,6 +82,7 @@
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "metrics.h"
 #include "peer.h"
@@ -393,11 +402,25 @@ conn_flush (struct conn *c)
 
   if (c->s.olen == 0 || c->s.is_closing)
     return;
-  b = uv_buf_init ((char *) c->s.obuf, c->s.olen);
   /* UV_EAGAIN, writing nothing, while libuv's queue is not empty, so
-   * replies never overtake one another.
+   * replies never overtake one another.  Large READ replies go from
+   * the region itself; what the kernel does not take at once is
+   * copied (session_swap_output) before anything else runs.
    */
-  n = uv_try_write ((uv_stream_t *) &c->tcp, &b, 1);
+  if (c->s.nrefs > 0) {
+    struct iovec iov[2 * SESSION_REFS + 1];
+    uv_buf_t bufs[2 * SESSION_REFS + 1];
+    unsigned nb;
+
+    session_output_iov (&c->s, iov, &nb);
+    for (unsigned i = 0; i < nb; i++)
+      bufs[i] = uv_buf_init (iov[i].iov_base, iov[i].iov_len);
+    n = uv_try_write ((uv_stream_t *) &c->tcp, bufs, nb);
+  }
+  else {
+    b = uv_buf_init ((char *) c->s.obuf, c->s.olen);
+    n = uv_try_write ((uv_stream_t *) &c->tcp, &b, 1);
+  }
   if (n == (int) c->s.olen) {
     session_output_sent (&c->s);
     return;
@@ -927,6 +950,7 @@ server_on_connection (uv_stream_t *listener, int status)
   c->turn = srv->turn;
   session_init (&c->s, &srv->core);
   c->s.ops = &server_tcp_ops;
+  c->s.may_refer = true;  /* conn_flush writes from the region */
   if (uv_accept (listener, (uv_stream_t *) &c->tcp) < 0) {
     server_rearm (srv);
     conn_close (c);

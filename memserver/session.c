@@ -37,6 +37,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "auth.h"
 #include "codec.h"
@@ -78,13 +79,44 @@ session_fini (struct session *s)
   free (s->obuf);
   s->obuf = NULL;
   s->olen = s->ocap = 0;
+  s->nrefs = 0;
   s->owner = NULL;
+}
+
+void
+session_output_iov (const struct session *s, struct iovec *iov, unsigned *n)
+{
+  size_t at = 0;
+  unsigned k = 0;
+
+  for (unsigned i = 0; i < s->nrefs; i++) {
+    const struct session_ref *r = &s->refs[i];
+
+    if (r->at > at)
+      iov[k++] = (struct iovec) { s->obuf + at, r->at - at };
+    iov[k++] = (struct iovec) { (void *) r->src, r->len };
+    at = r->at + r->len;
+  }
+  if (s->olen > at)
+    iov[k++] = (struct iovec) { s->obuf + at, s->olen - at };
+  *n = k;
+}
+
+void
+session_output_fill (struct session *s)
+{
+  for (unsigned i = 0; i < s->nrefs; i++)
+    memcpy (s->obuf + s->refs[i].at, s->refs[i].src, s->refs[i].len);
+  s->nrefs = 0;
 }
 
 uint8_t *
 session_take_output (struct session *s, size_t *len)
 {
-  uint8_t *p = s->obuf;
+  uint8_t *p;
+
+  session_output_fill (s);
+  p = s->obuf;
 
   *len = s->olen;
   s->obuf = NULL;
@@ -96,7 +128,10 @@ uint8_t *
 session_swap_output (struct session *s, uint8_t *buf, size_t cap,
                      size_t *len, size_t *oldcap)
 {
-  uint8_t *p = s->obuf;
+  uint8_t *p;
+
+  session_output_fill (s);
+  p = s->obuf;
 
   *len = s->olen;
   *oldcap = s->ocap;
@@ -110,6 +145,7 @@ void
 session_output_sent (struct session *s)
 {
   s->olen = 0;
+  s->nrefs = 0;
   if (s->ocap > SESSION_OBUF_KEEP) {
     free (s->obuf);
     s->obuf = NULL;
@@ -611,6 +647,10 @@ session_execute (struct session *s, const struct rp_req *req,
 
   s->cur_op = req->op;
   s->core->stats.requests[req->op]++;
+  /* A READ answered before must carry what the region held then. */
+  if (req->op == RP_OP_WRITE || req->op == RP_OP_ZERO ||
+      req->op == RP_OP_FREE || req->op == RP_OP_DRAIN)
+    session_output_fill (s);
   switch (req->op) {
   case RP_OP_HELLO:
     session_hello (s, req, payload);
@@ -665,7 +705,15 @@ session_execute (struct session *s, const struct rp_req *req,
       return;
     out = session_reply (s, req->id, RP_OK, req->count);
     if (out) {
-      memcpy (out, st->region.base + e->offset + req->offset, req->count);
+      const uint8_t *src = st->region.base + e->offset + req->offset;
+
+      if (s->may_refer && req->count >= SESSION_REF_MIN &&
+          s->nrefs < SESSION_REFS)
+        s->refs[s->nrefs++] = (struct session_ref) {
+          .at = out - s->obuf, .src = src, .len = req->count,
+        };
+      else
+        memcpy (out, src, req->count);
       s->core->stats.read_bytes += req->count;
     }
     return;

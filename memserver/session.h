@@ -66,6 +66,14 @@ struct session_ops {
  */
 #define SESSION_REPLY_MAX (sizeof (struct rp_reply_hdr) + RP_MAX_PAYLOAD)
 
+/* Large READ replies (at least SESSION_REF_MIN bytes) a session may
+ * leave uncopied in its output at once, when the transport allows it
+ * (may_refer): the transport hands the kernel the region bytes
+ * themselves (session_output_iov), saving a copy of each.
+ */
+#define SESSION_REFS 8
+#define SESSION_REF_MIN (64u * 1024)
+
 /* Why the last session_process call returned. */
 enum session_stop {
   SESSION_STOP_INPUT,   /* no whole frame left: wants more bytes */
@@ -147,6 +155,16 @@ struct session {
   uint8_t *obuf;                  /* replies not yet taken, owned */
   size_t olen;                    /* bytes of replies in obuf */
   size_t ocap;                    /* bytes allocated at obuf */
+  bool may_refer;                 /* set by the transport: large READ
+                                     replies may refer to the region
+                                     (session_output_iov) */
+  unsigned nrefs;                 /* READ payloads not yet copied into
+                                     obuf: refs[0..nrefs) */
+  struct session_ref {
+    size_t at;                    /* where in obuf the payload belongs */
+    const uint8_t *src;           /* the region bytes */
+    uint32_t len;
+  } refs[SESSION_REFS];
   bool is_closing;                /* set by the transport: the connection
                                      is going away, execute nothing more */
   const char *close_why;          /* set by the session: close the
@@ -233,6 +251,24 @@ bool session_write_holds (struct session *s, const struct rp_req *req,
                           const uint8_t *dst);
 void session_write_landed (struct session *s, const struct rp_req *req,
                            const uint8_t *dst, size_t out_room);
+
+/* The replies as a gather list for writev(2): pieces of obuf and, for
+ * READ replies still referring to the region, the region bytes (at
+ * most 2 * SESSION_REFS + 1 entries; *n set).  Valid until the session
+ * runs another frame: a transport that does not get all of it to the
+ * kernel at once calls session_output_fill before it lets anything
+ * else run.  The other ways to take the output fill it themselves.
+ */
+struct iovec;
+void session_output_iov (const struct session *s, struct iovec *iov,
+                         unsigned *n);
+
+/* Copy what READ replies refer to into obuf: the output is then
+ * self-contained.  A session does this itself before any frame that
+ * changes region bytes (WRITE, ZERO, FREE), so a READ answers with
+ * what was there when it ran.
+ */
+void session_output_fill (struct session *s);
 
 /* Hand the replies produced so far to the caller, who frees them;
  * *len is their size.  NULL (and *len 0) when there are none.

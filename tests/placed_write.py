@@ -20,79 +20,42 @@ is placing the WRITE, then goes on:
   4. a WRITE past its extent's end is not placed: answered EINVAL once
      its payload is in, the connection still usable.
 
-Usage: placed_write.py PORT METRICS_PORT [MEMORY_BYTES].  Exits
+Usage: placed_write.py PORT METRICS_PORT.  Exits
 non-zero on the first thing the server gets wrong.
 """
 import os
 import sys
 import time
-import urllib.request
 
-from rpwire import (Conn, Closed, req, WRITE, READ, FREE, OK, ENOENT, EINVAL,
-                    ENOSPC, errname, MIB, KIB)
+from rpwire import (Checks, Conn, Closed, frame, metric, WRITE, READ, FREE,
+                    OK, ENOENT, EINVAL, ENOSPC, errname, MIB, KIB)
 
 port = int(sys.argv[1])
 mport = int(sys.argv[2])
-memory = int(sys.argv[3]) if len(sys.argv) > 3 else 16 * MIB
 BLOCK = 4096
-checks = 0
-
-
-def fail(msg):
-    raise SystemExit("placed_write.py: FAIL: %s" % msg)
-
-
-def ok(cond, msg):
-    global checks
-    if not cond:
-        fail(msg)
-    checks += 1
-
-
-def metric(name):
-    url = "http://127.0.0.1:%d/metrics" % mport
-    with urllib.request.urlopen(url, timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith("rampool_memserver_%s_total " % name):
-                return int(line.split()[1])
-    fail("no metric %s" % name)
+chk = Checks("placed_write.py")
+fail, ok = chk.fail, chk.ok
 
 
 def wait_metric(name, want, what):
     """Wait until counter `name` reaches want (the server got as far as
     `what`); fail after 20 s."""
     deadline = time.monotonic() + 20
-    while metric(name) < want:
+    while metric(mport, name) < want:
         if time.monotonic() > deadline:
             fail("timed out waiting for %s (%s = %d, want %d)"
-                 % (what, name, metric(name), want))
+                 % (what, name, metric(mport, name), want))
         time.sleep(0.02)
-
-
-def frame(op, handle, offset, payload=b"", count=0, id=1):
-    return req(op, id, handle, offset, count, len(payload)) + payload
-
-
-def reply_of(c, want_id):
-    err, rid, _free, data = c.reply()
-    ok(rid == want_id, "reply id %d, expected %d" % (rid, want_id))
-    return err, data
-
-
-def alloc(c, size):
-    err, h = c.alloc(size)
-    ok(err == OK, "ALLOC %d: %s" % (size, errname(err)))
-    return h
 
 
 # --- 1. pieces --------------------------------------------------------
 
 a = Conn(port)
 a.hello()
-x = alloc(a, MIB)
+x = chk.alloc(a, MIB)
 data = os.urandom(MIB)
 small = os.urandom(BLOCK)
-placed = metric("writes_placed")
+placed = metric(mport, "writes_placed")
 f = frame(WRITE, x, 0, data, id=100)
 cuts = [40 + 1000, 3001, 70000, 5, 4096, 200000, 1]   # header + payload
 pieces, pos = [], 0
@@ -105,11 +68,11 @@ a.send_raw(pieces[0])
 wait_metric("writes_placed", placed + 1, "the 1 MiB WRITE placed")
 for p in pieces[1:]:
     a.send_raw(p)
-err, _ = reply_of(a, 100)
+err, _ = a.reply_to(100)
 ok(err == OK, "placed WRITE: %s" % errname(err))
-err, _ = reply_of(a, 101)
+err, _ = a.reply_to(101)
 ok(err == OK, "WRITE after the placed one: %s" % errname(err))
-err, got = reply_of(a, 102)
+err, got = a.reply_to(102)
 want = data[BLOCK:2 * BLOCK] + small + data[3 * BLOCK:5 * BLOCK]
 ok(err == OK and got == want,
    "READ after the two WRITEs on one connection: %s, %s"
@@ -122,12 +85,12 @@ ok(a.read(x, 0, MIB) == bytes(expect), "the placed WRITE read back wrong")
 
 b = Conn(port)
 b.hello(a.owner)            # the same owner, beside a
-y = alloc(a, MIB)
+y = chk.alloc(a, MIB)
 p = os.urandom(MIB)
 f = frame(WRITE, y, 0, p, id=200)
 cut = 40 + 200 * KIB + 1000
-placed = metric("writes_placed")
-lost = metric("writes_placed_lost")
+placed = metric(mport, "writes_placed")
+lost = metric(mport, "writes_placed_lost")
 a.send_raw(f[:cut])
 wait_metric("writes_placed", placed + 1, "the WRITE to the freed extent placed")
 ok(b.call(FREE, handle=y)[0] == OK, "FREE of the extent being written")
@@ -145,17 +108,17 @@ zeros = bytes(MIB)
 for h in fresh:
     ok(b.read(h, 0, MIB) == zeros, "a fresh extent does not read zeros")
 a.send_raw(f[cut:])
-err, _ = reply_of(a, 200)
+err, _ = a.reply_to(200)
 ok(err == ENOENT, "WRITE whose extent was freed meanwhile: %s, not ENOENT"
    % errname(err))
-ok(metric("writes_placed_lost") == lost + 1, "writes_placed_lost not counted")
+ok(metric(mport, "writes_placed_lost") == lost + 1, "writes_placed_lost not counted")
 for i, h in enumerate(fresh):
     got = b.read(h, 0, MIB)
     if got != zeros:
         off = next(k for k in range(MIB) if got[k] != 0)
         fail("the rest of a WRITE to a freed extent landed in extent %d"
              " allocated after it (first byte at %d)" % (i, off))
-    checks += 1
+    chk.count += 1
 ok(not a.is_closed(), "the connection of the ENOENT WRITE was closed")
 for h in fresh:
     ok(b.call(FREE, handle=h)[0] == OK, "FREE")
@@ -167,13 +130,13 @@ b.close()
 owner = os.urandom(16)
 a = Conn(port)
 a.hello(owner, fence=1)
-z = alloc(a, MIB)
+z = chk.alloc(a, MIB)
 old = os.urandom(MIB)
 a.write(z, 0, old)
 new = os.urandom(MIB)
 f = frame(WRITE, z, 0, new, id=300)
 cut = 40 + 300 * KIB + 2049          # ends inside a block
-placed = metric("writes_placed")
+placed = metric(mport, "writes_placed")
 a.send_raw(f[:cut])
 wait_metric("writes_placed", placed + 1, "the WRITE to be fenced placed")
 c = Conn(port)
@@ -195,15 +158,15 @@ a.close()
 
 # --- 4. a WRITE past its extent's end is not placed --------------------
 
-w = alloc(c, MIB)
-placed = metric("writes_placed")
+w = chk.alloc(c, MIB)
+placed = metric(mport, "writes_placed")
 f = frame(WRITE, w, MIB - BLOCK, os.urandom(64 * KIB), id=400)
 c.send_raw(f[:40 + 1000])
 c.send_raw(f[40 + 1000:])
-err, _ = reply_of(c, 400)
+err, _ = c.reply_to(400)
 ok(err == EINVAL, "WRITE past the extent's end: %s, not EINVAL" % errname(err))
-ok(metric("writes_placed") == placed, "a WRITE past its extent was placed")
+ok(metric(mport, "writes_placed") == placed, "a WRITE past its extent was placed")
 ok(c.read(w, 0, MIB) == zeros, "a refused WRITE changed its extent")
 c.close()
 
-print("placed_write.py: %d checks passed" % checks)
+chk.done()

@@ -14,8 +14,9 @@ at an older memserver to show what it got wrong: RP_TEST_PROTOCOL=2
 abs_top_builddir=OLD_TREE ... (version 2 has no session id and an
 8-byte ALLOC reply).  Version 4 adds COPY (peer_copy.py).
 
-Users: accept.py, fairness.py, log_flood.py, reply_budget.py, placed_write.py,
-fence.py, bounds.py, malformed.py, bench/memserver-alloc.py.
+Users: accept.py, fairness.py, log_flood.py, reply_budget.py, fence.py,
+bounds.py, malformed.py, placed_write.py, read_direct.py,
+bench/memserver-alloc.py.
 """
 import hashlib
 import hmac
@@ -168,6 +169,13 @@ class Conn:
         assert reserved == 0, "reply reserved field %d" % reserved
         return error, rid, free, self._recv(length) if length else b""
 
+    def reply_to(self, want_id):
+        """The next reply, which must answer request want_id: (error,
+        payload)."""
+        error, rid, _free, data = self.reply()
+        assert rid == want_id, "reply id %d, expected %d" % (rid, want_id)
+        return error, data
+
     def call(self, op, handle=0, offset=0, count=0, payload=b""):
         """One request and its reply: (error, payload)."""
         rid = self.send(op, handle, offset, count, payload)
@@ -282,6 +290,51 @@ class Conn:
             return False
         except Closed:
             return True
+
+
+class Checks:
+    """A test script's verdicts: fail(msg) ends it with "NAME: FAIL:
+    msg"; ok(cond, msg) fails unless cond, and counts the check;
+    done() prints the count."""
+
+    def __init__(self, name):
+        self.name = name
+        self.count = 0
+
+    def fail(self, msg):
+        raise SystemExit("%s: FAIL: %s" % (self.name, msg))
+
+    def ok(self, cond, msg):
+        if not cond:
+            self.fail(msg)
+        self.count += 1
+
+    def alloc(self, conn, size):
+        """ALLOC on conn that must succeed: the handle."""
+        err, h = conn.alloc(size)
+        self.ok(err == OK, "ALLOC %d: %s" % (size, errname(err)))
+        return h
+
+    def done(self):
+        print("%s: %d checks passed" % (self.name, self.count))
+
+
+def frame(op, handle=0, offset=0, payload=b"", count=0, id=1):
+    """One request frame and its payload, as bytes (for tests that send
+    several in one go, or a frame in pieces)."""
+    return req(op, id, handle, offset, count, len(payload)) + payload
+
+
+def metric(metrics_port, name):
+    """Counter `name` of a memserver's Prometheus endpoint
+    (--metrics-listen 127.0.0.1:PORT): rampool_memserver_NAME_total."""
+    import urllib.request
+    url = "http://127.0.0.1:%d/metrics" % metrics_port
+    with urllib.request.urlopen(url, timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("rampool_memserver_%s_total " % name):
+                return int(line.split()[1])
+    raise KeyError("no metric %s" % name)
 
 
 def copy_payload(dst_handle, dst_offset, fence, session, incarnation,
