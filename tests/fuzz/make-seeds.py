@@ -106,6 +106,19 @@ def frames():
         req(READ, id=3, handle=h1, count=4 * 1024 * 1024),
         req(READ, id=4, handle=h1, offset=4096, count=4 * 1024 * 1024 - 4096),
     ])
+    # Large READ replies refer to the region until taken: a WRITE, ZERO
+    # or FREE after them in one delivery must not change what they say.
+    s["read-then-change"] = b"\0" + hello() + b"".join([
+        req(ALLOC, id=2, offset=1024 * 1024),
+        req(WRITE, id=3, handle=h1, payload=data(4096, 5)),
+        req(READ, id=4, handle=h1, count=2 * K64),
+        req(WRITE, id=5, handle=h1, payload=data(4096, 6)),
+        req(READ, id=6, handle=h1, count=K64),
+        req(ZERO, id=7, handle=h1, count=4096),
+        req(READ, id=8, handle=h1, count=4 * K64),
+        req(FREE, id=9, handle=h1),
+        req(READ, id=10, handle=h1, count=K64),     # ENOENT: freed
+    ])
     s["bounds"] = b"\0" + hello() + b"".join([
         req(ALLOC, id=2, offset=K64),
         req(WRITE, id=3, handle=h1, offset=K64 - 4, payload=data(8, 3)),  # EINVAL
