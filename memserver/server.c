@@ -181,7 +181,6 @@ struct conn {
   struct write_req *spare_writes; /* finished ones, for reuse */
   unsigned nspare_writes;    /* length of that list */
   bool is_placing;           /* reading the payload of `placed` */
-  bool is_staging;           /* the read under way goes to rbuf */
   struct rp_req placed;      /* a WRITE received in place */
   uint8_t *place;            /* where its payload goes; NULL once its
                                 extent went (the rest is dropped) */
@@ -397,7 +396,9 @@ conn_flush (struct conn *c)
   struct server *srv = c->srv;
   struct write_req *w;
   size_t len, cap, sent = 0;
-  uv_buf_t b;
+  struct iovec iov[2 * SESSION_REFS + 1];
+  uv_buf_t b, bufs[2 * SESSION_REFS + 1];
+  unsigned nb;
   int n;
 
   if (c->s.olen == 0 || c->s.is_closing)
@@ -407,20 +408,10 @@ conn_flush (struct conn *c)
    * the region itself; what the kernel does not take at once is
    * copied (session_swap_output) before anything else runs.
    */
-  if (c->s.nrefs > 0) {
-    struct iovec iov[2 * SESSION_REFS + 1];
-    uv_buf_t bufs[2 * SESSION_REFS + 1];
-    unsigned nb;
-
-    session_output_iov (&c->s, iov, &nb);
-    for (unsigned i = 0; i < nb; i++)
-      bufs[i] = uv_buf_init (iov[i].iov_base, iov[i].iov_len);
-    n = uv_try_write ((uv_stream_t *) &c->tcp, bufs, nb);
-  }
-  else {
-    b = uv_buf_init ((char *) c->s.obuf, c->s.olen);
-    n = uv_try_write ((uv_stream_t *) &c->tcp, &b, 1);
-  }
+  session_output_iov (&c->s, iov, &nb);
+  for (unsigned i = 0; i < nb; i++)
+    bufs[i] = uv_buf_init (iov[i].iov_base, iov[i].iov_len);
+  n = uv_try_write ((uv_stream_t *) &c->tcp, bufs, nb);
   if (n == (int) c->s.olen) {
     session_output_sent (&c->s);
     return;
@@ -654,7 +645,6 @@ conn_place_buf (struct conn *c, uv_buf_t *buf)
     c->staged = 0;
     left = c->placed.length - c->placed_got;
   }
-  c->is_staging = true;
   if (c->place == NULL) {
     *buf = uv_buf_init ((char *) c->rbuf, left < c->rcap ? left : c->rcap);
     return;
@@ -664,7 +654,6 @@ conn_place_buf (struct conn *c, uv_buf_t *buf)
   if (c->staged == 0 && uv_fileno ((uv_handle_t *) &c->tcp, &fd) == 0 &&
       ioctl (fd, FIONREAD, &avail) == 0 && avail > 0 &&
       (n = conn_place_whole (at, (size_t) avail, left)) > 0) {
-    c->is_staging = false;
     *buf = uv_buf_init ((char *) at, n);
     return;
   }
@@ -713,7 +702,11 @@ conn_read_cb (uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
   if (nread == 0)
     return;  /* EAGAIN */
   if (c->is_placing) {
-    if (c->place != NULL && c->is_staging) {
+    /* conn_place_buf chose: the region at the payload's next byte, or
+     * rbuf (a block that comes in pieces, or bytes being dropped).
+     */
+    if (c->place != NULL &&
+        buf->base != (char *) c->place + c->placed_got) {
       uint8_t *at = c->place + c->placed_got;
 
       c->staged += nread;

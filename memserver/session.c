@@ -858,39 +858,46 @@ session_process_turn (struct session *s, const uint8_t *buf, size_t len,
   return pos;
 }
 
-uint8_t *
-session_write_place (struct session *s, const uint8_t *buf, size_t len,
-                     uint32_t min, struct rp_req *req)
+/* Where WRITE req's payload belongs in the region, if the session is
+ * live and the range lies inside an extent of its owner; else NULL.
+ * Nothing is answered (session_extent is the executing twin).
+ */
+static uint8_t *
+session_write_dst (struct session *s, const struct rp_req *req)
 {
   struct store *st = &s->core->store;
   struct extent *e;
-  const char *why;
 
-  if (s->is_closing || s->close_why || s->owner == NULL ||
-      len < REQ_HDR_SIZE || rp_req_decode (buf, req, &why) == -1 ||
-      session_check_order (s, req) != NULL || req->op != RP_OP_WRITE ||
-      req->length < min || len >= REQ_HDR_SIZE + req->length)
+  if (s->is_closing || s->close_why || s->owner == NULL)
     return NULL;
   e = store_lookup (st, s->owner, req->handle);
   /* offset < 2^30 and length <= 4 MiB (codec), so no overflow. */
   if (e == NULL || req->offset + req->length > e->size)
     return NULL;
-  s->core->stats.writes_placed++;
   return st->region.base + e->offset + req->offset;
+}
+
+uint8_t *
+session_write_place (struct session *s, const uint8_t *buf, size_t len,
+                     uint32_t min, struct rp_req *req)
+{
+  const char *why;
+  uint8_t *dst;
+
+  if (len < REQ_HDR_SIZE || rp_req_decode (buf, req, &why) == -1 ||
+      session_check_order (s, req) != NULL || req->op != RP_OP_WRITE ||
+      req->length < min || len >= REQ_HDR_SIZE + req->length ||
+      (dst = session_write_dst (s, req)) == NULL)
+    return NULL;
+  s->core->stats.writes_placed++;
+  return dst;
 }
 
 bool
 session_write_holds (struct session *s, const struct rp_req *req,
                      const uint8_t *dst)
 {
-  struct store *st = &s->core->store;
-  struct extent *e;
-
-  if (s->is_closing || s->close_why || s->owner == NULL)
-    return false;
-  e = store_lookup (st, s->owner, req->handle);
-  return e != NULL && req->offset + req->length <= e->size &&
-    st->region.base + e->offset + req->offset == dst;
+  return dst != NULL && session_write_dst (s, req) == dst;
 }
 
 void
@@ -899,7 +906,7 @@ session_write_landed (struct session *s, const struct rp_req *req,
 {
   session_turn_begin (s, out_room);
   if (!s->is_closing && s->close_why == NULL) {
-    if (dst != NULL && session_write_holds (s, req, dst))
+    if (session_write_holds (s, req, dst))
       session_execute (s, req, dst);
     else {
       s->core->stats.writes_placed_lost++;
@@ -908,7 +915,7 @@ session_write_landed (struct session *s, const struct rp_req *req,
       session_reply_errno (s, req->id, ENOENT);
     }
     s->turn_frames = 1;
-    s->turn_bytes = req->length;
+    s->turn_bytes = session_work_bytes (req);
   }
   session_turn_end (s);
 }

@@ -91,6 +91,16 @@ start_memserver () {
   _memserver_ready "$1"
 }
 
+# start_memserver_metrics NAME [ARGS...]: start_memserver NAME with its
+# Prometheus endpoint on a loopback port of its choosing, MS_MPORT_NAME.
+start_memserver_metrics () {
+  local name=$1; shift
+  start_memserver "$name" --metrics-listen 127.0.0.1:0 \
+    --metrics-port-file "$TMP/$name.mport" "$@"
+  wait_for_file "$TMP/$name.mport" "metrics port of memserver $name"
+  printf -v "MS_MPORT_$name" %s "$(cat "$TMP/$name.mport")"
+}
+
 # start_memservers PREFIX N [ARGS...]: start_memserver PREFIX1 ...
 # PREFIXN, all launched at once, then each waited for: a pool of
 # hundreds starts in seconds, not one readiness poll after another.

@@ -8,11 +8,9 @@ source "${srcdir:-.}/functions.sh"
 requires python3
 
 MS_SIZE=16M
-start_memserver plain --metrics-listen 127.0.0.1:0 \
-  --metrics-port-file "$TMP/plain.mport"
-wait_for_file "$TMP/plain.mport" "metrics port of plain"
-python3 "${srcdir:-.}/placed_write.py" "$MS_PORT_plain" \
-  "$(cat "$TMP/plain.mport")" || fail "placed writes"
+start_memserver_metrics plain
+python3 "${srcdir:-.}/placed_write.py" "$MS_PORT_plain" "$MS_MPORT_plain" ||
+  fail "placed writes"
 grep -q "client reconnected (generation 2): closed 1 older connection" \
   "$TMP/plain.log" || fail "the fence of part 3 not logged"
 echo "PASS"

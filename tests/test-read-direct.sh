@@ -9,9 +9,7 @@ source "${srcdir:-.}/functions.sh"
 requires python3
 
 MS_SIZE=16M
-start_memserver ms --metrics-listen 127.0.0.1:0 \
-  --metrics-port-file "$TMP/ms.mport"
-wait_for_file "$TMP/ms.mport" "metrics port of ms"
-python3 "${srcdir:-.}/read_direct.py" "$MS_PORT_ms" "$(cat "$TMP/ms.mport")" ||
+start_memserver_metrics ms
+python3 "${srcdir:-.}/read_direct.py" "$MS_PORT_ms" "$MS_MPORT_ms" ||
   fail "READ replies from the region"
 echo "PASS"
