@@ -40,6 +40,10 @@
  *     cut off by a closed connection leaves each block it covers old or
  *     new, never torn: what the client's encryption tags, and its
  *     record of a write in doubt, are kept for.
+ *     While 128 KiB or more of such a payload is still to come, the
+ *     socket's receive low-water mark has the kernel wake the server
+ *     once 256 KiB of it (or the rest) is there, not at every segment
+ *     (conn_lowat); it is never above what is still owed.
  *
  *   - A READ reply of SESSION_REF_MIN bytes or more is handed to the
  *     kernel from the region itself (writev of the reply headers and
@@ -123,6 +127,16 @@
  * aligned in the region: an extent starts on a 64 KiB boundary).
  */
 #define CONN_PLACE_BLOCK 4096u
+/* While at least CONN_LOWAT_MIN bytes of a placed payload are to come,
+ * the server is woken once CONN_LOWAT_MAX of them are there (or the
+ * rest, if less), not at every segment (conn_lowat).  A 1 MiB WRITE
+ * took 21 system calls and 2.9 context switches on the memserver
+ * without it, 17 and 2.0 with it; waking at the whole payload (1 MiB)
+ * saved no more calls and stopped the copy out of the socket from
+ * overlapping the sender's copy into it.
+ */
+#define CONN_LOWAT_MIN (128u * 1024)
+#define CONN_LOWAT_MAX (256u * 1024)
 /* One connection's work per loop turn. */
 #define CONN_TURN_FRAMES 64
 #define CONN_TURN_BYTES (4u * 1024 * 1024)
@@ -187,6 +201,9 @@ struct conn {
   uint32_t placed_got;       /* payload bytes in the region (or dropped) */
   uint32_t staged;           /* and after them, bytes of the next block
                                 waiting in rbuf until it is whole */
+  int lowat;                 /* SO_RCVLOWAT set on the socket (0: never
+                                set, the kernel's 1; -1: refused),
+                                conn_lowat */
 };
 
 struct conn_queue {
@@ -302,6 +319,36 @@ conn_alloc_cb (uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void
 conn_read_cb (uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
+/* The socket's receive low-water mark (SO_RCVLOWAT): while at least
+ * CONN_LOWAT_MIN bytes of a placed WRITE's payload are still to come,
+ * poll says readable only once min(that, CONN_LOWAT_MAX) are there;
+ * otherwise at 1 byte, the kernel's default.  Never above what is still
+ * owed: bytes that are not coming would never make the socket readable.
+ * Called after every read of a placed payload and whenever reading
+ * starts.  A socket that refuses it (-1) is not asked again.
+ */
+static void
+conn_lowat (struct conn *c)
+{
+  int want = 1;
+  uv_os_fd_t fd;
+
+  if (c->lowat < 0)
+    return;
+  if (c->is_placing) {
+    size_t owed = c->placed.length - c->placed_got - c->staged;
+    if (owed >= CONN_LOWAT_MIN)
+      want = owed > CONN_LOWAT_MAX ? (int) CONN_LOWAT_MAX : (int) owed;
+  }
+  if (want == (c->lowat > 0 ? c->lowat : 1))
+    return;
+  if (uv_fileno ((uv_handle_t *) &c->tcp, &fd) == 0 &&
+      setsockopt (fd, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof want) == 0)
+    c->lowat = want;
+  else if (want > 1)
+    c->lowat = -1;  /* stays at the kernel's 1 */
+}
+
 /* Move c to state st: leave the queue of the old state, join the new
  * one's, and read exactly in CONN_READING.
  */
@@ -322,6 +369,8 @@ conn_set_state (struct conn *c, enum conn_state st)
   }
   else if (st == CONN_WAIT_BUDGET)
     conn_queue_push (&srv->waiters, c);
+  if (st == CONN_READING)
+    conn_lowat (c);
   if (st == CONN_READING && !c->is_reading) {
     uv_read_start ((uv_stream_t *) &c->tcp, conn_alloc_cb, conn_read_cb);
     c->is_reading = true;
@@ -721,6 +770,8 @@ conn_read_cb (uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
       c->placed_got += nread;
     if (c->placed_got == c->placed.length)
       conn_process (c);
+    else
+      conn_lowat (c);
     return;
   }
   c->rlen += nread;

@@ -18,17 +18,24 @@ is placing the WRITE, then goes on:
      either its old or its new bytes, never a mix, and nothing sent
      after the fence may land;
   4. a WRITE past its extent's end is not placed: answered EINVAL once
-     its payload is in, the connection still usable.
+     its payload is in, the connection still usable;
+  5. the last bytes wake the server: while a large payload comes, the
+     server asks the kernel to wake it only once 256 KiB of it is there
+     (SO_RCVLOWAT); once it has read all but 5000 bytes, those 5000 and
+     a READ behind them must still be answered.
 
 Usage: placed_write.py PORT METRICS_PORT.  Exits
 non-zero on the first thing the server gets wrong.
 """
+import fcntl
 import os
 import sys
+import termios
 import time
 
-from rpwire import (Checks, Conn, Closed, frame, metric, WRITE, READ, FREE,
-                    OK, ENOENT, EINVAL, ENOSPC, errname, MIB, KIB)
+from rpwire import (Checks, Conn, Closed, frame, metric, server_rx_queues,
+                    WRITE, READ, FREE, OK, ENOENT, EINVAL, ENOSPC, errname,
+                    MIB, KIB)
 
 port = int(sys.argv[1])
 mport = int(sys.argv[2])
@@ -167,6 +174,37 @@ err, _ = c.reply_to(400)
 ok(err == EINVAL, "WRITE past the extent's end: %s, not EINVAL" % errname(err))
 ok(metric(mport, "writes_placed") == placed, "a WRITE past its extent was placed")
 ok(c.read(w, 0, MIB) == zeros, "a refused WRITE changed its extent")
+
+# --- 5. the last bytes of a placed payload wake the server -------------
+
+data = os.urandom(MIB)
+f = frame(WRITE, w, 0, data, id=500) + frame(READ, w, MIB - BLOCK,
+                                               count=BLOCK, id=501)
+tail = 5000 + 40                      # the payload's last bytes + READ
+placed = metric(mport, "writes_placed")
+c.send_raw(f[:40 + 1000])
+wait_metric("writes_placed", placed + 1, "the WRITE with a late tail placed")
+c.send_raw(f[40 + 1000:-tail])
+# The server has read all it was sent (none left in this socket's send
+# queue, none in the server's receive queue): only the tail is owed.
+deadline = time.monotonic() + 20
+while (fcntl.ioctl(c.sock, termios.TIOCOUTQ, b"\0" * 4) != b"\0" * 4 or
+       server_rx_queues(port).get(c.local_port()) != 0):
+    if time.monotonic() > deadline:
+        fail("the server did not read the first %d bytes of a placed WRITE"
+             % (MIB - 5000))
+    time.sleep(0.02)
+c.send_raw(f[-tail:])
+try:
+    err, _ = c.reply_to(500)
+except (Closed, TimeoutError) as e:
+    fail("no reply once the last 5000 bytes of a placed WRITE came"
+         " (the server still waits for more than it is owed?): %s" % e)
+ok(err == OK, "placed WRITE with a late tail: %s" % errname(err))
+err, got = c.reply_to(501)
+ok(err == OK and got == data[-BLOCK:],
+   "READ behind a placed WRITE with a late tail: %s" % errname(err))
+ok(c.read(w, 0, MIB) == data, "a placed WRITE with a late tail read back wrong")
 c.close()
 
 chk.done()
