@@ -42,7 +42,8 @@ RAMPOOL = ["rampool-r1", "rampool-r2", "rampool-r3", "rampool-ec42",
            "rampool-ec82", "rampool-nbd-r1", "rampool-nbd-r2", "probe"]
 PEERS = ["memory", "nbd-server", "nbd-forward"]
 WORKLOADS = ["randread-4k-qd1", "randread-4k-qd16", "randwrite-4k-qd1",
-             "randwrite-4k-qd16", "seqread-1m", "seqwrite-1m"]
+             "randwrite-4k-qd16", "seqread-1m", "seqwrite-1m",
+             "firstwrite-1m"]
 
 
 # ---------------------------------------------------------------- /proc ---

@@ -20,6 +20,9 @@
 #
 # Workloads: 4 KiB randread/randwrite at iodepth 1 and 16, 1 MiB sequential
 # read/write; each a fixed-runtime fio job on a disk pre-written first.
+# First writes (firstwrite-1m): before that, each round, every target is
+# started fresh, its whole disk written once with 1 MiB writes, and
+# stopped again.
 # See README.md for the knobs (environment variables) and the output.
 
 set -euo pipefail
@@ -35,7 +38,7 @@ BENCH_RUNTIME=${BENCH_RUNTIME:-10}
 BENCH_ROUNDS=${BENCH_ROUNDS:-1}
 BENCH_SIZE=${BENCH_SIZE:-1G}
 BENCH_TARGETS=${BENCH_TARGETS:-}
-BENCH_WORKLOADS=${BENCH_WORKLOADS:-randread-4k-qd1 randread-4k-qd16 seqread-1m randwrite-4k-qd1 randwrite-4k-qd16 seqwrite-1m}
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-randread-4k-qd1 randread-4k-qd16 seqread-1m randwrite-4k-qd1 randwrite-4k-qd16 seqwrite-1m firstwrite-1m}
 BENCH_SEQ_IODEPTH=${BENCH_SEQ_IODEPTH:-4}
 BENCH_MEMSERVERS=${BENCH_MEMSERVERS:-3}
 BENCH_MEMSERVER_SIZE=${BENCH_MEMSERVER_SIZE:-2G}
@@ -50,6 +53,13 @@ BENCH_NBDKIT_ARGS=${BENCH_NBDKIT_ARGS---no-sr}
 BENCH_OUT=${BENCH_OUT:-$PWD/bench-results}
 BENCH_READY_TIMEOUT=${BENCH_READY_TIMEOUT:-30}
 BENCH_COUNT_RUNTIME=${BENCH_COUNT_RUNTIME:-3}   # 0: no counting runs
+# Seconds to wait after stopping a fresh target before the next one's
+# first writes.  A virtual machine with free page reporting (virtio-
+# balloon) hands memory the guest frees back to its host about 2 s
+# later, after which the first touch of it faults in the host too;
+# without the wait, one target could write into memory the one before
+# it had just freed, before it went back, and another not.
+BENCH_SETTLE=${BENCH_SETTLE:-3}
 
 all_targets="rampool-r1 rampool-r2 memory nbd-server nbd-forward"
 extra_targets="rampool-r3 rampool-ec42 rampool-ec82 rampool-nbd-r1 rampool-nbd-r2 probe"  # only when asked for
@@ -67,6 +77,7 @@ done
 fio --enghelp=nbd >/dev/null 2>&1 || die "this fio has no nbd engine (Debian fio does)"
 [[ $BENCH_RUNTIME =~ ^[0-9]+$ && $BENCH_RUNTIME -gt 0 ]] || die "BENCH_RUNTIME must be a positive integer (seconds)"
 [[ $BENCH_ROUNDS =~ ^[0-9]+$ && $BENCH_ROUNDS -gt 0 ]] || die "BENCH_ROUNDS must be a positive integer"
+[[ $BENCH_SETTLE =~ ^[0-9]+$ ]] || die "BENCH_SETTLE must be a whole number of seconds"
 size_bytes=$(numfmt --from=iec "$BENCH_SIZE") || die "bad BENCH_SIZE=$BENCH_SIZE"
 
 # Memservers get SIGTERM if this script dies without running its trap
@@ -391,6 +402,7 @@ workload_args() {
         randwrite-4k-qd16) echo "--rw=randwrite --bs=4k --iodepth=16" ;;
         seqread-1m)        echo "--rw=read --bs=1M --iodepth=$BENCH_SEQ_IODEPTH" ;;
         seqwrite-1m)       echo "--rw=write --bs=1M --iodepth=$BENCH_SEQ_IODEPTH" ;;
+        firstwrite-1m)     echo "--rw=write --bs=1M --iodepth=8" ;;
         *) return 1 ;;
     esac
 }
@@ -422,7 +434,9 @@ ntargets=$(wc -w <<<"$BENCH_TARGETS")
 nwork=$(wc -w <<<"$BENCH_WORKLOADS")
 log "targets: $BENCH_TARGETS"
 log "workloads: $BENCH_WORKLOADS (${BENCH_RUNTIME}s each, $BENCH_ROUNDS round(s), disk $BENCH_SIZE)"
-log "expect about $(( (ntargets * (BENCH_ROUNDS * nwork * (BENCH_RUNTIME + 1) + 8) + 59) / 60 )) min; results in $outdir"
+first=0
+case " $BENCH_WORKLOADS " in *" firstwrite-1m "*) first=1; nwork=$((nwork - 1));; esac
+log "expect about $(( (ntargets * (BENCH_ROUNDS * nwork * (BENCH_RUNTIME + 1) + 8 + first * BENCH_ROUNDS * (BENCH_SETTLE + 5)) + 59) / 60 )) min; results in $outdir"
 
 python3 - "$outdir/meta.json" <<EOF
 import json, os, platform, subprocess, sys
@@ -451,12 +465,35 @@ json.dump({
 }, open(sys.argv[1], "w"), indent=2)
 EOF
 
+read -r -a targets <<<"$BENCH_TARGETS"
+n=${#targets[@]}
+
+# First writes: every round, each target in turn (order rotated per
+# round) started fresh, its whole disk written once, then stopped, with
+# BENCH_SETTLE seconds after each stop.  A target's files are reused by
+# the next fresh start of it, and by the long-lived one started below.
+if ((first)); then
+    for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+        for ((i = 0; i < n; i++)); do
+            target=${targets[(i + round - 1) % n]}
+            log "== $target: first writes, round $round of $BENCH_ROUNDS"
+            start_target "$target"
+            # shellcheck disable=SC2046
+            run_job "$target" firstwrite-1m "$round" $(workload_args firstwrite-1m)
+            stop_pids "${TPIDS[@]}"
+            TPIDS=()
+            rm -f "$work"/*.sock "$work"/*.pid "$work"/*.port
+            [[ -z $TMPFS_DIR ]] || rm -f "$TMPFS_DIR/nbd-server.img"
+            sleep "$BENCH_SETTLE"
+        done
+    done
+fi
+
 # All targets are started (and pre-written) first, then the jobs run
 # workload by workload, cycling through the targets, so that background
 # load that comes and goes hits every target alike; each round rotates the
 # target order.
 declare -A T_URI T_PIDS
-read -r -a targets <<<"$BENCH_TARGETS"
 for target in "${targets[@]}"; do
     log "== $target: starting"
     start_target "$target"
@@ -465,10 +502,10 @@ for target in "${targets[@]}"; do
     log "== $target: servers ${TPIDS[*]}, uri $URI; pre-writing $BENCH_SIZE"
     run_job "$target" prefill 0 --rw=write --bs=1M --iodepth=8
 done
-n=${#targets[@]}
 for ((round = 1; round <= BENCH_ROUNDS; round++)); do
     ((BENCH_ROUNDS == 1)) || log "== round $round of $BENCH_ROUNDS"
     for w in $BENCH_WORKLOADS; do
+        [[ $w != firstwrite-1m ]] || continue
         for ((i = 0; i < n; i++)); do
             target=${targets[(i + round - 1) % n]}
             read -r -a TPIDS <<<"${T_PIDS[$target]}"
@@ -486,6 +523,7 @@ if ((BENCH_COUNT_RUNTIME > 0)); then
     if perf stat -e raw_syscalls:sys_enter true >/dev/null 2>&1; then
         log "== counting system calls and context switches (${BENCH_COUNT_RUNTIME}s runs)"
         for w in $BENCH_WORKLOADS; do
+            [[ $w != firstwrite-1m ]] || continue  # needs fresh targets
             for target in "${targets[@]}"; do
                 pids=$(tr ' ' , <<<"${T_PIDS[$target]}")
                 # shellcheck disable=SC2046
