@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -104,11 +105,20 @@ struct nbd_client {
   unsigned nbusy;
   struct nbd_queue out;        /* replies to send */
   bool is_sending;             /* a thread sends them (the others only
-                                  queue theirs) */
+                                  queue theirs), or the flusher does */
   bool is_broken;              /* a send failed: drop replies */
   bool is_over;                /* atomic: its thread is done; join it,
                                   then close fd */
   struct nbd_client *next;     /* the server's list */
+  struct nbd_client *flush_next; /* S.flushes (under S.lock) */
+  /* The batch of replies being sent, kept here so that the flusher can
+   * go on with what a receive thread began: touched only by the thread
+   * that holds is_sending.
+   */
+  struct nbd_req *batch[NBD_REPLY_BATCH];
+  unsigned nbatch;             /* 0: none taken */
+  struct iovec iov[2 * NBD_REPLY_BATCH];
+  int iov_at, niov;            /* iov[iov_at, niov) not yet sent */
   struct nbd_req slots[NBD_SLOTS];
 };
 
@@ -121,6 +131,12 @@ static struct {
   pthread_mutex_t lock;        /* the queues, clients, is_stopping */
   pthread_cond_t work, settle;
   struct nbd_queue slow, settles;
+  /* Clients whose replies the flusher is to send (nbd_reply), woken
+   * through flush_fd (an eventfd).
+   */
+  struct nbd_client *flushes;
+  int flush_fd;
+  pthread_t flusher;
   struct nbd_client *clients;
   unsigned nthreads;
   pthread_t *threads;
@@ -132,6 +148,7 @@ static struct {
   .work = PTHREAD_COND_INITIALIZER,
   .settle = PTHREAD_COND_INITIALIZER,
   .listen_fd = -1,
+  .flush_fd = -1,
 };
 
 static void
@@ -184,69 +201,225 @@ nbd_error_of (int err)
 
 /* ---- replies ---- */
 
-/* Send the queued replies of cl, and free their slots, until none is
- * left.  Called with cl->lock held by the thread that set is_sending;
- * returns with it held and is_sending cleared.
+/* Send iov[*at, n) to fd, advancing *at.  Without may_block, stops
+ * when the socket takes no more: 0.  1 when all is sent, -1 on error.
  */
-static void
-nbd_send_replies (struct nbd_client *cl)
+static int
+nbd_sendv (int fd, struct iovec *iov, int *at, int n, bool may_block)
 {
-  struct iovec iov[2 * NBD_REPLY_BATCH];
-  struct nbd_req *batch[NBD_REPLY_BATCH];
-
-  while (cl->out.head) {
-    unsigned n = 0, niov = 0;
-    while (n < NBD_REPLY_BATCH && cl->out.head)
-      batch[n++] = nbd_queue_pop (&cl->out);
-    bool is_broken = cl->is_broken;
-    pthread_mutex_unlock (&cl->lock);
-    for (unsigned i = 0; i < n && !is_broken; i++) {
-      struct nbd_req *r = batch[i];
-      rp_nbd_simple_reply (r->hdr, r->err, r->cookie);
-      iov[niov++] = (struct iovec) { r->hdr, 16 };
-      if (r->type == NBD_CMD_READ && r->err == 0)
-        iov[niov++] = (struct iovec) { r->buf, r->len };
+  while (*at < n) {
+    struct msghdr msg = { .msg_iov = iov + *at,
+                          .msg_iovlen = n - *at > IOV_MAX ? IOV_MAX
+                                                          : n - *at };
+    ssize_t w = sendmsg (fd, &msg,
+                         MSG_NOSIGNAL | (may_block ? 0 : MSG_DONTWAIT));
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      if (!may_block && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return 0;
+      return -1;
     }
-    if (!is_broken && rp_sendv_full (cl->fd, iov, niov) == -1) {
+    while (*at < n && (size_t) w >= iov[*at].iov_len)
+      w -= iov[(*at)++].iov_len;
+    if (*at < n) {
+      iov[*at].iov_base = (uint8_t *) iov[*at].iov_base + w;
+      iov[*at].iov_len -= w;
+    }
+  }
+  return 1;
+}
+
+/* Send the queued replies of cl, and free their slots, until none is
+ * left: 1, with is_sending cleared.  Without may_block, stops where the
+ * socket takes no more: 0, is_sending still set and the batch kept in
+ * cl for whoever goes on (the flusher).  Called with cl->lock held by
+ * the thread that holds is_sending; returns with it held.
+ */
+static int
+nbd_send_replies (struct nbd_client *cl, bool may_block)
+{
+  for (;;) {
+    if (cl->nbatch == 0) {
+      if (cl->out.head == NULL)
+        break;
+      cl->niov = cl->iov_at = 0;
+      while (cl->nbatch < NBD_REPLY_BATCH && cl->out.head) {
+        struct nbd_req *r = nbd_queue_pop (&cl->out);
+        cl->batch[cl->nbatch++] = r;
+        rp_nbd_simple_reply (r->hdr, r->err, r->cookie);
+        cl->iov[cl->niov++] = (struct iovec) { r->hdr, 16 };
+        if (r->type == NBD_CMD_READ && r->err == 0)
+          cl->iov[cl->niov++] = (struct iovec) { r->buf, r->len };
+      }
+    }
+    bool is_broken = cl->is_broken;
+    unsigned n = cl->nbatch;
+    int st = -1;
+    pthread_mutex_unlock (&cl->lock);
+    if (!is_broken)
+      st = nbd_sendv (cl->fd, cl->iov, &cl->iov_at, cl->niov, may_block);
+    if (st == 0) {
+      pthread_mutex_lock (&cl->lock);
+      return 0;
+    }
+    if (st == -1 && !is_broken) {
       is_broken = true;
       shutdown (cl->fd, SHUT_RDWR);  /* the reader sees it and ends */
     }
     for (unsigned i = 0; i < n; i++)
-      if (batch[i]->cap > NBD_KEEP_BUF) {
-        free (batch[i]->buf);
-        batch[i]->buf = NULL;
-        batch[i]->cap = 0;
+      if (cl->batch[i]->cap > NBD_KEEP_BUF) {
+        free (cl->batch[i]->buf);
+        cl->batch[i]->buf = NULL;
+        cl->batch[i]->cap = 0;
       }
     pthread_mutex_lock (&cl->lock);
     if (is_broken)
       cl->is_broken = true;
     for (unsigned i = 0; i < n; i++) {
-      batch[i]->next = cl->free;
-      cl->free = batch[i];
+      cl->batch[i]->next = cl->free;
+      cl->free = cl->batch[i];
     }
+    cl->nbatch = 0;
     cl->nbusy -= n;
     pthread_cond_broadcast (&cl->freed);
   }
   cl->is_sending = false;
+  return 1;
 }
 
 /* Request r is complete (r->err set): queue its reply, and send the
  * queue unless another thread is sending it already.  Any thread; does
- * not wait for another thread, but may block in sendmsg while the
- * client does not read.
+ * not wait for another thread.  With may_block (the client's reader, a
+ * worker) it may block in sendmsg while the client does not read;
+ * without (a memserver connection's receive thread, the settler) what
+ * the socket does not take at once is left to the flusher, so that
+ * one client that reads slowly -- or a reply larger than the socket's
+ * send buffer, as a 1 MiB READ is on a Unix socket -- holds up no other
+ * reply on the memserver connection.
  */
 static void
-nbd_reply (struct nbd_req *r)
+nbd_reply (struct nbd_req *r, bool may_block)
 {
   struct nbd_client *cl = r->cl;
 
   pthread_mutex_lock (&cl->lock);
   nbd_queue_push (&cl->out, r);
-  if (!cl->is_sending) {
-    cl->is_sending = true;
-    nbd_send_replies (cl);
+  if (cl->is_sending) {
+    pthread_mutex_unlock (&cl->lock);
+    return;
   }
+  cl->is_sending = true;
+  int st = nbd_send_replies (cl, may_block);
   pthread_mutex_unlock (&cl->lock);
+  if (st == 1)
+    return;
+  /* Still is_sending, with replies unsent: their slots keep cl alive
+   * until the flusher has sent them.
+   */
+  uint64_t one = 1;
+  pthread_mutex_lock (&S.lock);
+  cl->flush_next = S.flushes;
+  S.flushes = cl;
+  pthread_mutex_unlock (&S.lock);
+  if (write (S.flush_fd, &one, sizeof one) != sizeof one && errno != EAGAIN)
+    abort ();  /* an eventfd write fails only on overflow (EAGAIN) */
+}
+
+/* The flusher: sends what nbd_reply left, to all those clients at once,
+ * waiting (poll) for any of their sockets to take more, never for one.
+ */
+static void *
+nbd_flusher (void *arg)
+{
+  /* Room for 63 clients at once from the start, so that replies need
+   * no allocation but when more clients than that wait together.
+   */
+  size_t n = 0, cap = 64;
+  struct nbd_client **cls = malloc (cap * sizeof *cls);
+  struct pollfd *pfd = malloc (cap * sizeof *pfd);
+
+  (void) arg;
+  if (cls == NULL || pfd == NULL) {
+    free (cls);
+    free (pfd);
+    cls = NULL;
+    pfd = NULL;
+    cap = 0;
+  }
+  pthread_mutex_lock (&S.lock);
+  for (;;) {
+    while (S.flushes) {
+      struct nbd_client *cl = S.flushes;
+      if (n + 1 >= cap) {
+        size_t c = cap ? 2 * cap : 16;
+        struct nbd_client **nc = realloc (cls, c * sizeof *cls);
+        if (nc)
+          cls = nc;
+        struct pollfd *np = nc ? realloc (pfd, c * sizeof *pfd) : NULL;
+        if (np)
+          pfd = np;
+        if (nc == NULL || np == NULL) {
+          /* No room to wait for it with the others: send its replies
+           * here, the blocking way (out of memory: rare and slow).
+           */
+          S.flushes = cl->flush_next;
+          pthread_mutex_unlock (&S.lock);
+          pthread_mutex_lock (&cl->lock);
+          nbd_send_replies (cl, true);
+          pthread_mutex_unlock (&cl->lock);
+          pthread_mutex_lock (&S.lock);
+          continue;
+        }
+        cap = c;
+      }
+      S.flushes = cl->flush_next;
+      cls[n++] = cl;
+    }
+    if (n == 0 && S.is_stopping)
+      break;
+    pthread_mutex_unlock (&S.lock);
+    for (size_t i = 0; i < n; i++)
+      pfd[i] = (struct pollfd) { .fd = cls[i]->fd, .events = POLLOUT };
+    struct pollfd wake = { .fd = S.flush_fd, .events = POLLIN };
+    if (n == 0) {
+      if (poll (&wake, 1, -1) > 0) {
+        uint64_t v;
+        if (read (S.flush_fd, &v, sizeof v) < 0 && errno != EAGAIN)
+          abort ();
+      }
+      pthread_mutex_lock (&S.lock);
+      continue;
+    }
+    pfd[n] = wake;
+    if (poll (pfd, n + 1, -1) > 0 && pfd[n].revents) {
+      uint64_t v;
+      if (read (S.flush_fd, &v, sizeof v) < 0 && errno != EAGAIN)
+        abort ();
+    }
+    for (size_t i = 0; i < n; ) {
+      if (pfd[i].revents == 0) {
+        i++;
+        continue;
+      }
+      struct nbd_client *cl = cls[i];
+      pthread_mutex_lock (&cl->lock);
+      int st = nbd_send_replies (cl, false);
+      pthread_mutex_unlock (&cl->lock);  /* st 1: cl may go any time */
+      if (st == 1) {
+        cls[i] = cls[n - 1];
+        pfd[i] = pfd[n - 1];
+        n--;
+      }
+      else
+        i++;
+    }
+    pthread_mutex_lock (&S.lock);
+  }
+  pthread_mutex_unlock (&S.lock);
+  free (cls);
+  free (pfd);
+  return NULL;
 }
 
 /* ---- requests ---- */
@@ -267,7 +440,7 @@ nbd_aio_done (struct rp_aio *a)
     return;
   }
   r->err = nbd_error_of (a->err);
-  nbd_reply (r);
+  nbd_reply (r, false);
 }
 
 /* Run request r the blocking way (a worker thread). */
@@ -294,7 +467,7 @@ nbd_run (struct nbd_req *r)
     errno = EINVAL;
   }
   r->err = ret == 0 ? 0 : nbd_error_of (errno);
-  nbd_reply (r);
+  nbd_reply (r, true);
 }
 
 static void
@@ -371,7 +544,7 @@ nbd_settler (void *arg)
     pthread_mutex_unlock (&S.lock);
     if (rp_aio_settle (S.pool, &r->aio) == 0) {
       r->err = nbd_error_of (r->aio.err);
-      nbd_reply (r);
+      nbd_reply (r, false);
     }
     else
       nbd_queue_slow (r);
@@ -435,7 +608,7 @@ static void
 nbd_reply_now (struct nbd_req *r)
 {
   rp_aio_batch_flush ();
-  nbd_reply (r);
+  nbd_reply (r, true);
 }
 
 /* Read and start the client's requests until it disconnects, breaks
@@ -943,6 +1116,13 @@ main (int argc, char **argv)
       fprintf (stderr, "rampool-nbd: cannot start threads\n");
       return 1;
     }
+  S.flush_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (S.flush_fd == -1 ||
+      rp_thread_start (&S.flusher, 256 * 1024, nbd_flusher, NULL) != 0) {
+    fprintf (stderr, "rampool-nbd: cannot start the reply flusher: %s\n",
+             strerror (errno));
+    return 1;
+  }
   if (rp_thread_start (&S.settler, 256 * 1024, nbd_settler, NULL) != 0) {
     fprintf (stderr, "rampool-nbd: cannot start threads\n");
     return 1;
@@ -1006,6 +1186,13 @@ main (int argc, char **argv)
   for (unsigned i = 0; i < S.nthreads; i++)
     pthread_join (S.threads[i], NULL);
   pthread_join (S.settler, NULL);
+  {
+    uint64_t one = 1;
+    if (write (S.flush_fd, &one, sizeof one) != sizeof one)
+      abort ();
+  }
+  pthread_join (S.flusher, NULL);
+  close (S.flush_fd);
   free (S.threads);
   rp_pool_close (S.pool);
   rp_config_free (&S.cfg);

@@ -14,7 +14,13 @@
 #  6. SIGTERM: exit status 0, the memservers' memory given back;
 #  7. reads with s1 stalled and no heartbeat for 120 s: only
 #     rampool-nbd's tick (rp_pool_aio_expire) can time out the reads in
-#     flight on s1, and they fail over.
+#     flight on s1, and they fail over;
+#  8. a client that asks for 16 MiB of reads and reads none of the
+#     replies holds up no other client: with one connection per
+#     memserver, another client reads the whole disk exact meanwhile
+#     (the thread that receives a memserver's replies never waits for
+#     an NBD client to read, nbd_reply), and then the first one gets
+#     every reply, exact.
 source "${srcdir:-.}/functions.sh"
 requires nbdkit
 requires nbdcopy libnbd-bin
@@ -66,6 +72,11 @@ sleep_io () { local n; n=$(stat_of writes); wait_until 20 "more I/O ($1)" stats_
 sleep_io "s2 stalled"
 kill_memserver s2 CONT
 wait_until 30 "s2 up again" server_is s2 up
+# Copies s2 missed while stalled are stale until repaired: kill s3
+# before that and the extents written meanwhile have no good copy left
+# to serve (they wait for s3, correctly, and the I/O stops).
+all_healthy () { [ "$(stat_of extents_healthy)" = "$(stat_of extents_mapped)" ]; }
+wait_until 30 "s2's stale copies repaired" all_healthy
 checked_io_alive "$TMP/io1.log"
 kill_memserver s3 KILL
 wait_until 10 "s3 seen down" server_is s3 down
@@ -176,4 +187,54 @@ grep -q "server $MS_ADDR_s1 down: request timed out" "$TMP/nbdkit.log" ||
   fail "s1 was not timed out"
 kill_memserver s1 CONT
 echo "7: 16 MiB read exact with s1 stalled and no heartbeat"
+
+# 8. A client that does not read its replies.
+stop_nbdkit
+start_nbdkit size=16M replicas=1 connections=1
+head -c $((16 * MiB)) /dev/urandom >"$TMP/data"
+nbdcopy "$TMP/data" "$NBD_URI"
+python3 - "$NBD_SOCK" "$TMP/data" "$NBD_URI" "$TMP/out8" <<'EOF' ||
+import select, socket, struct, subprocess, sys
+
+sock, data_path, uri, out = sys.argv[1:]
+data = open(data_path, "rb").read()
+
+def recvn(s, n):
+    b = bytearray()
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            raise EOFError("closed after %d of %d bytes" % (len(b), n))
+        b += c
+    return bytes(b)
+
+s = socket.socket(socket.AF_UNIX)
+s.connect(sock)
+assert recvn(s, 18)[:16] == b"NBDMAGICIHAVEOPT"
+s.sendall(struct.pack(">I", 3))
+s.sendall(struct.pack(">QII", 0x49484156454F5054, 7, 6) + struct.pack(">IH", 0, 0))
+while True:
+    magic, o, t, n = struct.unpack(">QIII", recvn(s, 20))
+    recvn(s, n)
+    if t == 1:
+        break
+    assert t == 3, hex(t)
+MIB = 1 << 20
+for i in range(16):
+    s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, i, i * MIB, MIB))
+# The first reply has begun: rampool-nbd holds the rest for this client.
+select.select([s], [], [], 30)
+r = subprocess.run(["timeout", "60", "nbdcopy", uri, out])
+assert r.returncode == 0, "another client's reads did not end in 60 s" \
+    " while one client read none of its replies (status %d)" % r.returncode
+assert open(out, "rb").read() == data, "the other client read wrong bytes"
+for _ in range(16):
+    magic, err, cookie = struct.unpack(">IIQ", recvn(s, 16))
+    assert magic == 0x67446698 and err == 0, (hex(magic), err)
+    assert recvn(s, MIB) == data[cookie * MIB:(cookie + 1) * MIB], \
+        "reply %d of the slow client is wrong" % cookie
+s.close()
+print("8: a client that read none of its replies held up no other")
+EOF
+  fail "a client that does not read held up another"
 echo PASS
