@@ -233,11 +233,13 @@ nbd_sendv (int fd, struct iovec *iov, int *at, int n, bool may_block)
 /* Send the queued replies of cl, and free their slots, until none is
  * left: 1, with is_sending cleared.  Without may_block, stops where the
  * socket takes no more: 0, is_sending still set and the batch kept in
- * cl for whoever goes on (the flusher).  Called with cl->lock held by
- * the thread that holds is_sending; returns with it held.
+ * cl for whoever goes on (the flusher).  With one_batch (the flusher,
+ * which takes its clients in turn), also 0 after one whole batch when
+ * more are queued.  Called with cl->lock held by the thread that holds
+ * is_sending; returns with it held.
  */
 static int
-nbd_send_replies (struct nbd_client *cl, bool may_block)
+nbd_send_replies (struct nbd_client *cl, bool may_block, bool one_batch)
 {
   for (;;) {
     if (cl->nbatch == 0) {
@@ -283,6 +285,8 @@ nbd_send_replies (struct nbd_client *cl, bool may_block)
     cl->nbatch = 0;
     cl->nbusy -= n;
     pthread_cond_broadcast (&cl->freed);
+    if (one_batch && cl->out.head)
+      return 0;
   }
   cl->is_sending = false;
   return 1;
@@ -310,7 +314,7 @@ nbd_reply (struct nbd_req *r, bool may_block)
     return;
   }
   cl->is_sending = true;
-  int st = nbd_send_replies (cl, may_block);
+  int st = nbd_send_replies (cl, may_block, false);
   pthread_mutex_unlock (&cl->lock);
   if (st == 1)
     return;
@@ -366,7 +370,7 @@ nbd_flusher (void *arg)
           S.flushes = cl->flush_next;
           pthread_mutex_unlock (&S.lock);
           pthread_mutex_lock (&cl->lock);
-          nbd_send_replies (cl, true);
+          nbd_send_replies (cl, true, false);
           pthread_mutex_unlock (&cl->lock);
           pthread_mutex_lock (&S.lock);
           continue;
@@ -404,7 +408,7 @@ nbd_flusher (void *arg)
       }
       struct nbd_client *cl = cls[i];
       pthread_mutex_lock (&cl->lock);
-      int st = nbd_send_replies (cl, false);
+      int st = nbd_send_replies (cl, false, true);
       pthread_mutex_unlock (&cl->lock);  /* st 1: cl may go any time */
       if (st == 1) {
         cls[i] = cls[n - 1];
