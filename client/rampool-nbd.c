@@ -137,6 +137,9 @@ static struct {
   struct nbd_client *flushes;
   int flush_fd;
   pthread_t flusher;
+  struct nbd_client **flush_cls; /* the flusher's, made before it starts */
+  struct pollfd *flush_pfd;
+  size_t flush_cap;
   struct nbd_client *clients;
   unsigned nthreads;
   pthread_t *threads;
@@ -201,35 +204,6 @@ nbd_error_of (int err)
 
 /* ---- replies ---- */
 
-/* Send iov[*at, n) to fd, advancing *at.  Without may_block, stops
- * when the socket takes no more: 0.  1 when all is sent, -1 on error.
- */
-static int
-nbd_sendv (int fd, struct iovec *iov, int *at, int n, bool may_block)
-{
-  while (*at < n) {
-    struct msghdr msg = { .msg_iov = iov + *at,
-                          .msg_iovlen = n - *at > IOV_MAX ? IOV_MAX
-                                                          : n - *at };
-    ssize_t w = sendmsg (fd, &msg,
-                         MSG_NOSIGNAL | (may_block ? 0 : MSG_DONTWAIT));
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      if (!may_block && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return 0;
-      return -1;
-    }
-    while (*at < n && (size_t) w >= iov[*at].iov_len)
-      w -= iov[(*at)++].iov_len;
-    if (*at < n) {
-      iov[*at].iov_base = (uint8_t *) iov[*at].iov_base + w;
-      iov[*at].iov_len -= w;
-    }
-  }
-  return 1;
-}
-
 /* Send the queued replies of cl, and free their slots, until none is
  * left: 1, with is_sending cleared.  Without may_block, stops where the
  * socket takes no more: 0, is_sending still set and the batch kept in
@@ -260,7 +234,7 @@ nbd_send_replies (struct nbd_client *cl, bool may_block, bool one_batch)
     int st = -1;
     pthread_mutex_unlock (&cl->lock);
     if (!is_broken)
-      st = nbd_sendv (cl->fd, cl->iov, &cl->iov_at, cl->niov, may_block);
+      st = rp_sendv_at (cl->fd, cl->iov, &cl->iov_at, cl->niov, may_block);
     if (st == 0) {
       pthread_mutex_lock (&cl->lock);
       return 0;
@@ -332,42 +306,32 @@ nbd_reply (struct nbd_req *r, bool may_block)
 
 /* The flusher: sends what nbd_reply left, to all those clients at once,
  * waiting (poll) for any of their sockets to take more, never for one.
+ * Its arrays (S.flush_cls, S.flush_pfd: room for S.flush_cap - 1
+ * clients and the eventfd) are made before it starts, so that replies
+ * need no allocation but when more clients than that wait together.
  */
 static void *
 nbd_flusher (void *arg)
 {
-  /* Room for 63 clients at once from the start, so that replies need
-   * no allocation but when more clients than that wait together.
-   */
-  size_t n = 0, cap = 64;
-  struct nbd_client **cls = malloc (cap * sizeof *cls);
-  struct pollfd *pfd = malloc (cap * sizeof *pfd);
+  struct nbd_client **cls = S.flush_cls;
+  struct pollfd *pfd = S.flush_pfd;
+  size_t n = 0, cap = S.flush_cap;
 
   (void) arg;
-  if (cls == NULL || pfd == NULL) {
-    free (cls);
-    free (pfd);
-    cls = NULL;
-    pfd = NULL;
-    cap = 0;
-  }
   pthread_mutex_lock (&S.lock);
   for (;;) {
     while (S.flushes) {
       struct nbd_client *cl = S.flushes;
-      if (n + 1 >= cap) {
-        size_t c = cap ? 2 * cap : 16;
-        struct nbd_client **nc = realloc (cls, c * sizeof *cls);
+      S.flushes = cl->flush_next;
+      if (n + 1 == cap) {
+        struct nbd_client **nc = realloc (cls, 2 * cap * sizeof *cls);
         if (nc)
           cls = nc;
-        struct pollfd *np = nc ? realloc (pfd, c * sizeof *pfd) : NULL;
-        if (np)
-          pfd = np;
-        if (nc == NULL || np == NULL) {
+        struct pollfd *np = nc ? realloc (pfd, 2 * cap * sizeof *pfd) : NULL;
+        if (np == NULL) {
           /* No room to wait for it with the others: send its replies
            * here, the blocking way (out of memory: rare and slow).
            */
-          S.flushes = cl->flush_next;
           pthread_mutex_unlock (&S.lock);
           pthread_mutex_lock (&cl->lock);
           nbd_send_replies (cl, true, false);
@@ -375,9 +339,9 @@ nbd_flusher (void *arg)
           pthread_mutex_lock (&S.lock);
           continue;
         }
-        cap = c;
+        pfd = np;
+        cap *= 2;
       }
-      S.flushes = cl->flush_next;
       cls[n++] = cl;
     }
     if (n == 0 && S.is_stopping)
@@ -385,17 +349,7 @@ nbd_flusher (void *arg)
     pthread_mutex_unlock (&S.lock);
     for (size_t i = 0; i < n; i++)
       pfd[i] = (struct pollfd) { .fd = cls[i]->fd, .events = POLLOUT };
-    struct pollfd wake = { .fd = S.flush_fd, .events = POLLIN };
-    if (n == 0) {
-      if (poll (&wake, 1, -1) > 0) {
-        uint64_t v;
-        if (read (S.flush_fd, &v, sizeof v) < 0 && errno != EAGAIN)
-          abort ();
-      }
-      pthread_mutex_lock (&S.lock);
-      continue;
-    }
-    pfd[n] = wake;
+    pfd[n] = (struct pollfd) { .fd = S.flush_fd, .events = POLLIN };
     if (poll (pfd, n + 1, -1) > 0 && pfd[n].revents) {
       uint64_t v;
       if (read (S.flush_fd, &v, sizeof v) < 0 && errno != EAGAIN)
@@ -1121,7 +1075,10 @@ main (int argc, char **argv)
       return 1;
     }
   S.flush_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (S.flush_fd == -1 ||
+  S.flush_cap = 64;
+  S.flush_cls = malloc (S.flush_cap * sizeof *S.flush_cls);
+  S.flush_pfd = malloc (S.flush_cap * sizeof *S.flush_pfd);
+  if (S.flush_fd == -1 || S.flush_cls == NULL || S.flush_pfd == NULL ||
       rp_thread_start (&S.flusher, 256 * 1024, nbd_flusher, NULL) != 0) {
     fprintf (stderr, "rampool-nbd: cannot start the reply flusher: %s\n",
              strerror (errno));

@@ -193,28 +193,37 @@ rp_write_full (int fd, const void *buf, size_t len)
 }
 
 int
-rp_sendv_full (int fd, struct iovec *iov, int n)
+rp_sendv_at (int fd, struct iovec *iov, int *at, int n, bool may_block)
 {
-  while (n > 0) {
-    struct msghdr msg = { .msg_iov = iov,
-                          .msg_iovlen = n > IOV_MAX ? IOV_MAX : n };
-    ssize_t w = sendmsg (fd, &msg, MSG_NOSIGNAL);
+  while (*at < n) {
+    struct msghdr msg = { .msg_iov = iov + *at,
+                          .msg_iovlen = n - *at > IOV_MAX ? IOV_MAX
+                                                          : n - *at };
+    ssize_t w = sendmsg (fd, &msg,
+                         MSG_NOSIGNAL | (may_block ? 0 : MSG_DONTWAIT));
     if (w < 0) {
       if (errno == EINTR)
         continue;
+      if (!may_block && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return 0;
       return -1;
     }
-    while (n > 0 && (size_t) w >= iov->iov_len) {
-      w -= iov->iov_len;
-      iov++;
-      n--;
-    }
-    if (n > 0) {
-      iov->iov_base = (uint8_t *) iov->iov_base + w;
-      iov->iov_len -= w;
+    while (*at < n && (size_t) w >= iov[*at].iov_len)
+      w -= iov[(*at)++].iov_len;
+    if (*at < n) {
+      iov[*at].iov_base = (uint8_t *) iov[*at].iov_base + w;
+      iov[*at].iov_len -= w;
     }
   }
-  return 0;
+  return 1;
+}
+
+int
+rp_sendv_full (int fd, struct iovec *iov, int n)
+{
+  int at = 0;
+
+  return rp_sendv_at (fd, iov, &at, n, true) == 1 ? 0 : -1;
 }
 
 int

@@ -6,6 +6,7 @@
 #define RP_UTIL_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -51,6 +52,12 @@ struct iovec;
  * killing a program that does not ignore SIGPIPE.  0, or -1 with errno.
  */
 int rp_sendv_full (int fd, struct iovec *iov, int n);
+
+/* The same from iov[*at], advancing *at (and the iovec it stops in).
+ * Without may_block, stops when the socket takes no more (MSG_DONTWAIT):
+ * 0.  1 once all is sent, -1 with errno.
+ */
+int rp_sendv_at (int fd, struct iovec *iov, int *at, int n, bool may_block);
 
 /* Start fn (arg) on a thread with a stack of stack_bytes.  rampool's
  * threads need a few KiB of stack, and with mlock=on (swap) every
