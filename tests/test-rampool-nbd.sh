@@ -90,57 +90,12 @@ wait_until 60 "health on s1 and s2" \
 # 5. A peer that breaks the protocol (the disk as it was before, to
 # compare after).
 nbdcopy "$NBD_URI" "$TMP/before"
-python3 - "$NBD_SOCK" $((64 * MiB)) <<'EOF' || fail "protocol checks failed"
-import socket, struct, sys
-
-def conn():
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(sys.argv[1])
-    return s
-
-def recvn(s, n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c:
-            raise EOFError("closed after %d of %d bytes" % (len(b), n))
-        b += c
-    return b
-
-def opt(s, o, data):
-    s.sendall(struct.pack(">QII", 0x49484156454F5054, o, len(data)) + data)
-
-def opt_reply(s):
-    magic, o, t, n = struct.unpack(">QIII", recvn(s, 20))
-    assert magic == 0x3e889045565a9
-    return o, t, recvn(s, n)
-
-def handshake(s, too_big=False):
-    g = recvn(s, 18)
-    assert g[:16] == b"NBDMAGICIHAVEOPT", g
-    s.sendall(struct.pack(">I", 3))          # fixed newstyle, no zeroes
-    if too_big:
-        opt(s, 6, b"\0" * 100000)            # INFO, far too large
-        o, t, _ = opt_reply(s)
-        assert t == 0x80000009, hex(t)       # ERR_TOO_BIG
-    opt(s, 7, struct.pack(">IH", 0, 0))      # GO, name "", no infos
-    while True:
-        o, t, d = opt_reply(s)
-        if t == 1:
-            return
-        assert t == 3, hex(t)
-
-def request(s, typ, cookie, off, length, payload=b""):
-    s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, typ, cookie, off, length)
-              + payload)
-
-def reply(s):
-    magic, err, cookie = struct.unpack(">IIQ", recvn(s, 16))
-    assert magic == 0x67446698, hex(magic)
-    return err, cookie
+PYTHONPATH="${srcdir:-.}" python3 - "$NBD_SOCK" $((64 * MiB)) <<'EOF' ||
+import sys
+from nbdwire import conn, handshake, recvn, reply, request
 
 size = int(sys.argv[2])
-s = conn()
+s = conn(sys.argv[1])
 handshake(s, too_big=True)
 request(s, 0, 1, size - 4096, 8192)          # READ past the end
 assert reply(s) == (22, 1)
@@ -153,12 +108,13 @@ err, cookie = reply(s)
 assert (err, cookie) == (0, 4) and len(recvn(s, 4096)) == 4096
 request(s, 1, 5, 0, 64 << 20)                # WRITE of 64 MiB (> 32)
 assert s.recv(1) == b"", "the connection should have ended"
-s = conn()
+s = conn(sys.argv[1])
 handshake(s)
 s.sendall(b"\xde\xad\xbe\xef" + b"\0" * 24)  # bad magic
 assert s.recv(1) == b"", "the connection should have ended"
 print("5: protocol checks passed")
 EOF
+  fail "protocol checks failed"
 kill -0 "$NBDKIT_PID" || fail "rampool-nbd died on bad input"
 nbdcopy "$NBD_URI" "$TMP/out"
 cmp "$TMP/before" "$TMP/out" || fail "not serving the same bytes after bad peers"
@@ -193,35 +149,18 @@ stop_nbdkit
 start_nbdkit size=16M replicas=1 connections=1
 head -c $((16 * MiB)) /dev/urandom >"$TMP/data"
 nbdcopy "$TMP/data" "$NBD_URI"
-python3 - "$NBD_SOCK" "$TMP/data" "$NBD_URI" "$TMP/out8" <<'EOF' ||
-import select, socket, struct, subprocess, sys
+PYTHONPATH="${srcdir:-.}" python3 - "$NBD_SOCK" "$TMP/data" "$NBD_URI" \
+  "$TMP/out8" <<'EOF' ||
+import select, subprocess, sys
+from nbdwire import conn, handshake, recvn, reply, request
 
 sock, data_path, uri, out = sys.argv[1:]
 data = open(data_path, "rb").read()
-
-def recvn(s, n):
-    b = bytearray()
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c:
-            raise EOFError("closed after %d of %d bytes" % (len(b), n))
-        b += c
-    return bytes(b)
-
-s = socket.socket(socket.AF_UNIX)
-s.connect(sock)
-assert recvn(s, 18)[:16] == b"NBDMAGICIHAVEOPT"
-s.sendall(struct.pack(">I", 3))
-s.sendall(struct.pack(">QII", 0x49484156454F5054, 7, 6) + struct.pack(">IH", 0, 0))
-while True:
-    magic, o, t, n = struct.unpack(">QIII", recvn(s, 20))
-    recvn(s, n)
-    if t == 1:
-        break
-    assert t == 3, hex(t)
+s = conn(sock)
+handshake(s)
 MIB = 1 << 20
 for i in range(16):
-    s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, i, i * MIB, MIB))
+    request(s, 0, i, i * MIB, MIB)
 # The first reply has begun: rampool-nbd holds the rest for this client.
 select.select([s], [], [], 30)
 r = subprocess.run(["timeout", "60", "nbdcopy", uri, out])
@@ -229,8 +168,8 @@ assert r.returncode == 0, "another client's reads did not end in 60 s" \
     " while one client read none of its replies (status %d)" % r.returncode
 assert open(out, "rb").read() == data, "the other client read wrong bytes"
 for _ in range(16):
-    magic, err, cookie = struct.unpack(">IIQ", recvn(s, 16))
-    assert magic == 0x67446698 and err == 0, (hex(magic), err)
+    err, cookie = reply(s)
+    assert err == 0, err
     assert recvn(s, MIB) == data[cookie * MIB:(cookie + 1) * MIB], \
         "reply %d of the slow client is wrong" % cookie
 s.close()
